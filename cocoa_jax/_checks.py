@@ -24,7 +24,7 @@ def check_array(name: str, array: Any, *, ndim: int | None = None, min_ndim: int
         raise ValueError(f"`{name}` must have rank {ndim}, got shape {shape}")
     if min_ndim is not None and len(shape) < min_ndim:
         raise ValueError(f"`{name}` must have rank >= {min_ndim}, got shape {shape}")
-    dtype = getattr(array, "dtype", np.asarray(array).dtype)
+    dtype = array.dtype if hasattr(array, "dtype") else np.asarray(array).dtype
     if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
         raise TypeError(f"`{name}` must be a real numeric array, got dtype {dtype}")
     check_finite(name, array)

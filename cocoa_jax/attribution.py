@@ -417,6 +417,11 @@ def rise_masks(key: jax.Array, n_masks: int, image_size, grid_size=(7, 7), keep_
     """
     n_masks = _checks.check_positive_int("n_masks", n_masks)
     image_size, grid_size, keep_prob = _check_rise_args(image_size, grid_size, keep_prob)
+    return _rise_masks_jit(key, n_masks, image_size, grid_size, keep_prob, jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
+def _rise_masks_jit(key, n_masks, image_size, grid_size, keep_prob, dtype):
     return _masks_for_keys(jax.random.split(key, n_masks), image_size, grid_size, keep_prob, dtype)
 
 

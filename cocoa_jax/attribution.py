@@ -112,11 +112,31 @@ def _check_baseline(name: str, baseline, x: jax.Array) -> jax.Array:
 
 
 def _shard_batch(batch: jax.Array, mesh: jax.sharding.Mesh | None) -> jax.Array:
-    """Split a batch of perturbed inputs along its leading axis over every device of `mesh`."""
+    """Split a batch of perturbed inputs along its leading axis over every device of `mesh`.
+
+    The constraint is a hint to the partitioner (an Auto-axes view of `mesh`, whatever axis
+    types it was made with): the encoder's batch axis is split, and the sums over samples
+    become all-reduces.
+    """
     if mesh is None:
         return batch
+    auto = jax.sharding.Mesh(mesh.devices, mesh.axis_names,
+                             axis_types=(jax.sharding.AxisType.Auto,) * len(mesh.axis_names))
     spec = jax.sharding.PartitionSpec(tuple(mesh.axis_names))
-    return jax.lax.with_sharding_constraint(batch, jax.sharding.NamedSharding(mesh, spec))
+    return jax.lax.with_sharding_constraint(batch, jax.sharding.NamedSharding(auto, spec))
+
+
+def _pad_rows(array: jax.Array, count: int, value: float | None = None) -> jax.Array:
+    """Append `count` rows along axis 0: copies of the last row, or `value`."""
+    if count == 0:
+        return array
+    extra = jnp.repeat(array[-1:], count, axis=0)
+    return jnp.concatenate([array, extra if value is None else jnp.full_like(extra, value)])
+
+
+def _padding_for(mesh: jax.sharding.Mesh | None, batch: int) -> int:
+    """Rows to add so `batch` splits evenly over the mesh (padded rows get zero weight)."""
+    return 0 if mesh is None else -batch % mesh.size
 
 
 def _jacobian(f: Callable, k: int | None) -> Callable:
@@ -144,6 +164,9 @@ def _sum_gradient_terms(f, k, n, batch_size, mesh, make_chunk):
     # Unrolled on purpose: a gradient inside a rolled scan is ~2.5x slower on XLA CPU.
     for start, stop in _chunks(n, batch_size):
         points, multipliers = make_chunk(start, stop)
+        pad = _padding_for(mesh, stop - start)
+        multipliers = jnp.broadcast_to(multipliers, (stop - start,) + multipliers.shape[1:])
+        points, multipliers = _pad_rows(points, pad), _pad_rows(multipliers, pad, 0.0)
         grads = jacobian(_shard_batch(points, mesh))  # (B, [K,] *x.shape)
         if k is not None:
             multipliers = jnp.expand_dims(multipliers, 1)
@@ -434,7 +457,8 @@ def _rise_sum(f, x, baseline, n, batch_size, mesh, masks_of) -> jax.Array:
     blend = jax.vmap(lambda m: x * m[..., None] + baseline * (1.0 - m[..., None]))
 
     def chunk_sum(indices):
-        masks = masks_of(indices)
+        # Zero masks pad the batch to a multiple of the device count: they add nothing.
+        masks = _pad_rows(masks_of(indices), _padding_for(mesh, indices.shape[0]), 0.0)
         scores = jax.vmap(f)(_shard_batch(blend(masks), mesh))  # (B,) or (B, K)
         flat = masks.reshape(masks.shape[0], -1)
         # The saliency map is one matrix product: scores^T @ masks.

@@ -1,0 +1,17 @@
+"""Encoders for cocoa-jax: Flax ports of the paper's models and the embedded digits encoder.
+
+    model = cocoa_jax.models.load("simclr_resnet50", "converted/simclr")   # no torch needed
+    x = model.preprocess.batch(pil_images)          # (N, 224, 224, 3) float32
+    reps = model.encode(x)                          # (N, 2048)
+    f = cocoa_jax.targets.explain_fn(model.encode, target)
+
+Architectures (`list_architectures()`): simclr_resnet50, simsiam_cifar_resnet18,
+resnet18_classifier, clip_vit_b32 (converted with `cocoa-jax convert`, see `ports/`) and
+digits (shipped). This package never imports torch.
+"""
+from cocoa_jax.models.preprocessing import Preprocessing
+from cocoa_jax.models.registry import (ARCHITECTURES, LoadedModel, list_architectures, load,
+                                       make_loaded, save)
+
+__all__ = ["ARCHITECTURES", "LoadedModel", "Preprocessing", "list_architectures", "load",
+           "make_loaded", "save"]

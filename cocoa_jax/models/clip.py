@@ -1,0 +1,177 @@
+"""Flax CLIP (openai/CLIP layout): ViT image encoder and causal text transformer.
+
+Both towers use pre-LayerNorm residual blocks (LayerNorm eps 1e-5, QuickGELU MLP of width 4x)
+with one fused `in_proj` for q, k, v as in `torch.nn.MultiheadAttention`, and end in a linear
+projection applied as `x @ proj` (the checkpoint stores it as (width, embed_dim), NOT transposed
+like a Linear weight).
+
+  encode_image: (N, R, R, 3) preprocessed NHWC images -> (N, embed_dim)
+  encode_text:  (N, context_length) int token ids -> (N, embed_dim), pooled at the EOT token
+                (the largest id in each row, as in CLIP).
+
+Neither output is L2-normalised: that is the explanation target's choice (cosine vs dot).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+LN_EPSILON = 1e-5
+HEAD_WIDTH = 64  # CLIP uses width // 64 attention heads in both towers
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipConfig:
+    """Hyper-parameters of one CLIP model (ViT-B/32 by default)."""
+
+    embed_dim: int = 512
+    image_resolution: int = 224
+    vision_layers: int = 12
+    vision_width: int = 768
+    vision_patch_size: int = 32
+    context_length: int = 77
+    vocab_size: int = 49408
+    transformer_width: int = 512
+    transformer_layers: int = 12
+
+    @property
+    def vision_heads(self) -> int:
+        return max(self.vision_width // HEAD_WIDTH, 1)
+
+    @property
+    def transformer_heads(self) -> int:
+        return max(self.transformer_width // HEAD_WIDTH, 1)
+
+
+def _layer_norm(name: str | None = None) -> nn.LayerNorm:
+    # use_fast_variance=False: E[(x-mu)^2], as torch computes it (E[x^2]-mu^2 loses digits).
+    return nn.LayerNorm(epsilon=LN_EPSILON, use_fast_variance=False, name=name)
+
+
+class MultiHeadAttention(nn.Module):
+    """torch.nn.MultiheadAttention (batch-first here): (N, L, W) -> (N, L, W)."""
+
+    width: int
+    heads: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        n, length, _ = x.shape
+        head_dim = self.width // self.heads
+        qkv = nn.Dense(3 * self.width, name="in_proj")(x)
+        q, k, v = jnp.split(qkv, 3, axis=-1)
+        split = lambda t: t.reshape(n, length, self.heads, head_dim)
+        q, k, v = split(q), split(k), split(v)
+        logits = jnp.einsum("nqhd,nkhd->nhqk", q / jnp.sqrt(jnp.float32(head_dim)), k)
+        if mask is not None:
+            logits = jnp.where(mask, logits, -jnp.inf)
+        weights = jax.nn.softmax(logits, axis=-1)
+        out = jnp.einsum("nhqk,nkhd->nqhd", weights, v).reshape(n, length, self.width)
+        return nn.Dense(self.width, name="out_proj")(out)
+
+
+class MLP(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = nn.Dense(4 * self.width, name="c_fc")(x)
+        h = h * jax.nn.sigmoid(1.702 * h)  # QuickGELU, what CLIP was trained with
+        return nn.Dense(self.width, name="c_proj")(h)
+
+
+class ResidualAttentionBlock(nn.Module):
+    width: int
+    heads: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        x = x + MultiHeadAttention(self.width, self.heads, name="attn")(_layer_norm("ln_1")(x), mask)
+        return x + MLP(self.width, name="mlp")(_layer_norm("ln_2")(x))
+
+
+class Transformer(nn.Module):
+    """Stack of `layers` blocks named `resblocks_{i}` (torch: `resblocks.{i}`)."""
+
+    width: int
+    layers: int
+    heads: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        for i in range(self.layers):
+            x = ResidualAttentionBlock(self.width, self.heads, name=f"resblocks_{i}")(x, mask)
+        return x
+
+
+class VisionTransformer(nn.Module):
+    """(N, R, R, 3) -> (N, embed_dim): patch conv, class token, ln_pre, blocks, ln_post, proj."""
+
+    config: ClipConfig
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        c = self.config
+        p = c.vision_patch_size
+        x = nn.Conv(c.vision_width, (p, p), strides=(p, p), padding="VALID", use_bias=False,
+                    name="conv1")(images)
+        n = x.shape[0]
+        x = x.reshape(n, -1, c.vision_width)  # row-major patches, as torch's flatten(2)
+        grid = c.image_resolution // p
+        class_embedding = self.param("class_embedding", nn.initializers.normal(0.02), (c.vision_width,))
+        positional = self.param("positional_embedding", nn.initializers.normal(0.02),
+                                (grid * grid + 1, c.vision_width))
+        cls = jnp.broadcast_to(class_embedding.astype(x.dtype), (n, 1, c.vision_width))
+        x = jnp.concatenate([cls, x], axis=1) + positional
+        x = _layer_norm("ln_pre")(x)
+        x = Transformer(c.vision_width, c.vision_layers, c.vision_heads, name="transformer")(x)
+        x = _layer_norm("ln_post")(x[:, 0, :])
+        proj = self.param("proj", nn.initializers.normal(0.02), (c.vision_width, c.embed_dim))
+        return x @ proj
+
+
+class TextTransformer(nn.Module):
+    """(N, context_length) int ids -> (N, embed_dim), causal attention, pooled at EOT."""
+
+    config: ClipConfig
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        c = self.config
+        x = nn.Embed(c.vocab_size, c.transformer_width, name="token_embedding")(tokens)
+        positional = self.param("positional_embedding", nn.initializers.normal(0.01),
+                                (c.context_length, c.transformer_width))
+        x = x + positional[: tokens.shape[1]]
+        length = tokens.shape[1]
+        causal = jnp.tril(jnp.ones((length, length), dtype=bool))  # query i sees keys <= i
+        x = Transformer(c.transformer_width, c.transformer_layers, c.transformer_heads,
+                        name="transformer")(x, causal)
+        x = _layer_norm("ln_final")(x)
+        eot = jnp.argmax(tokens, axis=-1)  # EOT has the largest id in CLIP's vocabulary
+        pooled = jnp.take_along_axis(x, eot[:, None, None], axis=1)[:, 0, :]
+        text_projection = self.param("text_projection", nn.initializers.normal(0.02),
+                                     (c.transformer_width, c.embed_dim))
+        return pooled @ text_projection
+
+
+class CLIP(nn.Module):
+    """Both towers plus the learned `logit_scale` (kept so the conversion loses nothing)."""
+
+    config: ClipConfig = ClipConfig()
+
+    def setup(self):
+        self.visual = VisionTransformer(self.config)
+        self.text = TextTransformer(self.config)
+        self.logit_scale = self.param("logit_scale", nn.initializers.constant(4.6052), ())
+
+    def encode_image(self, images: jax.Array) -> jax.Array:
+        return self.visual(images)
+
+    def encode_text(self, tokens: jax.Array) -> jax.Array:
+        return self.text(tokens)
+
+    def init_all(self, images: jax.Array, tokens: jax.Array):
+        return self.visual(images), self.text(tokens), self.logit_scale

@@ -1,0 +1,199 @@
+"""CLIP ViT port vs a PyTorch reference with random weights.
+
+Full ViT-B/32 size is checked once (forward, image and text) for the layout; the checkpoint
+formats (state dict, TorchScript archive in fp16 and fp32) and input-gradients are checked on
+a reduced-size model of the same architecture, which compiles and runs much faster.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import jax  # noqa: E402
+
+from cocoa_jax.models import load, make_loaded  # noqa: E402
+from cocoa_jax.models.clip import ClipConfig  # noqa: E402
+from ports import CheckpointMismatchError, convert  # noqa: E402
+from ports import clip as port_clip  # noqa: E402
+from torch_reference.clip import CLIPReference, randomize_  # noqa: E402
+from torch_reference.compare import (flax_reps_and_cosine_grad, rel_err,  # noqa: E402
+                                     torch_reps_and_cosine_grad)
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+torch.set_num_threads(2)
+TOL = 1e-5
+SMALL = dict(embed_dim=64, image_resolution=64, vision_layers=2, vision_width=128, vision_patch_size=32,
+             context_length=77, vocab_size=49408, transformer_width=128, transformer_layers=2)
+
+
+def _tokens(n: int, seed: int) -> np.ndarray:
+    """CLIP-like token rows: SOT, random ids, EOT (the max id), zero padding."""
+    rng = np.random.RandomState(seed)
+    tokens = np.zeros((n, 77), np.int64)
+    for i in range(n):
+        length = rng.randint(3, 77)
+        tokens[i, 0], tokens[i, 1:length - 1], tokens[i, length - 1] = 49406, rng.randint(1, 49405, length - 2), 49407
+    return tokens
+
+
+def _reference(config: dict, seed: int) -> CLIPReference:
+    torch.manual_seed(seed)
+    return randomize_(CLIPReference(**config), seed + 1)
+
+
+def _compare_text(model, reference, tokens):
+    with torch.no_grad():
+        expected = reference.encode_text(torch.from_numpy(tokens)).numpy()
+    actual = np.asarray(model.encode_text(tokens.astype(np.int32)))
+    return rel_err(actual, expected)
+
+
+def test_full_size_vit_b32_layout():
+    reference = _reference({}, 0)
+    config, variables = port_clip.convert_state_dict(reference.state_dict())
+    assert config == dataclasses.asdict(ClipConfig())  # inferred from shapes: ViT-B/32
+    model = make_loaded("clip_vit_b32", config, variables)
+    assert model.representation_dim == 512 and model.input_shape == (224, 224, 3)
+    x = np.random.RandomState(0).rand(1, 224, 224, 3).astype(np.float32)
+    with torch.no_grad():
+        expected = reference.encode_image(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    assert rel_err(model.encode(x), expected) < TOL
+    assert _compare_text(model, reference, _tokens(2, 0)) < TOL
+
+
+def _save_torchscript(reference: CLIPReference, path, half: bool):
+    """A TorchScript archive like the one clip.load caches (weights + the 3 scalar buffers).
+
+    Works on a copy: a traced module shares its parameters, and `.half()` must not touch `reference`."""
+    reference = copy.deepcopy(reference)
+    for name, value in (("input_resolution", SMALL["image_resolution"]),
+                        ("context_length", SMALL["context_length"]), ("vocab_size", SMALL["vocab_size"])):
+        reference.register_buffer(name, torch.tensor(value))
+    example = (torch.zeros(1, 3, SMALL["image_resolution"], SMALL["image_resolution"]),
+               torch.from_numpy(_tokens(1, 9)))
+    traced = torch.jit.trace(reference, example, check_trace=False)
+    if half:
+        traced = traced.half()
+    torch.jit.save(traced, str(path))
+
+
+@pytest.mark.parametrize("source", ["state_dict", "torchscript_fp32", "torchscript_fp16"])
+def test_checkpoint_formats_and_gradients(source, tmp_path):
+    reference = _reference(SMALL, 1)
+    path = tmp_path / "ViT-B-32.pt"
+    if source == "state_dict":
+        torch.save(reference.state_dict(), path)
+    else:
+        _save_torchscript(reference, path, half=source.endswith("fp16"))
+        if source.endswith("fp16"):
+            # The fp32 reference then uses the same fp16-rounded weights the archive holds.
+            with torch.no_grad():
+                for p in reference.parameters():
+                    p.copy_(p.half().float())
+    convert("clip_vit_b32", str(path), str(tmp_path / "out"))
+    model = load("clip_vit_b32", str(tmp_path / "out"))
+    assert model.config == SMALL
+    assert any("fp16" in n for n in model.notes) == source.endswith("fp16")
+
+    rng = np.random.RandomState(1)
+    x = rng.randn(2, 64, 64, 3).astype(np.float32)
+    direction = rng.randn(SMALL["embed_dim"]).astype(np.float32)
+    reps, grad = flax_reps_and_cosine_grad(model.encode_fn, model.params, x, direction)
+    ref_reps, ref_grad = torch_reps_and_cosine_grad(reference.encode_image, x, direction)
+    assert rel_err(reps, ref_reps) < TOL
+    assert rel_err(grad, ref_grad) < TOL
+    assert _compare_text(model, reference, _tokens(3, 1)) < TOL
+
+
+def test_encode_text_from_captions():
+    """Captions go through the tokenizer and match the reference on the same ids."""
+    pytest.importorskip("ftfy")
+    pytest.importorskip("regex")
+    from cocoa_jax.models.tokenizer import find_merges_file
+
+    try:
+        find_merges_file()
+    except FileNotFoundError:
+        pytest.skip("no BPE merges file installed")
+    reference = _reference(SMALL, 5)
+    model = make_loaded("clip_vit_b32", *port_clip.convert_state_dict(reference.state_dict()))
+    captions = ["a photo of a dog", "an X-ray of a broken wrist, 2 views"]
+    tokens = model.tokenizer()(captions)
+    assert rel_err(model.encode_text(captions), np.asarray(model.encode_text(tokens))) == 0.0
+    assert _compare_text(model, reference, tokens.astype(np.int64)) < TOL
+
+
+def test_round_trip_bit_identical_and_layout_spot_checks(tmp_path):
+    reference = _reference(SMALL, 2)
+    state_dict = reference.state_dict()
+    _, converted = port_clip.convert_state_dict(state_dict)
+    torch.save({"state_dict": state_dict}, tmp_path / "clip.pt")
+    convert("clip_vit_b32", str(tmp_path / "clip.pt"), str(tmp_path / "out"))
+    restored = load("clip_vit_b32", str(tmp_path / "out")).params
+    pairs = zip(jax.tree_util.tree_leaves_with_path(converted), jax.tree_util.tree_leaves_with_path(restored))
+    for (path_a, a), (path_b, b) in pairs:
+        assert path_a == path_b and np.array_equal(np.asarray(b), a), path_a
+    p = restored["params"]
+    block = p["visual"]["transformer"]["resblocks_1"]
+    np.testing.assert_array_equal(block["attn"]["in_proj"]["kernel"],
+                                  state_dict["visual.transformer.resblocks.1.attn.in_proj_weight"].numpy().T)
+    # Projections are applied as x @ proj in CLIP: stored as-is, not transposed.
+    np.testing.assert_array_equal(p["visual"]["proj"], state_dict["visual.proj"].numpy())
+    np.testing.assert_array_equal(p["text"]["text_projection"], state_dict["text_projection"].numpy())
+    np.testing.assert_array_equal(p["logit_scale"], state_dict["logit_scale"].numpy())
+
+
+def test_bad_checkpoints_are_named(tmp_path):
+    state_dict = _reference(SMALL, 3).state_dict()
+    cases = {
+        "ln_final.weight": {k: v for k, v in state_dict.items() if k != "ln_final.weight"},
+        "visual.transformer.resblocks.0.attn.in_proj_bias":
+            {k: v for k, v in state_dict.items() if k != "visual.transformer.resblocks.0.attn.in_proj_bias"},
+        "visual.extra_token": {**state_dict, "visual.extra_token": torch.zeros(3)},
+        "visual.ln_post.weight": {**state_dict, "visual.ln_post.weight": torch.zeros(5)},
+        "ModifiedResNet": {**state_dict, "visual.layer1.0.conv1.weight": torch.zeros(1)},
+    }
+    for i, (needle, bad) in enumerate(cases.items()):
+        torch.save(bad, tmp_path / f"bad{i}.pt")
+        with pytest.raises(CheckpointMismatchError, match=needle.replace(".", r"\.")):
+            convert("clip_vit_b32", str(tmp_path / f"bad{i}.pt"), str(tmp_path / f"out{i}"))
+
+
+def _installed_clip_model_module():
+    """clip-anytorch's model.py, loaded by path (its package __init__ needs torchvision)."""
+    spec = importlib.util.find_spec("clip")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "model.py")
+    if not os.path.isfile(path):
+        return None
+    module_spec = importlib.util.spec_from_file_location("_clip_anytorch_model", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def test_reference_matches_openai_layout_when_installed():
+    """Our from-scratch torch reference == openai/CLIP's model code (keys, shapes, outputs)."""
+    clip_model = _installed_clip_model_module()
+    if clip_model is None:
+        pytest.skip("clip-anytorch not installed (pip install --no-deps clip-anytorch)")
+    ours = _reference(SMALL, 4)
+    c = SMALL
+    theirs = clip_model.CLIP(c["embed_dim"], c["image_resolution"], c["vision_layers"], c["vision_width"],
+                             c["vision_patch_size"], c["context_length"], c["vocab_size"],
+                             c["transformer_width"], c["transformer_width"] // 64, c["transformer_layers"])
+    assert {k: v.shape for k, v in theirs.state_dict().items()} == {k: v.shape for k, v in ours.state_dict().items()}
+    theirs.load_state_dict(ours.state_dict())
+    theirs.eval()
+    images, tokens = torch.randn(2, 3, 64, 64), torch.from_numpy(_tokens(2, 4))
+    with torch.no_grad():
+        assert rel_err(theirs.encode_image(images), ours.encode_image(images)) < 1e-6
+        assert rel_err(theirs.encode_text(tokens), ours.encode_text(tokens)) < 1e-6

@@ -1,0 +1,1 @@
+"""PyTorch reference models written for cocoa-jax's tests (not imported by the library)."""

@@ -133,6 +133,48 @@ def test_converted_resnet_matches_torch(case, tmp_path, recwarn):
     assert simclr_warned == (arch == "simclr_resnet50")
 
 
+def test_float64_gradient_is_exact_so_float32_gaps_are_relu_rounding():
+    """In float64 the port's input-gradient equals torch's to ~1e-15: the yardstick that tells a
+    port bug from float32 noise.
+
+    Float32 gradients of ReLU nets are not continuous in rounding: a pre-ReLU unit within ~1e-7
+    of 0 can change sign between two float32 implementations (or two summation orders of one),
+    which switches that unit's gradient path on or off. Measured for `_simclr` (ResNet-50) with
+    this file's batch and direction at 224x224 (rel_err to torch float64): Flax float64 1.8e-15;
+    torch float32 8.9e-7; Flax float32 5.3e-4 (image 0 only). The whole Flax gap is ONE unit,
+    image 0 layer4.2 bn2 output at (h=2, w=5, c=388): +4.8e-8 in float64, -5.4e-8 in Flax
+    float32 (that layer's max float32 error: 6.1e-7 Flax, 9.3e-7 torch). Float64 rerun with just
+    that ReLU's derivative flipped matches Flax float32 to 5.4e-7. Torch float32 is no different:
+    with 1 thread it flips layer3.3's output unit at (4, 0, c=166) (-9.2e-8 in float64) and is
+    3.6e-3 off the float64 gradient, 8.4e-7 off the float64 gradient with that unit flipped.
+    Max-pool ties play no part: the 3x3/2 pool only ties on zeros (ReLU outputs whose
+    pre-activations are negative, so the ReLU derivative is 0 wherever the tie routes the
+    gradient), and both frameworks route a tie to the first maximum anyway.
+    A reduced bottleneck net (stem, max-pool, projection and identity shortcuts) keeps this cheap.
+    """
+    from cocoa_jax.models.resnet import ResNet
+    from ports.common import fill_variables
+
+    torch.manual_seed(6)
+    torch_model = ref.randomize_(ref.TorchvisionResNet(ref.TvBottleneck, (2, 1, 1, 1)), 7).double()
+    torch_model.requires_grad_(False)
+    module = ResNet(block="bottleneck", stage_sizes=(2, 1, 1, 1), stem="imagenet")
+    state_dict = torch_model.state_dict()
+    abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32)))
+    variables = fill_variables(abstract, state_dict, port_resnet.torchvision_key, what="test",
+                               ignore=[k for k in state_dict if k.endswith("num_batches_tracked")])
+    rng = np.random.RandomState(0)
+    x, direction = rng.rand(1, 224, 224, 3), rng.randn(2048)
+
+    ref_reps, ref_grad = torch_reps_and_cosine_grad(torch_model, x, direction)
+    with jax.enable_x64(True):
+        params64 = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), variables)
+        reps, grad = flax_reps_and_cosine_grad(module.apply, params64, x, direction)
+    assert grad.dtype == np.float64 and ref_grad.dtype == np.float64
+    assert rel_err(reps, ref_reps) < 1e-12
+    assert rel_err(grad, ref_grad) < 1e-12
+
+
 def test_round_trip_is_bit_identical(tmp_path):
     arch, path, *_ = _simsiam_lincls(tmp_path)
     state_dict, _ = port_resnet.simsiam_state_dict(torch.load(path, weights_only=True))

@@ -1,0 +1,1 @@
+"""Dataset loaders (offline, deterministic) for cocoa-jax demos and evaluations."""

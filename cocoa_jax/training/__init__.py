@@ -1,0 +1,1 @@
+"""Training utilities (self-supervised SimCLR) for the embedded default encoder."""

@@ -1,0 +1,215 @@
+"""Tables and plots of a sweep, in the paper's layout (Tables 1-8).
+
+Rows: method x target, plus the random-attribution row. Columns: insertion (higher is
+better) and deletion (lower is better) AUC per measure. Cells: mean over seeds and the
+half-width of the 95% confidence interval (Student t over seeds), "0.422 (0.006)". A
+seed's value is the mean over all its explicands (every corpus class).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+
+import numpy as np
+
+from cocoa_jax.metrics import KINDS
+from cocoa_jax.sweep.config import METHOD_NAMES, RANDOM_METHOD, SweepConfig
+from cocoa_jax.sweep.runner import MEASURE_NAMES, MEASURE_TITLES, plan_units
+from cocoa_jax.sweep.store import open_existing
+
+METHOD_TITLES = {"integrated_gradients": "Integrated Gradients", "gradient_shap": "GradientSHAP",
+                 "rise": "RISE", "smoothgrad": "SmoothGrad", "vanilla_gradients": "Gradients",
+                 RANDOM_METHOD: "Random"}
+TARGET_TITLES = {"label_free": "Label-Free", "contrastive_label_free": "Contrastive Label-Free",
+                 "corpus": "Corpus", "cocoa": "COCOA", RANDOM_METHOD: "Random"}
+
+# Two-sided 97.5% Student t quantiles, df = 1..30 (then the normal 1.96).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+
+
+def ci95_halfwidth(values) -> float:
+    """Half-width of the 95% t confidence interval of the mean; nan for fewer than 2 values."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.size
+    if n < 2:
+        return float("nan")
+    t = _T975[n - 2] if n - 1 <= len(_T975) else 1.96
+    return float(t * values.std(ddof=1) / math.sqrt(n))
+
+
+def collect(run_dir: str):
+    """Per-seed means: {(method, target): {(kind, measure): {seed: value}}}, plus the config and rows."""
+    config_dict, store = open_existing(run_dir)
+    config = SweepConfig.from_dict(config_dict)
+    rows = store.read_rows()
+    per_seed: dict = {}
+    weights: dict = {}
+    for row in rows.values():
+        for target, by_kind in row["auc"].items():
+            cell = per_seed.setdefault((row["method"], target), {})
+            for kind, by_measure in by_kind.items():
+                for measure, value in by_measure.items():
+                    seed_values = cell.setdefault((kind, measure), {})
+                    sums = seed_values.setdefault(row["seed"], [0.0, 0])
+                    # Explicand-weighted mean over a seed's classes.
+                    sums[0] += value * row["n_explicands"]
+                    sums[1] += row["n_explicands"]
+    for cell in per_seed.values():
+        for key, seed_values in cell.items():
+            cell[key] = {seed: s / n for seed, (s, n) in seed_values.items()}
+    return config, store, rows, per_seed
+
+
+def row_order(config: SweepConfig):
+    # Canonical method order (config.json stores the methods dict with sorted keys).
+    methods = sorted(config.methods, key=lambda m: METHOD_NAMES.index(m) if m in METHOD_NAMES else len(METHOD_NAMES))
+    order = [(m, t) for m in methods for t in config.targets]
+    if config.include_random:
+        order.append((RANDOM_METHOD, RANDOM_METHOD))
+    return order
+
+
+def table(run_dir: str, measures=("ccs", "corpus_majority_prob")):
+    """(header, rows of cells, completeness note). Each cell: (mean, ci) or None."""
+    config, store, rows, per_seed = collect(run_dir)
+    columns = [(kind, m) for m in measures for kind in KINDS]
+    body = []
+    for method, target in row_order(config):
+        cells = []
+        for kind, measure in columns:
+            values = per_seed.get((method, target), {}).get((kind, measure), {})
+            seeds = [values[s] for s in config.seeds if s in values]
+            cells.append((float(np.mean(seeds)), ci95_halfwidth(seeds), len(seeds)) if seeds else None)
+        body.append(((method, target), cells))
+    total = len(plan_units(config, config.classes or sorted({r["class_id"] for r in rows.values()})))
+    note = f"{len(rows)} of {total} units finished; run hash {store.config_hash}"
+    return config, columns, body, note
+
+
+def _fmt(cell) -> str:
+    if cell is None:
+        return "-"
+    mean, ci, n = cell
+    return f"{mean:.3f} ({ci:.3f})" if n > 1 else f"{mean:.3f}"
+
+
+def markdown_table(run_dir: str, measures=("ccs", "corpus_majority_prob")) -> str:
+    config, columns, body, note = table(run_dir, measures)
+    header = ["Method", "Target"] + [f"{MEASURE_TITLES[m]} {'ins. (↑)' if k == 'insertion' else 'del. (↓)'}"
+                                     for k, m in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (method, target), cells in body:
+        lines.append("| " + " | ".join([METHOD_TITLES.get(method, method),
+                                        "" if method == RANDOM_METHOD else TARGET_TITLES.get(target, target)]
+                                       + [_fmt(c) for c in cells]) + " |")
+    n_seeds = len(config.seeds)
+    lines.append("")
+    lines.append(f"Mean (95% CI half-width, t over {n_seeds} seeds); corpus mode `{config.corpus_mode}`; {note}.")
+    return "\n".join(lines)
+
+
+def csv_table(run_dir: str, measures=MEASURE_NAMES) -> str:
+    config, columns, body, _ = table(run_dir, measures)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["method", "target"] + [f"{m}_{k}_{stat}" for k, m in columns for stat in ("mean", "ci95", "n_seeds")])
+    for (method, target), cells in body:
+        values = []
+        for cell in cells:
+            values += ["", "", 0] if cell is None else [f"{cell[0]:.6g}", f"{cell[1]:.6g}", cell[2]]
+        writer.writerow([method, target] + values)
+    return out.getvalue()
+
+
+def mean_curves(run_dir: str):
+    """{(method, target): (fractions (S+1,), curves (2, S+1, M))}: mean over every explicand."""
+    config, store, rows, _ = collect(run_dir)
+    sums: dict = {}
+    fractions = None
+    for row in rows.values():
+        arrays = store.load_unit(row)
+        fractions = arrays["fractions"]
+        for k, target in enumerate(row["targets"]):
+            total = arrays["curves"][:, k].sum(axis=0)  # (2, S+1, M)
+            acc = sums.setdefault((row["method"], target), [0.0, 0])
+            acc[0] = acc[0] + total
+            acc[1] += arrays["curves"].shape[0]
+    return fractions, {key: s / n for key, (s, n) in sums.items()}
+
+
+def plot_curves(run_dir: str, out_path: str, measures=("ccs", "corpus_majority_prob")) -> str:
+    """One panel per (measure, kind): mean curves of every method x target."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fractions, curves = mean_curves(run_dir)
+    if fractions is None:
+        raise ValueError(f"no finished units in {run_dir!r}")
+    fig, axes = plt.subplots(len(measures), 2, figsize=(11, 3.6 * len(measures)), squeeze=False)
+    styles = {"label_free": ":", "contrastive_label_free": "-.", "corpus": "--", "cocoa": "-", RANDOM_METHOD: "-"}
+    methods = sorted({m for m, _ in curves})
+    colours = {m: plt.cm.tab10(i) for i, m in enumerate(methods)}
+    for i, measure in enumerate(measures):
+        j_measure = MEASURE_NAMES.index(measure)
+        for j, kind in enumerate(KINDS):
+            ax = axes[i][j]
+            for (method, target), c in sorted(curves.items()):
+                label = METHOD_TITLES.get(method, method) + ("" if method == RANDOM_METHOD
+                                                             else " / " + TARGET_TITLES.get(target, target))
+                ax.plot(fractions, c[j, :, j_measure], linestyle=styles.get(target, "-"),
+                        color="grey" if method == RANDOM_METHOD else colours[method], label=label, linewidth=1.4)
+            ax.set_title(f"{kind}: {MEASURE_TITLES[measure]}")
+            ax.set_xlabel("fraction of pixels " + ("inserted" if kind == "insertion" else "deleted"))
+    axes[0][1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path
+
+
+def timing_summary(run_dir: str) -> dict:
+    """Per method: median seconds per unit (total, attribution, evaluation) and unit count."""
+    _, _, rows, _ = collect(run_dir)
+    out = {}
+    for method in sorted({r["method"] for r in rows.values()}):
+        rs = [r for r in rows.values() if r["method"] == method]
+        out[method] = {"units": len(rs),
+                       "median_seconds": float(np.median([r["seconds"] for r in rs])),
+                       "median_attribution_seconds": float(np.median([r["attribution_seconds"] for r in rs])),
+                       "median_evaluation_seconds": float(np.median([r["evaluation_seconds"] for r in rs])),
+                       "total_seconds": float(np.sum([r["seconds"] for r in rs]))}
+    return out
+
+
+def write_report(run_dir: str, out_dir: str | None = None) -> dict:
+    """Write report.md, report.csv (all measures) and curves.png; returns their paths."""
+    out_dir = out_dir or os.path.join(run_dir, "report")
+    os.makedirs(out_dir, exist_ok=True)
+    md_parts = []
+    for title, measures in (("Corpus majority probability", ("corpus_majority_prob",)),
+                            ("Contrastive corpus similarity", ("ccs",)),
+                            ("Contrastive corpus similarity, resampled foil", ("ccs_resampled_foil",)),
+                            ("Explicand predicted probability", ("explicand_pred_prob",)),
+                            ("Representation shift", ("rep_shift",))):
+        md_parts.append(f"### {title}\n\n" + markdown_table(run_dir, measures))
+    timing = timing_summary(run_dir)
+    timing_lines = ["| Method | units | median s/unit | attribution s | evaluation s | total s |", "|---|---|---|---|---|---|"]
+    for method, t in timing.items():
+        timing_lines.append(f"| {METHOD_TITLES.get(method, method)} | {t['units']} | {t['median_seconds']:.2f} | "
+                            f"{t['median_attribution_seconds']:.2f} | {t['median_evaluation_seconds']:.2f} | "
+                            f"{t['total_seconds']:.1f} |")
+    md_parts.append("### Time per unit\n\n" + "\n".join(timing_lines))
+    paths = {"markdown": os.path.join(out_dir, "report.md"), "csv": os.path.join(out_dir, "report.csv"),
+             "plot": os.path.join(out_dir, "curves.png")}
+    with open(paths["markdown"], "w") as fh:
+        fh.write("\n\n".join(md_parts) + "\n")
+    with open(paths["csv"], "w") as fh:
+        fh.write(csv_table(run_dir))
+    plot_curves(run_dir, paths["plot"])
+    return paths

@@ -1,0 +1,190 @@
+"""On-disk layout of a sweep run, with atomic writes and integrity checks.
+
+    run_dir/config.json     the config, the run hash (config + encoder weights + data
+                            fingerprints) and its parts; a run dir holds ONE run hash
+    run_dir/units/<id>.npz  attributions, curves, AUCs of one finished unit
+    run_dir/results.jsonl   one JSON row per finished unit (appended, fsynced)
+    run_dir/probe/          the linear probe (orbax) and probe.json (its accuracy)
+
+Crash safety: a unit's npz is written to a temporary file, fsynced and renamed (atomic on
+POSIX), THEN its row is appended. A row names its npz's SHA-256, so a unit counts as
+finished only when its row parses, carries this run's config hash and its npz exists with
+that digest. A run killed at any instant therefore loses at most the unit in flight: a
+half-written row (no trailing newline, or unparsable) and an orphan or damaged npz are
+detected and the unit is recomputed.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import warnings
+
+import numpy as np
+
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.jsonl"
+UNITS_DIR = "units"
+
+
+class RunDirMismatch(ValueError):
+    """The run directory holds results of a different config."""
+
+
+def fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write `data` to `path` so readers see the old file or the whole new one, never a part."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(directory)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+class RunStore:
+    """Reads and writes one run directory for one config hash."""
+
+    def __init__(self, run_dir: str, config_dict: dict, config_hash: str, identity: dict | None = None):
+        self.run_dir = os.path.abspath(run_dir)
+        self.config_hash = config_hash
+        os.makedirs(os.path.join(self.run_dir, UNITS_DIR), exist_ok=True)
+        config_path = os.path.join(self.run_dir, CONFIG_FILE)
+        if os.path.exists(config_path):
+            try:
+                with open(config_path) as fh:
+                    stored = json.load(fh)
+                stored_hash = stored["config_hash"]
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise RunDirMismatch(f"{config_path} is unreadable ({err}); use a new run directory") from err
+            if stored_hash != config_hash:
+                raise RunDirMismatch(
+                    f"run directory {self.run_dir!r} holds results of another config, encoder or data "
+                    f"(run hash {stored_hash}, {stored.get('identity')}; now {config_hash}, {identity}); "
+                    f"results never mix: use a new run directory")
+        else:
+            payload = {"config_hash": config_hash, "config": config_dict, "identity": identity}
+            atomic_write_bytes(config_path, json.dumps(payload, indent=2, sort_keys=True).encode())
+
+    @property
+    def results_path(self) -> str:
+        return os.path.join(self.run_dir, RESULTS_FILE)
+
+    def unit_path(self, unit_id: str) -> str:
+        return os.path.join(self.run_dir, UNITS_DIR, f"{unit_id}.npz")
+
+    # -- reading -----------------------------------------------------------------------
+
+    def read_rows(self, *, verify: bool = True, warn: bool = True) -> dict[str, dict]:
+        """Valid rows of finished units, unit id -> row (the last valid row per unit wins).
+
+        Skips (with a warning) rows that do not parse, carry another config hash, or
+        whose npz is missing or does not match its SHA-256 (with `verify`).
+        """
+        rows: dict[str, dict] = {}
+        if not os.path.exists(self.results_path):
+            return rows
+        problems = []
+        with open(self.results_path, "rb") as fh:
+            lines = fh.read().split(b"\n")
+        for number, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+                unit_id, file_name, digest = row["unit"], row["file"], row["sha256"]
+            except (ValueError, KeyError, TypeError):
+                problems.append(f"line {number}: partial or malformed row")
+                continue
+            if row.get("config_hash") != self.config_hash:
+                problems.append(f"line {number}: row of another config ({row.get('config_hash')})")
+                continue
+            if verify:
+                path = os.path.join(self.run_dir, file_name)
+                if not os.path.exists(path):
+                    problems.append(f"unit {unit_id}: {file_name} missing")
+                    continue
+                if sha256_file(path) != digest:
+                    problems.append(f"unit {unit_id}: {file_name} corrupted (SHA-256 mismatch)")
+                    continue
+            rows[unit_id] = row
+        # A unit whose latest row was bad but an older one is fine is still finished only if
+        # the file matches that older digest (checked above); nothing else to do.
+        if problems and warn:
+            warnings.warn("ignored (will recompute) in " + self.results_path + ": " + "; ".join(problems),
+                          stacklevel=2)
+        return rows
+
+    def load_unit(self, row: dict) -> dict[str, np.ndarray]:
+        """The arrays of a finished unit, after checking the digest again."""
+        path = os.path.join(self.run_dir, row["file"])
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if sha256_bytes(data) != row["sha256"]:
+            raise ValueError(f"{path} is corrupted (SHA-256 mismatch with its results row)")
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+
+    # -- writing -----------------------------------------------------------------------
+
+    def write_unit(self, unit_id: str, arrays: dict[str, np.ndarray], row: dict) -> dict:
+        """Atomically write the unit's npz, then append its row (fsynced). Returns the row."""
+        data = npz_bytes(arrays)
+        path = self.unit_path(unit_id)
+        atomic_write_bytes(path, data)
+        row = dict(row, unit=unit_id, config_hash=self.config_hash,
+                   file=os.path.relpath(path, self.run_dir), sha256=sha256_bytes(data))
+        line = json.dumps(row, sort_keys=True).encode() + b"\n"
+        with open(self.results_path, "ab") as fh:
+            # A run killed mid-append leaves a line without "\n": start a fresh line.
+            if fh.tell() > 0:
+                with open(self.results_path, "rb") as check:
+                    check.seek(-1, os.SEEK_END)
+                    if check.read(1) != b"\n":
+                        fh.write(b"\n")
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return row
+
+
+def open_existing(run_dir: str) -> tuple[dict, RunStore]:
+    """(config dict, store) of an existing run directory (for reports)."""
+    path = os.path.join(os.path.abspath(run_dir), CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{run_dir!r} is not a sweep run directory (no {CONFIG_FILE})")
+    with open(path) as fh:
+        stored = json.load(fh)
+    return stored["config"], RunStore(run_dir, stored["config"], stored["config_hash"])

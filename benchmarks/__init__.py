@@ -1,0 +1,1 @@
+"""cocoa-jax benchmark suite: `python -m benchmarks.run [--quick]` (see benchmarks/run.py)."""

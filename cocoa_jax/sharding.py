@@ -1,0 +1,321 @@
+"""Spreading attribution work over devices and hosts.
+
+Two levels of parallelism, which compose:
+
+* Perturbations of ONE explicand (RISE masks, IG path points, SmoothGrad / GradientSHAP
+  samples): pass `mesh=make_mesh()` to any method of `cocoa_jax.attribution`; each batch of
+  perturbed inputs is split along its leading axis over the mesh. Sample i always draws from
+  `jax.random.split(key, n)[i]`, so results do not depend on the device count.
+* Explicands of a batch: `map_explicands` (or `ExplicandMap` to keep the compiled program)
+  vmaps a per-explicand function and shards the explicand axis over the mesh, padding the
+  batch to a multiple of the device count and dropping the padding afterwards.
+
+On a CPU machine, forced host devices (`XLA_FLAGS=--xla_force_host_platform_device_count=N`,
+set before JAX starts) are how one process uses every core: measured on a 2-core machine,
+a ResNet-18 batch sharded over 2 host devices ran ~1.3x faster than on one device.
+
+Multi-host: call `initialize_distributed(...)` first in every process; `make_mesh()` then
+spans the devices of all processes, `map_explicands` builds global arrays from the
+(identical) host-local inputs and returns the full result on every process, and
+`units_for_process` splits a sweep's units so that each host writes only its own.
+
+    mesh = make_mesh()
+
+    def explain_one(x, key, params, target):
+        f = targets.explain_fn(lambda xb: model.apply(params, xb), target)
+        return attribution.rise(f, x, gaussian_blur(x), key, n_masks=5000)
+
+    keys = jax.random.split(jax.random.key(0), len(images))
+    maps = map_explicands(explain_one, images, keys, params, target,
+                          in_axes=(0, 0, None, None), mesh=mesh)
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = [
+    "make_mesh",
+    "explicand_sharding",
+    "replicated_sharding",
+    "pad_to_multiple",
+    "ExplicandMap",
+    "map_explicands",
+    "global_array",
+    "initialize_distributed",
+    "units_for_process",
+]
+
+
+# ----------------------------------------------------------------------------- meshes
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = "batch") -> Mesh:
+    """A 1-D mesh over `devices` (default: every device of every process).
+
+    The axis is of type Auto (`jax.make_mesh` in this JAX version defaults to Explicit axes),
+    so the partitioner places everything not pinned by a sharding: no `jax.sharding.use_mesh`
+    context is needed around the attribution methods or `ExplicandMap`.
+    """
+    if not isinstance(axis_name, str) or not axis_name:
+        raise ValueError(f"`axis_name` must be a non-empty string, got {axis_name!r}")
+    if devices is None:
+        devices = jax.devices()
+    devices = list(devices)
+    if not devices:
+        raise ValueError("`devices` must hold at least one device, got an empty sequence")
+    if not all(isinstance(d, jax.Device) for d in devices):
+        raise TypeError(f"`devices` must be jax.Device objects, got {[type(d).__name__ for d in devices]}")
+    if len(set(devices)) != len(devices):
+        raise ValueError("`devices` must not repeat a device")
+    auto = (jax.sharding.AxisType.Auto,)
+    return Mesh(np.array(devices, dtype=object), (axis_name,), axis_types=auto)
+
+
+def _check_mesh(mesh) -> Mesh:
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"`mesh` must be a jax.sharding.Mesh (see make_mesh), got {type(mesh).__name__}")
+    return mesh
+
+
+def explicand_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading axis split over every axis of `mesh`, other axes replicated."""
+    mesh = _check_mesh(mesh)
+    return NamedSharding(mesh, PartitionSpec(tuple(mesh.axis_names)))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+    """The whole array on every device of `mesh`."""
+    return NamedSharding(_check_mesh(mesh), PartitionSpec())
+
+
+# ----------------------------------------------------------------------------- padding
+
+
+def pad_to_multiple(array, multiple: int, axis: int = 0):
+    """Pad `array` along `axis` to a multiple of `multiple` by repeating its last entry.
+
+    Repeating a real entry (rather than zeros) keeps padded explicands valid inputs: no
+    zero image whose representation has no direction, no NaN in a padded lane.
+    Returns (padded, original_length).
+    """
+    if isinstance(multiple, bool) or not isinstance(multiple, (int, np.integer)) or multiple <= 0:
+        raise ValueError(f"`multiple` must be a positive integer, got {multiple!r}")
+    shape = tuple(array.shape) if hasattr(array, "shape") else np.shape(array)
+    if not shape:
+        raise ValueError("`array` must have at least one axis to pad, got a scalar")
+    axis = axis % len(shape)
+    n = shape[axis]
+    if n == 0:
+        raise ValueError(f"`array` must not be empty along axis {axis}, got shape {shape}")
+    extra = (-n) % multiple
+    if not extra:
+        return array, n
+    index = np.concatenate([np.arange(n), np.full(extra, n - 1)])
+    if isinstance(array, jax.Array):
+        return jnp.take(array, jnp.asarray(index), axis=axis), n
+    return np.take(np.asarray(array), index, axis=axis), n
+
+
+# ----------------------------------------------------------------------------- global arrays
+
+
+def _is_key_array(data) -> bool:
+    return isinstance(data, jax.Array) and jax.dtypes.issubdtype(data.dtype, jax.dtypes.prng_key)
+
+
+def global_array(data, sharding: NamedSharding) -> jax.Array:
+    """A global jax.Array with `sharding` from host data that every process holds in full.
+
+    Single process: a plain `device_put`. Multiple processes: each process supplies only the
+    shards its own devices hold (`jax.make_array_from_callback`).
+    """
+    if isinstance(data, jax.Array) and data.is_fully_addressable is False:
+        return data  # already global
+    if jax.process_count() == 1:
+        return jax.device_put(data, sharding)
+    if _is_key_array(data):  # typed PRNG keys: place their raw data, then re-wrap
+        impl = jax.random.key_impl(data)
+        raw = global_array(jax.random.key_data(data), sharding)
+        return jax.jit(lambda r: jax.random.wrap_key_data(r, impl=impl), out_shardings=sharding)(raw)
+    host = np.asarray(data)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+# ----------------------------------------------------------------------------- explicand batches
+
+
+def _normalise_in_axes(in_axes, n_args: int) -> tuple:
+    if in_axes == 0 or in_axes is None:
+        axes = (in_axes,) * n_args
+    else:
+        if not isinstance(in_axes, (tuple, list)) or len(in_axes) != n_args:
+            raise ValueError(
+                f"`in_axes` must be 0, None, or a tuple of 0/None with one entry per argument "
+                f"({n_args}), got {in_axes!r}"
+            )
+        axes = tuple(in_axes)
+    if any(a not in (0, None) for a in axes):
+        raise ValueError(f"`in_axes` entries must be 0 (batched) or None (shared), got {in_axes!r}")
+    if all(a is None for a in axes):
+        raise ValueError("`in_axes` must mark at least one argument as batched (0)")
+    return axes
+
+
+def _batch_length(args, axes) -> int:
+    lengths = set()
+    for i, (arg, axis) in enumerate(zip(args, axes)):
+        if axis is None:
+            continue
+        leaves = jax.tree_util.tree_leaves(arg)
+        if not leaves:
+            raise ValueError(f"batched argument {i} holds no arrays")
+        for leaf in leaves:
+            shape = tuple(leaf.shape) if hasattr(leaf, "shape") else np.shape(leaf)
+            if not shape:
+                raise ValueError(f"batched argument {i} has a scalar leaf; batched leaves need a leading axis")
+            lengths.add(shape[0])
+    if len(lengths) != 1:
+        raise ValueError(f"batched arguments must share their leading (explicand) length, got {sorted(lengths)}")
+    n = lengths.pop()
+    if n == 0:
+        raise ValueError("the explicand batch is empty")
+    return n
+
+
+class ExplicandMap:
+    """`fn` vmapped over explicands, the explicand axis sharded over `mesh`; compiled once per shape.
+
+    Args:
+      fn: per-explicand function (e.g. a closure calling `attribution.rise`).
+      mesh: the mesh (default `make_mesh()`); None devices = all devices of all processes.
+      in_axes: 0 (batched along the leading axis) or None (shared, replicated) per
+        positional argument, or one value for all. Batched arguments may be pytrees and
+        typed PRNG key arrays.
+      gather: return the result replicated on every device (readable with np.asarray in
+        every process); False keeps it sharded along the explicand axis.
+      donate: donate the batched input buffers to the computation.
+
+    Calling it with a batch whose length does not divide the device count pads the batch
+    (repeating the last explicand) and drops the padded results.
+    """
+
+    def __init__(self, fn: Callable, mesh: Mesh | None = None, in_axes: Any = 0, *,
+                 gather: bool = True, donate: bool = False):
+        if not callable(fn):
+            raise TypeError(f"`fn` must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.mesh = make_mesh() if mesh is None else _check_mesh(mesh)
+        self.in_axes = in_axes
+        self.gather = bool(gather)
+        self.donate = bool(donate)
+        self._compiled: dict[tuple, Callable] = {}
+
+    @property
+    def num_devices(self) -> int:
+        return self.mesh.devices.size
+
+    def _jitted(self, axes: tuple) -> Callable:
+        if axes not in self._compiled:
+            batched, shared = explicand_sharding(self.mesh), replicated_sharding(self.mesh)
+            in_shardings = tuple(batched if a == 0 else shared for a in axes)
+            out_shardings = shared if self.gather else batched
+            donate = tuple(i for i, a in enumerate(axes) if a == 0) if self.donate else ()
+            self._compiled[axes] = jax.jit(jax.vmap(self.fn, in_axes=axes), in_shardings=in_shardings,
+                                           out_shardings=out_shardings, donate_argnums=donate)
+        return self._compiled[axes]
+
+    def __call__(self, *args):
+        if not args:
+            raise ValueError("ExplicandMap needs at least one argument")
+        axes = _normalise_in_axes(self.in_axes, len(args))
+        n = _batch_length(args, axes)
+        devices = self.num_devices
+        batched, shared = explicand_sharding(self.mesh), replicated_sharding(self.mesh)
+        placed = []
+        for arg, axis in zip(args, axes):
+            if axis == 0:
+                arg = jax.tree_util.tree_map(lambda leaf: pad_to_multiple(leaf, devices)[0], arg)
+                placed.append(jax.tree_util.tree_map(lambda leaf: global_array(leaf, batched), arg))
+            else:
+                placed.append(jax.tree_util.tree_map(lambda leaf: global_array(leaf, shared), arg))
+        out = self._jitted(axes)(*placed)
+        if n % devices == 0:
+            return out
+        return jax.tree_util.tree_map(lambda leaf: leaf[:n], out)
+
+
+def map_explicands(fn: Callable, *args, in_axes: Any = 0, mesh: Mesh | None = None,
+                   gather: bool = True):
+    """One-off `ExplicandMap(fn, mesh, in_axes, gather=gather)(*args)` (compiles each call;
+    keep an `ExplicandMap` to reuse the compiled program)."""
+    return ExplicandMap(fn, mesh, in_axes, gather=gather)(*args)
+
+
+# ----------------------------------------------------------------------------- multi-host
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, *, cpu_collectives: str | None = "gloo",
+                           **kwargs) -> None:
+    """`jax.distributed.initialize` with argument checks; on CPU it selects gloo collectives
+    (CPU devices of several processes need them to exchange data).
+
+    Call before any other JAX call in the process. With no arguments, JAX detects the cluster
+    (TPU pods, SLURM, ...).
+    """
+    if coordinator_address is not None:
+        if not isinstance(coordinator_address, str) or ":" not in coordinator_address:
+            raise ValueError(f"`coordinator_address` must be 'host:port', got {coordinator_address!r}")
+    if num_processes is not None:
+        if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes <= 0:
+            raise ValueError(f"`num_processes` must be a positive integer, got {num_processes!r}")
+    if process_id is not None:
+        if isinstance(process_id, bool) or not isinstance(process_id, int) or process_id < 0 \
+                or (num_processes is not None and process_id >= num_processes):
+            raise ValueError(f"`process_id` must be an integer in [0, num_processes={num_processes}), "
+                             f"got {process_id!r}")
+    if cpu_collectives is not None:
+        jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id, **kwargs)
+
+
+def units_for_process(units: Sequence, process_index: int | None = None,
+                      process_count: int | None = None) -> list:
+    """The units of a sweep this process owns: a contiguous, balanced block.
+
+    Pure (defaults read `jax.process_index()` / `jax.process_count()`): over process_index in
+    range(process_count) the blocks partition `units` in order, each unit exactly once, block
+    sizes differ by at most one. Give every process the same `units` in the same order.
+    """
+    if process_index is None:
+        process_index = jax.process_index()
+    if process_count is None:
+        process_count = jax.process_count()
+    if isinstance(process_count, bool) or not isinstance(process_count, (int, np.integer)) or process_count <= 0:
+        raise ValueError(f"`process_count` must be a positive integer, got {process_count!r}")
+    if isinstance(process_index, bool) or not isinstance(process_index, (int, np.integer)) \
+            or not 0 <= process_index < process_count:
+        raise ValueError(f"`process_index` must be an integer in [0, process_count={process_count}), "
+                         f"got {process_index!r}")
+    units = list(units)
+    base, extra = divmod(len(units), int(process_count))
+    start = process_index * base + min(process_index, extra)
+    stop = start + base + (1 if process_index < extra else 0)
+    return units[start:stop]
+
+
+def host_device_count_flags(count: int, flags: str | None = None) -> str:
+    """XLA_FLAGS value that forces `count` CPU host devices (replacing any earlier count);
+    set it in the environment before JAX starts (e.g. for a subprocess)."""
+    if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+        raise ValueError(f"`count` must be a positive integer, got {count!r}")
+    flags = os.environ.get("XLA_FLAGS", "") if flags is None else flags
+    kept = [f for f in flags.split() if not f.startswith("--xla_force_host_platform_device_count")]
+    return " ".join(kept + [f"--xla_force_host_platform_device_count={count}"])

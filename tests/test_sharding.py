@@ -1,0 +1,215 @@
+"""Sharding helpers, and sharded results equal to single-device results.
+
+The multi-device checks run in ONE subprocess with 8 forced CPU host devices (XLA_FLAGS must
+be set before JAX starts, and other tests share this pytest process). The worker is this
+file run as a script; it saves single-device and 8-device results side by side and the
+test compares them here.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from cocoa_jax import sharding
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+N_DEVICES = 8
+
+
+# ----------------------------------------------------------------------------- pure helpers
+
+
+@pytest.mark.parametrize("n_units", [0, 1, 5, 7, 8, 23])
+@pytest.mark.parametrize("count", [1, 2, 3, 8])
+def test_units_for_process_partitions_in_order(n_units, count):
+    units = [f"u{i}" for i in range(n_units)]
+    blocks = [sharding.units_for_process(units, i, count) for i in range(count)]
+    assert [u for block in blocks for u in block] == units  # each unit once, in order
+    sizes = [len(b) for b in blocks]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_units_for_process_defaults_to_this_process():
+    assert sharding.units_for_process(range(5)) == list(range(5))  # one process here
+
+
+@pytest.mark.parametrize("index, count, match", [(2, 2, "process_index"), (-1, 2, "process_index"),
+                                                 (0, 0, "process_count"), (True, 2, "process_index")])
+def test_units_for_process_rejects_bad_indices(index, count, match):
+    with pytest.raises(ValueError, match=match):
+        sharding.units_for_process([1, 2, 3], index, count)
+
+
+@pytest.mark.parametrize("use_jax", [False, True])
+def test_pad_to_multiple_repeats_last_entry(use_jax):
+    data = np.arange(10.0).reshape(5, 2)
+    data = jax.numpy.asarray(data) if use_jax else data
+    padded, n = sharding.pad_to_multiple(data, 4)
+    assert n == 5 and padded.shape == (8, 2)
+    np.testing.assert_array_equal(np.asarray(padded)[:5], np.asarray(data))
+    np.testing.assert_array_equal(np.asarray(padded)[5:], np.tile(np.asarray(data)[-1:], (3, 1)))
+    same, n = sharding.pad_to_multiple(data, 5)
+    assert n == 5 and same.shape == (5, 2)
+
+
+def test_pad_to_multiple_typed_keys():
+    keys = jax.random.split(jax.random.key(0), 3)
+    padded, n = sharding.pad_to_multiple(keys, 4)
+    assert n == 3 and padded.shape == (4,)
+    np.testing.assert_array_equal(jax.random.key_data(padded[3]), jax.random.key_data(keys[2]))
+
+
+def test_pad_to_multiple_errors():
+    with pytest.raises(ValueError, match="multiple"):
+        sharding.pad_to_multiple(np.zeros(3), 0)
+    with pytest.raises(ValueError, match="scalar"):
+        sharding.pad_to_multiple(np.float32(1.0), 2)
+    with pytest.raises(ValueError, match="empty"):
+        sharding.pad_to_multiple(np.zeros((0, 2)), 2)
+
+
+def test_make_mesh_is_auto_and_checks_arguments():
+    mesh = sharding.make_mesh()
+    assert mesh.axis_names == ("batch",) and mesh.devices.size == jax.device_count()
+    assert mesh.axis_types == (jax.sharding.AxisType.Auto,)
+    with pytest.raises(ValueError, match="devices"):
+        sharding.make_mesh([])
+    with pytest.raises(ValueError, match="axis_name"):
+        sharding.make_mesh(axis_name="")
+    with pytest.raises(TypeError, match="mesh"):
+        sharding.explicand_sharding("not a mesh")
+
+
+def test_explicand_map_argument_errors():
+    fn = lambda a, b: a + b
+    with pytest.raises(ValueError, match="in_axes"):
+        sharding.map_explicands(fn, np.zeros(3), np.zeros(3), in_axes=(0,))
+    with pytest.raises(ValueError, match="at least one argument as batched"):
+        sharding.map_explicands(fn, np.zeros(3), np.zeros(3), in_axes=(None, None))
+    with pytest.raises(ValueError, match="leading"):
+        sharding.map_explicands(fn, np.zeros(3), np.zeros(4))
+    with pytest.raises(TypeError, match="fn"):
+        sharding.ExplicandMap(3)
+
+
+def test_host_device_count_flags_replaces_earlier_count():
+    flags = sharding.host_device_count_flags(4, "--foo=1 --xla_force_host_platform_device_count=2")
+    assert flags == "--foo=1 --xla_force_host_platform_device_count=4"
+    with pytest.raises(ValueError, match="count"):
+        sharding.host_device_count_flags(0)
+
+
+# ----------------------------------------------------------------------------- 8 devices vs 1
+
+
+def _worker(out_path: str) -> None:
+    """Run in a subprocess with 8 host devices: save (single, sharded) result pairs."""
+    import jax.numpy as jnp
+
+    from cocoa_jax import attribution, targets
+
+    assert jax.device_count() == N_DEVICES, jax.devices()
+    mesh = sharding.make_mesh()
+    rng = np.random.default_rng(0)
+    h, w, c, d = 8, 8, 3, 6
+    weights = jnp.asarray(rng.normal(size=(h * w * c, d)) / 10, jnp.float32)
+    encode = lambda xb: jnp.tanh(xb.reshape(xb.shape[0], -1) @ weights)
+    corpus = jnp.asarray(rng.normal(size=(4, d)), jnp.float32)
+    foil = jnp.asarray(rng.normal(size=(5, d)), jnp.float32)
+    target1 = targets.cocoa(corpus, foil)
+    target2 = targets.stack([target1, targets.corpus(corpus, similarity="dot")])
+    x = jnp.asarray(rng.uniform(size=(h, w, c)), jnp.float32)
+    base = jnp.zeros_like(x)
+    baselines = jnp.asarray(rng.uniform(size=(3, h, w, c)), jnp.float32)
+    key = jax.random.key(3)
+
+    # Work counts that do not divide 8 devices (10 IG steps in batches of 6, 11 samples in
+    # batches of 6, 22 masks in batches of 10) and one that does (16 masks, batch 8); K=1
+    # (grad) and K=2 stacked targets (jacrev). Few programs: CPU compiles of the RNG are slow.
+    k1 = targets.explain_fn(encode, target1)
+    k2 = targets.explain_fn(encode, target2)
+    cases = {
+        "ig_k1": lambda m: attribution.integrated_gradients(k1, x, base, n_steps=10, batch_size=6, mesh=m),
+        "ig_k2": lambda m: attribution.integrated_gradients(k2, x, base, n_steps=10, batch_size=6, mesh=m),
+        "gradient_shap_k2": lambda m: attribution.gradient_shap(k2, x, baselines, key, n_samples=11,
+                                                                batch_size=6, mesh=m),
+        "smoothgrad_k1": lambda m: attribution.smoothgrad(k1, x, key, n_samples=11, stdev=0.3,
+                                                          batch_size=6, mesh=m),
+        "rise_k1": lambda m: attribution.rise(k1, x, base, key, n_masks=22, grid_size=(2, 2),
+                                              batch_size=10, mesh=m),
+        "rise_k2_divides": lambda m: attribution.rise(k2, x, base, key, n_masks=16, grid_size=(4, 4),
+                                                      batch_size=8, mesh=m),
+    }
+    results = {}
+    for name, method in cases.items():
+        single = jax.jit(lambda x_: method(None))(x)
+        compiled = jax.jit(lambda x_: method(mesh)).lower(x).compile()
+        # The sharding constraint really is in the program (the batch is split, then reduced).
+        text = compiled.as_text()
+        assert "all-reduce" in text or "all-gather" in text or "reduce-scatter" in text, name
+        results[f"{name}_single"] = np.asarray(single)
+        results[f"{name}_sharded"] = np.asarray(compiled(x))
+
+    # A batch of 5 explicands (does not divide 8): vmapped + sharded vs a plain vmap, with
+    # per-explicand keys and a per-explicand label-free target, also with perturbations sharded.
+    xs = jnp.asarray(rng.uniform(size=(5, h, w, c)), jnp.float32)
+    keys = jax.random.split(jax.random.key(7), 5)
+
+    def explain_one(xi, ki, corpus_reps):
+        target = targets.stack([targets.cocoa(corpus_reps, foil), targets.label_free(encode(xi[None])[0])])
+        f = targets.explain_fn(encode, target)
+        return {
+            "rise": attribution.rise(f, xi, jnp.zeros_like(xi), ki, n_masks=12, grid_size=(2, 2),
+                                     batch_size=6, mesh=None),
+            "ig": attribution.integrated_gradients(f, xi, jnp.zeros_like(xi), n_steps=5),
+        }
+
+    plain = jax.jit(jax.vmap(explain_one, in_axes=(0, 0, None)))(xs, keys, corpus)
+    mapper = sharding.ExplicandMap(explain_one, mesh, (0, 0, None))
+    mapped = mapper(xs, keys, corpus)
+    # Another length (3 < 8 devices), result kept sharded over the explicand axis.
+    kept = sharding.map_explicands(explain_one, xs[:3], keys[:3], corpus,
+                                   in_axes=(0, 0, None), mesh=mesh, gather=False)
+    assert kept["rise"].shape[0] == 3
+    for name in ("rise", "ig"):
+        results[f"explicands_{name}_single"] = np.asarray(plain[name])
+        results[f"explicands_{name}_sharded"] = np.asarray(mapped[name])
+        results[f"explicands3_{name}_single"] = np.asarray(plain[name])[:3]
+        results[f"explicands3_{name}_sharded"] = np.asarray(kept[name])
+    np.savez(out_path, **results)
+
+
+@pytest.fixture(scope="module")
+def eight_device_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sharding") / "results.npz"
+    env = dict(os.environ, XLA_FLAGS=sharding.host_device_count_flags(N_DEVICES), JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, __file__, str(out)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    with np.load(out) as data:
+        return dict(data)
+
+
+CASES = ["ig_k1", "ig_k2", "gradient_shap_k2", "smoothgrad_k1", "rise_k1", "rise_k2_divides"] + [
+    f"explicands{v}_{m}" for v in ("", "3") for m in ("rise", "ig")]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_eight_devices_equal_one_device(eight_device_results, case):
+    single = eight_device_results[f"{case}_single"]
+    sharded = eight_device_results[f"{case}_sharded"]
+    assert single.shape == sharded.shape
+    assert np.all(np.isfinite(single)) and np.abs(single).max() > 0  # a non-trivial result
+    scale = np.abs(single).max()
+    np.testing.assert_allclose(sharded, single, rtol=1e-5, atol=1e-5 * scale)
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -25,7 +26,8 @@ def check_array(name: str, array: Any, *, ndim: int | None = None, min_ndim: int
     if min_ndim is not None and len(shape) < min_ndim:
         raise ValueError(f"`{name}` must have rank >= {min_ndim}, got shape {shape}")
     dtype = array.dtype if hasattr(array, "dtype") else np.asarray(array).dtype
-    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+    # jnp.issubdtype knows bfloat16 is floating; np.issubdtype does not.
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
         raise TypeError(f"`{name}` must be a real numeric array, got dtype {dtype}")
     check_finite(name, array)
 
@@ -34,6 +36,8 @@ def check_finite(name: str, array: Any) -> None:
     """Raise if a concrete `array` holds NaN or inf (no-op for tracers)."""
     if is_concrete(array):
         values = np.asarray(array)
+        if values.dtype == jnp.bfloat16:  # numpy's isfinite has no bfloat16 loop
+            values = values.astype(np.float32)
         if values.size and not np.all(np.isfinite(values)):
             bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
             raise ValueError(f"`{name}` contains {bad} NaN/inf value(s); inputs must be finite")

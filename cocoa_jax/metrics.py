@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cocoa_jax import _checks
+from cocoa_jax.attribution import _shard_batch
 from cocoa_jax.targets import Target
 
 KINDS = ("insertion", "deletion")
@@ -274,6 +275,7 @@ def ablation_curves(
     absolute: bool = False,
     superpixel=1,
     batch_size: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> jax.Array:
     """Insertion and/or deletion curves of one explicand.
 
@@ -288,6 +290,8 @@ def ablation_curves(
       n_steps, absolute, superpixel: see the module docstring.
       batch_size: inputs per encoder call (None: all at once); chunks run in a rolled
         `lax.map`, which costs nothing for forward-only work.
+      mesh: split each batch of ablated inputs over the devices of this mesh (measured on
+        2 CPU host devices, ResNet-18: 97 -> 126 evaluations/s).
     Returns: (len(kinds), n_steps + 1, M), or (K, len(kinds), n_steps + 1, M).
     """
     kinds = _check_kinds(kinds)
@@ -309,37 +313,40 @@ def ablation_curves(
     masks = jax.vmap(masks_of)(attributions)  # (K, kinds, S + 1, H, W)
     lead = masks.shape[:3]
     inputs = ablated_inputs(x, baseline, masks.reshape((-1,) + masks.shape[3:]))
-    values = map_in_batches(lambda b: measures(encode(b)), inputs, batch_size)
+    evaluate = lambda b: measures(encode(_shard_batch(b, mesh)))
+    values = map_in_batches(evaluate, inputs, batch_size, multiple=1 if mesh is None else mesh.size)
     values = values.reshape(lead + values.shape[1:])
     return values if stacked else values[0]
 
 
-def map_in_batches(fn, inputs: jax.Array, batch_size: int | None) -> jax.Array:
+def map_in_batches(fn, inputs: jax.Array, batch_size: int | None, multiple: int = 1) -> jax.Array:
     """fn over the leading axis of inputs in equal chunks of at most batch_size.
 
-    The chunk size is ceil(n / n_chunks), so padding (repeats of the last input, dropped
-    from the output) is below n_chunks inputs instead of up to a whole batch.
+    The chunk size is ceil(n / n_chunks) rounded up to `multiple` (the device count when
+    sharded), so padding (repeats of the last input, dropped from the output) stays small.
     """
     n = inputs.shape[0]
-    if batch_size is None or batch_size >= n:
-        return fn(inputs)
-    n_chunks = -(-n // batch_size)
-    batch_size = -(-n // n_chunks)
-    pad = n_chunks * batch_size - n
+    n_chunks = 1 if batch_size is None or batch_size >= n else -(-n // batch_size)
+    size = -(-n // n_chunks)
+    size = -(-size // multiple) * multiple
+    pad = n_chunks * size - n
     padded = jnp.concatenate([inputs, jnp.repeat(inputs[-1:], pad, axis=0)]) if pad else inputs
-    out = jax.lax.map(fn, padded.reshape((n_chunks, batch_size) + inputs.shape[1:]))
-    return out.reshape((n_chunks * batch_size,) + out.shape[2:])[:n]
+    if n_chunks == 1:
+        return fn(padded)[:n]
+    out = jax.lax.map(fn, padded.reshape((n_chunks, size) + inputs.shape[1:]))
+    return out.reshape((n_chunks * size,) + out.shape[2:])[:n]
 
 
 def insertion_deletion(encode, measures, x, baseline, attribution, *, n_steps: int = 50,
-                       absolute: bool = False, superpixel=1, batch_size: int | None = None):
+                       absolute: bool = False, superpixel=1, batch_size: int | None = None,
+                       mesh: jax.sharding.Mesh | None = None):
     """Curves and AUCs for both kinds.
 
     Returns (curves, aucs): curves ([K,] 2, n_steps + 1, M) with kind 0 = insertion and
     1 = deletion; aucs ([K,] 2, M), trapezoid over the fraction of features.
     """
     curves = ablation_curves(encode, measures, x, baseline, attribution, kinds=KINDS, n_steps=n_steps,
-                             absolute=absolute, superpixel=superpixel, batch_size=batch_size)
+                             absolute=absolute, superpixel=superpixel, batch_size=batch_size, mesh=mesh)
     height, width = x.shape[0], x.shape[1]
     sh, sw = _check_superpixel(superpixel, height, width)
     fractions = feature_fractions((height // sh) * (width // sw), n_steps)

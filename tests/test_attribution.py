@@ -301,3 +301,14 @@ def test_same_key_same_result_and_different_key_different(x, baseline):
 def test_bad_inputs_raise_clear_errors(x, baseline, call, error, match):
     with pytest.raises(error, match=match):
         call(x, baseline)
+
+
+def test_bfloat16_inputs_are_accepted(x, baseline):
+    """bf16 perturbations work end to end (np.issubdtype does not know bfloat16 is floating)."""
+    attr = attribution.integrated_gradients(f_tanh, x.astype(jnp.bfloat16), baseline.astype(jnp.bfloat16), n_steps=8)
+    assert attr.dtype == jnp.bfloat16
+    reference = attribution.integrated_gradients(f_tanh, x, baseline, n_steps=8)
+    np.testing.assert_allclose(np.asarray(attr, np.float32), reference, atol=3e-2 * float(jnp.abs(reference).max()))
+    with pytest.raises(ValueError, match="x.*NaN"):
+        attribution.integrated_gradients(f_tanh, x.astype(jnp.bfloat16).at[0, 0, 0].set(jnp.nan),
+                                         baseline.astype(jnp.bfloat16))

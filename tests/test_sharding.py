@@ -146,6 +146,11 @@ def _worker(out_path: str) -> None:
         "rise_k2_divides": lambda m: attribution.rise(k2, x, base, key, n_masks=16, grid_size=(4, 4),
                                                       batch_size=8, mesh=m),
     }
+    # Insertion/deletion: 2 kinds x 2 targets x 9 steps = 36 ablated inputs in chunks of 10.
+    from cocoa_jax import metrics
+    attr2 = jnp.asarray(rng.normal(size=(2, h, w)), jnp.float32)
+    cases["insdel_k2"] = lambda m: metrics.insertion_deletion(
+        encode, target2, x, base + 0.5, attr2, n_steps=8, batch_size=10, mesh=m)[0]
     results = {}
     for name, method in cases.items():
         single = jax.jit(lambda x_: method(None))(x)
@@ -197,7 +202,7 @@ def eight_device_results(tmp_path_factory):
         return dict(data)
 
 
-CASES = ["ig_k1", "ig_k2", "gradient_shap_k2", "smoothgrad_k1", "rise_k1", "rise_k2_divides"] + [
+CASES = ["ig_k1", "ig_k2", "gradient_shap_k2", "smoothgrad_k1", "rise_k1", "rise_k2_divides", "insdel_k2"] + [
     f"explicands{v}_{m}" for v in ("", "3") for m in ("rise", "ig")]
 
 

@@ -251,43 +251,16 @@ def encode_in_batches(encode_fn: Callable, variables, x: np.ndarray, batch_size:
 def linear_probe(train_reps: np.ndarray, train_labels: np.ndarray, test_reps: np.ndarray,
                  test_labels: np.ndarray, *, n_classes: int = 10, steps: int = 500,
                  learning_rate: float = 0.05, l2: float = 1e-4, seed: int = 0) -> float:
-    """Test accuracy of multinomial logistic regression on frozen representations.
+    """Test accuracy of `cocoa_jax.probe.fit_probe` (standardised multinomial logistic
+    regression, full-batch Adam) on frozen representations: train (N, D), test (M, D)."""
+    from cocoa_jax import probe  # the one logistic-regression implementation
 
-    Features are standardised with the training mean/std; full-batch Adam on the mean
-    cross-entropy + l2 * |W|^2. train_reps (N, D), labels (N,) ints; test likewise.
-    """
     train_reps = np.asarray(train_reps, np.float32)
     test_reps = np.asarray(test_reps, np.float32)
     if train_reps.ndim != 2 or test_reps.ndim != 2 or train_reps.shape[1] != test_reps.shape[1]:
         raise ValueError(f"train_reps and test_reps must be (N, D) with the same D, got "
                          f"{train_reps.shape} and {test_reps.shape}")
-    if steps <= 0:
-        raise ValueError(f"steps must be positive, got {steps}")
-    mean, std = train_reps.mean(0), train_reps.std(0) + 1e-6
-    xtr = jnp.asarray((train_reps - mean) / std)
-    xte = jnp.asarray((test_reps - mean) / std)
-    ytr = jnp.asarray(train_labels, jnp.int32)
-    d = xtr.shape[1]
-    w0 = 0.01 * jax.random.normal(jax.random.key(seed), (d, n_classes))
-    params = (w0, jnp.zeros((n_classes,)))
-    opt = optax.adam(learning_rate)
-
-    def loss(p):
-        logits = xtr @ p[0] + p[1]
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, ytr).mean()
-        return ce + l2 * jnp.sum(p[0] ** 2)
-
-    @jax.jit
-    def fit(p):
-        def body(carry, _):
-            p, s = carry
-            g = jax.grad(loss)(p)
-            u, s = opt.update(g, s, p)
-            return (optax.apply_updates(p, u), s), None
-
-        (p, _), _ = jax.lax.scan(body, (p, opt.init(p)), None, length=steps)
-        return p
-
-    w, b = fit(params)
-    pred = np.asarray(jnp.argmax(xte @ w + b, axis=1))
-    return float(np.mean(pred == np.asarray(test_labels)))
+    fitted = probe.fit_probe(train_reps, np.asarray(train_labels), n_classes=n_classes,
+                             key=jax.random.key(seed), n_epochs=steps, learning_rate=learning_rate,
+                             weight_decay=l2)
+    return probe.accuracy(fitted, test_reps, np.asarray(test_labels))

@@ -212,7 +212,9 @@ def integrated_gradients(
       batch_size: path points per gradient batch (None: all at once).
       return_delta: also return the completeness gap sum(attr) - (f(x) - f(baseline)),
         a scalar or (K,).
-      mesh: split each batch of path points over the devices of this mesh.
+      mesh: split each batch of path points over the devices of this mesh (arrays the
+        program reads, e.g. parameters, must then be on all its devices: `jax.device_put(tree,
+        cocoa_jax.sharding.replicated_sharding(mesh))`).
     Returns: attributions x.shape (or (K, *x.shape)); with return_delta, (attr, delta).
     """
     x = _check_input(x)

@@ -39,3 +39,17 @@ def test_quick_benchmark_writes_results(tmp_path):
     assert [r["devices"] for r in results["devices"]] == [2]
     assert all(math.isfinite(r["rel_err"]) for r in results["bf16"])
     assert results["e2e"]["speedup"] > 0 and math.isfinite(results["e2e"]["speedup"])
+
+
+def test_quick_digits_benchmark_writes_its_table(tmp_path):
+    out = tmp_path / "RESULTS_digits.md"
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.digits", "--quick", "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| rise") or line.startswith("| ig")]
+    assert len(rows) == 4  # K=1 and K=4 for each method
+    rates = [float(row.split("|")[3].split()[0]) for row in rows]
+    assert all(math.isfinite(r) and r > 0 for r in rates)

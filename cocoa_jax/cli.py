@@ -17,6 +17,12 @@ COMMANDS = {
     "convert": ("cocoa_jax.commands.convert", "convert a PyTorch checkpoint to an orbax checkpoint (needs torch)"),
     "sweep": ("cocoa_jax.commands.sweep", "run the paper's Section 4.1 evaluation protocol, resumably"),
     "report": ("cocoa_jax.commands.report", "print and write the tables of a finished sweep"),
+    "augmentations": ("cocoa_jax.commands.augmentations",
+                      "explain what an encoder keeps invariant under augmentations (paper Sec. 4.2)"),
+    "localize": ("cocoa_jax.commands.localize",
+                 "localise a text query in an image with a dual image-text encoder (paper Sec. 4.3)"),
+    "train-digits-clip": ("cocoa_jax.commands.train_digits_clip",
+                          "re-train the embedded digits image-text dual encoder (CLIP loss)"),
 }
 
 

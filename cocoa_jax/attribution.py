@@ -507,17 +507,25 @@ def rise_from_masks(f: Callable, x: jax.Array, baseline: jax.Array, masks: jax.A
     return total / (n * keep_prob)
 
 
+def paper_grid_size(image_size) -> tuple[int, int]:
+    """The paper's RISE grid for an image size (Appendix H): 4x4 up to 64 px (CIFAR), else 7x7 (ImageNet)."""
+    return (4, 4) if max(image_size[:2]) <= 64 else (7, 7)
+
+
 def rise(f: Callable, x: jax.Array, baseline: jax.Array, key: jax.Array, *, n_masks: int = 5000,
-         grid_size=(7, 7), keep_prob: float = 0.5, batch_size: int | None = None,
+         grid_size=None, keep_prob: float = 0.5, batch_size: int | None = None,
          mesh: jax.sharding.Mesh | None = None) -> jax.Array:
     """RISE (Petsiuk et al., 2018) with masks generated on device, chunk by chunk.
 
     Equals `rise_from_masks(f, x, baseline, rise_masks(key, n_masks, x.shape[:2], grid_size,
     keep_prob), keep_prob=keep_prob)` without ever holding all masks in memory.
-    The paper uses 5000 masks, keep_prob 0.5, grid 4x4 at 32 px and 7x7 at 224 px.
+    The paper uses 5000 masks, keep_prob 0.5, grid 4x4 at 32 px and 7x7 at 224 px;
+    `grid_size=None` picks that grid from the image size (`paper_grid_size`).
     Returns: (H, W), or (K, H, W) for K targets.
     """
     x, baseline, keep_prob, batch_size = _check_rise_inputs(x, baseline, keep_prob, batch_size)
+    if grid_size is None:
+        grid_size = paper_grid_size(x.shape)
     n_masks = _checks.check_positive_int("n_masks", n_masks)
     image_size, grid_size, keep_prob = _check_rise_args(tuple(x.shape[:2]), grid_size, keep_prob)
     _num_targets(f, x)

@@ -212,6 +212,45 @@ def stack(targets: Sequence[Target]) -> Target:
     return Target(jnp.concatenate(blocks, axis=-2), tuple(flags))
 
 
+# One table of the target vocabulary: name -> (builder, the representations it reads).
+# `build` is how every front end (sweep, explain, benchmarks) turns a name into a Target.
+TARGETS = {
+    "label_free": (lambda e, c, f, s: label_free(e, s), ("explicand_reps",)),
+    "contrastive_label_free": (lambda e, c, f, s: contrastive_label_free(e, f, s), ("explicand_reps", "foil_reps")),
+    "corpus": (lambda e, c, f, s: corpus(c, s), ("corpus_reps",)),
+    "cocoa": (lambda e, c, f, s: cocoa(c, f, s), ("corpus_reps", "foil_reps")),
+}
+TARGET_TITLES = {"label_free": "Label-Free", "contrastive_label_free": "Contrastive Label-Free",
+                 "corpus": "Corpus", "cocoa": "COCOA"}
+
+
+def build(name: str, *, explicand_reps=None, corpus_reps=None, foil_reps=None,
+          similarity: str = "cosine") -> Target:
+    """The target called `name` (a key of `TARGETS`) from the representations it needs.
+
+    explicand_reps: (..., D) (label-free targets; a batch gives per-explicand directions);
+    corpus_reps: (C, D); foil_reps: (F, D). Representations a target does not read are ignored;
+    a missing one it reads is an error naming it.
+    """
+    if name not in TARGETS:
+        raise ValueError(f"unknown target {name!r}; expected one of {list(TARGETS)}")
+    builder, needs = TARGETS[name]
+    given = {"explicand_reps": explicand_reps, "corpus_reps": corpus_reps, "foil_reps": foil_reps}
+    missing = [n for n in needs if given[n] is None]
+    if missing:
+        raise ValueError(f"target {name!r} needs `{'`, `'.join(missing)}`")
+    return builder(explicand_reps, corpus_reps, foil_reps, similarity)
+
+
+def build_stacked(names: Sequence[str], **reps_and_similarity) -> Target:
+    """`stack([build(n, ...) for n in names])`: K named targets sharing every encoder pass."""
+    if isinstance(names, str) or not len(names):
+        raise ValueError(f"`names` must be a non-empty sequence of target names, got {names!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"`names` has duplicates: {list(names)}")
+    return stack([build(n, **reps_and_similarity) for n in names])
+
+
 def contrastive_corpus_similarity(reps, corpus_reps, foil_reps, similarity: str = "cosine") -> jax.Array:
     """Eq. (3) evaluated literally, pairwise: the reference the fast `cocoa` path is tested against.
 

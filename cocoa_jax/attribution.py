@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cocoa_jax import _checks
+from cocoa_jax import _checks, sharding
 
 DEFAULT_RISE_BATCH_SIZE = 100  # masks per forward batch; 64-200 measured flat on CPU
 
@@ -111,46 +111,12 @@ def _check_baseline(name: str, baseline, x: jax.Array) -> jax.Array:
     return jnp.asarray(baseline, x.dtype)
 
 
-def _shard_batch(batch: jax.Array, mesh: jax.sharding.Mesh | None) -> jax.Array:
-    """Split a batch of perturbed inputs along its leading axis over every device of `mesh`.
-
-    The constraint is a hint to the partitioner (an Auto-axes view of `mesh`, whatever axis
-    types it was made with): the encoder's batch axis is split, and the sums over samples
-    become all-reduces.
-    """
-    if mesh is None:
-        return batch
-    auto = jax.sharding.Mesh(mesh.devices, mesh.axis_names,
-                             axis_types=(jax.sharding.AxisType.Auto,) * len(mesh.axis_names))
-    spec = jax.sharding.PartitionSpec(tuple(mesh.axis_names))
-    return jax.lax.with_sharding_constraint(batch, jax.sharding.NamedSharding(auto, spec))
-
-
-def _pad_rows(array: jax.Array, count: int, value: float | None = None) -> jax.Array:
-    """Append `count` rows along axis 0: copies of the last row, or `value`."""
-    if count == 0:
-        return array
-    extra = jnp.repeat(array[-1:], count, axis=0)
-    return jnp.concatenate([array, extra if value is None else jnp.full_like(extra, value)])
-
-
-def _padding_for(mesh: jax.sharding.Mesh | None, batch: int) -> int:
-    """Rows to add so `batch` splits evenly over the mesh (padded rows get zero weight)."""
-    return 0 if mesh is None else -batch % mesh.size
-
-
 def _jacobian(f: Callable, k: int | None) -> Callable:
     """Gradient of f at one input: x.shape, or (K, *x.shape) for K targets.
 
     For K targets, reverse mode runs one forward pass and K vectorised backward passes.
     """
     return jax.grad(f) if k is None else jax.jacrev(f)
-
-
-def _chunks(n: int, batch_size: int | None):
-    """Static (start, stop) index ranges covering range(n) in chunks of batch_size."""
-    size = n if batch_size is None else min(batch_size, n)
-    return [(start, min(start + size, n)) for start in range(0, n, size)]
 
 
 def _sum_gradient_terms(f, k, n, batch_size, mesh, make_chunk):
@@ -162,12 +128,12 @@ def _sum_gradient_terms(f, k, n, batch_size, mesh, make_chunk):
     jacobian = jax.vmap(_jacobian(f, k))
     total = None
     # Unrolled on purpose: a gradient inside a rolled scan is ~2.5x slower on XLA CPU.
-    for start, stop in _chunks(n, batch_size):
+    for start, stop in sharding.chunk_ranges(n, batch_size):
         points, multipliers = make_chunk(start, stop)
-        pad = _padding_for(mesh, stop - start)
+        pad = sharding.padding_for(mesh, stop - start)
         multipliers = jnp.broadcast_to(multipliers, (stop - start,) + multipliers.shape[1:])
-        points, multipliers = _pad_rows(points, pad), _pad_rows(multipliers, pad, 0.0)
-        grads = jacobian(_shard_batch(points, mesh))  # (B, [K,] *x.shape)
+        points, multipliers = sharding.pad_rows(points, pad), sharding.pad_rows(multipliers, pad, 0.0)
+        grads = jacobian(sharding.shard_batch(points, mesh))  # (B, [K,] *x.shape)
         if k is not None:
             multipliers = jnp.expand_dims(multipliers, 1)
         term = jnp.sum(grads * multipliers, axis=0)
@@ -252,25 +218,51 @@ def smoothgrad(
     stdev: float = 1.0,
     batch_size: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    antithetic: bool = False,
 ) -> jax.Array:
     """SmoothGrad (Smilkov et al., 2017): mean_i grad f(x + stdev * eps_i), eps_i ~ N(0, I).
 
     `stdev` is absolute (Captum's NoiseTunnel convention), not relative to the input range.
+    antithetic: opt-in variance reduction. Samples come in pairs (eps, -eps): pair j draws from
+      `jax.random.split(key, n_samples // 2)[j]` and gives samples 2j and 2j + 1, so
+      `n_samples` (the gradient passes) must be even. Same expectation; the odd part of the
+      gradient in the noise cancels within each pair (exactly, for a quadratic f).
     Returns x.shape, or (K, *x.shape).
     """
     x = _check_input(x)
     n_samples = _checks.check_positive_int("n_samples", n_samples)
     batch_size = _checks.check_optional_batch_size(batch_size)
     stdev = _check_stdev(stdev)
+    n_draws = _antithetic_draws("n_samples", n_samples, antithetic)
     k = _num_targets(f, x)
-    keys = jax.random.split(key, n_samples)
+    keys = jax.random.split(key, n_draws)
     noise_of = jax.vmap(lambda sample_key: jax.random.normal(sample_key, x.shape, x.dtype))
 
     def make_chunk(start, stop):
-        points = x + stdev * noise_of(keys[start:stop])
+        if antithetic:
+            indices = jnp.arange(start, stop)
+            signs = _broadcast_to_rank(1.0 - 2.0 * (indices % 2), x.ndim).astype(x.dtype)
+            points = x + stdev * signs * noise_of(keys[indices // 2])
+        else:
+            points = x + stdev * noise_of(keys[start:stop])
         return points, jnp.full((stop - start,) + (1,) * x.ndim, 1.0 / n_samples, x.dtype)
 
     return _sum_gradient_terms(f, k, n_samples, batch_size, mesh, make_chunk)
+
+
+def _antithetic_draws(name: str, n: int, antithetic) -> int:
+    """Independent draws behind n samples: n, or n // 2 antithetic pairs (n must then be even)."""
+    if not isinstance(antithetic, (bool, np.bool_)):
+        raise TypeError(f"`antithetic` must be a bool, got {type(antithetic).__name__}")
+    if antithetic and n % 2:
+        raise ValueError(f"`{name}` must be even with antithetic=True (samples come in pairs), got {n}")
+    return n // 2 if antithetic else n
+
+
+def _check_flag(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be a bool, got {type(value).__name__}")
+    return bool(value)
 
 
 def _check_stdev(stdev) -> float:
@@ -298,11 +290,40 @@ def _gradient_shap_draw(sample_key, x_shape, n_baselines: int, stdev: float, dty
 
 
 def gradient_shap_draws(key, n_samples: int, x_shape, n_baselines: int, stdev: float,
-                        dtype=jnp.float32) -> GradientShapDraws:
-    """The draws `gradient_shap` makes: sample i uses `jax.random.split(key, n_samples)[i]`."""
+                        dtype=jnp.float32, *, antithetic: bool = False,
+                        stratified_alpha: bool = False) -> GradientShapDraws:
+    """The draws `gradient_shap` makes: sample i uses `jax.random.split(key, n_samples)[i]`.
+
+    With the options, see `gradient_shap`: the draws behind pair / stratum j come from
+    `jax.random.split(key, n_draws)[j]`.
+    """
     draw = functools.partial(_gradient_shap_draw, x_shape=tuple(x_shape), n_baselines=n_baselines,
                              stdev=stdev, dtype=dtype)
-    return jax.vmap(draw)(jax.random.split(key, n_samples))
+    if not (antithetic or stratified_alpha):
+        return jax.vmap(draw)(jax.random.split(key, n_samples))
+    n_draws = _antithetic_draws("n_samples", n_samples, antithetic)
+    return _variance_reduced_draws(jax.random.split(key, n_draws), jnp.arange(n_samples), draw,
+                                   antithetic, stratified_alpha)
+
+
+def _variance_reduced_draws(keys, indices, draw, antithetic: bool, stratified_alpha: bool) -> GradientShapDraws:
+    """GradientSHAP draws of samples `indices` (B,) from the per-draw `keys` (n_draws,).
+
+    stratified_alpha: draw j's alpha lies in stratum [j, j + 1) / n_draws (a uniform point in
+      it), so the n_draws draws cover the path evenly. antithetic: sample 2j + 1 mirrors
+      sample 2j (same baseline, noise negated, alpha -> 1 - alpha). Every sample's marginal
+      distribution is the default's (stratum index uniform), so the expectation is unchanged.
+    """
+    pair = indices // 2 if antithetic else indices
+    draws = jax.vmap(draw)(keys[pair])
+    alpha, noise = draws.alpha, draws.noise
+    if stratified_alpha:
+        alpha = (pair.astype(alpha.dtype) + alpha) / keys.shape[0]
+    if antithetic:
+        second = indices % 2 == 1
+        alpha = jnp.where(second, 1.0 - alpha, alpha)
+        noise = jnp.where(_broadcast_to_rank(second, noise.ndim - 1), -noise, noise)
+    return GradientShapDraws(draws.baseline_index, noise, alpha)
 
 
 def gradient_shap(
@@ -315,6 +336,8 @@ def gradient_shap(
     stdev: float = 0.2,
     batch_size: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    antithetic: bool = False,
+    stratified_alpha: bool = False,
 ) -> jax.Array:
     """GradientSHAP, the estimator of Captum's `GradientShap`.
 
@@ -324,6 +347,12 @@ def gradient_shap(
 
     Args:
       baselines: (M, *x.shape), the baseline distribution (M=1 for one blurred image).
+      antithetic: opt-in. Samples 2j, 2j + 1 share pair j's draws (key
+        `jax.random.split(key, n_samples // 2)[j]`): same baseline, noise +eps / -eps, alpha
+        a / 1 - a. `n_samples` counts gradient passes and must be even.
+      stratified_alpha: opt-in. Draw j's alpha is uniform in [j, j + 1) / n_draws (n_draws =
+        n_samples, or n_samples // 2 with antithetic) instead of in [0, 1).
+      Both keep the expectation exactly; they reduce the variance from alpha and the noise.
     """
     x = _check_input(x)
     _checks.check_array("baselines", baselines, ndim=x.ndim + 1)
@@ -336,14 +365,19 @@ def gradient_shap(
     n_samples = _checks.check_positive_int("n_samples", n_samples)
     batch_size = _checks.check_optional_batch_size(batch_size)
     stdev = _check_stdev(stdev)
+    n_draws = _antithetic_draws("n_samples", n_samples, antithetic)
+    stratified_alpha = _check_flag("stratified_alpha", stratified_alpha)
     k = _num_targets(f, x)
-    keys = jax.random.split(key, n_samples)
+    keys = jax.random.split(key, n_draws)
     draw = functools.partial(_gradient_shap_draw, x_shape=x.shape, n_baselines=baselines.shape[0],
                              stdev=stdev, dtype=x.dtype)
 
     def make_chunk(start, stop):
         # Drawn per sample key, so the draws do not depend on the chunking.
-        draws = jax.vmap(draw)(keys[start:stop])
+        if antithetic or stratified_alpha:
+            draws = _variance_reduced_draws(keys, jnp.arange(start, stop), draw, antithetic, stratified_alpha)
+        else:
+            draws = jax.vmap(draw)(keys[start:stop])
         chosen = baselines[draws.baseline_index]
         delta = x + draws.noise - chosen
         points = chosen + _broadcast_to_rank(draws.alpha, x.ndim) * delta
@@ -460,8 +494,8 @@ def _rise_sum(f, x, baseline, n, batch_size, mesh, masks_of) -> jax.Array:
 
     def chunk_sum(indices):
         # Zero masks pad the batch to a multiple of the device count: they add nothing.
-        masks = _pad_rows(masks_of(indices), _padding_for(mesh, indices.shape[0]), 0.0)
-        scores = jax.vmap(f)(_shard_batch(blend(masks), mesh))  # (B,) or (B, K)
+        masks = sharding.pad_rows(masks_of(indices), sharding.padding_for(mesh, indices.shape[0]), 0.0)
+        scores = jax.vmap(f)(sharding.shard_batch(blend(masks), mesh))  # (B,) or (B, K)
         flat = masks.reshape(masks.shape[0], -1)
         # The saliency map is one matrix product: scores^T @ masks.
         return (scores.T @ flat).reshape(scores.shape[1:] + masks.shape[1:])

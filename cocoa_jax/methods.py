@@ -24,7 +24,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from cocoa_jax import attribution
+from cocoa_jax import attribution, metrics
 
 # Keyword arguments of the common signature that are not method options.
 _EXECUTION_ARGS = ("batch_size", "mesh")
@@ -79,7 +79,7 @@ def _vanilla_gradients(f, x, baseline, key, *, batch_size=None, mesh=None):
 
 def _random(f, x, baseline, key, *, batch_size=None, mesh=None):
     del f, baseline, batch_size, mesh
-    return jax.random.uniform(key, jnp.shape(x)[:2], jnp.float32)
+    return metrics.random_attribution(key, jnp.shape(x))
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (

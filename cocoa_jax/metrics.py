@@ -3,7 +3,9 @@
 Protocol (Petsiuk et al., 2018, as run by the COCOA paper's code):
 
 * Features are pixels (or `superpixel` x `superpixel` blocks) ranked by the attribution
-  averaged over channels (optionally its absolute value), most important first.
+  averaged over channels, most important first; with `absolute`, by the channel mean of
+  |attribution| (absolute value per channel first, as the official evaluation does). Equal
+  scores keep pixel order (row-major index: a stable sort), so rankings are deterministic.
 * `n_steps` steps reveal (insertion) or remove (deletion) features; step i adds
   `n_features // n_steps` features, plus one for the first `n_features % n_steps` steps
   (the remainder is spread over the first steps), and a step 0 with no feature changed
@@ -27,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cocoa_jax import _checks
-from cocoa_jax.attribution import _shard_batch
+from cocoa_jax import sharding
 from cocoa_jax.targets import Target
 
 KINDS = ("insertion", "deletion")
@@ -101,7 +103,7 @@ def feature_scores(attribution: jax.Array, image_shape, *, absolute: bool = Fals
     Args:
       attribution: (H, W) or (H, W, C) (averaged over channels, as in the paper).
       image_shape: (H, W, C) of the explicand.
-      absolute: rank by |channel mean| instead of the signed channel mean.
+      absolute: rank by the channel mean of |attribution| (|a| per channel, then the mean).
       superpixel: int or (sh, sw); a superpixel's score is its mean pixel score.
     """
     height, width = image_shape[0], image_shape[1]
@@ -110,11 +112,11 @@ def feature_scores(attribution: jax.Array, image_shape, *, absolute: bool = Fals
         if tuple(attribution.shape) != tuple(image_shape):
             raise ValueError(f"`attribution` of rank 3 must have the explicand's shape {tuple(image_shape)}, "
                              f"got {attribution.shape}")
-        attribution = jnp.mean(attribution, axis=-1)
+        attribution = jnp.mean(jnp.abs(attribution) if absolute else attribution, axis=-1)
     elif attribution.ndim != 2 or tuple(attribution.shape) != (height, width):
         raise ValueError(f"`attribution` must have shape (H, W) or (H, W, C) = {tuple(image_shape)}, "
                          f"got {attribution.shape}")
-    if absolute:
+    elif absolute:
         attribution = jnp.abs(attribution)
     pooled = attribution.reshape(height // sh, sh, width // sw, sw).mean(axis=(1, 3))
     return pooled.reshape(-1)
@@ -150,56 +152,100 @@ def ablated_inputs(x: jax.Array, baseline: jax.Array, masks: jax.Array) -> jax.A
 # ----------------------------------------------------------------------------- measures
 
 
+def probe_probability(reps: jax.Array, probe, class_index) -> jax.Array:
+    """Softmax probability of class `class_index` under a linear probe, (..., D) -> (...).
+
+    probe: has `weights` (D, C) and `bias` (C,) (a `cocoa_jax.probe.LinearProbe`).
+    """
+    logits = reps @ probe.weights + probe.bias
+    return jnp.take(jax.nn.softmax(logits, axis=-1), jnp.asarray(class_index, jnp.int32), axis=-1)
+
+
+def representation_shift(reps: jax.Array, reference: jax.Array) -> jax.Array:
+    """L2 distance |reps - reference| over the last axis, (..., D) -> (...).
+
+    The official evaluation's RepShift (`measures/rep_shift.py`) is the L2 norm of the
+    difference (not its square).
+    """
+    return jnp.sqrt(jnp.sum(jnp.square(reps - reference), axis=-1))
+
+
 @dataclasses.dataclass(frozen=True)
-class Measures:
-    """Evaluation measures on representations, all read from ONE encoder pass.
+class Measure:
+    """One evaluation measure: `fn(reps (..., D), context) -> (...)`.
 
-    `measures(reps)` maps (..., D) representations to (..., M) values, in the order of
-    `names`: first the similarity targets (one per entry of `target`), then the
-    predicted probabilities of `prob_classes` under the linear probe, then the
-    representation shift |r - shift_reference|^2. Absent parts are None.
-
-    A pytree: per-explicand fields (`prob_classes`, `shift_reference`, label-free
-    directions) carry a leading batch axis and are vmapped with their explicands.
-
-    Attributes:
-      target: a (stacked) `Target`, e.g. COCOA with the explanation's corpus/foil and with
-        a resampled foil; scores (..., K).
-      probe_weights, probe_bias: (D, C), (C,) linear classifier on representations.
-      prob_classes: (P,) int class indices whose softmax probability is measured (corpus
-        majority class, explicand's predicted class).
-      shift_reference: (D,) the explicand's own representation.
-      names: static tuple of M names.
+    `reads` names the context entries it needs (checked by `make_measures`).
     """
 
-    target: Target | None
-    probe_weights: jax.Array | None
-    probe_bias: jax.Array | None
-    prob_classes: jax.Array | None
-    shift_reference: jax.Array | None
+    title: str
+    fn: Callable
+    reads: tuple[str, ...]
+
+
+# The measure vocabulary (paper Section 4.1). Adding a measure = one definition + one entry.
+MEASURES: dict[str, Measure] = {
+    "ccs": Measure("contrastive corpus similarity", lambda reps, c: c["ccs"](reps), ("ccs",)),
+    "ccs_resampled_foil": Measure("contrastive corpus similarity (resampled foil)",
+                                  lambda reps, c: c["ccs_resampled_foil"](reps), ("ccs_resampled_foil",)),
+    "corpus_majority_prob": Measure(
+        "corpus majority probability",
+        lambda reps, c: probe_probability(reps, c["probe"], c["corpus_majority_class"]),
+        ("probe", "corpus_majority_class")),
+    "explicand_pred_prob": Measure(
+        "explicand predicted probability",
+        lambda reps, c: probe_probability(reps, c["probe"], c["explicand_class"]),
+        ("probe", "explicand_class")),
+    "rep_shift": Measure("representation shift", lambda reps, c: representation_shift(reps, c["explicand_rep"]),
+                         ("explicand_rep",)),
+}
+MEASURE_NAMES = tuple(MEASURES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Measures:
+    """Named measures of `MEASURES`, all read from ONE encoder pass: (..., D) -> (..., M).
+
+    A pytree: `context` holds what the measures read (Targets, a probe, class indices,
+    the explicand's representation); per-explicand entries carry a leading batch axis and
+    are vmapped with their explicands. `names` is static.
+    """
+
+    context: dict
     names: tuple[str, ...] = dataclasses.field(metadata=dict(static=True))
 
     def __call__(self, reps: jax.Array) -> jax.Array:
-        parts = []
-        if self.target is not None:
-            scores = self.target(reps)
-            parts.append(scores[..., None] if self.target.num_targets is None else scores)
-        if self.prob_classes is not None:
-            logits = reps @ self.probe_weights + self.probe_bias
-            probs = jax.nn.softmax(logits, axis=-1)
-            parts.append(jnp.take(probs, self.prob_classes, axis=-1))
-        if self.shift_reference is not None:
-            parts.append(jnp.sum(jnp.square(reps - self.shift_reference), axis=-1, keepdims=True))
-        if not parts:
-            raise ValueError("`Measures` has no measure (all of target, prob_classes, shift_reference are None)")
-        return jnp.concatenate(parts, axis=-1)
+        return jnp.stack([MEASURES[name].fn(reps, self.context) for name in self.names], axis=-1)
 
 
-jax.tree_util.register_dataclass(
-    Measures,
-    data_fields=["target", "probe_weights", "probe_bias", "prob_classes", "shift_reference"],
-    meta_fields=["names"],
-)
+jax.tree_util.register_dataclass(Measures, data_fields=["context"], meta_fields=["names"])
+
+
+def make_measures(names, **context) -> Measures:
+    """`Measures` for `names` (keys of `MEASURES`), given what they read.
+
+    context entries: ccs / ccs_resampled_foil: single `Target`s (e.g. `targets.cocoa(corpus,
+    foil)` and with a resampled foil); probe: a linear probe; corpus_majority_class /
+    explicand_class: int class indices; explicand_rep: (D,) the explicand's representation.
+    Entries no named measure reads are ignored.
+    """
+    names = (names,) if isinstance(names, str) else tuple(names)
+    if not names:
+        raise ValueError("`names` is empty; give at least one measure of " + str(list(MEASURES)))
+    for name in names:
+        if name not in MEASURES:
+            raise ValueError(f"unknown measure {name!r}; expected one of {list(MEASURES)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"`names` has duplicates: {list(names)}")
+    needed = {key for name in names for key in MEASURES[name].reads}
+    missing = sorted(needed - {k for k, v in context.items() if v is not None})
+    if missing:
+        raise ValueError(f"measures {list(names)} need {missing}")
+    for key in ("ccs", "ccs_resampled_foil"):
+        if key in needed and (not isinstance(context[key], Target) or context[key].num_targets is not None):
+            raise TypeError(f"`{key}` must be a single (unstacked) Target")
+    cast = {"corpus_majority_class": jnp.int32, "explicand_class": jnp.int32}
+    kept = {k: (jnp.asarray(v, cast[k]) if k in cast else v) for k, v in context.items() if k in needed}
+    return Measures(kept, names)
 
 
 def majority_class(probe_logits: jax.Array, n_classes: int | None = None) -> jax.Array:
@@ -210,45 +256,6 @@ def majority_class(probe_logits: jax.Array, n_classes: int | None = None) -> jax
     n_classes = probe_logits.shape[-1] if n_classes is None else n_classes
     votes = jnp.bincount(jnp.argmax(probe_logits, axis=-1), length=n_classes)
     return jnp.argmax(votes)
-
-
-def make_measures(*, targets: dict[str, Target] | None = None, probe=None,
-                  prob_classes: dict[str, jax.Array] | None = None,
-                  shift_reference: jax.Array | None = None) -> Measures:
-    """Assemble `Measures` from named parts.
-
-    Args:
-      targets: name -> single `Target` (e.g. {"ccs": cocoa(corpus, foil),
-        "ccs_resampled_foil": cocoa(corpus, other_foil)}); directions may carry a batch axis.
-      probe: object with `weights` (D, C) and `bias` (C,) (a `cocoa_jax.probe.LinearProbe`);
-        needed with `prob_classes`.
-      prob_classes: name -> class index, scalar or (N,) batched (e.g.
-        {"corpus_majority_prob": ..., "explicand_pred_prob": ...}).
-      shift_reference: (D,) or (N, D) explicand representations: adds "rep_shift".
-    """
-    from cocoa_jax import targets as targets_mod
-
-    names: list[str] = []
-    target = None
-    if targets:
-        for name, t in targets.items():
-            if not isinstance(t, Target) or t.num_targets is not None:
-                raise TypeError(f"`targets[{name!r}]` must be a single (unstacked) Target")
-        names += list(targets)
-        target = targets_mod.stack(list(targets.values()))
-    classes = weights = bias = None
-    if prob_classes:
-        if probe is None:
-            raise ValueError("`probe` is required with `prob_classes`")
-        names += list(prob_classes)
-        classes = jnp.stack([jnp.asarray(c, jnp.int32) for c in prob_classes.values()], axis=-1)
-        weights, bias = jnp.asarray(probe.weights), jnp.asarray(probe.bias)
-    if shift_reference is not None:
-        names.append("rep_shift")
-        shift_reference = jnp.asarray(shift_reference)
-    if not names:
-        raise ValueError("make_measures needs at least one of `targets`, `prob_classes`, `shift_reference`")
-    return Measures(target, weights, bias, classes, shift_reference, tuple(names))
 
 
 # ----------------------------------------------------------------------------- curves
@@ -313,28 +320,10 @@ def ablation_curves(
     masks = jax.vmap(masks_of)(attributions)  # (K, kinds, S + 1, H, W)
     lead = masks.shape[:3]
     inputs = ablated_inputs(x, baseline, masks.reshape((-1,) + masks.shape[3:]))
-    evaluate = lambda b: measures(encode(_shard_batch(b, mesh)))
-    values = map_in_batches(evaluate, inputs, batch_size, multiple=1 if mesh is None else mesh.size)
+    evaluate = lambda b: measures(encode(sharding.shard_batch(b, mesh)))
+    values = sharding.map_in_batches(evaluate, inputs, batch_size, multiple=1 if mesh is None else mesh.size)
     values = values.reshape(lead + values.shape[1:])
     return values if stacked else values[0]
-
-
-def map_in_batches(fn, inputs: jax.Array, batch_size: int | None, multiple: int = 1) -> jax.Array:
-    """fn over the leading axis of inputs in equal chunks of at most batch_size.
-
-    The chunk size is ceil(n / n_chunks) rounded up to `multiple` (the device count when
-    sharded), so padding (repeats of the last input, dropped from the output) stays small.
-    """
-    n = inputs.shape[0]
-    n_chunks = 1 if batch_size is None or batch_size >= n else -(-n // batch_size)
-    size = -(-n // n_chunks)
-    size = -(-size // multiple) * multiple
-    pad = n_chunks * size - n
-    padded = jnp.concatenate([inputs, jnp.repeat(inputs[-1:], pad, axis=0)]) if pad else inputs
-    if n_chunks == 1:
-        return fn(padded)[:n]
-    out = jax.lax.map(fn, padded.reshape((n_chunks, size) + inputs.shape[1:]))
-    return out.reshape((n_chunks * size,) + out.shape[2:])[:n]
 
 
 def insertion_deletion(encode, measures, x, baseline, attribution, *, n_steps: int = 50,
@@ -353,18 +342,38 @@ def insertion_deletion(encode, measures, x, baseline, attribution, *, n_steps: i
     return curves, auc(curves, fractions)
 
 
+def insertion_deletion_batch(encode, measures, xs, baselines, attributions, *, n_steps: int = 50,
+                             absolute: bool = False, superpixel=1, batch_size: int | None = None):
+    """`insertion_deletion` for a batch of N explicands, as one program (jit- and shard-ready).
+
+    Args:
+      encode: batch (B, H, W, C) -> (B, D).
+      measures: per-explicand measures, vmapped over N: a `Measures` (or any pytree
+        callable) every leaf of which carries a leading N axis (broadcast shared entries
+        such as the probe).
+      xs, baselines: (N, H, W, C); attributions: (N, [K,] H, W[, C]).
+      batch_size: ablated inputs per encoder call over the whole batch (None: all at once);
+        each call holds the same step chunk of every explicand.
+    Returns (curves (N, [K,] 2, n_steps + 1, M), aucs (N, [K,] 2, M)).
+    """
+    xs = jnp.asarray(xs)
+    if xs.ndim != 4:
+        raise ValueError(f"`xs` must be a batch of images (N, H, W, C), got shape {xs.shape}")
+    n = xs.shape[0]
+    per_explicand = None if batch_size is None else max(1, _checks.check_positive_int("batch_size", batch_size) // n)
+    one = lambda x, b, a, m: insertion_deletion(encode, m, x, b, a, n_steps=n_steps, absolute=absolute,
+                                                superpixel=superpixel, batch_size=per_explicand)
+    return jax.vmap(one)(xs, baselines, attributions, measures)
+
+
 def random_attribution(key: jax.Array, image_shape) -> jax.Array:
     """The random-attribution benchmark: i.i.d. U[0, 1) pixel scores, (H, W)."""
     return jax.random.uniform(key, tuple(image_shape[:2]))
 
 
-def representation_shift(reps: jax.Array, reference: jax.Array) -> jax.Array:
-    """|reps - reference|^2 over the last axis (the paper code's RepShift), (..., D) -> (...)."""
-    return jnp.sum(jnp.square(reps - reference), axis=-1)
-
-
 __all__ = [
     "KINDS", "Measures", "ablated_inputs", "ablation_curves", "ablation_masks", "auc",
-    "feature_counts", "feature_fractions", "feature_scores", "insertion_deletion",
-    "majority_class", "make_measures", "random_attribution", "representation_shift", "step_sizes",
+    "feature_counts", "feature_fractions", "feature_scores", "insertion_deletion", "insertion_deletion_batch",
+    "MEASURES", "MEASURE_NAMES", "Measure", "majority_class", "make_measures", "probe_probability",
+    "random_attribution", "representation_shift", "step_sizes",
 ]

@@ -44,6 +44,11 @@ __all__ = [
     "explicand_sharding",
     "replicated_sharding",
     "pad_to_multiple",
+    "pad_rows",
+    "padding_for",
+    "chunk_ranges",
+    "shard_batch",
+    "map_in_batches",
     "ExplicandMap",
     "map_explicands",
     "global_array",
@@ -120,6 +125,61 @@ def pad_to_multiple(array, multiple: int, axis: int = 0):
     if isinstance(array, jax.Array):
         return jnp.take(array, jnp.asarray(index), axis=axis), n
     return np.take(np.asarray(array), index, axis=axis), n
+
+
+# ----------------------------------------------------------------------------- batches inside a program
+# The one home of chunking, padding and sharding of perturbation batches (used by
+# `cocoa_jax.attribution`, `cocoa_jax.metrics` and the sweep).
+
+
+def pad_rows(array: jax.Array, count: int, value: float | None = None) -> jax.Array:
+    """Append `count` rows along axis 0: copies of the last row, or `value`."""
+    if count == 0:
+        return array
+    extra = jnp.repeat(array[-1:], count, axis=0)
+    return jnp.concatenate([array, extra if value is None else jnp.full_like(extra, value)])
+
+
+def padding_for(mesh: Mesh | None, batch: int) -> int:
+    """Rows to add so `batch` splits evenly over the mesh (padded rows get zero weight)."""
+    return 0 if mesh is None else -batch % mesh.size
+
+
+def chunk_ranges(n: int, batch_size: int | None) -> list[tuple[int, int]]:
+    """Static (start, stop) index ranges covering range(n) in chunks of batch_size."""
+    size = n if batch_size is None else min(batch_size, n)
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def shard_batch(batch: jax.Array, mesh: Mesh | None) -> jax.Array:
+    """Split a batch of perturbed inputs along its leading axis over every device of `mesh`.
+
+    The constraint is a hint to the partitioner (an Auto-axes view of `mesh`, whatever axis
+    types it was made with): the encoder's batch axis is split, and sums over samples
+    become all-reduces. None: unchanged.
+    """
+    if mesh is None:
+        return batch
+    auto = Mesh(mesh.devices, mesh.axis_names, axis_types=(jax.sharding.AxisType.Auto,) * len(mesh.axis_names))
+    return jax.lax.with_sharding_constraint(batch, NamedSharding(auto, PartitionSpec(tuple(mesh.axis_names))))
+
+
+def map_in_batches(fn, inputs: jax.Array, batch_size: int | None, multiple: int = 1) -> jax.Array:
+    """fn over the leading axis of inputs in equal chunks of at most batch_size.
+
+    The chunk size is ceil(n / n_chunks) rounded up to `multiple` (the device count when
+    sharded), so padding (repeats of the last input, dropped from the output) stays small.
+    Chunks run in a rolled `lax.map` (cheap for forward-only work).
+    """
+    n = inputs.shape[0]
+    n_chunks = 1 if batch_size is None or batch_size >= n else -(-n // batch_size)
+    size = -(-n // n_chunks)
+    size = -(-size // multiple) * multiple
+    padded = pad_rows(inputs, n_chunks * size - n)
+    if n_chunks == 1:
+        return fn(padded)[:n]
+    out = jax.lax.map(fn, padded.reshape((n_chunks, size) + inputs.shape[1:]))
+    return out.reshape((n_chunks * size,) + out.shape[2:])[:n]
 
 
 # ----------------------------------------------------------------------------- global arrays

@@ -31,9 +31,9 @@ def tiny_model(seed=0):
 
 def reference_curves(encode_np, measure_np, x, baseline, attribution, n_steps, kind, absolute=False, superpixel=1):
     """Straightforward loop, as in the paper's code: sort, then flip features step by step."""
-    scores = attribution.mean(axis=-1) if attribution.ndim == 3 else attribution
-    if absolute:
-        scores = np.abs(scores)
+    # The official evaluation: |a| per channel first, then the channel mean.
+    scores = np.abs(attribution) if absolute else attribution
+    scores = scores.mean(axis=-1) if scores.ndim == 3 else scores
     sh = sw = superpixel
     scores = scores.reshape(H // sh, sh, W // sw, sw).mean(axis=(1, 3)).reshape(-1)
     n = scores.size
@@ -76,8 +76,8 @@ def test_curves_and_auc_match_numpy_reference(absolute, superpixel, n_steps):
     probe = LinearProbe(jnp.asarray(rng.normal(size=(D, 3)), jnp.float32), jnp.asarray(rng.normal(size=3), jnp.float32))
     explicand_rep = encode_np(x[None])[0]
     measures = metrics.make_measures(
-        targets={"ccs": targets.cocoa(corpus_reps, foil_reps)},
-        probe=probe, prob_classes={"cls": 2}, shift_reference=explicand_rep)
+        ("ccs", "explicand_pred_prob", "rep_shift"), ccs=targets.cocoa(corpus_reps, foil_reps),
+        probe=probe, explicand_class=2, explicand_rep=explicand_rep)
 
     def measure_np(reps):
         unit = lambda r: r / np.linalg.norm(r, axis=-1, keepdims=True)
@@ -85,7 +85,7 @@ def test_curves_and_auc_match_numpy_reference(absolute, superpixel, n_steps):
         logits = reps @ np.asarray(probe.weights, np.float64) + np.asarray(probe.bias, np.float64)
         p = np.exp(logits - logits.max(-1, keepdims=True))
         p /= p.sum(-1, keepdims=True)
-        shift = ((reps - explicand_rep) ** 2).sum(-1)
+        shift = np.sqrt(((reps - explicand_rep) ** 2).sum(-1))  # L2, as measures/rep_shift.py
         return np.stack([ccs, p[:, 2], shift], axis=-1)
 
     curves, aucs = metrics.insertion_deletion(encode_jax, measures, jnp.asarray(x, jnp.float32),
@@ -113,9 +113,10 @@ def test_one_encoder_pass_per_step_for_all_measures_and_stacked_attributions():
 
     rng = np.random.default_rng(2)
     x = jnp.asarray(rng.random((H, W, C)), jnp.float32)
-    measures = metrics.make_measures(targets={"a": targets.corpus(rng.random((3, D))),
-                                              "b": targets.cocoa(rng.random((3, D)), rng.random((4, D)))},
-                                     shift_reference=jnp.zeros(D))
+    measures = metrics.make_measures(("ccs", "ccs_resampled_foil", "rep_shift"),
+                                     ccs=targets.corpus(rng.random((3, D))),
+                                     ccs_resampled_foil=targets.cocoa(rng.random((3, D)), rng.random((4, D))),
+                                     explicand_rep=jnp.zeros(D))
     attrs = jnp.asarray(rng.normal(size=(3, H, W)), jnp.float32)  # K=3 attributions
     curves = metrics.ablation_curves(counting_encode, measures, x, 0 * x, attrs, n_steps=6)
     assert curves.shape == (3, 2, 7, 3)
@@ -132,7 +133,7 @@ def test_jit_and_vmap_over_explicands_and_measures():
     xs = jnp.asarray(rng.random((4, H, W, C)), jnp.float32)
     attrs = jnp.asarray(rng.normal(size=(4, H, W)), jnp.float32)
     refs = encode_jax(xs)
-    measures = metrics.make_measures(targets={"lf": targets.label_free(refs)}, shift_reference=refs)
+    measures = metrics.make_measures(("ccs", "rep_shift"), ccs=targets.label_free(refs), explicand_rep=refs)
 
     @jax.jit
     def run(xs, attrs, measures):
@@ -153,7 +154,7 @@ def test_perfect_attribution_beats_random_for_a_linear_model():
     x = jnp.asarray(rng.random((H, W, 1)), jnp.float32)
     baseline = jnp.zeros_like(x)
     encode = lambda batch: jnp.sum(batch * w, axis=(1, 2, 3))[:, None]  # 1-D "representation"
-    measures = metrics.make_measures(targets={"score": targets.Target(jnp.ones(1), False)})
+    measures = metrics.make_measures("ccs", ccs=targets.Target(jnp.ones(1), False))
     perfect = (w * (x - baseline))[..., 0]
     _, perfect_auc = metrics.insertion_deletion(encode, measures, x, baseline, perfect, n_steps=12)
     random_aucs = np.stack([
@@ -173,7 +174,7 @@ def test_majority_class_and_bad_inputs():
     assert int(metrics.majority_class(logits)) == 1
     x = jnp.zeros((H, W, C))
     encode, _ = tiny_model()
-    measures = metrics.make_measures(shift_reference=jnp.zeros(D))
+    measures = metrics.make_measures("rep_shift", explicand_rep=jnp.zeros(D))
     with pytest.raises(ValueError, match="kinds"):
         metrics.ablation_curves(encode, measures, x, x, jnp.zeros((H, W)), kinds=("sideways",))
     with pytest.raises(ValueError, match="superpixel"):
@@ -185,4 +186,33 @@ def test_majority_class_and_bad_inputs():
     with pytest.raises(ValueError, match="attribution"):
         metrics.feature_scores(jnp.zeros((H + 1, W)), x.shape)
     with pytest.raises(ValueError, match="probe"):
-        metrics.make_measures(prob_classes={"c": 0})
+        metrics.make_measures("corpus_majority_prob", corpus_majority_class=0)
+    with pytest.raises(ValueError, match="unknown measure 'bogus'"):
+        metrics.make_measures("bogus")
+
+
+def test_batched_form_equals_one_explicand_at_a_time_and_absolute_is_per_channel():
+    encode_jax, _ = tiny_model()
+    rng = np.random.default_rng(5)
+    n = 3
+    xs = jnp.asarray(rng.random((n, H, W, C)), jnp.float32)
+    bases = 0.3 * xs
+    attrs = jnp.asarray(rng.normal(size=(n, 2, H, W, C)), jnp.float32)  # K=2, per channel
+    refs = encode_jax(xs)
+    probe = LinearProbe(jnp.asarray(rng.normal(size=(D, 3)), jnp.float32), jnp.zeros(3, jnp.float32))
+    batched_probe = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (n,) + a.shape), probe)
+    measures = metrics.make_measures(("ccs", "corpus_majority_prob", "rep_shift"), ccs=targets.label_free(refs),
+                                     probe=batched_probe, corpus_majority_class=jnp.asarray([0, 1, 2]),
+                                     explicand_rep=refs)
+    curves, aucs = jax.jit(lambda m, *a: metrics.insertion_deletion_batch(encode_jax, m, *a, n_steps=4, absolute=True,
+                                                                          batch_size=7))(measures, xs, bases, attrs)
+    assert curves.shape == (n, 2, 2, 5, 3) and aucs.shape == (n, 2, 2, 3)
+    for i in range(n):
+        mi = jax.tree_util.tree_map(lambda leaf: leaf[i], measures)
+        c1, a1 = metrics.insertion_deletion(encode_jax, mi, xs[i], bases[i], attrs[i], n_steps=4, absolute=True)
+        np.testing.assert_allclose(np.asarray(curves[i]), np.asarray(c1), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(aucs[i]), np.asarray(a1), rtol=1e-5, atol=1e-6)
+    # |a| per channel then the mean differs from |channel mean| when channels disagree in sign.
+    a = jnp.asarray(np.stack([np.ones((H, W)), -np.ones((H, W)) * 3], axis=-1), jnp.float32)
+    np.testing.assert_allclose(np.asarray(metrics.feature_scores(a, (H, W, C), absolute=True)), 2.0)
+    np.testing.assert_allclose(np.asarray(metrics.feature_scores(a, (H, W, C), absolute=False)), -1.0)

@@ -1,6 +1,9 @@
 """PyTorch -> Flax weight converters (the only part of cocoa-jax that imports torch).
 
-    from ports import convert
+The repository folder `ports/` installs as the package `cocoa_jax_ports` (see pyproject's
+`package-dir`), so installing cocoa-jax adds no generic top-level `ports` module.
+
+    from cocoa_jax_ports import convert
     convert("simclr_resnet50", "resnet50-1x.pth", "converted/simclr")
     model = cocoa_jax.models.load("simclr_resnet50", "converted/simclr")   # no torch
 
@@ -9,13 +12,13 @@ one checkpoint key, checks shapes, and fails on any missing, unexpected or mis-s
 """
 from __future__ import annotations
 
-from ports.common import CheckpointMismatchError, UnsafeCheckpointError
+from .common import CheckpointMismatchError, NotACheckpointError, UnsafeCheckpointError
 
 CONVERTERS = {
-    "simclr_resnet50": "ports.resnet:convert_simclr_resnet50",
-    "simsiam_cifar_resnet18": "ports.resnet:convert_simsiam_cifar_resnet18",
-    "resnet18_classifier": "ports.resnet:convert_resnet18_classifier",
-    "clip_vit_b32": "ports.clip:convert_clip",
+    "simclr_resnet50": "resnet:convert_simclr_resnet50",
+    "simsiam_cifar_resnet18": "resnet:convert_simsiam_cifar_resnet18",
+    "resnet18_classifier": "resnet:convert_resnet18_classifier",
+    "clip_vit_b32": "clip:convert_clip",
 }
 
 
@@ -26,15 +29,27 @@ def convert(arch: str, checkpoint: str, out_dir: str, *, unsafe_unpickle: bool =
     unsafe_unpickle: allow full pickle loading for checkpoints holding Python objects beyond
       tensors and plain containers. DANGEROUS: unpickling can execute arbitrary code from the
       file; only use it for files you trust. Off by default (`torch.load(weights_only=True)`).
-    Returns the absolute `out_dir`.
+    overwrite: replace a non-empty `out_dir` (checked before the checkpoint is read).
+    Returns the absolute `out_dir`. Raises FileNotFoundError (checkpoint is not a file),
+    NotACheckpointError (not a PyTorch checkpoint), UnsafeCheckpointError (pickled Python
+    objects; names the blocked global), CheckpointMismatchError (keys named as stored in the
+    file) or FileExistsError (`out_dir` not empty).
     """
     import importlib
+    import os
+
+    from cocoa_jax.models.registry import check_out_dir
+
+    from .common import check_checkpoint_file
 
     if arch not in CONVERTERS:
         raise ValueError(f"arch must be one of {sorted(CONVERTERS)}, got {arch!r}")
+    check_checkpoint_file(checkpoint)
+    check_out_dir(os.path.abspath(out_dir), overwrite=overwrite)
     module_name, fn_name = CONVERTERS[arch].split(":")
-    fn = getattr(importlib.import_module(module_name), fn_name)
+    fn = getattr(importlib.import_module(f".{module_name}", __name__), fn_name)
     return fn(checkpoint, out_dir, unsafe_unpickle=unsafe_unpickle, overwrite=overwrite)
 
 
-__all__ = ["CONVERTERS", "CheckpointMismatchError", "UnsafeCheckpointError", "convert"]
+__all__ = ["CONVERTERS", "CheckpointMismatchError", "NotACheckpointError", "UnsafeCheckpointError",
+           "convert"]

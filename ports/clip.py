@@ -11,7 +11,7 @@ from typing import Mapping, Tuple
 
 from cocoa_jax.models import registry
 from cocoa_jax.models.clip import HEAD_WIDTH, ClipConfig
-from ports.common import (CheckpointMismatchError, conv_kernel, extract_state_dict, fill_variables,
+from .common import (CheckpointMismatchError, conv_kernel, extract_state_dict, fill_variables,
                           identity, linear_kernel, load_checkpoint)
 
 # Scalars the TorchScript archive carries beside the weights; checked against the shapes.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from typing import Callable, Iterable, Mapping, Tuple
 
@@ -18,6 +19,40 @@ class UnsafeCheckpointError(ValueError):
     """The checkpoint needs full (code-executing) unpickling, which was not allowed."""
 
 
+class NotACheckpointError(ValueError):
+    """The file is not a PyTorch checkpoint (text, random bytes, a truncated or damaged archive)."""
+
+
+# torch.save writes a zip archive (PyTorch >= 1.6) or, in the legacy format, a pickle stream
+# (protocol >= 2 starts with 0x80). Anything else cannot be a checkpoint.
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = b"\x80"
+_BLOCKED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def check_checkpoint_file(path: str) -> None:
+    """Raise FileNotFoundError (no such file / a directory) or NotACheckpointError (wrong bytes)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} is not a file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise NotACheckpointError(f"checkpoint {path!r} is empty, not a PyTorch checkpoint")
+    if head.startswith(_ZIP_MAGIC):
+        if not zipfile.is_zipfile(path):
+            raise NotACheckpointError(f"checkpoint {path!r} is a truncated or damaged zip archive, not a "
+                                      f"readable PyTorch checkpoint (re-download or re-save it)")
+    elif not head.startswith(_PICKLE_PROTO):
+        raise NotACheckpointError(f"checkpoint {path!r} is not a PyTorch checkpoint (neither a torch.save "
+                                  f"zip archive nor a legacy pickle; it starts with {head!r})")
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+
+
 def is_torchscript_archive(path: str) -> bool:
     """TorchScript archives (`torch.jit.save`, e.g. CLIP's ViT-B-32.pt) are zips with code/."""
     if not zipfile.is_zipfile(path):
@@ -31,23 +66,36 @@ def load_checkpoint(path: str, *, unsafe_unpickle: bool = False):
 
     `torch.load(weights_only=True)` only rebuilds tensors and plain containers. With
     `unsafe_unpickle=True` any pickled object is rebuilt, which can execute arbitrary code.
+    Raises FileNotFoundError (not a file), NotACheckpointError (not a PyTorch checkpoint) or
+    UnsafeCheckpointError (a checkpoint that pickles Python objects; names the blocked global).
     """
     import torch
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path!r} is not a file")
+    check_checkpoint_file(path)
     if is_torchscript_archive(path):
         # TorchScript is deserialised by torch.jit (no Python pickle of arbitrary objects).
-        return dict(torch.jit.load(path, map_location="cpu").state_dict())
+        try:
+            return dict(torch.jit.load(path, map_location="cpu").state_dict())
+        except Exception as err:  # torch.jit raises RuntimeError with C++ dumps
+            raise NotACheckpointError(f"checkpoint {path!r} looks like a TorchScript archive but could not "
+                                      f"be read ({type(err).__name__}: {_first_line(err)})") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=not unsafe_unpickle)
     except pickle.UnpicklingError as err:
-        raise UnsafeCheckpointError(
-            f"{path!r} holds Python objects beyond tensors and plain containers, so it cannot be "
-            f"read with torch.load(weights_only=True) ({str(err).splitlines()[0]}). Either re-save "
-            f"just its state_dict (torch.save(ckpt['state_dict'], ...)) or, ONLY if you trust the "
-            f"file, pass --unsafe-unpickle (unsafe_unpickle=True): full unpickling can execute "
-            f"arbitrary code.") from err
+        blocked = _BLOCKED_GLOBAL.search(str(err))
+        if blocked and not unsafe_unpickle:
+            raise UnsafeCheckpointError(
+                f"checkpoint {path!r} pickles the Python object {blocked.group(1)}, beyond tensors and "
+                f"plain containers, so it cannot be read safely (torch.load(weights_only=True)). Either "
+                f"re-save just its state_dict (torch.save(ckpt['state_dict'], ...)) or, ONLY if you trust "
+                f"the file, pass --unsafe-unpickle: full unpickling can execute arbitrary code.") from None
+        raise NotACheckpointError(f"checkpoint {path!r} is not a readable PyTorch checkpoint "
+                                  f"(unpickling failed: {_first_line(err)})") from None
+    except (RuntimeError, KeyError, EOFError, ValueError, OSError, AttributeError, ImportError) as err:
+        # Damaged archives (RuntimeError from the zip reader), streams that are not torch pickles
+        # (KeyError/EOFError), or, with full unpickling, classes that do not exist here.
+        raise NotACheckpointError(f"checkpoint {path!r} is not a readable PyTorch checkpoint "
+                                  f"({type(err).__name__}: {_first_line(err)})") from None
 
 
 def extract_state_dict(checkpoint, what: str) -> dict:
@@ -91,27 +139,30 @@ KeyRule = Callable[[Tuple[str, ...], Tuple[int, ...]], Tuple[str, Callable[[np.n
 
 
 def fill_variables(abstract, state_dict: Mapping, key_for: KeyRule, *, ignore: Iterable[str] = (),
-                   what: str = "checkpoint"):
+                   what: str = "checkpoint", stored_key: Callable[[str], str] | None = None):
     """Build Flax variables shaped like `abstract` from `state_dict`, one key per leaf.
 
     key_for(path, flax_shape) -> (torch_key, transform) names the checkpoint entry of each
     Flax leaf (path = tuple of dict keys). Every leaf must find its key with the right shape
     after `transform`, and every state-dict key must be consumed or listed in `ignore`;
     otherwise CheckpointMismatchError names the offending key(s).
+    stored_key(key) -> the key as stored in the file, when the converter renamed keys (e.g.
+    SimSiam's `shortcut` -> torchvision's `downsample`): messages use the file's names.
     """
     consumed = set()
     missing = []
+    stored = stored_key or (lambda key: key)
 
     def fill(path, leaf):
         names = tuple(getattr(p, "key", str(p)) for p in path)
         key, transform = key_for(names, tuple(leaf.shape))
         if key not in state_dict:
-            missing.append(f"{key!r} (for Flax {'/'.join(names)}, shape {tuple(leaf.shape)})")
+            missing.append(f"{stored(key)!r} (for Flax {'/'.join(names)}, shape {tuple(leaf.shape)})")
             return None
         value = transform(to_float32(state_dict[key]))
         if value.shape != tuple(leaf.shape):
             raise CheckpointMismatchError(
-                f"{what}: key {key!r} has shape {tuple(state_dict[key].shape)}, which gives "
+                f"{what}: key {stored(key)!r} has shape {tuple(state_dict[key].shape)}, which gives "
                 f"{value.shape} for Flax {'/'.join(names)}; expected {tuple(leaf.shape)}")
         consumed.add(key)
         return value.astype(leaf.dtype)
@@ -119,11 +170,34 @@ def fill_variables(abstract, state_dict: Mapping, key_for: KeyRule, *, ignore: I
     variables = jax.tree_util.tree_map_with_path(fill, abstract)
     if missing:
         raise CheckpointMismatchError(f"{what}: missing key(s): {_preview(missing)}")
-    unexpected = sorted(set(state_dict) - consumed - set(ignore))
+    unexpected = sorted(stored(k) for k in set(state_dict) - consumed - set(ignore))
     if unexpected:
         raise CheckpointMismatchError(f"{what}: unexpected key(s) not used by the model: "
                                       f"{_preview([repr(k) for k in unexpected])}")
     return variables
+
+
+def stored_key_lookup(raw_state_dict: Mapping, renamed: Mapping, guess: Callable[[str], str],
+                      avoid: Tuple[str, ...] = ()) -> Callable[[str], str]:
+    """key of `renamed` -> its key in `raw_state_dict` (the file's name for the same tensor).
+
+    Renaming keeps tensor objects, so a present key is found by identity; a key the file lacks
+    gets `guess(key)`, the name the file's format would give it. Keys starting with `avoid`
+    (aliases such as SimSiam's duplicated `encoder.*`) are used only when nothing else matches.
+    """
+    by_id: dict = {}
+    for raw_key, tensor in raw_state_dict.items():
+        by_id.setdefault(id(tensor), []).append(raw_key)
+
+    def lookup(key: str) -> str:
+        if key in renamed:
+            names = by_id.get(id(renamed[key]), [])
+            preferred = [n for n in names if not n.startswith(avoid)] or names
+            if preferred:
+                return preferred[0]
+        return guess(key)
+
+    return lookup
 
 
 def _preview(items, limit: int = 8) -> str:

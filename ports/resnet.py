@@ -11,8 +11,8 @@ import warnings
 from typing import Mapping, Tuple
 
 from cocoa_jax.models import registry
-from ports.common import (CheckpointMismatchError, conv_kernel, extract_state_dict, fill_variables,
-                          identity, linear_kernel, load_checkpoint)
+from .common import (CheckpointMismatchError, conv_kernel, extract_state_dict, fill_variables,
+                     identity, linear_kernel, load_checkpoint, stored_key_lookup)
 
 # BatchNorm's step counter: bookkeeping for training, no effect at inference.
 _BATCH_COUNTER = re.compile(r"(^|\.)num_batches_tracked$")
@@ -53,17 +53,32 @@ def _num_classes(state_dict: Mapping):
     return int(state_dict["fc.weight"].shape[0]) if "fc.weight" in state_dict else None
 
 
-def convert_state_dict(arch: str, state_dict: Mapping, *, what: str):
-    """Canonical torchvision-key state dict -> (config, Flax variables) for `arch`."""
+def convert_state_dict(arch: str, state_dict: Mapping, *, what: str, stored_key=None):
+    """Canonical torchvision-key state dict -> (config, Flax variables) for `arch`.
+
+    stored_key: canonical key -> the key in the original file, for error messages.
+    """
     config = dict(registry.ARCHITECTURES[arch].default_config)
     config["num_classes"] = _num_classes(state_dict)
     _, abstract = registry.init_abstract(arch, config)
-    variables = fill_variables(abstract, _drop_batch_counters(state_dict), torchvision_key, what=what)
+    variables = fill_variables(abstract, _drop_batch_counters(state_dict), torchvision_key, what=what,
+                               stored_key=stored_key)
     return config, variables
 
 
-def _write(arch, state_dict, out_dir, *, what, notes=(), overwrite=False) -> str:
-    config, variables = convert_state_dict(arch, state_dict, what=what)
+def _file_names(raw: Mapping, canonical: Mapping, to_file=lambda key: key):
+    """canonical key -> the file's key (see `stored_key_lookup`). A key the file lacks is named
+    as the file's format would: its common prefix (e.g. `module.`, `backbone.`, read off the
+    stem's `conv1.weight`) + `to_file(key)`."""
+    anchor, prefix = "conv1.weight", ""
+    if anchor in canonical:
+        found = stored_key_lookup(raw, canonical, lambda k: k, _SIMSIAM_TRAINING_ONLY)(anchor)
+        prefix = found[: -len(anchor)] if found.endswith(anchor) else ""
+    return stored_key_lookup(raw, canonical, lambda key: prefix + to_file(key), _SIMSIAM_TRAINING_ONLY)
+
+
+def _write(arch, state_dict, out_dir, *, what, notes=(), overwrite=False, stored_key=None) -> str:
+    config, variables = convert_state_dict(arch, state_dict, what=what, stored_key=stored_key)
     return registry.save(arch, config, variables, out_dir, notes=notes, overwrite=overwrite)
 
 
@@ -81,10 +96,12 @@ def convert_simclr_resnet50(checkpoint_path: str, out_dir: str, *, unsafe_unpick
     The converter that produced resnet50-1x.pth left `fc.bias` randomly initialised (it did not
     copy the TF head bias); we keep it but record a note, and `load` warns about it.
     """
-    state_dict = simclr_state_dict(load_checkpoint(checkpoint_path, unsafe_unpickle=unsafe_unpickle))
+    checkpoint = load_checkpoint(checkpoint_path, unsafe_unpickle=unsafe_unpickle)
+    state_dict = simclr_state_dict(checkpoint)
     notes = (registry.SIMCLR_HEAD_BIAS_NOTE,) if "fc.bias" in state_dict else ()
+    names = _file_names(extract_state_dict(checkpoint, checkpoint_path), state_dict)
     out = _write("simclr_resnet50", state_dict, out_dir, what=checkpoint_path, notes=notes,
-                 overwrite=overwrite)
+                 overwrite=overwrite, stored_key=names)
     if notes:
         warnings.warn(registry.SIMCLR_HEAD_BIAS_NOTE, stacklevel=2)
     return out
@@ -126,8 +143,10 @@ def convert_simsiam_cifar_resnet18(checkpoint_path: str, out_dir: str, *, unsafe
     """SimSiam linear-eval or pre-training checkpoint -> `out_dir` (512-d; head 512->10 if present)."""
     checkpoint = load_checkpoint(checkpoint_path, unsafe_unpickle=unsafe_unpickle)
     state_dict, notes = simsiam_state_dict(checkpoint)
+    names = _file_names(extract_state_dict(checkpoint, checkpoint_path), state_dict,
+                        lambda key: re.sub(r"\.downsample\.(\d)\.", r".shortcut.\1.", key))
     return _write("simsiam_cifar_resnet18", state_dict, out_dir, what=checkpoint_path, notes=notes,
-                  overwrite=overwrite)
+                  overwrite=overwrite, stored_key=names)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,5 +178,15 @@ def convert_resnet18_classifier(checkpoint_path: str, out_dir: str, *, unsafe_un
                                 overwrite=False) -> str:
     """Lightning or torchvision ResNet-18 checkpoint -> `out_dir` (512-d; head from fc/network.head)."""
     checkpoint = load_checkpoint(checkpoint_path, unsafe_unpickle=unsafe_unpickle)
-    return _write("resnet18_classifier", classifier_state_dict(checkpoint), out_dir,
-                  what=checkpoint_path, overwrite=overwrite)
+    raw = extract_state_dict(checkpoint, checkpoint_path)
+    state_dict = classifier_state_dict(checkpoint)
+    lightning = any(k.startswith("network.") for k in _strip_prefix(raw, "module."))
+    to_file = ((lambda key: "network.head." + key[3:] if key.startswith("fc.") else "network.backbone." + key)
+               if lightning else (lambda key: key))
+    if lightning:  # the head's keys do not share the backbone's prefix: name them directly
+        base = stored_key_lookup(raw, state_dict, lambda key: ("module." if all(k.startswith("module.")
+                                                                                 for k in raw) else "") + to_file(key))
+    else:
+        base = _file_names(raw, state_dict)
+    return _write("resnet18_classifier", state_dict, out_dir, what=checkpoint_path, overwrite=overwrite,
+                  stored_key=base)

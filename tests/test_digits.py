@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cocoa_jax.data import digits
-from cocoa_jax.models import small_resnet
+from cocoa_jax.models import load, small_resnet
 from cocoa_jax.training import simclr
 
 
@@ -66,7 +66,7 @@ def test_data_bad_input():
 def shipped():
     if not os.path.isdir(small_resnet.WEIGHTS_DIR):
         pytest.fail(f"shipped checkpoint missing at {small_resnet.WEIGHTS_DIR}; run `cocoa-jax train-digits`")
-    return small_resnet.load_digits_encoder()
+    return load("digits")
 
 
 def test_model_shapes_and_nonnegative_representations(shipped):
@@ -86,9 +86,9 @@ def test_model_shapes_and_nonnegative_representations(shipped):
 
 
 def test_shipped_checkpoint_loads(shipped):
-    from cocoa_jax.models import LoadedModel, load
+    from cocoa_jax.models import LoadedModel, list_architectures
 
-    assert isinstance(shipped, LoadedModel)
+    assert isinstance(shipped, LoadedModel) and "digits" in list_architectures()
     assert shipped.input_shape == (32, 32, 1) and shipped.representation_dim == 128
     assert "batch_stats" in shipped.params and "params" in shipped.params
     via_registry = load("digits")
@@ -115,12 +115,12 @@ def test_shipped_encoder_linear_probe_well_above_chance(shipped, split):
 
 def test_load_missing_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="train-digits"):
-        small_resnet.load_digits_encoder(str(tmp_path / "nope"))
+        load("digits", str(tmp_path / "nope"))
 
 
 def test_save_load_roundtrip(shipped, tmp_path):
     path = small_resnet.save_encoder(shipped.params, str(tmp_path / "ckpt"))
-    loaded = small_resnet.load_digits_encoder(path)
+    loaded = load("digits", path)
     flat = lambda tree: jax.tree_util.tree_leaves_with_path(tree)
     assert [p for p, _ in flat(shipped.params)] == [p for p, _ in flat(loaded.params)]
     for (_, a), (_, b) in zip(flat(shipped.params), flat(loaded.params)):

@@ -20,8 +20,8 @@ import jax  # noqa: E402
 
 from cocoa_jax.models import load, make_loaded  # noqa: E402
 from cocoa_jax.models.clip import ClipConfig  # noqa: E402
-from ports import CheckpointMismatchError, convert  # noqa: E402
-from ports import clip as port_clip  # noqa: E402
+from cocoa_jax_ports import CheckpointMismatchError, convert  # noqa: E402
+from cocoa_jax_ports import clip as port_clip  # noqa: E402
 from torch_reference.clip import CLIPReference, randomize_  # noqa: E402
 from torch_reference.compare import (flax_reps_and_cosine_grad, rel_err,  # noqa: E402
                                      torch_reps_and_cosine_grad)

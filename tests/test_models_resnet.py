@@ -19,8 +19,8 @@ torch = pytest.importorskip("torch")
 import jax  # noqa: E402
 
 from cocoa_jax.models import load  # noqa: E402
-from ports import CheckpointMismatchError, UnsafeCheckpointError, convert  # noqa: E402
-from ports import resnet as port_resnet  # noqa: E402
+from cocoa_jax_ports import CheckpointMismatchError, UnsafeCheckpointError, convert  # noqa: E402
+from cocoa_jax_ports import resnet as port_resnet  # noqa: E402
 from torch_reference import resnet as ref  # noqa: E402
 from torch_reference.compare import (flax_reps_and_cosine_grad, rel_err,  # noqa: E402
                                      torch_reps_and_cosine_grad)
@@ -109,7 +109,8 @@ CASES = {"simclr": _simclr, "simsiam_lincls": _simsiam_lincls, "simsiam_pretrain
 def test_converted_resnet_matches_torch(case, tmp_path, recwarn):
     arch, path, torch_encoder, torch_head, (h, w), check_grad = CASES[case](tmp_path)
     convert(arch, str(path), str(tmp_path / "out"))
-    model = load(arch, str(tmp_path / "out"))
+    # Below the native size (cheap): ResNets pool any size, and the model must be told explicitly.
+    model = load(arch, str(tmp_path / "out")).with_input_shape((h, w, 3))
     rng = np.random.RandomState(0)
     x = rng.rand(2, h, w, 3).astype(np.float32)
     direction = rng.randn(model.representation_dim).astype(np.float32)
@@ -153,7 +154,7 @@ def test_float64_gradient_is_exact_so_float32_gaps_are_relu_rounding():
     A reduced bottleneck net (stem, max-pool, projection and identity shortcuts) keeps this cheap.
     """
     from cocoa_jax.models.resnet import ResNet
-    from ports.common import fill_variables
+    from cocoa_jax_ports.common import fill_variables
 
     torch.manual_seed(6)
     torch_model = ref.randomize_(ref.TorchvisionResNet(ref.TvBottleneck, (2, 1, 1, 1)), 7).double()
@@ -271,19 +272,22 @@ def test_cli_convert_and_load_errors(resnet18_state_dict, tmp_path, capsys):
     torch.save(resnet18_state_dict, tmp_path / "r18.pth")
     out = str(tmp_path / "out")
     assert main(["convert", "resnet18_classifier", str(tmp_path / "r18.pth"), out]) == 0
-    assert main(["convert", "resnet18_classifier", str(tmp_path / "r18.pth"), out]) == 1  # exists
-    assert "exists" in capsys.readouterr().out
+    assert main(["convert", "resnet18_classifier", str(tmp_path / "r18.pth"), out]) == 2  # exists
+    err = capsys.readouterr().err
+    assert err.startswith("cocoa-jax convert: error: ") and "exists" in err and "--overwrite" in err
     bad = dict(resnet18_state_dict)
     del bad["fc.bias"]
     torch.save(bad, tmp_path / "bad.pth")
-    assert main(["convert", "resnet18_classifier", str(tmp_path / "bad.pth"), out, "--overwrite"]) == 1
-    assert "fc.bias" in capsys.readouterr().out
+    assert main(["convert", "resnet18_classifier", str(tmp_path / "bad.pth"), out, "--overwrite"]) == 2
+    assert "fc.bias" in capsys.readouterr().err
     model = load("resnet18_classifier", out)
     assert model.head_fn is not None and model.input_shape == (224, 224, 3)
     with pytest.raises(ValueError, match="simsiam_cifar_resnet18"):
         load("simsiam_cifar_resnet18", out)
-    with pytest.raises(ValueError, match=r"x must have shape"):
+    with pytest.raises(ValueError, match=r"`x` must have rank 4"):
         model.encode(np.zeros((2, 32, 32), np.float32))
+    with pytest.raises(ValueError, match=r"ONE image"):  # used to give a 7-long vector silently
+        model.encode_fn(model.params, np.zeros((224, 224, 3), np.float32))
 
 
 def test_end_to_end_cocoa_gradient_matches_torch(tmp_path):

@@ -1,12 +1,16 @@
 """`cocoa-jax convert ARCH CHECKPOINT OUT_DIR`: PyTorch checkpoint -> orbax checkpoint.
 
-Needs torch (the `ports` extra); the result loads with `cocoa_jax.models.load(ARCH, OUT_DIR)`
-without torch.
+Needs torch (the `ports` extra, installed as the package `cocoa_jax_ports`); the result loads
+with `cocoa_jax.models.load(ARCH, OUT_DIR)` without torch. The checkpoint file and OUT_DIR are
+checked before anything is read; every mistake is one line on stderr, exit status 2.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
+
+from cocoa_jax.cli import UsageError
 
 ARCHS = ("simclr_resnet50", "simsiam_cifar_resnet18", "resnet18_classifier", "clip_vit_b32")
 
@@ -34,21 +38,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cocoa_jax.models.registry import check_out_dir
+
+    # The cheap checks first: no torch import, nothing read.
+    if not os.path.exists(args.checkpoint):
+        raise UsageError(f"checkpoint {args.checkpoint!r} does not exist")
+    if not os.path.isfile(args.checkpoint):
+        raise UsageError(f"checkpoint {args.checkpoint!r} is not a file")
+    try:
+        check_out_dir(os.path.abspath(args.out_dir), overwrite=args.overwrite)
+    except FileExistsError as err:
+        raise UsageError(str(err)) from None
     try:
         import torch  # noqa: F401  (imported here only: `cocoa-jax --help` must not need torch)
     except ImportError:
-        print("error: `cocoa-jax convert` needs PyTorch: pip install 'cocoa-jax[ports]'")
-        return 2
-    from ports import convert
-    from ports.common import CheckpointMismatchError, UnsafeCheckpointError
+        raise UsageError("needs PyTorch: pip install 'cocoa-jax[ports]'") from None
+    from cocoa_jax_ports import convert
+    from cocoa_jax_ports.common import CheckpointMismatchError, NotACheckpointError, UnsafeCheckpointError
 
     start = time.perf_counter()
     try:
         out = convert(args.arch, args.checkpoint, args.out_dir, unsafe_unpickle=args.unsafe_unpickle,
                       overwrite=args.overwrite)
-    except (CheckpointMismatchError, UnsafeCheckpointError, FileNotFoundError, FileExistsError) as err:
-        print(f"error: {err}")
-        return 1
+    except (CheckpointMismatchError, NotACheckpointError, UnsafeCheckpointError, FileNotFoundError,
+            FileExistsError) as err:
+        raise UsageError(str(err)) from None
     print(f"converted {args.arch} -> {out} in {time.perf_counter() - start:.1f}s; "
           f"load with cocoa_jax.models.load({args.arch!r}, {out!r})")
     return 0

@@ -2,10 +2,12 @@
 
 Trains `cocoa_jax.models.small_resnet.SimCLRNet` on the 1297 training images of the
 scikit-learn digits split (seed 0; labels unused), writes the encoder variables as an orbax
-checkpoint (default: the package's `cocoa_jax/weights/digits_simclr/`, what
-`load_digits_encoder()` loads) and a JSON record next to it (`<out>.json`: config, seed,
-losses, probe accuracy, time, versions; loading never reads it), and prints the test
-accuracy of a linear probe on the frozen representations.
+checkpoint to `--out DIR` (load it with `cocoa_jax.models.load("digits", DIR)`) and a JSON
+record next to it (`DIR.json`: config, seed, losses, probe accuracy, time, versions; loading
+never reads it), and prints the test accuracy of a linear probe on the frozen representations.
+
+The shipped weights inside the package (`cocoa_jax/weights/digits_simclr/`) are replaced only
+when asked explicitly with `--replace-shipped`; an existing `--out` only with `--overwrite`.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import os
 import platform
 import time
 
+from cocoa_jax.cli import UsageError
 from cocoa_jax.training.simclr import SimCLRConfig
 
 _DEFAULTS = SimCLRConfig()
@@ -33,15 +36,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"NT-Xent temperature (default {_DEFAULTS.temperature})")
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of init, batches and augmentations")
     parser.add_argument("--out", default=None,
-                        help="checkpoint directory (default: the package's weights/digits_simclr, replaced)")
+                        help="checkpoint directory to write (required unless --replace-shipped)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out checkpoint")
+    parser.add_argument("--replace-shipped", action="store_true",
+                        help="write to the package's own weights/digits_simclr (what models.load('digits') "
+                             "loads by default), replacing the shipped encoder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def output_dir(out: str | None, *, replace_shipped: bool, overwrite: bool) -> str:
+    """The checkpoint directory to write, after refusing every silent overwrite."""
+    from cocoa_jax.models.small_resnet import WEIGHTS_DIR
+
+    shipped = os.path.realpath(WEIGHTS_DIR)
+    if out is None:
+        if not replace_shipped:
+            raise UsageError("--out DIR is required (the shipped weights are replaced only with "
+                             "--replace-shipped)")
+        return shipped
+    out = os.path.abspath(out)
+    if os.path.realpath(out) == shipped and not replace_shipped:
+        raise UsageError(f"--out {out!r} is the shipped checkpoint; pass --replace-shipped to replace it")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out!r} exists and is not a directory")
+    for path in (out, out.rstrip(os.sep) + ".json"):
+        if os.path.exists(path) and not overwrite and os.path.realpath(out) != shipped:
+            raise UsageError(f"--out: {path!r} already exists; pass --overwrite to replace it")
+    return out
+
+
+def check_flags(args) -> None:
+    """Each training flag in its range, named as on the command line."""
+    import math
+
+    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
+        if value <= 0:
+            raise UsageError(f"{flag} must be a positive integer, got {value}")
+    for flag, value in (("--lr", args.lr), ("--temperature", args.temperature)):
+        if not (math.isfinite(value) and value > 0):
+            raise UsageError(f"{flag} must be a finite number > 0, got {value}")
+    if args.warmup_steps < 0:
+        raise UsageError(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        raise UsageError(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_flags(args)
     cfg = SimCLRConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                        warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
                        temperature=args.temperature, seed=args.seed)
-    cfg.validate()
+    try:
+        cfg.validate()
+    except (TypeError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    out = output_dir(args.out, replace_shipped=args.replace_shipped, overwrite=args.overwrite)
 
     import flax
     import jax
@@ -52,7 +103,6 @@ def run(args: argparse.Namespace) -> int:
     from cocoa_jax.models import small_resnet
     from cocoa_jax.training.simclr import encode_in_batches, linear_probe, train_simclr
 
-    out = os.path.abspath(args.out or small_resnet.WEIGHTS_DIR)
     data = load_digits_split(seed=0)
     model = small_resnet.SimCLRNet()
     encoder = model.encoder
@@ -96,8 +146,10 @@ def run(args: argparse.Namespace) -> int:
         "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     json_path = out.rstrip(os.sep) + ".json"
-    with open(json_path, "w") as f:
+    tmp = f"{json_path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
         json.dump(record, f, indent=2)
+    os.replace(tmp, json_path)
     print(f"trained in {seconds:.0f} s wall, {cpu_seconds:.0f} s CPU; final loss {record['final_loss']:.3f}")
     print(f"linear probe test accuracy: {accuracy:.3f} (random-init encoder: {random_accuracy:.3f})")
     print(f"wrote {out} and {json_path}")

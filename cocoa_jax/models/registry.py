@@ -6,6 +6,11 @@ A converted model is a directory:
 
 `load(arch, OUT_DIR)` rebuilds the Flax module from `config`, restores the variables against its
 abstract shapes (so a wrong file fails loudly) and needs neither torch nor the original checkpoint.
+The embedded `digits` encoder is an ordinary entry whose weights ship with the package: its
+directory may also be a bare orbax checkpoint (what `cocoa-jax train-digits` writes).
+
+Every `LoadedModel` function checks its input's static shape against `input_shape` (rank,
+spatial size, channels): one unbatched image is refused instead of being read as a batch.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import numpy as np
 
 from cocoa_jax.models import preprocessing as pp
 from cocoa_jax.models.clip import CLIP, ClipConfig
+from cocoa_jax.models import small_resnet
 from cocoa_jax.models.resnet import ResNet
 
 FORMAT_VERSION = 1
@@ -46,10 +52,13 @@ class LoadedModel:
       representation_dim: D, the width of `encode`'s output.
       input_shape: (H, W, C) of ONE preprocessed input at native resolution.
       preprocess: `Preprocessing` turning a PIL image / array into one (H, W, C) input.
-      encode_fn: pure `encode_fn(params, x (N, H, W, C) float32) -> (N, D)`; jit it with
+      encode_fn: pure `encode_fn(params, x (N, H, W, C) float) -> (N, D)`; jit it with
         params as an argument to avoid baking weights into the program as constants.
+        `x` must be a BATCH whose trailing axes equal `input_shape` (a ValueError otherwise,
+        also under jit/vmap: only static shapes are checked).
       head_fn: pure `head_fn(params, reps (N, D)) -> (N, num_classes)`, or None.
-      encode_text_fn: CLIP only: pure `encode_text_fn(params, tokens (N, 77) int32) -> (N, D)`.
+      encode_text_fn: CLIP only: pure `encode_text_fn(params, tokens (N, L) int) -> (N, D)`,
+        L <= context_length.
       config: the module's hyper-parameters as stored in model.json.
       notes: caveats recorded at conversion (e.g. SimCLR's random head bias).
     """
@@ -67,28 +76,19 @@ class LoadedModel:
     notes: Tuple[str, ...] = ()
 
     def encode(self, x) -> jax.Array:
-        """(N, H, W, C) float32 -> (N, D) with this model's params (jit-compiled, cached)."""
-        x = jnp.asarray(x, jnp.float32)
-        if x.ndim != 4 or x.shape[-1] != self.input_shape[-1]:
-            raise ValueError(f"x must have shape (N, H, W, {self.input_shape[-1]}) "
-                             f"(native {self.input_shape}), got {tuple(x.shape)}")
-        if self.encode_text_fn is not None and tuple(x.shape[1:]) != tuple(self.input_shape):
-            # A ViT's positional embedding fixes the resolution (ResNets pool any size).
-            raise ValueError(f"x must have shape (N, {', '.join(map(str, self.input_shape))}), "
-                             f"got {tuple(x.shape)}")
-        return _jit(self.encode_fn)(self.params, x)
+        """(N, H, W, C) -> (N, D) with this model's params (jit-compiled, cached)."""
+        check_images("x", x, self.input_shape, self.name)
+        return _jit(self.encode_fn)(self.params, jnp.asarray(x, jnp.float32))
 
     def head(self, reps) -> jax.Array:
         """(N, D) representations -> (N, num_classes) logits."""
         if self.head_fn is None:
             raise ValueError(f"model {self.name!r} was converted without a head")
-        reps = jnp.asarray(reps, jnp.float32)
-        if reps.ndim != 2 or reps.shape[1] != self.representation_dim:
-            raise ValueError(f"reps must have shape (N, {self.representation_dim}), got {tuple(reps.shape)}")
-        return _jit(self.head_fn)(self.params, reps)
+        check_reps("reps", reps, self.representation_dim)
+        return _jit(self.head_fn)(self.params, jnp.asarray(reps, jnp.float32))
 
     def encode_text(self, texts_or_tokens, tokenizer=None) -> jax.Array:
-        """CLIP only: captions (str or list of str) or (N, context) int token ids -> (N, D)."""
+        """CLIP only: captions (str or list of str) or (N, L) int token ids -> (N, D)."""
         if self.encode_text_fn is None:
             raise ValueError(f"model {self.name!r} has no text encoder")
         if isinstance(texts_or_tokens, str) or (
@@ -98,9 +98,7 @@ class LoadedModel:
             tokens = tokenizer(texts_or_tokens, context_length=self.config["context_length"])
         else:
             tokens = np.asarray(texts_or_tokens)
-            if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
-                raise ValueError(f"tokens must be an (N, context_length) integer array, got "
-                                 f"{tokens.dtype} {tokens.shape}")
+        check_tokens("tokens", tokens, int(self.config["context_length"]))
         return _jit(self.encode_text_fn)(self.params, jnp.asarray(tokens, jnp.int32))
 
     def tokenizer(self, merges_path: Optional[str] = None):
@@ -108,6 +106,94 @@ class LoadedModel:
         if self.encode_text_fn is None:
             raise ValueError(f"model {self.name!r} has no text encoder")
         return _cached_tokenizer(merges_path)
+
+    def with_input_shape(self, input_shape) -> "LoadedModel":
+        """The same model accepting (N, *input_shape) images instead of the native size.
+
+        For convolutional encoders only (they pool any spatial size; e.g. cheap tests at 64 px).
+        A ViT's positional embedding fixes its resolution, so CLIP refuses any other shape.
+        """
+        shape = tuple(int(v) for v in input_shape)
+        if len(shape) != 3 or min(shape) <= 0:
+            raise ValueError(f"input_shape must be (H, W, C) of positive sizes, got {input_shape!r}")
+        if shape[-1] != self.input_shape[-1]:
+            raise ValueError(f"input_shape must keep the model's {self.input_shape[-1]} channel(s), "
+                             f"got {shape}")
+        if shape != tuple(self.input_shape) and not _spec(self.name).any_size:
+            raise ValueError(f"model {self.name!r} only accepts its native input shape "
+                             f"{tuple(self.input_shape)}, got input_shape={shape}")
+        return make_loaded(self.name, self.config, self.params, self.notes, input_shape=shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks (static shapes only: they run unchanged under jit and vmap)
+
+def _dtype_of(array):
+    return array.dtype if hasattr(array, "dtype") else np.asarray(array).dtype
+
+
+def check_images(name: str, x, input_shape, model_name: str) -> None:
+    """`x` must be (N, *input_shape) of a real dtype; ValueError/TypeError saying what was expected."""
+    shape, want = tuple(np.shape(x)), tuple(input_shape)
+    expected = f"(N, {', '.join(map(str, want))})"
+    if len(shape) == 3 and shape == want:
+        raise ValueError(f"`{name}` must be a batch {expected} for model {model_name!r}; got ONE image "
+                         f"of shape {shape}: add a batch axis (x[None])")
+    if len(shape) != 4:
+        raise ValueError(f"`{name}` must have rank 4, shape {expected} (N, H, W, C) for model "
+                         f"{model_name!r}, got shape {shape}")
+    if shape[-1] != want[-1]:
+        raise ValueError(f"`{name}` has {shape[-1]} channel(s) but model {model_name!r} expects "
+                         f"{want[-1]}: shape {expected} (channels last), got {shape}")
+    if shape[1:3] != want[:2]:
+        raise ValueError(f"`{name}` has spatial size {shape[1]}x{shape[2]} but model {model_name!r} expects "
+                         f"{want[0]}x{want[1]}: shape {expected}, got {shape} (resize the images to "
+                         f"{want[0]}x{want[1]}, which model.preprocess does where the model has one, or "
+                         f"use model.with_input_shape(...) for a convolutional encoder)")
+    dtype = _dtype_of(x)
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(f"`{name}` must be a real numeric array, got dtype {dtype}")
+
+
+def check_reps(name: str, reps, dim: int) -> None:
+    """`reps` must be (N, dim)."""
+    shape = tuple(np.shape(reps))
+    if len(shape) != 2 or shape[1] != dim:
+        raise ValueError(f"`{name}` must have shape (N, {dim}), got {shape}")
+
+
+def check_tokens(name: str, tokens, context_length: int) -> None:
+    """`tokens` must be (N, L) integers with 1 <= L <= context_length."""
+    shape, dtype = tuple(np.shape(tokens)), _dtype_of(tokens)
+    if len(shape) != 2 or not 1 <= shape[1] <= context_length:
+        raise ValueError(f"`{name}` must have shape (N, L) with L <= {context_length} (the context "
+                         f"length), got {shape}")
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"`{name}` must be integer token ids, got dtype {dtype}")
+
+
+def _checked_encode(raw, input_shape, model_name):
+    def encode_fn(params, x):
+        check_images("x", x, input_shape, model_name)
+        return raw(params, x)
+
+    return encode_fn
+
+
+def _checked_head(raw, dim):
+    def head_fn(params, reps):
+        check_reps("reps", reps, dim)
+        return raw(params, reps)
+
+    return head_fn
+
+
+def _checked_text(raw, context_length):
+    def encode_text_fn(params, tokens):
+        check_tokens("tokens", tokens, context_length)
+        return raw(params, tokens)
+
+    return encode_text_fn
 
 
 @functools.lru_cache(maxsize=None)
@@ -127,7 +213,11 @@ def _jit(fn):
 
 @dataclasses.dataclass(frozen=True)
 class ArchSpec:
-    """What `load` needs to rebuild an architecture from its stored config."""
+    """What `load` needs to rebuild an architecture from its stored config.
+
+    any_size: a convolutional encoder that pools any spatial size (`with_input_shape` allowed).
+    default_dir: where `load(name)` finds weights when no directory is given (shipped models).
+    """
 
     name: str
     description: str
@@ -135,6 +225,8 @@ class ArchSpec:
     build: Callable[[Mapping[str, Any]], Any]            # config -> Flax module
     input_shape: Callable[[Mapping[str, Any]], Tuple[int, int, int]]
     preprocess: Optional[pp.Preprocessing]
+    any_size: bool = True
+    default_dir: Optional[str] = None
 
 
 def _build_resnet(config):
@@ -145,6 +237,17 @@ def _build_resnet(config):
 def _build_clip(config):
     return CLIP(ClipConfig(**config))
 
+
+def _build_digits(config):
+    return small_resnet.SmallResNet(widths=tuple(config["widths"]), blocks=tuple(config["blocks"]),
+                                    strides=tuple(config["strides"]), stem_width=int(config["stem_width"]),
+                                    stem_pool=int(config["stem_pool"]))
+
+
+DIGITS = "digits"  # the embedded encoder, shipped inside the package (nothing to convert)
+DIGITS_CONFIG = {"widths": list(small_resnet.DEFAULT_WIDTHS), "blocks": list(small_resnet.DEFAULT_BLOCKS),
+                 "strides": list(small_resnet.DEFAULT_STRIDES), "stem_width": small_resnet.STEM_WIDTH,
+                 "stem_pool": 2}
 
 ARCHITECTURES = {
     "simclr_resnet50": ArchSpec(
@@ -162,18 +265,22 @@ ARCHITECTURES = {
     "clip_vit_b32": ArchSpec(
         "clip_vit_b32", "CLIP ViT-B/32 image + text encoders; 512-d joint embedding",
         dataclasses.asdict(ClipConfig()),
-        _build_clip, lambda c: (c["image_resolution"], c["image_resolution"], 3), pp.CLIP),
+        _build_clip, lambda c: (c["image_resolution"], c["image_resolution"], 3), pp.CLIP, any_size=False),
+    DIGITS: ArchSpec(
+        DIGITS, "SimCLR SmallResNet on scikit-learn digits (shipped); 128-d; 32x32x1 in [0, 1]",
+        DIGITS_CONFIG, _build_digits, lambda c: small_resnet.INPUT_SHAPE, None,
+        default_dir=small_resnet.WEIGHTS_DIR),
 }
-CONVERTIBLE = tuple(ARCHITECTURES)
-DIGITS = "digits"  # the embedded encoder (cocoa_jax.models.small_resnet); nothing to convert
+# Architectures `cocoa-jax convert` produces (the others ship with the package).
+CONVERTIBLE = tuple(name for name, spec in ARCHITECTURES.items() if spec.default_dir is None)
 
 
 def list_architectures() -> Tuple[str, ...]:
-    return CONVERTIBLE + (DIGITS,)
+    return tuple(ARCHITECTURES)
 
 
 def _spec(arch: str) -> ArchSpec:
-    if arch not in ARCHITECTURES:
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
         raise ValueError(f"arch must be one of {list_architectures()}, got {arch!r}")
     return ARCHITECTURES[arch]
 
@@ -187,59 +294,94 @@ def init_abstract(arch: str, config: Mapping[str, Any]):
     if arch == "clip_vit_b32":
         tokens = jnp.zeros((1, config["context_length"]), jnp.int32)
         init = lambda: module.init(jax.random.key(0), image, tokens, method="init_all")
+    elif arch == DIGITS:
+        # Only the encoder's inference variables (training adds nothing else to restore).
+        init = lambda: dict(small_resnet.init_variables(module, jax.random.key(0), (h, w, c)))
     else:
         init = lambda: module.init(jax.random.key(0), image, method="init_all")
     return module, jax.eval_shape(init)
 
 
-def make_loaded(arch: str, config: Mapping[str, Any], variables, notes=()) -> LoadedModel:
-    """Wrap module + variables of `arch` as a `LoadedModel`."""
+def make_loaded(arch: str, config: Mapping[str, Any], variables, notes=(), *,
+                input_shape: Optional[Tuple[int, int, int]] = None) -> LoadedModel:
+    """Wrap module + variables of `arch` as a `LoadedModel` (input checks included).
+
+    input_shape: accept (N, *input_shape) images instead of the native shape (see
+    `LoadedModel.with_input_shape`).
+    """
     spec = _spec(arch)
     module = spec.build(config)
     head_fn = encode_text_fn = None
     if arch == "clip_vit_b32":
-        encode_fn = lambda params, x: module.apply(params, x, method="encode_image")
-        encode_text_fn = lambda params, tokens: module.apply(params, tokens, method="encode_text")
+        raw_encode = lambda params, x: module.apply(params, x, method="encode_image")
+        encode_text_fn = _checked_text(
+            lambda params, tokens: module.apply(params, tokens, method="encode_text"),
+            int(config["context_length"]))
         rep_dim = int(config["embed_dim"])
-    else:
-        encode_fn = lambda params, x: module.apply(params, x)
-        if config.get("num_classes") is not None:
-            head_fn = lambda params, reps: module.apply(params, reps, method="head")
+    elif arch == DIGITS:
+        raw_encode = small_resnet.encode_fn_for(module)
         rep_dim = module.representation_dim
+    else:
+        raw_encode = lambda params, x: module.apply(params, x)
+        rep_dim = module.representation_dim
+        if config.get("num_classes") is not None:
+            head_fn = _checked_head(lambda params, reps: module.apply(params, reps, method="head"), rep_dim)
+    shape = tuple(input_shape or spec.input_shape(config))
     return LoadedModel(name=arch, module=module, params=variables, representation_dim=rep_dim,
-                       input_shape=tuple(spec.input_shape(config)), preprocess=spec.preprocess,
-                       encode_fn=encode_fn, head_fn=head_fn, encode_text_fn=encode_text_fn,
-                       config=dict(config), notes=tuple(notes))
+                       input_shape=shape, preprocess=spec.preprocess,
+                       encode_fn=_checked_encode(raw_encode, shape, arch), head_fn=head_fn,
+                       encode_text_fn=encode_text_fn, config=dict(config), notes=tuple(notes))
 
 
 # ---------------------------------------------------------------------------------------------
 # Disk format
+
+class ModelDirError(ValueError):
+    """A model directory is damaged: a file is missing, truncated or unreadable."""
+
 
 def save(arch: str, config: Mapping[str, Any], variables, out_dir: str, notes=(),
          overwrite: bool = False) -> str:
     """Write a converted model to `out_dir` (see module docstring); returns the absolute path.
 
     `variables` must match the abstract variables of `arch` with `config` exactly (structure,
-    shapes, float32 dtype); anything else is a ValueError naming the leaf.
+    shapes, float32 dtype); anything else is a ValueError naming the leaf. A non-empty `out_dir`
+    is refused unless `overwrite` (`--overwrite` on the command line). The model is written to
+    a temporary sibling directory and moved into place, so a failure leaves no partial model.
     """
     import orbax.checkpoint as ocp
 
     _, abstract = init_abstract(arch, config)
     check_variables(variables, abstract)
     out_dir = os.path.abspath(out_dir)
-    if os.path.exists(out_dir):
-        if not overwrite and os.listdir(out_dir):
-            raise FileExistsError(f"out_dir {out_dir!r} exists and is not empty (use overwrite=True)")
-        shutil.rmtree(out_dir)
-    os.makedirs(out_dir)
-    tree = jax.tree_util.tree_map(lambda a: np.asarray(a), variables)
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(os.path.join(out_dir, VARIABLES_DIR), tree)
-        checkpointer.wait_until_finished()
-    meta = {"format": FORMAT_VERSION, "arch": arch, "config": dict(config), "notes": list(notes)}
-    with open(os.path.join(out_dir, METADATA_FILE), "w") as f:
-        json.dump(meta, f, indent=2)
+    check_out_dir(out_dir, overwrite=overwrite)
+    tmp_dir = f"{out_dir}.tmp-{os.getpid()}"
+    if os.path.exists(tmp_dir):
+        shutil.rmtree(tmp_dir)
+    os.makedirs(tmp_dir)
+    try:
+        tree = jax.tree_util.tree_map(lambda a: np.asarray(a), variables)
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(os.path.join(tmp_dir, VARIABLES_DIR), tree)
+            checkpointer.wait_until_finished()
+        meta = {"format": FORMAT_VERSION, "arch": arch, "config": dict(config), "notes": list(notes)}
+        with open(os.path.join(tmp_dir, METADATA_FILE), "w") as f:
+            json.dump(meta, f, indent=2)
+        if os.path.exists(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(tmp_dir, out_dir)
+    finally:
+        if os.path.exists(tmp_dir):
+            shutil.rmtree(tmp_dir)
     return out_dir
+
+
+def check_out_dir(out_dir: str, *, overwrite: bool) -> None:
+    """Refuse an `out_dir` that is a file, or a non-empty directory unless `overwrite`."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise FileExistsError(f"out_dir {out_dir!r} exists and is not a directory")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+        raise FileExistsError(f"out_dir {out_dir!r} exists and is not empty (pass --overwrite to replace it)")
 
 
 def check_variables(variables, abstract) -> None:
@@ -259,54 +401,97 @@ def check_variables(variables, abstract) -> None:
 
 
 def read_metadata(directory: str) -> dict:
+    """model.json of a model directory; ModelDirError naming the file if it is missing or broken."""
     path = os.path.join(directory, METADATA_FILE)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path!r} not found: is {directory!r} the out_dir of `cocoa-jax convert`?")
-    with open(path) as f:
-        meta = json.load(f)
-    if meta.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path!r} has format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+        raise FileNotFoundError(f"model directory {directory!r} has no {METADATA_FILE}: is it the "
+                                f"out_dir of `cocoa-jax convert`?")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelDirError(f"model directory {directory!r}: {METADATA_FILE} is not valid JSON "
+                            f"(truncated or damaged: {type(err).__name__} at {getattr(err, 'pos', '?')}); "
+                            f"re-run `cocoa-jax convert`") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ModelDirError(f"model directory {directory!r}: {METADATA_FILE} has format {found!r}, "
+                            f"expected {FORMAT_VERSION}")
+    for field in ("arch", "config"):
+        if field not in meta:
+            raise ModelDirError(f"model directory {directory!r}: {METADATA_FILE} lacks the field {field!r}")
     return meta
 
 
-def load(arch: str, directory: Optional[str] = None) -> LoadedModel:
-    """Restore a converted model (no torch needed).
+# Files every orbax checkpoint directory has; checked first so a missing one is named plainly.
+_CHECKPOINT_FILES = ("_METADATA", "manifest.ocdbt")
 
-    arch: one of `list_architectures()`; must match the arch recorded at conversion.
-    directory: the `out_dir` given to `cocoa-jax convert`. For "digits" (the embedded encoder)
-      it is optional and defaults to the checkpoint shipped in the package.
-    """
-    if arch == DIGITS:
-        return _load_digits(directory)
-    _spec(arch)
-    if directory is None:
-        raise ValueError(f"directory is required for arch {arch!r}: the out_dir of "
-                         f"`cocoa-jax convert {arch} CHECKPOINT OUT_DIR`")
+
+def restore_variables(checkpoint_dir: str, abstract, directory: str):
+    """Restore an orbax checkpoint against `abstract`; ModelDirError naming what is missing/broken."""
     import orbax.checkpoint as ocp
 
+    if not os.path.isdir(checkpoint_dir):
+        raise FileNotFoundError(f"model directory {directory!r} has no checkpoint folder "
+                                f"{os.path.relpath(checkpoint_dir, directory)!r}")
+    for name in _CHECKPOINT_FILES:
+        if not os.path.isfile(os.path.join(checkpoint_dir, name)):
+            raise ModelDirError(f"model directory {directory!r}: checkpoint file "
+                                f"{os.path.relpath(os.path.join(checkpoint_dir, name), directory)!r} is missing")
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            return checkpointer.restore(checkpoint_dir, abstract)
+    except Exception as err:  # orbax/tensorstore raise many types with multi-line dumps
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ModelDirError(f"model directory {directory!r}: the checkpoint in "
+                            f"{os.path.relpath(checkpoint_dir, directory) or '.'!r} could not be restored "
+                            f"(files missing or damaged: {type(err).__name__}: {first})") from None
+
+
+def _is_bare_checkpoint(directory: str) -> bool:
+    """A bare orbax checkpoint (what `cocoa-jax train-digits` writes), not a model directory."""
+    return (not os.path.exists(os.path.join(directory, METADATA_FILE))
+            and os.path.exists(os.path.join(directory, "_CHECKPOINT_METADATA")))
+
+
+def load(arch: str, directory: Optional[str] = None) -> LoadedModel:
+    """Restore a model (no torch needed).
+
+    arch: one of `list_architectures()`; must match the arch recorded at conversion.
+    directory: the `out_dir` given to `cocoa-jax convert`. For shipped models ("digits") it is
+      optional and defaults to the checkpoint inside the package; for "digits" it may also be
+      a checkpoint written by `cocoa-jax train-digits --out DIR`.
+    Raises ValueError for an unknown arch, FileNotFoundError for a missing directory or file,
+    and `ModelDirError` (a ValueError) naming the broken file of a damaged directory.
+    """
+    spec = _spec(arch)
+    if directory is None:
+        if spec.default_dir is None:
+            raise ValueError(f"directory is required for arch {arch!r}: the out_dir of "
+                             f"`cocoa-jax convert {arch} CHECKPOINT OUT_DIR`")
+        directory = spec.default_dir
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(f"directory must be a path, got {type(directory).__name__}")
     directory = os.path.abspath(directory)
-    meta = read_metadata(directory)
-    if meta["arch"] != arch:
-        raise ValueError(f"arch {arch!r} does not match the converted model in {directory!r} "
-                         f"({meta['arch']!r})")
-    config = meta["config"]
-    _, abstract = init_abstract(arch, config)
-    with ocp.StandardCheckpointer() as checkpointer:
-        variables = checkpointer.restore(os.path.join(directory, VARIABLES_DIR), abstract)
-    notes = tuple(meta.get("notes", ()))
+    if not os.path.isdir(directory):
+        hint = ("run `cocoa-jax train-digits` to create it" if spec.default_dir is not None
+                else f"the out_dir of `cocoa-jax convert {arch} CHECKPOINT OUT_DIR`")
+        raise FileNotFoundError(f"model directory {directory!r} does not exist ({hint})")
+    if spec.default_dir is not None and _is_bare_checkpoint(directory):
+        config, notes, checkpoint_dir = dict(spec.default_config), (), directory
+    else:
+        meta = read_metadata(directory)
+        if meta["arch"] != arch:
+            raise ValueError(f"arch {arch!r} does not match the converted model in {directory!r} "
+                             f"({meta['arch']!r})")
+        config, notes = meta["config"], tuple(meta.get("notes", ()))
+        checkpoint_dir = os.path.join(directory, VARIABLES_DIR)
+    try:
+        _, abstract = init_abstract(arch, config)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelDirError(f"model directory {directory!r}: {METADATA_FILE} has an invalid config "
+                            f"for {arch!r} ({type(err).__name__}: {err})") from None
+    variables = restore_variables(checkpoint_dir, abstract, directory)
     if SIMCLR_HEAD_BIAS_NOTE in notes:
         warnings.warn(SIMCLR_HEAD_BIAS_NOTE, stacklevel=2)
     return make_loaded(arch, config, variables, notes)
-
-
-def _load_digits(directory: Optional[str]) -> LoadedModel:
-    """The embedded digits encoder, re-wrapped as a `LoadedModel` when it is not one already."""
-    from cocoa_jax.models import small_resnet  # imported lazily: it belongs to the demo
-
-    encoder = small_resnet.load_digits_encoder(directory) if directory else small_resnet.load_digits_encoder()
-    if isinstance(encoder, LoadedModel):
-        return encoder
-    return LoadedModel(name=DIGITS, module=encoder.module, params=encoder.params,
-                       representation_dim=int(encoder.representation_dim),
-                       input_shape=tuple(encoder.input_shape), preprocess=None,
-                       encode_fn=encoder.encode_fn)

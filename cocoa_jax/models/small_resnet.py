@@ -15,8 +15,9 @@ pooling (here and in the stride-2 shortcuts, as in ResNet-D) instead of strided 
 keeps gradient attributions free of the every-other-pixel grid a strided 1x1 conv leaves.
 `SimCLRNet` adds the SimCLR projection MLP used only during self-supervised training.
 
-`load_digits_encoder()` restores the encoder trained by `cocoa-jax train-digits`, shipped
-inside the package as an orbax checkpoint in `cocoa_jax/weights/digits_simclr/`.
+`cocoa_jax.models.load("digits")` restores the encoder trained by `cocoa-jax train-digits`,
+shipped inside the package as an orbax checkpoint in `cocoa_jax/weights/digits_simclr/`
+(`WEIGHTS_DIR`). This module only defines the networks; it does not import the registry.
 """
 from __future__ import annotations
 
@@ -131,55 +132,29 @@ def init_variables(module: nn.Module, key: jax.Array, input_shape=INPUT_SHAPE):
 def save_encoder(variables, directory: str) -> str:
     """Write encoder variables (`params`, `batch_stats`) as an orbax checkpoint; returns its path.
 
-    An existing checkpoint at `directory` is replaced.
+    An existing checkpoint at `directory` is replaced (callers decide whether that is allowed).
+    The checkpoint is written to a temporary sibling and moved into place, so an interrupted
+    save leaves the previous checkpoint intact.
     """
     import shutil
 
     import orbax.checkpoint as ocp
 
     directory = os.path.abspath(directory)
-    if os.path.exists(directory):
-        shutil.rmtree(directory)
     os.makedirs(os.path.dirname(directory), exist_ok=True)
+    tmp = f"{directory}.tmp-{os.getpid()}"
+    if os.path.exists(tmp):
+        shutil.rmtree(tmp)
     tree = jax.tree_util.tree_map(jnp.asarray, {"params": variables["params"],
                                                 "batch_stats": variables["batch_stats"]})
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(directory, tree)
-        ckptr.wait_until_finished()
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(tmp, tree)
+            ckptr.wait_until_finished()
+        if os.path.exists(directory):
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
     return directory
-
-
-def load_digits_encoder(directory: str | None = None):
-    """Restore the shipped SimCLR digits encoder (or one written by `train-digits --out DIR`).
-
-    Returns a `cocoa_jax.models.LoadedModel` (name "digits"): `module`, `params` (variables
-    incl. `batch_stats`), `representation_dim` (128), `input_shape` ((32, 32, 1)), `encode(x)`
-    and the pure `encode_fn(variables, x)`, both mapping (N, 32, 32, 1) in [0, 1] to
-    (N, 128) >= 0 in eval mode (BatchNorm running statistics).
-    """
-    import orbax.checkpoint as ocp
-
-    directory = os.path.abspath(directory or WEIGHTS_DIR)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            f"no encoder checkpoint at {directory!r}; run `cocoa-jax train-digits` to create it")
-    module = SmallResNet()
-    abstract = jax.eval_shape(lambda: init_variables(module, jax.random.key(0)))
-    # Only the restore target's structure, shapes and dtypes matter here.
-    abstract = {"params": abstract["params"], "batch_stats": abstract["batch_stats"]}
-    with ocp.StandardCheckpointer() as ckptr:
-        variables = ckptr.restore(directory, abstract)
-    return _make_loaded(module, variables)
-
-
-def _make_loaded(module: SmallResNet, variables):
-    """Wrap module + variables as the package's `cocoa_jax.models.LoadedModel`."""
-    from cocoa_jax.models.registry import LoadedModel  # lazy: registry imports this module lazily too
-
-    config = {"widths": list(module.widths), "blocks": list(module.blocks),
-              "strides": list(module.strides), "stem_width": int(module.stem_width),
-              "stem_pool": int(module.stem_pool)}
-    return LoadedModel(name="digits", module=module, params=variables,
-                       representation_dim=module.representation_dim,
-                       input_shape=tuple(INPUT_SHAPE), preprocess=None,
-                       encode_fn=encode_fn_for(module), config=config)

@@ -90,8 +90,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("vanilla_gradients", "Gradients", _vanilla_gradients, attribution.vanilla_gradients, False, True),
     Method("random", "Random", _random, None, True, False),
 )}
+RANDOM = "random"
 # Methods that explain a target (everything but the random benchmark).
-ATTRIBUTION_METHODS = tuple(name for name in METHODS if name != "random")
+ATTRIBUTION_METHODS = tuple(name for name in METHODS if name != RANDOM)
 
 
 def get(name: str) -> Method:

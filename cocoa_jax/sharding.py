@@ -197,8 +197,8 @@ def global_array(data, sharding: NamedSharding) -> jax.Array:
     """
     if isinstance(data, jax.Array) and data.is_fully_addressable is False:
         return data  # already global
-    if jax.process_count() == 1:
-        return jax.device_put(data, sharding)
+    if jax.process_count() == 1 or sharding.is_fully_addressable:
+        return jax.device_put(data, sharding)  # every device is this process's: a plain (no-op if placed) put
     if _is_key_array(data):  # typed PRNG keys: place their raw data, then re-wrap
         impl = jax.random.key_impl(data)
         raw = global_array(jax.random.key_data(data), sharding)
@@ -260,13 +260,15 @@ class ExplicandMap:
       gather: return the result replicated on every device (readable with np.asarray in
         every process); False keeps it sharded along the explicand axis.
       donate: donate the batched input buffers to the computation.
+      vectorized: `fn` already takes the whole explicand batch (batched arguments with their
+        leading axis) and is not vmapped; e.g. `metrics.insertion_deletion_batch`.
 
     Calling it with a batch whose length does not divide the device count pads the batch
     (repeating the last explicand) and drops the padded results.
     """
 
     def __init__(self, fn: Callable, mesh: Mesh | None = None, in_axes: Any = 0, *,
-                 gather: bool = True, donate: bool = False):
+                 gather: bool = True, donate: bool = False, vectorized: bool = False):
         if not callable(fn):
             raise TypeError(f"`fn` must be callable, got {type(fn).__name__}")
         self.fn = fn
@@ -274,6 +276,7 @@ class ExplicandMap:
         self.in_axes = in_axes
         self.gather = bool(gather)
         self.donate = bool(donate)
+        self.vectorized = bool(vectorized)
         self._compiled: dict[tuple, Callable] = {}
 
     @property
@@ -286,7 +289,8 @@ class ExplicandMap:
             in_shardings = tuple(batched if a == 0 else shared for a in axes)
             out_shardings = shared if self.gather else batched
             donate = tuple(i for i, a in enumerate(axes) if a == 0) if self.donate else ()
-            self._compiled[axes] = jax.jit(jax.vmap(self.fn, in_axes=axes), in_shardings=in_shardings,
+            fn = self.fn if self.vectorized else jax.vmap(self.fn, in_axes=axes)
+            self._compiled[axes] = jax.jit(fn, in_shardings=in_shardings,
                                            out_shardings=out_shardings, donate_argnums=donate)
         return self._compiled[axes]
 

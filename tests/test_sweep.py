@@ -130,7 +130,7 @@ def test_corrupted_and_partial_files_are_recomputed(tmp_path):
     run_dir = tmp_path / "run"
     run_tiny(run_dir, max_units=3)
     reference = _unit_arrays(run_dir)
-    results = run_dir / "results.jsonl"
+    results = run_dir / "results.p0.jsonl"
     lines = results.read_bytes().splitlines()
     # 1) flip bytes in one unit file, 2) truncate another unit's row mid-way (a killed append).
     victim = json.loads(lines[0])
@@ -165,7 +165,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo_root, os.environ.get("PYTHONPATH", "")]))
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              env=env, cwd=repo_root)
-    results = run_dir / "results.jsonl"
+    results = run_dir / "results.p0.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline:
         if results.exists() and results.read_bytes().count(b"\n") >= 3:

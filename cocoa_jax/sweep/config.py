@@ -1,12 +1,15 @@
 """Sweep configuration: what to run (hashed) and how to run it (not hashed).
 
 Defaults are the paper's protocol (Section 4.1, Appendix H.3): 4 targets with cosine
-similarity; IG 50 steps, GradientSHAP 50 samples with sigma 0.2, RISE 5000 masks with
-p = 0.5 and a 4x4 grid at 32 px / 7x7 at 224 px; blurred baseline GaussianBlur(21, 5);
-corpus 100, foil 1500; 5 seeds; insertion/deletion in 50 steps.
+similarity; IG, GradientSHAP and RISE with the defaults of their `cocoa_jax.attribution`
+signatures (50 steps; 50 samples, sigma 0.2; 5000 masks, p = 0.5, the paper's grid for the
+image size); blurred baseline GaussianBlur(21, 5); corpus 100, foil 1500; 5 seeds;
+insertion/deletion in 50 steps.
 
-The hash covers every field that changes results; execution settings (batch sizes) do
-not change results (attribution methods are batch-size invariant) and are left out.
+`methods` holds only the options a run overrides; the hash covers the *resolved* options
+(defaults included), so a changed default never mixes with old results. Execution settings
+(batch sizes) do not change results (attribution methods are batch-size invariant) and are
+left out of the hash.
 """
 from __future__ import annotations
 
@@ -15,19 +18,53 @@ import hashlib
 import json
 from typing import Any
 
-TARGET_NAMES = ("label_free", "contrastive_label_free", "corpus", "cocoa")
-METHOD_NAMES = ("integrated_gradients", "gradient_shap", "rise", "smoothgrad", "vanilla_gradients")
+from cocoa_jax import methods as methods_mod
+from cocoa_jax import targets as targets_mod
+
+TARGET_NAMES = tuple(targets_mod.TARGETS)
+METHOD_NAMES = methods_mod.ATTRIBUTION_METHODS
 RANDOM_METHOD = "random"
 CORPUS_MODES = ("same", "different")
-
-DEFAULT_METHODS = {
-    "integrated_gradients": {"n_steps": 50, "method": "gausslegendre"},
-    "gradient_shap": {"n_samples": 50, "stdev": 0.2},
-    "rise": {"n_masks": 5000, "keep_prob": 0.5, "grid_size": None},  # None: 4x4 up to 64 px, else 7x7
-}
+# Bumped when the protocol's computation changes in a way the config does not show
+# (v2: L2 representation shift, |a| per channel for absolute ranking, hashed PRNG streams).
+PROTOCOL_VERSION = 2
 
 # Fields that only change how fast a sweep runs, not its results.
 EXECUTION_FIELDS = ("explicand_batch", "attribution_batch", "eval_batch")
+
+# Expected JSON type of every field: (python types, description for messages).
+_INT = ((int,), "an integer")
+_OPT_INT = ((int, type(None)), "an integer or null")
+_STR = ((str,), "a string")
+_OPT_STR = ((str, type(None)), "a string or null")
+_BOOL = ((bool,), "true or false")
+_NUM = ((int, float), "a number")
+_INT_LIST = ((list, tuple), "a list of integers")
+_OPT_INT_LIST = ((list, tuple, type(None)), "a list of integers or null")
+_STR_LIST = ((list, tuple), "a list of strings")
+_DICT = ((dict,), "an object {method: {option: value}}")
+FIELD_TYPES = {
+    "encoder": _STR, "encoder_dir": _OPT_STR, "dataset": _STR, "data_dir": _OPT_STR,
+    "corpus_split": _STR, "explicand_split": _STR, "preprocess": _STR, "classes": _OPT_INT_LIST,
+    "explicands_per_class": _INT, "corpus_size": _INT, "foil_size": _INT, "corpus_mode": _STR,
+    "seeds": _INT_LIST, "targets": _STR_LIST, "similarity": _STR, "methods": _DICT,
+    "include_random": _BOOL, "blur_kernel_size": _INT, "blur_sigma": _NUM, "eval_steps": _INT,
+    "eval_absolute": _BOOL, "eval_superpixel": _INT, "probe_dir": _OPT_STR, "probe_train_size": _OPT_INT,
+    "probe_test_size": _OPT_INT, "explicand_batch": _INT, "attribution_batch": _OPT_INT, "eval_batch": _INT,
+}
+
+
+def _check_type(name: str, value, expected) -> None:
+    types, description = expected
+    if isinstance(value, bool) and bool not in types:
+        ok = False  # True is an int in Python, never in a config
+    else:
+        ok = isinstance(value, types)
+    if ok and types in (_INT_LIST[0], _OPT_INT_LIST[0]) and value is not None:
+        element = str if expected is _STR_LIST else int
+        ok = all(isinstance(v, element) and not isinstance(v, bool) for v in value)
+    if not ok:
+        raise TypeError(f"config field `{name}` must be {description}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +72,8 @@ class SweepConfig:
     """One evaluation protocol.
 
     Attributes:
-      encoder: "digits" (the embedded encoder), an architecture of `cocoa_jax.models`
-        (with `encoder_dir`), or any name when the encoder object is passed to `run_sweep`.
+      encoder: an architecture of `cocoa_jax.models` ("digits" = the embedded encoder; others
+        with `encoder_dir`), or any name when the encoder object is passed to `run_sweep`.
       encoder_dir: checkpoint directory (None: the shipped digits weights).
       dataset: "digits", "tfds:<name>" (with `data_dir`), "folder:<root>", or any name when
         datasets are passed to `run_sweep`.
@@ -50,16 +87,20 @@ class SweepConfig:
       corpus_size, foil_size: the paper's 100 and 1500.
       corpus_mode: "same" (explicands from the corpus class) or "different" (from others).
       seeds: one run per seed (means and 95% CIs over them).
-      targets: subset of TARGET_NAMES; similarity "cosine" or "dot".
-      methods: name -> keyword settings of `cocoa_jax.attribution`.
+      targets: names of `cocoa_jax.targets.TARGETS`; similarity "cosine" or "dot".
+      methods: method name (`cocoa_jax.methods.METHODS`) -> the options this run overrides
+        ({} = the method's signature defaults).
       include_random: add the random-attribution benchmark row.
       blur_kernel_size, blur_sigma: baseline blur (removed pixels take its values too).
       eval_steps, eval_absolute, eval_superpixel: insertion/deletion settings.
       probe_dir: a saved `cocoa_jax.probe` probe; None trains one on `probe_train_size`
         corpus-split samples (None: all) and reports its accuracy on the explicand split.
-      explicand_batch: explicands attributed together (vmapped).
-      attribution_batch: perturbed inputs per encoder call inside a method (None: method default).
-      eval_batch: ablated inputs per encoder call during evaluation.
+      explicand_batch: explicands attributed and evaluated together in one sharded program
+        (explicands of several units of one seed and method are grouped; rounded up to a
+        multiple of the device count).
+      attribution_batch: perturbed inputs per encoder call per explicand inside a method
+        (None: the method's default).
+      eval_batch: ablated inputs per encoder call during evaluation, over the whole group.
     """
 
     encoder: str = "digits"
@@ -77,7 +118,8 @@ class SweepConfig:
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     targets: tuple[str, ...] = TARGET_NAMES
     similarity: str = "cosine"
-    methods: dict[str, dict[str, Any]] = dataclasses.field(default_factory=lambda: json.loads(json.dumps(DEFAULT_METHODS)))
+    methods: dict[str, dict[str, Any]] = dataclasses.field(
+        default_factory=lambda: {"integrated_gradients": {}, "gradient_shap": {}, "rise": {}})
     include_random: bool = True
     blur_kernel_size: int = 21
     blur_sigma: float = 5.0
@@ -92,18 +134,22 @@ class SweepConfig:
     eval_batch: int = 512
 
     def __post_init__(self):
+        for field in dataclasses.fields(self):
+            _check_type(field.name, getattr(self, field.name), FIELD_TYPES[field.name])
         # Normalise sequences to tuples so equal configs hash equally.
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "targets", tuple(self.targets))
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+        object.__setattr__(self, "methods", {name: dict(options) if isinstance(options, dict) else options
+                                             for name, options in self.methods.items()})
         self.validate()
 
     def validate(self) -> None:
         def positive(name):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+            if value <= 0:
+                raise ValueError(f"config field `{name}` must be a positive integer, got {value!r}")
 
         for name in ("explicands_per_class", "corpus_size", "foil_size", "eval_steps", "eval_superpixel",
                      "blur_kernel_size", "explicand_batch", "eval_batch"):
@@ -112,31 +158,33 @@ class SweepConfig:
             if getattr(self, name) is not None:
                 positive(name)
         if not self.seeds:
-            raise ValueError("`seeds` is empty")
+            raise ValueError("config field `seeds` is empty")
         if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"`seeds` has duplicates: {self.seeds}")
+            raise ValueError(f"config field `seeds` has duplicates: {list(self.seeds)}")
         if not self.targets:
-            raise ValueError("`targets` is empty")
+            raise ValueError("config field `targets` is empty")
         for t in self.targets:
             if t not in TARGET_NAMES:
-                raise ValueError(f"`targets` entry {t!r} is not one of {list(TARGET_NAMES)}")
+                raise ValueError(f"config field `targets` entry {t!r} is not one of {list(TARGET_NAMES)}")
         if len(set(self.targets)) != len(self.targets):
-            raise ValueError(f"`targets` has duplicates: {self.targets}")
+            raise ValueError(f"config field `targets` has duplicates: {list(self.targets)}")
         if self.similarity not in ("cosine", "dot"):
-            raise ValueError(f"`similarity` must be 'cosine' or 'dot', got {self.similarity!r}")
+            raise ValueError(f"config field `similarity` must be 'cosine' or 'dot', got {self.similarity!r}")
         if self.corpus_mode not in CORPUS_MODES:
-            raise ValueError(f"`corpus_mode` must be one of {list(CORPUS_MODES)}, got {self.corpus_mode!r}")
-        if not isinstance(self.methods, dict) or not (self.methods or self.include_random):
-            raise ValueError("`methods` must be a non-empty dict name -> settings (or include_random)")
-        for name, settings in self.methods.items():
+            raise ValueError(f"config field `corpus_mode` must be one of {list(CORPUS_MODES)}, "
+                             f"got {self.corpus_mode!r}")
+        if not (self.methods or self.include_random):
+            raise ValueError("config field `methods` is empty and include_random is false: nothing to run")
+        for name, options in self.methods.items():
             if name not in METHOD_NAMES:
-                raise ValueError(f"`methods` key {name!r} is not one of {list(METHOD_NAMES)}")
-            if not isinstance(settings, dict):
-                raise TypeError(f"`methods[{name!r}]` must be a dict of settings, got {type(settings).__name__}")
-        if not (isinstance(self.blur_sigma, (int, float)) and self.blur_sigma > 0):
-            raise ValueError(f"`blur_sigma` must be positive, got {self.blur_sigma!r}")
+                raise ValueError(f"config field `methods` key {name!r} is not one of {list(METHOD_NAMES)}")
+            methods_mod.check_options(name, options, where=f"methods[{name!r}]")
+        if self.blur_sigma <= 0:
+            raise ValueError(f"config field `blur_sigma` must be positive, got {self.blur_sigma!r}")
         if self.blur_kernel_size % 2 == 0:
-            raise ValueError(f"`blur_kernel_size` must be odd, got {self.blur_kernel_size}")
+            raise ValueError(f"config field `blur_kernel_size` must be odd, got {self.blur_kernel_size}")
+        if self.classes is not None and not self.classes:
+            raise ValueError("config field `classes` is empty (use null for all classes)")
 
     # -- units -------------------------------------------------------------------------
 
@@ -144,6 +192,10 @@ class SweepConfig:
     def method_names(self) -> tuple[str, ...]:
         """Methods in run order; the random benchmark last."""
         return tuple(self.methods) + ((RANDOM_METHOD,) if self.include_random else ())
+
+    def method_options(self, name: str) -> dict[str, Any]:
+        """The options a method runs with: its signature defaults updated with the overrides."""
+        return methods_mod.resolved_options(name, self.methods.get(name, {}))
 
     # -- serialisation -----------------------------------------------------------------
 
@@ -157,11 +209,11 @@ class SweepConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "SweepConfig":
         if not isinstance(data, dict):
-            raise TypeError(f"a sweep config must be a dict, got {type(data).__name__}")
+            raise TypeError(f"a sweep config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown sweep config field(s) {unknown}; known: {sorted(known)}")
+            raise ValueError(f"unknown config field(s) {unknown}; valid fields: {sorted(known)}")
         return cls(**data)
 
     @classmethod
@@ -170,10 +222,13 @@ class SweepConfig:
             return cls.from_dict(json.load(fh))
 
     def result_fields(self) -> dict:
-        """The fields that determine results (the hashed part)."""
+        """The fields that determine results (the hashed part), methods resolved."""
         data = self.to_dict()
         for name in EXECUTION_FIELDS:
             data.pop(name)
+        data["methods"] = {name: _jsonable(self.method_options(name)) for name in self.methods}
+        data["protocol_version"] = PROTOCOL_VERSION
+        data["method_streams"] = {name: methods_mod.stream_id(name) for name in self.method_names}
         return data
 
     def config_hash(self) -> str:
@@ -185,13 +240,29 @@ class SweepConfig:
         return dataclasses.replace(self, **changes)
 
 
+def _jsonable(options: dict) -> dict:
+    return json.loads(json.dumps(options, default=str))
+
+
+def diff_fields(stored: dict, current: dict, prefix: str = "") -> list[str]:
+    """Human-readable differences between two (nested) result-field dicts: 'field: a -> b'."""
+    out = []
+    for key in sorted(set(stored) | set(current)):
+        a, b = stored.get(key, "<absent>"), current.get(key, "<absent>")
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += diff_fields(a, b, name + ".")
+        elif a != b:
+            out.append(f"{name}: {json.dumps(a)} -> {json.dumps(b)}")
+    return out
+
+
 def digits_reduced() -> SweepConfig:
     """The reduced protocol run on the embedded digits encoder (docs/sweep.md)."""
     return SweepConfig(
         encoder="digits", dataset="digits", classes=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
         explicands_per_class=5, corpus_size=100, foil_size=500, seeds=(0, 1, 2, 3, 4),
-        methods={"integrated_gradients": {"n_steps": 20, "method": "gausslegendre"},
-                 "gradient_shap": {"n_samples": 20, "stdev": 0.2},
-                 "rise": {"n_masks": 1000, "keep_prob": 0.5, "grid_size": None}},
+        methods={"integrated_gradients": {"n_steps": 20}, "gradient_shap": {"n_samples": 20},
+                 "rise": {"n_masks": 1000}},
         eval_steps=32,
     )

@@ -14,16 +14,16 @@ import os
 
 import numpy as np
 
-from cocoa_jax.metrics import KINDS
+from cocoa_jax import methods as methods_mod
+from cocoa_jax import targets as targets_mod
+from cocoa_jax.metrics import KINDS, MEASURE_NAMES, MEASURES
 from cocoa_jax.sweep.config import METHOD_NAMES, RANDOM_METHOD, SweepConfig
-from cocoa_jax.sweep.runner import MEASURE_NAMES, MEASURE_TITLES, plan_units
+from cocoa_jax.sweep.runner import plan_units
 from cocoa_jax.sweep.store import open_existing
 
-METHOD_TITLES = {"integrated_gradients": "Integrated Gradients", "gradient_shap": "GradientSHAP",
-                 "rise": "RISE", "smoothgrad": "SmoothGrad", "vanilla_gradients": "Gradients",
-                 RANDOM_METHOD: "Random"}
-TARGET_TITLES = {"label_free": "Label-Free", "contrastive_label_free": "Contrastive Label-Free",
-                 "corpus": "Corpus", "cocoa": "COCOA", RANDOM_METHOD: "Random"}
+METHOD_TITLES = {name: method.title for name, method in methods_mod.METHODS.items()}
+TARGET_TITLES = dict(targets_mod.TARGET_TITLES, **{RANDOM_METHOD: "Random"})
+MEASURE_TITLES = {name: measure.title for name, measure in MEASURES.items()}
 
 # Two-sided 97.5% Student t quantiles, df = 1..30 (then the normal 1.96).
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -108,7 +108,12 @@ def markdown_table(run_dir: str, measures=("ccs", "corpus_majority_prob")) -> st
                                        + [_fmt(c) for c in cells]) + " |")
     n_seeds = len(config.seeds)
     lines.append("")
-    lines.append(f"Mean (95% CI half-width, t over {n_seeds} seeds); corpus mode `{config.corpus_mode}`; {note}.")
+    if n_seeds > 1:
+        lines.append(f"Mean (95% CI half-width, t over {n_seeds} seeds); corpus mode `{config.corpus_mode}`; {note}.")
+    else:
+        lines.append(f"Mean over the explicands of one seed: no confidence interval (intervals are over seeds, "
+                     f"and one seed gives no spread; run several seeds for them); corpus mode "
+                     f"`{config.corpus_mode}`; {note}.")
     return "\n".join(lines)
 
 

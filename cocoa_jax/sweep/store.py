@@ -3,8 +3,13 @@
     run_dir/config.json     the config, the run hash (config + encoder weights + data
                             fingerprints) and its parts; a run dir holds ONE run hash
     run_dir/units/<id>.npz  attributions, curves, AUCs of one finished unit
-    run_dir/results.jsonl   one JSON row per finished unit (appended, fsynced)
+    run_dir/results.p<I>.jsonl  one JSON row per unit finished by process I (appended, fsynced);
+                            each process appends only to its own file, readers take them all
     run_dir/probe/          the linear probe (orbax) and probe.json (its accuracy)
+
+Several processes (hosts) share one run directory: process 0 writes config.json and the
+probe, every process writes the npz files of the units it owns and its own results file,
+so no file ever has two writers.
 
 Crash safety: a unit's npz is written to a temporary file, fsynced and renamed (atomic on
 POSIX), THEN its row is appended. A row names its npz's SHA-256, so a unit counts as
@@ -24,7 +29,7 @@ import warnings
 import numpy as np
 
 CONFIG_FILE = "config.json"
-RESULTS_FILE = "results.jsonl"
+RESULTS_PATTERN = "results.p{index}.jsonl"
 UNITS_DIR = "units"
 
 
@@ -75,12 +80,23 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 class RunStore:
-    """Reads and writes one run directory for one config hash."""
+    """Reads and writes one run directory for one run hash.
 
-    def __init__(self, run_dir: str, config_dict: dict, config_hash: str, identity: dict | None = None):
+    Args:
+      run_dir: the directory (created).
+      config_dict: the config (stored in config.json).
+      config_hash: the run hash; a directory holds one.
+      identity: what the hash covers (result fields, encoder and data fingerprints), stored so
+        a refusal can name the fields that differ.
+      process_index: this process's index; it appends to results.p<index>.jsonl only.
+      create: write config.json if it is absent (process 0); other processes require it.
+    """
+
+    def __init__(self, run_dir: str, config_dict: dict, config_hash: str, identity: dict | None = None, *,
+                 process_index: int = 0, create: bool = True):
         self.run_dir = os.path.abspath(run_dir)
         self.config_hash = config_hash
-        os.makedirs(os.path.join(self.run_dir, UNITS_DIR), exist_ok=True)
+        self.process_index = int(process_index)
         config_path = os.path.join(self.run_dir, CONFIG_FILE)
         if os.path.exists(config_path):
             try:
@@ -90,17 +106,34 @@ class RunStore:
             except (OSError, ValueError, KeyError, TypeError) as err:
                 raise RunDirMismatch(f"{config_path} is unreadable ({err}); use a new run directory") from err
             if stored_hash != config_hash:
+                from cocoa_jax.sweep.config import diff_fields
+                differences = diff_fields(stored.get("identity") or {}, identity or {})
                 raise RunDirMismatch(
-                    f"run directory {self.run_dir!r} holds results of another config, encoder or data "
-                    f"(run hash {stored_hash}, {stored.get('identity')}; now {config_hash}, {identity}); "
-                    f"results never mix: use a new run directory")
-        else:
+                    f"run directory {self.run_dir} holds results of another config, encoder or data; "
+                    f"differs in: {'; '.join(differences) or 'the run hash'}. Results never mix: "
+                    f"use a new run directory (or the old settings)")
+        elif create:
+            os.makedirs(os.path.join(self.run_dir, UNITS_DIR), exist_ok=True)
             payload = {"config_hash": config_hash, "config": config_dict, "identity": identity}
             atomic_write_bytes(config_path, json.dumps(payload, indent=2, sort_keys=True).encode())
+        else:
+            raise FileNotFoundError(f"{config_path} does not exist (process 0 writes it first)")
+        os.makedirs(os.path.join(self.run_dir, UNITS_DIR), exist_ok=True)
 
     @property
     def results_path(self) -> str:
-        return os.path.join(self.run_dir, RESULTS_FILE)
+        """This process's results file."""
+        return os.path.join(self.run_dir, RESULTS_PATTERN.format(index=self.process_index))
+
+    def results_paths(self) -> list[str]:
+        """Every process's results file, in process order."""
+        prefix, suffix = RESULTS_PATTERN.split("{index}")
+        found = []
+        for name in os.listdir(self.run_dir):
+            middle = name[len(prefix):-len(suffix)] if name.startswith(prefix) and name.endswith(suffix) else ""
+            if middle.isdigit():
+                found.append((int(middle), os.path.join(self.run_dir, name)))
+        return [path for _, path in sorted(found)]
 
     def unit_path(self, unit_id: str) -> str:
         return os.path.join(self.run_dir, UNITS_DIR, f"{unit_id}.npz")
@@ -114,22 +147,22 @@ class RunStore:
         whose npz is missing or does not match its SHA-256 (with `verify`).
         """
         rows: dict[str, dict] = {}
-        if not os.path.exists(self.results_path):
-            return rows
         problems = []
-        with open(self.results_path, "rb") as fh:
-            lines = fh.read().split(b"\n")
-        for number, raw in enumerate(lines, 1):
+        lines = []
+        for path in self.results_paths():
+            with open(path, "rb") as fh:
+                lines += [(os.path.basename(path), raw) for raw in fh.read().split(b"\n")]
+        for source, raw in lines:
             if not raw.strip():
                 continue
             try:
                 row = json.loads(raw)
                 unit_id, file_name, digest = row["unit"], row["file"], row["sha256"]
             except (ValueError, KeyError, TypeError):
-                problems.append(f"line {number}: partial or malformed row")
+                problems.append(f"{source}: partial or malformed row")
                 continue
             if row.get("config_hash") != self.config_hash:
-                problems.append(f"line {number}: row of another config ({row.get('config_hash')})")
+                problems.append(f"{source}: row of another run ({row.get('config_hash')})")
                 continue
             if verify:
                 path = os.path.join(self.run_dir, file_name)
@@ -143,7 +176,7 @@ class RunStore:
         # A unit whose latest row was bad but an older one is fine is still finished only if
         # the file matches that older digest (checked above); nothing else to do.
         if problems and warn:
-            warnings.warn("ignored (will recompute) in " + self.results_path + ": " + "; ".join(problems),
+            warnings.warn("ignored (will recompute) in " + self.run_dir + ": " + "; ".join(problems),
                           stacklevel=2)
         return rows
 
@@ -185,6 +218,11 @@ def open_existing(run_dir: str) -> tuple[dict, RunStore]:
     path = os.path.join(os.path.abspath(run_dir), CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{run_dir!r} is not a sweep run directory (no {CONFIG_FILE})")
-    with open(path) as fh:
-        stored = json.load(fh)
-    return stored["config"], RunStore(run_dir, stored["config"], stored["config_hash"])
+    try:
+        with open(path) as fh:
+            stored = json.load(fh)
+        stored["config"], stored["config_hash"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is damaged ({type(err).__name__}: {err})") from None
+    return stored["config"], RunStore(run_dir, stored["config"], stored["config_hash"], stored.get("identity"),
+                                      create=False)

@@ -1,0 +1,173 @@
+"""What a sweep reads: the encoder, the datasets, their fingerprints, and each seed's samples.
+
+Per seed (once): sample corpora for every class, the foil, a second (resampled) foil and the
+explicands, with streams keyed by (seed, role, class) so a class's samples never depend on
+which other classes run; corpora and foils are encoded in one batched pass.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from cocoa_jax.sweep.config import SweepConfig
+
+
+@dataclasses.dataclass
+class EncoderSpec:
+    """What the sweep needs from an encoder: pure `encode_fn(params, x (N, H, W, C)) -> (N, D)`."""
+
+    params: Any
+    encode_fn: Callable
+    input_shape: tuple
+    preprocess: Callable | None = None
+
+
+def _expand(path: str | None) -> str | None:
+    return None if path is None else os.path.expanduser(path)
+
+
+def resolve_encoder(config: SweepConfig, encoder=None) -> EncoderSpec:
+    """The encoder object given, or the architecture `config.encoder` names (loaded lazily)."""
+    if encoder is None:
+        from cocoa_jax.models import list_architectures, load
+        if config.encoder not in list_architectures():
+            raise ValueError(f"config field `encoder` {config.encoder!r} is not one of {list(list_architectures())}; "
+                             f"pass the encoder object to run_sweep for anything else")
+        encoder = load(config.encoder, _expand(config.encoder_dir))
+    if isinstance(encoder, EncoderSpec):
+        return encoder
+    for attribute in ("params", "encode_fn", "input_shape"):
+        if not hasattr(encoder, attribute):
+            raise TypeError(f"`encoder` must have `params`, `encode_fn(params, x)` and `input_shape`; "
+                            f"{type(encoder).__name__} lacks `{attribute}`")
+    return EncoderSpec(encoder.params, encoder.encode_fn, tuple(encoder.input_shape),
+                       getattr(encoder, "preprocess", None))
+
+
+def _preprocess_for(config: SweepConfig, encoder: EncoderSpec):
+    if config.preprocess == "none":
+        return None
+    if config.preprocess == "model":
+        return encoder.preprocess
+    from cocoa_jax.models import preprocessing
+    spec = getattr(preprocessing, config.preprocess, None)
+    if not isinstance(spec, preprocessing.Preprocessing):
+        raise ValueError(f"`preprocess` {config.preprocess!r} is not 'model', 'none' or a Preprocessing "
+                         f"in cocoa_jax.models.preprocessing")
+    return spec
+
+
+def resolve_datasets(config: SweepConfig, encoder: EncoderSpec, datasets=None):
+    """(corpus source, explicand source): `LabelledImages` of the two splits."""
+    if datasets is not None:
+        if not isinstance(datasets, dict) or not {config.corpus_split, config.explicand_split} <= set(datasets):
+            raise TypeError(f"`datasets` must be a dict with keys {config.corpus_split!r} and "
+                            f"{config.explicand_split!r} of LabelledImages")
+        return datasets[config.corpus_split], datasets[config.explicand_split]
+    preprocess = _preprocess_for(config, encoder)
+    if config.dataset == "digits":
+        from cocoa_jax.data.digits import load_digits_split
+        from cocoa_jax.data.image_folder import ArrayImages
+        split = load_digits_split()
+        parts = {"train": ArrayImages(split.x_train, split.y_train),
+                 "test": ArrayImages(split.x_test, split.y_test)}
+        return parts[config.corpus_split], parts[config.explicand_split]
+    if config.dataset.startswith("tfds:"):
+        if not config.data_dir:
+            raise ValueError("`data_dir` is required for a tfds dataset")
+        from cocoa_jax.data.tfds import TfdsImages
+        name = config.dataset[len("tfds:"):]
+        data_dir = _expand(config.data_dir)
+        return (TfdsImages(name, config.corpus_split, data_dir, preprocess=preprocess),
+                TfdsImages(name, config.explicand_split, data_dir, preprocess=preprocess))
+    if config.dataset.startswith("folder:"):
+        from cocoa_jax.data.image_folder import ImageFolder
+        root = _expand(config.dataset[len("folder:"):])
+        corpus_source = ImageFolder(root, config.corpus_split, preprocess=preprocess)
+        return corpus_source, ImageFolder(root, config.explicand_split, class_names=corpus_source.class_names,
+                                          preprocess=preprocess)
+    raise ValueError(f"`dataset` {config.dataset!r} must be 'digits', 'tfds:<name>', 'folder:<root>', or "
+                     f"datasets must be passed to run_sweep")
+
+
+@dataclasses.dataclass
+class SeedData:
+    """Everything a seed's units share."""
+
+    foil_reps: np.ndarray  # (F, D)
+    foil2_reps: np.ndarray  # (F, D) resampled foil (evaluation only)
+    corpus_index: dict  # class -> (C,) corpus-split indices
+    corpus_reps: dict  # class -> (C, D)
+    explicand_index: dict  # class -> (N,) explicand-split indices
+
+
+def _choose(rng: np.random.Generator, pool: np.ndarray, size: int, what: str) -> np.ndarray:
+    if pool.shape[0] < size:
+        raise ValueError(f"{what}: needs {size} samples but only {pool.shape[0]} are available; "
+                         f"reduce the size in the config")
+    return np.sort(rng.choice(pool, size=size, replace=False))
+
+
+def sample_seed(config: SweepConfig, seed: int, classes, corpus_source, explicand_source,
+                encode: Callable[[np.ndarray], np.ndarray]) -> SeedData:
+    """Sample corpora, foils and explicands for `seed` (deterministic) and encode corpora/foils once."""
+    corpus_pool = np.arange(len(corpus_source))
+    foil_rng = np.random.default_rng([seed, 0])
+    foil = _choose(foil_rng, corpus_pool, config.foil_size, "foil")
+    foil2 = _choose(foil_rng, corpus_pool, config.foil_size, "resampled foil")
+    corpus_index, explicand_index = {}, {}
+    for c in classes:
+        # Per-class streams: a class's samples do not depend on which other classes run.
+        corpus_index[c] = _choose(np.random.default_rng([seed, 1, c]),
+                                  np.flatnonzero(corpus_source.labels == c), config.corpus_size, f"corpus of class {c}")
+        in_class = explicand_source.labels == c
+        pool = np.flatnonzero(in_class if config.corpus_mode == "same" else ~in_class)
+        explicand_index[c] = _choose(np.random.default_rng([seed, 2, c]), pool, config.explicands_per_class,
+                                     f"explicands for class {c}")
+    # One encoder pass over every corpus and both foils of this seed.
+    all_index = np.concatenate([foil, foil2] + [corpus_index[c] for c in classes])
+    unique, inverse = np.unique(all_index, return_inverse=True)
+    reps = encode(corpus_source.images(unique))[inverse]
+    f = config.foil_size
+    corpus_reps, offset = {}, 2 * f
+    for c in classes:
+        corpus_reps[c] = reps[offset:offset + config.corpus_size]
+        offset += config.corpus_size
+    return SeedData(reps[:f], reps[f:2 * f], corpus_index, corpus_reps, explicand_index)
+
+
+def classes_of(config: SweepConfig, corpus_source) -> list[int]:
+    if config.classes is not None:
+        n = int(corpus_source.labels.max()) + 1
+        bad = [c for c in config.classes if not 0 <= c < n]
+        if bad:
+            raise ValueError(f"config field `classes` {bad} are not labels of the dataset (0..{n - 1})")
+        return list(config.classes)
+    return sorted(int(c) for c in np.unique(corpus_source.labels))
+
+
+def fingerprint_params(params) -> str:
+    """SHA-256 (16 hex) over every parameter leaf's path, shape, dtype and bytes."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        array = np.asarray(leaf)
+        digest.update(f"{jax.tree_util.keystr(path)}{array.shape}{array.dtype}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint_data(*sources) -> str:
+    """SHA-256 (16 hex) over each split's labels and its first and last preprocessed images."""
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(np.ascontiguousarray(source.labels).tobytes())
+        ends = [0, len(source) - 1] if len(source) else []
+        digest.update(np.ascontiguousarray(source.images(ends)).tobytes())
+    return digest.hexdigest()[:16]
+
+

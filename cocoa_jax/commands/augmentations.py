@@ -1,0 +1,408 @@
+"""`cocoa-jax augmentations`: what an encoder keeps invariant under augmentations (paper Sec. 4.2).
+
+Every original image is augmented (flip, random resized crop, crop + flip, grayscale, colour
+jitter, random erasing, 90-degree rotation; `cocoa_jax.usecases.augmentations`), and each view
+is explained with COCOA (cosine; corpus: the un-augmented original, a corpus of one; foil:
+random training images) side by side with the view's label-free target, by IG, GradientSHAP
+and RISE with the blurred view as baseline.
+
+Default (no arguments): the embedded digits encoder, 3 random test digits, a foil of 1060
+random training digits. Digits have 1 channel, so the colour augmentations are skipped (and
+the output says so). `--model ARCH --weights DIR --images A.png B.png --foil F1.png ...` runs
+any converted encoder (`cocoa-jax convert`) on image files, prepared with the model's own
+resize/crop; augmentations act on [0, 1] pixels and the model's normalisation follows them.
+
+Writes to --out (default runs/augmentations); refuses to replace earlier outputs without
+--overwrite; every file is written to a temporary name and then renamed:
+  figure.png        per original: its views (row 1), then one overlay row per (target, method)
+  attributions.npz  raw arrays (axis orders in settings.json)
+  settings.json     every setting, the images used, axis orders, timings and versions
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+COMMAND = "augmentations"
+DEFAULT_OUT = os.path.join("runs", "augmentations")
+OUTPUTS = ("figure.png", "attributions.npz", "settings.json")
+METHOD_LABELS = {"integrated_gradients": "IG", "gradient_shap": "GradientSHAP", "rise": "RISE"}
+TARGET_LABELS = {"cocoa": "COCOA", "label_free": "label-free"}
+
+
+class UsageError(ValueError):
+    """A bad command-line argument (reported as `cocoa-jax augmentations: error: ...`, exit 2)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None,
+                        help="architecture of a converted encoder (see `cocoa-jax convert`); default: the "
+                             "embedded digits encoder")
+    parser.add_argument("--weights", default=None, help="the converted model directory (needed with --model)")
+    parser.add_argument("--images", nargs="+", default=None, help="image files to augment (with --model)")
+    parser.add_argument("--foil", nargs="+", default=None,
+                        help="image files forming the foil (with --model; the digits default uses random "
+                             "training digits)")
+    parser.add_argument("--explicands", type=int, default=3, help="digits default: number of test digits (3)")
+    parser.add_argument("--foil-size", type=int, default=None,
+                        help="digits default: foil size (default foil_size(0.01, 0.05, nonnegative=True) = 1060)")
+    parser.add_argument("--augmentations", default=None,
+                        help="comma-separated views, from original, flip, crop, crop_flip, grayscale, "
+                             "color_jitter, erase, rot90 (default: all that apply to the channels)")
+    parser.add_argument("--methods", default="integrated_gradients,gradient_shap,rise",
+                        help="comma-separated, from integrated_gradients, gradient_shap, rise (default: all)")
+    parser.add_argument("--n-steps", type=int, default=50, help="IG steps (default 50)")
+    parser.add_argument("--n-samples", type=int, default=50, help="GradientSHAP samples (default 50)")
+    parser.add_argument("--stdev", type=float, default=0.2, help="GradientSHAP noise std (default 0.2)")
+    parser.add_argument("--n-masks", type=int, default=5000, help="RISE masks (default 5000, as the paper)")
+    parser.add_argument("--grid-size", type=int, default=None,
+                        help="RISE grid cells per side (default 4 for 32 px inputs, else 7)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="perturbed inputs per encoder call and explicand (default: 500 for digits, 16 otherwise)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run in --out")
+    parser.add_argument("--quiet", action="store_true", help="print only the final line")
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _names(option, value, allowed):
+    names = [v.strip() for v in str(value).split(",") if v.strip()]
+    if not names:
+        raise UsageError(f"{option} is empty; choose from {', '.join(allowed)}")
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise UsageError(f"{option}: unknown name(s) {', '.join(map(repr, unknown))}; choose from {', '.join(allowed)}")
+    return tuple(dict.fromkeys(names))
+
+
+def _positive(option, value):
+    if value is None or int(value) <= 0:
+        raise UsageError(f"{option} must be a positive integer, got {value}")
+    return int(value)
+
+
+def _files(option, paths):
+    for path in paths:
+        if not os.path.isfile(path):
+            raise UsageError(f"{option}: no such file {path!r}")
+    return [os.path.abspath(p) for p in paths]
+
+
+def validate(args: argparse.Namespace) -> dict:
+    """Every check that needs no heavy import; returns the resolved settings."""
+    from cocoa_jax.usecases import augmentations as A
+
+    digits = args.model in (None, "digits")
+    if digits:
+        if args.images or args.foil:
+            raise UsageError("--images/--foil need --model ARCH --weights DIR (a converted 3-channel encoder); "
+                             "the digits default draws test and training digits itself")
+        channels = 1
+    else:
+        from cocoa_jax.models.registry import CONVERTIBLE
+
+        if args.model not in CONVERTIBLE:
+            raise UsageError(f"--model must be one of {', '.join(CONVERTIBLE)} (or digits), got {args.model!r}")
+        if not args.weights or not os.path.isfile(os.path.join(args.weights, "model.json")):
+            raise UsageError(f"--weights must be the directory written by `cocoa-jax convert {args.model} ...` "
+                             f"(with model.json), got {args.weights!r}")
+        if not args.images:
+            raise UsageError("--model needs --images FILE [FILE ...]")
+        if not args.foil:
+            raise UsageError("--model needs --foil FILE [FILE ...] (random images the explicands are contrasted with)")
+        channels = 3
+    if args.augmentations is None:
+        views = A.applicable_augmentations(channels)
+    else:
+        views = _names("--augmentations", args.augmentations, A.AUGMENTATIONS)
+        colour = [v for v in views if v in A.COLOR_AUGMENTATIONS]
+        if colour and channels != 3:
+            raise UsageError(f"--augmentations: {', '.join(colour)} need 3-channel images; the digits encoder "
+                             f"takes 1 channel")
+    skipped = [v for v in A.AUGMENTATIONS if v in A.COLOR_AUGMENTATIONS and channels != 3]
+    settings = {
+        "model": "digits" if digits else args.model, "weights": args.weights or ("shipped" if digits else None),
+        "augmentations": list(views), "skipped_augmentations": skipped,
+        "methods": list(_names("--methods", args.methods, A.METHODS)),
+        "n_steps": _positive("--n-steps", args.n_steps), "n_samples": _positive("--n-samples", args.n_samples),
+        "n_masks": _positive("--n-masks", args.n_masks),
+        "grid_size": _positive("--grid-size", args.grid_size) if args.grid_size is not None else None,
+        "batch_size": _positive("--batch-size", args.batch_size) if args.batch_size is not None else None,
+        "seed": int(args.seed), "similarity": "cosine",
+    }
+    if not (np.isfinite(args.stdev) and args.stdev >= 0):
+        raise UsageError(f"--stdev must be a finite number >= 0, got {args.stdev}")
+    settings["stdev"] = float(args.stdev)
+    if settings["seed"] < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    if digits:
+        from cocoa_jax.data.digits import N_TEST_DEFAULT
+
+        settings["explicands"] = _positive("--explicands", args.explicands)
+        if settings["explicands"] > N_TEST_DEFAULT:
+            raise UsageError(f"--explicands must be at most {N_TEST_DEFAULT} (the test digits), got {args.explicands}")
+        settings["foil_size"] = _positive("--foil-size", args.foil_size) if args.foil_size is not None else None
+    else:
+        settings["images"] = _files("--images", args.images)
+        settings["foil_images"] = _files("--foil", args.foil)
+    out = os.path.abspath(args.out)
+    existing = [name for name in OUTPUTS if os.path.exists(os.path.join(out, name))]
+    if existing and not args.overwrite:
+        raise UsageError(f"--out {out!r} already holds {', '.join(existing)} from an earlier run; "
+                         f"pass --overwrite to replace them or choose another --out")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out!r} exists and is not a directory")
+    settings["out"] = out
+    return settings
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def digits_inputs(settings):
+    """(model, encode_fn, originals (N, 32, 32, 1), foil images, record) for the default run."""
+    from cocoa_jax import models
+    from cocoa_jax.data.digits import load_digits_split
+    from cocoa_jax.targets import foil_size as required_foil_size
+
+    model = models.load("digits", None if settings["weights"] == "shipped" else settings["weights"])
+    data = load_digits_split(seed=0)  # the split the encoder was trained on
+    rng = np.random.default_rng(settings["seed"])
+    expl_idx = np.sort(rng.choice(len(data.x_test), settings["explicands"], replace=False))
+    size = settings["foil_size"] or min(required_foil_size(0.01, 0.05, nonnegative=True), len(data.x_train))
+    if size > len(data.x_train):
+        raise UsageError(f"--foil-size must be at most {len(data.x_train)} (the training digits), got {size}")
+    foil_idx = np.sort(rng.choice(len(data.x_train), size, replace=False))
+    record = {"explicand_indices": expl_idx.tolist(), "explicand_labels": data.y_test[expl_idx].tolist(),
+              "foil_indices": foil_idx.tolist(), "foil_size": int(size), "data_split_seed": 0,
+              "titles": [f"test #{i} (digit {data.y_test[i]})" for i in expl_idx]}
+    return model, model.encode_fn, data.x_test[expl_idx], data.x_train[foil_idx], record
+
+
+def file_inputs(settings):
+    """(model, encode_fn, originals (N, H, W, 3) in [0, 1], foil images, record) from image files."""
+    from PIL import Image
+
+    from cocoa_jax import models
+
+    model = models.load(settings["model"], settings["weights"])
+    prep = model.preprocess
+
+    def read(paths):
+        images = []
+        for path in paths:
+            try:
+                with Image.open(path) as im:
+                    images.append(prep.resize_crop(im.convert("RGB")))
+            except OSError as err:
+                raise UsageError(f"cannot read image {path!r}: {err}") from None
+        return np.stack(images).astype(np.float32)
+
+    raw_encode = model.encode_fn
+    # Augment [0, 1] pixels, then normalise as the model expects (inside the explained function).
+    encode_fn = _normalized_encoder(raw_encode, prep)
+    record = {"titles": [os.path.basename(p) for p in settings["images"]], "foil_size": len(settings["foil_images"])}
+    return model, encode_fn, read(settings["images"]), read(settings["foil_images"]), record
+
+
+_ENCODERS = {}
+
+
+def _normalized_encoder(encode_fn, prep):
+    """One function object per (encoder, preprocessing): compilations are reused."""
+    key = (encode_fn, prep)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = lambda params, x: encode_fn(params, prep.normalize(x))
+    return _ENCODERS[key]
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _atomic(path, write):
+    """write(tmp_path) then rename over `path` (no half-written outputs)."""
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def draw_figure(path, result, titles, method_names, *, caption=""):
+    """Views of each original (row 1 of its block), then one overlay row per (target, method).
+
+    Each map is drawn on its own symmetric scale (red raises the target, blue lowers it);
+    RISE maps are centred (their constant offset, the mean score, removed). Colour legend on
+    the right.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    from cocoa_jax.usecases import augmentations as A
+    from cocoa_jax.viz import overlay, to_heatmap
+
+    images = result.views.image  # (N, A, H, W, C)
+    n, a = images.shape[:2]
+    rows = [(t, m) for t in range(len(A.TARGET_NAMES)) for m in method_names]
+    per_block = 1 + len(rows)
+    fig = Figure(figsize=(1.45 * a + 2.4, 1.45 * n * per_block + 0.9))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(n * per_block, a, squeeze=False)
+    for i in range(n):
+        top = i * per_block
+        for j, name in enumerate(result.augmentations):
+            ax = axes[top, j]
+            img = images[i, j]
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else np.clip(img, 0, 1), cmap="gray", vmin=0, vmax=1,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{A.AUGMENTATION_TITLES[name]}\nCOCOA={result.scores[i, j, 0]:.2f}", fontsize=7)
+        axes[top, 0].set_ylabel(f"{titles[i]}\nviews", fontsize=7)
+        for r, (t, method) in enumerate(rows, start=1):
+            maps = result.attributions[method][i, :, t]
+            for j in range(a):
+                overlay(axes[top + r, j], images[i, j], to_heatmap(maps[j]), centre=method == "rise")
+            axes[top + r, 0].set_ylabel(f"{TARGET_LABELS[A.TARGET_NAMES[t]]}\n{METHOD_LABELS[method]}", fontsize=7)
+    fig.suptitle("What the encoder keeps under augmentations: COCOA (corpus = the original, foil = random "
+                 "images) vs label-free of the view" + (f"\n{caption}" if caption else ""), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.9, 1 - 0.6 / fig.get_figheight()))
+    cax = fig.add_axes((0.92, 0.4, 0.015, min(0.2, 3.0 / fig.get_figheight())))
+    bar = fig.colorbar(ScalarMappable(Normalize(-1, 1), cmap="bwr"), cax=cax, ticks=[-1, 0, 1])
+    bar.ax.set_yticklabels(["-max|a|\nlowers\ntarget", "0", "+max|a|\nraises\ntarget"], fontsize=6)
+    bar.set_label("attribution, each map on its own scale", fontsize=6)
+    fig.savefig(path, dpi=90)
+
+
+AXES = {
+    "originals": "(N, H, W, C) un-augmented images (the corpus of one of each view), [0, 1] pixels",
+    "views": "(N, A, H, W, C) view a of original n, axis 1 in `augmentations` order",
+    "source": "(N, A, H, W, 2) float (row, col) in the original sampled by each view pixel",
+    "valid": "(N, A, H, W) bool, False where a view pixel holds no original content (erased)",
+    "integrated_gradients": "(N, A, K, H, W, C) Integrated Gradients, axis 2 in `target_names` order",
+    "gradient_shap": "(N, A, K, H, W, C) GradientSHAP",
+    "rise": "(N, A, K, H, W) RISE (not centred: includes the mean score)",
+    "scores": "(N, A, K) target values at the views",
+    "content_share": "(M, N, A, K) share of positive attribution on valid pixels, M in `methods` order "
+                     "(RISE centred first); informative for erase only (other views are all-valid)",
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = validate(args)
+    except UsageError as err:
+        print(f"cocoa-jax {COMMAND}: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        return _run(args, settings)
+    except UsageError as err:  # found while reading inputs, before any output is written
+        print(f"cocoa-jax {COMMAND}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args, settings) -> int:
+    import jax
+    import jax.numpy as jnp
+
+    import cocoa_jax
+    from cocoa_jax.usecases import augmentations as A
+
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    if settings["skipped_augmentations"]:
+        say(f"skipped {', '.join(settings['skipped_augmentations'])}: colour operations do not apply to "
+            f"1-channel images (the digits encoder takes grey-level digits)")
+    t_start = time.perf_counter()
+    timings = {}
+    model, encode_fn, originals, foil_images, record = (digits_inputs if settings["model"] == "digits"
+                                                        else file_inputs)(settings)
+    h = originals.shape[1]
+    grid = settings["grid_size"] or (4 if h <= 32 else 7)
+    if grid > min(originals.shape[1:3]):
+        raise UsageError(f"--grid-size {grid} exceeds the image size {originals.shape[1]}")
+    batch_size = settings["batch_size"] or (500 if settings["model"] == "digits" else 16)
+    chunk = 8 if settings["model"] == "digits" else 1
+    settings.update(grid_size=[grid, grid], batch_size=batch_size, chunk_size=chunk, **record)
+    foil_reps = A.encode_in_chunks(encode_fn, model.params, foil_images, chunk_size=64)
+    timings["load"] = round(time.perf_counter() - t_start, 3)
+    say(f"{len(originals)} original(s) x {len(settings['augmentations'])} view(s), methods "
+        f"{', '.join(settings['methods'])}, foil of {len(foil_images)}")
+
+    t0 = time.perf_counter()
+    result = A.explain_augmentations(
+        encode_fn, model.params, originals, foil_reps, jax.random.key(settings["seed"]),
+        augmentations=settings["augmentations"], methods=settings["methods"], n_steps=settings["n_steps"],
+        n_samples=settings["n_samples"], stdev=settings["stdev"], n_masks=settings["n_masks"],
+        grid_size=(grid, grid), batch_size=batch_size, chunk_size=chunk)
+    timings["explain"] = round(time.perf_counter() - t0, 3)
+
+    shares = []
+    for method in settings["methods"]:
+        maps = A.pixel_attribution(result.attributions[method], method)
+        shares.append(np.asarray(A.positive_share(maps, jnp.asarray(result.views.valid)[:, :, None])))
+    shares = np.stack(shares)  # (M, N, A, K)
+
+    t0 = time.perf_counter()
+    out = settings["out"]
+    os.makedirs(out, exist_ok=True)
+    arrays = {"originals": originals, "views": result.views.image, "source": result.views.source,
+              "valid": result.views.valid, "scores": result.scores, "content_share": shares,
+              "augmentations": np.array(result.augmentations), "target_names": np.array(A.TARGET_NAMES),
+              "methods": np.array(settings["methods"]), **result.attributions}
+    _atomic(os.path.join(out, "attributions.npz"), lambda p: np.savez(p, **arrays))
+    caption = (f"foil: {len(foil_images)} random images; IG {settings['n_steps']} steps, GradientSHAP "
+               f"{settings['n_samples']} samples, RISE {settings['n_masks']} masks ({grid}x{grid}); blurred baseline")
+    if settings["skipped_augmentations"]:
+        caption += f"; {', '.join(settings['skipped_augmentations'])} skipped (1 channel)"
+    _atomic(os.path.join(out, "figure.png"),
+            lambda p: draw_figure(p, result, settings["titles"], settings["methods"], caption=caption))
+    timings["write"] = round(time.perf_counter() - t0, 3)
+    timings["total"] = round(time.perf_counter() - t_start, 3)
+    erase = list(result.augmentations).index("erase") if "erase" in result.augmentations else None
+    settings.update({
+        "target_names": list(A.TARGET_NAMES), "baseline": "gaussian_blur(kernel_size=21, sigma=5.0) of each view",
+        "method_options": {m: dict(A.method_options(m, n_steps=settings["n_steps"], n_samples=settings["n_samples"],
+                                                    stdev=settings["stdev"], n_masks=settings["n_masks"],
+                                                    grid_size=(grid, grid), batch_size=batch_size))
+                           for m in settings["methods"]}, "array_axes": AXES,
+        "augmentation_parameters": {"crop": {"scale": A.CROP_SCALE, "ratio": A.CROP_RATIO},
+                                    "erase": {"scale": A.ERASE_SCALE, "ratio": A.ERASE_RATIO, "value": A.ERASE_VALUE},
+                                    "color_jitter": dict(zip(("brightness", "contrast", "saturation", "hue"), A.JITTER)),
+                                    "rot90": "counter-clockwise (np.rot90)"},
+        "key_use": "views: split(fold_in(split(key(seed))[0], AUGMENTATIONS.index(name)), N)[n]; "
+                   "methods: split(fold_in(split(key(seed))[1], cocoa_jax.methods.stream_id(method)), N*A)[n*A + a]",
+        "erase_content_share": None if erase is None else {
+            f"{METHOD_LABELS[m]} {TARGET_LABELS[t]}": float(np.nanmean(shares[mi, :, erase, ti]))
+            for mi, m in enumerate(settings["methods"]) for ti, t in enumerate(A.TARGET_NAMES)},
+        "timings_s": timings,
+        "versions": {"cocoa_jax": getattr(cocoa_jax, "__version__", "?"), "jax": jax.__version__,
+                     "numpy": np.__version__, "python": platform.python_version(), "backend": jax.default_backend()},
+    })
+
+    def write_json(p):
+        with open(p, "w") as f:
+            json.dump(settings, f, indent=2)
+
+    _atomic(os.path.join(out, "settings.json"), write_json)
+    print(f"wrote {os.path.join(out, 'figure.png')}, attributions.npz and settings.json in {timings['total']:.1f} s")
+    return 0

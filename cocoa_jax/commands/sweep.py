@@ -1,57 +1,174 @@
-"""`cocoa-jax sweep`: run (or resume) the paper's Section 4.1 protocol."""
+"""`cocoa-jax sweep`: run (or resume) the paper's Section 4.1 protocol on every device and host."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+
+from cocoa_jax.cli import UsageError
+
+ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="output directory; re-running with the same config resumes")
+    parser.add_argument("run_dir", help="output directory; re-running the same command resumes")
     parser.add_argument("--config", help="JSON file of SweepConfig fields (default: the reduced digits protocol)")
     parser.add_argument("--paper", action="store_true",
                         help="start from the paper's full defaults instead of the reduced digits protocol")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
-                        help='override a config field, e.g. --set seeds=[0,1] --set encoder=\\"digits\\"')
-    parser.add_argument("--max-units", type=int, default=None, help="stop after this many units")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--report", action="store_true", help="write the report when done")
+                        help='override a config field, e.g. --set seeds=[0,1] --set encoder=digits '
+                             '--set \'methods={"rise":{"n_masks":2000}}\'')
+    parser.add_argument("--devices", type=int, default=None, metavar="N",
+                        help="devices of this process to use (default: all; on a CPU, one forced host device "
+                             "per core, set before JAX starts)")
+    parser.add_argument("--num-processes", type=int, default=None, metavar="P",
+                        help=f"multi-host: number of processes (or ${ENV_NUM_PROCESSES})")
+    parser.add_argument("--process-id", type=int, default=None, metavar="I",
+                        help=f"multi-host: this process's index in [0, P) (or ${ENV_PROCESS_ID})")
+    parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                        help=f"multi-host: process 0's address (or ${ENV_COORDINATOR})")
+    parser.add_argument("--compile-cache", default="auto", metavar="DIR",
+                        help="JAX persistent compilation cache: a directory, 'auto' (RUN_DIR/compile_cache, the "
+                             "default: a resume compiles nothing) or 'none'")
+    parser.add_argument("--max-units", type=int, default=None, help="stop after this many units (per process)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress lines")
+    parser.add_argument("--report", action="store_true", help="write the report when done (process 0)")
 
 
 def build_config(args):
+    """The SweepConfig of the command line; every mistake is a UsageError naming the field."""
     from cocoa_jax.sweep.config import SweepConfig, digits_reduced
 
     if args.config:
-        with open(args.config) as fh:
-            base = json.load(fh)
+        if not os.path.isfile(args.config):
+            raise UsageError(f"--config {args.config!r} is not a file")
+        try:
+            with open(args.config) as fh:
+                base = json.load(fh)
+        except (OSError, ValueError) as err:
+            raise UsageError(f"--config {args.config!r} is not valid JSON ({err})") from None
+        if not isinstance(base, dict):
+            raise UsageError(f"--config {args.config!r} must hold a JSON object of config fields")
     else:
         base = (SweepConfig() if args.paper else digits_reduced()).to_dict()
     for item in args.set:
         field, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects FIELD=JSON, got {item!r}")
+        if not sep or not field:
+            raise UsageError(f"--set expects FIELD=JSON, got {item!r}")
         try:
             base[field] = json.loads(value)
         except json.JSONDecodeError:
-            base[field] = value  # bare strings
-    return SweepConfig.from_dict(base)
+            base[field] = value  # a bare string
+    try:
+        return SweepConfig.from_dict(base)
+    except (ValueError, TypeError) as err:
+        raise UsageError(str(err)) from None
+
+
+def _distributed_settings(args):
+    """(coordinator, num_processes, process_id) from the flags or the standard variables."""
+    def from_env(value, name, cast):
+        if value is not None or name not in os.environ:
+            return value
+        try:
+            return cast(os.environ[name])
+        except ValueError:
+            raise UsageError(f"${name}={os.environ[name]!r} is not valid") from None
+
+    coordinator = from_env(args.coordinator, ENV_COORDINATOR, str)
+    num_processes = from_env(args.num_processes, ENV_NUM_PROCESSES, int)
+    process_id = from_env(args.process_id, ENV_PROCESS_ID, int)
+    given = [v is not None for v in (coordinator, num_processes, process_id)]
+    if any(given) and not all(given):
+        raise UsageError("multi-host needs all of --coordinator HOST:PORT, --num-processes P and --process-id I")
+    if not any(given):
+        return None
+    if num_processes < 1:
+        raise UsageError(f"--num-processes must be >= 1, got {num_processes}")
+    if not 0 <= process_id < num_processes:
+        raise UsageError(f"--process-id must be in [0, {num_processes}), got {process_id}")
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--coordinator must be HOST:PORT, got {coordinator!r}")
+    return coordinator, num_processes, process_id
+
+
+def check_arguments(args, config) -> None:
+    """Everything that can be checked before JAX starts and before any work."""
+    from cocoa_jax.models import list_architectures
+    from cocoa_jax.sweep.config import diff_fields
+
+    if args.devices is not None and args.devices < 1:
+        raise UsageError(f"--devices must be a positive integer, got {args.devices}")
+    if args.max_units is not None and args.max_units < 1:
+        raise UsageError(f"--max-units must be a positive integer, got {args.max_units}")
+    if config.encoder not in list_architectures():
+        raise UsageError(f"config field `encoder` {config.encoder!r} is not one of {list(list_architectures())}")
+    if config.encoder_dir and not os.path.isdir(os.path.expanduser(config.encoder_dir)):
+        raise UsageError(f"config field `encoder_dir` {config.encoder_dir!r} is not a directory")
+    if not (config.dataset == "digits" or config.dataset.startswith(("tfds:", "folder:"))):
+        raise UsageError(f"config field `dataset` {config.dataset!r} must be 'digits', 'tfds:<name>' or "
+                         f"'folder:<root>'")
+    if config.dataset.startswith("tfds:") and not config.data_dir:
+        raise UsageError("config field `data_dir` is required with a tfds dataset")
+    if os.path.exists(args.run_dir) and not os.path.isdir(args.run_dir):
+        raise UsageError(f"RUN_DIR {args.run_dir!r} exists and is not a directory")
+    stored_path = os.path.join(args.run_dir, "config.json")
+    if os.path.exists(stored_path):
+        try:
+            with open(stored_path) as fh:
+                stored = json.load(fh)["identity"]["config"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise UsageError(f"{stored_path} is damaged ({type(err).__name__}); use a new run directory") from None
+        differences = diff_fields(stored, config.result_fields())
+        if differences:
+            raise UsageError(f"{args.run_dir} holds a run of another config; differs in: {'; '.join(differences)}. "
+                             f"Results never mix: use a new run directory (or the old settings)")
+    if args.compile_cache not in ("auto", "none") and os.path.exists(args.compile_cache) \
+            and not os.path.isdir(args.compile_cache):
+        raise UsageError(f"--compile-cache {args.compile_cache!r} is not a directory")
+
+
+def _force_host_devices(count: int) -> None:
+    """One forced CPU host device per core (or `count`), before JAX starts: how one process uses
+    every core. Harmless on GPU/TPU machines (the flag only shapes the CPU platform)."""
+    from cocoa_jax.sharding import host_device_count_flags
+
+    os.environ["XLA_FLAGS"] = host_device_count_flags(count)
 
 
 def run(args) -> int:
+    config = build_config(args)
+    check_arguments(args, config)
+    distributed = _distributed_settings(args)
+    if args.devices is not None or "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        _force_host_devices(args.devices or os.cpu_count() or 1)
+    if distributed is not None:
+        from cocoa_jax import sharding
+        sharding.initialize_distributed(*distributed)
+
     from cocoa_jax.sweep import run_sweep
+    from cocoa_jax.sweep.runner import count_finished
     from cocoa_jax.sweep.store import RunDirMismatch
 
     try:
-        config = build_config(args)
-        result = run_sweep(config, args.run_dir, progress=not args.no_progress, max_units=args.max_units)
-    except (ValueError, TypeError, FileNotFoundError) as err:  # RunDirMismatch is a ValueError
-        kind = "run directory mismatch" if isinstance(err, RunDirMismatch) else "error"
-        print(f"cocoa-jax sweep: {kind}: {err}")
-        return 2
-    print(f"run {result.config_hash}: computed {len(result.computed)} unit(s), "
+        result = run_sweep(config, args.run_dir, progress=not args.no_progress, max_units=args.max_units,
+                           devices=args.devices, compile_cache=None if args.compile_cache == "none"
+                           else args.compile_cache)
+    except RunDirMismatch as err:
+        raise UsageError(str(err)) from None
+    except KeyboardInterrupt:
+        finished = count_finished(args.run_dir)
+        print(f"cocoa-jax sweep: interrupted: {finished or 0} unit(s) of the run are finished and saved in "
+              f"{args.run_dir}; re-run the same command to resume", file=sys.stderr)
+        return 130
+    where = f"process {result.process_index}/{result.process_count}, {result.num_devices} device(s)"
+    print(f"run {result.config_hash} [{where}]: computed {len(result.computed)} unit(s), "
           f"{len(result.skipped)} already finished, {result.seconds:.1f} s -> {result.run_dir}")
     if result.probe_accuracy is not None:
         print(f"linear probe accuracy (held-out split): {result.probe_accuracy:.4f}")
-    if args.report:
+    if args.report and result.process_index == 0:
         from cocoa_jax.sweep.report import write_report
         paths = write_report(args.run_dir)
         print("report:", ", ".join(paths.values()))

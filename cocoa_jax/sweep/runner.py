@@ -123,24 +123,29 @@ def get_probe(config: SweepConfig, store: RunStore, corpus_source, explicand_sou
               writer: bool = True):
     """The run's linear probe: from `probe_dir`, from the run dir, or trained once and saved there.
 
-    Only the `writer` process trains and saves; the others load what it saved.
+    Only the `writer` process trains and saves (RUN_DIR/probe.npz, atomically, with its accuracy
+    in probe.json); the others load what it saved. An npz rather than an orbax checkpoint: orbax
+    saves are collective over all processes, and only one process writes here.
     """
     from cocoa_jax import probe as probe_mod
+    from cocoa_jax.sweep.store import atomic_write_bytes, npz_bytes
 
     if config.probe_dir:
         return probe_mod.load_probe(config.probe_dir), None
-    directory = os.path.join(store.run_dir, "probe")
-    meta_path = directory + ".json"
-    if os.path.isdir(directory) and os.path.exists(meta_path):
+    weights_path = os.path.join(store.run_dir, "probe.npz")
+    meta_path = os.path.join(store.run_dir, "probe.json")
+    if os.path.exists(weights_path) and os.path.exists(meta_path):
         try:
             with open(meta_path) as fh:
                 meta = json.load(fh)
             if meta.get("config_hash") == store.config_hash:
-                return probe_mod.load_probe(directory), meta.get("accuracy")
+                with np.load(weights_path, allow_pickle=False) as data:
+                    return probe_mod.LinearProbe(jnp.asarray(data["weights"]), jnp.asarray(data["bias"])), \
+                        meta.get("accuracy")
         except Exception as err:  # a damaged probe is retrained, never trusted
             if not writer:
                 raise
-            warnings.warn(f"ignoring damaged probe in {directory}: {err}", stacklevel=2)
+            warnings.warn(f"ignoring damaged probe in {store.run_dir}: {err}", stacklevel=2)
     if not writer:
         raise FileNotFoundError(f"{meta_path}: process 0 has not written the probe")
     rng = np.random.default_rng(12345)
@@ -156,8 +161,10 @@ def get_probe(config: SweepConfig, store: RunStore, corpus_source, explicand_sou
                                 key=jax.random.key(0))
     accuracy = probe_mod.accuracy(probe, encode(explicand_source.images(test_index)),
                                   explicand_source.labels[test_index])
-    probe_mod.save_probe(probe, directory, metadata={"accuracy": accuracy, "config_hash": store.config_hash,
-                                                     "n_train": int(train_index.size), "n_test": int(test_index.size)})
+    atomic_write_bytes(weights_path, npz_bytes({"weights": np.asarray(probe.weights), "bias": np.asarray(probe.bias)}))
+    meta = {"accuracy": accuracy, "config_hash": store.config_hash, "n_train": int(train_index.size),
+            "n_test": int(test_index.size)}
+    atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())
     return probe, accuracy
 
 
@@ -341,7 +348,9 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
                                               writer=writer)
         probe = jax.device_put(probe, sharding.replicated_sharding(mesh))
         runner = UnitRunner(config, programs, corpus_source, explicand_source, probe, classes)
-        per_group = units_per_group(config.explicands_per_class, config.explicand_batch, programs.num_devices)
+        # A group holds units of one seed and method: at most one per class.
+        per_group = min(units_per_group(config.explicands_per_class, config.explicand_batch, programs.num_devices),
+                        len(classes))
         capacity = -(-per_group * config.explicands_per_class // programs.num_devices) * programs.num_devices
         label = f"sweep {run_hash[:8]} [process {index}/{count}, {programs.num_devices} device(s)]"
         bar = Progress(len(mine), len(skipped), label, enabled=progress)

@@ -1,0 +1,364 @@
+"""`cocoa-jax localize`: where in an image is a text query? (paper Section 4.3)
+
+Default (no arguments, offline): the shipped digits dual encoder (`cocoa_jax.models.digits_clip`)
+on 2x2 grids of four held-out digits of different classes (64x64). Each grid's query names one
+of its digits ("This is a photo of a seven"); COCOA's foil is the captions of the other nine
+digits. The image tower is explained with IG, GradientSHAP and RISE for three stacked targets:
+COCOA (query vs foil captions), corpus only (the query caption) and label-free (the image's own
+embedding). `--query 7` (or `seven`) fixes the query digit; `--foil` then lists foil digits.
+
+CLIP: `--model clip_vit_b32 --weights DIR --image PATH --query dog [--foil cat ...]` loads a
+converted CLIP ViT-B/32 (`cocoa-jax convert clip_vit_b32 ...`); the foil defaults to the
+CIFAR-100 class names other than the query, as in the official COCOA code.
+
+Writes to --out (default runs/localize; existing outputs are refused unless --overwrite):
+  figure.png        images (query tile boxed), then one row per (target, method); colour legend
+  attributions.npz  raw attributions per method (N, K, H, W[, C]), images, queries, target scores,
+                    and for grids the tile labels and pointing-game hits (N, K, 2) [max, mass]
+  settings.json     every setting, captions, pointing-game scores, timings and versions
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+COMMAND = "localize"
+MODELS = ("digits_clip", "clip_vit_b32")
+METHOD_NAMES = ("integrated_gradients", "gradient_shap", "rise")
+METHOD_TITLES = {"integrated_gradients": "IG", "gradient_shap": "GradientSHAP", "rise": "RISE"}
+DEFAULT_OUT = os.path.join("runs", "localize")
+OUTPUTS = ("figure.png", "attributions.npz", "settings.json")
+DIGITS_GRID_RISE = 8   # 8x8 cells of 8 px on 64 px grids: the paper's cell size at 32 px (4x4)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="digits_clip", help=f"one of {', '.join(MODELS)} (default digits_clip, shipped)")
+    parser.add_argument("--weights", default=None,
+                        help="checkpoint dir: the converted CLIP out_dir (required for clip_vit_b32), or a "
+                             "digits dual-encoder checkpoint (default: the shipped one)")
+    parser.add_argument("--image", default=None, help="image file to explain (clip_vit_b32 only)")
+    parser.add_argument("--query", default=None,
+                        help="the queried name: a CLIP caption word such as 'dog', or for digits a digit "
+                             "(7 or seven; default: a random digit of each grid)")
+    parser.add_argument("--foil", nargs="+", default=None,
+                        help="foil names (default: CIFAR-100 classes other than the query for CLIP, the "
+                             "other nine digits for digits)")
+    parser.add_argument("--images", type=int, default=4, help="digit grids to explain (default 4)")
+    parser.add_argument("--methods", default=",".join(METHOD_NAMES),
+                        help=f"comma-separated, from {', '.join(METHOD_NAMES)} (default: all)")
+    parser.add_argument("--n-steps", type=int, default=32, help="IG steps (default 32)")
+    parser.add_argument("--n-samples", type=int, default=32, help="GradientSHAP samples (default 32)")
+    parser.add_argument("--stdev", type=float, default=0.2, help="GradientSHAP noise std (default 0.2)")
+    parser.add_argument("--n-masks", type=int, default=2000, help="RISE masks (default 2000; the paper used 20000 for CLIP)")
+    parser.add_argument("--grid-size", type=int, default=None,
+                        help=f"RISE grid cells per side (default {DIGITS_GRID_RISE} for 64 px digit grids, 7 for CLIP)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="perturbed inputs per encoder call (default: all at once; set for CLIP on small memory)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of grids, queries and random methods (default 0)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument("--overwrite", action="store_true", help="replace earlier outputs in --out")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks (all before any heavy work)
+
+def _positive(option: str, value) -> int:
+    if value is None or int(value) <= 0:
+        raise ValueError(f"{option} must be a positive integer, got {value}")
+    return int(value)
+
+
+def digit_index(option: str, name: str) -> int:
+    """'7' or 'seven' (any case) -> 7."""
+    from cocoa_jax.models.digits_clip import DIGIT_WORDS
+
+    text = str(name).strip().lower()
+    if text.isdigit() and len(text) == 1:
+        return int(text)
+    if text in DIGIT_WORDS:
+        return DIGIT_WORDS.index(text)
+    raise ValueError(f"{option}: {name!r} is not a digit; use 0-9 or zero..nine")
+
+
+def parse_methods(value: str) -> tuple[str, ...]:
+    names = [v.strip() for v in str(value).split(",") if v.strip()]
+    aliases = {"ig": "integrated_gradients", "gradientshap": "gradient_shap"}
+    names = [aliases.get(n.lower(), n.lower()) for n in names]
+    unknown = [n for n in names if n not in METHOD_NAMES]
+    if not names or unknown:
+        raise ValueError(f"--methods: {'empty' if not names else 'unknown ' + ', '.join(map(repr, unknown))}; "
+                         f"choose from {', '.join(METHOD_NAMES)}")
+    return tuple(dict.fromkeys(names))
+
+
+def check_args(args) -> dict:
+    """Validate every argument; returns the resolved settings. Raises ValueError (one line)."""
+    if args.model not in MODELS:
+        raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {args.model!r}")
+    s = {"model": args.model, "methods": parse_methods(args.methods),
+         "n_steps": _positive("--n-steps", args.n_steps), "n_samples": _positive("--n-samples", args.n_samples),
+         "n_masks": _positive("--n-masks", args.n_masks),
+         "batch_size": None if args.batch_size is None else _positive("--batch-size", args.batch_size)}
+    if not (np.isfinite(args.stdev) and args.stdev >= 0):
+        raise ValueError(f"--stdev must be a finite number >= 0, got {args.stdev}")
+    if int(args.seed) < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if args.weights is not None and not os.path.isdir(args.weights):
+        raise ValueError(f"--weights {args.weights!r} is not a directory")
+    if args.model == "clip_vit_b32":
+        if args.weights is None:
+            raise ValueError("--weights DIR is required with --model clip_vit_b32 (the out_dir of "
+                             "`cocoa-jax convert clip_vit_b32 CHECKPOINT DIR`)")
+        if args.image is None or not os.path.isfile(args.image):
+            raise ValueError(f"--image must name an image file with --model clip_vit_b32, got {args.image!r}")
+        if args.query is None or not str(args.query).strip():
+            raise ValueError("--query NAME is required with --model clip_vit_b32 (e.g. --query dog)")
+        s["query"] = str(args.query).strip()
+        foil = [f.strip() for f in args.foil] if args.foil else None
+        if foil is not None and (not all(foil) or s["query"] in foil):
+            raise ValueError("--foil names must be non-empty and must not include the query")
+        s["foil"] = foil
+        s["grid_size"] = _positive("--grid-size", args.grid_size) if args.grid_size is not None else 7
+        s["image"] = os.path.abspath(args.image)
+    else:
+        if args.image is not None:
+            raise ValueError("--image is only for --model clip_vit_b32 (digits grids are generated)")
+        s["images"] = _positive("--images", args.images)
+        s["query"] = None if args.query is None else digit_index("--query", args.query)
+        if args.foil is not None:
+            if s["query"] is None:
+                raise ValueError("--foil with digits needs a fixed --query digit")
+            foil = sorted({digit_index("--foil", f) for f in args.foil})
+            if s["query"] in foil:
+                raise ValueError(f"--foil must not include the query digit {s['query']}")
+            s["foil"] = foil
+        else:
+            s["foil"] = None
+        s["grid_size"] = _positive("--grid-size", args.grid_size) if args.grid_size is not None else DIGITS_GRID_RISE
+    out = os.path.abspath(args.out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} exists and is not a directory")
+    existing = [name for name in OUTPUTS if os.path.exists(os.path.join(out, name))]
+    if existing and not args.overwrite:
+        raise ValueError(f"--out {out} already holds {', '.join(existing)}; pass --overwrite to replace them")
+    s["out"] = out
+    return s
+
+
+def method_options(s: dict) -> dict:
+    return {"integrated_gradients": {"n_steps": s["n_steps"]},
+            "gradient_shap": {"n_samples": s["n_samples"], "stdev": float(s["stdev"])},
+            "rise": {"n_masks": s["n_masks"], "grid_size": (s["grid_size"], s["grid_size"])}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure
+
+def plot(path: str, images: np.ndarray, rows, *, column_titles, boxes=None, title: str, dpi: int = 100) -> str:
+    """Images, then one row per (label, maps (N, H, W[, C]), centre); a box on each queried tile.
+
+    boxes: per image (row0, col0, height, width) in pixels, or None. A colour bar explains the
+    overlay: every panel is scaled to its own largest |value| (red raises the target score,
+    blue lowers it).
+    """
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    from cocoa_jax.viz import overlay, to_heatmap
+
+    n = images.shape[0]
+    n_rows = 1 + len(rows)
+    fig = Figure(figsize=(1.9 * n + 2.6, 1.7 * n_rows + 0.9))
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(n_rows, n + 1, width_ratios=[1] * n + [0.12])
+    axes = np.array([[fig.add_subplot(grid[i, j]) for j in range(n)] for i in range(n_rows)])
+
+    def box(ax, j):
+        if boxes is not None and boxes[j] is not None:
+            r, c, h, w = boxes[j]
+            ax.add_patch(Rectangle((c - 0.5, r - 0.5), w, h, fill=False, edgecolor="lime", linewidth=1.5))
+
+    for j in range(n):
+        img = images[j]
+        axes[0, j].imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1,
+                          interpolation="nearest")
+        axes[0, j].set_xticks([])
+        axes[0, j].set_yticks([])
+        axes[0, j].set_title(column_titles[j], fontsize=8)
+        box(axes[0, j], j)
+    axes[0, 0].set_ylabel("image", fontsize=8)
+    for i, (label, maps, centre) in enumerate(rows, start=1):
+        for j in range(n):
+            overlay(axes[i, j], images[j], to_heatmap(maps[j]), centre=centre)
+            box(axes[i, j], j)
+        axes[i, 0].set_ylabel(label, fontsize=8)
+    legend_ax = fig.add_subplot(grid[1:, n])
+    mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(-1, 1), cmap="bwr")
+    bar = fig.colorbar(mappable, cax=legend_ax)
+    bar.set_label("attribution / max |attribution| of the panel\nred: raises the target score, "
+                  "blue: lowers it (RISE: minus its mean)", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=dpi)
+    os.replace(tmp, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+
+def _digits(s: dict, args, log):
+    import jax
+    import jax.numpy as jnp
+
+    from cocoa_jax.data.digits import load_digits_split
+    from cocoa_jax.models import digits_clip
+    from cocoa_jax.training.clip_digits import class_text_embeddings
+    from cocoa_jax.usecases import localize as L
+
+    model = digits_clip.load_digits_clip(args.weights)
+    data = load_digits_split(seed=0)  # held-out digits: the split the encoder never trained on
+    key = jax.random.key(int(args.seed))
+    grid_key, method_key = jax.random.split(key)
+    grids = L.sample_grids(grid_key, data.x_test, data.y_test, s["images"], query_class=s["query"])
+    class_reps = class_text_embeddings(model)  # (10, D) "This is a photo of a {digit}"
+    options = {m: method_options(s)[m] for m in s["methods"]}
+    t0 = time.perf_counter()
+    if s["foil"] is None:
+        attributions, hits, target = L.localize_grids(model.encode_fn, model.params, class_reps, grids, method_key,
+                                                      options, batch_size=s["batch_size"])
+        foil_captions = "the other nine digits"
+    else:
+        image_reps = model.encode(grids.images)
+        corpus = class_reps[s["query"]][None]
+        foil = class_reps[np.asarray(s["foil"])]
+        target = jax.vmap(lambda r: L.localization_target(r, corpus, foil))(image_reps)
+        attributions, hits = {}, {}
+        for m in s["methods"]:
+            explain = L.make_explainer(model.encode_fn, m, options[m], batch_size=s["batch_size"])
+            attributions[m] = explain(model.params, grids.images, target, L.method_keys(method_key, m, s["images"]))
+            hits[m] = L.batch_pointing_hits(attributions[m], grids.query_tiles, centre=L.centred(m))
+        foil_captions = ", ".join(digits_clip.DIGIT_WORDS[d] for d in s["foil"])
+    jax.block_until_ready(attributions)
+    seconds = time.perf_counter() - t0
+    images = np.asarray(grids.images)
+    scores = np.asarray(jax.vmap(lambda r, t: t(r))(model.encode(jnp.asarray(images)), target))
+    tile = images.shape[1] // L.GRID[0]
+    q = np.asarray(grids.query_tiles)
+    boxes = [((t // L.GRID[1]) * tile, (t % L.GRID[1]) * tile, tile, tile) for t in q]
+    words = [digits_clip.DIGIT_WORDS[int(d)] for d in np.asarray(grids.query_labels)]
+    titles = [f"'{L.query_caption(w)}'" .replace("This is a photo of a ", "query: ") for w in words]
+    info = {"captions": [L.query_caption(w) for w in words], "foil": foil_captions,
+            "tile_labels": np.asarray(grids.tile_labels).tolist(), "query_tiles": q.tolist(),
+            "query_labels": np.asarray(grids.query_labels).tolist(),
+            "test_indices": np.asarray(grids.tile_indices).tolist()}
+    extra = {"tile_labels": np.asarray(grids.tile_labels), "query_tiles": q,
+             "query_labels": np.asarray(grids.query_labels), "test_indices": np.asarray(grids.tile_indices)}
+    hits = {m: np.asarray(h) for m, h in hits.items()}
+    title = (f"Where is the query? {len(images)} grids of held-out digits; COCOA: query caption vs "
+             f"captions of {foil_captions} (foil); corpus only: query caption; label-free: the image's "
+             f"own embedding. Box: the queried tile")
+    return model, images, attributions, scores, hits, boxes, titles, title, info, extra, seconds
+
+
+def _clip(s: dict, args, log):
+    import jax
+    import jax.numpy as jnp
+    from PIL import Image
+
+    from cocoa_jax import models
+    from cocoa_jax.data.class_names import CIFAR100, caption_name
+    from cocoa_jax.usecases import localize as L
+
+    model = models.load("clip_vit_b32", args.weights)
+    with Image.open(s["image"]) as im:
+        pixels = model.preprocess.resize_crop(im.convert("RGB"))          # (224, 224, 3) in [0, 1]
+    x = jnp.asarray(model.preprocess.normalize(pixels))[None]
+    foil_names = s["foil"] or [caption_name(c) for c in CIFAR100 if caption_name(c) != s["query"]]
+    corpus = model.encode_text([L.query_caption(s["query"])])
+    foil = model.encode_text([L.query_caption(f) for f in foil_names])
+    image_rep = model.encode(x)
+    target = jax.vmap(lambda r: L.localization_target(r, corpus, foil))(image_rep)
+    options = {m: method_options(s)[m] for m in s["methods"]}
+    key = jax.random.key(int(args.seed))
+    t0 = time.perf_counter()
+    attributions = {}
+    for m in s["methods"]:
+        explain = L.make_explainer(model.encode_fn, m, options[m], batch_size=s["batch_size"])
+        attributions[m] = explain(model.params, x, target, L.method_keys(key, m, 1))
+    jax.block_until_ready(attributions)
+    seconds = time.perf_counter() - t0
+    scores = np.asarray(jax.vmap(lambda r, t: t(r))(image_rep, target))
+    foil_text = (f"{len(foil_names)} CIFAR-100 class captions" if s["foil"] is None
+                 else ", ".join(foil_names))
+    title = (f"'{L.query_caption(s['query'])}' in {os.path.basename(s['image'])}: COCOA (foil: {foil_text}), "
+             f"corpus only, label-free (CLIP ViT-B/32 image encoder)")
+    info = {"captions": [L.query_caption(s["query"])], "foil": foil_names}
+    return (model, pixels[None], attributions, scores, {}, None, [f"query: {s['query']}"], title, info, {}, seconds)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        s = check_args(args)
+        s["stdev"] = float(args.stdev)
+    except ValueError as error:
+        print(f"cocoa-jax {COMMAND}: error: {error}", file=sys.stderr)
+        return 2
+    log = (lambda *a: None) if args.quiet else print
+    t_start = time.perf_counter()
+
+    import jax
+
+    import cocoa_jax
+    from cocoa_jax.usecases import localize as L
+
+    run_fn = _clip if s["model"] == "clip_vit_b32" else _digits
+    (model, images, attributions, scores, hits, boxes, titles, title, info, extra,
+     attribution_seconds) = run_fn(s, args, log)
+    attributions = {m: np.asarray(a) for m, a in attributions.items()}
+
+    out = s["out"]
+    os.makedirs(out, exist_ok=True)
+    rows = [(f"{L.TARGET_TITLES[t]}\n{METHOD_TITLES[m]}", attributions[m][:, k], L.centred(m))
+            for k, t in enumerate(L.TARGET_NAMES) for m in s["methods"]]
+    plot(os.path.join(out, "figure.png"), images, rows, column_titles=titles, boxes=boxes, title=title)
+    tmp = os.path.join(out, f"attributions.tmp-{os.getpid()}.npz")
+    np.savez(tmp, **attributions, images=images, scores=scores, target_names=np.array(L.TARGET_NAMES),
+             method_names=np.array(s["methods"]), **{f"hits_{m}": h for m, h in hits.items()}, **extra)
+    os.replace(tmp, os.path.join(out, "attributions.npz"))
+
+    pointing = {m: {t: {"max": float(h[:, k, 0].mean()), "mass": float(h[:, k, 1].mean())}
+                    for k, t in enumerate(L.TARGET_NAMES)} for m, h in hits.items()}
+    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()}
+    settings.update({
+        "targets": list(L.TARGET_NAMES), "similarity": "cosine", "keep_prob": 0.5, "ig_method": "gausslegendre",
+        "baseline": "gaussian_blur(kernel_size=21, sigma=5.0)", "weights": args.weights or "shipped",
+        "seed": int(args.seed), **info,
+        "scores": {t: scores[:, k].tolist() for k, t in enumerate(L.TARGET_NAMES)},
+        "pointing_game": pointing or None,
+        "pointing_game_chance": 1.0 / (L.GRID[0] * L.GRID[1]) if hits else None,
+        "timings_s": {"attributions": round(attribution_seconds, 3), "total": round(time.perf_counter() - t_start, 3)},
+        "versions": {"cocoa_jax": getattr(cocoa_jax, "__version__", "?"), "jax": jax.__version__,
+                     "numpy": np.__version__, "python": platform.python_version(), "backend": jax.default_backend()},
+    })
+    tmp = os.path.join(out, f"settings.tmp-{os.getpid()}.json")
+    with open(tmp, "w") as f:
+        json.dump(settings, f, indent=2)
+    os.replace(tmp, os.path.join(out, "settings.json"))
+    log(f"wrote {os.path.join(out, 'figure.png')}, attributions.npz and settings.json in "
+        f"{settings['timings_s']['total']:.1f} s")
+    for m, per_target in pointing.items():
+        log(f"  pointing game ({METHOD_TITLES[m]}, {len(images)} grids, chance 0.25): " +
+            ", ".join(f"{L.TARGET_TITLES[t]} max {v['max']:.2f} mass {v['mass']:.2f}" for t, v in per_target.items()))
+    return 0

@@ -55,6 +55,24 @@ def fail(command: str | None, message: str) -> int:
     return USAGE_ERROR_STATUS
 
 
+def _quiet_aborted_io() -> None:
+    """After an error, drop the late "Event loop is closed" reports of aborted background reads.
+
+    When orbax fails to restore a damaged checkpoint, tensorstore callbacks still in flight hit
+    the closed asyncio loop and print tracebacks at exit through `sys.unraisablehook`. The
+    error has already been reported in one line; everything else still reaches the old hook.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        value = unraisable.exc_value
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def _version() -> str:
     from cocoa_jax import __version__
 
@@ -82,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(COMMANDS[args.command][0])
         return int(module.run(args) or 0)
     except UsageError as err:
+        _quiet_aborted_io()
         return fail(command, str(err))
     except KeyboardInterrupt:
         prog = f"cocoa-jax {command}" if command else "cocoa-jax"

@@ -275,8 +275,10 @@ def run(args: argparse.Namespace) -> int:
     n_explicands = _positive("--explicands", args.explicands)
     target_names = parse_names("--targets", args.targets, _target_names())
     method_names = parse_names("--methods", args.methods, _method_names())
-    if args.similarity not in ("cosine", "dot"):
-        raise UsageError(f"--similarity must be 'cosine' or 'dot', got {args.similarity!r}")
+    from cocoa_jax.targets import SIMILARITIES
+
+    if args.similarity not in SIMILARITIES:
+        raise UsageError(f"--similarity must be one of {', '.join(SIMILARITIES)}, got {args.similarity!r}")
     corpus_size = _positive("--corpus-size", args.corpus_size)
     foil_arg = None if args.foil_size is None else _positive("--foil-size", args.foil_size)
     if int(args.seed) < 0:

@@ -1,0 +1,426 @@
+"""Every mistake a user can make: one clear error naming what to fix, and nothing written.
+
+Table-driven: each case states the exact exception type (API) or exit status (command line),
+a fragment the message must contain (the argument's name), and, for commands, that stderr is
+one `cocoa-jax CMD: error: ...` line without a traceback and that no output appeared.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cocoa_jax import models
+from cocoa_jax.cli import main
+from cocoa_jax.models import registry
+from cocoa_jax.models.clip import ClipConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# orbax's aborted background reads of a damaged checkpoint report "Event loop is closed" late.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+# ----------------------------------------------------------------------------- models: inputs
+
+def _zeros_model(arch, config):
+    """A LoadedModel with all-zero variables of the right shapes (no torch, nothing trained)."""
+    _, abstract = registry.init_abstract(arch, config)
+    return registry.make_loaded(arch, config, jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), abstract))
+
+
+TINY_CLIP = dataclasses.asdict(ClipConfig(embed_dim=8, image_resolution=32, vision_layers=1, vision_width=64,
+                                          vision_patch_size=16, context_length=8, vocab_size=50,
+                                          transformer_width=64, transformer_layers=1))
+TINY_RESNET = {"block": "basic", "stage_sizes": [1, 1, 1, 1], "stem": "cifar", "num_classes": 10}
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    return {"digits": models.load("digits"),
+            "resnet": _zeros_model("simsiam_cifar_resnet18", TINY_RESNET),
+            "clip": _zeros_model("clip_vit_b32", TINY_CLIP)}
+
+
+# (model, function, bad input, exception, fragments of the message)
+INPUT_CASES = [
+    ("digits", "encode_fn", np.zeros((32, 32, 1), np.float32), ValueError, ["`x`", "ONE image", "x[None]"]),
+    ("digits", "encode_fn", np.zeros((2, 32, 32, 3), np.float32), ValueError, ["`x`", "3 channel", "expects 1"]),
+    ("digits", "encode_fn", np.zeros((2, 28, 28, 1), np.float32), ValueError, ["`x`", "28x28", "32x32"]),
+    ("digits", "encode_fn", np.zeros((32, 32), np.float32), ValueError, ["`x`", "rank 4"]),
+    ("digits", "encode_fn", np.zeros((2, 32, 32, 1), np.complex64), TypeError, ["`x`", "dtype"]),
+    ("resnet", "encode_fn", np.zeros((32, 32, 3), np.float32), ValueError, ["`x`", "ONE image"]),
+    ("resnet", "encode_fn", np.zeros((2, 32, 32, 1), np.float32), ValueError, ["`x`", "1 channel", "expects 3"]),
+    ("resnet", "head_fn", np.zeros((2, 64), np.float32), ValueError, ["`reps`", "(N, 512)"]),
+    ("resnet", "head_fn", np.zeros((512,), np.float32), ValueError, ["`reps`", "(N, 512)"]),
+    ("clip", "encode_fn", np.zeros((2, 32, 32, 1), np.float32), ValueError, ["`x`", "1 channel", "expects 3"]),
+    ("clip", "encode_fn", np.zeros((32, 32, 3), np.float32), ValueError, ["`x`", "ONE image"]),
+    ("clip", "encode_fn", np.zeros((2, 64, 64, 3), np.float32), ValueError, ["`x`", "64x64", "32x32"]),
+    ("clip", "encode_text_fn", np.zeros((2, 8), np.float32), TypeError, ["`tokens`", "integer"]),
+    ("clip", "encode_text_fn", np.zeros((2, 9), np.int32), ValueError, ["`tokens`", "L <= 8"]),
+    ("clip", "encode_text_fn", np.zeros((8,), np.int32), ValueError, ["`tokens`", "(N, L)"]),
+]
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("model_name, fn_name, bad, exc, fragments", INPUT_CASES,
+                         ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(INPUT_CASES)])
+def test_model_functions_refuse_bad_shapes(zoo, jit, model_name, fn_name, bad, exc, fragments):
+    model = zoo[model_name]
+    fn = getattr(model, fn_name)
+    fn = jax.jit(fn) if jit else fn  # shape checks are static: the same error while tracing
+    with pytest.raises(exc) as info:
+        fn(model.params, bad)
+    for fragment in fragments:
+        assert fragment in str(info.value), (fragment, str(info.value))
+
+
+def test_good_inputs_still_work_under_jit_and_vmap(zoo):
+    digits = zoo["digits"]
+    x = np.random.default_rng(0).random((2, 32, 32, 1), dtype=np.float32)
+    eager = np.asarray(digits.encode_fn(digits.params, x))
+    assert eager.shape == (2, 128)
+    np.testing.assert_allclose(np.asarray(jax.jit(digits.encode_fn)(digits.params, x)), eager, rtol=1e-5, atol=1e-6)
+    stacked = jax.vmap(lambda xb: digits.encode_fn(digits.params, xb))(np.stack([x, x]))
+    np.testing.assert_allclose(np.asarray(stacked[1]), eager, rtol=1e-5, atol=1e-6)
+    clip = zoo["clip"]
+    assert clip.encode_text_fn(clip.params, np.zeros((3, 5), np.int32)).shape == (3, 8)
+    resnet = zoo["resnet"]
+    assert resnet.head_fn(resnet.params, np.zeros((2, 512), np.float32)).shape == (2, 10)
+
+
+def test_other_sizes_only_by_explicit_request(zoo):
+    resnet = zoo["resnet"].with_input_shape((16, 16, 3))  # a convnet pools any size
+    assert resnet.encode_fn(resnet.params, np.zeros((1, 16, 16, 3), np.float32)).shape == (1, 512)
+    with pytest.raises(ValueError, match="native input shape"):
+        zoo["clip"].with_input_shape((64, 64, 3))  # a ViT's positional embedding fixes the size
+    with pytest.raises(ValueError, match="channel"):
+        zoo["digits"].with_input_shape((32, 32, 3))
+
+
+# ----------------------------------------------------------------------------- models: loading
+
+def _damage_truncate_json(d):
+    with open(os.path.join(d, "model.json"), "r+") as f:
+        f.truncate(20)
+
+
+def _damage_remove(*parts):
+    def damage(d):
+        path = os.path.join(d, *parts)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    return damage
+
+
+def _damage_data_files(d):
+    files = glob.glob(os.path.join(d, "variables", "ocdbt.process_0", "d", "*"))
+    assert files
+    for path in files:
+        with open(path, "r+b") as f:
+            f.truncate(10)
+
+
+def _damage_config(d):
+    with open(os.path.join(d, "model.json"), "w") as f:
+        f.write('{"format": 1, "arch": "digits", "config": {"widths": 3}}')
+
+
+# (damage, exception, fragments)
+DAMAGE_CASES = {
+    "truncated model.json": (_damage_truncate_json, registry.ModelDirError, ["model.json", "not valid JSON"]),
+    "missing model.json": (_damage_remove("model.json"), FileNotFoundError, ["model.json"]),
+    "missing variables/": (_damage_remove("variables"), FileNotFoundError, ["'variables'"]),
+    "missing _METADATA": (_damage_remove("variables", "_METADATA"), registry.ModelDirError,
+                          ["variables/_METADATA", "missing"]),
+    "missing manifest": (_damage_remove("variables", "manifest.ocdbt"), registry.ModelDirError,
+                         ["variables/manifest.ocdbt", "missing"]),
+    "truncated data files": (_damage_data_files, registry.ModelDirError, ["could not be restored"]),
+    "invalid config": (_damage_config, registry.ModelDirError, ["invalid config"]),
+}
+
+
+@pytest.fixture(scope="module")
+def saved_digits(tmp_path_factory, zoo):
+    out = str(tmp_path_factory.mktemp("digits_model") / "model")
+    registry.save("digits", registry.DIGITS_CONFIG, zoo["digits"].params, out)
+    return out
+
+
+def test_saved_digits_dir_loads_like_any_arch(saved_digits, zoo):
+    model = models.load("digits", saved_digits)
+    x = np.random.default_rng(1).random((2, 32, 32, 1), dtype=np.float32)
+    np.testing.assert_array_equal(np.asarray(model.encode(x)), np.asarray(zoo["digits"].encode(x)))
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGE_CASES))
+def test_damaged_model_dir_names_the_file(saved_digits, tmp_path, case):
+    damage, exc, fragments = DAMAGE_CASES[case]
+    broken = str(tmp_path / "broken")
+    shutil.copytree(saved_digits, broken)
+    damage(broken)
+    with pytest.raises(exc) as info:
+        models.load("digits", broken)
+    message = str(info.value)
+    assert broken in message and "\n" not in message and len(message) < 600, message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+@pytest.mark.parametrize("arch, directory, exc, fragment", [
+    ("resnet99", None, ValueError, "arch must be one of"),
+    ("simclr_resnet50", None, ValueError, "directory is required"),
+    ("digits", "/nonexistent/model", FileNotFoundError, "does not exist"),
+    ("digits", 3, TypeError, "directory must be a path"),
+])
+def test_load_argument_errors(arch, directory, exc, fragment):
+    with pytest.raises(exc, match=fragment):
+        models.load(arch, directory)
+
+
+def test_save_refuses_non_empty_dir_naming_the_flag(saved_digits, zoo):
+    before = sorted(os.listdir(saved_digits))
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        registry.save("digits", registry.DIGITS_CONFIG, zoo["digits"].params, saved_digits)
+    assert sorted(os.listdir(saved_digits)) == before
+
+
+def test_digits_is_an_ordinary_architecture():
+    assert "digits" in models.list_architectures() and "digits" in models.ARCHITECTURES
+    assert "digits" not in registry.CONVERTIBLE
+    # No import cycle: the network module does not import the registry.
+    source = open(os.path.join(REPO, "cocoa_jax", "models", "small_resnet.py")).read()
+    assert "registry" not in source.replace("does not import the registry", "")
+
+
+# ----------------------------------------------------------------------------- command line
+
+def _run_cli(capsys, argv):
+    status = main(argv)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def _assert_one_line_error(err, command, fragments):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"cocoa-jax {command}: error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+
+
+def test_version_and_python_m(capsys):
+    from cocoa_jax import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"cocoa-jax {__version__}"
+    result = subprocess.run([sys.executable, "-m", "cocoa_jax", "--version"], capture_output=True, text=True,
+                            cwd=REPO)
+    assert result.returncode == 0 and result.stdout.strip() == f"cocoa-jax {__version__}", result.stderr
+
+
+def test_unknown_command_is_argparse_status_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["explian"])
+    assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_ctrl_c_is_one_line_and_status_130(capsys, monkeypatch):
+    from cocoa_jax.commands import explain
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(explain, "run", interrupted)
+    status, out, err = _run_cli(capsys, ["explain"])
+    assert status == 130 and err.strip() == "cocoa-jax explain: interrupted (Ctrl-C)" and "Traceback" not in err
+
+
+def test_usage_error_helper_format(capsys):
+    from cocoa_jax.cli import UsageError, error_line, fail
+
+    assert error_line("sweep", "bad") == "cocoa-jax sweep: error: bad"
+    assert fail("report", "no such run") == 2
+    assert capsys.readouterr().err == "cocoa-jax report: error: no such run\n"
+    assert issubclass(UsageError, Exception) and not issubclass(UsageError, ValueError)
+
+
+EXPLAIN_TINY = ["--explicands", "1", "--n-masks", "8", "--n-steps", "2", "--n-samples", "2",
+                "--corpus-size", "5", "--foil-size", "5", "--quiet"]
+
+
+def test_explain_refuses_to_overwrite_an_earlier_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "settings.json").write_text("earlier run")
+    status, _, err = _run_cli(capsys, ["explain", *EXPLAIN_TINY, "--out", str(out)])
+    assert status == 2
+    _assert_one_line_error(err, "explain", ["settings.json", "--overwrite"])
+    assert sorted(os.listdir(out)) == ["settings.json"] and (out / "settings.json").read_text() == "earlier run"
+
+
+def test_explain_out_is_a_file(tmp_path, capsys):
+    out = tmp_path / "file.txt"
+    out.write_text("x")
+    status, _, err = _run_cli(capsys, ["explain", *EXPLAIN_TINY, "--out", str(out)])
+    assert status == 2
+    _assert_one_line_error(err, "explain", ["--out", "not a directory"])
+    assert out.read_text() == "x"
+
+
+def test_train_digits_never_replaces_shipped_weights_unasked(tmp_path, capsys):
+    from cocoa_jax.models.small_resnet import WEIGHTS_DIR
+
+    existing = tmp_path / "ckpt"
+    existing.mkdir()
+    cases = [
+        ([], ["--out DIR is required", "--replace-shipped"]),
+        (["--out", WEIGHTS_DIR], ["shipped", "--replace-shipped"]),
+        (["--out", str(existing)], ["already exists", "--overwrite"]),
+        (["--out", str(tmp_path / "new"), "--steps", "0"], ["--steps"]),
+        (["--out", str(tmp_path / "new"), "--lr", "nan"], ["--lr"]),
+    ]
+    before = os.path.getmtime(os.path.join(WEIGHTS_DIR, "_CHECKPOINT_METADATA"))
+    for argv, fragments in cases:
+        status, _, err = _run_cli(capsys, ["train-digits", "--quiet", *argv])
+        assert status == 2, argv
+        _assert_one_line_error(err, "train-digits", fragments)
+    assert not (tmp_path / "new").exists() and os.listdir(existing) == []
+    assert os.path.getmtime(os.path.join(WEIGHTS_DIR, "_CHECKPOINT_METADATA")) == before
+
+
+# ----------------------------------------------------------------------------- convert
+
+def _text_file(d):
+    path = d / "notes.txt"
+    path.write_text("hello, this is not a checkpoint\n")
+    return path
+
+
+def _random_bytes(d):
+    path = d / "random.pth"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    return path
+
+
+def _truncated_zip(d):
+    torch = pytest.importorskip("torch")
+    path = d / "truncated.pth"
+    torch.save({"w": torch.zeros(100)}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _empty_file(d):
+    path = d / "empty.pth"
+    path.write_bytes(b"")
+    return path
+
+
+def _pickled_object(d):
+    torch = pytest.importorskip("torch")
+    path = d / "objects.ckpt"
+    # As older Lightning files do: hyper-parameters pickled as an object (a non-allowlisted global).
+    import argparse
+
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "hparams": argparse.Namespace(lr=0.1)}, path)
+    return path
+
+
+# (make checkpoint, fragments that must appear, fragments that must NOT appear)
+CONVERT_CASES = {
+    "missing file": (lambda d: d / "nope.pth", ["does not exist"], ["unsafe"]),
+    "a directory": (lambda d: d, ["is not a file"], ["unsafe"]),
+    "text file": (_text_file, ["not a PyTorch checkpoint"], ["unsafe-unpickle", "KeyError"]),
+    "random bytes": (_random_bytes, ["not a PyTorch checkpoint"], ["unsafe-unpickle"]),
+    "empty file": (_empty_file, ["is empty"], ["unsafe-unpickle"]),
+    "truncated zip": (_truncated_zip, ["truncated or damaged zip"], ["unsafe-unpickle"]),
+    "pickled objects": (_pickled_object, ["argparse.Namespace", "--unsafe-unpickle"], ["overwrite=True"]),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("case", sorted(CONVERT_CASES))
+def test_convert_tells_checkpoint_problems_apart(tmp_path, capsys, case):
+    pytest.importorskip("torch")
+    make, wanted, unwanted = CONVERT_CASES[case]
+    src = tmp_path / "src"
+    src.mkdir()
+    checkpoint = make(src)
+    out = tmp_path / "out"
+    status, stdout, err = _run_cli(capsys, ["convert", "resnet18_classifier", str(checkpoint), str(out)])
+    assert status == 2 and stdout == ""
+    _assert_one_line_error(err, "convert", wanted)
+    for fragment in unwanted:
+        assert fragment not in err, (fragment, err)
+    assert not out.exists()
+
+
+@pytest.mark.torch
+def test_convert_checks_out_dir_before_reading_the_checkpoint(tmp_path, capsys):
+    pytest.importorskip("torch")
+    checkpoint = _pickled_object(tmp_path)  # would be refused if it were read
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    status, _, err = _run_cli(capsys, ["convert", "resnet18_classifier", str(checkpoint), str(out)])
+    assert status == 2
+    _assert_one_line_error(err, "convert", ["not empty", "--overwrite"])
+    assert "Namespace" not in err and "overwrite=True" not in err
+    assert os.listdir(out) == ["keep.txt"]
+
+
+@pytest.mark.torch
+def test_convert_reports_keys_as_stored_in_the_file(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    from torch_reference import resnet as ref
+
+    state_dict = ref.CifarResNet18(num_classes=10).state_dict()
+    key = "layer2.0.shortcut.0.weight"  # torchvision would call it layer2.0.downsample.0.weight
+    assert key in state_dict
+    state_dict[key] = torch.zeros(3, 3, 1, 1)
+    torch.save({"epoch": 1, "arch": "resnet18", "state_dict": {"module." + k: v for k, v in state_dict.items()}},
+               tmp_path / "simsiam.pth")
+    status, _, err = _run_cli(capsys, ["convert", "simsiam_cifar_resnet18", str(tmp_path / "simsiam.pth"),
+                                       str(tmp_path / "out")])
+    assert status == 2
+    _assert_one_line_error(err, "convert", [f"'module.{key}'", "has shape"])
+    assert "layer2.0.downsample" not in err and not (tmp_path / "out").exists()
+    # A missing key is named as the file's format would store it.
+    del state_dict[key]
+    torch.save({"state_dict": {"backbone." + k: v for k, v in state_dict.items() if not k.startswith("fc.")}},
+               tmp_path / "pretrain.pth")
+    status, _, err = _run_cli(capsys, ["convert", "simsiam_cifar_resnet18", str(tmp_path / "pretrain.pth"),
+                                       str(tmp_path / "out")])
+    assert status == 2
+    _assert_one_line_error(err, "convert", [f"'backbone.{key}'", "missing"])
+
+
+# ----------------------------------------------------------------------------- packaging
+
+@pytest.mark.slow
+def test_install_adds_no_top_level_ports_module(tmp_path):
+    """A real (non-editable) install of a copy of the project: `cocoa_jax_ports`, never `ports`."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(os.path.join(REPO, name), src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(os.path.join(REPO, "cocoa_jax"), src / "cocoa_jax", ignore=ignore)
+    shutil.copytree(os.path.join(REPO, "ports"), src / "ports", ignore=ignore)
+    target = tmp_path / "site"
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                             "--no-index", "--target", str(target), str(src)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    installed = set(os.listdir(target))
+    assert {"cocoa_jax", "cocoa_jax_ports"} <= installed and "ports" not in installed, installed
+    assert os.path.isfile(target / "cocoa_jax_ports" / "common.py")
+    assert os.path.isdir(target / "cocoa_jax" / "weights" / "digits_simclr")

@@ -80,6 +80,7 @@ def tiny_encoder() -> TinyEncoder:
 
 
 def run_tiny(run_dir, **kwargs):
+    kwargs.setdefault("compile_cache", None)  # the cache is process-global: tests leave it off
     return run_sweep(tiny_config(), str(run_dir), encoder=tiny_encoder(), datasets=tiny_datasets(),
                      progress=False, **kwargs)
 
@@ -194,3 +195,110 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     for uid in reference.computed:
         for name in ("attributions", "curves", "aucs"):
             np.testing.assert_allclose(got[uid][name], expected[uid][name], rtol=1e-6, atol=1e-7, err_msg=uid)
+
+
+# ----------------------------------------------------------------------------- config and CLI errors
+
+BAD_CONFIGS = [
+    ({"methods": {"integrated_gradients": {"n_stepz": 5}}}, ValueError, "n_stepz.*valid options.*n_steps"),
+    ({"methods": {"rise": {"n_masks": "many"}}}, TypeError, r"methods\['rise'\]\['n_masks'\]"),
+    ({"methods": {"lime": {}}}, ValueError, "lime"),
+    ({"seeds": 0}, TypeError, "seeds.*list of integers"),
+    ({"seeds": [0, "1"]}, TypeError, "seeds"),
+    ({"targets": ["cocoa", "relax"]}, ValueError, "relax"),
+    ({"corpus_size": True}, TypeError, "corpus_size"),
+    ({"eval_steps": 0}, ValueError, "eval_steps"),
+    ({"blur_sigma": "5"}, TypeError, "blur_sigma"),
+    ({"explicand_batch": 2.5}, TypeError, "explicand_batch"),
+    ({"classes": []}, ValueError, "classes"),
+]
+
+
+@pytest.mark.parametrize("changes,error,match", BAD_CONFIGS)
+def test_bad_configs_are_refused_naming_the_field(changes, error, match):
+    base = tiny_config().to_dict()
+    base.update(changes)
+    with pytest.raises(error, match=match):
+        SweepConfig.from_dict(base)
+
+
+def test_unknown_top_level_field_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown config field.*'sedes'.*valid fields"):
+        SweepConfig.from_dict(dict(tiny_config().to_dict(), sedes=[0]))
+
+
+def test_mismatch_refusal_names_the_fields_that_differ(tmp_path):
+    run_tiny(tmp_path / "run", max_units=1)
+    with pytest.raises(RunDirMismatch) as info:
+        run_sweep(tiny_config(corpus_size=6, methods={"integrated_gradients": {"n_steps": 5}, "rise": {"n_masks": 24}}),
+                  str(tmp_path / "run"), encoder=tiny_encoder(), datasets=tiny_datasets(), progress=False,
+                  compile_cache=None)
+    message = str(info.value)
+    assert "corpus_size: 5 -> 6" in message and "methods.integrated_gradients.n_steps: 4 -> 5" in message
+    assert "{" not in message.split("differs in:")[1].split("methods.")[0]  # fields, not hash dictionaries
+
+
+def test_method_streams_are_stable_when_methods_are_added(tmp_path):
+    """A unit's draws depend on its method's name only: adding a method changes no other result."""
+    rise_only = tiny_config(methods={"rise": {"n_masks": 24}}, include_random=False)
+    both = tiny_config(methods={"integrated_gradients": {"n_steps": 4}, "rise": {"n_masks": 24}}, include_random=False)
+    for config, name in ((rise_only, "a"), (both, "b")):
+        run_sweep(config, str(tmp_path / name), encoder=tiny_encoder(), datasets=tiny_datasets(), progress=False,
+                  compile_cache=None)
+    a, b = _unit_arrays(tmp_path / "a"), _unit_arrays(tmp_path / "b")
+    for uid in a:
+        np.testing.assert_array_equal(a[uid]["attributions"], b[uid]["attributions"], err_msg=uid)
+    # The stream ids are part of the run hash (changing them would mix old and new draws).
+    assert "method_streams" in rise_only.result_fields()
+
+
+def _cli(args, cwd):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "cocoa_jax"] + args, capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300)
+
+
+CLI_ERRORS = [
+    (["sweep", "{run}", "--set", 'methods={"integrated_gradients":{"n_stepz":5}}'], "n_stepz"),
+    (["sweep", "{run}", "--set", "seeds=0"], "seeds"),
+    (["sweep", "{run}", "--set", "nonsense"], "FIELD=JSON"),
+    (["sweep", "{run}", "--set", "encoder=resnet9000"], "encoder"),
+    (["sweep", "{run}", "--devices", "0"], "--devices"),
+    (["sweep", "{run}", "--num-processes", "2"], "multi-host needs"),
+    (["sweep", "{run}", "--coordinator", "nohost", "--num-processes", "2", "--process-id", "0"], "HOST:PORT"),
+    (["sweep", "{run}", "--config", "{missing}"], "--config"),
+    (["report", "{missing}"], "not a directory"),
+    (["report", "{run}", "--measures", "bogus"], "bogus"),
+]
+
+
+@pytest.mark.parametrize("argv,match", CLI_ERRORS)
+def test_cli_errors_are_one_line_exit_2_and_write_nothing(tmp_path, argv, match):
+    run_dir, missing = tmp_path / "run", tmp_path / "missing"
+    argv = [a.replace("{run}", str(run_dir)).replace("{missing}", str(missing)) for a in argv]
+    if argv[0] == "report":
+        run_dir.mkdir()
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    proc = _cli(argv, tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"cocoa-jax {argv[0]}: error:") and match in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+    assert not (tmp_path / "missing").exists()
+
+
+def test_cli_refuses_a_run_dir_of_another_config_before_any_work(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    from cocoa_jax.sweep.config import digits_reduced
+    (run / "config.json").write_text(json.dumps({"config_hash": "x", "identity": {
+        "config": digits_reduced().replace(eval_steps=7).result_fields()}}))
+    proc = _cli(["sweep", str(run)], tmp_path)
+    assert proc.returncode == 2 and "eval_steps: 7 -> 32" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+
+
+def test_help_lists_the_measures():
+    proc = subprocess.run([sys.executable, "-m", "cocoa_jax", "report", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "corpus_majority_prob" in proc.stdout and "rep_shift" in proc.stdout

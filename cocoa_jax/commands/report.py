@@ -1,24 +1,49 @@
-"""`cocoa-jax report`: print and write the paper-layout tables of a sweep run."""
+"""`cocoa-jax report`: print and write the paper-layout tables of a sweep run (every process's units)."""
 from __future__ import annotations
 
 import argparse
+import os
+
+from cocoa_jax.cli import UsageError
+from cocoa_jax.metrics import MEASURE_NAMES
+
+DEFAULT_MEASURES = "ccs,corpus_majority_prob"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a directory written by `cocoa-jax sweep`")
     parser.add_argument("--out", default=None, help="output folder (default RUN_DIR/report)")
-    parser.add_argument("--measures", default="ccs,corpus_majority_prob",
-                        help="measures of the printed table, comma-separated")
+    parser.add_argument("--measures", default=DEFAULT_MEASURES,
+                        help=f"measures of the printed table, comma-separated, from: {', '.join(MEASURE_NAMES)} "
+                             f"(default {DEFAULT_MEASURES})")
+
+
+def parse_measures(value: str) -> tuple[str, ...]:
+    measures = tuple(m.strip() for m in value.split(",") if m.strip())
+    if not measures:
+        raise UsageError(f"--measures is empty; choose from {', '.join(MEASURE_NAMES)}")
+    unknown = [m for m in measures if m not in MEASURE_NAMES]
+    if unknown:
+        raise UsageError(f"--measures: unknown {', '.join(unknown)}; choose from {', '.join(MEASURE_NAMES)}")
+    return measures
 
 
 def run(args) -> int:
+    measures = parse_measures(args.measures)
+    if not os.path.isdir(args.run_dir):
+        raise UsageError(f"RUN_DIR {args.run_dir!r} is not a directory")
+    if not os.path.exists(os.path.join(args.run_dir, "config.json")):
+        raise UsageError(f"RUN_DIR {args.run_dir!r} is not a sweep run directory (no config.json)")
+    if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out!r} exists and is not a directory")
+
     from cocoa_jax.sweep import report
 
     try:
+        table = report.markdown_table(args.run_dir, measures)
         paths = report.write_report(args.run_dir, args.out)
-        print(report.markdown_table(args.run_dir, tuple(m for m in args.measures.split(",") if m)))
     except (FileNotFoundError, ValueError) as err:
-        print(f"cocoa-jax report: error: {err}")
-        return 2
+        raise UsageError(str(err)) from None
+    print(table)
     print("\nwritten:", ", ".join(paths.values()))
     return 0

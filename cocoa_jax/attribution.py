@@ -466,16 +466,70 @@ def _masks_for_keys(keys: jax.Array, image_size, grid_size, keep_prob: float, dt
     return masks_from_grids(grids, shifts, image_size)
 
 
+RISE_SAMPLERS = ("bernoulli", "stratified")
+
+
+def _option_masks_of(key, n_masks: int, image_size, grid_size, keep_prob: float, dtype,
+                     antithetic: bool, sampler: str) -> Callable:
+    """indices (B,) -> masks (B, H, W) of the variance-reduced RISE samplers (see `rise`).
+
+    Each grid cell is kept when its uniform u < keep_prob, as in the default; the options
+    change only how the uniforms are coupled across masks, never their U[0, 1) marginal:
+    stratified: draw j's u in each cell is (rank + v) / n_draws, rank from a random
+      permutation of range(n_draws) per cell (a Latin hypercube over the draws);
+    antithetic: mask 2j + 1 uses 1 - u of mask 2j (its complement at keep_prob 0.5) and the
+      same crop shift.
+    """
+    n_draws = n_masks // 2 if antithetic else n_masks
+    keys = jax.random.split(key, n_draws)
+    cells = jnp.asarray(rise_cell_size(image_size, grid_size))
+    if sampler == "stratified":
+        # fold_in: permutation keys independent of the per-draw keys split(key, n_draws).
+        cell_keys = jax.random.split(jax.random.fold_in(key, 1), grid_size[0] * grid_size[1])
+        ranks = jax.vmap(lambda k: jax.random.permutation(k, n_draws))(cell_keys)
+        ranks = ranks.T.reshape((n_draws,) + tuple(grid_size))
+
+    def draw(draw_key):
+        k_grid, k_shift = jax.random.split(draw_key)
+        return jax.random.uniform(k_grid, grid_size), jax.random.randint(k_shift, (2,), 0, cells)
+
+    def masks_of(indices):
+        which = indices // 2 if antithetic else indices
+        u, shifts = jax.vmap(draw)(keys[which])
+        if sampler == "stratified":
+            u = (ranks[which].astype(u.dtype) + u) / n_draws
+        if antithetic:
+            u = jnp.where((indices % 2 == 1)[:, None, None], 1.0 - u, u)
+        return masks_from_grids((u < keep_prob).astype(dtype), shifts, image_size)
+
+    return masks_of
+
+
+def _check_rise_options(n_masks: int, antithetic, sampler, centered=False) -> tuple[bool, str, bool]:
+    _antithetic_draws("n_masks", n_masks, antithetic)
+    _checks.check_choice("sampler", sampler, RISE_SAMPLERS)
+    centered = _check_flag("centered", centered)
+    if centered and n_masks < 2:
+        raise ValueError(f"`n_masks` must be >= 2 with centered=True, got {n_masks}")
+    return bool(antithetic), sampler, centered
+
+
 def rise_masks(key: jax.Array, n_masks: int, image_size, grid_size=(7, 7), keep_prob: float = 0.5,
-               dtype=jnp.float32) -> jax.Array:
+               dtype=jnp.float32, *, antithetic: bool = False, sampler: str = "bernoulli") -> jax.Array:
     """RISE masks (Petsiuk et al., 2018), generated on device: (n_masks, H, W) in [0, 1].
 
     Each mask: a Bernoulli(keep_prob) grid (1 = keep), bilinearly upsampled to
     (grid + 1) * cell pixels, randomly cropped to (H, W). Mask i uses
     `jax.random.split(key, n_masks)[i]`, the same draws `rise(..., key)` makes.
+    `antithetic` / `sampler="stratified"`: the opt-in samplers of `rise` (same draws).
     """
     n_masks = _checks.check_positive_int("n_masks", n_masks)
     image_size, grid_size, keep_prob = _check_rise_args(image_size, grid_size, keep_prob)
+    antithetic, sampler, _ = _check_rise_options(n_masks, antithetic, sampler)
+    if antithetic or sampler != "bernoulli":
+        masks_of = _option_masks_of(key, n_masks, image_size, grid_size, keep_prob, jnp.dtype(dtype),
+                                    antithetic, sampler)
+        return jax.jit(masks_of)(jnp.arange(n_masks))
     return _rise_masks_jit(key, n_masks, image_size, grid_size, keep_prob, jnp.dtype(dtype))
 
 
@@ -510,6 +564,47 @@ def _rise_sum(f, x, baseline, n, batch_size, mesh, masks_of) -> jax.Array:
     return total
 
 
+def _rise_moments(f, x, baseline, n, batch_size, mesh, masks_of):
+    """(sum_i s_i m_i, sum_i s_i, sum_i m_i), s_i = f(x m_i + baseline (1 - m_i)).
+
+    Shapes ([K,] H, W), ([K],), (H, W); one rolled scan over chunks, like `_rise_sum`.
+    """
+    size = min(n, batch_size)
+    blend = jax.vmap(lambda m: x * m[..., None] + baseline * (1.0 - m[..., None]))
+
+    def chunk_moments(indices):
+        # Zero masks (score weight 0) pad the batch to a multiple of the device count.
+        count = indices.shape[0]
+        masks = sharding.pad_rows(masks_of(indices), sharding.padding_for(mesh, count), 0.0)
+        scores = jax.vmap(f)(sharding.shard_batch(blend(masks), mesh))  # (B,) or (B, K)
+        valid = (jnp.arange(masks.shape[0]) < count).astype(scores.dtype)
+        flat = masks.reshape(masks.shape[0], -1)
+        weighted = (scores.T @ flat).reshape(scores.shape[1:] + masks.shape[1:])
+        return weighted, valid @ scores, jnp.sum(masks, axis=0)
+
+    n_full = n // size
+    full_indices = jnp.arange(n_full * size).reshape(n_full, size)
+    shapes = jax.eval_shape(chunk_moments, full_indices[0])
+    zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+    add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)
+    totals, _ = jax.lax.scan(lambda acc, idx: (add(acc, chunk_moments(idx)), None), zeros, full_indices)
+    if n % size:
+        totals = add(totals, chunk_moments(jnp.arange(n_full * size, n)))
+    return totals
+
+
+def rise_centered_from_moments(weighted_sum, score_sum, mask_sum, n: int, keep_prob: float) -> jax.Array:
+    """Centred RISE: sum_i (s_i - mean(s)) m_i / ((n - 1) keep_prob).
+
+    With i.i.d. masks its expectation is exactly E[s m] / keep_prob - E[s], i.e. the default
+    RISE map minus the constant E[s] (E[m] = keep_prob at every pixel), and the mean score
+    times the masks' random sum, the estimator's largest noise term, is gone (a control variate).
+    Shapes: ([K,] H, W), ([K],), (H, W) -> ([K,] H, W).
+    """
+    mean_score = score_sum / n
+    return (weighted_sum - mean_score[..., None, None] * mask_sum) / ((n - 1) * keep_prob)
+
+
 def _check_rise_inputs(x, baseline, keep_prob, batch_size):
     x = _check_input(x, rank=3)
     baseline = _check_baseline("baseline", baseline, x)
@@ -521,12 +616,13 @@ def _check_rise_inputs(x, baseline, keep_prob, batch_size):
 
 def rise_from_masks(f: Callable, x: jax.Array, baseline: jax.Array, masks: jax.Array, *,
                     keep_prob: float = 0.5, batch_size: int | None = None,
-                    mesh: jax.sharding.Mesh | None = None) -> jax.Array:
+                    mesh: jax.sharding.Mesh | None = None, centered: bool = False) -> jax.Array:
     """RISE with given masks: sum_i f(x m_i + baseline (1 - m_i)) m_i / (n_masks keep_prob).
 
     Args:
       x, baseline: (H, W, C); masks: (n_masks, H, W), broadcast over channels.
       batch_size: masked inputs per forward batch (None: 100).
+      centered: opt-in, `rise_centered_from_moments` (needs n_masks >= 2).
     Returns: (H, W), or (K, H, W) for K targets.
     """
     x, baseline, keep_prob, batch_size = _check_rise_inputs(x, baseline, keep_prob, batch_size)
@@ -537,6 +633,9 @@ def rise_from_masks(f: Callable, x: jax.Array, baseline: jax.Array, masks: jax.A
     _num_targets(f, x)
     masks = jnp.asarray(masks, x.dtype)
     n = masks.shape[0]
+    if _check_rise_options(n, False, "bernoulli", centered)[2]:
+        moments = _rise_moments(f, x, baseline, n, batch_size, mesh, lambda idx: masks[idx])
+        return rise_centered_from_moments(*moments, n, keep_prob)
     total = _rise_sum(f, x, baseline, n, batch_size, mesh, lambda idx: masks[idx])
     return total / (n * keep_prob)
 
@@ -548,13 +647,26 @@ def paper_grid_size(image_size) -> tuple[int, int]:
 
 def rise(f: Callable, x: jax.Array, baseline: jax.Array, key: jax.Array, *, n_masks: int = 5000,
          grid_size=None, keep_prob: float = 0.5, batch_size: int | None = None,
-         mesh: jax.sharding.Mesh | None = None) -> jax.Array:
+         mesh: jax.sharding.Mesh | None = None, centered: bool = False, antithetic: bool = False,
+         sampler: str = "bernoulli") -> jax.Array:
     """RISE (Petsiuk et al., 2018) with masks generated on device, chunk by chunk.
 
     Equals `rise_from_masks(f, x, baseline, rise_masks(key, n_masks, x.shape[:2], grid_size,
     keep_prob), keep_prob=keep_prob)` without ever holding all masks in memory.
     The paper uses 5000 masks, keep_prob 0.5, grid 4x4 at 32 px and 7x7 at 224 px;
     `grid_size=None` picks that grid from the image size (`paper_grid_size`).
+
+    Opt-in variance reduction (defaults: the paper's estimator, unchanged):
+      centered: subtract the mean score of the masks (`rise_centered_from_moments`): the map
+        changes by a constant only, which no ranking, insertion or deletion score sees.
+      antithetic: masks come in pairs, mask 2j + 1 the complement of mask 2j's grid (at
+        keep_prob 0.5; in general grid uniforms u and 1 - u) with the same crop; pair j
+        uses `jax.random.split(key, n_masks // 2)[j]`; `n_masks` (forward passes) must be even.
+      sampler: "bernoulli" (i.i.d. grids) or "stratified" (Latin hypercube: per grid cell,
+        the draws' uniforms are spread over n_draws equal strata, so every cell is kept in
+        the same number of grids).
+    Each mask keeps its default marginal distribution, so antithetic / stratified do not
+    change the expectation; with either, centred RISE's constant is exact only up to O(1/n).
     Returns: (H, W), or (K, H, W) for K targets.
     """
     x, baseline, keep_prob, batch_size = _check_rise_inputs(x, baseline, keep_prob, batch_size)
@@ -562,8 +674,15 @@ def rise(f: Callable, x: jax.Array, baseline: jax.Array, key: jax.Array, *, n_ma
         grid_size = paper_grid_size(x.shape)
     n_masks = _checks.check_positive_int("n_masks", n_masks)
     image_size, grid_size, keep_prob = _check_rise_args(tuple(x.shape[:2]), grid_size, keep_prob)
+    antithetic, sampler, centered = _check_rise_options(n_masks, antithetic, sampler, centered)
     _num_targets(f, x)
-    keys = jax.random.split(key, n_masks)
-    masks_of = lambda idx: _masks_for_keys(keys[idx], image_size, grid_size, keep_prob, x.dtype)
+    if antithetic or sampler != "bernoulli":
+        masks_of = _option_masks_of(key, n_masks, image_size, grid_size, keep_prob, x.dtype, antithetic, sampler)
+    else:
+        keys = jax.random.split(key, n_masks)
+        masks_of = lambda idx: _masks_for_keys(keys[idx], image_size, grid_size, keep_prob, x.dtype)
+    if centered:
+        moments = _rise_moments(f, x, baseline, n_masks, batch_size, mesh, masks_of)
+        return rise_centered_from_moments(*moments, n_masks, keep_prob)
     total = _rise_sum(f, x, baseline, n_masks, batch_size, mesh, masks_of)
     return total / (n_masks * keep_prob)

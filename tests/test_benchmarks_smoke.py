@@ -12,9 +12,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_quick_benchmark_writes_results(tmp_path):
     out = tmp_path / "RESULTS.md"
     env = dict(os.environ, JAX_PLATFORMS="cpu",
@@ -41,6 +44,7 @@ def test_quick_benchmark_writes_results(tmp_path):
     assert results["e2e"]["speedup"] > 0 and math.isfinite(results["e2e"]["speedup"])
 
 
+@pytest.mark.slow
 def test_quick_digits_benchmark_writes_its_table(tmp_path):
     out = tmp_path / "RESULTS_digits.md"
     env = dict(os.environ, JAX_PLATFORMS="cpu",

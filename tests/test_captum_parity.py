@@ -91,6 +91,7 @@ def _relative_error(a, b):
     return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
 
 
+@pytest.mark.slow  # 20000-sample reference; SmoothGrad's twin test stays in the quick set
 def test_gradient_shap_agrees_with_captum_in_expectation(models):
     stdev, n = 0.5, 3000
     truth = attribution.gradient_shap(models["f"], models["x"], models["baseline"][None], jax.random.PRNGKey(0),

@@ -190,6 +190,7 @@ def _numpy_init(abstract, seed=0):
     return jax.tree_util.tree_map_with_path(leaf, abstract)
 
 
+@pytest.mark.slow
 def test_tiny_training_run_decreases_loss(split):
     """A few steps on 32 images with mild augmentations: NT-Xent must fall well below chance."""
     tiny = small_resnet.SimCLRNet(small_resnet.SmallResNet(widths=(8, 16, 16), stem_width=8),

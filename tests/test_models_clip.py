@@ -55,6 +55,7 @@ def _compare_text(model, reference, tokens):
     return rel_err(actual, expected)
 
 
+@pytest.mark.slow
 def test_full_size_vit_b32_layout():
     reference = _reference({}, 0)
     config, variables = port_clip.convert_state_dict(reference.state_dict())

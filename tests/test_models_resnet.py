@@ -105,7 +105,9 @@ CASES = {"simclr": _simclr, "simsiam_lincls": _simsiam_lincls, "simsiam_pretrain
          "classifier_lightning": _classifier_lightning, "classifier_torchvision": _classifier_torchvision}
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+# The ResNet-50 case is the long one; the four ResNet-18 formats stay in the quick set.
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c == "simclr" else c
+                                  for c in sorted(CASES)])
 def test_converted_resnet_matches_torch(case, tmp_path, recwarn):
     arch, path, torch_encoder, torch_head, (h, w), check_grad = CASES[case](tmp_path)
     convert(arch, str(path), str(tmp_path / "out"))
@@ -134,6 +136,7 @@ def test_converted_resnet_matches_torch(case, tmp_path, recwarn):
     assert simclr_warned == (arch == "simclr_resnet50")
 
 
+@pytest.mark.slow
 def test_float64_gradient_is_exact_so_float32_gaps_are_relu_rounding():
     """In float64 the port's input-gradient equals torch's to ~1e-15: the yardstick that tells a
     port bug from float32 noise.
@@ -290,6 +293,7 @@ def test_cli_convert_and_load_errors(resnet18_state_dict, tmp_path, capsys):
         model.encode_fn(model.params, np.zeros((224, 224, 3), np.float32))
 
 
+@pytest.mark.slow
 def test_end_to_end_cocoa_gradient_matches_torch(tmp_path):
     """load -> cocoa_jax.targets.cocoa -> explain_fn -> attribution, vs the same COCOA score
     (mean cosine to corpus minus mean cosine to foil, eq. 3) differentiated in torch."""

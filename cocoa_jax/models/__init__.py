@@ -6,12 +6,13 @@
     f = cocoa_jax.targets.explain_fn(model.encode, target)
 
 Architectures (`list_architectures()`): simclr_resnet50, simsiam_cifar_resnet18,
-resnet18_classifier, clip_vit_b32 (converted with `cocoa-jax convert`, see `ports/`) and
-digits (shipped). This package never imports torch.
+resnet18_classifier, clip_vit_b32 (converted with `cocoa-jax convert`, see `ports/`, installed
+as `cocoa_jax_ports`) and digits (shipped; `load("digits")`). Every encode/head function checks
+its input's shape against `input_shape`. This package never imports torch.
 """
 from cocoa_jax.models.preprocessing import Preprocessing
-from cocoa_jax.models.registry import (ARCHITECTURES, LoadedModel, list_architectures, load,
-                                       make_loaded, save)
+from cocoa_jax.models.registry import (ARCHITECTURES, LoadedModel, ModelDirError, list_architectures,
+                                       load, make_loaded, save)
 
-__all__ = ["ARCHITECTURES", "LoadedModel", "Preprocessing", "list_architectures", "load",
-           "make_loaded", "save"]
+__all__ = ["ARCHITECTURES", "LoadedModel", "ModelDirError", "Preprocessing", "list_architectures",
+           "load", "make_loaded", "save"]

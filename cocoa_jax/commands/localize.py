@@ -177,7 +177,7 @@ def plot(path: str, images: np.ndarray, rows, *, column_titles, boxes=None, titl
 
     n = images.shape[0]
     n_rows = 1 + len(rows)
-    fig = Figure(figsize=(1.9 * n + 2.6, 1.7 * n_rows + 0.9))
+    fig = Figure(figsize=(1.9 * n + 2.6, 1.7 * n_rows + 1.2))
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(n_rows, n + 1, width_ratios=[1] * n + [0.12])
     axes = np.array([[fig.add_subplot(grid[i, j]) for j in range(n)] for i in range(n_rows)])
@@ -207,8 +207,11 @@ def plot(path: str, images: np.ndarray, rows, *, column_titles, boxes=None, titl
     bar.set_label("attribution / max |attribution| of the panel\nred: raises the target score, "
                   "blue: lowers it (RISE: minus its mean)", fontsize=7)
     bar.ax.tick_params(labelsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+    import textwrap
+
+    wrapped = textwrap.fill(title, width=int(fig.get_figwidth() * 13))  # ~13 characters per inch at 9 pt
+    fig.suptitle(wrapped, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.25 + 0.17 * wrapped.count("\n")) / fig.get_figheight()))
     tmp = f"{path}.tmp-{os.getpid()}.png"
     fig.savefig(tmp, dpi=dpi)
     os.replace(tmp, path)
@@ -258,7 +261,7 @@ def _digits(s: dict, args, log):
     q = np.asarray(grids.query_tiles)
     boxes = [((t // L.GRID[1]) * tile, (t % L.GRID[1]) * tile, tile, tile) for t in q]
     words = [digits_clip.DIGIT_WORDS[int(d)] for d in np.asarray(grids.query_labels)]
-    titles = [f"'{L.query_caption(w)}'" .replace("This is a photo of a ", "query: ") for w in words]
+    titles = [f"query: {w}" for w in words]
     info = {"captions": [L.query_caption(w) for w in words], "foil": foil_captions,
             "tile_labels": np.asarray(grids.tile_labels).tolist(), "query_tiles": q.tolist(),
             "query_labels": np.asarray(grids.query_labels).tolist(),

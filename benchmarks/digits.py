@@ -21,7 +21,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.run import measure_peak, time_call  # noqa: E402
-from cocoa_jax import attribution, baselines, models, sharding, targets  # noqa: E402
+from cocoa_jax import baselines, methods, models, sharding, targets  # noqa: E402
 from cocoa_jax.data.digits import load_digits_split  # noqa: E402
 
 
@@ -34,15 +34,11 @@ def _targets(model, data, x):
             targets.contrastive_label_free(own, foil)]
 
 
-def _program(model, method, sizes, mesh):
-    """jitted (params, x, key, target) -> attributions for one explicand."""
+def _program(model, method, options, mesh):
+    """jitted (params, x, key, target) -> attributions for one explicand, through the method table."""
     def run(params, x, key, target):
         f = targets.explain_fn(lambda xb: model.encode_fn(params, xb), target)
-        blurred = baselines.gaussian_blur(x)
-        if method == "rise":
-            return attribution.rise(f, x, blurred, key, n_masks=sizes["masks"], grid_size=(4, 4),
-                                    batch_size=100, mesh=mesh)
-        return attribution.integrated_gradients(f, x, blurred, n_steps=sizes["steps"], mesh=mesh)
+        return methods.attribute(method, f, x, baselines.gaussian_blur(x), key, mesh=mesh, **options)
     return jax.jit(run)
 
 
@@ -75,8 +71,10 @@ def main(argv=None) -> str:
     peak = measure_peak(512 if args.quick else 4096, repeats)["peak"]
     key = jax.random.key(0)
     rows = []
-    for method, unit, count in (("rise", "masks/s", sizes["masks"]), ("ig", "steps/s", sizes["steps"])):
-        program = _program(model, method, sizes, mesh)
+    cells = (("rise", "masks/s", sizes["masks"], {"n_masks": sizes["masks"], "grid_size": (4, 4), "batch_size": 100}),
+             ("integrated_gradients", "steps/s", sizes["steps"], {"n_steps": sizes["steps"]}))
+    for method, unit, count, options in cells:
+        program = _program(model, method, options, mesh)
         call = lambda t: program(params, x, key, t)
         one = time_call(lambda: call(parts[0]), repeats)
         stacked = targets.stack(parts)

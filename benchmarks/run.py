@@ -60,6 +60,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks import models as M  # noqa: E402
 from cocoa_jax import attribution, baselines, sharding, targets  # noqa: E402
+from cocoa_jax import methods as _methods  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,14 +82,14 @@ def sizes(quick: bool) -> dict:
     if quick:
         tiny = dict(rise_masks=40, rise_batch=20, grid=4, ig_steps=8, ig_batch=8, gs_samples=8, insdel_steps=8,
                     insdel_batch=18, explicands=2,
-                    cells=[("rise", 1, 1), ("ig", 4, 2), ("gradient_shap", 1, 1), ("insdel", 4, 1)])
+                    cells=[("rise", 1, 1), ("integrated_gradients", 4, 2), ("gradient_shap", 1, 1), ("insdel", 4, 1)])
         return {"tiny_resnet": tiny}
-    big_cells = [("rise", 1, 1), ("rise", 4, 1), ("ig", 1, 1), ("ig", 4, 1), ("gradient_shap", 1, 1),
+    big_cells = [("rise", 1, 1), ("rise", 4, 1), ("integrated_gradients", 1, 1), ("integrated_gradients", 4, 1), ("gradient_shap", 1, 1),
                  ("insdel", 1, 1)]
     return {
         "resnet18_cifar": dict(rise_masks=200, rise_batch=100, grid=4, ig_steps=20, ig_batch=20, gs_samples=20,
                                insdel_steps=50, insdel_batch=102, explicands=4,
-                               cells=[(m, k, e) for m in ("rise", "ig") for k in (1, 4) for e in (1, 4)]
+                               cells=[(m, k, e) for m in ("rise", "integrated_gradients") for k in (1, 4) for e in (1, 4)]
                                + [("gradient_shap", 1, 1), ("gradient_shap", 4, 1), ("insdel", 1, 1),
                                   ("insdel", 4, 1)]),
         "resnet50": dict(rise_masks=32, rise_batch=16, grid=7, ig_steps=8, ig_batch=8, gs_samples=8,
@@ -102,6 +103,13 @@ REPEATS = 1  # timed calls per figure after warm-up (the machine's noise dominat
 
 
 # ----------------------------------------------------------------------------- timing
+
+
+def method_options(method: str, sz: dict) -> dict:
+    """The benchmark's sizes as options of the method table (`cocoa_jax.methods`)."""
+    return {"rise": {"n_masks": sz["rise_masks"], "grid_size": (sz["grid"],) * 2, "batch_size": sz["rise_batch"]},
+            "integrated_gradients": {"n_steps": sz["ig_steps"], "batch_size": sz["ig_batch"]},
+            "gradient_shap": {"n_samples": sz["gs_samples"], "batch_size": sz["ig_batch"]}}[method]
 
 
 def _block(tree):
@@ -184,20 +192,11 @@ class JaxModel:
         def run(variables, x, key):
             f = self.f(variables, x, k)
             base = baselines.gaussian_blur(x)
-            if method == "rise":
-                return attribution.rise(f, x, base, key, n_masks=sz["rise_masks"], grid_size=(sz["grid"],) * 2,
-                                        batch_size=sz["rise_batch"], mesh=mesh)
-            if method == "ig":
-                return attribution.integrated_gradients(f, x, base, n_steps=sz["ig_steps"],
-                                                        batch_size=sz["ig_batch"], mesh=mesh)
-            if method == "gradient_shap":
-                return attribution.gradient_shap(f, x, base[None], key, n_samples=sz["gs_samples"],
-                                                 batch_size=sz["ig_batch"], mesh=mesh)
             if method == "insdel":
                 # K attributions of this explicand (random ones: evaluation cost does not depend on them).
                 attr = jax.random.uniform(key, ((k,) if k > 1 else ()) + x.shape[:2])
                 return self.insdel(variables, x, base, attr, k, sz, mesh)
-            raise ValueError(method)
+            return _methods.attribute(method, f, x, base, key, mesh=mesh, **method_options(method, sz))
         return run
 
     def insdel(self, variables, x, base, attr, k, sz, mesh=None):
@@ -208,7 +207,7 @@ class JaxModel:
         if k == 1:
             measures = self.target(None, 1)
             if _metrics is not None:
-                measures = _metrics.make_measures(targets={"ccs": measures})
+                measures = _metrics.make_measures("ccs", ccs=measures)
         else:
             measures = self.target(self.encode(variables, x[None])[0], k)
         if _metrics is not None:
@@ -223,7 +222,7 @@ class JaxModel:
 
     def units(self, method: str, k: int, sz: dict) -> int:
         """Work units per explicand: masks, steps, or evaluations."""
-        return {"rise": sz["rise_masks"], "ig": sz["ig_steps"], "gradient_shap": sz["gs_samples"],
+        return {"rise": sz["rise_masks"], "integrated_gradients": sz["ig_steps"], "gradient_shap": sz["gs_samples"],
                 "insdel": 2 * (sz["insdel_steps"] + 1) * k}[method]
 
     def unit_flops(self, method: str, k: int, batch: int) -> float:
@@ -294,7 +293,7 @@ def torch_measure(spec: M.ModelSpec, method: str, k: int, n_explicands: int, sz:
         if method == "rise":  # the official code: one explicand at a time
             return [T.rise(model, target, xs[e:e + 1], base[e:e + 1], sz["rise_masks"], sz["rise_batch"], sz["grid"],
                            channels_last=channels_last) for e in range(n_explicands)]
-        if method == "ig":  # Captum batches the explicands itself
+        if method == "integrated_gradients":  # Captum batches the explicands itself
             return T.integrated_gradients(model, target, xs, base, sz["ig_steps"], sz["ig_batch"] * n_explicands, k,
                                           channels_last)
         if method == "gradient_shap":
@@ -308,14 +307,14 @@ def torch_measure(spec: M.ModelSpec, method: str, k: int, n_explicands: int, sz:
 
     with torch.inference_mode(mode=method in ("rise", "insdel")):
         seconds = time_call(run, repeats, warmup=False)  # model primed above
-    units = {"rise": sz["rise_masks"], "ig": sz["ig_steps"], "gradient_shap": sz["gs_samples"],
+    units = {"rise": sz["rise_masks"], "integrated_gradients": sz["ig_steps"], "gradient_shap": sz["gs_samples"],
              "insdel": 2 * (sz["insdel_steps"] + 1) * k}[method] * n_explicands
     return {"rate": units / seconds, "seconds": seconds}
 
 
 # ----------------------------------------------------------------------------- sections
 
-UNIT = {"rise": "masks/s", "ig": "steps/s", "gradient_shap": "steps/s", "insdel": "evals/s"}
+UNIT = {"rise": "masks/s", "integrated_gradients": "steps/s", "gradient_shap": "steps/s", "insdel": "evals/s"}
 
 
 def section_main(model_names, quick, mesh, peak, out):
@@ -383,7 +382,7 @@ def worker_devices(quick: bool) -> dict:
     out = {"devices": jax.device_count()}
     out["rise"] = jax_measure(jm, "rise", 1, 1, sz, mesh, REPEATS)["rate"]
     nan = float("nan")
-    out["ig"] = nan if quick else jax_measure(jm, "ig", 1, 1, sz, mesh, REPEATS)["rate"]
+    out["ig"] = nan if quick else jax_measure(jm, "integrated_gradients", 1, 1, sz, mesh, REPEATS)["rate"]
     out["rise_batch"] = nan if quick else jax_measure(jm, "rise", 1, sz["explicands"], sz, mesh, REPEATS)["rate"]
     return out
 
@@ -433,7 +432,7 @@ def section_bf16(quick, mesh, peak):
     # float32 (the core's input checks reject bfloat16 inputs, see the report).
     for dtype in (jnp.float32, jnp.bfloat16):
         jm = JaxModel(spec, dtype=dtype)
-        for method in (("rise",) if quick else ("rise", "ig")):
+        for method in (("rise",) if quick else ("rise", "integrated_gradients")):
             program = jm.program(method, 1, sz, mesh)
             compiled, _, mem = compile_timed(program, jm.variables, x, key)
             _block(compiled(jm.variables, x, key))
@@ -503,13 +502,11 @@ def section_e2e(quick, mesh, peak):
     def protocol(variables, x, key):
         f = jm.f(variables, x, k)
         base = baselines.gaussian_blur(x)
-        k1, k2 = jax.random.split(key)
-        attrs = [
-            attribution.integrated_gradients(f, x, base, n_steps=sz["ig_steps"], batch_size=sz["ig_batch"]).mean(-1),
-            attribution.gradient_shap(f, x, base[None], k1, n_samples=sz["gs_samples"], batch_size=sz["ig_batch"]).mean(-1),
-            attribution.rise(f, x, base, k2, n_masks=sz["rise_masks"], grid_size=(sz["grid"],) * 2,
-                             batch_size=sz["rise_batch"]),
-        ]
+        keys = jax.random.split(key, 3)
+        attrs = []
+        for method, method_key in zip(("integrated_gradients", "gradient_shap", "rise"), keys):
+            maps = _methods.attribute(method, f, x, base, method_key, **method_options(method, sz))
+            attrs.append(maps.mean(-1) if maps.ndim == 4 else maps)  # (K, H, W): channel mean
         all_attrs = jnp.concatenate(attrs)  # (3K, H, W)
         return jm.insdel(variables, x, base, all_attrs, 3 * k, sz)
 
@@ -698,7 +695,7 @@ def main(args) -> dict:
         print("== host devices", flush=True)
         name = "tiny_resnet" if args.quick else "resnet18_cifar"
         jm = JaxModel(M.tiny_spec() if args.quick else M.SPECS[name])
-        out["devices"] = section_devices(args.quick, peak, jm.unit_flops("rise", 1, 4), jm.unit_flops("ig", 1, 1))
+        out["devices"] = section_devices(args.quick, peak, jm.unit_flops("rise", 1, 4), jm.unit_flops("integrated_gradients", 1, 1))
         done("devices")
     if "bf16" not in skip:
         print("== bf16 vs float32", flush=True)

@@ -33,7 +33,7 @@ def test_quick_benchmark_writes_results(tmp_path):
     results = json.loads((tmp_path / "RESULTS.json").read_text())
     assert results["env"]["devices"].startswith("2 x")
     methods = {(r["method"], r["K"], r["E"]) for r in results["main"]}
-    assert {"rise", "ig", "gradient_shap", "insdel"} == {m for m, _, _ in methods}
+    assert {"rise", "integrated_gradients", "gradient_shap", "insdel"} == {m for m, _, _ in methods}
     assert any(k == 4 for _, k, _ in methods) and any(e > 1 for _, _, e in methods)
     for row in results["main"]:
         for key in ("jax", "torch_nchw", "ratio_best", "roofline_jax"):
@@ -53,7 +53,7 @@ def test_quick_digits_benchmark_writes_its_table(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "benchmarks.digits", "--quick", "--out", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    rows = [line for line in out.read_text().splitlines() if line.startswith("| rise") or line.startswith("| ig")]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| rise") or line.startswith("| integrated_gradients")]
     assert len(rows) == 4  # K=1 and K=4 for each method
     rates = [float(row.split("|")[3].split()[0]) for row in rows]
     assert all(math.isfinite(r) and r > 0 for r in rates)

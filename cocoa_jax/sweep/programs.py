@@ -53,11 +53,13 @@ class SweepPrograms:
     # -- encode --------------------------------------------------------------------------
 
     def chunk_size(self, n: int) -> int:
-        """Images per encode call for n images: equal chunks of at most eval_batch, rounded up
-        to a multiple of the device count (padding stays below one chunk's rounding)."""
+        """Images per encode call for n images: equal chunks of at most eval_batch, rounded up to a
+        multiple of 32 x the device count. The rounding bounds both the padding (< 32 images per
+        device) and the number of distinct shapes compiled (eval_batch / (32 x devices))."""
+        quantum = 32 * self.num_devices
         n_chunks = -(-n // self.config.eval_batch)
         size = -(-n // n_chunks)
-        return -(-size // self.num_devices) * self.num_devices
+        return -(-size // quantum) * quantum if size > quantum else -(-size // self.num_devices) * self.num_devices
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """Representations (N, D) float32 of NumPy images (N, H, W, C)."""
@@ -67,7 +69,7 @@ class SweepPrograms:
         for start in range(0, n, size):
             chunk = np.asarray(images[start:start + size], np.float32)
             real = chunk.shape[0]
-            chunk, _ = sharding.pad_to_multiple(chunk, size)  # one shape per run: no recompiles
+            chunk, _ = sharding.pad_to_multiple(chunk, size)  # bucketed shapes: few compiles
             out.append(np.asarray(self._encode(self.params, chunk))[:real])
         return np.concatenate(out).astype(np.float32)
 

@@ -157,6 +157,19 @@ def expected_passes(settings: Settings) -> dict:
     return {k: dict(v) for k, v in counts.items()}
 
 
+def gaussian_blur(x, kernel_size: int = 21, sigma: float = 5.0):
+    """torchvision's GaussianBlur(21, sigma=5) (reflect padding) on (B, C, H, W), on x's device
+    (the official baseline runs on the explicand's device)."""
+    torch = _torch()
+    radius = kernel_size // 2
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device) / sigma) ** 2)
+    taps = taps / taps.sum()
+    c = x.shape[1]
+    padded = torch.nn.functional.pad(x, (radius,) * 4, mode="reflect")
+    rows = torch.nn.functional.conv2d(padded, taps.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    return torch.nn.functional.conv2d(rows, taps.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+
+
 # ----------------------------------------------------------------------------- explanation models
 
 

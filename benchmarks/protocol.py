@@ -22,7 +22,8 @@ Then it times, in this order:
       measured ratio and the fraction of the bound reached;
   (d) the FLOP roofline fraction of each phase (XLA cost-analysis FLOPs per image x images /
       seconds / the float32 matmul peak measured in the same run, `benchmarks.run.measure_peak`);
-  (e) on a CPU backend: 1 vs 2 forced host devices for a whole warm sweep (`--devices 1|2`).
+  (e) on a CPU backend: 1 vs 2 forced host devices for a whole sweep, cold and warm (`--devices
+      1|2`; the (a) runs are reused for their own device count; not with `--settings quick`).
 
 Settings: `issue` = the issue's (1 class, 2 explicands, corpus 100, foil 100, 4 targets x IG 50
 / GradientSHAP 50 / RISE 1000 masks, evaluation 50 steps, all measures, one seed); `paper` = the
@@ -327,7 +328,6 @@ def run_official_side(s: dict, classes: list, root: str, checkpoint: str, device
     import torch
 
     from benchmarks import official_pipeline as O
-    from benchmarks.torch_side import blur
     from cocoa_jax.data.image_folder import ImageFolder
     from cocoa_jax.models.preprocessing import CIFAR
 
@@ -336,7 +336,7 @@ def run_official_side(s: dict, classes: list, root: str, checkpoint: str, device
     train = ImageFolder(root, "train", preprocess=CIFAR)
     test = ImageFolder(root, "test", class_names=train.class_names, preprocess=CIFAR)
     to_nchw = lambda source: np.ascontiguousarray(source.images(np.arange(len(source))).transpose(0, 3, 1, 2))
-    result = O.run_official(load_torch_encoder(checkpoint), blur, to_nchw(train), train.labels, to_nchw(test),
+    result = O.run_official(load_torch_encoder(checkpoint), O.gaussian_blur, to_nchw(train), train.labels, to_nchw(test),
                             test.labels, official_settings(s, classes), device=device, grad_mode=grad_mode,
                             progress=lambda line: print("  " + line, flush=True))
     expected = O.expected_passes(official_settings(s, classes))

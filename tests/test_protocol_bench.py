@@ -63,7 +63,8 @@ def test_closed_form_counts_by_hand():
     assert counts["evaluation"]["forward"] == 12 * 2 * (2 * 51 * 7 + 1)
 
 
-@pytest.mark.parametrize("grad_mode", ["official", pytest.param("inference", marks=pytest.mark.slow)])
+@pytest.mark.slow  # ~10 s on a quiet 2-core machine, ~50 s on a loaded one
+@pytest.mark.parametrize("grad_mode", ["official", "inference"])
 def test_hook_counts_equal_closed_form(grad_mode):
     result = O.run_official(_TinyEncoder(), blur, *_data(), SETTINGS, grad_mode=grad_mode)
     assert result.passes == O.expected_passes(SETTINGS)
@@ -92,6 +93,17 @@ def test_restated_estimators_match_captum():
     gs = O.gradient_shap(g, x, base[:1], 5, 0.0, torch.Generator().manual_seed(0))
     ref = captum.GradientShap(g).attribute(x, baselines=base[:1], n_samples=5, stdevs=0.0)
     assert torch.allclose(gs, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_device_blur_matches_the_reference_blur():
+    from cocoa_jax.baselines import gaussian_blur  # tested against torchvision's GaussianBlur(21, 5)
+
+    x = torch.rand(2, 3, 32, 32)
+    reference = np.asarray(gaussian_blur(x.numpy().transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(O.gaussian_blur(x).numpy(), reference, atol=1e-5)
+    assert torch.allclose(O.gaussian_blur(x), blur(x), atol=1e-6)
+    # A constant image stays constant (taps sum to 1, reflect padding).
+    assert torch.allclose(O.gaussian_blur(torch.full((1, 3, 32, 32), 0.3)), torch.full((1, 3, 32, 32), 0.3))
 
 
 def test_rise_masks_follow_the_official_generator():

@@ -554,7 +554,7 @@ def main(args) -> dict:
 
     # Data, weights (one checkpoint for both sides), the head as a probe.
     root = os.path.join(scratch, "data")
-    out["data"] = build_image_folder(root, min_train=max(1400, s["foil"] + 100))
+    out["data"] = build_image_folder(root, min_train=s["foil"] + 100)
     checkpoint = os.path.join(scratch, "checkpoint_0099.pth.tar")
     save_lincls_checkpoint(checkpoint)
     encoder_dir = os.path.join(scratch, "encoder")

@@ -244,6 +244,7 @@ def digits():
     return model, data, foil_reps
 
 
+@pytest.mark.slow
 def test_explain_pairs_scores_and_chunk_independence(digits):
     model, data, foil_reps = digits
     xs, corpus = data.x_test[:3], data.x_test[3:6]

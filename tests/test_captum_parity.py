@@ -91,7 +91,7 @@ def _relative_error(a, b):
     return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
 
 
-@pytest.mark.slow  # 20000-sample reference; SmoothGrad's twin test stays in the quick set
+@pytest.mark.slow  # 20000-sample reference
 def test_gradient_shap_agrees_with_captum_in_expectation(models):
     stdev, n = 0.5, 3000
     truth = attribution.gradient_shap(models["f"], models["x"], models["baseline"][None], jax.random.PRNGKey(0),
@@ -112,6 +112,7 @@ def test_gradient_shap_agrees_with_captum_in_expectation(models):
     assert _relative_error(no_noise[0], truth[0]) > 3 * _relative_error(ours[0], truth[0])
 
 
+@pytest.mark.slow  # 20000-sample reference
 def test_smoothgrad_agrees_with_captum_noise_tunnel_in_expectation(models):
     stdev, n = 0.5, 3000
     truth = attribution.smoothgrad(models["f"], models["x"], jax.random.PRNGKey(0), n_samples=20000, stdev=stdev)

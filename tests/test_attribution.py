@@ -114,6 +114,36 @@ def test_ig_delta_is_completeness_gap(x, baseline):
 # --------------------------------------------------------------------------- GradientSHAP, SmoothGrad
 
 
+def test_adaptive_ig_stops_at_the_first_nested_grid_meeting_the_tolerance(x, baseline):
+    """Result at n points = the trapezoid rule at n points; the previous (half) grid missed the
+    tolerance; the gap is the completeness gap computed independently."""
+    f = lambda z: 3.0 * f_vec(z)  # K = 3, curved along the path
+    exact_delta = np.asarray(f(x)) - np.asarray(f(baseline))
+    rtol = 1e-4
+    out = attribution.integrated_gradients_adaptive(f, x, baseline, rtol=rtol, atol=0.0, min_steps=3)
+    assert out.converged and out.attributions.shape == (3,) + SHAPE
+    n = out.n_steps
+    assert n > 3 and (n - 1) & (n - 2) == 0  # 2^j + 1 points
+    fixed = attribution.integrated_gradients(f, x, baseline, n_steps=n, method="riemann_trapezoid")
+    np.testing.assert_allclose(np.asarray(out.attributions), np.asarray(fixed), rtol=2e-5, atol=1e-6)
+    gap = np.asarray(out.attributions, np.float64).reshape(3, -1).sum(-1) - exact_delta
+    np.testing.assert_allclose(np.asarray(out.gap), gap, atol=2e-5)
+    assert np.all(np.abs(gap) <= rtol * np.abs(exact_delta) + 2e-5)
+    coarser = attribution.integrated_gradients(f, x, baseline, n_steps=(n - 1) // 2 + 1, method="riemann_trapezoid")
+    coarse_gap = np.asarray(coarser, np.float64).reshape(3, -1).sum(-1) - exact_delta
+    assert np.any(np.abs(coarse_gap) > rtol * np.abs(exact_delta))
+
+
+def test_adaptive_ig_reports_when_max_steps_is_reached(x, baseline):
+    out = attribution.integrated_gradients_adaptive(lambda z: 3.0 * f_tanh(z), x, baseline, rtol=0.0, atol=0.0,
+                                                    min_steps=5, max_steps=17)
+    assert not out.converged and out.n_steps == 17 and out.attributions.shape == SHAPE
+    with pytest.raises(ValueError, match="min_steps"):
+        attribution.integrated_gradients_adaptive(f_tanh, x, baseline, min_steps=9, max_steps=5)
+    with pytest.raises(ValueError, match="rtol"):
+        attribution.integrated_gradients_adaptive(f_tanh, x, baseline, rtol=-1.0)
+
+
 def test_gradient_shap_matches_numpy_monte_carlo_with_same_draws(x):
     baselines = jnp.asarray(RNG.uniform(size=(4,) + SHAPE), jnp.float32)
     key = jax.random.PRNGKey(3)

@@ -18,7 +18,6 @@ if __name__ == "__main__" and "jax" not in sys.modules:  # before JAX starts: on
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 from benchmarks.run import measure_peak, time_call  # noqa: E402
 from cocoa_jax import baselines, methods, models, sharding, targets  # noqa: E402

@@ -47,7 +47,6 @@ def collect(run_dir: str):
     config = SweepConfig.from_dict(config_dict)
     rows = store.read_rows()
     per_seed: dict = {}
-    weights: dict = {}
     for row in rows.values():
         for target, by_kind in row["auc"].items():
             cell = per_seed.setdefault((row["method"], target), {})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from cocoa_jax.models import digits_clip
-from cocoa_jax.training.simclr import AugmentConfig, augment_batch
+from cocoa_jax.training.simclr import AugmentConfig, TrainState, augment_batch, make_optimizer
 
 # Milder than SimCLR's views: the caption must stay true of the image.
 CLIP_AUGMENT = AugmentConfig(max_rotation=math.radians(10.0), scale_range=(0.85, 1.1), max_shear=0.15,
@@ -73,20 +73,6 @@ class ClipConfig:
             raise ValueError("warmup_steps and weight_decay must be >= 0")
         if int(self.seed) < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
-
-
-class TrainState(NamedTuple):
-    params: Any
-    batch_stats: Any
-    opt_state: Any
-
-
-def make_optimizer(cfg: ClipConfig) -> optax.GradientTransformation:
-    """AdamW with linear warm-up and cosine decay to 1% of the peak rate."""
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, cfg.learning_rate, min(cfg.warmup_steps, max(cfg.steps - 1, 0)), max(cfg.steps, 1),
-        end_value=cfg.learning_rate * 0.01)
-    return optax.adamw(schedule, weight_decay=cfg.weight_decay)
 
 
 def sample_batch(key: jax.Array, images: jax.Array, labels: jax.Array, indices: jax.Array,

@@ -647,6 +647,20 @@ def environment(args) -> dict:
     }
 
 
+FINDINGS_MARKER = "<!-- findings: written by hand, kept when this file is regenerated -->"
+
+
+def kept_findings(path: str) -> str:
+    """The hand-written findings at the end of an existing results file (from the marker on)."""
+    try:
+        with open(path) as fh:
+            old = fh.read()
+    except OSError:
+        return ""
+    at = old.find(FINDINGS_MARKER)
+    return "" if at < 0 else "\n" + old[at:]
+
+
 def main(args) -> dict:
     import torch
 
@@ -725,6 +739,7 @@ def main(args) -> dict:
     out["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     text = render(out)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    text += kept_findings(out_path)
     with open(out_path, "w") as fh:
         fh.write(text)
     with open(os.path.splitext(out_path)[0] + ".json", "w") as fh:

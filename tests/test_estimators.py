@@ -281,6 +281,7 @@ def test_rise_options_independent_of_batch_size(options):
                                    ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # ~11 s
 @pytest.mark.parametrize("options", [{"antithetic": True}, {"antithetic": True, "stratified_alpha": True}])
 def test_gradient_options_independent_of_batch_size(options):
     f, x, b = _small_f()

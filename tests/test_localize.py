@@ -103,6 +103,7 @@ def test_clip_loss_matches_float64_numpy():
     assert float(big) == pytest.approx(float(at_cap), rel=1e-6)
 
 
+@pytest.mark.slow  # two short training runs (~27 s)
 def test_training_is_reproducible_for_a_seed(data):
     cfg = clip_digits.ClipConfig(steps=2, batch_size=16, seed=3)
     x, y = data.x_train[:64], data.y_train[:64]

@@ -18,6 +18,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # two jax.distributed processes (~12 s)
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 N_PROCESSES = 2
 N_UNITS = 7

@@ -206,6 +206,7 @@ CASES = ["ig_k1", "ig_k2", "gradient_shap_k2", "smoothgrad_k1", "rise_k1", "rise
     f"explicands{v}_{m}" for v in ("", "3") for m in ("rise", "ig")]
 
 
+@pytest.mark.slow  # 8-device subprocess (~20 s); sweep-level 8-device test in test_sweep_scale.py
 @pytest.mark.parametrize("case", CASES)
 def test_eight_devices_equal_one_device(eight_device_results, case):
     single = eight_device_results[f"{case}_single"]

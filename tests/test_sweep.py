@@ -158,6 +158,7 @@ test_sweep.run_tiny({run_dir!r}, on_unit=slow)
 """
 
 
+@pytest.mark.slow  # a killed subprocess sweep (~17 s)
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     reference = run_tiny(tmp_path / "reference")
     run_dir = tmp_path / "killed"

@@ -33,6 +33,7 @@ import numpy as np
 import scipy.stats
 
 from benchmarks import models as M
+from benchmarks.machine import cpu_name
 from benchmarks.run import measure_peak
 from cocoa_jax import attribution, baselines, metrics, models, targets
 from cocoa_jax.data.digits import load_digits_split
@@ -413,12 +414,7 @@ def _write_outputs(out: dict, out_path: str) -> None:
 
 def environment(command: str) -> dict:
     import flax
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except Exception:  # noqa: BLE001
-        pass
+    cpu = cpu_name()
     return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "machine": f"{cpu}, {os.cpu_count()} logical cores, JAX backend {jax.default_backend()}",
             "versions": f"python {platform.python_version()}, jax {jax.__version__}, flax {flax.__version__}, "

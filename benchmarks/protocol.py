@@ -49,6 +49,8 @@ import time
 
 import numpy as np
 
+from benchmarks.machine import cpu_name
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCH = "simsiam_cifar_resnet18"
 # cocoa-jax method names <-> the official scripts' names.
@@ -514,12 +516,7 @@ def render(out: dict) -> str:
 
 
 def _machine(backend: str, kind: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     return f"{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}; accelerator: " \
            f"{kind if backend != 'cpu' else 'none'}"
 

@@ -59,6 +59,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import models as M  # noqa: E402
+from benchmarks.machine import cpu_name  # noqa: E402
 from cocoa_jax import attribution, baselines, sharding, targets  # noqa: E402
 from cocoa_jax import methods as _methods  # noqa: E402
 
@@ -628,12 +629,7 @@ def environment(args) -> dict:
         captum_v = captum.__version__
     except Exception:  # noqa: BLE001
         captum_v = "absent"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except Exception:  # noqa: BLE001
-        pass
+    cpu = cpu_name()
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": f"{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}, "

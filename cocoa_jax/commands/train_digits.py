@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import platform
 import time
 
 from cocoa_jax.cli import UsageError
+from cocoa_jax.training import atomic_write_json, environment_record
 from cocoa_jax.training.simclr import SimCLRConfig
 
 _DEFAULTS = SimCLRConfig()
@@ -94,10 +93,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     out = output_dir(args.out, replace_shipped=args.replace_shipped, overwrite=args.overwrite)
 
-    import flax
     import jax
     import numpy as np
-    import optax
 
     from cocoa_jax.data.digits import load_digits_split
     from cocoa_jax.models import small_resnet
@@ -140,16 +137,10 @@ def run(args: argparse.Namespace) -> int:
         "train_cpu_seconds": round(cpu_seconds, 1),
         "final_loss": float(np.mean(losses[-10:])),
         "loss_every_10_steps": [round(float(x), 4) for x in losses[::10]],
-        "versions": {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-                     "numpy": np.__version__, "python": platform.python_version(),
-                     "backend": jax.default_backend(), "machine": platform.machine()},
-        "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        **environment_record(),
     }
     json_path = out.rstrip(os.sep) + ".json"
-    tmp = f"{json_path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=2)
-    os.replace(tmp, json_path)
+    atomic_write_json(json_path, record)
     print(f"trained in {seconds:.0f} s wall, {cpu_seconds:.0f} s CPU; final loss {record['final_loss']:.3f}")
     print(f"linear probe test accuracy: {accuracy:.3f} (random-init encoder: {random_accuracy:.3f})")
     print(f"wrote {out} and {json_path}")

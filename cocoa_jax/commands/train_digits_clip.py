@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import platform
 import shutil
 import sys
 import time
 
+from cocoa_jax.training import atomic_write_json, environment_record
 from cocoa_jax.training.clip_digits import ClipConfig
 
 _DEFAULTS = ClipConfig()
@@ -66,13 +65,6 @@ def resolve_out(args, shipped_dir: str) -> str:
     return out
 
 
-def atomic_write_json(path: str, record: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=2)
-    os.replace(tmp, path)
-
-
 def atomic_save_checkpoint(variables, out: str) -> None:
     """Write to a sibling temporary directory, then swap it in (the old one is removed last)."""
     from cocoa_jax.models.small_resnet import save_encoder  # saves {"params", "batch_stats"}
@@ -108,10 +100,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         return fail(_flag_names(str(error)))
 
-    import flax
     import jax
     import numpy as np
-    import optax
 
     from cocoa_jax.data.digits import load_digits_split
     from cocoa_jax.training import clip_digits
@@ -146,10 +136,7 @@ def run(args: argparse.Namespace) -> int:
         "train_cpu_seconds": round(cpu_seconds, 1),
         "final_loss": float(np.mean(losses[-10:])),
         "loss_every_10_steps": [round(float(x), 4) for x in losses[::10]],
-        "versions": {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-                     "numpy": np.__version__, "python": platform.python_version(),
-                     "backend": jax.default_backend(), "machine": platform.machine()},
-        "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        **environment_record(),
     }
     json_path = out.rstrip(os.sep) + ".json"
     atomic_write_json(json_path, record)

@@ -18,7 +18,6 @@ import dataclasses
 import functools
 import json
 import os
-import shutil
 import warnings
 from typing import Any, Callable, Mapping, Optional, Tuple
 
@@ -29,6 +28,7 @@ import numpy as np
 from cocoa_jax.models import preprocessing as pp
 from cocoa_jax.models.clip import CLIP, ClipConfig
 from cocoa_jax.models import small_resnet
+from cocoa_jax.models.files import atomic_directory
 from cocoa_jax.models.resnet import ResNet
 
 FORMAT_VERSION = 1
@@ -355,11 +355,8 @@ def save(arch: str, config: Mapping[str, Any], variables, out_dir: str, notes=()
     check_variables(variables, abstract)
     out_dir = os.path.abspath(out_dir)
     check_out_dir(out_dir, overwrite=overwrite)
-    tmp_dir = f"{out_dir}.tmp-{os.getpid()}"
-    if os.path.exists(tmp_dir):
-        shutil.rmtree(tmp_dir)
-    os.makedirs(tmp_dir)
-    try:
+    with atomic_directory(out_dir) as tmp_dir:
+        os.makedirs(tmp_dir)
         tree = jax.tree_util.tree_map(lambda a: np.asarray(a), variables)
         with ocp.StandardCheckpointer() as checkpointer:
             checkpointer.save(os.path.join(tmp_dir, VARIABLES_DIR), tree)
@@ -367,12 +364,6 @@ def save(arch: str, config: Mapping[str, Any], variables, out_dir: str, notes=()
         meta = {"format": FORMAT_VERSION, "arch": arch, "config": dict(config), "notes": list(notes)}
         with open(os.path.join(tmp_dir, METADATA_FILE), "w") as f:
             json.dump(meta, f, indent=2)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp_dir, out_dir)
-    finally:
-        if os.path.exists(tmp_dir):
-            shutil.rmtree(tmp_dir)
     return out_dir
 
 

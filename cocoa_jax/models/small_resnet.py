@@ -136,25 +136,15 @@ def save_encoder(variables, directory: str) -> str:
     The checkpoint is written to a temporary sibling and moved into place, so an interrupted
     save leaves the previous checkpoint intact.
     """
-    import shutil
-
     import orbax.checkpoint as ocp
+
+    from cocoa_jax.models.files import atomic_directory
 
     directory = os.path.abspath(directory)
     os.makedirs(os.path.dirname(directory), exist_ok=True)
-    tmp = f"{directory}.tmp-{os.getpid()}"
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
     tree = jax.tree_util.tree_map(jnp.asarray, {"params": variables["params"],
                                                 "batch_stats": variables["batch_stats"]})
-    try:
-        with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(tmp, tree)
-            ckptr.wait_until_finished()
-        if os.path.exists(directory):
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
+    with atomic_directory(directory) as tmp, ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(tmp, tree)
+        ckptr.wait_until_finished()
     return directory

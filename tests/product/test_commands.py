@@ -1,0 +1,174 @@
+"""The commands README and docs show, run as users run them: the installed `cocoa-jax` as a
+subprocess, in a fresh working directory, checking exit codes, stderr and every file written.
+
+The README's exact commands (defaults included) are marked slow; the quick subset runs the same
+commands with smaller counts, so every command's product path stays in the edit loop.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import cli_env, run_cli
+
+EXPLAIN_FILES = ("figure.png", "attributions.npz", "settings.json")
+
+
+def _assert_ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def _assert_usage_error(proc, command: str, *needles: str):
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"cocoa-jax {command}: error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def _png_ok(path):
+    with open(path, "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n", path
+    assert os.path.getsize(path) > 10_000, path  # a real figure, not an empty canvas
+
+
+def _check_explain_outputs(out, n_explicands, methods, n_targets=4):
+    assert sorted(os.listdir(out)) == sorted(EXPLAIN_FILES)  # and no temporary files
+    _png_ok(os.path.join(out, "figure.png"))
+    with open(os.path.join(out, "settings.json")) as fh:
+        settings = json.load(fh)
+    with np.load(os.path.join(out, "attributions.npz")) as data:
+        for method in methods:
+            maps = data[method]
+            assert maps.shape[:2] == (n_explicands, n_targets), (method, maps.shape)
+            assert maps.shape[2:4] == (32, 32), (method, maps.shape)
+            assert np.all(np.isfinite(maps)) and np.abs(maps).max() > 0, method
+    return settings
+
+
+@pytest.mark.slow
+def test_explain_exactly_as_readme(tmp_path):
+    """README command 1's job: `cocoa-jax explain` with no arguments, then again (refused)."""
+    proc = run_cli(["explain"], cwd=tmp_path)
+    _assert_ok(proc)
+    out = tmp_path / "runs" / "explain"
+    _check_explain_outputs(out, 4, ("integrated_gradients", "gradient_shap", "rise"))
+    before = {name: os.path.getmtime(out / name) for name in EXPLAIN_FILES}
+    again = run_cli(["explain"], cwd=tmp_path)
+    _assert_usage_error(again, "explain", "--overwrite")
+    assert {name: os.path.getmtime(out / name) for name in EXPLAIN_FILES} == before
+
+
+def test_explain_small_then_overwrite(tmp_path):
+    args = ["explain", "--explicands", "2", "--n-steps", "4", "--n-samples", "4", "--n-masks", "200",
+            "--out", "small", "--quiet"]
+    _assert_ok(run_cli(args, cwd=tmp_path))
+    settings = _check_explain_outputs(tmp_path / "small", 2, ("integrated_gradients", "gradient_shap", "rise"))
+    assert "integrated_gradients" in json.dumps(settings)
+    with np.load(tmp_path / "small" / "attributions.npz") as data:
+        first = {k: data[k] for k in data.files}
+    _assert_ok(run_cli(args + ["--overwrite"], cwd=tmp_path))  # same seed: the same arrays
+    with np.load(tmp_path / "small" / "attributions.npz") as data:
+        for key, value in first.items():
+            np.testing.assert_array_equal(data[key], value, err_msg=key)
+
+
+@pytest.mark.slow
+def test_localize_examples_in_the_order_shown(tmp_path):
+    """docs/usecases.md's two offline examples, one after the other in one folder."""
+    _assert_ok(run_cli(["localize"], cwd=tmp_path))
+    _assert_ok(run_cli(["localize", "--query", "7", "--foil", "1", "4", "--out", "runs/localize_7"], cwd=tmp_path))
+    for folder in ("localize", "localize_7"):
+        files = sorted(os.listdir(tmp_path / "runs" / folder))
+        assert files == ["attributions.npz", "figure.png", "settings.json"], (folder, files)
+        _png_ok(tmp_path / "runs" / folder / "figure.png")
+
+
+def test_localize_small(tmp_path):
+    _assert_ok(run_cli(["localize", "--images", "1", "--query", "7", "--foil", "1", "4", "--n-steps", "4",
+                        "--n-samples", "4", "--n-masks", "100", "--quiet", "--out", "loc"], cwd=tmp_path))
+    with np.load(tmp_path / "loc" / "attributions.npz") as data:
+        assert all(np.all(np.isfinite(data[k])) for k in data.files if data[k].dtype.kind == "f")
+
+
+@pytest.mark.slow
+def test_augmentations_default(tmp_path):
+    _assert_ok(run_cli(["augmentations"], cwd=tmp_path))
+    assert sorted(os.listdir(tmp_path / "runs" / "augmentations")) == [
+        "attributions.npz", "figure.png", "settings.json"]
+
+
+def _photos(folder, names=("astronaut", "coffee", "chelsea", "rocket")):
+    """Real photographs a package ships (scikit-image), saved as files a user would have."""
+    skdata = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    paths = []
+    for name in names:
+        path = os.path.join(folder, f"{name}.png")
+        Image.fromarray(getattr(skdata, name)()).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_augmentations_on_a_converted_model_and_photos(tmp_path, converted_model_dir):
+    """A converted checkpoint (random weights, real SimSiam format) on image files."""
+    arch, model_dir = converted_model_dir
+    images = _photos(str(tmp_path))
+    proc = run_cli(["augmentations", "--model", arch, "--weights", model_dir, "--images", *images[:1],
+                    "--foil", *images[1:], "--augmentations", "original,flip,erase", "--n-steps", "4",
+                    "--n-samples", "4", "--n-masks", "64", "--out", "aug", "--quiet"], cwd=tmp_path)
+    _assert_ok(proc)
+    with np.load(tmp_path / "aug" / "attributions.npz") as data:
+        floats = [k for k in data.files if data[k].dtype.kind == "f"]
+        assert floats and all(np.all(np.isfinite(data[k])) for k in floats)
+    _png_ok(tmp_path / "aug" / "figure.png")
+
+
+def test_sweep_report_resume(tmp_path):
+    """docs/sweep.md's commands on a tiny config: sweep --report, re-run (resumes), report."""
+    tiny = ["--set", "seeds=[0]", "--set", "classes=[1,7]", "--set", "explicands_per_class=2",
+            "--set", "corpus_size=8", "--set", "foil_size=8", "--set", "eval_steps=4",
+            "--set", "probe_train_size=200", "--set", "probe_test_size=100",
+            "--set", "methods.integrated_gradients.n_steps=4", "--set", "methods.gradient_shap.n_samples=4",
+            "--set", "methods.rise.n_masks=64", "--no-progress"]
+    run_dir = tmp_path / "runs" / "digits"
+    first = run_cli(["sweep", run_dir, *tiny, "--report"], cwd=tmp_path, env=cli_env())
+    _assert_ok(first)
+    assert "computed 8 unit(s), 0 already finished" in first.stdout, first.stdout
+    report = run_dir / "report"
+    for name in ("report.md", "report.csv", "curves.png"):
+        assert (report / name).is_file(), sorted(os.listdir(report))
+    table = (report / "report.md").read_text()
+    second = run_cli(["sweep", run_dir, *tiny], cwd=tmp_path)
+    _assert_ok(second)
+    assert "computed 0 unit(s), 8 already finished" in second.stdout, second.stdout
+    _assert_ok(run_cli(["report", run_dir], cwd=tmp_path))
+    assert (report / "report.md").read_text() == table  # regenerated from the same run: identical
+    changed = run_cli(["sweep", run_dir, *tiny[:-1], "--set", "eval_steps=5"], cwd=tmp_path)
+    _assert_usage_error(changed, "sweep", "eval_steps: 4 -> 5")
+
+
+def test_convert_refuses_to_replace(tmp_path, converted_model_dir):
+    arch, model_dir = converted_model_dir
+    with open(os.path.join(model_dir, "model.json")) as fh:
+        assert json.load(fh)["arch"] == arch
+    proc = run_cli(["convert", arch, os.path.join(tmp_path, "missing.pth"), model_dir], cwd=tmp_path)
+    _assert_usage_error(proc, "convert")
+
+
+def test_version_and_python_m(tmp_path):
+    import subprocess
+
+    installed = run_cli(["--version"], cwd=tmp_path)
+    _assert_ok(installed)
+    module = subprocess.run([sys.executable, "-m", "cocoa_jax", "--version"], cwd=tmp_path, env=cli_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert module.returncode == 0 and module.stdout == installed.stdout
+    assert installed.stdout.startswith("cocoa-jax ")

@@ -152,12 +152,12 @@ def save_probe(probe: LinearProbe, directory: str, metadata: dict | None = None)
 
 
 def load_probe(directory: str) -> LinearProbe:
-    """Restore a probe written by `save_probe`."""
-    import orbax.checkpoint as ocp
+    """Restore a probe written by `save_probe` (host-local: the same in every process of a
+    `jax.distributed` job, see `cocoa_jax.models.registry.restore_host_local`)."""
+    from cocoa_jax.models.registry import restore_host_local
 
     directory = os.path.abspath(directory)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no probe checkpoint at {directory!r}")
-    with ocp.StandardCheckpointer() as ckptr:
-        tree = ckptr.restore(directory)
+    tree = restore_host_local(directory)
     return LinearProbe(jnp.asarray(tree["weights"]), jnp.asarray(tree["bias"]))

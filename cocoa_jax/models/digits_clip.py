@@ -278,7 +278,7 @@ def load_digits_clip(directory: str | None = None) -> DigitsClipModel:
 
     The architecture is this module's defaults (the checkpoint's shapes must match them).
     """
-    import orbax.checkpoint as ocp
+    from cocoa_jax.models.registry import restore_host_local
 
     directory = os.path.abspath(directory or WEIGHTS_DIR)
     if not os.path.isdir(directory):
@@ -287,6 +287,6 @@ def load_digits_clip(directory: str | None = None) -> DigitsClipModel:
     module = DigitsCLIP()
     abstract = jax.eval_shape(lambda: init_variables(module, jax.random.key(0)))
     abstract = {"params": abstract["params"], "batch_stats": abstract["batch_stats"]}
-    with ocp.StandardCheckpointer() as ckptr:
-        variables = ckptr.restore(directory, abstract)
+    # Host-local (no collective restore): the same in one process and under jax.distributed.
+    variables = jax.tree_util.tree_map(jnp.asarray, restore_host_local(directory, abstract))
     return make_model(module, variables)

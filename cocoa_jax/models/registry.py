@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import os
 import warnings
 from typing import Any, Callable, Mapping, Optional, Tuple
@@ -418,10 +419,50 @@ def read_metadata(directory: str) -> dict:
 _CHECKPOINT_FILES = ("_METADATA", "manifest.ocdbt")
 
 
-def restore_variables(checkpoint_dir: str, abstract, directory: str):
-    """Restore an orbax checkpoint against `abstract`; ModelDirError naming what is missing/broken."""
+class _DropAbslNotice(logging.Filter):
+    """Hides orbax's notice that size logging is off for `primary_host=None` (expected here)."""
+
+    def filter(self, record):
+        return "primary_host=None" not in record.getMessage()
+
+
+def restore_host_local(checkpoint_dir: str, abstract=None):
+    """An orbax checkpoint restored by THIS process alone, every leaf a host `np.ndarray`.
+
+    Why: orbax's default restore is collective (barriers over every process, arrays placed
+    with the topology they were saved with), so under `jax.distributed` it hangs or fails on
+    another topology. Here this process is orbax's only participant and no device is touched:
+    the same in one process and in each process of any job. The on-disk format is unchanged.
+    abstract: the expected tree (leaves with shape/dtype; restored leaves take its dtypes), or
+    None for the checkpoint's own tree.
+    """
     import orbax.checkpoint as ocp
 
+    alone = ocp.options.MultiprocessingOptions(primary_host=None, active_processes={jax.process_index()})
+    notice = _DropAbslNotice()
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addFilter(notice)
+    try:
+        handler = ocp.PyTreeCheckpointHandler(multiprocessing_options=alone)
+        with ocp.Checkpointer(handler, multiprocessing_options=alone) as checkpointer:
+            if abstract is None:
+                abstract = checkpointer.metadata(checkpoint_dir).item_metadata.tree
+                restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract)
+            else:
+                restore_args = jax.tree_util.tree_map(
+                    lambda leaf: ocp.RestoreArgs(restore_type=np.ndarray, dtype=leaf.dtype), abstract)
+            return checkpointer.restore(checkpoint_dir,
+                                        args=ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args))
+    finally:
+        absl_logger.removeFilter(notice)
+
+
+def restore_variables(checkpoint_dir: str, abstract, directory: str):
+    """Restore a model's checkpoint against `abstract` (host-local, see `restore_host_local`).
+
+    ModelDirError names what is missing or broken. A JAX runtime error (e.g. a failing
+    `jax.distributed` job) is re-raised as it is: it says nothing about the directory.
+    """
     if not os.path.isdir(checkpoint_dir):
         raise FileNotFoundError(f"model directory {directory!r} has no checkpoint folder "
                                 f"{os.path.relpath(checkpoint_dir, directory)!r}")
@@ -430,13 +471,16 @@ def restore_variables(checkpoint_dir: str, abstract, directory: str):
             raise ModelDirError(f"model directory {directory!r}: checkpoint file "
                                 f"{os.path.relpath(os.path.join(checkpoint_dir, name), directory)!r} is missing")
     try:
-        with ocp.StandardCheckpointer() as checkpointer:
-            return checkpointer.restore(checkpoint_dir, abstract)
+        host = restore_host_local(checkpoint_dir, abstract)
+    except jax.errors.JaxRuntimeError:
+        raise
     except Exception as err:  # orbax/tensorstore raise many types with multi-line dumps
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise ModelDirError(f"model directory {directory!r}: the checkpoint in "
                             f"{os.path.relpath(checkpoint_dir, directory) or '.'!r} could not be restored "
                             f"(files missing or damaged: {type(err).__name__}: {first})") from None
+    # On this process's default device (as before); `sharding.global_array` places them on a mesh.
+    return jax.tree_util.tree_map(jnp.asarray, host)
 
 
 def _is_bare_checkpoint(directory: str) -> bool:

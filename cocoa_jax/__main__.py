@@ -1,7 +1,7 @@
 """`python -m cocoa_jax ...` runs the `cocoa-jax` command line."""
 import sys
 
-from cocoa_jax.cli import main
+from cocoa_jax.cli import console_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

@@ -1,18 +1,21 @@
-"""The `cocoa-jax` command line: a thin dispatcher to `cocoa_jax.commands.<name>`.
+"""The `cocoa-jax` command line: COCOA (contrastive corpus attribution) explanations from the shell.
 
-Each command module defines `add_arguments(parser)` and `run(args) -> int`. Modules are
-imported only when their command runs, so `cocoa-jax explain` never imports torch and
-`cocoa-jax --help` stays fast.
+Each command module (`cocoa_jax.commands.<name>`) defines `add_arguments(parser)` and
+`run(args) -> int`; it is imported only when its command runs (`cocoa-jax --help` loads no JAX).
 
-Errors: a command reports a user mistake by raising `UsageError(message)` (or a
-`ValueError`/`TypeError`/`FileNotFoundError`/`FileExistsError` before any work starts); `main`
-prints `cocoa-jax CMD: error: message` on stderr and returns 2, without a traceback. Ctrl-C
-prints one line and returns 130; a command that wants to say more (e.g. what is finished)
-prints it and re-raises `KeyboardInterrupt`.
+Errors: a command reports a user mistake by raising `UsageError(message)`; `main` prints
+`cocoa-jax CMD: error: message` on stderr and returns 2, without a traceback. Command-line
+mistakes (unknown flag or command, wrong type, missing argument) are answered the same way by
+the command's own parser, with a close match suggested, exit status 2.
+
+Ctrl-C: `console_main` (the installed `cocoa-jax`) hands SIGINT/SIGTERM to
+`cocoa_jax.interrupt` before JAX loads: one line, exit 130 (143), temporaries removed,
+outputs all-or-none. `main(argv)` (in-process) catches KeyboardInterrupt: one line, 130.
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 
@@ -79,34 +82,115 @@ def _version() -> str:
     return f"cocoa-jax {__version__}"
 
 
+DESCRIPTION = """\
+Explain what an image encoder's representations respond to, with COCOA (contrastive corpus
+attribution, Lin et al., ICLR 2023): which pixels make an image similar to a corpus of
+examples and dissimilar to a foil. Runs on the embedded digits models out of the box, or on
+checkpoints converted from PyTorch.
+"""
+
+EPILOG = """\
+Run `cocoa-jax COMMAND --help` for a command's options. Outputs are written whole or not at
+all: Ctrl-C stops any command with one line and exit status 130, leaving no partial outputs
+(a sweep keeps the units it finished; re-run it to resume).
+"""
+
+
+def _suggestion(word: str, choices) -> str:
+    """` (did you mean X?)` for the closest choice, compared without leading dashes."""
+    bare = {c.lstrip("-"): c for c in choices}
+    close = difflib.get_close_matches(word.lstrip("-"), list(bare), n=1, cutoff=0.6)
+    return f" (did you mean {bare[close[0]]}?)" if close else ""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse, with every mistake as one line: `cocoa-jax CMD: error: ...`, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(USAGE_ERROR_STATUS, f"{self.prog}: error: {message}\n")
+
+    def option_strings(self) -> list[str]:
+        return [s for action in self._actions for s in action.option_strings]
+
+    def unrecognized(self, extras: list[str]):
+        """Report the first unrecognized argument, with the closest option as a hint."""
+        options = [e for e in extras if e.startswith("-") and e != "-"]
+        if options:
+            word = options[0].split("=", 1)[0]
+            hint = _suggestion(word, [s for s in self.option_strings() if s.startswith("--")])
+        else:
+            word, hint = extras[0], ""
+        if not hint:
+            hint = f" (see {self.prog} --help)"
+        self.error(f"unrecognized argument {word}{hint}")
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cocoa-jax", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="cocoa-jax", description=DESCRIPTION, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     sub.required = True
+    parser._command_parsers = {}
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        parser._command_parsers[name] = p
         # Only the chosen command's module is imported (its arguments are needed to parse).
         if argv and argv[0] == name:
             importlib.import_module(module_name).add_arguments(p)
     return parser
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse `argv`; a mistake exits with status 2 and one line from the right parser."""
+    parser = build_parser(argv)
+    first = argv[0] if argv else None
+    if first is None:
+        parser.error(f"missing COMMAND, one of {', '.join(COMMANDS)} (see cocoa-jax --help)")
+    if not first.startswith("-") and first not in COMMANDS:
+        parser.error(f"unknown command {first!r}{_suggestion(first, COMMANDS)}; "
+                     f"commands: {', '.join(COMMANDS)}")
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        parser._command_parsers.get(args.command, parser).unrecognized(extras)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
+    from cocoa_jax import interrupt
+
+    interrupt.set_command(command)
+    interrupt.set_detail(None)
     try:
-        args = build_parser(argv).parse_args(argv)  # argparse itself exits 2 on a bad command line
+        args = parse(argv)  # a bad command line exits 2 (SystemExit), like argparse
         module = importlib.import_module(COMMANDS[args.command][0])
         return int(module.run(args) or 0)
     except UsageError as err:
         _quiet_aborted_io()
         return fail(command, str(err))
     except KeyboardInterrupt:
-        prog = f"cocoa-jax {command}" if command else "cocoa-jax"
-        print(f"{prog}: interrupted (Ctrl-C)", file=sys.stderr)
+        from cocoa_jax import files
+
+        files.remove_temporaries()
+        print(interrupt.message(), file=sys.stderr)
         return INTERRUPTED_STATUS
 
 
+def console_main() -> int:
+    """The installed `cocoa-jax`: Ctrl-C/SIGTERM handled by `cocoa_jax.interrupt` (set up
+    before anything loads JAX), then `main`."""
+    from cocoa_jax import interrupt
+
+    argv = sys.argv[1:]
+    interrupt.install(argv[0] if argv and argv[0] in COMMANDS else None)
+    status = main(argv)
+    # A signal from here on still gets its line and status: the watcher threads stay alive
+    # until the interpreter ends.
+    sys.stdout.flush()
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

@@ -229,7 +229,9 @@ def test_version_and_python_m(capsys):
 def test_unknown_command_is_argparse_status_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["explian"])
-    assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("cocoa-jax: error: unknown command 'explian'"), err
+    assert "did you mean explain?" in err and len(err.strip().splitlines()) == 1
 
 
 def test_ctrl_c_is_one_line_and_status_130(capsys, monkeypatch):

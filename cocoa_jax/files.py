@@ -1,0 +1,264 @@
+"""Atomic outputs: every file or directory a command writes appears whole, or not at all.
+
+`Outputs` collects several outputs (files held in memory, directories written to a temporary
+sibling) and `commit()`s them together under one process-wide lock; `atomic_write_bytes`,
+`atomic_write_json` and `atomic_directory` are one-output shortcuts. The Ctrl-C handler of the
+command line (`cocoa_jax.interrupt`) takes the same lock, so a commit in progress completes
+and one not started never starts; it then deletes the registered temporaries and exits.
+Temporary names are `<final path>.tmp-<pid>[-<n>]`, next to the final path (same file
+system, so the final rename is atomic on POSIX).
+
+This module imports only the standard library (the interrupt handler loads it before JAX).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import json
+import os
+import shutil
+import threading
+
+_LOCK = threading.RLock()
+_TEMPORARIES: dict[str, None] = {}  # insertion-ordered set of paths to delete on interrupt
+_COUNTER = itertools.count()
+
+
+@contextlib.contextmanager
+def write_lock():
+    """Hold the lock that commits and the interrupt handler take (re-entrant)."""
+    with _LOCK:
+        yield
+
+
+def register_temporary(path: str) -> None:
+    with _LOCK:
+        _TEMPORARIES[os.path.abspath(path)] = None
+
+
+def unregister_temporary(path: str) -> None:
+    with _LOCK:
+        _TEMPORARIES.pop(os.path.abspath(path), None)
+
+
+def _remove(path: str) -> None:
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            os.remove(path)
+    except OSError:
+        pass
+
+
+def remove_temporaries() -> list[str]:
+    """Delete every registered temporary (newest first); returns their paths."""
+    with _LOCK:
+        paths = list(_TEMPORARIES)[::-1]
+        for path in paths:
+            _remove(path)
+        _TEMPORARIES.clear()
+    return paths
+
+
+def temporary_name(path: str) -> str:
+    """A free sibling name for a temporary of `path`: `<path>.tmp-<pid>[-<n>]`."""
+    base = f"{os.path.abspath(path)}.tmp-{os.getpid()}"
+    candidate = base
+    while os.path.lexists(candidate) or candidate in _TEMPORARIES:
+        candidate = f"{base}-{next(_COUNTER)}"
+    return candidate
+
+
+def fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def npz_bytes(arrays: dict) -> bytes:
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def json_bytes(obj, **kwargs) -> bytes:
+    kwargs.setdefault("indent", 2)
+    return json.dumps(obj, **kwargs).encode()
+
+
+def rendered(write) -> bytes:
+    """`write(file_object)` into memory (e.g. `fig.savefig`, `np.savez`); returns the bytes."""
+    buffer = io.BytesIO()
+    write(buffer)
+    return buffer.getvalue()
+
+
+class Outputs:
+    """Outputs written together: after `commit()` all of them are in place, before it none.
+
+    Files are kept in memory until the commit (nothing touches the disk before it, so an
+    interrupt or an error earlier leaves nothing behind). Directories are written inside
+    `with outputs.directory(path) as tmp:` to a registered temporary sibling, with the lock
+    held (an interrupt waits for the write, then deletes it). `commit()` creates missing
+    parent folders, writes and fsyncs the files' temporaries, then moves everything into
+    place, all under the lock. An existing output is replaced (callers decide if allowed).
+    """
+
+    def __init__(self):
+        self._files: dict[str, bytes] = {}
+        self._dirs: dict[str, str] = {}
+
+    # -- staging -------------------------------------------------------------------------------
+
+    def add_bytes(self, path: str, data: bytes) -> str:
+        self._files[os.path.abspath(path)] = bytes(data)
+        return path
+
+    def add_text(self, path: str, text: str) -> str:
+        return self.add_bytes(path, text.encode())
+
+    def add_json(self, path: str, obj, **kwargs) -> str:
+        return self.add_bytes(path, json_bytes(obj, **kwargs))
+
+    def add_npz(self, path: str, arrays: dict) -> str:
+        return self.add_bytes(path, npz_bytes(arrays))
+
+    def add_rendered(self, path: str, write) -> str:
+        """`write(file_object)` (a figure's savefig, np.savez, ...) rendered in memory."""
+        return self.add_bytes(path, rendered(write))
+
+    @contextlib.contextmanager
+    def directory(self, path: str):
+        """Yield a temporary sibling path (not created) to write the directory `path` into."""
+        path = os.path.abspath(path)
+        with _LOCK:
+            tmp = temporary_name(path)
+            register_temporary(tmp)
+            try:
+                yield tmp
+                if not os.path.isdir(tmp):
+                    raise FileNotFoundError(f"nothing was written to {tmp!r} for {path!r}")
+            except BaseException:
+                _remove(tmp)
+                unregister_temporary(tmp)
+                raise
+        self._dirs[path] = tmp
+
+    # -- committing ----------------------------------------------------------------------------
+
+    def discard(self) -> None:
+        """Drop everything staged (deletes staged directories)."""
+        with _LOCK:
+            for tmp in self._dirs.values():
+                _remove(tmp)
+                unregister_temporary(tmp)
+        self._dirs.clear()
+        self._files.clear()
+
+    def commit(self) -> list[str]:
+        """Move every staged output into place (all, or on an error none of the files)."""
+        paths = [*self._dirs, *self._files]
+        with _LOCK:
+            written = {}
+            parents = {os.path.dirname(p) for p in paths}
+            try:
+                for parent in sorted(parents):
+                    os.makedirs(parent, exist_ok=True)
+                mode = _default_mode()
+                for path, data in self._files.items():
+                    tmp = temporary_name(path)
+                    register_temporary(tmp)
+                    written[path] = tmp
+                    with open(tmp, "wb") as fh:
+                        fh.write(data)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    os.chmod(tmp, mode)
+            except BaseException:
+                for tmp in written.values():
+                    _remove(tmp)
+                    unregister_temporary(tmp)
+                self.discard()
+                raise
+            for path, tmp in self._dirs.items():
+                old = None
+                if os.path.lexists(path):
+                    old = temporary_name(path + ".old")
+                    register_temporary(old)
+                    os.replace(path, old)
+                os.replace(tmp, path)
+                unregister_temporary(tmp)
+                if old is not None:
+                    _remove(old)
+                    unregister_temporary(old)
+            for path, tmp in written.items():
+                os.replace(tmp, path)
+                unregister_temporary(tmp)
+            for parent in parents:
+                fsync_dir(parent)
+        self._dirs.clear()
+        self._files.clear()
+        return paths
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.discard()
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# One-output shortcuts
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write `data` to `path`: readers (and a Ctrl-C) see the old file or the whole new one."""
+    outputs = Outputs()
+    outputs.add_bytes(path, data)
+    outputs.commit()
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str, obj, **kwargs) -> None:
+    atomic_write_bytes(path, json_bytes(obj, **kwargs))
+
+
+def atomic_write_npz(path: str, arrays: dict) -> None:
+    atomic_write_bytes(path, npz_bytes(arrays))
+
+
+def atomic_write_rendered(path: str, write) -> None:
+    """`write(file_object)` (e.g. a figure's savefig) rendered in memory, then written atomically."""
+    atomic_write_bytes(path, rendered(write))
+
+
+@contextlib.contextmanager
+def atomic_directory(directory: str):
+    """Yield a temporary sibling path of `directory` to write into (not created). On success it
+    replaces `directory` (the old one is removed only then); on any failure it is removed and
+    `directory` is left as it was."""
+    outputs = Outputs()
+    with outputs.directory(directory) as tmp:
+        yield tmp
+    outputs.commit()

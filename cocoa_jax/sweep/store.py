@@ -50,15 +50,9 @@ def fsync_dir(path: str) -> None:
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write `data` to `path` so readers see the old file or the whole new one, never a part."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(directory)
+    from cocoa_jax import files
+
+    files.atomic_write_bytes(path, data)  # fsynced file and directory; Ctrl-C-safe (cocoa_jax.files)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -1,8 +1,6 @@
 """Training of the embedded models (SimCLR digits encoder, digits image-text dual encoder)."""
 from __future__ import annotations
 
-import json
-import os
 import platform
 import time
 
@@ -22,7 +20,6 @@ def environment_record() -> dict:
 
 def atomic_write_json(path: str, record: dict) -> None:
     """Write `record` as JSON so readers see the old file or the whole new one."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=2)
-    os.replace(tmp, path)
+    from cocoa_jax import files
+
+    files.atomic_write_json(path, record)

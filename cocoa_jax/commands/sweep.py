@@ -152,17 +152,24 @@ def run(args) -> int:
     from cocoa_jax.sweep.runner import count_finished
     from cocoa_jax.sweep.store import RunDirMismatch
 
+    from cocoa_jax import interrupt
+
+    def finished_detail():  # built when the signal arrives (counts the saved units then)
+        return (f"{count_finished(args.run_dir) or 0} unit(s) of the run are finished and saved in "
+                f"{args.run_dir}; re-run the same command to resume")
+
+    interrupt.set_detail(finished_detail)
     try:
         result = run_sweep(config, args.run_dir, progress=not args.no_progress, max_units=args.max_units,
                            devices=args.devices, compile_cache=None if args.compile_cache == "none"
                            else args.compile_cache)
     except RunDirMismatch as err:
         raise UsageError(str(err)) from None
-    except KeyboardInterrupt:
-        finished = count_finished(args.run_dir)
-        print(f"cocoa-jax sweep: interrupted: {finished or 0} unit(s) of the run are finished and saved in "
-              f"{args.run_dir}; re-run the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt:  # in-process `main([...])`; the console command exits in cocoa_jax.interrupt
+        print(interrupt.message(), file=sys.stderr)
         return 130
+    finally:
+        interrupt.set_detail(None)
     where = f"process {result.process_index}/{result.process_count}, {result.num_devices} device(s)"
     print(f"run {result.config_hash} [{where}]: computed {len(result.computed)} unit(s), "
           f"{len(result.skipped)} already finished, {result.seconds:.1f} s -> {result.run_dir}")

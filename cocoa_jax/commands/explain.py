@@ -11,8 +11,9 @@ Appendix H). Everything is jitted with the parameters and the targets as traced 
 and vmapped over explicands (per-explicand targets included).
 
 Every argument is checked before any work; a mistake is one line on stderr, exit status 2.
-Writes to --out (default runs/explain), each file atomically, refusing to replace an earlier
-run's files unless --overwrite:
+Writes to --out (default runs/explain) all three files together at the end, or none of them
+(Ctrl-C or an error before that leaves --out as it was), refusing to replace an earlier run's
+files unless --overwrite:
   figure.png        explicands, then one row of overlays per (target, method)
   attributions.npz  raw attributions, one array per method (axis orders in settings.json)
   settings.json     the settings used, the axis order of every array, timings and versions
@@ -20,15 +21,14 @@ run's files unless --overwrite:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import tempfile
 import time
 
 import numpy as np
 
 from cocoa_jax.cli import UsageError
+from cocoa_jax.files import Outputs
 
 # The demo's default selection; names, titles and option defaults come from the library tables.
 DEFAULT_TARGETS = ("cocoa", "corpus", "label_free", "contrastive_label_free")
@@ -233,22 +233,6 @@ def encode_in_chunks(encode, params, x, chunk: int = 256) -> np.ndarray:
     return np.concatenate(out)[:len(x)]
 
 
-def _atomic_write(path: str, write) -> None:
-    """`write(tmp_path)`, then rename over `path`: a reader never sees a half-written file."""
-    directory, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=os.path.splitext(name)[1], dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is for the temporary name only
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def array_axes(method_names) -> dict[str, str]:
     """Axis order of every array in attributions.npz (N explicands, K targets)."""
     from cocoa_jax import methods
@@ -359,18 +343,19 @@ def run(args: argparse.Namespace) -> int:
         advance(name, t0)
 
     t0 = time.perf_counter()
-    os.makedirs(out, exist_ok=True)
+    # All three files are committed together at the end: Ctrl-C before that leaves none of them.
+    outputs = Outputs()
     arrays = dict(**results, **extras, explicands=np.asarray(xs), baselines=np.asarray(blurred),
                   scores=scores, baseline_scores=baseline_scores,
                   explicand_indices=expl_idx, explicand_labels=data.y_test[expl_idx],
                   corpus_indices=corpus_idx, foil_indices=foil_idx,
                   target_names=np.array(target_names), method_names=np.array(method_names))
-    _atomic_write(os.path.join(out, "attributions.npz"), lambda p: np.savez(p, **arrays))
+    outputs.add_npz(os.path.join(out, "attributions.npz"), arrays)
     rows = [(f"{T.TARGET_TITLES[t]}\n{methods.get(m).title}".replace("Contrastive ", "Contrastive\n"),
              results[m][:, j], not methods.get(m).per_channel)  # RISE maps carry the mean score as an offset
             for j, t in enumerate(target_names) for m in method_names]
     titles = [f"test #{i} (digit {data.y_test[i]})" for i in expl_idx]
-    _atomic_write(os.path.join(out, "figure.png"), lambda p: attribution_grid(
+    outputs.add_rendered(os.path.join(out, "figure.png"), lambda p: attribution_grid(
         p, np.asarray(xs), rows, column_titles=titles,
         title=f"corpus: {corpus_size} training '{corpus_class}'s, foil: {len(foil_idx)} random training images"))
     advance("write", t0)
@@ -399,11 +384,8 @@ def run(args: argparse.Namespace) -> int:
                      "backend": jax.default_backend()},
     }
 
-    def write_settings(p):
-        with open(p, "w") as f:
-            json.dump(settings, f, indent=2)
-
-    _atomic_write(os.path.join(out, "settings.json"), write_settings)
+    outputs.add_json(os.path.join(out, "settings.json"), settings)
+    outputs.commit()
     print(f"wrote {os.path.join(out, 'figure.png')}, attributions.npz and settings.json "
           f"in {timings['total']:.1f} s")
     return 0

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cocoa_jax import attribution, targets
+from cocoa_jax import attribution, methods, targets
 
 SHAPE = (5, 6, 2)
 RNG = np.random.default_rng(0)
@@ -247,14 +247,23 @@ def test_rise_masks_deterministic_and_keep_prob_one_keeps_everything():
 # --------------------------------------------------------------------------- shared behaviour
 
 
-METHODS = {
-    "ig": lambda f, x, b, key, bs: attribution.integrated_gradients(f, x, b, n_steps=9, batch_size=bs),
-    "gradient_shap": lambda f, x, b, key, bs: attribution.gradient_shap(f, x, b[None], key, n_samples=9,
-                                                                        batch_size=bs),
-    "smoothgrad": lambda f, x, b, key, bs: attribution.smoothgrad(f, x, key, n_samples=9, stdev=0.2,
-                                                                  batch_size=bs),
-    "rise": lambda f, x, b, key, bs: attribution.rise(f, x, b, key, n_masks=9, grid_size=(2, 2), batch_size=bs),
-}
+def _small_options(name):
+    """The method's own defaults with every sample / step / mask count cut to 10 (even, for
+    antithetic options): a method added to `methods.METHODS` gets these tests unchanged."""
+    return {option: 10 for option, default in methods.defaults(name).items()
+            if option.startswith("n_") and isinstance(default, int) and not isinstance(default, bool)}
+
+
+def _run_method(name):
+    options = _small_options(name)
+    return lambda f, x, b, key, bs: methods.attribute(name, f, x, b, key, batch_size=bs, **options)
+
+
+METHODS = {name: _run_method(name) for name in methods.ATTRIBUTION_METHODS}
+
+
+def test_every_method_of_the_table_is_covered():
+    assert set(METHODS) >= {"integrated_gradients", "gradient_shap", "rise", "smoothgrad", "vanilla_gradients"}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-METHOD_TITLES = {"integrated_gradients": "IG", "gradient_shap": "GradientSHAP", "rise": "RISE"}
+METHOD_NAMES = ("integrated_gradients", "gradient_shap", "rise")
 OPTIONS = dict(n_steps=20, n_samples=20, stdev=0.2, n_masks=1000, grid_size=(4, 4), batch_size=500, chunk_size=8)
 
 
@@ -65,19 +65,20 @@ def run(seeds: int, explicands: int) -> dict:
 
 def summarize(result: dict) -> list[dict]:
     """Rows (augmentation, method): per-seed means -> mean and 95% CI half-width over seeds."""
+    from cocoa_jax import methods
     from cocoa_jax.sweep.report import ci95_halfwidth
 
     rows = []
     records = result["records"]
     for aug in ("crop", "erase"):
         chance = [np.mean(r[aug]["chance"]) for r in records]
-        for method in METHOD_TITLES:
+        for method in METHOD_NAMES:
             shares = [np.asarray(r[aug]["share"][method], np.float64) for r in records]  # (N, K) each
             cocoa = [np.nanmean(s[:, 0]) for s in shares]
             free = [np.nanmean(s[:, 1]) for s in shares]
             diff = [np.nanmean(s[:, 0] - s[:, 1]) for s in shares]
             wins = [np.nanmean(s[:, 0] > s[:, 1]) for s in shares]
-            rows.append({"augmentation": aug, "method": METHOD_TITLES[method],
+            rows.append({"augmentation": aug, "method": methods.get(method).title,
                          "cocoa": (np.mean(cocoa), ci95_halfwidth(cocoa)),
                          "label_free": (np.mean(free), ci95_halfwidth(free)),
                          "difference": (np.mean(diff), ci95_halfwidth(diff)),

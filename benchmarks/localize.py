@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     from cocoa_jax.models import digits_clip
     from cocoa_jax.training.clip_digits import class_text_embeddings
     from cocoa_jax.usecases import localize as L
+    from cocoa_jax import methods
 
     model = digits_clip.load_digits_clip()
     data = load_digits_split(seed=0)
@@ -74,7 +75,6 @@ def main(argv=None) -> int:
     options = {"integrated_gradients": {"n_steps": args.n_steps},
                "gradient_shap": {"n_samples": args.n_samples, "stdev": 0.2},
                "rise": {"n_masks": args.n_masks, "grid_size": (args.grid_size, args.grid_size)}}
-    titles = {"integrated_gradients": "IG", "gradient_shap": "GradientSHAP", "rise": "RISE"}
     per_seed = {m: np.zeros((args.seeds, len(L.TARGET_NAMES), 2)) for m in options}
     seconds = {m: 0.0 for m in options}
     start = time.perf_counter()
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
         for k, t in enumerate(L.TARGET_NAMES):
             (mx, mx_ci), (ms, ms_ci) = mean_ci(per_seed[m][:, k, 0]), mean_ci(per_seed[m][:, k, 1])
             summary[f"{m}/{t}"] = {"max": [mx, mx_ci], "mass": [ms, ms_ci]}
-            lines.append(f"| {titles[m]} | {L.TARGET_TITLES[t]} | {mx:.3f} ({mx_ci:.3f}) | {ms:.3f} ({ms_ci:.3f}) |")
+            lines.append(f"| {methods.get(m).title} | {L.TARGET_TITLES[t]} | {mx:.3f} ({mx_ci:.3f}) | {ms:.3f} ({ms_ci:.3f}) |")
     lines.append("| (chance) | | 0.250 | 0.250 |")
     table = "\n".join(lines)
     print(table)

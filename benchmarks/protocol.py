@@ -55,7 +55,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCH = "simsiam_cifar_resnet18"
 # cocoa-jax method names <-> the official scripts' names.
 METHODS = {"integrated_gradients": "int_grad", "gradient_shap": "gradient_shap", "rise": "rise"}
-LABELS = {"integrated_gradients": "IG", "gradient_shap": "GradientSHAP", "rise": "RISE"}
 N_TARGETS = 4
 
 SETTINGS = {

@@ -425,7 +425,7 @@ def test_benchmark_summary_means_and_intervals():
         rec = {"seed": seed}
         for aug in ("crop", "erase"):
             rec[aug] = {"chance": rng.uniform(0.2, 0.9, 5).tolist(),
-                        "share": {m: rng.uniform(0, 1, (5, 2)).tolist() for m in bench.METHOD_TITLES}}
+                        "share": {m: rng.uniform(0, 1, (5, 2)).tolist() for m in bench.METHOD_NAMES}}
         records.append(rec)
     rows = bench.summarize({"records": records})
     row = next(r for r in rows if r["augmentation"] == "erase" and r["method"] == "RISE")

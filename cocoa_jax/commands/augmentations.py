@@ -13,7 +13,8 @@ any converted encoder (`cocoa-jax convert`) on image files, prepared with the mo
 resize/crop; augmentations act on [0, 1] pixels and the model's normalisation follows them.
 
 Writes to --out (default runs/augmentations); refuses to replace earlier outputs without
---overwrite; every file is written to a temporary name and then renamed:
+--overwrite; all three files are written together at the end, or none of them (Ctrl-C or an
+error before that leaves --out as it was):
   figure.png        per original: its views (row 1), then one overlay row per (target, method)
   attributions.npz  raw arrays (axis orders in settings.json)
   settings.json     every setting, the images used, axis orders, timings and versions
@@ -25,7 +26,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -229,23 +229,6 @@ def _normalized_encoder(encode_fn, prep):
 # ----------------------------------------------------------------------------- outputs
 
 
-def _atomic(path, write):
-    """write(tmp_path) then rename over `path` (no half-written outputs)."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def draw_figure(path, result, titles, method_names, *, caption=""):
     """Views of each original (row 1 of its block), then one overlay row per (target, method).
 
@@ -363,19 +346,22 @@ def _run(args, settings) -> int:
     shares = np.stack(shares)  # (M, N, A, K)
 
     t0 = time.perf_counter()
+    from cocoa_jax.files import Outputs
+
     out = settings["out"]
-    os.makedirs(out, exist_ok=True)
+    # The three files are committed together at the end: Ctrl-C before that leaves none of them.
+    outputs = Outputs()
     arrays = {"originals": originals, "views": result.views.image, "source": result.views.source,
               "valid": result.views.valid, "scores": result.scores, "content_share": shares,
               "augmentations": np.array(result.augmentations), "target_names": np.array(A.TARGET_NAMES),
               "methods": np.array(settings["methods"]), **result.attributions}
-    _atomic(os.path.join(out, "attributions.npz"), lambda p: np.savez(p, **arrays))
+    outputs.add_npz(os.path.join(out, "attributions.npz"), arrays)
     caption = (f"foil: {len(foil_images)} random images; IG {settings['n_steps']} steps, GradientSHAP "
                f"{settings['n_samples']} samples, RISE {settings['n_masks']} masks ({grid}x{grid}); blurred baseline")
     if settings["skipped_augmentations"]:
         caption += f"; {', '.join(settings['skipped_augmentations'])} skipped (1 channel)"
-    _atomic(os.path.join(out, "figure.png"),
-            lambda p: draw_figure(p, result, settings["titles"], settings["methods"], caption=caption))
+    outputs.add_rendered(os.path.join(out, "figure.png"),
+                         lambda p: draw_figure(p, result, settings["titles"], settings["methods"], caption=caption))
     timings["write"] = round(time.perf_counter() - t0, 3)
     timings["total"] = round(time.perf_counter() - t_start, 3)
     erase = list(result.augmentations).index("erase") if "erase" in result.augmentations else None
@@ -399,10 +385,7 @@ def _run(args, settings) -> int:
                      "numpy": np.__version__, "python": platform.python_version(), "backend": jax.default_backend()},
     })
 
-    def write_json(p):
-        with open(p, "w") as f:
-            json.dump(settings, f, indent=2)
-
-    _atomic(os.path.join(out, "settings.json"), write_json)
+    outputs.add_json(os.path.join(out, "settings.json"), settings)
+    outputs.commit()
     print(f"wrote {os.path.join(out, 'figure.png')}, attributions.npz and settings.json in {timings['total']:.1f} s")
     return 0

@@ -11,7 +11,8 @@ CLIP: `--model clip_vit_b32 --weights DIR --image PATH --query dog [--foil cat .
 converted CLIP ViT-B/32 (`cocoa-jax convert clip_vit_b32 ...`); the foil defaults to the
 CIFAR-100 class names other than the query, as in the official COCOA code.
 
-Writes to --out (default runs/localize; existing outputs are refused unless --overwrite):
+Writes to --out (default runs/localize; existing outputs are refused unless --overwrite) all
+three files together at the end, or none of them (Ctrl-C or an error before that):
   figure.png        images (query tile boxed), then one row per (target, method); colour legend
   attributions.npz  raw attributions per method (N, K, H, W[, C]), images, queries, target scores,
                     and for grids the tile labels and pointing-game hits (N, K, 2) [max, mass]
@@ -212,9 +213,12 @@ def plot(path: str, images: np.ndarray, rows, *, column_titles, boxes=None, titl
     wrapped = textwrap.fill(title, width=int(fig.get_figwidth() * 13))  # ~13 characters per inch at 9 pt
     fig.suptitle(wrapped, fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - (0.25 + 0.17 * wrapped.count("\n")) / fig.get_figheight()))
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
+    if isinstance(path, str):
+        from cocoa_jax.files import atomic_write_rendered
+
+        atomic_write_rendered(path, lambda f: fig.savefig(f, dpi=dpi, format="png"))
+    else:  # a file object (the command renders into memory and commits all outputs together)
+        fig.savefig(path, dpi=dpi, format="png")
     return path
 
 
@@ -331,15 +335,17 @@ def run(args: argparse.Namespace) -> int:
      attribution_seconds) = run_fn(s, args, log)
     attributions = {m: np.asarray(a) for m, a in attributions.items()}
 
+    from cocoa_jax.files import Outputs
+
     out = s["out"]
-    os.makedirs(out, exist_ok=True)
+    # The three files are committed together at the end: Ctrl-C before that leaves none of them.
+    outputs = Outputs()
     rows = [(f"{L.TARGET_TITLES[t]}\n{METHOD_TITLES[m]}", attributions[m][:, k], L.centred(m))
             for k, t in enumerate(L.TARGET_NAMES) for m in s["methods"]]
-    plot(os.path.join(out, "figure.png"), images, rows, column_titles=titles, boxes=boxes, title=title)
-    tmp = os.path.join(out, f"attributions.tmp-{os.getpid()}.npz")
-    np.savez(tmp, **attributions, images=images, scores=scores, target_names=np.array(L.TARGET_NAMES),
-             method_names=np.array(s["methods"]), **{f"hits_{m}": h for m, h in hits.items()}, **extra)
-    os.replace(tmp, os.path.join(out, "attributions.npz"))
+    outputs.add_rendered(os.path.join(out, "figure.png"),
+                         lambda f: plot(f, images, rows, column_titles=titles, boxes=boxes, title=title))
+    outputs.add_rendered(os.path.join(out, "attributions.npz"), lambda f: np.savez(f, **attributions, images=images, scores=scores, target_names=np.array(L.TARGET_NAMES),
+             method_names=np.array(s["methods"]), **{f"hits_{m}": h for m, h in hits.items()}, **extra))
 
     pointing = {m: {t: {"max": float(h[:, k, 0].mean()), "mass": float(h[:, k, 1].mean())}
                     for k, t in enumerate(L.TARGET_NAMES)} for m, h in hits.items()}
@@ -355,10 +361,8 @@ def run(args: argparse.Namespace) -> int:
         "versions": {"cocoa_jax": getattr(cocoa_jax, "__version__", "?"), "jax": jax.__version__,
                      "numpy": np.__version__, "python": platform.python_version(), "backend": jax.default_backend()},
     })
-    tmp = os.path.join(out, f"settings.tmp-{os.getpid()}.json")
-    with open(tmp, "w") as f:
-        json.dump(settings, f, indent=2)
-    os.replace(tmp, os.path.join(out, "settings.json"))
+    outputs.add_json(os.path.join(out, "settings.json"), settings)
+    outputs.commit()
     log(f"wrote {os.path.join(out, 'figure.png')}, attributions.npz and settings.json in "
         f"{settings['timings_s']['total']:.1f} s")
     for m, per_target in pointing.items():

@@ -339,7 +339,8 @@ def _check_flag(name: str, value) -> bool:
 
 
 def _check_stdev(stdev) -> float:
-    if not (isinstance(stdev, (int, float, np.floating)) and np.isfinite(stdev) and stdev >= 0):
+    if (isinstance(stdev, bool) or not isinstance(stdev, (int, float, np.integer, np.floating))
+            or not np.isfinite(stdev) or stdev < 0):
         raise ValueError(f"`stdev` must be a finite number >= 0, got {stdev!r}")
     return float(stdev)
 
@@ -462,6 +463,14 @@ def gradient_shap(
 # ----------------------------------------------------------------------------- RISE
 
 
+def _check_keep_prob(keep_prob) -> float:
+    # bool is an int in Python; NaN fails the comparison.
+    if (isinstance(keep_prob, bool) or not isinstance(keep_prob, (int, float, np.integer, np.floating))
+            or not 0.0 < keep_prob <= 1.0):
+        raise ValueError(f"`keep_prob` must be a number in (0, 1], got {keep_prob!r}")
+    return float(keep_prob)
+
+
 def _check_rise_args(image_size, grid_size, keep_prob):
     if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
             or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s <= 0 for s in image_size)):
@@ -471,8 +480,7 @@ def _check_rise_args(image_size, grid_size, keep_prob):
         raise ValueError(f"`grid_size` must be (grid_h, grid_w) positive integers, got {grid_size!r}")
     if any(g > s for g, s in zip(grid_size, image_size)):
         raise ValueError(f"`grid_size` {tuple(grid_size)} must not exceed the image size {tuple(image_size)}")
-    if not (isinstance(keep_prob, (int, float, np.floating)) and 0.0 < keep_prob <= 1.0):
-        raise ValueError(f"`keep_prob` must be in (0, 1], got {keep_prob!r}")
+    keep_prob = _check_keep_prob(keep_prob)
     return tuple(int(s) for s in image_size), tuple(int(g) for g in grid_size), float(keep_prob)
 
 
@@ -681,8 +689,7 @@ def rise_centered_from_moments(weighted_sum, score_sum, mask_sum, n: int, keep_p
 def _check_rise_inputs(x, baseline, keep_prob, batch_size):
     x = _check_input(x, rank=3)
     baseline = _check_baseline("baseline", baseline, x)
-    if not (isinstance(keep_prob, (int, float, np.floating)) and 0.0 < keep_prob <= 1.0):
-        raise ValueError(f"`keep_prob` must be in (0, 1], got {keep_prob!r}")
+    keep_prob = _check_keep_prob(keep_prob)
     batch_size = _checks.check_optional_batch_size(batch_size)
     return x, baseline, float(keep_prob), batch_size or DEFAULT_RISE_BATCH_SIZE
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
-from typing import Any, Callable
+import re
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -141,19 +142,73 @@ def _type_name(default) -> str:
 
 def check_options(name: str, options: dict, where: str | None = None) -> dict:
     """Validate `options` for method `name`: every key an option of the method, every value
-    of the default's type. Returns a copy. `where` names the options in messages (e.g.
-    "methods['rise']")."""
-    where = where or f"options of {name!r}"
+    of the default's type (values: `check_values`). Returns a copy. `where` names the options
+    in messages as a dotted prefix (e.g. "methods.rise" -> `methods.rise.n_masks`)."""
+    label = where or f"options of {name!r}"
     if not isinstance(options, dict):
-        raise TypeError(f"`{where}` must be a dict of options, got {type(options).__name__}")
+        raise TypeError(f"`{label}` must be a dict of options, got {type(options).__name__}")
     known = defaults(name)
     for key, value in options.items():
         if key not in known:
-            raise ValueError(f"`{where}` has unknown option {key!r}; valid options of {name!r}: "
+            raise ValueError(f"`{label}` has unknown option {key!r}; valid options of {name!r}: "
                              f"{sorted(known) or 'none'}")
         if not _type_ok(value, known[key]):
-            raise TypeError(f"`{where}[{key!r}]` must be of type {_type_name(known[key])} "
+            option = f"{where}.{key}" if where else key
+            raise TypeError(f"`{option}` must be of type {_type_name(known[key])} "
                             f"(default {known[key]!r}), got {value!r}")
+    return dict(options)
+
+
+def _dummy_scores(x):
+    # Two targets, so the checks of the K-target code path run too.
+    return jnp.stack([jnp.sum(x), jnp.mean(x)])
+
+
+def check_values(name: str, options: dict, image_shape, *, batch_size: int | None = None,
+                 names: str | Mapping[str, str] | None = None) -> dict:
+    """Validate the VALUES of `options` for method `name` on (H, W, C) images, before any work.
+
+    The method is traced abstractly (`jax.eval_shape`, a dummy 2-target `f`, nothing computed),
+    so every argument check of its `cocoa_jax.attribution` function runs with the real image
+    shape: counts, keep_prob, rule and sampler names, grid_size vs the image, antithetic
+    with odd counts, batch_size. The function's own ValueError/TypeError is re-raised with the
+    option named as the caller knows it: `names` is a prefix ("methods.rise" ->
+    `methods.rise.n_masks`) or a dict option -> name ({"n_masks": "--n-masks"}).
+    Returns the checked options (a copy). Costs milliseconds (a trace, no compilation).
+    """
+    options = check_options(name, options, where=names if isinstance(names, str) else None)
+
+    def display(option: str) -> str:
+        if isinstance(names, str):
+            return f"{names}.{option}"
+        if isinstance(names, Mapping) and option in names:
+            return names[option]
+        return option
+
+    def reraise(err):
+        # The attribution checks name the argument first, in backticks: rename it.
+        message = re.sub(r"`(\w+)`", lambda m: f"`{display(m.group(1))}`", str(err), count=1)
+        raise type(err)(message) from None
+
+    try:
+        batch_size = attribution._checks.check_optional_batch_size(batch_size)
+    except ValueError as err:
+        reraise(err)
+    shape = tuple(int(v) for v in image_shape)
+    if len(shape) != 3 or min(shape) <= 0:
+        raise ValueError(f"`image_shape` must be (H, W, C) positive sizes, got {image_shape!r}")
+    method = get(name)
+    if method.source is None:
+        return dict(options)
+    image = jax.ShapeDtypeStruct(shape, jnp.float32)
+
+    def trace(x, baseline):
+        return method.fn(_dummy_scores, x, baseline, jax.random.key(0), batch_size=batch_size, **options)
+
+    try:
+        jax.eval_shape(trace, image, image)
+    except (ValueError, TypeError) as err:
+        reraise(err)
     return dict(options)
 
 

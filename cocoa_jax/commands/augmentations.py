@@ -155,6 +155,7 @@ def validate(args: argparse.Namespace) -> dict:
     else:
         settings["images"] = _files("--images", args.images)
         settings["foil_images"] = _files("--foil", args.foil)
+    check_method_values(settings, args.weights)
     out = os.path.abspath(args.out)
     existing = [name for name in OUTPUTS if os.path.exists(os.path.join(out, name))]
     if existing and not args.overwrite:
@@ -164,6 +165,31 @@ def validate(args: argparse.Namespace) -> dict:
         raise UsageError(f"--out {out!r} exists and is not a directory")
     settings["out"] = out
     return settings
+
+
+OPTION_FLAGS = {"n_steps": "--n-steps", "n_samples": "--n-samples", "stdev": "--stdev", "n_masks": "--n-masks",
+                "grid_size": "--grid-size", "batch_size": "--batch-size"}
+
+
+def check_method_values(settings: dict, weights=None) -> None:
+    """Every method option value, by the method's own checks on the encoder's image shape
+    (digits 32x32x1; a converted model's from its model.json), before any data is read."""
+    from cocoa_jax import methods
+    from cocoa_jax.models.registry import input_shape_of
+    from cocoa_jax.usecases import augmentations as A
+
+    shape = input_shape_of(settings["model"], None if settings["model"] == "digits" else weights)
+    if shape is None:
+        return  # unreadable model.json: loading the model reports it
+    grid = settings["grid_size"] or (4 if shape[0] <= 32 else 7)  # the default of _run
+    values = {"n_steps": settings["n_steps"], "n_samples": settings["n_samples"], "stdev": settings["stdev"],
+              "n_masks": settings["n_masks"], "grid_size": (grid, grid)}
+    for name in settings["methods"]:
+        options = {k: values[k] for k in A._METHOD_OPTIONS[name]}  # what explain_augmentations passes
+        try:
+            methods.check_values(name, options, shape, batch_size=settings["batch_size"], names=OPTION_FLAGS)
+        except (TypeError, ValueError) as err:
+            raise UsageError(f"{err} (method {name}, {shape[0]}x{shape[1]} images)") from None
 
 
 # ----------------------------------------------------------------------------- data

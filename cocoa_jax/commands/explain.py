@@ -124,6 +124,8 @@ def method_options(args, method_names, image_size) -> dict[str, dict]:
     """{method: options it runs with} from the flags (library defaults for unset ones), checked."""
     from cocoa_jax import methods
 
+    shape = tuple(image_size) if len(image_size) == 3 else (*image_size, 1)  # (H, W, C) or (H, W)
+    image_size = shape[:2]
     given = {"n_steps": args.n_steps, "n_samples": args.n_samples, "stdev": args.stdev,
              "n_masks": args.n_masks, "grid_size": args.grid_size}
     for key in ("n_steps", "n_samples", "n_masks", "grid_size"):
@@ -151,6 +153,11 @@ def method_options(args, method_names, image_size) -> dict[str, dict]:
             from cocoa_jax.attribution import paper_grid_size
 
             out[name]["grid_size"] = tuple(paper_grid_size(image_size))
+        # Every value, by the method's own checks on the real image shape (milliseconds).
+        try:
+            methods.check_values(name, out[name], shape, names=OPTION_FLAGS)
+        except (TypeError, ValueError) as err:
+            raise UsageError(f"{err} (method {name})") from None
     return out
 
 
@@ -270,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
     from cocoa_jax.models import registry
 
     image_shape = registry.ARCHITECTURES[registry.DIGITS].input_shape(registry.DIGITS_CONFIG)
-    options = method_options(args, method_names, image_shape[:2])
+    options = method_options(args, method_names, image_shape)
     if args.weights is not None and not os.path.isdir(args.weights):
         raise UsageError(f"--weights {args.weights!r} is not a directory")
     out = check_out_dir(args.out, args.overwrite)

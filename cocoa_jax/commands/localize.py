@@ -109,6 +109,7 @@ def check_args(args) -> dict:
          "batch_size": None if args.batch_size is None else _positive("--batch-size", args.batch_size)}
     if not (np.isfinite(args.stdev) and args.stdev >= 0):
         raise ValueError(f"--stdev must be a finite number >= 0, got {args.stdev}")
+    s["stdev"] = float(args.stdev)
     if int(args.seed) < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     if args.weights is not None and not os.path.isdir(args.weights):
@@ -143,6 +144,7 @@ def check_args(args) -> dict:
         else:
             s["foil"] = None
         s["grid_size"] = _positive("--grid-size", args.grid_size) if args.grid_size is not None else DIGITS_GRID_RISE
+    check_method_values(s, args.weights)
     out = os.path.abspath(args.out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out} exists and is not a directory")
@@ -151,6 +153,29 @@ def check_args(args) -> dict:
         raise ValueError(f"--out {out} already holds {', '.join(existing)}; pass --overwrite to replace them")
     s["out"] = out
     return s
+
+
+OPTION_FLAGS = {"n_steps": "--n-steps", "n_samples": "--n-samples", "stdev": "--stdev", "n_masks": "--n-masks",
+                "grid_size": "--grid-size", "batch_size": "--batch-size"}
+
+
+def check_method_values(s: dict, weights=None) -> None:
+    """Every method option value, by the method's own checks on the image shape that will be explained."""
+    from cocoa_jax import methods
+    from cocoa_jax.models.digits_clip import INPUT_SHAPE
+    from cocoa_jax.models.registry import input_shape_of
+    from cocoa_jax.usecases.localize import GRID
+
+    if s["model"] == "clip_vit_b32":
+        shape = input_shape_of("clip_vit_b32", weights) or (224, 224, 3)
+    else:  # 2x2 grids of digit tiles
+        shape = (GRID[0] * INPUT_SHAPE[0], GRID[1] * INPUT_SHAPE[1], INPUT_SHAPE[2])
+    options = method_options(s)
+    for name in s["methods"]:
+        try:
+            methods.check_values(name, options[name], shape, batch_size=s["batch_size"], names=OPTION_FLAGS)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{err} (method {name}, {shape[0]}x{shape[1]} images)") from None
 
 
 def method_options(s: dict) -> dict:

@@ -17,8 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--paper", action="store_true",
                         help="start from the paper's full defaults instead of the reduced digits protocol")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
-                        help='override a config field, e.g. --set seeds=[0,1] --set encoder=digits '
-                             '--set \'methods={"rise":{"n_masks":2000}}\'')
+                        help='override a config field, e.g. --set seeds=[0,1] --set encoder=digits; a dotted '
+                             'path changes one entry of a table and keeps the rest: --set methods.rise.n_masks=2000 '
+                             '(--set \'methods={...}\' replaces the whole methods table)')
     parser.add_argument("--devices", type=int, default=None, metavar="N",
                         help="devices of this process to use (default: all; on a CPU, one forced host device "
                              "per core, set before JAX starts)")
@@ -38,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args):
     """The SweepConfig of the command line; every mistake is a UsageError naming the field."""
-    from cocoa_jax.sweep.config import SweepConfig, digits_reduced
+    from cocoa_jax.models.registry import input_shape_of
+    from cocoa_jax.sweep.config import SweepConfig, apply_overrides, describe_methods, digits_reduced
 
     if args.config:
         if not os.path.isfile(args.config):
@@ -52,18 +54,24 @@ def build_config(args):
             raise UsageError(f"--config {args.config!r} must hold a JSON object of config fields")
     else:
         base = (SweepConfig() if args.paper else digits_reduced()).to_dict()
-    for item in args.set:
-        field, sep, value = item.partition("=")
-        if not sep or not field:
-            raise UsageError(f"--set expects FIELD=JSON, got {item!r}")
-        try:
-            base[field] = json.loads(value)
-        except json.JSONDecodeError:
-            base[field] = value  # a bare string
     try:
-        return SweepConfig.from_dict(base)
+        data = apply_overrides(base, args.set)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    before = base.get("methods", SweepConfig().methods)
+    dropped = [name for name in (before if isinstance(before, dict) else {})
+               if name not in (data.get("methods") or {})]
+    try:
+        config = SweepConfig.from_dict(data)
+        # Option values need the image shape: the encoder's, read without loading weights.
+        image_shape = input_shape_of(config.encoder, config.encoder_dir)
+        if image_shape is not None:
+            config.check_method_values(image_shape)
     except (ValueError, TypeError) as err:
         raise UsageError(str(err)) from None
+    if dropped:  # a whole-table --set methods={...} replaced the table: say what is left out
+        print(f"cocoa-jax sweep: {describe_methods(config.methods, dropped)}", file=sys.stderr)
+    return config
 
 
 def _distributed_settings(args):

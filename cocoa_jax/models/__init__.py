@@ -8,11 +8,13 @@
 Architectures (`list_architectures()`): simclr_resnet50, simsiam_cifar_resnet18,
 resnet18_classifier, clip_vit_b32 (converted with `cocoa-jax convert`, see `ports/`, installed
 as `cocoa_jax_ports`) and digits (shipped; `load("digits")`). Every encode/head function checks
-its input's shape against `input_shape`. This package never imports torch.
+its input's shape against `input_shape`; eager calls also refuse non-float dtypes and values
+that are non-finite or outside `input_range` (`check_images(model, x)`: call it before jitting,
+where values cannot be checked). This package never imports torch.
 """
 from cocoa_jax.models.preprocessing import Preprocessing
-from cocoa_jax.models.registry import (ARCHITECTURES, LoadedModel, ModelDirError, list_architectures,
-                                       load, make_loaded, save)
+from cocoa_jax.models.registry import (ARCHITECTURES, LoadedModel, ModelDirError, check_images,
+                                       input_shape_of, list_architectures, load, make_loaded, save)
 
-__all__ = ["ARCHITECTURES", "LoadedModel", "ModelDirError", "Preprocessing", "list_architectures",
-           "load", "make_loaded", "save"]
+__all__ = ["ARCHITECTURES", "LoadedModel", "ModelDirError", "Preprocessing", "check_images", "input_shape_of",
+           "list_architectures", "load", "make_loaded", "save"]

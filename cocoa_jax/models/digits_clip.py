@@ -237,6 +237,7 @@ class DigitsClipModel:
     name: str = "digits_clip"
     input_shape: tuple = INPUT_SHAPE
     preprocess: Any = None
+    input_range: tuple = ((0.0,), (1.0,))  # raw [0, 1] grey levels, as trained
 
     @property
     def representation_dim(self) -> int:
@@ -250,11 +251,11 @@ class DigitsClipModel:
         return tokenize(texts)
 
     def encode(self, images) -> jax.Array:
-        """(N, H, W, 1) float in [0, 1] -> (N, D)."""
-        images = jnp.asarray(images, jnp.float32)
-        if images.ndim != 4 or images.shape[-1] != 1:
-            raise ValueError(f"images must have shape (N, H, W, 1), got {tuple(images.shape)}")
-        return jax.jit(self.encode_fn)(self.params, images)
+        """(N, H, W, 1) float in [0, 1] -> (N, D); shape, dtype and values checked (`check_images`)."""
+        from cocoa_jax.models.registry import check_images
+
+        check_images(self, images, "images")
+        return jax.jit(self.encode_fn)(self.params, jnp.asarray(images, jnp.float32))
 
     def encode_text(self, texts_or_tokens) -> jax.Array:
         """Captions (str or list of str) or (N, L) int token ids -> (N, D)."""
@@ -268,9 +269,21 @@ class DigitsClipModel:
         return jax.jit(self.encode_text_fn)(self.params, jnp.asarray(tokens, jnp.int32))
 
 
+def _checked_image_encode(raw: Callable) -> Callable:
+    """`raw` refusing non-float images, and (eager calls only) non-finite or outside [0, 1] ones."""
+    def encode_fn(variables, images):
+        from cocoa_jax.models.registry import check_image_values
+
+        check_image_values("images", images, DigitsClipModel.input_range, DigitsClipModel.name)
+        return raw(variables, images)
+
+    return encode_fn
+
+
 def make_model(module: DigitsCLIP, variables) -> DigitsClipModel:
     """Wrap a module and its `{"params", "batch_stats"}` as a `DigitsClipModel`."""
-    return DigitsClipModel(module, variables, image_encode_fn(module), text_encode_fn(module))
+    return DigitsClipModel(module, variables, _checked_image_encode(image_encode_fn(module)),
+                           text_encode_fn(module))
 
 
 def load_digits_clip(directory: str | None = None) -> DigitsClipModel:

@@ -99,6 +99,11 @@ class Preprocessing:
             return x
         return (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
 
+    def input_range(self, channels: int = 3) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+        """(low, high) per channel of what this preprocessing outputs: [0, 1] pixels normalised,
+        i.e. ((0 - mean) / std, (1 - mean) / std), or [0, 1] without mean/std."""
+        return value_range(self, channels)
+
     def __call__(self, image) -> np.ndarray:
         """One image -> float32 (crop, crop, 3), ready to stack into an encoder batch."""
         return np.asarray(self.normalize(self.resize_crop(image)), dtype=np.float32)
@@ -106,6 +111,14 @@ class Preprocessing:
     def batch(self, images) -> np.ndarray:
         """Sequence of images -> float32 (N, crop, crop, 3)."""
         return np.stack([self(image) for image in images])
+
+
+def value_range(preprocess: Optional["Preprocessing"], channels: int) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """(low, high) per channel of inputs prepared by `preprocess` (None: raw [0, 1] pixels)."""
+    if preprocess is None or preprocess.mean is None:
+        return (0.0,) * channels, (1.0,) * channels
+    mean, std = np.asarray(preprocess.mean, np.float64), np.asarray(preprocess.std, np.float64)
+    return tuple(float(v) for v in (0.0 - mean) / std), tuple(float(v) for v in (1.0 - mean) / std)
 
 
 # int(32 * 8 / 7) == 36: SimSiam's CIFAR test transform.

@@ -77,9 +77,17 @@ class LoadedModel:
     notes: Tuple[str, ...] = ()
 
     def encode(self, x) -> jax.Array:
-        """(N, H, W, C) -> (N, D) with this model's params (jit-compiled, cached)."""
-        check_images("x", x, self.input_shape, self.name)
+        """(N, H, W, C) -> (N, D) with this model's params (jit-compiled, cached).
+
+        `x` is checked first (`check_images`): shape, a float dtype, finite values in `input_range`.
+        """
+        check_images(self, x)
         return _jit(self.encode_fn)(self.params, jnp.asarray(x, jnp.float32))
+
+    @property
+    def input_range(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+        """(low, high) per channel of ONE preprocessed input (`ArchSpec.input_range`)."""
+        return _spec(self.name).input_range
 
     def head(self, reps) -> jax.Array:
         """(N, D) representations -> (N, num_classes) logits."""
@@ -133,7 +141,7 @@ def _dtype_of(array):
     return array.dtype if hasattr(array, "dtype") else np.asarray(array).dtype
 
 
-def check_images(name: str, x, input_shape, model_name: str) -> None:
+def check_image_shape(name: str, x, input_shape, model_name: str) -> None:
     """`x` must be (N, *input_shape) of a real dtype; ValueError/TypeError saying what was expected."""
     shape, want = tuple(np.shape(x)), tuple(input_shape)
     expected = f"(N, {', '.join(map(str, want))})"
@@ -156,6 +164,74 @@ def check_images(name: str, x, input_shape, model_name: str) -> None:
         raise TypeError(f"`{name}` must be a real numeric array, got dtype {dtype}")
 
 
+def _range_text(low, high) -> str:
+    if len(set(low)) == 1 and len(set(high)) == 1:
+        return f"[{low[0]:.4g}, {high[0]:.4g}]"
+    return "per channel " + ", ".join(f"[{lo:.4g}, {hi:.4g}]" for lo, hi in zip(low, high))
+
+
+def check_image_values(name: str, x, input_range, model_name: str, *, tolerance: float = 1e-3) -> None:
+    """A float dtype always; when `x` is concrete (not traced), finite values within `input_range`
+    ((low, high) per channel, widened by `tolerance` of each channel's width). Static dtypes are
+    checked under jit too; values only where they are known (eager calls)."""
+    low, high = (tuple(float(v) for v in bound) for bound in input_range)
+    expected = _range_text(low, high)
+    normalised = any(lo != 0.0 or hi != 1.0 for lo, hi in zip(low, high))
+    how = ("normalise [0, 1] pixels with model.preprocess.normalize(x) (or prepare images with "
+           "model.preprocess)" if normalised else "scale to [0, 1]")
+    dtype = _dtype_of(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`{name}` has dtype {dtype} but model {model_name!r} takes float inputs in {expected}: "
+                        f"convert, e.g. x.astype(np.float32) / 255 for 8-bit pixels"
+                        + (", then normalise with model.preprocess.normalize" if normalised else ""))
+    if isinstance(x, jax.core.Tracer) or not np.size(x):
+        return
+    values = x if isinstance(x, jax.Array) else np.asarray(x)
+    xp = jnp if isinstance(values, jax.Array) else np
+    axes = tuple(range(values.ndim - 1))
+    finite = xp.isfinite(values)
+    bad = int(values.size - int(xp.count_nonzero(finite)))
+    if bad:
+        raise ValueError(f"`{name}` contains {bad} NaN/inf value(s); model {model_name!r} needs finite "
+                         f"inputs in {expected}")
+    lows = np.asarray(xp.min(values, axis=axes), np.float64).reshape(-1)
+    highs = np.asarray(xp.max(values, axis=axes), np.float64).reshape(-1)
+    for c, (lo, hi, got_lo, got_hi) in enumerate(zip(low, high, lows, highs)):
+        slack = tolerance * (hi - lo)
+        if got_lo < lo - slack or got_hi > hi + slack:
+            channel = f" (channel {c})" if len(low) > 1 else ""
+            if got_hi > 2.0 and got_lo >= -slack:  # 0..255 data, the usual mistake
+                cause = "; these look like 8-bit pixels: scale to [0, 1], e.g. x / 255"
+                if normalised:
+                    cause += ", then normalise with model.preprocess.normalize"
+            else:
+                cause = f"; {how}"
+            raise ValueError(f"`{name}` has values in [{got_lo:.4g}, {got_hi:.4g}]{channel} but model "
+                             f"{model_name!r} expects {expected}{cause}")
+
+
+def check_images(model, x, name: str = "x") -> None:
+    """Check images `x` for `model` (a `LoadedModel` or the digits dual encoder) before encoding.
+
+    Raises ValueError/TypeError naming the expected shape (N, *model.input_shape), a float dtype
+    and, for concrete arrays, finite values in `model.input_range` (+-0.1% of its width).
+    `model.encode` and eager calls of `model.encode_fn` run it; inside jit/vmap/grad values are
+    unknown and only shape and dtype are checked, so call it on the data before jitting:
+
+        check_images(model, x)                          # eager, cheap (a min/max per channel)
+        reps = jax.jit(model.encode_fn)(model.params, x)
+    """
+    input_shape = tuple(model.input_shape)
+    if isinstance(model, LoadedModel):
+        check_image_shape(name, x, input_shape, model.name)
+    else:  # size-agnostic towers (the digits dual encoder): rank and channels only
+        shape = tuple(np.shape(x))
+        if len(shape) != 4 or shape[-1] != input_shape[-1]:
+            raise ValueError(f"`{name}` must have shape (N, H, W, {input_shape[-1]}) for model "
+                             f"{model.name!r}, got {shape}")
+    check_image_values(name, x, model.input_range, model.name)
+
+
 def check_reps(name: str, reps, dim: int) -> None:
     """`reps` must be (N, dim)."""
     shape = tuple(np.shape(reps))
@@ -174,8 +250,11 @@ def check_tokens(name: str, tokens, context_length: int) -> None:
 
 
 def _checked_encode(raw, input_shape, model_name):
+    input_range = _spec(model_name).input_range
+
     def encode_fn(params, x):
-        check_images("x", x, input_shape, model_name)
+        check_image_shape("x", x, input_shape, model_name)
+        check_image_values("x", x, input_range, model_name)  # values: eager calls only
         return raw(params, x)
 
     return encode_fn
@@ -218,6 +297,9 @@ class ArchSpec:
 
     any_size: a convolutional encoder that pools any spatial size (`with_input_shape` allowed).
     default_dir: where `load(name)` finds weights when no directory is given (shipped models).
+    input_range: (low, high) per channel of ONE preprocessed input: [0, 1] pixels through
+      `preprocess` (normalised models: ((0 - mean) / std, (1 - mean) / std)); encode refuses
+      concrete inputs outside it (`check_images`).
     """
 
     name: str
@@ -228,6 +310,11 @@ class ArchSpec:
     preprocess: Optional[pp.Preprocessing]
     any_size: bool = True
     default_dir: Optional[str] = None
+    channels: int = 3
+
+    @property
+    def input_range(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+        return pp.value_range(self.preprocess, self.channels)
 
 
 def _build_resnet(config):
@@ -270,10 +357,33 @@ ARCHITECTURES = {
     DIGITS: ArchSpec(
         DIGITS, "SimCLR SmallResNet on scikit-learn digits (shipped); 128-d; 32x32x1 in [0, 1]",
         DIGITS_CONFIG, _build_digits, lambda c: small_resnet.INPUT_SHAPE, None,
-        default_dir=small_resnet.WEIGHTS_DIR),
+        default_dir=small_resnet.WEIGHTS_DIR, channels=small_resnet.INPUT_SHAPE[-1]),
 }
 # Architectures `cocoa-jax convert` produces (the others ship with the package).
 CONVERTIBLE = tuple(name for name, spec in ARCHITECTURES.items() if spec.default_dir is None)
+
+
+def input_shape_of(arch: str, directory: Optional[str] = None) -> Optional[Tuple[int, int, int]]:
+    """(H, W, C) of ONE input of `arch` (stored in `directory`'s model.json), without loading weights;
+    None when it cannot be told here (unknown arch, unreadable directory: `load` reports those)."""
+    spec = ARCHITECTURES.get(arch) if isinstance(arch, str) else None
+    if spec is None:
+        return None
+    config = spec.default_config
+    if directory is not None:
+        path = os.path.join(os.path.expanduser(directory), METADATA_FILE)
+        if os.path.isfile(path):
+            try:
+                with open(path) as f:
+                    config = json.load(f)["config"]
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+        elif spec.default_dir is None:
+            return None
+    try:
+        return tuple(int(v) for v in spec.input_shape(config))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def list_architectures() -> Tuple[str, ...]:

@@ -178,13 +178,22 @@ class SweepConfig:
         for name, options in self.methods.items():
             if name not in METHOD_NAMES:
                 raise ValueError(f"config field `methods` key {name!r} is not one of {list(METHOD_NAMES)}")
-            methods_mod.check_options(name, options, where=f"methods[{name!r}]")
+            methods_mod.check_options(name, options, where=f"methods.{name}")
         if self.blur_sigma <= 0:
             raise ValueError(f"config field `blur_sigma` must be positive, got {self.blur_sigma!r}")
         if self.blur_kernel_size % 2 == 0:
             raise ValueError(f"config field `blur_kernel_size` must be odd, got {self.blur_kernel_size}")
         if self.classes is not None and not self.classes:
             raise ValueError("config field `classes` is empty (use null for all classes)")
+
+    def check_method_values(self, image_shape) -> None:
+        """Check every method option VALUE for (H, W, C) images (`methods.check_values`), with
+        `attribution_batch` as the batch size: a ValueError/TypeError naming `methods.NAME.OPTION`.
+        Call it before any work (the sweep command does, with the encoder's input shape)."""
+        for name, options in self.methods.items():
+            methods_mod.check_values(name, options, image_shape, batch_size=self.attribution_batch,
+                                     names={**{k: f"methods.{name}.{k}" for k in methods_mod.defaults(name)},
+                                            "batch_size": "attribution_batch"})
 
     # -- units -------------------------------------------------------------------------
 
@@ -238,6 +247,74 @@ class SweepConfig:
 
     def replace(self, **changes) -> "SweepConfig":
         return dataclasses.replace(self, **changes)
+
+
+def _override_keys(path: tuple[str, ...]) -> list[str] | None:
+    """The keys valid under `path` of the config (None: any key; only known dicts get {})."""
+    if path == ():
+        return [f.name for f in dataclasses.fields(SweepConfig)]
+    if path == ("methods",):
+        return list(METHOD_NAMES)
+    if len(path) == 2 and path[0] == "methods" and path[1] in METHOD_NAMES:
+        return list(methods_mod.defaults(path[1]))
+    return None
+
+
+def parse_value(text: str):
+    """JSON, or the text itself as a bare string (`--set encoder=digits`)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(base: dict, overrides) -> dict:
+    """`base` (config fields) with each "PATH=JSON" of `overrides` applied, in order.
+
+    PATH is a field ("seeds=[0,1]", replaced whole) or a dotted path into a dict field that
+    changes one entry and keeps the rest ("methods.rise.n_masks=2000"; "methods.rise={...}"
+    replaces rise's options only). Unknown names are a ValueError naming the path and the
+    valid keys. Returns a new dict (`base` is not changed).
+    """
+    out = json.loads(json.dumps(base, default=list))  # a deep copy that `base` never sees
+    for item in overrides:
+        path_text, sep, value_text = str(item).partition("=")
+        parts = tuple(path_text.strip().split("."))
+        if not sep or not all(parts):
+            raise ValueError(f"--set expects FIELD=JSON or FIELD.KEY...=JSON, got {item!r}")
+        node = out
+        for depth, key in enumerate(parts):
+            here = ".".join(parts[:depth])
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {path_text}: `{here}` is not an object (it holds {json.dumps(node)}); "
+                                 f"set it whole: --set {here}=JSON")
+            valid = _override_keys(parts[:depth])
+            if valid is not None and key not in valid:
+                where = f"key {key!r} in `{here}`" if depth else f"field {key!r}"
+                raise ValueError(f"--set {path_text}: unknown {where}; valid: {', '.join(valid) or 'none'}")
+            if depth == len(parts) - 1:
+                node[key] = parse_value(value_text)
+            else:
+                if depth == 0 and key not in node:  # a --config file without the field: its default
+                    node[key] = SweepConfig().to_dict()[key]
+                if node.get(key) is None and _override_keys(parts[:depth + 1]) is not None and depth:
+                    node[key] = {}  # a method not in the table yet: methods.smoothgrad.n_samples=8
+                node = node.get(key)
+    return out
+
+
+def describe_methods(methods: dict, dropped=()) -> str:
+    """One line: the methods that run with their overrides, and those left out.
+
+    e.g. "methods: rise (n_masks 2000); not run: integrated_gradients, gradient_shap".
+    """
+    runs = "; ".join(name + (f" ({', '.join(f'{k} {json.dumps(v)}' for k, v in options.items())})"
+                             if isinstance(options, dict) and options else "")
+                     for name, options in methods.items()) or "none"
+    line = f"methods: {runs}"
+    if dropped:
+        line += f"; not run: {', '.join(dropped)}"
+    return line
 
 
 def _jsonable(options: dict) -> dict:

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"multi-host: this process's index in [0, P) (or ${ENV_PROCESS_ID})")
     parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                         help=f"multi-host: process 0's address (or ${ENV_COORDINATOR})")
+    parser.add_argument("--init-timeout", type=float, default=None, metavar="SECONDS",
+                        help="multi-host: seconds to wait for the coordinator and every process to join "
+                             "(default 90); then one error line and exit status 2")
     parser.add_argument("--compile-cache", default="auto", metavar="DIR",
                         help="JAX persistent compilation cache: a directory, 'auto' (RUN_DIR/compile_cache, the "
                              "default: a resume compiles nothing) or 'none'")
@@ -111,6 +114,8 @@ def check_arguments(args, config) -> None:
         raise UsageError(f"--devices must be a positive integer, got {args.devices}")
     if args.max_units is not None and args.max_units < 1:
         raise UsageError(f"--max-units must be a positive integer, got {args.max_units}")
+    if args.init_timeout is not None and not 0 < args.init_timeout < float("inf"):
+        raise UsageError(f"--init-timeout must be a positive number of seconds, got {args.init_timeout:g}")
     if config.encoder not in list_architectures():
         raise UsageError(f"config field `encoder` {config.encoder!r} is not one of {list(list_architectures())}")
     if config.encoder_dir and not os.path.isdir(os.path.expanduser(config.encoder_dir)):
@@ -146,6 +151,23 @@ def _force_host_devices(count: int) -> None:
     os.environ["XLA_FLAGS"] = host_device_count_flags(count)
 
 
+def _join_job(coordinator: str, num_processes: int, process_id: int, timeout: float | None) -> None:
+    """Join the jax.distributed job, or end the process with ONE error line and status 2 within
+    `timeout` s: JAX itself would wait minutes and then abort (SIGABRT, a fatal log)."""
+    from cocoa_jax import sharding
+    from cocoa_jax.cli import error_line
+
+    def give_up(message: str) -> None:  # from the watchdog thread: the main thread is stuck in JAX
+        print(error_line("sweep", message), file=sys.stderr, flush=True)
+        os._exit(2)
+
+    try:
+        sharding.initialize_distributed(coordinator, num_processes, process_id, on_timeout=give_up,
+                                        initialization_timeout=timeout or sharding.DEFAULT_INIT_TIMEOUT)
+    except sharding.DistributedInitError as err:
+        raise UsageError(str(err)) from None
+
+
 def run(args) -> int:
     config = build_config(args)
     check_arguments(args, config)
@@ -153,11 +175,13 @@ def run(args) -> int:
     if args.devices is not None or "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         _force_host_devices(args.devices or os.cpu_count() or 1)
     if distributed is not None:
-        from cocoa_jax import sharding
-        sharding.initialize_distributed(*distributed)
+        _join_job(*distributed, args.init_timeout)
 
+    import jax
+
+    from cocoa_jax.models import ModelDirError
     from cocoa_jax.sweep import run_sweep
-    from cocoa_jax.sweep.runner import count_finished
+    from cocoa_jax.sweep.runner import ProcessMismatch, count_finished
     from cocoa_jax.sweep.store import RunDirMismatch
 
     from cocoa_jax import interrupt
@@ -171,8 +195,14 @@ def run(args) -> int:
         result = run_sweep(config, args.run_dir, progress=not args.no_progress, max_units=args.max_units,
                            devices=args.devices, compile_cache=None if args.compile_cache == "none"
                            else args.compile_cache)
-    except RunDirMismatch as err:
+    except (RunDirMismatch, ProcessMismatch, ModelDirError) as err:
         raise UsageError(str(err)) from None
+    except jax.errors.JaxRuntimeError as err:
+        if distributed is None:
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise UsageError(f"the jax.distributed runtime failed in process {distributed[2]} of {distributed[1]} "
+                         f"(coordinator {distributed[0]}): {first}") from None
     except KeyboardInterrupt:  # in-process `main([...])`; the console command exits in cocoa_jax.interrupt
         print(interrupt.message(), file=sys.stderr)
         return 130

@@ -62,6 +62,24 @@ def _preprocess_for(config: SweepConfig, encoder: EncoderSpec):
     return spec
 
 
+def digits_for_encoder(images: np.ndarray, encoder: EncoderSpec, preprocess=None) -> np.ndarray:
+    """The grey 32x32 digits as `encoder` takes them: as they are for a 1-channel encoder; for an
+    RGB encoder of the same size, the grey level in all 3 channels, then `preprocess.normalize`
+    (as any RGB dataset is fed). Why: a cheap real dataset for any 32x32 encoder (e.g. CIFAR
+    ResNets in tests); other sizes are refused with a ValueError saying so.
+    """
+    shape = tuple(encoder.input_shape)
+    if tuple(images.shape[1:]) == shape:
+        return images
+    if tuple(images.shape[1:3]) != shape[:2] or images.shape[-1] != 1 or shape[-1] != 3:
+        raise ValueError(f"the digits dataset holds {images.shape[1]}x{images.shape[2]}x{images.shape[3]} grey "
+                         f"images; the encoder takes {'x'.join(map(str, shape))}: use a dataset of that size "
+                         f"(tfds:<name> or folder:<root>)")
+    rgb = np.repeat(images, 3, axis=-1)
+    normalize = getattr(preprocess, "normalize", None)
+    return rgb if normalize is None else np.asarray(normalize(rgb), np.float32)
+
+
 def resolve_datasets(config: SweepConfig, encoder: EncoderSpec, datasets=None):
     """(corpus source, explicand source): `LabelledImages` of the two splits."""
     if datasets is not None:
@@ -74,8 +92,8 @@ def resolve_datasets(config: SweepConfig, encoder: EncoderSpec, datasets=None):
         from cocoa_jax.data.digits import load_digits_split
         from cocoa_jax.data.image_folder import ArrayImages
         split = load_digits_split()
-        parts = {"train": ArrayImages(split.x_train, split.y_train),
-                 "test": ArrayImages(split.x_test, split.y_test)}
+        x_train, x_test = (digits_for_encoder(x, encoder, preprocess) for x in (split.x_train, split.x_test))
+        parts = {"train": ArrayImages(x_train, split.y_train), "test": ArrayImages(x_test, split.y_test)}
         return parts[config.corpus_split], parts[config.explicand_split]
     if config.dataset.startswith("tfds:"):
         if not config.data_dir:

@@ -9,9 +9,12 @@ Randomness is derived from (seed, class, method name) only (`programs.unit_key`)
 result does not depend on the grouping, the device count, the process count or on which other
 units ran before it: a resume gives the same numbers.
 
-Hosts: with several processes (`jax.distributed`), the units are split in contiguous blocks
-(`sharding.units_for_process`); process 0 writes config.json and the probe, every process
-writes only its own units and results file. Each process computes on its own devices.
+Hosts: with several processes (`jax.distributed`), every process first checks that all were
+started with the same run (their run hashes are exchanged before anything is written); process
+0 writes config.json and the probe, reads which units are finished and hands that set to every
+process; the MISSING units are split in contiguous blocks (`sharding.units_for_process`), so a
+restart with another process count stays balanced and computes nothing twice. Every process
+writes only its own units and results file, and computes on its own devices.
 """
 from __future__ import annotations
 
@@ -278,11 +281,39 @@ def _enable_compile_cache(path: str | None) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+class ProcessMismatch(ValueError):
+    """The processes of one job were started with different runs, or process 0 failed to set it up."""
+
+
+# Seconds a process waits for the others at the start: loading and fingerprinting differ little.
+START_TIMEOUT = 600.0
+# ... and for process 0's set-up (it may train the probe) or for the slowest process to finish.
+WORK_TIMEOUT = 7 * 24 * 3600.0
+
+
 def _barrier(name: str) -> None:
-    """Wait until every process reaches `name` (no-op for one process)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices(f"cocoa-jax/sweep/{name}")
+    """Wait until every process reaches `name` (no-op for one process; no device computation)."""
+    sharding.exchange_strings(f"sweep/{name}", "", timeout=WORK_TIMEOUT)
+
+
+def check_same_run(identity: dict, run_hash: str) -> None:
+    """Refuse (ProcessMismatch, in every process) a job whose processes hold different runs.
+
+    Run before anything is written: every process sends its run hash and identity to every
+    other, so each names the processes that differ from process 0 and how.
+    """
+    from cocoa_jax.sweep.config import diff_fields
+
+    payload = json.dumps({"hash": run_hash, "identity": identity}, sort_keys=True)
+    views = [json.loads(v) for v in sharding.exchange_strings("sweep/run-hash", payload, timeout=START_TIMEOUT)]
+    differ = [i for i, v in enumerate(views) if v["hash"] != views[0]["hash"]]
+    if differ:
+        i = differ[0]
+        fields = diff_fields(views[0]["identity"], views[i]["identity"]) or ["the run hash"]
+        raise ProcessMismatch(
+            f"process(es) {', '.join(map(str, differ))} of {len(views)} were started with another run than "
+            f"process 0 (run hash {views[i]['hash']} vs {views[0]['hash']}; differs in: {'; '.join(fields)}); "
+            f"start every process with the same --config and --set. Nothing was written")
 
 
 def run_identity(config: SweepConfig, spec: inputs.EncoderSpec, corpus_source, explicand_source) -> dict:
@@ -307,7 +338,8 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
       devices: use this process's first `devices` devices (None: all).
       compile_cache: directory of JAX's persistent compilation cache ("auto": RUN_DIR/compile_cache;
         None: off; an already configured cache is kept).
-    Returns: a `SweepResult` with the ids computed now and those skipped as finished.
+    Returns: a `SweepResult` with the ids this process computed now, and the ids of the run
+    that were finished before it started (the same list in every process).
     """
     if not isinstance(config, SweepConfig):
         raise TypeError(f"`config` must be a SweepConfig, got {type(config).__name__}")
@@ -320,25 +352,40 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
     run_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     index, count = jax.process_index(), jax.process_count()
     writer = index == 0
-    if writer:
-        store = RunStore(run_dir, dict(config.to_dict()), run_hash, identity=identity, process_index=index)
-    _enable_compile_cache(os.path.join(os.path.abspath(run_dir), "compile_cache") if compile_cache == "auto"
-                          else compile_cache)
-    programs = SweepPrograms(spec, config, mesh)
-    probe = probe_accuracy = None
+    if count > 1:
+        check_same_run(identity, run_hash)
     units = plan_units(config, classes)
-    mine = sharding.units_for_process(units, index, count)
+    probe = probe_accuracy = None
     if writer:
-        finished = store.read_rows()
-        if any(u.unit_id not in finished for u in mine) or count > 1:
-            probe, probe_accuracy = get_probe(config, store, corpus_source, explicand_source, programs.encode)
-    _barrier("ready")
-    if not writer:
+        try:
+            store = RunStore(run_dir, dict(config.to_dict()), run_hash, identity=identity, process_index=index)
+            _enable_compile_cache(os.path.join(os.path.abspath(run_dir), "compile_cache")
+                                  if compile_cache == "auto" else compile_cache)
+            programs = SweepPrograms(spec, config, mesh)
+            rows = store.read_rows()
+            finished_ids = [u.unit_id for u in units if u.unit_id in rows]
+            if len(finished_ids) < len(units):
+                probe, probe_accuracy = get_probe(config, store, corpus_source, explicand_source, programs.encode)
+        except Exception as err:  # tell the waiting processes, then fail here as usual
+            sharding.broadcast_string("sweep/ready", json.dumps({"error": f"{type(err).__name__}: {err}"}))
+            raise
+        # The start barrier: every process uses process 0's finished set (one view, one split).
+        sharding.broadcast_string("sweep/ready", json.dumps({"finished": finished_ids}))
+    else:
+        ready = json.loads(sharding.broadcast_string("sweep/ready", None, timeout=WORK_TIMEOUT))
+        if "error" in ready:
+            raise ProcessMismatch(f"process 0 could not set up the run in {run_dir}: {ready['error']}")
+        finished_ids = ready["finished"]
         store = RunStore(run_dir, dict(config.to_dict()), run_hash, identity=identity, process_index=index,
                          create=False)
-        finished = store.read_rows()
-    todo = [u for u in mine if u.unit_id not in finished]
-    skipped = [u.unit_id for u in mine if u.unit_id in finished]
+        _enable_compile_cache(os.path.join(os.path.abspath(run_dir), "compile_cache") if compile_cache == "auto"
+                              else compile_cache)
+        programs = SweepPrograms(spec, config, mesh)
+    finished = set(finished_ids)
+    # Only the missing units are split: balanced whatever the process count was before.
+    mine = sharding.units_for_process([u for u in units if u.unit_id not in finished], index, count)
+    todo = list(mine)
+    skipped = list(finished_ids)
     if max_units is not None:
         todo = todo[:max_units]
     computed: list[str] = []
@@ -353,7 +400,7 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
                         len(classes))
         capacity = -(-per_group * config.explicands_per_class // programs.num_devices) * programs.num_devices
         label = f"sweep {run_hash[:8]} [process {index}/{count}, {programs.num_devices} device(s)]"
-        bar = Progress(len(mine), len(skipped), label, enabled=progress)
+        bar = Progress(len(mine), 0, label, enabled=progress)
         for group in group_units(todo, per_group, config.method_names):
             for unit, arrays, row in runner.run_group(group, capacity):
                 store.write_unit(unit.unit_id, arrays, row)

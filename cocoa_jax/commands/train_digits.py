@@ -17,7 +17,8 @@ import os
 import time
 
 from cocoa_jax.cli import UsageError
-from cocoa_jax.training import atomic_write_json, environment_record
+from cocoa_jax.files import Outputs
+from cocoa_jax.training import environment_record
 from cocoa_jax.training.simclr import SimCLRConfig
 
 _DEFAULTS = SimCLRConfig()
@@ -120,8 +121,6 @@ def run(args: argparse.Namespace) -> int:
     accuracy = probe(variables)
     # Context for the number above: the same probe on a randomly initialised encoder.
     random_accuracy = probe(small_resnet.init_variables(encoder, jax.random.key(cfg.seed)))
-    small_resnet.save_encoder(variables, out)
-
     record = {
         "description": "SimCLR SmallResNet encoder on scikit-learn digits upsampled to 32x32",
         "command": "cocoa-jax train-digits",
@@ -140,7 +139,13 @@ def run(args: argparse.Namespace) -> int:
         **environment_record(),
     }
     json_path = out.rstrip(os.sep) + ".json"
-    atomic_write_json(json_path, record)
+    # The checkpoint and its record appear together at the end (Ctrl-C or an error before
+    # that leaves neither, and an earlier --overwrite'd pair as it was).
+    outputs = Outputs()
+    with outputs.directory(out) as tmp:
+        small_resnet.save_encoder(variables, tmp)
+    outputs.add_json(json_path, record)
+    outputs.commit()
     print(f"trained in {seconds:.0f} s wall, {cpu_seconds:.0f} s CPU; final loss {record['final_loss']:.3f}")
     print(f"linear probe test accuracy: {accuracy:.3f} (random-init encoder: {random_accuracy:.3f})")
     print(f"wrote {out} and {json_path}")

@@ -7,19 +7,19 @@ config, losses, zero-shot accuracy on the 500 held-out digits, time, versions).
 
 The shipped checkpoint (`cocoa_jax/weights/digits_clip/`) is replaced only when asked
 explicitly: `--overwrite-shipped`, or `--out` naming it together with `--overwrite`. Any
-existing output is refused unless `--overwrite`. Writes are atomic (temporary path, then
-rename).
+existing output is refused unless `--overwrite`. The checkpoint and its record are written
+together at the end (temporary paths, then renames), or not at all.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import os
-import shutil
 import sys
 import time
 
-from cocoa_jax.training import atomic_write_json, environment_record
+from cocoa_jax.files import Outputs
+from cocoa_jax.training import environment_record
 from cocoa_jax.training.clip_digits import ClipConfig
 
 _DEFAULTS = ClipConfig()
@@ -66,17 +66,12 @@ def resolve_out(args, shipped_dir: str) -> str:
 
 
 def atomic_save_checkpoint(variables, out: str) -> None:
-    """Write to a sibling temporary directory, then swap it in (the old one is removed last)."""
+    """Write the checkpoint to a temporary sibling, then swap it in (the old one is removed last)."""
+    from cocoa_jax.files import atomic_directory
     from cocoa_jax.models.small_resnet import save_encoder  # saves {"params", "batch_stats"}
 
-    tmp = f"{out}.tmp-{os.getpid()}"
-    save_encoder(variables, tmp)
-    old = f"{out}.old-{os.getpid()}"
-    if os.path.exists(out):
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if os.path.exists(old):
-        shutil.rmtree(old)
+    with atomic_directory(out) as tmp:
+        save_encoder(variables, tmp)
 
 
 def _flag_names(message: str) -> str:
@@ -104,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cocoa_jax.data.digits import load_digits_split
+    from cocoa_jax.models.small_resnet import save_encoder  # saves {"params", "batch_stats"}
     from cocoa_jax.training import clip_digits
 
     data = load_digits_split(seed=0)
@@ -117,8 +113,6 @@ def run(args: argparse.Namespace) -> int:
     model = digits_clip.make_model(digits_clip.DigitsCLIP(), variables)
     accuracy = clip_digits.zero_shot_accuracy(model, data.x_test, data.y_test)
     ensemble_accuracy = clip_digits.zero_shot_accuracy(model, data.x_test, data.y_test, digits_clip.TEMPLATES)
-    atomic_save_checkpoint(variables, out)
-
     record = {
         "description": "digits image-text dual encoder (SmallResNet image tower, word-level transformer "
                        "text tower), CLIP loss, scikit-learn digits at 32x32",
@@ -139,7 +133,13 @@ def run(args: argparse.Namespace) -> int:
         **environment_record(),
     }
     json_path = out.rstrip(os.sep) + ".json"
-    atomic_write_json(json_path, record)
+    # The checkpoint and its record appear together at the end (Ctrl-C or an error before
+    # that leaves neither, and an earlier --overwrite'd pair as it was).
+    outputs = Outputs()
+    with outputs.directory(out) as tmp:
+        save_encoder(variables, tmp)
+    outputs.add_json(json_path, record)
+    outputs.commit()
     print(f"trained in {seconds:.0f} s wall, {cpu_seconds:.0f} s CPU; final loss {record['final_loss']:.3f}")
     print(f"zero-shot test accuracy: {accuracy:.3f} ('{record['zero_shot_caption']}'), "
           f"{ensemble_accuracy:.3f} (mean over the {len(digits_clip.TEMPLATES)} templates)")

@@ -10,9 +10,18 @@ from cocoa_jax.metrics import MEASURE_NAMES
 DEFAULT_MEASURES = "ccs,corpus_majority_prob"
 
 
+OUTPUT_POLICY = """\
+writes report.md, report.csv and curves.png to --out (default RUN_DIR/report), regenerated from
+the run each time: they replace the earlier report's files, all three together once all are
+computed; Ctrl-C or an error before that leaves the earlier report as it was. Other files in
+--out are left alone."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = OUTPUT_POLICY
     parser.add_argument("run_dir", help="a directory written by `cocoa-jax sweep`")
-    parser.add_argument("--out", default=None, help="output folder (default RUN_DIR/report)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default RUN_DIR/report); its report files are replaced")
     parser.add_argument("--measures", default=DEFAULT_MEASURES,
                         help=f"measures of the printed table, comma-separated, from: {', '.join(MEASURE_NAMES)} "
                              f"(default {DEFAULT_MEASURES})")

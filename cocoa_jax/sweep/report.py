@@ -171,9 +171,15 @@ def plot_curves(run_dir: str, out_path: str, measures=("ccs", "corpus_majority_p
             ax.set_xlabel("fraction of pixels " + ("inserted" if kind == "insertion" else "deleted"))
     axes[0][1].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
+    try:
+        if isinstance(out_path, str):
+            from cocoa_jax.files import atomic_write_rendered
+
+            atomic_write_rendered(out_path, lambda f: fig.savefig(f, dpi=110, format="png"))
+        else:  # a file object (write_report renders in memory and commits its files together)
+            fig.savefig(out_path, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return out_path
 
 
@@ -192,9 +198,14 @@ def timing_summary(run_dir: str) -> dict:
 
 
 def write_report(run_dir: str, out_dir: str | None = None) -> dict:
-    """Write report.md, report.csv (all measures) and curves.png; returns their paths."""
+    """Write report.md, report.csv (all measures) and curves.png; returns their paths.
+
+    Regenerated from the run every time: the three files replace earlier ones together, after
+    all of them are computed (an interrupt or an error before that leaves the old report).
+    """
+    from cocoa_jax.files import Outputs
+
     out_dir = out_dir or os.path.join(run_dir, "report")
-    os.makedirs(out_dir, exist_ok=True)
     md_parts = []
     for title, measures in (("Corpus majority probability", ("corpus_majority_prob",)),
                             ("Contrastive corpus similarity", ("ccs",)),
@@ -211,9 +222,9 @@ def write_report(run_dir: str, out_dir: str | None = None) -> dict:
     md_parts.append("### Time per unit\n\n" + "\n".join(timing_lines))
     paths = {"markdown": os.path.join(out_dir, "report.md"), "csv": os.path.join(out_dir, "report.csv"),
              "plot": os.path.join(out_dir, "curves.png")}
-    with open(paths["markdown"], "w") as fh:
-        fh.write("\n\n".join(md_parts) + "\n")
-    with open(paths["csv"], "w") as fh:
-        fh.write(csv_table(run_dir))
-    plot_curves(run_dir, paths["plot"])
+    outputs = Outputs()
+    outputs.add_text(paths["markdown"], "\n\n".join(md_parts) + "\n")
+    outputs.add_text(paths["csv"], csv_table(run_dir))
+    outputs.add_rendered(paths["plot"], lambda f: plot_curves(run_dir, f))
+    outputs.commit()
     return paths

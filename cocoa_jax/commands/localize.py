@@ -369,8 +369,9 @@ def run(args: argparse.Namespace) -> int:
             for k, t in enumerate(L.TARGET_NAMES) for m in s["methods"]]
     outputs.add_rendered(os.path.join(out, "figure.png"),
                          lambda f: plot(f, images, rows, column_titles=titles, boxes=boxes, title=title))
-    outputs.add_rendered(os.path.join(out, "attributions.npz"), lambda f: np.savez(f, **attributions, images=images, scores=scores, target_names=np.array(L.TARGET_NAMES),
-             method_names=np.array(s["methods"]), **{f"hits_{m}": h for m, h in hits.items()}, **extra))
+    outputs.add_npz(os.path.join(out, "attributions.npz"), dict(
+        **attributions, images=images, scores=scores, target_names=np.array(L.TARGET_NAMES),
+        method_names=np.array(s["methods"]), **{f"hits_{m}": h for m, h in hits.items()}, **extra))
 
     pointing = {m: {t: {"max": float(h[:, k, 0].mean()), "mass": float(h[:, k, 1].mean())}
                     for k, t in enumerate(L.TARGET_NAMES)} for m, h in hits.items()}

@@ -76,9 +76,19 @@ QUADRATURE_RULES: dict[str, Callable[[int], Quadrature]] = {
 
 
 def quadrature(method: str, n_steps: int) -> Quadrature:
-    """The named rule with `n_steps` points (Captum's names)."""
+    """The named rule with `n_steps` points (Captum's names); read-only arrays, cached."""
     _checks.check_choice("method", method, QUADRATURE_RULES)
-    return QUADRATURE_RULES[method](_checks.check_positive_int("n_steps", n_steps))
+    return _cached_rule(method, _checks.check_positive_int("n_steps", n_steps))
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_rule(method: str, n_steps: int) -> Quadrature:
+    # Gauss-Legendre nodes cost O(n^3) (3 s at n = 1000): the up-front option check
+    # (`methods.check_values`) and the run then build each rule once.
+    rule = QUADRATURE_RULES[method](n_steps)
+    for array in rule:
+        array.setflags(write=False)
+    return rule
 
 
 # ----------------------------------------------------------------------------- helpers

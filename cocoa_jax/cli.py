@@ -186,9 +186,8 @@ def console_main() -> int:
     argv = sys.argv[1:]
     interrupt.install(argv[0] if argv and argv[0] in COMMANDS else None)
     status = main(argv)
-    # A signal from here on still gets its line and status: the watcher threads stay alive
-    # until the interpreter ends.
     sys.stdout.flush()
+    interrupt.finish()  # a signal taken while the command ended still gets its line and 130
     return status
 
 

@@ -19,6 +19,11 @@ import json
 import os
 import shutil
 import threading
+import time
+
+# Tests only: seconds to pause inside a commit after its first file is in place, so a signal
+# can be sent mid-commit (the commit must still complete, then the command exits 130).
+COMMIT_PAUSE_ENV = "COCOA_JAX_TEST_COMMIT_PAUSE"
 
 _LOCK = threading.RLock()
 _TEMPORARIES: dict[str, None] = {}  # insertion-ordered set of paths to delete on interrupt
@@ -208,9 +213,11 @@ class Outputs:
                 if old is not None:
                     _remove(old)
                     unregister_temporary(old)
-            for path, tmp in written.items():
+            for i, (path, tmp) in enumerate(written.items()):
                 os.replace(tmp, path)
                 unregister_temporary(tmp)
+                if i == 0 and os.environ.get(COMMIT_PAUSE_ENV):
+                    time.sleep(float(os.environ[COMMIT_PAUSE_ENV]))
             for parent in parents:
                 fsync_dir(parent)
         self._dirs.clear()

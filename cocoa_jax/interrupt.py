@@ -144,6 +144,22 @@ def _unblock_for_children() -> None:
     os.register_at_fork(after_in_child=_restore_in_child)
 
 
+def finish() -> None:
+    """Call in the main thread when the command has returned, before the interpreter ends.
+
+    A watcher that took a signal moments earlier may still be waiting for the GIL or for a
+    commit to finish; give it the chance to act (it exits the process with 130) instead of
+    letting the interpreter end under it, which would drop the signal.
+    """
+    if not _state["installed"]:
+        return
+    import time
+
+    time.sleep(0.1)
+    if _once.locked():
+        threading.Event().wait()  # the watcher ends the process with os._exit
+
+
 def install(command: str | None = None) -> None:
     """Take over SIGINT and SIGTERM for this process (call in the main thread, before JAX loads)."""
     set_command(command)

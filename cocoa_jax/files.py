@@ -115,6 +115,12 @@ def rendered(write) -> bytes:
     return buffer.getvalue()
 
 
+def _after_rename(count: int) -> int:
+    if count == 0 and os.environ.get(COMMIT_PAUSE_ENV):
+        time.sleep(float(os.environ[COMMIT_PAUSE_ENV]))
+    return count + 1
+
+
 class Outputs:
     """Outputs written together: after `commit()` all of them are in place, before it none.
 
@@ -202,6 +208,7 @@ class Outputs:
                     unregister_temporary(tmp)
                 self.discard()
                 raise
+            renamed = 0
             for path, tmp in self._dirs.items():
                 old = None
                 if os.path.lexists(path):
@@ -213,11 +220,11 @@ class Outputs:
                 if old is not None:
                     _remove(old)
                     unregister_temporary(old)
-            for i, (path, tmp) in enumerate(written.items()):
+                renamed = _after_rename(renamed)
+            for path, tmp in written.items():
                 os.replace(tmp, path)
                 unregister_temporary(tmp)
-                if i == 0 and os.environ.get(COMMIT_PAUSE_ENV):
-                    time.sleep(float(os.environ[COMMIT_PAUSE_ENV]))
+                renamed = _after_rename(renamed)
             for parent in parents:
                 fsync_dir(parent)
         self._dirs.clear()

@@ -168,7 +168,18 @@ def _join_job(coordinator: str, num_processes: int, process_id: int, timeout: fl
         raise UsageError(str(err)) from None
 
 
+def _finished_detail(run_dir: str) -> str:
+    """What an interrupt line adds: the units saved so far (counted when the signal arrives)."""
+    from cocoa_jax.sweep.runner import count_finished
+
+    return (f"{count_finished(run_dir) or 0} unit(s) of the run are finished and saved in {run_dir}; "
+            f"re-run the same command to resume")
+
+
 def run(args) -> int:
+    from cocoa_jax import interrupt
+
+    interrupt.set_detail(lambda: _finished_detail(args.run_dir))  # from the start: Ctrl-C can come any time
     config = build_config(args)
     check_arguments(args, config)
     distributed = _distributed_settings(args)
@@ -184,13 +195,6 @@ def run(args) -> int:
     from cocoa_jax.sweep.runner import ProcessMismatch, count_finished
     from cocoa_jax.sweep.store import RunDirMismatch
 
-    from cocoa_jax import interrupt
-
-    def finished_detail():  # built when the signal arrives (counts the saved units then)
-        return (f"{count_finished(args.run_dir) or 0} unit(s) of the run are finished and saved in "
-                f"{args.run_dir}; re-run the same command to resume")
-
-    interrupt.set_detail(finished_detail)
     try:
         result = run_sweep(config, args.run_dir, progress=not args.no_progress, max_units=args.max_units,
                            devices=args.devices, compile_cache=None if args.compile_cache == "none"
@@ -206,8 +210,6 @@ def run(args) -> int:
     except KeyboardInterrupt:  # in-process `main([...])`; the console command exits in cocoa_jax.interrupt
         print(interrupt.message(), file=sys.stderr)
         return 130
-    finally:
-        interrupt.set_detail(None)
     where = f"process {result.process_index}/{result.process_count}, {result.num_devices} device(s)"
     print(f"run {result.config_hash} [{where}]: computed {len(result.computed)} unit(s), "
           f"{len(result.skipped)} already finished, {result.seconds:.1f} s -> {result.run_dir}")

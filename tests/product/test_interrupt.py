@@ -1,0 +1,309 @@
+"""Ctrl-C (SIGINT) at fixed moments of every command, on the INSTALLED `cocoa-jax`.
+
+Each case starts the command as a subprocess, sends one SIGINT at a moment (seconds after the
+start: start-up and imports, compiling, computing; or "commit": inside the final write, held
+open by `cocoa_jax.files.COMMIT_PAUSE_ENV` once the first output is in place) and checks:
+exit status 130 (never a signal death, never 139), exactly one line containing "interrupted"
+and it is the last line of stderr, no traceback or "Exception ignored", the outputs all there
+(and readable) or none of them, and no temporary left. A case whose command finished before its
+moment fails: the moment is then not testing what it says. Sweep: finished units still verify
+and a re-run resumes from them. The quick subset runs unmarked; the rest is `slow`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from conftest import cli_env, run_cli, start_cli, wait_for
+
+from cocoa_jax.files import COMMIT_PAUSE_ENV
+
+EXPLAIN_SMALL = ["--n-steps", "4", "--n-samples", "4", "--n-masks", "200", "--explicands", "2", "--quiet"]
+LOCALIZE_SMALL = ["--images", "2", "--n-steps", "4", "--n-samples", "4", "--n-masks", "100", "--quiet"]
+AUG_SMALL = ["--explicands", "1", "--n-steps", "4", "--n-samples", "4", "--n-masks", "100", "--foil-size", "50",
+             "--quiet"]
+TRAIN_SMALL = ["--steps", "5", "--batch-size", "32", "--warmup-steps", "1", "--quiet"]
+TINY_SWEEP = ["--set", "seeds=[0]", "--set", "classes=[1,7]", "--set", "explicands_per_class=2",
+              "--set", "corpus_size=8", "--set", "foil_size=8", "--set", "eval_steps=4",
+              "--set", "probe_train_size=200", "--set", "probe_test_size=100",
+              "--set", "methods.integrated_gradients.n_steps=4", "--set", "methods.gradient_shap.n_samples=4",
+              "--set", "methods.rise.n_masks=64", "--no-progress"]
+FILES3 = ("figure.png", "attributions.npz", "settings.json")
+COMMIT = "commit"
+BAD_MARKERS = ("Traceback", "Exception ignored", "Segmentation fault", "Fatal Python error", "core dumped")
+
+
+def _interrupt(args, cwd, moment, outputs, *, env_extra=None, timeout=120):
+    """Start `cocoa-jax ARGS`, SIGINT at `moment`, return (proc, stdout, stderr)."""
+    env = cli_env(**({COMMIT_PAUSE_ENV: "3"} if moment == COMMIT else {}), **(env_extra or {}))
+    proc = start_cli(args, cwd=cwd, env=env)
+    try:
+        if moment == COMMIT:
+            # The first output in place means the commit is under way (it pauses 3 s there).
+            reached = wait_for(lambda: any(os.path.exists(p) for p in outputs) or proc.poll() is not None,
+                               timeout=600, interval=0.02)
+            assert reached and proc.poll() is None, "the command ended before its commit was reached"
+        else:
+            wait_for(lambda: proc.poll() is not None, timeout=moment, interval=0.02)
+            assert proc.poll() is None, f"the command ended before {moment} s; the moment tests nothing"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc, out, err
+
+
+def _assert_interrupted(proc, out, err, command):
+    assert proc.returncode == 130, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{err}"
+    for marker in BAD_MARKERS:
+        assert marker not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    hits = [line for line in lines if "interrupted" in line]
+    assert len(hits) == 1 and lines[-1] == hits[0], err
+    assert hits[0].startswith(f"cocoa-jax {command}: interrupted (Ctrl-C)"), hits[0]
+    return hits[0]
+
+
+def _assert_all_or_none(outputs, readable=True):
+    present = [os.path.exists(p) for p in outputs]
+    assert all(present) or not any(present), dict(zip(outputs, present))
+    if all(present) and readable:
+        for path in outputs:
+            if path.endswith(".json"):
+                with open(path) as fh:
+                    json.load(fh)
+            elif path.endswith(".npz"):
+                with np.load(path) as npz:
+                    assert npz.files, path
+            elif path.endswith(".png"):
+                with open(path, "rb") as fh:
+                    assert fh.read(8) == b"\x89PNG\r\n\x1a\n", path
+    return all(present)
+
+
+def _assert_no_temporaries(root):
+    left = [os.path.join(d, n) for d, dirs, names in os.walk(root) for n in names + dirs
+            if ".tmp-" in n or ".old.tmp-" in n]
+    assert not left, left
+
+
+def _check_three_files(tmp_path, command, args, moment):
+    out_dir = tmp_path / "out"
+    outputs = [str(out_dir / name) for name in FILES3]
+    proc, out, err = _interrupt([command, *args, "--out", out_dir], tmp_path, moment, outputs)
+    _assert_interrupted(proc, out, err, command)
+    complete = _assert_all_or_none(outputs)
+    _assert_no_temporaries(tmp_path)
+    if moment == COMMIT:
+        assert complete, "a commit under way must complete"
+    return complete
+
+
+# ----------------------------------------------------------------------------------- explain
+
+@pytest.mark.parametrize("moment", [0.3, 3.0, 10.0])
+def test_explain_quick(tmp_path, cocoa_jax_cmd, moment):
+    assert not _check_three_files(tmp_path, "explain", EXPLAIN_SMALL, moment)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", [1.0, 6.0, 14.0, 18.0, COMMIT])
+def test_explain_slow(tmp_path, cocoa_jax_cmd, moment):
+    _check_three_files(tmp_path, "explain", EXPLAIN_SMALL, moment)
+
+
+@pytest.mark.slow
+def test_explain_overwrite_keeps_the_earlier_run_whole(tmp_path, cocoa_jax_cmd):
+    """--overwrite, interrupted before the commit: the earlier run's three files, untouched."""
+    out_dir = tmp_path / "out"
+    first = run_cli(["explain", *EXPLAIN_SMALL, "--out", out_dir], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = {name: (out_dir / name).read_bytes() for name in FILES3}
+    outputs = [str(out_dir / name) for name in FILES3]
+    proc, out, err = _interrupt(["explain", *EXPLAIN_SMALL, "--seed", "1", "--overwrite", "--out", out_dir],
+                                tmp_path, 8.0, outputs)
+    _assert_interrupted(proc, out, err, "explain")
+    assert {name: (out_dir / name).read_bytes() for name in FILES3} == before
+    _assert_no_temporaries(tmp_path)
+
+
+# --------------------------------------------------------------------- localize, augmentations
+
+@pytest.mark.parametrize("moment", [1.0])
+def test_localize_quick(tmp_path, cocoa_jax_cmd, moment):
+    assert not _check_three_files(tmp_path, "localize", LOCALIZE_SMALL, moment)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", [8.0, COMMIT])
+def test_localize_slow(tmp_path, cocoa_jax_cmd, moment):
+    _check_three_files(tmp_path, "localize", LOCALIZE_SMALL, moment)
+
+
+@pytest.mark.parametrize("moment", [1.0])
+def test_augmentations_quick(tmp_path, cocoa_jax_cmd, moment):
+    assert not _check_three_files(tmp_path, "augmentations", AUG_SMALL, moment)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", [10.0, COMMIT])
+def test_augmentations_slow(tmp_path, cocoa_jax_cmd, moment):
+    _check_three_files(tmp_path, "augmentations", AUG_SMALL, moment)
+
+
+# -------------------------------------------------------------------------- training commands
+
+@pytest.mark.parametrize("command, moment", [
+    ("train-digits", 2.0), ("train-digits-clip", 2.0),
+    pytest.param("train-digits", 15.0, marks=pytest.mark.slow),
+    pytest.param("train-digits", COMMIT, marks=pytest.mark.slow),
+    pytest.param("train-digits-clip", 15.0, marks=pytest.mark.slow),
+    pytest.param("train-digits-clip", COMMIT, marks=pytest.mark.slow),
+])
+def test_training(tmp_path, cocoa_jax_cmd, command, moment):
+    ckpt = tmp_path / "ckpt"
+    outputs = [str(ckpt), str(ckpt) + ".json"]
+    proc, out, err = _interrupt([command, *TRAIN_SMALL, "--out", ckpt], tmp_path, moment, outputs)
+    _assert_interrupted(proc, out, err, command)
+    complete = _assert_all_or_none(outputs)
+    _assert_no_temporaries(tmp_path)
+    assert complete == (moment == COMMIT)
+    if complete:
+        from cocoa_jax import models
+
+        assert models.load("digits", str(ckpt)) if command == "train-digits" else True
+
+
+# ------------------------------------------------------------------------------------ convert
+
+@pytest.fixture(scope="module")
+def torch_checkpoint(tmp_path_factory):
+    """A SimSiam CIFAR ResNet-18 pre-training checkpoint with random weights (as conftest makes)."""
+    import sys
+
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from torch_reference import resnet as ref
+
+    torch.manual_seed(0)
+    backbone = ref.randomize_(ref.CifarResNet18(num_classes=None), 7)
+    path = tmp_path_factory.mktemp("torch") / "simsiam_pretrain.pth"
+    torch.save({"epoch": 800, "arch": "resnet18",
+                "state_dict": {f"backbone.{k}": v for k, v in backbone.state_dict().items()}}, path)
+    return str(path)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("moment", [1.0, pytest.param(6.0, marks=pytest.mark.slow),
+                                    pytest.param(COMMIT, marks=pytest.mark.slow)])
+def test_convert(tmp_path, cocoa_jax_cmd, torch_checkpoint, moment):
+    out_dir = tmp_path / "converted"
+    proc, out, err = _interrupt(["convert", "simsiam_cifar_resnet18", torch_checkpoint, out_dir], tmp_path,
+                                moment, [str(out_dir)])
+    _assert_interrupted(proc, out, err, "convert")
+    _assert_no_temporaries(tmp_path)
+    if moment == COMMIT:
+        from cocoa_jax import models
+
+        assert models.load("simsiam_cifar_resnet18", str(out_dir)).representation_dim == 512
+    else:
+        assert not out_dir.exists()
+
+
+# ------------------------------------------------------------------------------ sweep, report
+
+def _sweep_line_finished(line: str, run_dir) -> int:
+    assert f"unit(s) of the run are finished and saved in {run_dir}" in line, line
+    assert line.endswith("re-run the same command to resume"), line
+    return int(line.split("interrupted (Ctrl-C): ", 1)[1].split(" unit(s)", 1)[0])
+
+
+def test_sweep_at_start_up(tmp_path, cocoa_jax_cmd):
+    run_dir = tmp_path / "run"
+    proc, out, err = _interrupt(["sweep", run_dir, *TINY_SWEEP], tmp_path, 2.0, [])
+    line = _assert_interrupted(proc, out, err, "sweep")
+    assert _sweep_line_finished(line, run_dir) == 0
+    _assert_no_temporaries(tmp_path)
+
+
+@pytest.mark.slow
+def test_sweep_after_units_then_resume(tmp_path, cocoa_jax_cmd):
+    from cocoa_jax.sweep.store import open_existing
+
+    run_dir = tmp_path / "run"
+    units = run_dir / "units"
+    proc = start_cli(["sweep", run_dir, *TINY_SWEEP], cwd=tmp_path)
+    try:
+        assert wait_for(lambda: units.is_dir() and len(os.listdir(units)) >= 2 or proc.poll() is not None, 300)
+        assert proc.poll() is None, "the sweep ended before two units were saved"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    line = _assert_interrupted(proc, out, err, "sweep")
+    finished = _sweep_line_finished(line, run_dir)
+    _assert_no_temporaries(run_dir / "units")
+    _, store = open_existing(str(run_dir))
+    rows = store.read_rows(verify=True)  # every reported unit still verifies (SHA-256)
+    assert finished >= 2 and len(rows) == finished
+    again = run_cli(["sweep", run_dir, *TINY_SWEEP], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"{finished} already finished" in again.stdout, again.stdout
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    run_dir = root / "run"
+    proc = run_cli(["sweep", run_dir, *TINY_SWEEP], cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    return run_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", [0.3, 1.5, COMMIT])
+def test_report(tmp_path, cocoa_jax_cmd, finished_sweep, moment):
+    out_dir = tmp_path / "report"
+    outputs = [str(out_dir / name) for name in ("report.md", "report.csv", "curves.png")]
+    proc, out, err = _interrupt(["report", finished_sweep, "--out", out_dir], tmp_path, moment, outputs)
+    _assert_interrupted(proc, out, err, "report")
+    complete = _assert_all_or_none(outputs)
+    _assert_no_temporaries(tmp_path)
+    assert complete == (moment == COMMIT)
+
+
+# ------------------------------------------------------------------------------------ SIGTERM
+
+def test_sigterm_is_143_with_one_line(tmp_path, cocoa_jax_cmd):
+    proc = start_cli(["explain", *EXPLAIN_SMALL, "--out", tmp_path / "out"], cwd=tmp_path)
+    wait_for(lambda: proc.poll() is not None, timeout=3.0)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == ["cocoa-jax explain: terminated (SIGTERM)"], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_child_processes_do_not_inherit_blocked_signals(tmp_path):
+    """A process a command starts can itself be interrupted (its signal mask is clean)."""
+    import subprocess
+    import sys
+
+    code = ("import subprocess, sys; from cocoa_jax import interrupt; interrupt.install('explain'); "
+            "print(subprocess.run(['grep', '-E', '^SigBlk', '/proc/self/status'], capture_output=True, "
+            "text=True).stdout.split()[1])")
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("needs /proc")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=cli_env())
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.strip(), 16) & ((1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))) == 0

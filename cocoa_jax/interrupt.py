@@ -163,8 +163,8 @@ def finish() -> None:
 def install(command: str | None = None) -> None:
     """Take over SIGINT and SIGTERM for this process (call in the main thread, before JAX loads)."""
     set_command(command)
-    if _state["installed"]:
-        return
+    if _state["installed"] or not hasattr(signal, "pthread_sigmask"):
+        return  # (no POSIX signal masks: `main` still turns Ctrl-C into one line and 130)
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
     for signum in SIGNALS:

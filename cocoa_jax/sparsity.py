@@ -1,0 +1,33 @@
+"""Sparsity of attribution maps: the Gini index of the official COCOA evaluation."""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from cocoa_jax import _checks
+
+
+def gini_index(attributions, ndim: int | None = None):
+    """Gini index (Hurley & Rickard, 2009) of |attributions|, 0 (uniform) .. 1 - 1/n (one-hot).
+
+    With a_(1) <= ... <= a_(n) the sorted absolute values,
+        G = 1 - 2 sum_k (a_(k) / ||a||_1) (n - k + 1/2) / n,
+    the formula of the official `compute_gini_index` (cl-explainability,
+    src/cl_explain/metrics/sparsity.py). A map of zeros has no mass to spread: G = 0.
+
+    Args:
+      attributions: an array; its last `ndim` axes form one map (None: the whole array).
+    Returns: an array of the leading (batch) shape, float32 (float64 for float64 input).
+    """
+    _checks.check_array("attributions", attributions, min_ndim=1)
+    a = jnp.abs(jnp.asarray(attributions))
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        a = a.astype(jnp.float32)
+    ndim = a.ndim if ndim is None else _checks.check_positive_int("ndim", ndim)
+    if ndim > a.ndim:
+        raise ValueError(f"`ndim` must be <= the rank of `attributions` ({a.ndim}), got {ndim}")
+    flat = jnp.sort(a.reshape(a.shape[: a.ndim - ndim] + (-1,)), axis=-1)
+    n = flat.shape[-1]
+    total = jnp.sum(flat, axis=-1, keepdims=True)
+    k = jnp.arange(1, n + 1, dtype=flat.dtype)
+    share = flat / jnp.where(total > 0, total, 1.0)
+    return 1.0 - 2.0 * jnp.sum(share * (n - k + 0.5) / n, axis=-1) * (total[..., 0] > 0)

@@ -3,9 +3,12 @@
 Each worker process (this file run as a script) joins a 2-process cluster, builds a mesh over
 the devices of both processes and computes (a) Integrated Gradients and RISE of one explicand
 with the perturbations split over both processes and (b) RISE for a batch of 3 explicands
-sharded over both processes (padded to 4). The test computes the same in this process,
-on one device, and compares; it also checks that both processes got the full result and
-that `units_for_process` gives each process a disjoint share of a sweep's units.
+sharded over both processes (padded to 4), and (c) the library path of a user's own
+`jax.distributed` program: `models.load("digits")` from its directory in each process (no
+collective restore), then RISE with a COCOA target for 3 digits sharded over the global mesh.
+The test computes the same in this process, on one device, and compares; it also checks that
+both processes got the full result and the same weights, and that `units_for_process` gives
+each process a disjoint share of a sweep's units.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import sys
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow  # two jax.distributed processes (~12 s)
+pytestmark = pytest.mark.slow  # two jax.distributed processes (~20 s)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 N_PROCESSES = 2
@@ -55,6 +58,29 @@ def _problem():
     return xs, keys, one_explicand, rise_one
 
 
+def _digits_problem():
+    """models.load("digits") from its directory, 3 test digits, and RISE toward a COCOA target."""
+    import jax
+    import jax.numpy as jnp
+
+    from cocoa_jax import attribution, models, targets
+    from cocoa_jax.data.digits import load_digits_split
+
+    model = models.load("digits")
+    split = load_digits_split()
+    xs = split.x_test[:3]
+    corpus = model.encode(split.x_train[split.y_train == 3][:4])  # host-local, the same in every process
+    foil = model.encode(split.x_train[:6])
+    target = targets.cocoa(corpus, foil)
+
+    def rise_one(x, key, params):
+        f = targets.explain_fn(lambda xb: model.encode_fn(params, xb), target)
+        return attribution.rise(f, x, jnp.zeros_like(x), key, n_masks=8, grid_size=(2, 2))
+
+    keys = jax.random.split(jax.random.key(3), len(xs))
+    return model, xs, keys, rise_one
+
+
 def _worker(process_id: int, port: int, out_path: str) -> None:
     from cocoa_jax import sharding
 
@@ -69,7 +95,13 @@ def _worker(process_id: int, port: int, out_path: str) -> None:
     single = jax.jit(lambda x_: one_explicand(x_, mesh), out_shardings=replicated)(x)
     batch = sharding.map_explicands(rise_one, xs, keys, mesh=mesh)
     units = sharding.units_for_process([f"unit{i}" for i in range(N_UNITS)])
+    from cocoa_jax.sweep.inputs import fingerprint_params
+
+    model, digits, digit_keys, rise_digit = _digits_problem()
+    digits_rise = sharding.map_explicands(rise_digit, digits, digit_keys, model.params, in_axes=(0, 0, None),
+                                          mesh=mesh)
     np.savez(out_path, ig=np.asarray(single["ig"]), rise=np.asarray(single["rise"]), batch=np.asarray(batch),
+             digits_rise=np.asarray(digits_rise), weights=fingerprint_params(model.params),
              units=np.array(units, dtype=object), n_devices=jax.device_count(), allow_pickle=True)
     jax.distributed.shutdown()
 
@@ -113,20 +145,30 @@ def one_process_result():
     xs, keys, one_explicand, rise_one = _problem()
     single = jax.jit(lambda x_: one_explicand(x_, None))(xs[0])
     batch = jax.jit(jax.vmap(rise_one))(xs, keys)
-    return {"ig": np.asarray(single["ig"]), "rise": np.asarray(single["rise"]), "batch": np.asarray(batch)}
+    from cocoa_jax.sweep.inputs import fingerprint_params
+
+    model, digits, digit_keys, rise_digit = _digits_problem()
+    digits_rise = jax.jit(jax.vmap(rise_digit, in_axes=(0, 0, None)))(digits, digit_keys, model.params)
+    return {"ig": np.asarray(single["ig"]), "rise": np.asarray(single["rise"]), "batch": np.asarray(batch),
+            "digits_rise": np.asarray(digits_rise), "weights": fingerprint_params(model.params)}
 
 
 def test_cluster_spans_both_processes(process_results):
     assert [int(r["n_devices"]) for r in process_results] == [N_PROCESSES] * N_PROCESSES
 
 
-@pytest.mark.parametrize("name", ["ig", "rise", "batch"])
+@pytest.mark.parametrize("name", ["ig", "rise", "batch", "digits_rise"])
 def test_two_processes_equal_one_process(process_results, one_process_result, name):
     reference = one_process_result[name]
     assert np.abs(reference).max() > 0
     for result in process_results:  # every process holds the full, equal result
         assert result[name].shape == reference.shape
         np.testing.assert_allclose(result[name], reference, rtol=1e-5, atol=1e-6 * np.abs(reference).max())
+
+
+def test_each_process_loads_the_model_directory_to_the_same_weights(process_results, one_process_result):
+    # models.load("digits") inside a jax.distributed job: host-local, no collective restore.
+    assert [str(r["weights"]) for r in process_results] == [one_process_result["weights"]] * N_PROCESSES
 
 
 def test_each_process_owns_distinct_units(process_results):

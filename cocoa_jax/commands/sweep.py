@@ -199,8 +199,8 @@ def run(args) -> int:
         result = run_sweep(config, args.run_dir, progress=not args.no_progress, max_units=args.max_units,
                            devices=args.devices, compile_cache=None if args.compile_cache == "none"
                            else args.compile_cache)
-    except (RunDirMismatch, ProcessMismatch, ModelDirError) as err:
-        raise UsageError(str(err)) from None
+    except (RunDirMismatch, ProcessMismatch, ModelDirError, FileNotFoundError) as err:
+        raise UsageError(str(err)) from None  # a damaged or missing model / data file: one line
     except jax.errors.JaxRuntimeError as err:
         if distributed is None:
             raise

@@ -30,4 +30,5 @@ def gini_index(attributions, ndim: int | None = None):
     total = jnp.sum(flat, axis=-1, keepdims=True)
     k = jnp.arange(1, n + 1, dtype=flat.dtype)
     share = flat / jnp.where(total > 0, total, 1.0)
-    return 1.0 - 2.0 * jnp.sum(share * (n - k + 0.5) / n, axis=-1) * (total[..., 0] > 0)
+    gini = 1.0 - 2.0 * jnp.sum(share * (n - k + 0.5) / n, axis=-1)
+    return jnp.where(total[..., 0] > 0, gini, 0.0)

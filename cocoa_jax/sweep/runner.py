@@ -115,7 +115,8 @@ class Progress:
         rate = (self.done - self.resumed) / elapsed if elapsed > 0 else 0.0
         left = self.total - self.done
         eta = f"{left / rate:.0f} s" if rate > 0 else "?"
-        print(f"{self.label}: {self.done}/{self.total} units ({self.resumed} resumed) | {rate:.2f} units/s | "
+        resumed = f" ({self.resumed} resumed)" if self.resumed else ""
+        print(f"{self.label}: {self.done}/{self.total} units{resumed} | {rate:.2f} units/s | "
               f"ETA {eta} | last {last}", file=self.stream, flush=True)
 
 
@@ -399,7 +400,8 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
         per_group = min(units_per_group(config.explicands_per_class, config.explicand_batch, programs.num_devices),
                         len(classes))
         capacity = -(-per_group * config.explicands_per_class // programs.num_devices) * programs.num_devices
-        label = f"sweep {run_hash[:8]} [process {index}/{count}, {programs.num_devices} device(s)]"
+        label = (f"sweep {run_hash[:8]} [process {index}/{count}, {programs.num_devices} device(s), "
+                 f"{len(skipped)} of the run's {len(units)} units finished before]")
         bar = Progress(len(mine), 0, label, enabled=progress)
         for group in group_units(todo, per_group, config.method_names):
             for unit, arrays, row in runner.run_group(group, capacity):

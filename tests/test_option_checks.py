@@ -180,3 +180,13 @@ def test_refused_sweep_leaves_the_run_dir_as_it_was_and_the_corrected_command_ru
     with open(run_dir / "config.json") as fh:
         stored = json.load(fh)["identity"]["config"]
     assert stored["methods"]["rise"]["n_masks"] == 8
+
+
+def test_run_sweep_from_python_refuses_bad_values_before_writing(tmp_path):
+    """The library entry point checks option values too, before config.json exists."""
+    from cocoa_jax.sweep import run_sweep
+
+    config = sweep_config.digits_reduced().replace(methods={"rise": {"n_masks": -5}})
+    with pytest.raises(ValueError, match=r"methods\.rise\.n_masks"):
+        run_sweep(config, str(tmp_path / "run"), progress=False, compile_cache=None)
+    assert not (tmp_path / "run").exists()

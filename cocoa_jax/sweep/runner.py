@@ -347,6 +347,8 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
     start = time.perf_counter()
     mesh = local_mesh(devices)
     spec = inputs.resolve_encoder(config, encoder)
+    # Option values (counts, keep_prob, grid vs image size...) before anything is written.
+    config.check_method_values(tuple(spec.input_shape))
     corpus_source, explicand_source = inputs.resolve_datasets(config, spec, datasets)
     classes = inputs.classes_of(config, corpus_source)
     identity = run_identity(config, spec, corpus_source, explicand_source)

@@ -215,7 +215,9 @@ def _captum_runs(n, n_runs, seed):
 @pytest.mark.slow
 def test_default_matches_captum_kernel_shap_in_expectation():
     """Both estimators (different RNGs) at 12 samples, 300 runs each: the means agree within
-    the sampling error; a biased estimator (uniform coalition sizes, same fit) does not."""
+    the sampling error. (On this near-additive model a mis-weighted sampler is NOT detectable
+    at this budget; the sampler's distribution is tested exactly, with a failing alternative, in
+    test_coalitions_follow_captums_size_distribution.)"""
     n, n_runs = 12, 300
     captum = _captum_runs(n, n_runs, seed=0)  # (runs, M)
     keys = jax.random.split(jax.random.key(6), n_runs)
@@ -227,25 +229,6 @@ def test_default_matches_captum_kernel_shap_in_expectation():
 
     assert np.all(z_score(ours, captum) < 4.0), z_score(ours, captum)
 
-    # Biased: coalition sizes uniform on 1..M-1 instead of p(k) ~ 1/(k (M - k)).
-    def biased(key):
-        keys_ = jax.random.split(key, n)
-
-        def row(k):
-            k1, k2 = jax.random.split(k)
-            size = jax.random.randint(k1, (), 1, M)
-            u = jax.random.uniform(k2, (M,))
-            return (u <= jnp.sort(u)[size - 1]).astype(jnp.float32)
-
-        z = jax.vmap(row)(keys_[2:])
-        y = jax.vmap(lambda zz: f_vec(jnp.asarray(BASE) + zz[jnp.asarray(LABELS)][..., None]
-                                      * jnp.asarray(X - BASE))[0])(z)
-        ends = jax.vmap(lambda p: f_vec(p)[0])(jnp.stack([jnp.asarray(X), jnp.asarray(BASE)]))
-        a = jnp.concatenate([jnp.ones((n - 2, 1)), z], 1)
-        return solve_anchored(a.T @ a, a.T @ (y - ends[1])[:, None], (ends[0] - ends[1])[None], 1e-6)[:, 0]
-
-    wrong = np.asarray(jax.jit(jax.vmap(biased))(keys))
-    assert np.max(z_score(wrong, captum)) > 6.0, z_score(wrong, captum)
 
 
 # ----------------------------------------------------------------------------- invariances

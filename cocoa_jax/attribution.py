@@ -776,3 +776,9 @@ def rise(f: Callable, x: jax.Array, baseline: jax.Array, key: jax.Array, *, n_ma
         return rise_centered_from_moments(*moments, n_masks, keep_prob)
     total = _rise_sum(f, x, baseline, n_masks, batch_size, mesh, masks_of)
     return total / (n_masks * keep_prob)
+
+
+# Perturbation and noise-averaged methods, one per module (they import helpers from this module,
+# hence the import at the end).
+from cocoa_jax.attribution_methods import (kernel_shap, lime, occlusion,  # noqa: E402
+                                           smooth_integrated_gradients)

@@ -1,8 +1,10 @@
-"""The attribution-method vocabulary: one table, name -> method with one common signature.
+"""The attribution-method vocabulary: one table of `Method` records that every front end reads.
 
-Every front end (the sweep, `cocoa-jax explain`, the benchmarks) dispatches through
-`METHODS` / `attribute`, so a method's name, its title and its defaults exist once. Defaults
-live only in the signatures of `cocoa_jax.attribution`; `defaults(name)` reads them from there.
+Every front end (the API's `attribute`, the sweep, `cocoa-jax explain` / `localize` /
+`augmentations`, the benchmarks, the tests' invariance checks) takes method names, titles,
+option flags and help, and how maps are shown from `METHODS`. Defaults live only in the
+signatures of `cocoa_jax.attribution`; `defaults(name)` reads them from there. Adding a method
+is its function, one `register(Method(...))` (or one entry below), and its tests.
 
 The common signature:
 
@@ -16,6 +18,7 @@ every target); it never calls f.
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import hashlib
 import inspect
@@ -34,16 +37,77 @@ _HIDDEN_ARGS = ("return_delta",)
 
 
 @dataclasses.dataclass(frozen=True)
+class OptionSpec:
+    """How an option is offered to users: help text, and how a command-line string becomes its
+    value (`parse=None`: not offered as a flag, e.g. an array). `flag` overrides the flag name
+    (default `--` + the option name with dashes)."""
+
+    help: str
+    parse: Callable[[str], Any] | None = None
+    metavar: str | None = None
+    flag: str | None = None
+
+
+def parse_pair(text: str) -> tuple[int, int]:
+    """'4' -> (4, 4); '4x6' -> (4, 6) (grid sizes, windows, strides)."""
+    parts = str(text).lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().lstrip("-").isdigit() for p in parts):
+        raise ValueError(f"expected N or HxW (integers), got {text!r}")
+    values = tuple(int(p) for p in parts)
+    return values * 2 if len(values) == 1 else values
+
+
+def parse_bool(text: str) -> bool:
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+# Options with one name mean one thing in every method (n_samples, stdev, ...), so their help
+# lives here once. A registered method may add its own (`Method.option_specs`).
+OPTION_SPECS: dict[str, OptionSpec] = {
+    "n_steps": OptionSpec("integration points along the path", int, "N"),
+    "method": OptionSpec("IG quadrature rule: gausslegendre, riemann_left, riemann_right, riemann_middle or "
+                         "riemann_trapezoid", str, "RULE", flag="--ig-rule"),
+    "n_samples": OptionSpec("noise samples / coalitions", int, "N"),
+    "stdev": OptionSpec("noise standard deviation", float, "SIGMA"),
+    "antithetic": OptionSpec("antithetic pairs (needs an even count)", parse_bool, "BOOL"),
+    "stratified_alpha": OptionSpec("GradientSHAP: stratified path positions", parse_bool, "BOOL"),
+    "n_masks": OptionSpec("RISE masks", int, "N"),
+    "grid_size": OptionSpec("RISE grid cells per side, N or HxW (default: the paper's grid for the image size)",
+                            parse_pair, "N"),
+    "keep_prob": OptionSpec("RISE probability of keeping a grid cell", float, "P"),
+    "centered": OptionSpec("RISE: subtract the masks' mean score (a control variate)", parse_bool, "BOOL"),
+    "sampler": OptionSpec("RISE grid sampler: bernoulli or stratified", str, "NAME"),
+    "superpixel": OptionSpec("KernelSHAP / LIME feature size: superpixels of N x N pixels", int, "N"),
+    "feature_mask": OptionSpec("(H, W) integer feature labels (API only)"),
+    "efficient": OptionSpec("KernelSHAP: attributions sum exactly to f(x) - f(baseline)", parse_bool, "BOOL"),
+    "alpha": OptionSpec("LIME Lasso regularisation", float, "A"),
+    "kernel_width": OptionSpec("LIME similarity kernel width", float, "W"),
+    "window": OptionSpec("Occlusion window, N or HxW pixels (default: an 8x8 grid of windows)", parse_pair, "N"),
+    "stride": OptionSpec("Occlusion stride, N or HxW pixels (default: the window)", parse_pair, "N"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class Method:
-    """An attribution method in the common signature.
+    """An attribution method in the common signature, with what front ends need to offer it.
 
     Attributes:
       name: the table key ("integrated_gradients", ...).
       title: the name in papers and figures ("IG", ...).
       fn: the common-signature adapter.
-      source: the `cocoa_jax.attribution` function whose keyword defaults are the method's.
+      source: the function whose keyword-only defaults are the method's options (None: none).
       uses_key: whether the result depends on `key`.
       per_channel: True if maps are (H, W, C) (gradient methods), False if (H, W).
+      centred: maps carry a constant offset (RISE: the mean masked score), so figures, positive
+        mass and pointing scores use each map minus its mean (`pixel_map`); rankings are
+        unaffected by a constant.
+      summary: one line for help and docs (what it is, when to use it).
+      option_specs: help/parsing of options `OPTION_SPECS` does not know (registered methods).
     """
 
     name: str
@@ -52,6 +116,18 @@ class Method:
     source: Callable | None
     uses_key: bool
     per_channel: bool
+    centred: bool = False
+    summary: str = ""
+    option_specs: Mapping[str, OptionSpec] = dataclasses.field(default_factory=dict)
+
+    def option_spec(self, option: str) -> OptionSpec:
+        if option in self.option_specs:
+            return self.option_specs[option]
+        if option in OPTION_SPECS:
+            return OPTION_SPECS[option]
+        default = defaults(self.name).get(option)
+        parse = {bool: parse_bool, int: int, float: float, str: str}.get(type(default))
+        return OptionSpec(f"{self.title} option `{option}`", parse, option.upper())
 
 
 def _integrated_gradients(f, x, baseline, key, **options):
@@ -83,17 +159,118 @@ def _random(f, x, baseline, key, *, batch_size=None, mesh=None):
     return metrics.random_attribution(key, jnp.shape(x))
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("integrated_gradients", "IG", _integrated_gradients, attribution.integrated_gradients, False, True),
-    Method("gradient_shap", "GradientSHAP", _gradient_shap, attribution.gradient_shap, True, True),
-    Method("rise", "RISE", _rise, attribution.rise, True, False),
-    Method("smoothgrad", "SmoothGrad", _smoothgrad, attribution.smoothgrad, True, True),
-    Method("vanilla_gradients", "Gradients", _vanilla_gradients, attribution.vanilla_gradients, False, True),
-    Method("random", "Random", _random, None, True, False),
-)}
+def _kernel_shap(f, x, baseline, key, **options):
+    return attribution.kernel_shap(f, x, baseline, key, **options)
+
+
+def _lime(f, x, baseline, key, **options):
+    return attribution.lime(f, x, baseline, key, **options)
+
+
+def _occlusion(f, x, baseline, key, **options):
+    del key  # deterministic
+    return attribution.occlusion(f, x, baseline, **options)
+
+
+def _smooth_integrated_gradients(f, x, baseline, key, **options):
+    return attribution.smooth_integrated_gradients(f, x, baseline, key, **options)
+
+
 RANDOM = "random"
-# Methods that explain a target (everything but the random benchmark).
-ATTRIBUTION_METHODS = tuple(name for name in METHODS if name != RANDOM)
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method, *, replace: bool = False) -> Method:
+    """Add `method` to the table; every front end then offers it (`explain --methods NAME`, the
+    sweep config, the benchmarks' dispatch, the tests' invariance checks). Returns it.
+
+    A name already in the table is refused unless `replace`.
+    """
+    if not isinstance(method, Method):
+        raise TypeError(f"`method` must be a methods.Method, got {type(method).__name__}")
+    if not isinstance(method.name, str) or not method.name.isidentifier():
+        raise ValueError(f"`method.name` must be an identifier (it is a config key and a file-name part), "
+                         f"got {method.name!r}")
+    if method.name in METHODS and not replace:
+        raise ValueError(f"method {method.name!r} is already registered (pass replace=True to replace it)")
+    if not callable(method.fn):
+        raise TypeError(f"`method.fn` of {method.name!r} must be callable")
+    METHODS[method.name] = method
+    return method
+
+
+for _method in (
+    Method("integrated_gradients", "IG", _integrated_gradients, attribution.integrated_gradients, False, True,
+           summary="path integral of gradients from the blurred baseline; deterministic, complete"),
+    Method("gradient_shap", "GradientSHAP", _gradient_shap, attribution.gradient_shap, True, True,
+           summary="expected gradients at noisy random path points (Captum's GradientShap)"),
+    Method("rise", "RISE", _rise, attribution.rise, True, False, centred=True,
+           summary="mean score under random upsampled masks; black-box; add centered=True for fewer masks"),
+    Method("smoothgrad", "SmoothGrad", _smoothgrad, attribution.smoothgrad, True, True,
+           summary="gradients averaged over noisy copies of the input"),
+    Method("vanilla_gradients", "Gradients", _vanilla_gradients, attribution.vanilla_gradients, False, True,
+           summary="one input gradient; the cheapest, noisiest map"),
+    Method("kernel_shap", "KernelSHAP", _kernel_shap, attribution.kernel_shap, True, False,
+           summary="Shapley values of (super)pixels by weighted regression (Captum's KernelShap); "
+                   "efficient=True sums to f(x) - f(baseline)"),
+    Method("lime", "LIME", _lime, attribution.lime, True, False,
+           summary="sparse local linear surrogate (Lasso) of (super)pixels; a few salient regions"),
+    Method("occlusion", "Occlusion", _occlusion, attribution.occlusion, False, False,
+           summary="score drop when each window is blurred; deterministic, one pass per window"),
+    Method("smooth_integrated_gradients", "SmoothGrad-IG", _smooth_integrated_gradients,
+           attribution.smooth_integrated_gradients, True, True,
+           summary="IG averaged over noisy inputs (the official smooth_int_grad)"),
+    Method(RANDOM, "Random", _random, None, True, False,
+           summary="U[0, 1) per pixel: the evaluation's random reference (never calls f)"),
+):
+    register(_method)
+
+
+class _LiveNames(collections.abc.Sequence):
+    """Names of the methods that explain a target (all but `random`), read from the table at
+    each use, so methods registered later are included."""
+
+    def _names(self):
+        return tuple(name for name in METHODS if name != RANDOM)
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self):
+        return len(self._names())
+
+    def __contains__(self, name):
+        return name in self._names()
+
+    def __getitem__(self, index):
+        return self._names()[index]
+
+    def index(self, name, *args):
+        return self._names().index(name, *args)
+
+    def __eq__(self, other):
+        return self._names() == tuple(other)
+
+    def __hash__(self):
+        return hash(self._names())
+
+    def __repr__(self):
+        return repr(self._names())
+
+
+# Methods that explain a target (everything but the random benchmark), live.
+ATTRIBUTION_METHODS = _LiveNames()
+
+
+def pixel_map(name: str, maps, *, centre: bool = True):
+    """Maps of method `name` as one value per pixel, as figures and mass-based scores show them:
+    (..., H, W, C) per-channel maps -> channel mean (..., H, W); centred methods' maps minus each
+    map's mean (`centre=False` keeps the offset). Works on NumPy and JAX arrays."""
+    method = get(name)
+    maps = maps.mean(axis=-1) if method.per_channel else maps
+    if centre and method.centred:
+        maps = maps - maps.mean(axis=(-2, -1), keepdims=True)
+    return maps
 
 
 def get(name: str) -> Method:

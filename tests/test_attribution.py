@@ -260,10 +260,14 @@ def _run_method(name):
 
 
 METHODS = {name: _run_method(name) for name in methods.ATTRIBUTION_METHODS}
+# LIME fits a Lasso by coordinate descent: the summation order of a batch size moves its
+# solution by ~2e-5 (an iterative solver's rounding, not a different estimate).
+ATOL = {"lime": 1e-4}
 
 
 def test_every_method_of_the_table_is_covered():
-    assert set(METHODS) >= {"integrated_gradients", "gradient_shap", "rise", "smoothgrad", "vanilla_gradients"}
+    assert set(METHODS) >= {"integrated_gradients", "gradient_shap", "rise", "smoothgrad", "vanilla_gradients",
+                            "kernel_shap", "lime", "occlusion", "smooth_integrated_gradients"}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -271,14 +275,15 @@ def test_batch_size_invariance_jit_and_k_stacking(name, x, baseline):
     method = METHODS[name]
     key = jax.random.PRNGKey(11)
     reference = method(f_vec, x, baseline, key, None)
+    atol = ATOL.get(name, 1e-6)
     for batch_size in (1, 4, 9, 100):
-        np.testing.assert_allclose(method(f_vec, x, baseline, key, batch_size), reference, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(method(f_vec, x, baseline, key, batch_size), reference, rtol=1e-5, atol=atol)
     jitted = jax.jit(lambda x, b, key: method(f_vec, x, b, key, 4))(x, baseline, key)
-    np.testing.assert_allclose(jitted, reference, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jitted, reference, rtol=1e-5, atol=atol)
     # K stacked outputs == K separate scalar runs
     for k in range(3):
         single = method(lambda z: f_vec(z)[k], x, baseline, key, 4)
-        np.testing.assert_allclose(reference[k], single, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(reference[k], single, rtol=1e-5, atol=atol)
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

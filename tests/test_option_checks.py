@@ -28,6 +28,13 @@ BAD_VALUES = {
     "keep_prob": [0.0, -0.5, 2.0, 1.0001, math.nan, True],
     "centered": ["no", 1],
     "sampler": ["sobol", 1],
+    "superpixel": [0, -2, 33, 2.5],
+    "feature_mask": [[[0, 1], [1, 0]], "mask"],
+    "efficient": ["yes", 1],
+    "alpha": [-0.1, math.nan, "x"],
+    "kernel_width": [0.0, -1.0, math.inf],
+    "window": [[0, 4], [40, 40], [4], "4x4"],
+    "stride": [[0, 4], [4]],
 }
 COMBINATIONS = [
     ("integrated_gradients", {"method": "riemann_left", "n_steps": 1}, "n_steps"),
@@ -68,6 +75,10 @@ GOOD = [
                             "antithetic": True, "sampler": "stratified"}),
     ("rise", {"grid_size": (1, 1), "keep_prob": 0.001}),
     ("smoothgrad", {"n_samples": 1, "stdev": 2}), ("vanilla_gradients", {}), ("random", {}),
+    ("kernel_shap", {"n_samples": 20, "superpixel": 8, "efficient": True}),
+    ("lime", {"n_samples": 20, "superpixel": 4, "alpha": 0.0, "kernel_width": 0.5}),
+    ("occlusion", {"window": (8, 8), "stride": (4, 4)}), ("occlusion", {}),
+    ("smooth_integrated_gradients", {"n_samples": 2, "n_steps": 4, "stdev": 0.1}),
 ]
 
 

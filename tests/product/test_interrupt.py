@@ -47,10 +47,12 @@ def _interrupt(args, cwd, moment, outputs, *, env_extra=None, timeout=120):
             # The first output in place means the commit is under way (it pauses 3 s there).
             reached = wait_for(lambda: any(os.path.exists(p) for p in outputs) or proc.poll() is not None,
                                timeout=600, interval=0.02)
-            assert reached and proc.poll() is None, "the command ended before its commit was reached"
+            if not (reached and proc.poll() is None):
+                pytest.fail(f"the command ended before its commit was reached:\n{_ended(proc)}")
         else:
             wait_for(lambda: proc.poll() is not None, timeout=moment, interval=0.02)
-            assert proc.poll() is None, f"the command ended before {moment} s; the moment tests nothing"
+            if proc.poll() is not None:
+                pytest.fail(f"the command ended before {moment} s; the moment tests nothing:\n{_ended(proc)}")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=timeout)
     finally:
@@ -58,6 +60,11 @@ def _interrupt(args, cwd, moment, outputs, *, env_extra=None, timeout=120):
             proc.kill()
             proc.communicate()
     return proc, out, err
+
+
+def _ended(proc) -> str:
+    out, err = proc.communicate()
+    return f"exit {proc.returncode}\nstdout:\n{out[-2000:]}\nstderr:\n{err[-4000:]}"
 
 
 def _assert_interrupted(proc, out, err, command):
@@ -108,15 +115,16 @@ def _check_three_files(tmp_path, command, args, moment):
 
 # ----------------------------------------------------------------------------------- explain
 
-@pytest.mark.parametrize("moment", [0.3, 3.0, 10.0])
+@pytest.mark.parametrize("moment", [0.3, 2.0, 6.0])
 def test_explain_quick(tmp_path, cocoa_jax_cmd, moment):
     assert not _check_three_files(tmp_path, "explain", EXPLAIN_SMALL, moment)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("moment", [1.0, 6.0, 14.0, 18.0, COMMIT])
+@pytest.mark.parametrize("moment", [1.0, 4.0, 9.0, 14.0, 20.0, COMMIT])
 def test_explain_slow(tmp_path, cocoa_jax_cmd, moment):
-    _check_three_files(tmp_path, "explain", EXPLAIN_SMALL, moment)
+    """The default explain (~30 s): start-up, compiling, each method computing, the commit."""
+    _check_three_files(tmp_path, "explain", ["--quiet"], moment)
 
 
 @pytest.mark.slow
@@ -128,7 +136,7 @@ def test_explain_overwrite_keeps_the_earlier_run_whole(tmp_path, cocoa_jax_cmd):
     before = {name: (out_dir / name).read_bytes() for name in FILES3}
     outputs = [str(out_dir / name) for name in FILES3]
     proc, out, err = _interrupt(["explain", *EXPLAIN_SMALL, "--seed", "1", "--overwrite", "--out", out_dir],
-                                tmp_path, 8.0, outputs)
+                                tmp_path, 5.0, outputs)
     _assert_interrupted(proc, out, err, "explain")
     assert {name: (out_dir / name).read_bytes() for name in FILES3} == before
     _assert_no_temporaries(tmp_path)
@@ -201,7 +209,7 @@ def torch_checkpoint(tmp_path_factory):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("moment", [1.0, pytest.param(6.0, marks=pytest.mark.slow),
+@pytest.mark.parametrize("moment", [1.0, pytest.param(3.0, marks=pytest.mark.slow),
                                     pytest.param(COMMIT, marks=pytest.mark.slow)])
 def test_convert(tmp_path, cocoa_jax_cmd, torch_checkpoint, moment):
     out_dir = tmp_path / "converted"
@@ -270,7 +278,7 @@ def finished_sweep(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("moment", [0.3, 1.5, COMMIT])
+@pytest.mark.parametrize("moment", [0.3, 1.0, COMMIT])
 def test_report(tmp_path, cocoa_jax_cmd, finished_sweep, moment):
     out_dir = tmp_path / "report"
     outputs = [str(out_dir / name) for name in ("report.md", "report.csv", "curves.png")]

@@ -19,17 +19,30 @@ CONVERTERS = {
     "simsiam_cifar_resnet18": "resnet:convert_simsiam_cifar_resnet18",
     "resnet18_classifier": "resnet:convert_resnet18_classifier",
     "clip_vit_b32": "clip:convert_clip",
+    "clip_vit": "clip:convert_clip_vit",
+    "resnet18": "torchvision_resnet:convert_resnet18",
+    "resnet34": "torchvision_resnet:convert_resnet34",
+    "resnet50": "torchvision_resnet:convert_resnet50",
+    "resnet101": "torchvision_resnet:convert_resnet101",
+    "resnet152": "torchvision_resnet:convert_resnet152",
+    "dino_vit": "vit:convert_dino_vit",
+    "dinov2_vit": "vit:convert_dinov2_vit",
 }
+# Settings a converter cannot read off the weights (`--option KEY=VALUE`; see each module).
+OPTIONS = {"clip_vit_b32": ("activation", "vision_head_width"), "clip_vit": ("activation", "vision_head_width"),
+           "dino_vit": ("num_heads", "image_size"), "dinov2_vit": ("num_heads", "image_size")}
 
 
 def convert(arch: str, checkpoint: str, out_dir: str, *, unsafe_unpickle: bool = False,
-            overwrite: bool = False) -> str:
+            overwrite: bool = False, options=None) -> str:
     """Convert `checkpoint` (a PyTorch file) of architecture `arch` into `out_dir`.
 
     unsafe_unpickle: allow full pickle loading for checkpoints holding Python objects beyond
       tensors and plain containers. DANGEROUS: unpickling can execute arbitrary code from the
       file; only use it for files you trust. Off by default (`torch.load(weights_only=True)`).
     overwrite: replace a non-empty `out_dir` (checked before the checkpoint is read).
+    options: {name: value} of the settings in `OPTIONS[arch]` (e.g. {"activation": "gelu"} for an
+      open_clip model); anything else is a ValueError naming it.
     Returns the absolute `out_dir`. Raises FileNotFoundError (checkpoint is not a file),
     NotACheckpointError (not a PyTorch checkpoint), UnsafeCheckpointError (pickled Python
     objects; names the blocked global), CheckpointMismatchError (keys named as stored in the
@@ -44,12 +57,17 @@ def convert(arch: str, checkpoint: str, out_dir: str, *, unsafe_unpickle: bool =
 
     if arch not in CONVERTERS:
         raise ValueError(f"arch must be one of {sorted(CONVERTERS)}, got {arch!r}")
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(OPTIONS.get(arch, ())))
+    if unknown:
+        allowed = ", ".join(OPTIONS.get(arch, ())) or "none"
+        raise ValueError(f"unknown option {unknown[0]!r} for {arch} (options: {allowed})")
     check_checkpoint_file(checkpoint)
     check_out_dir(os.path.abspath(out_dir), overwrite=overwrite)
     module_name, fn_name = CONVERTERS[arch].split(":")
     fn = getattr(importlib.import_module(f".{module_name}", __name__), fn_name)
-    return fn(checkpoint, out_dir, unsafe_unpickle=unsafe_unpickle, overwrite=overwrite)
+    return fn(checkpoint, out_dir, unsafe_unpickle=unsafe_unpickle, overwrite=overwrite, **options)
 
 
-__all__ = ["CONVERTERS", "CheckpointMismatchError", "NotACheckpointError", "UnsafeCheckpointError",
+__all__ = ["CONVERTERS", "OPTIONS", "CheckpointMismatchError", "NotACheckpointError", "UnsafeCheckpointError",
            "convert"]

@@ -1,7 +1,14 @@
-"""Converter for CLIP ViT (openai/CLIP layout): state_dict or TorchScript archive, fp16 or fp32.
+"""Converter for CLIP ViTs (openai/CLIP layout): state_dict or TorchScript archive, fp16 or fp32.
 
 The model's hyper-parameters are read off the tensor shapes (as openai's `build_model` does),
-so ViT-B/32 and other ViT CLIPs of the same layout convert; `clip_vit_b32` records them.
+so every ViT size converts (B/32, B/16, L/14, L/14@336, ...), into `clip_vit` (or the older name
+`clip_vit_b32`, which records any size too). open_clip's standard ViT CLIPs share the layout:
+its `open_clip_pytorch_model.bin` state dicts and its training checkpoints
+({'epoch', 'name', 'state_dict': module.*}) convert. Two things are not in the weights and are
+options: `activation` ("quick_gelu", OpenAI's and open_clip's "*-quickgelu" models; "gelu", every
+other open_clip model) and `vision_head_width` (64; open_clip's ViT-H-14 80, ViT-g-14 88,
+ViT-bigG-14 104). A TorchScript archive is OpenAI's own release, so QuickGELU for sure; for a
+state dict without `activation`, QuickGELU is assumed and a note says so.
 """
 from __future__ import annotations
 
@@ -10,9 +17,9 @@ import re
 from typing import Mapping, Tuple
 
 from cocoa_jax.models import registry
-from cocoa_jax.models.clip import HEAD_WIDTH, ClipConfig
+from cocoa_jax.models.clip import ACTIVATIONS, HEAD_WIDTH, ClipConfig
 from .common import (CheckpointMismatchError, conv_kernel, extract_state_dict, fill_variables,
-                          identity, linear_kernel, load_checkpoint)
+                     identity, is_torchscript_archive, linear_kernel, load_checkpoint)
 
 # Scalars the TorchScript archive carries beside the weights; checked against the shapes.
 _ARCHIVE_SCALARS = ("input_resolution", "context_length", "vocab_size")
@@ -48,9 +55,9 @@ def infer_config(state_dict: Mapping) -> ClipConfig:
         vision_patch_size=patch, context_length=shape("positional_embedding")[0],
         vocab_size=shape("token_embedding.weight")[0], transformer_width=shape("ln_final.weight")[0],
         transformer_layers=_count_layers(state_dict, "transformer."))
-    for width in (config.vision_width, config.transformer_width):
-        if width % HEAD_WIDTH and width > HEAD_WIDTH:
-            raise CheckpointMismatchError(f"width {width} is not a multiple of {HEAD_WIDTH} (CLIP's head size)")
+    width = config.transformer_width  # the image tower's head width is an option (checked by the caller)
+    if width % HEAD_WIDTH and width > HEAD_WIDTH:
+        raise CheckpointMismatchError(f"text width {width} is not a multiple of {HEAD_WIDTH} (CLIP's head size)")
     for name in _ARCHIVE_SCALARS:
         if name in state_dict:
             stored = int(state_dict[name])
@@ -80,24 +87,60 @@ def clip_key(path: Tuple[str, ...], shape: Tuple[int, ...]):
     return ".".join(prefix + parts + [leaf_name]), identity
 
 
-def convert_state_dict(state_dict: Mapping, *, what: str = "CLIP checkpoint"):
+def convert_state_dict(state_dict: Mapping, *, what: str = "CLIP checkpoint", activation: str = "quick_gelu",
+                       vision_head_width: int = HEAD_WIDTH, arch: str = "clip_vit", stored_key=None):
     """openai CLIP state dict -> (config dict, Flax variables)."""
-    config = dataclasses.asdict(infer_config(state_dict))
-    _, abstract = registry.init_abstract("clip_vit_b32", config)
-    variables = fill_variables(abstract, state_dict, clip_key, ignore=_ARCHIVE_SCALARS, what=what)
+    config = dataclasses.replace(infer_config(state_dict), activation=activation,
+                                 vision_head_width=int(vision_head_width))
+    if config.vision_width % config.vision_head_width and config.vision_width > config.vision_head_width:
+        raise CheckpointMismatchError(f"{what}: visual width {config.vision_width} is not a multiple of "
+                                      f"vision_head_width {config.vision_head_width} (open_clip ViT-H-14: "
+                                      f"--option vision_head_width=80, ViT-g-14: 88, ViT-bigG-14: 104)")
+    config = dataclasses.asdict(config)
+    _, abstract = registry.init_abstract(arch, config)
+    variables = fill_variables(abstract, state_dict, clip_key, ignore=_ARCHIVE_SCALARS, what=what, stored_key=stored_key)
     return config, variables
 
 
-def convert_clip(checkpoint_path: str, out_dir: str, *, unsafe_unpickle=False, overwrite=False) -> str:
-    """`ViT-B-32.pt` (TorchScript archive, as `clip.load` caches it) or a CLIP state dict -> `out_dir`."""
-    import torch
+def _converter(arch: str):
+    def convert(checkpoint_path: str, out_dir: str, *, unsafe_unpickle=False, overwrite=False,
+                activation=None, vision_head_width=None) -> str:
+        """OpenAI `ViT-*.pt` (TorchScript archive, as `clip.load` caches it), a CLIP state dict or an
+        open_clip state dict / training checkpoint -> `out_dir`."""
+        import torch
 
-    checkpoint = load_checkpoint(checkpoint_path, unsafe_unpickle=unsafe_unpickle)
-    state_dict = extract_state_dict(checkpoint, checkpoint_path)
-    notes = []
-    if any(v.dtype == torch.float16 for v in state_dict.values()):
-        notes.append("converted from fp16 weights (widened exactly to float32)")
-    config, variables = convert_state_dict(state_dict, what=checkpoint_path)
-    if (config["vision_patch_size"], config["vision_width"], config["image_resolution"]) != (32, 768, 224):
-        notes.append(f"not ViT-B/32: config {config}")
-    return registry.save("clip_vit_b32", config, variables, out_dir, notes=notes, overwrite=overwrite)
+        if activation is not None and activation not in ACTIVATIONS:
+            raise ValueError(f"option activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        checkpoint = load_checkpoint(checkpoint_path, unsafe_unpickle=unsafe_unpickle)
+        state_dict = extract_state_dict(checkpoint, checkpoint_path)
+        notes, stored_key = [], None
+        if all(k.startswith("module.") for k in state_dict):  # open_clip (DDP) training checkpoint
+            state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
+            stored_key = lambda key: "module." + key
+            notes.append("stripped the prefix 'module.' (open_clip training checkpoint)")
+        if any(v.dtype in (torch.float16, torch.bfloat16) for v in state_dict.values()):
+            notes.append("converted from fp16/bf16 (16-bit) weights (widened exactly to float32)")
+        if activation is None:
+            activation = "quick_gelu"
+            if not is_torchscript_archive(checkpoint_path):
+                notes.append("activation not given: assumed quick_gelu (OpenAI CLIP); an open_clip model not named "
+                             "*-quickgelu was trained with GELU: reconvert with --option activation=gelu")
+        config, variables = convert_state_dict(state_dict, what=checkpoint_path, activation=activation,
+                                               vision_head_width=vision_head_width or HEAD_WIDTH, arch=arch,
+                                               stored_key=stored_key)
+        notes.append(f"CLIP ViT-{_size_name(config)}/{config['vision_patch_size']} at {config['image_resolution']} px, "
+                     f"{config['embed_dim']}-d, activation {config['activation']}")
+        return registry.save(arch, config, variables, out_dir, notes=notes, overwrite=overwrite)
+
+    convert.__name__ = f"convert_{arch}"
+    return convert
+
+
+def _size_name(config) -> str:
+    return {768: "B", 1024: "L", 1280: "H", 1408: "g", 1664: "bigG"}.get(config["vision_width"],
+                                                                         f"w{config['vision_width']}")
+
+
+convert_clip = _converter("clip_vit_b32")  # the older name, kept: any size
+convert_clip_vit = _converter("clip_vit")
+OPTIONS = ("activation", "vision_head_width")

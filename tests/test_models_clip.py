@@ -100,7 +100,10 @@ def test_checkpoint_formats_and_gradients(source, tmp_path):
                     p.copy_(p.half().float())
     convert("clip_vit_b32", str(path), str(tmp_path / "out"))
     model = load("clip_vit_b32", str(tmp_path / "out"))
-    assert model.config == SMALL
+    assert {k: model.config[k] for k in SMALL} == SMALL
+    assert model.config["activation"] == "quick_gelu" and model.config["vision_head_width"] == 64
+    # A TorchScript archive is OpenAI's release (QuickGELU for sure); a state dict gets a note.
+    assert any("activation not given" in n for n in model.notes) == (source == "state_dict")
     assert any("fp16" in n for n in model.notes) == source.endswith("fp16")
 
     rng = np.random.RandomState(1)
@@ -198,3 +201,89 @@ def test_reference_matches_openai_layout_when_installed():
     with torch.no_grad():
         assert rel_err(theirs.encode_image(images), ours.encode_image(images)) < 1e-6
         assert rel_err(theirs.encode_text(tokens), ours.encode_text(tokens)) < 1e-6
+
+
+# ----------------------------------------------------------------------------- other sizes, open_clip
+
+# ViT-B/16- and ViT-L/14-shaped (patch 16 / 14, 3 heads of 64 for "L"), reduced in width and depth.
+SIZES = {
+    "B16": dict(embed_dim=64, image_resolution=64, vision_layers=2, vision_width=128, vision_patch_size=16,
+                context_length=77, vocab_size=49408, transformer_width=128, transformer_layers=2),
+    "L14": dict(embed_dim=96, image_resolution=56, vision_layers=2, vision_width=192, vision_patch_size=14,
+                context_length=77, vocab_size=49408, transformer_width=128, transformer_layers=1),
+}
+
+
+def _openai_model(config: dict, seed: int, gelu: bool = False):
+    """openai/CLIP's own `build_model` (clip-anytorch's model.py) on a random state dict of `config`'s
+    shapes. build_model casts to fp16; the fp32 weights are loaded back after `.float()`.
+    gelu: swap QuickGELU for torch.nn.GELU, which is open_clip's standard CLIP (same layout)."""
+    clip_model = _installed_clip_model_module()
+    if clip_model is None:
+        pytest.skip("clip-anytorch not installed (pip install --no-deps clip-anytorch)")
+    state_dict = _reference(config, seed).state_dict()
+    model = clip_model.build_model({k: v.clone() for k, v in state_dict.items()}).float()
+    model.load_state_dict(state_dict)
+    if gelu:
+        for module in list(model.modules()):
+            for name, child in list(module.named_children()):
+                if isinstance(child, clip_model.QuickGELU):
+                    setattr(module, name, torch.nn.GELU())
+    return model.eval(), state_dict
+
+
+@pytest.mark.parametrize("size", sorted(SIZES))
+def test_other_vit_sizes_match_openai_build_model(size, tmp_path):
+    config = SIZES[size]
+    reference, state_dict = _openai_model(config, 10)
+    torch.save(state_dict, tmp_path / f"ViT-{size}.pt")
+    convert("clip_vit", str(tmp_path / f"ViT-{size}.pt"), str(tmp_path / "out"))
+    model = load("clip_vit", str(tmp_path / "out"))
+    assert {k: model.config[k] for k in config} == config
+    r = config["image_resolution"]
+    assert model.input_shape == (r, r, 3) and model.representation_dim == config["embed_dim"]
+    rng = np.random.RandomState(2)
+    x = rng.randn(2, r, r, 3).astype(np.float32)
+    direction = rng.randn(config["embed_dim"]).astype(np.float32)
+    reps, grad = flax_reps_and_cosine_grad(model.encode_fn, model.params, x, direction)
+    ref_reps, ref_grad = torch_reps_and_cosine_grad(reference.encode_image, x, direction)
+    assert rel_err(reps, ref_reps) < TOL and rel_err(grad, ref_grad) < TOL
+    assert _compare_text(model, reference, _tokens(2, 3)) < TOL
+
+
+def test_open_clip_gelu_training_checkpoint(tmp_path):
+    """open_clip's epoch_K.pt ({'epoch','name','state_dict': module.*}) of a GELU model: converted
+    with --option activation=gelu it matches; with the QuickGELU default it does not."""
+    config = SIZES["B16"]
+    reference, state_dict = _openai_model(config, 11, gelu=True)
+    torch.save({"epoch": 32, "name": "ViT-B-16_laion", "state_dict": {"module." + k: v for k, v in state_dict.items()},
+                "optimizer": {}}, tmp_path / "epoch_32.pt")
+    convert("clip_vit", str(tmp_path / "epoch_32.pt"), str(tmp_path / "gelu"), options={"activation": "gelu"})
+    convert("clip_vit", str(tmp_path / "epoch_32.pt"), str(tmp_path / "quick"))
+    model, wrong = load("clip_vit", str(tmp_path / "gelu")), load("clip_vit", str(tmp_path / "quick"))
+    assert model.config["activation"] == "gelu" and any("module." in n for n in model.notes)
+    x = model.preprocess.normalize(np.random.RandomState(3).rand(2, 64, 64, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = reference.encode_image(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    assert rel_err(model.encode(x), expected) < TOL
+    assert rel_err(wrong.encode(x), expected) > 1e-3
+    assert _compare_text(model, reference, _tokens(2, 5)) < TOL
+    with pytest.raises(ValueError, match="activation"):
+        convert("clip_vit", str(tmp_path / "epoch_32.pt"), str(tmp_path / "bad"), options={"activation": "relu"})
+    # A key missing from the file is named with the file's `module.` prefix.
+    sd = {"module." + k: v for k, v in state_dict.items() if k != "ln_final.bias"}
+    torch.save({"state_dict": sd}, tmp_path / "miss.pt")
+    with pytest.raises(CheckpointMismatchError, match=r"'module\.ln_final\.bias'"):
+        convert("clip_vit", str(tmp_path / "miss.pt"), str(tmp_path / "miss"))
+
+
+def test_vision_head_width_option(tmp_path):
+    """open_clip's ViT-H-14 image tower uses 80-wide heads: width 160 -> 2 heads of 80 (not 2 of 64 + rest)."""
+    config = dict(SIZES["B16"], vision_width=160)
+    state_dict = _reference(config, 12).state_dict()
+    torch.save(state_dict, tmp_path / "h.pt")
+    convert("clip_vit", str(tmp_path / "h.pt"), str(tmp_path / "out"), options={"vision_head_width": "80"})
+    model = load("clip_vit", str(tmp_path / "out"))
+    assert model.config["vision_head_width"] == 80 and model.module.config.vision_heads == 2
+    with pytest.raises(CheckpointMismatchError, match="vision_head_width 64"):
+        convert("clip_vit", str(tmp_path / "h.pt"), str(tmp_path / "bad"))

@@ -12,7 +12,8 @@ import time
 
 from cocoa_jax.cli import UsageError
 
-ARCHS = ("simclr_resnet50", "simsiam_cifar_resnet18", "resnet18_classifier", "clip_vit_b32")
+ARCHS = ("simclr_resnet50", "simsiam_cifar_resnet18", "resnet18_classifier", "clip_vit_b32", "clip_vit",
+         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "dino_vit", "dinov2_vit")
 
 EPILOG = """checkpoint formats:
   simclr_resnet50         resnet50-1x.pth from tonylins/simclr-converter ({'state_dict': ...})
@@ -21,6 +22,15 @@ EPILOG = """checkpoint formats:
   resnet18_classifier     PyTorch Lightning checkpoint ('network.backbone.*', 'network.head.*')
                           or a plain torchvision resnet18 state dict
   clip_vit_b32            ViT-B-32.pt as cached by clip.load (TorchScript, fp16/fp32) or a state dict
+  clip_vit                any CLIP ViT: OpenAI ViT-*.pt (TorchScript) or state dict, open_clip
+                          open_clip_pytorch_model.bin / training checkpoint; options activation=gelu
+                          (open_clip models not named *-quickgelu), vision_head_width=80 (ViT-H-14)
+  resnet18 ... resnet152  torchvision state dict, or an SSL checkpoint of its backbone (MoCo v1/v2/v3,
+                          SimSiam, Barlow Twins, VICReg, SwAV, DINO, BYOL, solo-learn): the prefix is
+                          detected and stripped, projection heads are dropped (both reported)
+  dino_vit, dinov2_vit    facebookresearch DINO / DINOv2 backbone (..._pretrain.pth; registers and
+                          sizes read off the weights) or a full checkpoint's teacher; options
+                          num_heads (default width/64), image_size (default 224)
 """
 
 
@@ -31,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="path of the PyTorch checkpoint")
     parser.add_argument("out_dir", help="directory to write (model.json + orbax variables/)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty out_dir")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting the weights do not hold (see below), e.g. activation=gelu; repeatable")
     parser.add_argument("--unsafe-unpickle", action="store_true",
                         help="DANGEROUS: fully unpickle checkpoints holding arbitrary Python objects "
                              "(e.g. some Lightning files); unpickling can execute code from the file. "
@@ -49,6 +61,12 @@ def run(args: argparse.Namespace) -> int:
         check_out_dir(os.path.abspath(args.out_dir), overwrite=args.overwrite)
     except FileExistsError as err:
         raise UsageError(str(err)) from None
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--option must be KEY=VALUE, got {item!r}")
+        options[key] = value
     try:
         import torch  # noqa: F401  (imported here only: `cocoa-jax --help` must not need torch)
     except ImportError:
@@ -59,10 +77,14 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         out = convert(args.arch, args.checkpoint, args.out_dir, unsafe_unpickle=args.unsafe_unpickle,
-                      overwrite=args.overwrite)
+                      overwrite=args.overwrite, options=options)
     except (CheckpointMismatchError, NotACheckpointError, UnsafeCheckpointError, FileNotFoundError,
-            FileExistsError) as err:
+            FileExistsError, ValueError) as err:
         raise UsageError(str(err)) from None
+    from cocoa_jax.models.registry import read_metadata
+
+    for note in read_metadata(out).get("notes", ()):
+        print(f"note: {note}")
     print(f"converted {args.arch} -> {out} in {time.perf_counter() - start:.1f}s; "
           f"load with cocoa_jax.models.load({args.arch!r}, {out!r})")
     return 0

@@ -1,6 +1,8 @@
-"""Flax CLIP (openai/CLIP layout): ViT image encoder and causal text transformer.
+"""Flax CLIP (openai/CLIP layout, which open_clip's standard ViT CLIPs share): ViT image encoder
+and causal text transformer, any size (the config is read off the checkpoint's shapes).
 
-Both towers use pre-LayerNorm residual blocks (LayerNorm eps 1e-5, QuickGELU MLP of width 4x)
+Both towers use pre-LayerNorm residual blocks (LayerNorm eps 1e-5, QuickGELU MLP of width 4x;
+exact GELU for open_clip models trained with it, `activation="gelu"`)
 with one fused `in_proj` for q, k, v as in `torch.nn.MultiheadAttention`, and end in a linear
 projection applied as `x @ proj` (the checkpoint stores it as (width, embed_dim), NOT transposed
 like a Linear weight).
@@ -20,7 +22,11 @@ import jax
 import jax.numpy as jnp
 
 LN_EPSILON = 1e-5
-HEAD_WIDTH = 64  # CLIP uses width // 64 attention heads in both towers
+HEAD_WIDTH = 64  # CLIP uses width // 64 attention heads in both towers (open_clip: text always)
+ACTIVATIONS = {
+    "quick_gelu": lambda h: h * jax.nn.sigmoid(1.702 * h),  # what OpenAI's CLIP was trained with
+    "gelu": lambda h: jax.nn.gelu(h, approximate=False),    # torch.nn.GELU (open_clip's default)
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +42,18 @@ class ClipConfig:
     vocab_size: int = 49408
     transformer_width: int = 512
     transformer_layers: int = 12
+    # Not readable from the weights: OpenAI's models use QuickGELU, open_clip's (unless named
+    # "-quickgelu") exact GELU; open_clip's ViT-H/g/bigG image towers use 80/88/104-wide heads.
+    activation: str = "quick_gelu"
+    vision_head_width: int = HEAD_WIDTH
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
 
     @property
     def vision_heads(self) -> int:
-        return max(self.vision_width // HEAD_WIDTH, 1)
+        return max(self.vision_width // self.vision_head_width, 1)
 
     @property
     def transformer_heads(self) -> int:
@@ -75,22 +89,23 @@ class MultiHeadAttention(nn.Module):
 
 class MLP(nn.Module):
     width: int
+    activation: str = "quick_gelu"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         h = nn.Dense(4 * self.width, name="c_fc")(x)
-        h = h * jax.nn.sigmoid(1.702 * h)  # QuickGELU, what CLIP was trained with
-        return nn.Dense(self.width, name="c_proj")(h)
+        return nn.Dense(self.width, name="c_proj")(ACTIVATIONS[self.activation](h))
 
 
 class ResidualAttentionBlock(nn.Module):
     width: int
     heads: int
+    activation: str = "quick_gelu"
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         x = x + MultiHeadAttention(self.width, self.heads, name="attn")(_layer_norm("ln_1")(x), mask)
-        return x + MLP(self.width, name="mlp")(_layer_norm("ln_2")(x))
+        return x + MLP(self.width, self.activation, name="mlp")(_layer_norm("ln_2")(x))
 
 
 class Transformer(nn.Module):
@@ -99,11 +114,12 @@ class Transformer(nn.Module):
     width: int
     layers: int
     heads: int
+    activation: str = "quick_gelu"
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         for i in range(self.layers):
-            x = ResidualAttentionBlock(self.width, self.heads, name=f"resblocks_{i}")(x, mask)
+            x = ResidualAttentionBlock(self.width, self.heads, self.activation, name=f"resblocks_{i}")(x, mask)
         return x
 
 
@@ -127,7 +143,7 @@ class VisionTransformer(nn.Module):
         cls = jnp.broadcast_to(class_embedding.astype(x.dtype), (n, 1, c.vision_width))
         x = jnp.concatenate([cls, x], axis=1) + positional
         x = _layer_norm("ln_pre")(x)
-        x = Transformer(c.vision_width, c.vision_layers, c.vision_heads, name="transformer")(x)
+        x = Transformer(c.vision_width, c.vision_layers, c.vision_heads, c.activation, name="transformer")(x)
         x = _layer_norm("ln_post")(x[:, 0, :])
         proj = self.param("proj", nn.initializers.normal(0.02), (c.vision_width, c.embed_dim))
         return x @ proj
@@ -147,7 +163,7 @@ class TextTransformer(nn.Module):
         x = x + positional[: tokens.shape[1]]
         length = tokens.shape[1]
         causal = jnp.tril(jnp.ones((length, length), dtype=bool))  # query i sees keys <= i
-        x = Transformer(c.transformer_width, c.transformer_layers, c.transformer_heads,
+        x = Transformer(c.transformer_width, c.transformer_layers, c.transformer_heads, c.activation,
                         name="transformer")(x, causal)
         x = _layer_norm("ln_final")(x)
         eot = jnp.argmax(tokens, axis=-1)  # EOT has the largest id in CLIP's vocabulary

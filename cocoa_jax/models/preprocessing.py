@@ -127,3 +127,6 @@ CIFAR = Preprocessing(resize=36, crop=32, interpolation="bicubic", mean=CIFAR_ME
 IMAGENET_RAW = Preprocessing(resize=256, crop=224, interpolation="bilinear")
 IMAGENET = Preprocessing(resize=256, crop=224, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
 CLIP = Preprocessing(resize=224, crop=224, interpolation="bicubic", mean=CLIP_MEAN, std=CLIP_STD)
+# DINO / DINOv2 evaluation: bicubic resize 256, center crop 224, ImageNet mean/std.
+IMAGENET_BICUBIC = Preprocessing(resize=256, crop=224, interpolation="bicubic", mean=IMAGENET_MEAN,
+                                 std=IMAGENET_STD)

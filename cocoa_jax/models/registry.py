@@ -31,6 +31,7 @@ from cocoa_jax.models.clip import CLIP, ClipConfig
 from cocoa_jax.models import small_resnet
 from cocoa_jax.models.files import atomic_directory
 from cocoa_jax.models.resnet import ResNet
+from cocoa_jax.models import vit
 
 FORMAT_VERSION = 1
 METADATA_FILE = "model.json"
@@ -119,8 +120,9 @@ class LoadedModel:
     def with_input_shape(self, input_shape) -> "LoadedModel":
         """The same model accepting (N, *input_shape) images instead of the native size.
 
-        For convolutional encoders only (they pool any spatial size; e.g. cheap tests at 64 px).
-        A ViT's positional embedding fixes its resolution, so CLIP refuses any other shape.
+        For convolutional encoders (they pool any spatial size; e.g. cheap tests at 64 px) and the
+        DINO/DINOv2 ViTs (their positional embedding is resampled as the reference code does).
+        CLIP's positional embedding fixes its resolution, so CLIP refuses any other shape.
         """
         shape = tuple(int(v) for v in input_shape)
         if len(shape) != 3 or min(shape) <= 0:
@@ -311,15 +313,87 @@ class ArchSpec:
     any_size: bool = True
     default_dir: Optional[str] = None
     channels: int = 3
+    init: Callable[[Any, Mapping[str, Any], Tuple[int, int, int]], Any] = None  # see _init_image
+    encoders: Callable[[Any, Mapping[str, Any]], "Encoders"] = None             # see _image_encoders
+
+    def __post_init__(self):
+        if self.init is None:
+            object.__setattr__(self, "init", _init_image)
+        if self.encoders is None:
+            object.__setattr__(self, "encoders", _image_encoders)
 
     @property
     def input_range(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
         return pp.value_range(self.preprocess, self.channels)
 
 
+@dataclasses.dataclass(frozen=True)
+class Encoders:
+    """The raw (unchecked) pure functions of one architecture; `make_loaded` adds the checks.
+
+    encode(params, x) -> (N, dim); head(params, reps) -> logits or None; text(params, tokens)
+    -> (N, dim) or None, with tokens up to `context_length` long."""
+
+    encode: Callable[[Any, jax.Array], jax.Array]
+    dim: int
+    head: Optional[Callable[[Any, jax.Array], jax.Array]] = None
+    text: Optional[Callable[[Any, jax.Array], jax.Array]] = None
+    context_length: Optional[int] = None
+
+
+def _init_image(module, config, shape):
+    """Default `ArchSpec.init`: every variable via the module's `init_all(images)`."""
+    return module.init(jax.random.key(0), jnp.zeros((1, *shape), jnp.float32), method="init_all")
+
+
+def _image_encoders(module, config) -> Encoders:
+    """Default `ArchSpec.encoders`: `module(x)` is the representation; `module.head` when the
+    config has `num_classes`."""
+    head = None
+    if config.get("num_classes") is not None:
+        head = lambda params, reps: module.apply(params, reps, method="head")
+    return Encoders(lambda params, x: module.apply(params, x), module.representation_dim, head)
+
+
+def _init_clip(module, config, shape):
+    tokens = jnp.zeros((1, config["context_length"]), jnp.int32)
+    return module.init(jax.random.key(0), jnp.zeros((1, *shape), jnp.float32), tokens, method="init_all")
+
+
+def _clip_encoders(module, config) -> Encoders:
+    return Encoders(lambda params, x: module.apply(params, x, method="encode_image"), int(config["embed_dim"]),
+                    text=lambda params, tokens: module.apply(params, tokens, method="encode_text"),
+                    context_length=int(config["context_length"]))
+
+
+def _init_digits(module, config, shape):
+    # Only the encoder's inference variables (training adds nothing else to restore).
+    return dict(small_resnet.init_variables(module, jax.random.key(0), shape))
+
+
+def _digits_encoders(module, config) -> Encoders:
+    return Encoders(small_resnet.encode_fn_for(module), module.representation_dim)
+
+
 def _build_resnet(config):
     return ResNet(block=config["block"], stage_sizes=tuple(config["stage_sizes"]),
                   stem=config["stem"], num_classes=config.get("num_classes"))
+
+
+def _build_vit(config):
+    return vit.ViT(dict(config))
+
+
+def _vit_input_shape(config):
+    return (int(config["image_size"]), int(config["image_size"]), 3)
+
+
+def _torchvision_resnet(name: str, block: str, stage_sizes, dim: int):
+    return ArchSpec(
+        name, f"torchvision {name} (supervised, or an SSL backbone: MoCo v2/v3, SimSiam, Barlow Twins, VICReg, "
+              f"SwAV, DINO, BYOL ports); {dim}-d pooled feature; head = fc when the checkpoint has one",
+        {"block": block, "stage_sizes": list(stage_sizes), "stem": "imagenet", "num_classes": None},
+        _build_resnet, lambda c: (224, 224, 3), pp.IMAGENET)
 
 
 def _build_clip(config):
@@ -353,11 +427,33 @@ ARCHITECTURES = {
     "clip_vit_b32": ArchSpec(
         "clip_vit_b32", "CLIP ViT-B/32 image + text encoders; 512-d joint embedding",
         dataclasses.asdict(ClipConfig()),
-        _build_clip, lambda c: (c["image_resolution"], c["image_resolution"], 3), pp.CLIP, any_size=False),
+        _build_clip, lambda c: (c["image_resolution"], c["image_resolution"], 3), pp.CLIP, any_size=False,
+        init=_init_clip, encoders=_clip_encoders),
+    "resnet18": _torchvision_resnet("resnet18", "basic", (2, 2, 2, 2), 512),
+    "resnet34": _torchvision_resnet("resnet34", "basic", (3, 4, 6, 3), 512),
+    "resnet50": _torchvision_resnet("resnet50", "bottleneck", (3, 4, 6, 3), 2048),
+    "resnet101": _torchvision_resnet("resnet101", "bottleneck", (3, 4, 23, 3), 2048),
+    "resnet152": _torchvision_resnet("resnet152", "bottleneck", (3, 8, 36, 3), 2048),
+    "dino_vit": ArchSpec(
+        "dino_vit", "DINO ViT (facebookresearch/dino; S/B, patch 8/16, size read from the checkpoint); "
+                    "class token after the final norm",
+        {**vit.DEFAULT_CONFIG, "patch_size": 16, "pos_grid": 14, "layer_scale": False},
+        _build_vit, _vit_input_shape, pp.IMAGENET_BICUBIC),
+    "dinov2_vit": ArchSpec(
+        "dinov2_vit", "DINOv2 ViT (facebookresearch/dinov2; S/B/L/g, patch 14, with or without registers); "
+                      "class token after the final norm",
+        dict(vit.DEFAULT_CONFIG), _build_vit, _vit_input_shape, pp.IMAGENET_BICUBIC),
+    "clip_vit": ArchSpec(
+        "clip_vit", "CLIP ViT of any size (OpenAI or open_clip; B/32, B/16, L/14, L/14@336 ...) image + text "
+                    "encoders; joint embedding",
+        dataclasses.asdict(ClipConfig()),
+        _build_clip, lambda c: (c["image_resolution"], c["image_resolution"], 3), pp.CLIP, any_size=False,
+        init=_init_clip, encoders=_clip_encoders),
     DIGITS: ArchSpec(
         DIGITS, "SimCLR SmallResNet on scikit-learn digits (shipped); 128-d; 32x32x1 in [0, 1]",
         DIGITS_CONFIG, _build_digits, lambda c: small_resnet.INPUT_SHAPE, None,
-        default_dir=small_resnet.WEIGHTS_DIR, channels=small_resnet.INPUT_SHAPE[-1]),
+        default_dir=small_resnet.WEIGHTS_DIR, channels=small_resnet.INPUT_SHAPE[-1],
+        init=_init_digits, encoders=_digits_encoders),
 }
 # Architectures `cocoa-jax convert` produces (the others ship with the package).
 CONVERTIBLE = tuple(name for name, spec in ARCHITECTURES.items() if spec.default_dir is None)
@@ -400,17 +496,8 @@ def init_abstract(arch: str, config: Mapping[str, Any]):
     """(module, abstract variables) for `config`: shapes/dtypes only, nothing computed."""
     spec = _spec(arch)
     module = spec.build(config)
-    h, w, c = spec.input_shape(config)
-    image = jnp.zeros((1, h, w, c), jnp.float32)
-    if arch == "clip_vit_b32":
-        tokens = jnp.zeros((1, config["context_length"]), jnp.int32)
-        init = lambda: module.init(jax.random.key(0), image, tokens, method="init_all")
-    elif arch == DIGITS:
-        # Only the encoder's inference variables (training adds nothing else to restore).
-        init = lambda: dict(small_resnet.init_variables(module, jax.random.key(0), (h, w, c)))
-    else:
-        init = lambda: module.init(jax.random.key(0), image, method="init_all")
-    return module, jax.eval_shape(init)
+    shape = tuple(spec.input_shape(config))
+    return module, jax.eval_shape(lambda: spec.init(module, config, shape))
 
 
 def make_loaded(arch: str, config: Mapping[str, Any], variables, notes=(), *,
@@ -422,25 +509,13 @@ def make_loaded(arch: str, config: Mapping[str, Any], variables, notes=(), *,
     """
     spec = _spec(arch)
     module = spec.build(config)
-    head_fn = encode_text_fn = None
-    if arch == "clip_vit_b32":
-        raw_encode = lambda params, x: module.apply(params, x, method="encode_image")
-        encode_text_fn = _checked_text(
-            lambda params, tokens: module.apply(params, tokens, method="encode_text"),
-            int(config["context_length"]))
-        rep_dim = int(config["embed_dim"])
-    elif arch == DIGITS:
-        raw_encode = small_resnet.encode_fn_for(module)
-        rep_dim = module.representation_dim
-    else:
-        raw_encode = lambda params, x: module.apply(params, x)
-        rep_dim = module.representation_dim
-        if config.get("num_classes") is not None:
-            head_fn = _checked_head(lambda params, reps: module.apply(params, reps, method="head"), rep_dim)
+    fns = spec.encoders(module, config)
+    head_fn = None if fns.head is None else _checked_head(fns.head, fns.dim)
+    encode_text_fn = None if fns.text is None else _checked_text(fns.text, int(fns.context_length))
     shape = tuple(input_shape or spec.input_shape(config))
-    return LoadedModel(name=arch, module=module, params=variables, representation_dim=rep_dim,
+    return LoadedModel(name=arch, module=module, params=variables, representation_dim=fns.dim,
                        input_shape=shape, preprocess=spec.preprocess,
-                       encode_fn=_checked_encode(raw_encode, shape, arch), head_fn=head_fn,
+                       encode_fn=_checked_encode(fns.encode, shape, arch), head_fn=head_fn,
                        encode_text_fn=encode_text_fn, config=dict(config), notes=tuple(notes))
 
 

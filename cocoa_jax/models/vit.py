@@ -1,0 +1,182 @@
+"""Flax Vision Transformer in the facebookresearch DINO / DINOv2 layout (NHWC inputs).
+
+One module covers both families; the differences are config fields read off the checkpoint:
+
+  * patch embedding: a p x p / p conv with bias (`patch_embed.proj`), patches in row-major order;
+  * tokens: [class, registers (DINOv2 "with registers" only), patches]; the learned positional
+    embedding (`pos_embed`, class + a square M x M grid) is added BEFORE the registers are
+    inserted, so registers carry no position;
+  * pre-LayerNorm blocks (eps 1e-6): x + ls1(attn(norm1(x))), x + ls2(ffn(norm2(x))), where
+    `ls1`/`ls2` are DINOv2's per-channel LayerScale (absent in DINO: identity), attention has one
+    fused `qkv` projection (q, k, v blocks of `embed_dim` each, heads split inside each block),
+    and the FFN is fc1 -> exact (erf) GELU -> fc2, or DINOv2-g's SwiGLU (`w12` -> silu(a) * b -> `w3`);
+  * representation: the class token after the final `norm` (`x_norm_clstoken` in DINOv2, what
+    `forward` returns in both repositories), `embed_dim`-d.
+
+Positional embedding at other input sizes (`interpolate_pos_encoding` of both repositories):
+when the patch grid is not the stored M x M, or the input is not square, the M x M grid is
+resampled with torch's bicubic `interpolate` (a = -0.75, align_corners=False, border taps
+clamped, no antialias) to (H // p, W // p). With `interpolate_offset` > 0 (0.1: DINO and every
+DINOv2 hub model) torch is given `scale_factor = (H // p + offset) / M` instead of the output
+size, so source coordinates are `(i + 0.5) * M / (H // p + offset) - 0.5`, not
+`(i + 0.5) * M / (H // p) - 0.5`; both are reproduced. The resampling is a fixed linear map per
+(input size, grid), built here in numpy at trace time and applied in float32. DINOv2's optional
+`interpolate_antialias=True` (no released model uses it) is refused.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+LN_EPSILON = 1e-6
+BICUBIC_A = -0.75  # torch's bicubic coefficient
+
+DEFAULT_CONFIG = {"embed_dim": 384, "depth": 12, "num_heads": 6, "patch_size": 14, "pos_grid": 37,
+                  "num_register_tokens": 0, "layer_scale": True, "ffn": "mlp", "ffn_hidden": 1536,
+                  "qkv_bias": True, "image_size": 224, "interpolate_offset": 0.1,
+                  "interpolate_antialias": False}
+
+
+def _cubic_weights(t: float):
+    """torch's get_cubic_upsample_coefficients(t) for taps at floor-1 .. floor+2."""
+    a = BICUBIC_A
+
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return far(t + 1), near(t), near(1 - t), far(2 - t)
+
+
+def bicubic_matrix(out_size: int, in_size: int, scale: float) -> np.ndarray:
+    """(out_size, in_size) matrix of torch's 1-D bicubic resampling, align_corners=False.
+
+    scale: input units per output unit (torch's `1 / scale_factor`, or in/out when a size is given).
+    """
+    matrix = np.zeros((out_size, in_size), np.float64)
+    for i in range(out_size):
+        src = scale * (i + 0.5) - 0.5  # not clamped at 0 for cubic (as torch)
+        base = math.floor(src)
+        for k, w in enumerate(_cubic_weights(src - base)):
+            matrix[i, min(max(base - 1 + k, 0), in_size - 1)] += w
+    return matrix
+
+
+def interpolation_matrices(grid_h: int, grid_w: int, stored: int, offset: float):
+    """(rows (grid_h, M), cols (grid_w, M)) resampling the stored M x M grid to grid_h x grid_w."""
+    if offset:
+        scales = (stored / (grid_h + offset), stored / (grid_w + offset))
+    else:
+        scales = (stored / grid_h, stored / grid_w)
+    return (bicubic_matrix(grid_h, stored, scales[0]), bicubic_matrix(grid_w, stored, scales[1]))
+
+
+class Attention(nn.Module):
+    dim: int
+    heads: int
+    qkv_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        n, length, _ = x.shape
+        head_dim = self.dim // self.heads
+        q, k, v = jnp.split(nn.Dense(3 * self.dim, use_bias=self.qkv_bias, name="qkv")(x), 3, axis=-1)
+        split = lambda t: t.reshape(n, length, self.heads, head_dim)
+        logits = jnp.einsum("nqhd,nkhd->nhqk", split(q) * head_dim**-0.5, split(k))
+        out = jnp.einsum("nhqk,nkhd->nqhd", jax.nn.softmax(logits, axis=-1), split(v))
+        return nn.Dense(self.dim, name="proj")(out.reshape(n, length, self.dim))
+
+
+class LayerScale(nn.Module):
+    dim: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x * self.param("gamma", nn.initializers.constant(1e-5), (self.dim,))
+
+
+class FFN(nn.Module):
+    dim: int
+    hidden: int
+    kind: str = "mlp"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.kind == "mlp":
+            return nn.Dense(self.dim, name="fc2")(nn.gelu(nn.Dense(self.hidden, name="fc1")(x), approximate=False))
+        if self.kind == "swiglu":
+            a, b = jnp.split(nn.Dense(2 * self.hidden, name="w12")(x), 2, axis=-1)
+            return nn.Dense(self.dim, name="w3")(jax.nn.silu(a) * b)
+        raise ValueError(f"ffn must be 'mlp' or 'swiglu', got {self.kind!r}")
+
+
+def _layer_norm(name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=LN_EPSILON, use_fast_variance=False, name=name)
+
+
+class Block(nn.Module):
+    dim: int
+    heads: int
+    ffn_hidden: int
+    ffn: str = "mlp"
+    layer_scale: bool = False
+    qkv_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = Attention(self.dim, self.heads, self.qkv_bias, name="attn")(_layer_norm("norm1")(x))
+        x = x + (LayerScale(self.dim, name="ls1")(y) if self.layer_scale else y)
+        y = FFN(self.dim, self.ffn_hidden, self.ffn, name="mlp")(_layer_norm("norm2")(x))
+        return x + (LayerScale(self.dim, name="ls2")(y) if self.layer_scale else y)
+
+
+class ViT(nn.Module):
+    """(N, H, W, 3) -> (N, embed_dim) class token after the final norm. See the module docstring."""
+
+    config: Mapping[str, Any]
+
+    @property
+    def representation_dim(self) -> int:
+        return int(self.config["embed_dim"])
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        c = self.config
+        dim, p, grid = int(c["embed_dim"]), int(c["patch_size"]), int(c["pos_grid"])
+        if c.get("interpolate_antialias"):
+            raise NotImplementedError("interpolate_antialias=True (torch's antialiased bicubic) is not "
+                                      "implemented; no released DINO/DINOv2 model uses it")
+        x = nn.Conv(dim, (p, p), strides=(p, p), padding="VALID", name="patch_embed_proj")(images)
+        n, gh, gw, _ = x.shape
+        x = x.reshape(n, gh * gw, dim)
+        cls_token = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, dim))
+        pos_embed = self.param("pos_embed", nn.initializers.normal(0.02), (1, grid * grid + 1, dim))
+        height, width = images.shape[1], images.shape[2]
+        if gh * gw == grid * grid and height == width:  # the reference's condition, verbatim
+            pos = pos_embed
+        else:
+            rows, cols = interpolation_matrices(gh, gw, grid, float(c.get("interpolate_offset", 0.1)))
+            patch_pos = pos_embed[0, 1:].reshape(grid, grid, dim)
+            patch_pos = jnp.einsum("ai,bj,ijd->abd", jnp.asarray(rows, jnp.float32),
+                                   jnp.asarray(cols, jnp.float32), patch_pos,
+                                   precision=jax.lax.Precision.HIGHEST)
+            pos = jnp.concatenate([pos_embed[:, :1], patch_pos.reshape(1, gh * gw, dim)], axis=1)
+        x = jnp.concatenate([jnp.broadcast_to(cls_token, (n, 1, dim)), x], axis=1) + pos
+        registers = int(c.get("num_register_tokens", 0))
+        if registers:
+            reg = self.param("register_tokens", nn.initializers.normal(1e-6), (1, registers, dim))
+            x = jnp.concatenate([x[:, :1], jnp.broadcast_to(reg, (n, registers, dim)), x[:, 1:]], axis=1)
+        for i in range(int(c["depth"])):
+            x = Block(dim, int(c["num_heads"]), int(c["ffn_hidden"]), c.get("ffn", "mlp"),
+                      bool(c.get("layer_scale", False)), bool(c.get("qkv_bias", True)), name=f"blocks_{i}")(x)
+        return _layer_norm("norm")(x[:, 0])
+
+    def init_all(self, images: jax.Array) -> jax.Array:
+        return self(images)

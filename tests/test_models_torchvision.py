@@ -236,3 +236,17 @@ def test_reference_source():
     if TV is None:
         pytest.skip(f"torchvision wheel not found: tests used the {SOURCE}")
     assert hasattr(TV, "ResNet") and hasattr(TV, "Bottleneck")
+
+
+def test_cli_prints_what_it_stripped_and_dropped(resnet18, tmp_path, capsys):
+    from cocoa_jax.cli import main
+
+    checkpoint, *_ = _simsiam(resnet18)
+    torch.save(checkpoint, tmp_path / "checkpoint_0099.pth.tar")
+    assert main(["convert", "resnet18", str(tmp_path / "checkpoint_0099.pth.tar"), str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "note: layout SimSiam (ImageNet): stripped the prefix 'module.encoder.'" in out
+    assert "SimSiam projection MLP" in out and "SimSiam prediction MLP" in out and "converted resnet18" in out
+    assert main(["convert", "resnet18", str(tmp_path / "checkpoint_0099.pth.tar"), str(tmp_path / "o2"),
+                 "--option", "activation=gelu"]) == 2
+    assert "unknown option 'activation' for resnet18" in capsys.readouterr().err

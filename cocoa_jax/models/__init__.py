@@ -6,8 +6,9 @@
     f = cocoa_jax.targets.explain_fn(model.encode, target)
 
 Architectures (`list_architectures()`): simclr_resnet50, simsiam_cifar_resnet18,
-resnet18_classifier, clip_vit_b32 (converted with `cocoa-jax convert`, see `ports/`, installed
-as `cocoa_jax_ports`) and digits (shipped; `load("digits")`). Every encode/head function checks
+resnet18_classifier, clip_vit_b32, clip_vit (any CLIP ViT, OpenAI or open_clip), resnet18/34/50/
+101/152 (torchvision or SSL backbones), dino_vit, dinov2_vit (converted with `cocoa-jax convert`,
+see `ports/`, installed as `cocoa_jax_ports`; docs/models.md) and digits (shipped; `load("digits")`). Every encode/head function checks
 its input's shape against `input_shape`; eager calls also refuse non-float dtypes and values
 that are non-finite or outside `input_range` (`check_images(model, x)`: call it before jitting,
 where values cannot be checked). This package never imports torch.

@@ -106,6 +106,8 @@ class Method:
       centred: maps carry a constant offset (RISE: the mean masked score), so figures, positive
         mass and pointing scores use each map minus its mean (`pixel_map`); rankings are
         unaffected by a constant.
+      complete: attributions sum to f(x) - f(baseline) up to quadrature error (IG), so front
+        ends report the completeness gap.
       summary: one line for help and docs (what it is, when to use it).
       option_specs: help/parsing of options `OPTION_SPECS` does not know (registered methods).
     """
@@ -117,6 +119,7 @@ class Method:
     uses_key: bool
     per_channel: bool
     centred: bool = False
+    complete: bool = False
     summary: str = ""
     option_specs: Mapping[str, OptionSpec] = dataclasses.field(default_factory=dict)
 
@@ -201,7 +204,7 @@ def register(method: Method, *, replace: bool = False) -> Method:
 
 for _method in (
     Method("integrated_gradients", "IG", _integrated_gradients, attribution.integrated_gradients, False, True,
-           summary="path integral of gradients from the blurred baseline; deterministic, complete"),
+           complete=True, summary="path integral of gradients from the blurred baseline; deterministic, complete"),
     Method("gradient_shap", "GradientSHAP", _gradient_shap, attribution.gradient_shap, True, True,
            summary="expected gradients at noisy random path points (Captum's GradientShap)"),
     Method("rise", "RISE", _rise, attribution.rise, True, False, centred=True,

@@ -1,0 +1,150 @@
+"""Attribution-method flags of the commands, built from the method table (`cocoa_jax.methods`).
+
+`add_arguments` gives a command `--methods` and one flag per option of the table's methods
+(`--n-steps`, `--n-masks`, ...; help and parsing from each option's `OptionSpec`, defaults listed
+from the signatures), plus `--option METHOD.OPTION=JSON` for one method's option or one without
+a flag. `selected` and `options` read them back and check every value by the methods' own checks
+(`methods.check_values`) before any work. A registered method gets all of this with no edit here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from cocoa_jax.cli import UsageError
+
+
+def _option_names(names) -> dict[str, list[str]]:
+    """option -> the methods (of `names`) that have it, in table order."""
+    from cocoa_jax import methods
+
+    out: dict[str, list[str]] = {}
+    for name in names:
+        for option in methods.defaults(name):
+            out.setdefault(option, []).append(name)
+    return out
+
+
+def flag_of(option: str, owners) -> str:
+    from cocoa_jax import methods
+
+    spec = methods.get(owners[0]).option_spec(option)
+    return spec.flag or "--" + option.replace("_", "-")
+
+
+def _default_text(option, owners) -> str:
+    from cocoa_jax import methods
+
+    values = []
+    for name in owners:
+        default = methods.defaults(name)[option]
+        values.append(f"{methods.get(name).title} {'auto' if default is None else default}")
+    return "defaults: " + ", ".join(values)
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, default_methods, choices=None) -> None:
+    """`--methods` (default `default_methods`, from `choices` or every attribution method), one
+    flag per option of the offered methods, and `--option METHOD.OPTION=JSON`."""
+    from cocoa_jax import methods
+
+    offered = tuple(choices or methods.ATTRIBUTION_METHODS)
+    parser.set_defaults(_method_choices=offered)
+    group = parser.add_argument_group("attribution methods (options apply to every selected method that has them)")
+    group.add_argument("--methods", default=",".join(default_methods),
+                       help=f"comma-separated, from {', '.join(offered)} (default: {','.join(default_methods)})")
+    for option, owners in _option_names(offered).items():
+        spec = methods.get(owners[0]).option_spec(option)
+        if spec.parse is None:
+            continue  # arrays and the like: the API (or --option with JSON) only
+        kwargs = dict(default=None, dest=f"option_{option}", metavar=spec.metavar,
+                      help=f"{spec.help} ({_default_text(option, owners)})")
+        if spec.parse is methods.parse_bool:
+            kwargs.update(nargs="?", const=True)
+        group.add_argument(flag_of(option, owners), type=_argparse_type(spec.parse), **kwargs)
+    group.add_argument("--option", action="append", default=[], metavar="METHOD.OPTION=JSON",
+                       help="one method's option, e.g. --option rise.centered=true --option rise.n_masks=416")
+
+
+def _argparse_type(parse):
+    def convert(text):
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")  # argparse names the type in its message
+    return convert
+
+
+def selected(args) -> tuple[str, ...]:
+    """The methods of `--methods`, checked against the offered ones (order kept, no duplicates)."""
+    offered = args._method_choices
+    names = [v.strip() for v in str(args.methods).split(",") if v.strip()]
+    if not names:
+        raise UsageError(f"--methods is empty; choose from {', '.join(offered)}")
+    unknown = [n for n in names if n not in offered]
+    if unknown:
+        raise UsageError(f"--methods: unknown name(s) {', '.join(map(repr, unknown))}; choose from {', '.join(offered)}")
+    return tuple(dict.fromkeys(names))
+
+
+def given(args, names) -> dict[str, dict]:
+    """{method: options set on the command line} for the selected `names` (unset: not present)."""
+    from cocoa_jax import methods
+
+    owners_of = _option_names(args._method_choices)
+    out: dict[str, dict] = {name: {} for name in names}
+    for option, owners in owners_of.items():
+        value = getattr(args, f"option_{option}", None)
+        if value is None:
+            continue
+        targets = [n for n in owners if n in names]
+        if not targets:
+            raise UsageError(f"{flag_of(option, owners)} is an option of {', '.join(owners)}, none of which is "
+                             f"selected by --methods ({', '.join(names)}); it would have no effect")
+        for name in targets:
+            out[name][option] = value
+    for item in args.option:
+        path, sep, text = item.partition("=")
+        name, dot, option = path.partition(".")
+        if not sep or not dot or not option:
+            raise UsageError(f"--option expects METHOD.OPTION=JSON, got {item!r}")
+        if name not in names:
+            raise UsageError(f"--option {item!r}: method {name!r} is not selected by --methods ({', '.join(names)})")
+        if option not in methods.defaults(name):
+            raise UsageError(f"--option {item!r}: {name} has no option {option!r}; its options: "
+                             f"{', '.join(methods.defaults(name)) or 'none'}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text  # a bare string, e.g. a rule name
+        out[name][option] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def options(args, names, image_shape, *, batch_size=None) -> dict[str, dict]:
+    """{method: options given on the command line}, every value checked by the method's own
+    checks on (H, W, C) images (`methods.check_values`), errors naming the flag. Unset options
+    are absent: the method's signature default applies."""
+    from cocoa_jax import methods
+
+    out = given(args, names)
+    for name, values in out.items():
+        owners_of = _option_names(args._method_choices)
+        display = {option: flag_of(option, owners_of[option]) for option in values if option in owners_of}
+        display.update({option: f"--option {name}.{option}" for option in values if option not in display})
+        display["batch_size"] = "--batch-size"
+        try:
+            methods.check_values(name, values, image_shape, batch_size=batch_size, names=display)
+        except (TypeError, ValueError) as err:
+            raise UsageError(f"{err} (method {name})") from None
+    return out
+
+
+def describe(name: str, values: dict) -> str:
+    """'RISE (n_masks 2000, centered True)' for progress lines and figure captions."""
+    from cocoa_jax import methods
+
+    resolved = {**methods.defaults(name), **values}
+    shown = ", ".join(f"{k} {v}" for k, v in resolved.items() if v is not None and k != "feature_mask")
+    return f"{methods.get(name).title} ({shown})" if shown else methods.get(name).title

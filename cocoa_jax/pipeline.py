@@ -1,0 +1,254 @@
+"""One explain pipeline for every front end: encode in chunks, then attribute N explicands
+against their baselines for K stacked targets with any method of the table.
+
+    reps = encode_in_chunks(model.encode_fn, model.params, images)               # (N, D)
+    maps = attribute(model.encode_fn, model.params, xs, baselines, target, "rise", keys)
+    result = explain_images(model, xs, corpus=corpus_images, foil=foil_images)   # all of it
+
+`attribute` compiles one program per (encoder, method, options, batch size, chunk shape) and
+reuses it: explicands run in fixed-size chunks (the last one padded), vmapped, and sharded over a
+mesh's devices when one is given. Explicand i's randomness is `method_keys(key, method, n)[i]`,
+so results depend neither on the chunk size nor on the device count, nor on which other methods
+run (each method draws from its own stream, `methods.stream_id`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cocoa_jax import _checks, baselines as baselines_mod, methods as methods_mod, sharding, targets as targets_mod
+
+DEFAULT_TARGETS = ("cocoa", "corpus", "label_free", "contrastive_label_free")
+DEFAULT_METHODS = ("integrated_gradients", "gradient_shap", "rise")
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+
+
+@functools.lru_cache(maxsize=None)
+def _jit(fn):
+    return jax.jit(fn)
+
+
+def _bucket(n: int, limit: int) -> int:
+    """Chunk length for n items: the next power of two >= n (at least 8), at most `limit`, so a
+    handful of shapes (compilations) serves every n."""
+    size = 8
+    while size < n and size < limit:
+        size *= 2
+    return min(size, limit)
+
+
+def encode_in_chunks(encode_fn: Callable, params, images, *, chunk_size: int = 256) -> np.ndarray:
+    """(N, H, W, C) -> (N, D) float32 with `encode_fn(params, x)`, in zero-padded fixed-size
+    chunks (memory bounded by `chunk_size`; a few compilations for any N)."""
+    chunk_size = _checks.check_positive_int("chunk_size", chunk_size)
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4:
+        raise ValueError(f"`images` must be a batch (N, H, W, C), got shape {images.shape}")
+    n = len(images)
+    if n == 0:
+        raise ValueError("`images` is empty")
+    size = _bucket(n, chunk_size)
+    padded = np.zeros((-(-n // size) * size, *images.shape[1:]), np.float32)
+    padded[:n] = images
+    jitted = _jit(encode_fn)
+    out = [np.asarray(jitted(params, jnp.asarray(padded[i:i + size]))) for i in range(0, len(padded), size)]
+    return np.concatenate(out)[:n].astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attribution
+
+
+def method_keys(key: jax.Array, method: str, n: int) -> jax.Array:
+    """Per-explicand keys of `method`: its own stream (`methods.stream_id`), split n ways."""
+    return jax.random.split(jax.random.fold_in(key, methods_mod.stream_id(method)), n)
+
+
+def per_explicand(target: targets_mod.Target, n: int) -> targets_mod.Target:
+    """`target` with an explicand axis: direction (K, D) or (D,) shared, or (n, K, D) -> (n, K, D)."""
+    direction = jnp.asarray(target.direction)
+    if direction.ndim == 1:
+        direction = direction[None]
+    if direction.ndim == 2:
+        direction = jnp.broadcast_to(direction, (n, *direction.shape))
+    if direction.ndim != 3 or direction.shape[0] != n:
+        raise ValueError(f"`target` direction must be (K, D) or (N={n}, K, D), got {tuple(direction.shape)}")
+    return targets_mod.Target(direction, target.normalize)
+
+
+def _hashable(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
+@functools.lru_cache(maxsize=64)
+def _program(encode_fn, method: str, options: tuple, batch_size, mesh):
+    """The compiled per-chunk program: (params, xs, baselines, directions, keys) -> maps."""
+    opts = dict(options)
+    normalize = opts.pop("__normalize__")
+
+    def one(x, b, direction, k, params):
+        f = targets_mod.explain_fn(lambda xb: encode_fn(params, xb), targets_mod.Target(direction, normalize))
+        return methods_mod.attribute(method, f, x, b, k, batch_size=batch_size, **opts)
+
+    if mesh is None:
+        return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, None)))
+    return sharding.ExplicandMap(one, mesh, in_axes=(0, 0, 0, 0, None))
+
+
+def attribute(encode_fn: Callable, params, xs, baselines, target: targets_mod.Target, method: str, keys, *,
+              options: Mapping[str, Any] | None = None, batch_size: int | None = None,
+              chunk_size: int | None = None, mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
+    """Attribute N explicands against their baselines for K stacked targets with `method`.
+
+    Args:
+      encode_fn: pure `encode_fn(params, x (M, H, W, C)) -> (M, D)` (e.g. `model.encode_fn`;
+        keep passing the same function object so its programs are reused).
+      xs, baselines: (N, H, W, C).
+      target: a stacked `Target`, direction (K, D) shared or (N, K, D) per explicand.
+      method: a name of `cocoa_jax.methods.METHODS`; options: its options (defaults: the signature).
+      keys: (N,) PRNG keys, one per explicand (e.g. `method_keys(key, method, N)`).
+      batch_size: perturbed inputs per encoder call inside the method.
+      chunk_size: explicands per program call (default: all N); the last chunk is padded.
+      mesh: shard each chunk's explicands over this mesh (`sharding.make_mesh()`).
+    Returns: (N, K, H, W, C) for per-channel methods, (N, K, H, W) otherwise, as float32 NumPy.
+    """
+    methods_mod.get(method)
+    options = methods_mod.check_options(method, dict(options or {}))
+    xs = jnp.asarray(xs)
+    baselines = jnp.asarray(baselines)
+    _checks.check_array("xs", xs, ndim=4)
+    _checks.check_same_shape("baselines", baselines, "xs", xs)
+    n = xs.shape[0]
+    if n == 0:
+        raise ValueError("`xs` is empty")
+    target = per_explicand(target, n)
+    if jnp.shape(keys)[:1] != (n,):
+        raise ValueError(f"`keys` must hold one key per explicand ({n}), got shape {jnp.shape(keys)}")
+    chunk = n if chunk_size is None else min(_checks.check_positive_int("chunk_size", chunk_size), n)
+    program = _program(encode_fn, method, _hashable({**options, "__normalize__": target.normalize}),
+                       _checks.check_optional_batch_size(batch_size), mesh)
+    parts = []
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        pieces = [xs[start:stop], baselines[start:stop], target.direction[start:stop], keys[start:stop]]
+        short = chunk - (stop - start)
+        if short:  # pad by repeating the last explicand: one program for every chunk
+            pieces = [jnp.concatenate([p, jnp.repeat(p[-1:], short, axis=0)]) for p in pieces]
+        out = program(*pieces, params)
+        parts.append(np.asarray(out)[:stop - start])
+    return np.concatenate(parts).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole job
+
+
+@dataclasses.dataclass
+class Explanation:
+    """What `explain_images` computed.
+
+    Attributes:
+      maps: {method: (N, K, H, W[, C])} attributions, K in `target_names` order.
+      scores, baseline_scores: (N, K) target values at the explicands and at their baselines.
+      completeness_gaps: {method: (N, K)} sum of attributions - (score - baseline_score), for the
+        methods whose attributions are complete (`Method.complete`).
+      baselines: (N, H, W, C) the baselines used.
+      target_names, method_names: the K axis and the methods run.
+      options: {method: options given} (unset ones take the signature defaults).
+      seconds: {phase or method: wall seconds}.
+    """
+
+    maps: dict[str, np.ndarray]
+    scores: np.ndarray
+    baseline_scores: np.ndarray
+    completeness_gaps: dict[str, np.ndarray]
+    baselines: np.ndarray
+    target_names: tuple[str, ...]
+    method_names: tuple[str, ...]
+    options: dict[str, dict]
+    seconds: dict[str, float]
+
+
+def explain_images(model, images, *, corpus=None, foil=None, corpus_reps=None, foil_reps=None,
+                   targets: Sequence[str] = DEFAULT_TARGETS, methods: Sequence[str] = DEFAULT_METHODS,
+                   options: Mapping[str, Mapping[str, Any]] | None = None, key: jax.Array | None = None,
+                   similarity: str = "cosine", baselines=None, batch_size: int | None = None,
+                   chunk_size: int | None = None, mesh: jax.sharding.Mesh | None = None,
+                   on_method: Callable[[str, float], None] | None = None) -> Explanation:
+    """Explain `images` with COCOA and the other targets, every method, in one call.
+
+    Args:
+      model: a `cocoa_jax.models.LoadedModel`, or any object with `encode_fn(params, x)` and
+        `params`; images go in as the model expects them (preprocessed: `model.preprocess`).
+      images: (N, H, W, C) explicands.
+      corpus, foil: (M, H, W, C) images, encoded here; or pass `corpus_reps` / `foil_reps`
+        (M, D) directly (e.g. text embeddings of a dual encoder: cross-modal COCOA). Targets
+        that need them (cocoa, corpus, contrastive_label_free) refuse to run without.
+      targets: names of `cocoa_jax.targets.TARGETS`, stacked into ONE target (every encoder pass
+        serves all of them); methods: names of `cocoa_jax.methods.METHODS`.
+      options: {method: options}; key: PRNG key of every random method (default key(0)).
+      baselines: (N, H, W, C) (default: the paper's GaussianBlur(21, 5) of each explicand).
+      batch_size, chunk_size, mesh: see `attribute`.
+      on_method: called with (method, seconds) after each method (progress bars).
+    """
+    encode_fn, params = model.encode_fn, model.params
+    images = np.asarray(images, np.float32)
+    _checks.check_array("images", images, ndim=4)
+    n = len(images)
+    if n == 0:
+        raise ValueError("`images` is empty")
+    names = tuple(dict.fromkeys(methods))
+    for name in names:
+        methods_mod.get(name)
+    for name in (options or {}):
+        if name not in names:
+            raise ValueError(f"`options` has method {name!r}, which is not in `methods` {list(names)}")
+    options = {name: dict((options or {}).get(name, {})) for name in names}
+    key = jax.random.key(0) if key is None else key
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if corpus is not None:
+        if corpus_reps is not None:
+            raise ValueError("pass `corpus` images or `corpus_reps`, not both")
+        corpus_reps = encode_in_chunks(encode_fn, params, corpus)
+    if foil is not None:
+        if foil_reps is not None:
+            raise ValueError("pass `foil` images or `foil_reps`, not both")
+        foil_reps = encode_in_chunks(encode_fn, params, foil)
+    explicand_reps = encode_in_chunks(encode_fn, params, images)
+    target = per_explicand(targets_mod.build_stacked(tuple(targets), explicand_reps=explicand_reps,
+                                                     corpus_reps=corpus_reps, foil_reps=foil_reps,
+                                                     similarity=similarity), n)
+    baselines = (np.asarray(baselines_mod.gaussian_blur(jnp.asarray(images), 21, 5.0)) if baselines is None
+                 else np.asarray(baselines, np.float32))
+    _checks.check_same_shape("baselines", baselines, "images", images)
+    baseline_reps = encode_in_chunks(encode_fn, params, baselines)
+    score = jax.vmap(lambda r, t: t(r))
+    scores = np.asarray(score(jnp.asarray(explicand_reps), target))
+    baseline_scores = np.asarray(score(jnp.asarray(baseline_reps), target))
+    seconds["targets"] = time.perf_counter() - t0
+    maps, gaps = {}, {}
+    for name in names:
+        t0 = time.perf_counter()
+        maps[name] = attribute(encode_fn, params, images, baselines, target, name, method_keys(key, name, n),
+                               options=options[name], batch_size=batch_size, chunk_size=chunk_size, mesh=mesh)
+        if methods_mod.get(name).complete:
+            sums = maps[name].reshape(*maps[name].shape[:2], -1).sum(-1)
+            gaps[name] = sums - (scores - baseline_scores)
+        seconds[name] = time.perf_counter() - t0
+        if on_method is not None:
+            on_method(name, seconds[name])
+    return Explanation(maps, scores, baseline_scores, gaps, baselines, tuple(targets), names, options, seconds)

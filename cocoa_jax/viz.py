@@ -1,113 +1,543 @@
-"""Attribution figures (matplotlib, no pyplot state: safe in scripts, tests and servers)."""
+"""Attribution figures: the one place cocoa-jax draws (matplotlib, Agg canvas, no pyplot).
+
+`plot_attributions(images, attributions, ...)` is the public entry point: a grid with the
+images in the top row (one column per image) and one row of overlays per attribution map
+(a target, a method, ...), every panel coloured on a SHARED symmetric scale (per row by
+default, or one for the whole figure) with numbered colour bars aligned to the rows, and a
+note under the grid saying what the colours and the scale mean. It returns the
+`matplotlib.figure.Figure`; with `path=` it also writes a PNG atomically.
+`plot_attribution_blocks` stacks several such grids in one figure (the `augmentations`
+command: one block per original image). `save_figure` writes any figure atomically.
+
+Nothing here touches `matplotlib.pyplot`: figures are `Figure` objects on their own Agg
+canvas, so the module is safe in scripts, tests, notebooks (display the returned figure) and
+servers, and never changes the global backend or leaks open figures.
+
+Axes of a returned figure carry labels (`ax.get_label()`) so they can be found again:
+"image {b} {j}" (block b's image j), "map {r} {j}" (map row r, counted over the whole figure,
+image j), "colorbar {r}" (the colour bar of map row r; with scale="figure" one per block,
+labelled by its block's first map row). The overlay of a map panel is the AxesImage labelled
+"attribution"; its `get_array()` is exactly the plotted map and its `norm` the colour scale.
+"""
 from __future__ import annotations
 
-from typing import Sequence
+import os
+import textwrap
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
+SCALES = ("row", "figure", "panel")
+DEFAULT_CMAP = "bwr"
+FONT = 9          # titles and row labels (pt)
+SMALL = 8         # colour-bar numbers and the note (pt)
+TITLE_FONT = 10.5
 
-def to_heatmap(attribution: np.ndarray) -> np.ndarray:
-    """(H, W) or (H, W, C) attribution -> (H, W) map for display (channels summed)."""
-    a = np.asarray(attribution, np.float64)
-    if a.ndim == 3:
-        a = a.sum(axis=-1)
-    if a.ndim != 2:
-        raise ValueError(f"attribution must have shape (H, W) or (H, W, C), got {a.shape}")
-    return a
+# Layout, in inches.
+_GAP = 0.07          # between panels
+_BAR_GAP = 0.1       # between the last column and a colour bar
+_BAR_WIDTH = 0.13
+_BAR_LABELS = 0.62   # room for the colour bars' numbers
+_MIN_WIDTH = 6.0
+_CHARS_PER_INCH = {SMALL: 15.5, FONT: 13.5, TITLE_FONT: 11.5}  # safe wrap widths
 
 
-def overlay(ax, image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.6, centre: bool = False):
-    """Draw a greyscale image with a signed heatmap on top (red > 0, blue < 0).
+class Block(NamedTuple):
+    """One grid of `plot_attribution_blocks`: images (N, H, W, C) or None, maps as in
+    `plot_attributions`, and that block's labels."""
+    images: object
+    attributions: object
+    method: object = None
+    centre: object = None
+    titles: Sequence[str] | None = None
+    row_titles: Sequence[str] | None = None
+    image_label: str | None = "image"
 
-    image: (H, W) or (H, W, 1|3) in [0, 1]; heatmap: (H, W). The colour scale is symmetric
-    around 0, scaled to this heatmap's largest |value|. centre=True subtracts the spatial mean
-    first (for RISE, whose maps carry a constant offset, the mean score).
+
+# ---------------------------------------------------------------------------------------------
+# Input checks and map preparation
+
+def _images(images) -> np.ndarray:
+    x = np.asarray(images, dtype=np.float64)
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise ValueError(f"images must have shape (N, H, W, C) with C = 1 or 3, got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("images contain NaN or inf")
+    return x
+
+
+def _split_rows(attributions, n: int, hw: tuple[int, int] | None, channels: int | None) -> list[np.ndarray]:
+    """attributions -> list of rows, each (N, H, W) or (N, H, W, C) (channel axis kept)."""
+    if isinstance(attributions, (list, tuple)):
+        if not attributions:
+            raise ValueError("attributions is an empty sequence; give at least one row of maps")
+        rows = []
+        for r, a in enumerate(attributions):
+            a = np.asarray(a, dtype=np.float64)
+            if a.ndim not in (3, 4):
+                raise ValueError(f"attributions[{r}] must have shape (N, H, W) or (N, H, W, C), got {a.shape}")
+            rows.append(a)
+    else:
+        a = np.asarray(attributions, dtype=np.float64)
+        if a.ndim == 3:
+            rows = [a]
+        elif a.ndim == 4:
+            per_channel = hw is not None and a.shape[1:3] == hw and a.shape[3] in (1, channels)
+            stacked = hw is not None and a.shape[2:4] == hw
+            if hw is None:  # no images: (N, H, W, C) cannot be told from (N, K, H, W)
+                raise ValueError(f"attributions of shape {a.shape} is ambiguous without images; pass a list of "
+                                 f"(N, H, W[, C]) rows or a 5-d (N, K, H, W, C) array")
+            if per_channel and stacked:
+                raise ValueError(f"attributions of shape {a.shape} is ambiguous for images of size {hw} "
+                                 f"((N, H, W, C) or (N, K, H, W)); pass a list of rows instead")
+            if not (per_channel or stacked):
+                raise ValueError(f"attributions of shape {a.shape} matches neither (N, H, W, C) nor (N, K, H, W) "
+                                 f"for images of size {hw[0]}x{hw[1]} with {channels} channel(s)")
+            rows = [a] if per_channel else [a[:, k] for k in range(a.shape[1])]
+        elif a.ndim == 5:
+            rows = [a[:, k] for k in range(a.shape[1])]
+        else:
+            raise ValueError("attributions must have shape (N, H, W), (N, H, W, C), (N, K, H, W) or "
+                             f"(N, K, H, W, C), got {a.shape}")
+    for r, a in enumerate(rows):
+        if a.shape[0] != n:
+            raise ValueError(f"attributions row {r} has {a.shape[0]} maps for {n} images")
+        if hw is not None and a.shape[1:3] != hw:
+            raise ValueError(f"attributions row {r} has maps of size {a.shape[1]}x{a.shape[2]}, "
+                             f"the images are {hw[0]}x{hw[1]}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"attributions row {r} contains NaN or inf")
+    return rows
+
+
+def _per_row(value, n_rows: int, name: str) -> list:
+    if value is None or isinstance(value, (str, bool, np.bool_)):
+        return [value] * n_rows
+    value = list(value)
+    if len(value) != n_rows:
+        raise ValueError(f"{name} has {len(value)} entries for {n_rows} rows of maps")
+    return value
+
+
+def prepare_maps(rows: list[np.ndarray], method=None, centre=None) -> tuple[list[np.ndarray], list[bool]]:
+    """Rows of maps -> (rows of (N, H, W) maps as shown, whether each row was mean-subtracted).
+
+    Per-channel maps are reduced by their channel mean. A row is centred (each map minus its
+    own mean) when `centre` says so, else when its method's `centred` flag is set
+    (`cocoa_jax.methods.pixel_map`, e.g. RISE, whose maps carry the mean score as an offset).
     """
-    img = np.asarray(image, np.float64)
-    if img.ndim == 3 and img.shape[-1] == 1:
-        img = img[..., 0]
-    h = np.asarray(heatmap, np.float64)
-    if centre:
-        h = h - h.mean()
-    scale = float(np.max(np.abs(h))) if h.size else 0.0
-    scale = scale if np.isfinite(scale) and scale > 0 else 1.0
-    ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax.imshow(h, cmap="bwr", vmin=-scale, vmax=scale, alpha=alpha, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    from cocoa_jax import methods as methods_mod
+
+    names = _per_row(method, len(rows), "method")
+    centres = _per_row(centre, len(rows), "centre")
+    shown, centred = [], []
+    for a, name, c in zip(rows, names, centres):
+        if a.ndim == 4:
+            a = a.mean(axis=-1)
+        if name is not None:
+            m = methods_mod.get(name)  # ValueError listing the known methods
+            if c is None:
+                a = methods_mod.pixel_map(name, a[..., None] if m.per_channel else a)
+                c = bool(m.centred)
+            elif c:
+                a = a - a.mean(axis=(-2, -1), keepdims=True)
+        elif c:
+            a = a - a.mean(axis=(-2, -1), keepdims=True)
+        shown.append(np.asarray(a, dtype=np.float64))
+        centred.append(bool(c))
+    return shown, centred
 
 
-LEGEND = ("red: supports the target (positive attribution); blue: opposes it. Each panel has its own "
-          "colour scale, symmetric around 0 up to that panel's largest |value|; gradient maps are summed "
-          "over channels.")
-CENTRED_NOTE = ("Rows marked (mean-subtracted) show the map minus its spatial mean (RISE maps carry the "
-                "mean score as a constant offset).")
+def _aspect(shown: list[np.ndarray]) -> float:
+    """Height / width of the maps (so each panel is exactly its image), within [0.25, 4]."""
+    h, w = shown[0].shape[-2:]
+    return float(np.clip(h / w, 0.25, 4.0))
 
 
-def attribution_grid(path: str, explicands: np.ndarray, rows: Sequence[tuple[str, np.ndarray, bool]],
-                     *, column_titles: Sequence[str] | None = None, title: str | None = None,
-                     legend: str | None = LEGEND, dpi: int = 100) -> str:
-    """Write a PNG: first row the explicands, then one row per (label, maps, centre).
+def _limit(values) -> float:
+    v = float(np.max(np.abs(values))) if np.size(values) else 0.0
+    return v if np.isfinite(v) and v > 0 else 1.0
 
-    explicands: (N, H, W[, C]) in [0, 1]. Each row's maps: (N, H, W) or (N, H, W, C).
-    centre=True rows are drawn mean-subtracted and labelled so. Below the grid: a colour bar
-    (blue = opposes, red = supports the target, per-panel scale) and `legend` (None: neither).
-    Returns `path`.
+
+def format_value(v: float) -> str:
+    """A colour-bar number: 3 significant digits, scientific outside [0.01, 1000)."""
+    if v == 0:
+        return "0"
+    return f"{v:.3g}" if 1e-2 <= abs(v) < 1e3 else f"{v:.2e}".replace("e-0", "e-").replace("e+0", "e")
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    img = np.clip(img, 0.0, 1.0)
+    return img[..., 0] if img.shape[-1] == 1 else img @ np.array([0.299, 0.587, 0.114])
+
+
+def _show_image(img: np.ndarray):
+    img = np.clip(img, 0.0, 1.0)
+    return (img[..., 0], "gray") if img.shape[-1] == 1 else (img, None)
+
+
+def scale_description(scale: str) -> str:
+    return {"row": "one symmetric colour scale per row, shared by its panels: -m..+m, m = the row's largest "
+                   "|value| (numbers on the row's colour bar)",
+            "figure": "one symmetric colour scale for the whole figure: -m..+m, m = the largest |value| "
+                      "of any panel (numbers on the colour bar)",
+            "panel": "each panel on its own symmetric scale -m..+m, m = its largest |value| (printed in its "
+                     "corner; colour bars in units of m): compare shapes, not values, across panels"}[scale]
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+def plot_attributions(images, attributions, *, method=None, centre=None, titles=None, row_titles=None,
+                      scale: str = "row", cmap: str = DEFAULT_CMAP, overlay_alpha: float = 0.6,
+                      path=None, suptitle: str | None = None, note: bool = True, caption: str | None = None,
+                      image_label: str | None = "image", panel_size: float = 1.5, dpi: int = 100):
+    """Draw attribution maps over their images on a shared, stated colour scale.
+
+    images: (N, H, W, C), C = 1 or 3, values in [0, 1] (one column per image; the first row
+      shows them), or None (maps only; then `attributions` must be a list of rows or 5-d).
+    attributions: the maps, one row of panels per map of each image:
+      (N, H, W) one row; (N, H, W, C) one row of per-channel maps; (N, K, H, W) or
+      (N, K, H, W, C) K rows; or a list of K arrays (N, H, W) / (N, H, W, C) (rows may differ,
+      e.g. an IG row and a RISE row). Per-channel maps are shown as their channel mean.
+    method: a `cocoa_jax.methods` name, or one per row. Rows of a method whose `centred` flag
+      is set (RISE: its maps carry the mean score as a constant offset) are shown minus each
+      map's mean (`methods.pixel_map`) and labelled "(minus mean)". Default titles of rows:
+      the method's title.
+    centre: True/False, or one per row, overrides the method's flag (for maps of your own).
+    titles: one per image (column titles); row_titles: one per row.
+    scale: "row" (default: every panel of a row shares one symmetric scale -m..+m, m = the
+      row's largest |value|, with a numbered colour bar at the row's right end), "figure"
+      (one scale for every panel, one colour bar) or "panel" (each panel its own scale, m
+      printed in its corner; colour bars then read in units of m).
+    cmap: a diverging matplotlib colour map (default "bwr": red > 0 supports the target,
+      blue < 0 opposes it, white 0). overlay_alpha: opacity of the map over the greyscale
+      image (1: the map alone).
+    path: a file name (written atomically, see `cocoa_jax.files`) or a binary file object
+      to write a PNG to; None writes nothing.
+    suptitle: title above the grid. note: print under the grid what colours, scale and
+      centring mean; caption: more text for that note.
+    Returns the matplotlib Figure (not attached to pyplot: in a notebook, display it, or
+    call `fig.savefig`). Shapes or names that do not fit raise a ValueError naming the argument.
     """
+    block = Block(images, attributions, method, centre, titles, row_titles, image_label)
+    return plot_attribution_blocks([block], scale=scale, cmap=cmap, overlay_alpha=overlay_alpha, path=path,
+                                   suptitle=suptitle, note=note, caption=caption, panel_size=panel_size, dpi=dpi)
+
+
+def plot_attribution_blocks(blocks: Sequence[Block], *, scale: str = "row", cmap: str = DEFAULT_CMAP,
+                            overlay_alpha: float = 0.6, path=None, suptitle: str | None = None,
+                            note: bool = True, caption: str | None = None, panel_size: float = 1.5,
+                            dpi: int = 100):
+    """Several `plot_attributions` grids stacked in one figure (same column count in each);
+    scale="figure" shares one scale over every block. Arguments as in `plot_attributions`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    explicands = np.asarray(explicands)
-    n = explicands.shape[0]
-    n_rows = 1 + len(rows)
-    legend_height = 0.0
-    if legend is not None:
-        if any(centre for _, _, centre in rows):
-            legend = f"{legend} {CENTRED_NOTE}"
-        legend_height = 1.4  # inches: colour bar, its two-line tick labels, the wrapped text
-    width = max(1.5 * n + 1.6, 4.5) if legend is not None else 1.5 * n + 1.6
-    fig = Figure(figsize=(width, 1.5 * n_rows + (0.4 if title else 0.0) + legend_height))
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    if not 0.0 <= float(overlay_alpha) <= 1.0:
+        raise ValueError(f"overlay_alpha must be in [0, 1], got {overlay_alpha}")
+    if float(panel_size) <= 0:
+        raise ValueError(f"panel_size must be positive, got {panel_size}")
+    import matplotlib
+
+    try:
+        matplotlib.colormaps[cmap]
+    except KeyError:
+        raise ValueError(f"cmap {cmap!r} is not a matplotlib colour map") from None
+    if not blocks:
+        raise ValueError("blocks is empty")
+
+    prepared = []
+    any_centred = any_channels = False
+    for b in blocks:
+        images = None if b.images is None else _images(b.images)
+        if images is None:
+            first = b.attributions[0] if isinstance(b.attributions, (list, tuple)) else b.attributions
+            n = int(np.shape(first)[0])
+        else:
+            n = images.shape[0]
+        hw = None if images is None else images.shape[1:3]
+        channels = None if images is None else images.shape[3]
+        rows = _split_rows(b.attributions, n, hw, channels)
+        shown, centred = prepare_maps(rows, b.method, b.centre)
+        names = _per_row(b.method, len(rows), "method")
+        if b.row_titles is not None:
+            row_titles = [str(t) for t in _per_row(b.row_titles, len(rows), "row_titles")]
+        else:
+            from cocoa_jax import methods as methods_mod
+
+            row_titles = [methods_mod.get(m).title if m else (f"map {k}" if len(rows) > 1 else "attribution")
+                          for k, m in enumerate(names)]
+        row_titles = [t + "\n(minus mean)" if c else t for t, c in zip(row_titles, centred)]
+        if b.titles is not None and len(list(b.titles)) != n:
+            raise ValueError(f"titles has {len(list(b.titles))} entries for {n} images")
+        prepared.append((images, shown, row_titles, b.titles, b.image_label, n))
+        any_centred = any_centred or any(centred)
+        any_channels = any_channels or any(r.ndim == 4 for r in rows)
+    n_cols = prepared[0][5]
+    if any(p[5] != n_cols for p in prepared):
+        raise ValueError("every block must have the same number of images (columns)")
+
+    # Colour limits.
+    if scale == "figure":
+        top = _limit([_limit(m) for p in prepared for m in p[1]])
+        limits = [[[top] * n_cols for _ in p[1]] for p in prepared]
+    elif scale == "row":
+        limits = [[[_limit(m)] * n_cols for m in p[1]] for p in prepared]
+    else:
+        limits = [[[_limit(m[j]) for j in range(n_cols)] for m in p[1]] for p in prepared]
+
+    # Geometry (inches).
+    panel = float(panel_size)
+    label_lines = [line for p in prepared for t in p[2] for line in t.split("\n")]
+    label_lines += [line for p in prepared if p[4] for line in str(p[4]).split("\n")]
+    left = 0.25 + 0.075 * max([len(s) for s in label_lines] + [4]) * FONT / 9
+    grid_width = n_cols * panel + (n_cols - 1) * _GAP
+    width = left + grid_width + _BAR_GAP + _BAR_WIDTH + _BAR_LABELS + 0.1
+    if width < _MIN_WIDTH:  # room for the title and the note: centre a narrow grid
+        left += (_MIN_WIDTH - width) / 2
+        width = _MIN_WIDTH
+    wrap_title = int(width * _CHARS_PER_INCH[TITLE_FONT])
+    title_text = "\n".join(textwrap.fill(part, wrap_title) for part in suptitle.split("\n")) if suptitle else ""
+    note_text = ""
+    if note:
+        note_text = ("red: positive attribution (supports the target), blue: negative (opposes it), white: 0. "
+                     f"Colour scale: {scale_description(scale)}.")
+        if any_channels:
+            note_text += " Per-channel maps are shown as their channel mean."
+        if any_centred:
+            note_text += " Rows marked (minus mean) show each map minus its mean (a constant offset removed)."
+        if caption:
+            note_text += " " + caption
+        note_text = textwrap.fill(note_text, int(width * _CHARS_PER_INCH[SMALL]))
+    elif caption:
+        note_text = textwrap.fill(caption, int(width * _CHARS_PER_INCH[SMALL]))
+
+    def col_title_height(titles):
+        if not titles:
+            return 0.0
+        return 0.08 + 0.17 * max(str(t).count("\n") + 1 for t in titles)
+
+    top_margin = 0.12 + (0.2 * (title_text.count("\n") + 1) + 0.1 if title_text else 0.0)
+    bottom_margin = 0.12 + (0.16 * (note_text.count("\n") + 1) + 0.12 if note_text else 0.0)
+    block_heights = []
+    for images, shown, _, titles, _, _ in prepared:
+        n_panel_rows = len(shown) + (images is not None)
+        ph = panel * _aspect(shown)
+        block_heights.append(col_title_height(titles) + n_panel_rows * ph + (n_panel_rows - 1) * _GAP)
+    block_sep = 0.3
+    height = top_margin + sum(block_heights) + block_sep * (len(prepared) - 1) + bottom_margin
+
+    fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(n_rows, n, squeeze=False)
-    for j in range(n):
-        ax = axes[0, j]
-        img = explicands[j]
-        ax.imshow(img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img, cmap="gray",
-                  vmin=0.0, vmax=1.0, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if column_titles is not None:
-            ax.set_title(column_titles[j], fontsize=8)
-    axes[0, 0].set_ylabel("explicand", fontsize=8)
-    for i, (label, maps, centre) in enumerate(rows, start=1):
-        maps = np.asarray(maps)
-        if maps.shape[0] != n:
-            raise ValueError(f"row {label!r} has {maps.shape[0]} maps for {n} explicands")
-        for j in range(n):
-            overlay(axes[i, j], explicands[j], to_heatmap(maps[j]), centre=centre)
-        axes[i, 0].set_ylabel(f"{label}\n(mean-subtracted)" if centre else label, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    height = fig.get_figheight()
-    bottom = legend_height / height
-    # Leave room at the top for the suptitle above the column titles, and below for the legend.
-    fig.tight_layout(rect=(0, bottom, 1, 1 - (0.35 / height if title else 0.0)))
-    if legend is not None:
-        _draw_legend(fig, legend, legend_height / height)
-    fig.savefig(path, dpi=dpi, format="png")
-    return path
+    from matplotlib.colors import Normalize
+
+    def add_axes(x_in, y_top_in, w_in, h_in, label):
+        return fig.add_axes((x_in / width, 1 - (y_top_in + h_in) / height, w_in / width, h_in / height),
+                            label=label)
+
+    def col_x(j):
+        return left + j * (panel + _GAP)
+
+    bar_x = left + grid_width + _BAR_GAP
+    y = top_margin
+    map_row = 0
+    for b_index, ((images, shown, row_titles, titles, image_label, n), block_limits) in enumerate(
+            zip(prepared, limits)):
+        y += col_title_height(titles)
+        ph = panel * _aspect(shown)  # panel height: the images' own aspect ratio, no gaps
+        first_row_axes = []
+        if images is not None:
+            for j in range(n):
+                ax = add_axes(col_x(j), y, panel, ph, f"image {b_index} {j}")
+                data, grey_cmap = _show_image(images[j])
+                ax.imshow(data, cmap=grey_cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                first_row_axes.append(ax)
+            if image_label:
+                first_row_axes[0].set_ylabel(image_label, fontsize=FONT)
+            y += ph + _GAP
+        first_map_y = y
+        for r, (maps, title, row_limits) in enumerate(zip(shown, row_titles, block_limits)):
+            row_axes = []
+            for j in range(n):
+                ax = add_axes(col_x(j), y, panel, ph, f"map {map_row} {j}")
+                if images is not None and overlay_alpha < 1.0:
+                    ax.imshow(_grey(images[j]), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+                overlay = ax.imshow(maps[j], cmap=cmap, norm=Normalize(-row_limits[j], row_limits[j]),
+                                    alpha=overlay_alpha if images is not None else 1.0, interpolation="nearest")
+                overlay.set_label("attribution")
+                if scale == "panel":
+                    ax.text(0.03, 0.97, f"m={format_value(row_limits[j])}", transform=ax.transAxes, ha="left",
+                            va="top", fontsize=SMALL, bbox=dict(facecolor="white", alpha=0.75, pad=1.5,
+                                                                edgecolor="none"))
+                ax.set_xticks([])
+                ax.set_yticks([])
+                row_axes.append(ax)
+            row_axes[0].set_ylabel(title, fontsize=FONT)
+            if r == 0 and images is None:
+                first_row_axes = row_axes
+            if scale != "figure":
+                cax = add_axes(bar_x, y + 0.04 * ph, _BAR_WIDTH, 0.92 * ph, f"colorbar {map_row}")
+                m = 1.0 if scale == "panel" else row_limits[0]
+                _colorbar(fig, cax, m, cmap, relative=scale == "panel")
+            y += ph + (_GAP if r < len(shown) - 1 else 0.0)
+            map_row += 1
+        if scale == "figure" and shown:
+            span = y - first_map_y
+            cax = add_axes(bar_x, first_map_y + 0.02 * span, _BAR_WIDTH, 0.96 * span,
+                           f"colorbar {map_row - len(shown)}")
+            _colorbar(fig, cax, block_limits[0][0], cmap, relative=False)
+        if titles is not None:
+            for ax, t in zip(first_row_axes, titles):
+                ax.set_title(str(t), fontsize=FONT)
+        y += block_sep
+    if title_text:
+        fig.text(0.5, 1 - 0.12 / height, title_text, ha="center", va="top", fontsize=TITLE_FONT)
+    if note_text:
+        fig.text(0.1 / width, 0.12 / height, note_text, ha="left", va="bottom", fontsize=SMALL)
+    if path is not None:
+        save_figure(fig, path, dpi=dpi)
+    return fig
 
 
-def _draw_legend(fig, text: str, height: float) -> None:
-    """A blue-white-red colour bar (opposes / 0 / supports) and `text`, in the bottom `height`."""
-    import textwrap
-
+def _colorbar(fig, cax, m: float, cmap: str, *, relative: bool):
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    bar = fig.add_axes((0.2, height * 0.8, 0.6, height * 0.08))
-    colorbar = fig.colorbar(ScalarMappable(Normalize(-1.0, 1.0), cmap="bwr"), cax=bar, orientation="horizontal")
-    colorbar.set_ticks([-1.0, 0.0, 1.0])
-    colorbar.set_ticklabels(["-max |value|\nopposes target", "0", "+max |value|\nsupports target"], fontsize=6)
-    chars = max(int(fig.get_figwidth() * 14), 40)
-    fig.text(0.5, height * 0.02, textwrap.fill(text, chars), ha="center", va="bottom", fontsize=5.5)
+    bar = fig.colorbar(ScalarMappable(Normalize(-m, m), cmap=cmap), cax=cax)
+    bar.set_ticks([-m, -m / 2, 0.0, m / 2, m])
+    if relative:
+        bar.set_ticklabels(["-m", "-m/2", "0", "m/2", "+m"])
+    else:
+        bar.set_ticklabels([format_value(v) for v in (-m, -m / 2, 0.0, m / 2, m)])
+    bar.ax.tick_params(labelsize=SMALL, length=2.5, pad=1.5)
+    bar.outline.set_linewidth(0.5)
+    return bar
+
+
+def save_figure(fig, path, *, dpi: int = 100, format: str = "png"):
+    """Write `fig` to a file name (atomically: readers see the old file or the whole new one,
+    no temporary is left behind) or to a binary file object. Returns `path`."""
+    if isinstance(path, (str, os.PathLike)):
+        from cocoa_jax.files import atomic_write_rendered
+
+        atomic_write_rendered(os.fspath(path), lambda f: fig.savefig(f, dpi=dpi, format=format))
+    else:
+        fig.savefig(path, dpi=dpi, format=format)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Insertion / deletion curves (the sweep report's curves.png)
+
+LINE_STYLES = ("-", "--", "-.", ":", (0, (1, 1)), (0, (3, 1, 1, 1, 1, 1)))
+REFERENCE_STYLE = dict(color="0.4", linestyle=(0, (5, 2)), linewidth=1.8)
+
+
+def plot_insertion_deletion(fractions, curves, *, measures: Sequence[tuple[str, str]],
+                            kinds: Sequence[str] = ("insertion", "deletion"), reference: str | None = None,
+                            n_seeds: int | None = None, suptitle: str | None = None, path=None, dpi: int = 110):
+    """One panel per measure (rows) x kind (columns) of mean insertion/deletion curves.
+
+    fractions: (S+1,) fraction of pixels inserted/deleted at each step.
+    curves: {(method, target): (mean, halfwidth)}, mean of shape (len(kinds), S+1, len(measures))
+      and halfwidth the same shape (95% CI half-width, drawn as a band) or None (no band).
+      Methods are told apart by colour, targets by line style; the (method, target) whose
+      method is `reference` (the random attribution) is drawn dashed grey.
+    measures: (name, y-label) per panel row. One legend below the panels (nothing covers
+    the curves). Returns the Figure; `path`: file name (atomic) or file object, as
+    `save_figure`.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    fractions = np.asarray(fractions, dtype=np.float64)
+    if fractions.ndim != 1:
+        raise ValueError(f"fractions must have shape (S+1,), got {fractions.shape}")
+    if not curves:
+        raise ValueError("curves is empty")
+    for key, (mean, half) in curves.items():
+        expected = (len(kinds), fractions.size, len(measures))
+        if np.shape(mean) != expected or (half is not None and np.shape(half) != expected):
+            raise ValueError(f"curves[{key!r}] must have shape {expected} (kinds, steps, measures), "
+                             f"got {np.shape(mean)}")
+    methods = list(dict.fromkeys(m for m, _ in curves if m != reference))
+    targets = list(dict.fromkeys(t for m, t in curves if m != reference))
+    colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    styles = {t: LINE_STYLES[i % len(LINE_STYLES)] for i, t in enumerate(targets)}
+
+    n_legend = len(methods) + len(targets) + (reference is not None) + 1
+    n_cols_legend = min(n_legend, 4)
+    legend_height = 0.3 + 0.24 * -(-n_legend // n_cols_legend)
+    panel_w, panel_h = 4.6, 3.0
+    width = len(kinds) * panel_w + 0.4
+    title_h = 0.45 if suptitle else 0.15
+    height = title_h + len(measures) * panel_h + legend_height + 0.15
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(measures), len(kinds), squeeze=False)
+    fig.subplots_adjust(left=0.9 / width, right=1 - 0.15 / width, top=1 - title_h / height,
+                        bottom=(legend_height + 0.55) / height, hspace=0.45, wspace=0.28)
+    any_band = False
+    for i, (_, label) in enumerate(measures):
+        for j, kind in enumerate(kinds):
+            ax = axes[i, j]
+            for (method, target), (mean, half) in curves.items():
+                if method == reference:
+                    style = dict(REFERENCE_STYLE, zorder=3)
+                else:
+                    style = dict(color=colours[method], linestyle=styles[target], linewidth=1.5, zorder=2)
+                y = np.asarray(mean)[j, :, i]
+                ax.plot(fractions, y, **style)
+                if half is not None and np.all(np.isfinite(np.asarray(half)[j, :, i])):
+                    h = np.asarray(half)[j, :, i]
+                    ax.fill_between(fractions, y - h, y + h, color=style["color"], alpha=0.1, linewidth=0,
+                                    zorder=1)
+                    any_band = True
+            verb = "inserted" if kind == "insertion" else "deleted"
+            better = "higher" if kind == "insertion" else "lower"
+            ax.set_title(f"{kind.capitalize()} ({better} area is better)", fontsize=FONT + 1)
+            ax.set_xlabel(f"fraction of pixels {verb}", fontsize=FONT)
+            ax.set_ylabel(label, fontsize=FONT)
+            ax.set_xlim(float(fractions[0]), float(fractions[-1]))
+            ax.tick_params(labelsize=SMALL)
+            ax.grid(alpha=0.3, linewidth=0.5)
+    handles = [Line2D([], [], color=colours[m], linewidth=2.5, label=m) for m in methods]
+    handles += [Line2D([], [], color="black", linestyle=styles[t], linewidth=1.5, label=f"target: {t}")
+                for t in targets]
+    if reference is not None and any(m == reference for m, _ in curves):
+        handles.append(Line2D([], [], label=reference, **REFERENCE_STYLE))
+    if any_band:
+        handles.append(Patch(color="0.5", alpha=0.3, label=f"95% CI over {n_seeds} seeds (t)" if n_seeds
+                             else "95% CI (t)"))
+    elif n_seeds is not None and n_seeds < 2:
+        handles.append(Patch(color="none", label="1 seed: no CI band"))
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.1 / height),
+               ncol=n_cols_legend, fontsize=FONT, frameon=False, handlelength=3.0, columnspacing=1.5)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=TITLE_FONT, y=1 - 0.08 / height)
+    if path is not None:
+        save_figure(fig, path, dpi=dpi)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Earlier entry point (kept for callers of the 0.x API)
+
+def attribution_grid(path, explicands: np.ndarray, rows: Sequence[tuple[str, np.ndarray, bool]],
+                     *, column_titles: Sequence[str] | None = None, title: str | None = None,
+                     legend: str | None = "", dpi: int = 100, scale: str = "row"):
+    """Write a PNG: explicands, then one row per (label, maps (N, H, W[, C]), centre).
+    Same figure as `plot_attributions` (rows share a colour scale); returns `path`."""
+    rows = list(rows)
+    plot_attributions(explicands, [np.asarray(m) for _, m, _ in rows], centre=[bool(c) for _, _, c in rows],
+                      row_titles=[label for label, _, _ in rows], titles=column_titles, suptitle=title,
+                      note=legend is not None, caption=legend or None, scale=scale, path=path, dpi=dpi,
+                      image_label="explicand")
+    return path

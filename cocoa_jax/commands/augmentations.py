@@ -256,51 +256,33 @@ def _normalized_encoder(encode_fn, prep):
 
 
 def draw_figure(path, result, titles, method_names, *, caption=""):
-    """Views of each original (row 1 of its block), then one overlay row per (target, method).
+    """One block per original: its views (top row), then one overlay row per (target, method).
 
-    Each map is drawn on its own symmetric scale (red raises the target, blue lowers it);
-    RISE maps are centred (their constant offset, the mean score, removed). Colour legend on
-    the right.
+    Drawn by `cocoa_jax.viz.plot_attribution_blocks`: every row on one shared symmetric
+    colour scale with a numbered colour bar beside it (red raises the target, blue lowers it);
+    RISE maps are centred (their constant offset, the mean score, removed). `path`: a file
+    name (written atomically) or a binary file object. Returns the Figure.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
-
+    from cocoa_jax import viz
     from cocoa_jax.usecases import augmentations as A
-    from cocoa_jax.viz import overlay, to_heatmap
 
-    images = result.views.image  # (N, A, H, W, C)
-    n, a = images.shape[:2]
+    images = np.clip(np.asarray(result.views.image), 0.0, 1.0)  # (N, A, H, W, C)
     rows = [(t, m) for t in range(len(A.TARGET_NAMES)) for m in method_names]
-    per_block = 1 + len(rows)
-    fig = Figure(figsize=(1.45 * a + 2.4, 1.45 * n * per_block + 0.9))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(n * per_block, a, squeeze=False)
-    for i in range(n):
-        top = i * per_block
-        for j, name in enumerate(result.augmentations):
-            ax = axes[top, j]
-            img = images[i, j]
-            ax.imshow(img[..., 0] if img.shape[-1] == 1 else np.clip(img, 0, 1), cmap="gray", vmin=0, vmax=1,
-                      interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"{A.AUGMENTATION_TITLES[name]}\nCOCOA={result.scores[i, j, 0]:.2f}", fontsize=7)
-        axes[top, 0].set_ylabel(f"{titles[i]}\nviews", fontsize=7)
-        for r, (t, method) in enumerate(rows, start=1):
-            maps = result.attributions[method][i, :, t]
-            for j in range(a):
-                overlay(axes[top + r, j], images[i, j], to_heatmap(maps[j]), centre=method == "rise")
-            axes[top + r, 0].set_ylabel(f"{TARGET_LABELS[A.TARGET_NAMES[t]]}\n{METHOD_LABELS[method]}", fontsize=7)
-    fig.suptitle("What the encoder keeps under augmentations: COCOA (corpus = the original, foil = random "
-                 "images) vs label-free of the view" + (f"\n{caption}" if caption else ""), fontsize=8)
-    fig.tight_layout(rect=(0, 0, 0.9, 1 - 0.6 / fig.get_figheight()))
-    cax = fig.add_axes((0.92, 0.4, 0.015, min(0.2, 3.0 / fig.get_figheight())))
-    bar = fig.colorbar(ScalarMappable(Normalize(-1, 1), cmap="bwr"), cax=cax, ticks=[-1, 0, 1])
-    bar.ax.set_yticklabels(["-max|a|\nlowers\ntarget", "0", "+max|a|\nraises\ntarget"], fontsize=6)
-    bar.set_label("attribution, each map on its own scale", fontsize=6)
-    fig.savefig(path, dpi=90)
+    blocks = []
+    for i in range(images.shape[0]):
+        blocks.append(viz.Block(
+            images[i], [np.asarray(result.attributions[m][i, :, t]) for t, m in rows],
+            method=[m for _, m in rows],
+            titles=[f"{A.AUGMENTATION_TITLES[name]}\nCOCOA={result.scores[i, j, 0]:.2f}"
+                    for j, name in enumerate(result.augmentations)],
+            row_titles=[f"{TARGET_LABELS[A.TARGET_NAMES[t]]}\n{METHOD_LABELS[m]}" for t, m in rows],
+            image_label=f"{titles[i]}\nviews"))
+    fig = viz.plot_attribution_blocks(
+        blocks, scale="row", caption=caption or None,
+        suptitle="What the encoder keeps under augmentations: COCOA (corpus = the original, foil = random "
+                 "images) vs label-free of the view")
+    viz.save_figure(fig, path)
+    return fig
 
 
 AXES = {

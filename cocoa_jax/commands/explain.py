@@ -297,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
     from cocoa_jax import methods
     from cocoa_jax import targets as T
     from cocoa_jax.models import load
-    from cocoa_jax.viz import attribution_grid
+    from cocoa_jax import viz
 
     t_start = time.perf_counter()
     steps = ["load", "targets", *method_names, "write"]
@@ -358,13 +358,20 @@ def run(args: argparse.Namespace) -> int:
                   corpus_indices=corpus_idx, foil_indices=foil_idx,
                   target_names=np.array(target_names), method_names=np.array(method_names))
     outputs.add_npz(os.path.join(out, "attributions.npz"), arrays)
-    rows = [(f"{T.TARGET_TITLES[t]}\n{methods.get(m).title}".replace("Contrastive ", "Contrastive\n"),
-             results[m][:, j], not methods.get(m).per_channel)  # RISE maps carry the mean score as an offset
-            for j, t in enumerate(target_names) for m in method_names]
+    # Rows: target x method, each row on one shared colour scale (numbers on its colour bar);
+    # RISE rows minus their mean (methods' `centred` flag, applied by viz).
+    row_keys = [(t, m) for t in target_names for m in method_names]
+    row_titles = [f"{T.TARGET_TITLES[t]}\n{methods.get(m).title}".replace("Contrastive ", "Contrastive\n")
+                  for t, m in row_keys]
+    row_maps = [results[m][:, target_names.index(t)] for t, m in row_keys]
     titles = [f"test #{i} (digit {data.y_test[i]})" for i in expl_idx]
-    outputs.add_rendered(os.path.join(out, "figure.png"), lambda p: attribution_grid(
-        p, np.asarray(xs), rows, column_titles=titles,
-        title=f"corpus: {corpus_size} training '{corpus_class}'s, foil: {len(foil_idx)} random training images"))
+    weights = "shipped weights" if args.weights is None else f"weights {args.weights}"
+    suptitle = (f"Explaining the digits SimCLR encoder ({weights})\n"
+                f"corpus: {corpus_size} training images of digit {corpus_class}; foil: {len(foil_idx)} random "
+                f"training images outside the corpus; baseline: blurred explicand")
+    outputs.add_rendered(os.path.join(out, "figure.png"), lambda f: viz.plot_attributions(
+        np.asarray(xs), row_maps, method=[m for _, m in row_keys], titles=titles, row_titles=row_titles,
+        scale="row", suptitle=suptitle, image_label="explicand", path=f))
     advance("write", t0)
     bar.close()
     timings["total"] = round(time.perf_counter() - t_start, 3)
@@ -380,10 +387,10 @@ def run(args: argparse.Namespace) -> int:
         "weights": args.weights or "shipped",
         "arrays": {"file": "attributions.npz", "axes": array_axes(method_names),
                    "note": "indices of explicands, corpus and foil are stored in the npz, not here"},
-        "figure": "red = supports the target (positive attribution), blue = opposes it; every panel has "
-                  "its own colour scale (symmetric, +-max |value| of that panel); gradient maps are "
-                  "summed over channels; RISE maps are shown minus their mean (RISE carries the mean "
-                  "score as a constant offset)",
+        "figure": "red = supports the target (positive attribution), blue = opposes it; rows are "
+                  "target x method, each row on one shared symmetric colour scale (+-max |value| of the "
+                  "row, numbers on its colour bar); gradient maps are averaged over channels; RISE maps "
+                  "are shown minus their mean (RISE carries the mean score as a constant offset)",
         "max_abs_ig_completeness_gap": float(max(gaps)) if gaps else None,
         "timings_s": timings,
         "versions": {"cocoa_jax": getattr(cocoa_jax, "__version__", "?"), "jax": jax.__version__,

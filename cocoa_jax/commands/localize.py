@@ -187,64 +187,30 @@ def method_options(s: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Figure
 
-def plot(path: str, images: np.ndarray, rows, *, column_titles, boxes=None, title: str, dpi: int = 100) -> str:
+def plot(path, images: np.ndarray, rows, *, column_titles, boxes=None, title: str, dpi: int = 100):
     """Images, then one row per (label, maps (N, H, W[, C]), centre); a box on each queried tile.
 
-    boxes: per image (row0, col0, height, width) in pixels, or None. A colour bar explains the
-    overlay: every panel is scaled to its own largest |value| (red raises the target score,
-    blue lowers it).
+    boxes: per image (row0, col0, height, width) in pixels, or None. Drawn by
+    `cocoa_jax.viz.plot_attributions`: each row on one shared symmetric colour scale with a
+    numbered colour bar (red raises the target score, blue lowers it); centre=True rows minus
+    each map's mean. `path`: a file name (written atomically) or a binary file object.
     """
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    from cocoa_jax.viz import overlay, to_heatmap
+    from cocoa_jax import viz
 
-    n = images.shape[0]
-    n_rows = 1 + len(rows)
-    fig = Figure(figsize=(1.9 * n + 2.6, 1.7 * n_rows + 1.2))
-    FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(n_rows, n + 1, width_ratios=[1] * n + [0.12])
-    axes = np.array([[fig.add_subplot(grid[i, j]) for j in range(n)] for i in range(n_rows)])
-
-    def box(ax, j):
-        if boxes is not None and boxes[j] is not None:
-            r, c, h, w = boxes[j]
-            ax.add_patch(Rectangle((c - 0.5, r - 0.5), w, h, fill=False, edgecolor="lime", linewidth=1.5))
-
-    for j in range(n):
-        img = images[j]
-        axes[0, j].imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1,
-                          interpolation="nearest")
-        axes[0, j].set_xticks([])
-        axes[0, j].set_yticks([])
-        axes[0, j].set_title(column_titles[j], fontsize=8)
-        box(axes[0, j], j)
-    axes[0, 0].set_ylabel("image", fontsize=8)
-    for i, (label, maps, centre) in enumerate(rows, start=1):
-        for j in range(n):
-            overlay(axes[i, j], images[j], to_heatmap(maps[j]), centre=centre)
-            box(axes[i, j], j)
-        axes[i, 0].set_ylabel(label, fontsize=8)
-    legend_ax = fig.add_subplot(grid[1:, n])
-    mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(-1, 1), cmap="bwr")
-    bar = fig.colorbar(mappable, cax=legend_ax)
-    bar.set_label("attribution / max |attribution| of the panel\nred: raises the target score, "
-                  "blue: lowers it (RISE: minus its mean)", fontsize=7)
-    bar.ax.tick_params(labelsize=7)
-    import textwrap
-
-    wrapped = textwrap.fill(title, width=int(fig.get_figwidth() * 13))  # ~13 characters per inch at 9 pt
-    fig.suptitle(wrapped, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - (0.25 + 0.17 * wrapped.count("\n")) / fig.get_figheight()))
-    if isinstance(path, str):
-        from cocoa_jax.files import atomic_write_rendered
-
-        atomic_write_rendered(path, lambda f: fig.savefig(f, dpi=dpi, format="png"))
-    else:  # a file object (the command renders into memory and commits all outputs together)
-        fig.savefig(path, dpi=dpi, format="png")
-    return path
+    rows = list(rows)
+    fig = viz.plot_attributions(
+        images, [np.asarray(maps) for _, maps, _ in rows], centre=[bool(c) for _, _, c in rows],
+        row_titles=[label for label, _, _ in rows], titles=column_titles, suptitle=title, scale="row",
+        caption="Green box: the queried tile." if boxes is not None else None)
+    if boxes is not None:
+        for ax in fig.axes:
+            kind, *index = ax.get_label().split(" ")
+            if kind in ("image", "map") and boxes[int(index[-1])] is not None:
+                r, c, h, w = boxes[int(index[-1])]
+                ax.add_patch(Rectangle((c - 0.5, r - 0.5), w, h, fill=False, edgecolor="lime", linewidth=1.5))
+    return viz.save_figure(fig, path, dpi=dpi)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,9 +264,9 @@ def _digits(s: dict, args, log):
     extra = {"tile_labels": np.asarray(grids.tile_labels), "query_tiles": q,
              "query_labels": np.asarray(grids.query_labels), "test_indices": np.asarray(grids.tile_indices)}
     hits = {m: np.asarray(h) for m, h in hits.items()}
-    title = (f"Where is the query? {len(images)} grids of held-out digits; COCOA: query caption vs "
-             f"captions of {foil_captions} (foil); corpus only: query caption; label-free: the image's "
-             f"own embedding. Box: the queried tile")
+    title = (f"Where is the query? Image encoder of the digits CLIP dual encoder, {len(images)} grids of "
+             f"held-out digits\nCOCOA: query caption vs captions of {foil_captions} (foil); corpus only: "
+             f"query caption; label-free: the image's own embedding")
     return model, images, attributions, scores, hits, boxes, titles, title, info, extra, seconds
 
 

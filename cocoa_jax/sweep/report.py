@@ -31,14 +31,21 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.045, 2.042)
 
 
-def ci95_halfwidth(values) -> float:
-    """Half-width of the 95% t confidence interval of the mean; nan for fewer than 2 values."""
+def ci95_halfwidth(values, axis: int | None = None):
+    """Half-width of the 95% t confidence interval of the mean; nan for fewer than 2 values.
+
+    axis=None: over all values (a float); otherwise along `axis` (an array, e.g. seeds x steps
+    -> one half-width per step, the curves' bands)."""
     values = np.asarray(values, dtype=np.float64)
-    n = values.size
+    if axis is None:
+        values, axis = values.ravel(), 0
+    n = values.shape[axis]
     if n < 2:
-        return float("nan")
+        out = np.full(np.delete(values.shape, axis), np.nan)
+        return float("nan") if out.ndim == 0 else out
     t = _T975[n - 2] if n - 1 <= len(_T975) else 1.96
-    return float(t * values.std(ddof=1) / math.sqrt(n))
+    out = t * values.std(axis=axis, ddof=1) / math.sqrt(n)
+    return float(out) if np.ndim(out) == 0 else out
 
 
 def collect(run_dir: str):
@@ -145,42 +152,63 @@ def mean_curves(run_dir: str):
     return fractions, {key: s / n for key, (s, n) in sums.items()}
 
 
-def plot_curves(run_dir: str, out_path: str, measures=("ccs", "corpus_majority_prob")) -> str:
-    """One panel per (measure, kind): mean curves of every method x target."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def seed_curves(run_dir: str):
+    """{(method, target): {seed: curves (2, S+1, M)}}: per seed, the explicand-weighted mean over
+    its classes (as the AUC table), plus the fractions (S+1,) and the config."""
+    config, store, rows, _ = collect(run_dir)
+    sums: dict = {}
+    fractions = None
+    for row in rows.values():
+        arrays = store.load_unit(row)
+        fractions = arrays["fractions"]
+        for k, target in enumerate(row["targets"]):
+            acc = sums.setdefault((row["method"], target), {}).setdefault(row["seed"], [0.0, 0])
+            acc[0] = acc[0] + arrays["curves"][:, k].sum(axis=0)  # (2, S+1, M)
+            acc[1] += arrays["curves"].shape[0]
+    return config, fractions, {key: {seed: s / n for seed, (s, n) in by_seed.items()}
+                               for key, by_seed in sums.items()}
 
-    fractions, curves = mean_curves(run_dir)
+
+def plot_curves(run_dir: str, out_path, measures=("ccs", "corpus_majority_prob")):
+    """`curves_figure` written as a PNG to `out_path` (file name, atomically, or file object)."""
+    from cocoa_jax import viz
+
+    return viz.save_figure(curves_figure(run_dir, measures), out_path, dpi=110)
+
+
+def curves_figure(run_dir: str, measures=("ccs", "corpus_majority_prob")):
+    """One panel per measure x (insertion, deletion): mean curves over seeds with 95% t-interval
+    bands (`ci95_halfwidth` over seeds at every step; none with one seed), methods by colour,
+    targets by line style, the random attribution dashed grey, one legend below the panels.
+    Returns the matplotlib Figure."""
+    from cocoa_jax import viz
+
+    config, fractions, per_seed = seed_curves(run_dir)
     if fractions is None:
         raise ValueError(f"no finished units in {run_dir!r}")
-    fig, axes = plt.subplots(len(measures), 2, figsize=(11, 3.6 * len(measures)), squeeze=False)
-    styles = {"label_free": ":", "contrastive_label_free": "-.", "corpus": "--", "cocoa": "-", RANDOM_METHOD: "-"}
-    methods = sorted({m for m, _ in curves})
-    colours = {m: plt.cm.tab10(i) for i, m in enumerate(methods)}
-    for i, measure in enumerate(measures):
-        j_measure = MEASURE_NAMES.index(measure)
-        for j, kind in enumerate(KINDS):
-            ax = axes[i][j]
-            for (method, target), c in sorted(curves.items()):
-                label = METHOD_TITLES.get(method, method) + ("" if method == RANDOM_METHOD
-                                                             else " / " + TARGET_TITLES.get(target, target))
-                ax.plot(fractions, c[j, :, j_measure], linestyle=styles.get(target, "-"),
-                        color="grey" if method == RANDOM_METHOD else colours[method], label=label, linewidth=1.4)
-            ax.set_title(f"{kind}: {MEASURE_TITLES[measure]}")
-            ax.set_xlabel("fraction of pixels " + ("inserted" if kind == "insertion" else "deleted"))
-    axes[0][1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    try:
-        if isinstance(out_path, str):
-            from cocoa_jax.files import atomic_write_rendered
-
-            atomic_write_rendered(out_path, lambda f: fig.savefig(f, dpi=110, format="png"))
-        else:  # a file object (write_report renders in memory and commits its files together)
-            fig.savefig(out_path, dpi=110, format="png")
-    finally:
-        plt.close(fig)
-    return out_path
+    columns = [MEASURE_NAMES.index(m) for m in measures]
+    curves = {}
+    n_seeds = 0
+    # COCOA first (solid line), then corpus, contrastive label-free, label-free.
+    rank = {t: i for i, t in enumerate(("cocoa", "corpus", "contrastive_label_free", "label_free"))}
+    for method, target in sorted(row_order(config), key=lambda mt: rank.get(mt[1], len(rank))):
+        by_seed = per_seed.get((method, target))
+        if not by_seed:
+            continue
+        stacked = np.stack([by_seed[s] for s in sorted(by_seed)])[..., columns]  # (seeds, 2, S+1, M')
+        n_seeds = max(n_seeds, len(stacked))
+        label = (RANDOM_METHOD if method == RANDOM_METHOD else METHOD_TITLES.get(method, method))
+        key = (label, None if method == RANDOM_METHOD else TARGET_TITLES.get(target, target))
+        curves[key] = (stacked.mean(axis=0), ci95_halfwidth(stacked, axis=0) if len(stacked) > 1 else None)
+    reference = RANDOM_METHOD if any(m == RANDOM_METHOD for m, _ in curves) else None
+    if reference is not None:
+        curves = {((TARGET_TITLES[RANDOM_METHOD] + " attribution") if m == reference else m, t): v
+                  for (m, t), v in curves.items()}
+        reference = TARGET_TITLES[RANDOM_METHOD] + " attribution"
+    return viz.plot_insertion_deletion(
+        fractions, curves, measures=[(m, MEASURE_TITLES[m]) for m in measures], kinds=KINDS,
+        reference=reference, n_seeds=n_seeds,
+        suptitle=f"Insertion and deletion curves: mean over {n_seeds} seed(s), corpus mode {config.corpus_mode}")
 
 
 def timing_summary(run_dir: str) -> dict:

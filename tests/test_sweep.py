@@ -203,7 +203,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
 BAD_CONFIGS = [
     ({"methods": {"integrated_gradients": {"n_stepz": 5}}}, ValueError, "n_stepz.*valid options.*n_steps"),
     ({"methods": {"rise": {"n_masks": "many"}}}, TypeError, r"`methods\.rise\.n_masks`"),
-    ({"methods": {"lime": {}}}, ValueError, "lime"),
+    ({"methods": {"shap_deep": {}}}, ValueError, "shap_deep"),
     ({"seeds": 0}, TypeError, "seeds.*list of integers"),
     ({"seeds": [0, "1"]}, TypeError, "seeds"),
     ({"targets": ["cocoa", "relax"]}, ValueError, "relax"),

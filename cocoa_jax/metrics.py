@@ -248,6 +248,37 @@ def make_measures(names, **context) -> Measures:
     return Measures(kept, names)
 
 
+@dataclasses.dataclass(frozen=True)
+class StackedMeasures:
+    """Z sets of the same measures read from ONE encoder pass: (..., D) -> (..., Z * M), set-major.
+
+    `measures` is a `Measures` whose context leaves carry a leading Z axis (e.g. one set per
+    corpus or foil size of a size study: `ccs` with size z's corpus and foil, the majority class
+    of size z's corpus). The output is flat (z * M + m) so curves and AUCs keep their (..., M')
+    layout; reshape the last axis to (Z, M). A pytree like `Measures`.
+    """
+
+    measures: Measures
+
+    def __call__(self, reps: jax.Array) -> jax.Array:
+        values = jax.vmap(lambda m: m(reps), out_axes=-2)(self.measures)  # (..., Z, M)
+        return values.reshape(values.shape[:-2] + (-1,))
+
+
+jax.tree_util.register_dataclass(StackedMeasures, data_fields=["measures"], meta_fields=[])
+
+
+def stack_measures(sets) -> StackedMeasures:
+    """`StackedMeasures` of a sequence of `Measures` with the same names (their contexts stacked)."""
+    sets = list(sets)
+    if not sets:
+        raise ValueError("`sets` is empty")
+    names = sets[0].names
+    if any(m.names != names for m in sets):
+        raise ValueError("every set must hold the same measures in the same order")
+    return StackedMeasures(jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *sets))
+
+
 def majority_class(probe_logits: jax.Array, n_classes: int | None = None) -> jax.Array:
     """Most frequent predicted class among corpus samples (ties -> smallest index).
 
@@ -375,5 +406,5 @@ __all__ = [
     "KINDS", "Measures", "ablated_inputs", "ablation_curves", "ablation_masks", "auc",
     "feature_counts", "feature_fractions", "feature_scores", "insertion_deletion", "insertion_deletion_batch",
     "MEASURES", "MEASURE_NAMES", "Measure", "majority_class", "make_measures", "probe_probability",
-    "random_attribution", "representation_shift", "step_sizes",
+    "random_attribution", "representation_shift", "StackedMeasures", "stack_measures", "step_sizes",
 ]

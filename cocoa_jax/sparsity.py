@@ -6,20 +6,26 @@ import jax.numpy as jnp
 from cocoa_jax import _checks
 
 
-def gini_index(attributions, ndim: int | None = None):
-    """Gini index (Hurley & Rickard, 2009) of |attributions|, 0 (uniform) .. 1 - 1/n (one-hot).
+def gini_index(attributions, ndim: int | None = None, *, absolute: bool = True):
+    """Gini index (Hurley & Rickard, 2009) of a map, 0 (uniform) .. 1 - 1/n (one-hot).
 
-    With a_(1) <= ... <= a_(n) the sorted absolute values,
-        G = 1 - 2 sum_k (a_(k) / ||a||_1) (n - k + 1/2) / n,
-    the formula of the official `compute_gini_index` (cl-explainability,
-    src/cl_explain/metrics/sparsity.py). A map of zeros has no mass to spread: G = 0.
+    absolute=True (default): with a_(1) <= ... <= a_(n) the sorted ABSOLUTE values,
+        G = 1 - 2 sum_k (a_(k) / ||a||_1) (n - k + 1/2) / n.
+    absolute=False: the official `compute_gini_index` (cl-explainability,
+    src/cl_explain/metrics/sparsity.py) exactly: the RAW values sorted ascending (no absolute
+    value), G = 2 sum_i i a_(i) / (n sum a) - (n + 1) / n, i = 1..n. Both are the same
+    expression (expand the first); they differ only for maps with negative entries, where the
+    official form divides by the signed sum (it can leave [0, 1]; a map summing to 0 gives 0 here).
+    A map of zeros has no mass to spread: G = 0.
 
     Args:
       attributions: an array; its last `ndim` axes form one map (None: the whole array).
+      absolute: take |attributions| first (True) or use the raw values as the official code (False).
     Returns: an array of the leading (batch) shape, float32 (float64 for float64 input).
     """
     _checks.check_array("attributions", attributions, min_ndim=1)
-    a = jnp.abs(jnp.asarray(attributions))
+    a = jnp.asarray(attributions)
+    a = jnp.abs(a) if absolute else a
     if not jnp.issubdtype(a.dtype, jnp.floating):
         a = a.astype(jnp.float32)
     ndim = a.ndim if ndim is None else _checks.check_positive_int("ndim", ndim)
@@ -29,6 +35,11 @@ def gini_index(attributions, ndim: int | None = None):
     n = flat.shape[-1]
     total = jnp.sum(flat, axis=-1, keepdims=True)
     k = jnp.arange(1, n + 1, dtype=flat.dtype)
-    share = flat / jnp.where(total > 0, total, 1.0)
-    gini = 1.0 - 2.0 * jnp.sum(share * (n - k + 0.5) / n, axis=-1)
-    return jnp.where(total[..., 0] > 0, gini, 0.0)
+    if absolute:
+        share = flat / jnp.where(total > 0, total, 1.0)
+        gini = 1.0 - 2.0 * jnp.sum(share * (n - k + 0.5) / n, axis=-1)
+        return jnp.where(total[..., 0] > 0, gini, 0.0)
+    nonzero = total != 0
+    weighted = jnp.sum(k * flat, axis=-1, keepdims=True)
+    gini = 2.0 * weighted / (n * jnp.where(nonzero, total, 1.0)) - (n + 1.0) / n
+    return jnp.where(nonzero[..., 0], gini[..., 0], 0.0)

@@ -43,14 +43,18 @@ _INT_LIST = ((list, tuple), "a list of integers")
 _OPT_INT_LIST = ((list, tuple, type(None)), "a list of integers or null")
 _STR_LIST = ((list, tuple), "a list of strings")
 _DICT = ((dict,), "an object {method: {option: value}}")
+_SIZE = ((int, list, tuple), "a positive integer or a list of positive integers (a size study)")
+_RANDOMIZE = ((bool,), "true or false")
+# Sizes a study may vary (a list in one of them; the other stays one number).
+SIZE_FIELDS = ("corpus_size", "foil_size")
 FIELD_TYPES = {
     "encoder": _STR, "encoder_dir": _OPT_STR, "dataset": _STR, "data_dir": _OPT_STR,
     "corpus_split": _STR, "explicand_split": _STR, "preprocess": _STR, "classes": _OPT_INT_LIST,
-    "explicands_per_class": _INT, "corpus_size": _INT, "foil_size": _INT, "corpus_mode": _STR,
+    "explicands_per_class": _INT, "corpus_size": _SIZE, "foil_size": _SIZE, "corpus_mode": _STR,
     "seeds": _INT_LIST, "targets": _STR_LIST, "similarity": _STR, "methods": _DICT,
     "include_random": _BOOL, "blur_kernel_size": _INT, "blur_sigma": _NUM, "eval_steps": _INT,
     "eval_absolute": _BOOL, "eval_superpixel": _INT, "probe_dir": _OPT_STR, "probe_train_size": _OPT_INT,
-    "probe_test_size": _OPT_INT, "explicand_batch": _INT, "attribution_batch": _OPT_INT, "eval_batch": _INT,
+    "probe_test_size": _OPT_INT, "randomize_model": _RANDOMIZE, "explicand_batch": _INT, "attribution_batch": _OPT_INT, "eval_batch": _INT,
 }
 
 
@@ -60,6 +64,8 @@ def _check_type(name: str, value, expected) -> None:
         ok = False  # True is an int in Python, never in a config
     else:
         ok = isinstance(value, types)
+    if ok and expected is _SIZE and isinstance(value, (list, tuple)):
+        ok = bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     if ok and types in (_INT_LIST[0], _OPT_INT_LIST[0]) and value is not None:
         element = str if expected is _STR_LIST else int
         ok = all(isinstance(v, element) and not isinstance(v, bool) for v in value)
@@ -84,7 +90,10 @@ class SweepConfig:
         scaling), or a name in `cocoa_jax.models.preprocessing` (e.g. "CIFAR").
       classes: corpus classes (None: all).
       explicands_per_class: explicands per unit.
-      corpus_size, foil_size: the paper's 100 and 1500.
+      corpus_size, foil_size: the paper's 100 and 1500. A list in ONE of them is a size study
+        (the paper's Appendix I / J): every size of a unit in one pass, from nested draws (size s
+        = the first s of one draw per seed and class); see docs/sweep.md "Size studies". An int
+        keeps today's draws (and run hash); `[s]` is the one-size study (nested draws).
       corpus_mode: "same" (explicands from the corpus class) or "different" (from others).
       seeds: one run per seed (means and 95% CIs over them).
       targets: names of `cocoa_jax.targets.TARGETS`; similarity "cosine" or "dot".
@@ -95,6 +104,11 @@ class SweepConfig:
       eval_steps, eval_absolute, eval_superpixel: insertion/deletion settings.
       probe_dir: a saved `cocoa_jax.probe` probe; None trains one on `probe_train_size`
         corpus-split samples (None: all) and reports its accuracy on the explicand split.
+      randomize_model: true re-draws the encoder's parameters per seed with
+        `cocoa_jax.models.randomize.randomize_params(params, jax.random.key(seed))` (the official
+        `--randomize-model`) before sampling, attribution and evaluation; the probe is then trained
+        per seed on the randomised encoder (`probe_dir` is refused). false (default) is left out of
+        the run hash, so earlier runs keep theirs.
       explicand_batch: explicands attributed and evaluated together in one sharded program
         (explicands of several units of one seed and method are grouped; rounded up to a
         multiple of the device count).
@@ -129,6 +143,7 @@ class SweepConfig:
     probe_dir: str | None = None
     probe_train_size: int | None = None
     probe_test_size: int | None = None
+    randomize_model: bool = False
     explicand_batch: int = 8
     attribution_batch: int | None = None
     eval_batch: int = 512
@@ -143,6 +158,12 @@ class SweepConfig:
             object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
         object.__setattr__(self, "methods", {name: dict(options) if isinstance(options, dict) else options
                                              for name, options in self.methods.items()})
+        for name in SIZE_FIELDS:  # a list: ascending, so [5, 1] and [1, 5] are one study
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                if len(set(value)) != len(value):
+                    raise ValueError(f"config field `{name}` has duplicates: {list(value)}")
+                object.__setattr__(self, name, tuple(sorted(int(v) for v in value)))
         self.validate()
 
     def validate(self) -> None:
@@ -151,9 +172,19 @@ class SweepConfig:
             if value <= 0:
                 raise ValueError(f"config field `{name}` must be a positive integer, got {value!r}")
 
-        for name in ("explicands_per_class", "corpus_size", "foil_size", "eval_steps", "eval_superpixel",
+        for name in ("explicands_per_class", "eval_steps", "eval_superpixel",
                      "blur_kernel_size", "explicand_batch", "eval_batch"):
             positive(name)
+        for name in SIZE_FIELDS:
+            for value in (getattr(self, name) if isinstance(getattr(self, name), tuple) else (getattr(self, name),)):
+                if value <= 0:
+                    raise ValueError(f"config field `{name}` must hold positive integers, got {value!r}")
+        if all(isinstance(getattr(self, name), tuple) for name in SIZE_FIELDS):
+            raise ValueError("config fields `corpus_size` and `foil_size` are both lists: a size study varies one "
+                             "of them (run a corpus study and a foil study separately)")
+        if self.randomize_model and self.probe_dir:
+            raise ValueError("config field `probe_dir` cannot be used with `randomize_model`: the probe is trained "
+                             "per seed on the randomised encoder")
         for name in ("attribution_batch", "probe_train_size", "probe_test_size"):
             if getattr(self, name) is not None:
                 positive(name)
@@ -202,6 +233,44 @@ class SweepConfig:
         """Methods in run order; the random benchmark last."""
         return tuple(self.methods) + ((RANDOM_METHOD,) if self.include_random else ())
 
+    # -- size studies --------------------------------------------------------------------
+
+    @property
+    def size_field(self) -> str | None:
+        """The field a size study varies ("corpus_size" or "foil_size"), None for a plain run."""
+        for name in SIZE_FIELDS:
+            if isinstance(getattr(self, name), tuple):
+                return name
+        return None
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The varied sizes, ascending ((the corpus size,) for a plain run)."""
+        value = getattr(self, self.size_field or "corpus_size")
+        return value if isinstance(value, tuple) else (value,)
+
+    def size_pairs(self) -> list[tuple[int, int]]:
+        """(corpus size, foil size) of every size of the study, in `sizes` order."""
+        return [(s, self.foil_size) if self.size_field != "foil_size" else (self.corpus_size, s)
+                for s in self.sizes]
+
+    @property
+    def max_corpus_size(self) -> int:
+        return max(p[0] for p in self.size_pairs())
+
+    @property
+    def max_foil_size(self) -> int:
+        return max(p[1] for p in self.size_pairs())
+
+    def target_columns(self) -> list[tuple[str, int | None]]:
+        """The attribution columns of a unit: (target, size index), in target order; a target that
+        reads the varied corpus / foil gets one column per size, the others one column (None)."""
+        if self.size_field is None:
+            return [(t, None) for t in self.targets]
+        reads = "corpus_reps" if self.size_field == "corpus_size" else "foil_reps"
+        return [col for t in self.targets for col in
+                ([(t, i) for i in range(len(self.sizes))] if reads in targets_mod.TARGETS[t][1] else [(t, None)])]
+
     def method_options(self, name: str) -> dict[str, Any]:
         """The options a method runs with: its signature defaults updated with the overrides."""
         return methods_mod.resolved_options(name, self.methods.get(name, {}))
@@ -213,6 +282,9 @@ class SweepConfig:
         data["seeds"] = list(self.seeds)
         data["targets"] = list(self.targets)
         data["classes"] = None if self.classes is None else list(self.classes)
+        for name in SIZE_FIELDS:
+            if isinstance(data[name], tuple):
+                data[name] = list(data[name])
         return data
 
     @classmethod
@@ -236,6 +308,8 @@ class SweepConfig:
         for name in EXECUTION_FIELDS:
             data.pop(name)
         data["methods"] = {name: _jsonable(self.method_options(name)) for name in self.methods}
+        if not self.randomize_model:
+            data.pop("randomize_model")  # the default is not hashed: earlier runs keep their hash
         data["protocol_version"] = PROTOCOL_VERSION
         data["method_streams"] = {name: methods_mod.stream_id(name) for name in self.method_names}
         return data

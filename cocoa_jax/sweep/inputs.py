@@ -115,13 +115,16 @@ def resolve_datasets(config: SweepConfig, encoder: EncoderSpec, datasets=None):
 
 @dataclasses.dataclass
 class SeedData:
-    """Everything a seed's units share."""
+    """Everything a seed's units share. Lists run over the sizes of `config.size_pairs()` (one
+    entry for a plain run); size i's corpus / foil are sorted index arrays."""
 
-    foil_reps: np.ndarray  # (F, D)
-    foil2_reps: np.ndarray  # (F, D) resampled foil (evaluation only)
-    corpus_index: dict  # class -> (C,) corpus-split indices
-    corpus_reps: dict  # class -> (C, D)
+    foil_reps: list  # [(F_i, D)]
+    foil2_reps: list  # [(F_i, D)] resampled foil (evaluation only)
+    corpus_index: dict  # class -> [(C_i,)] corpus-split indices
+    corpus_reps: dict  # class -> [(C_i, D)]
     explicand_index: dict  # class -> (N,) explicand-split indices
+    corpus_draw: dict | None = None  # size study: class -> (C_max,) the corpus draw, in draw order
+    foil_draw: np.ndarray | None = None  # size study: (F_max,) the foil draw, in draw order
 
 
 def _choose(rng: np.random.Generator, pool: np.ndarray, size: int, what: str) -> np.ndarray:
@@ -131,9 +134,32 @@ def _choose(rng: np.random.Generator, pool: np.ndarray, size: int, what: str) ->
     return np.sort(rng.choice(pool, size=size, replace=False))
 
 
+def _draw(rng: np.random.Generator, pool: np.ndarray, size: int, what: str) -> np.ndarray:
+    """A nested draw: the first `size` of a random permutation of `pool`, in draw order. Size s of a
+    study is `np.sort(draw[:s])`: the same whatever the other sizes are (a prefix of one draw)."""
+    if pool.shape[0] < size:
+        raise ValueError(f"{what}: needs {size} samples but only {pool.shape[0]} are available; "
+                         f"reduce the size in the config")
+    return rng.permutation(pool)[:size]
+
+
+def _explicands(config: SweepConfig, seed: int, c: int, explicand_source) -> np.ndarray:
+    in_class = explicand_source.labels == c
+    pool = np.flatnonzero(in_class if config.corpus_mode == "same" else ~in_class)
+    return _choose(np.random.default_rng([seed, 2, c]), pool, config.explicands_per_class, f"explicands for class {c}")
+
+
 def sample_seed(config: SweepConfig, seed: int, classes, corpus_source, explicand_source,
                 encode: Callable[[np.ndarray], np.ndarray]) -> SeedData:
-    """Sample corpora, foils and explicands for `seed` (deterministic) and encode corpora/foils once."""
+    """Sample corpora, foils and explicands for `seed` (deterministic) and encode corpora/foils once.
+
+    A plain run (int sizes) draws as it always has (`rng.choice`, sorted). A size study draws each
+    corpus and foil ONCE at the largest size (`_draw`, streams keyed by seed, role and class) and
+    takes sorted prefixes, so size s equals a one-size study `[s]`; explicands are drawn as in a
+    plain run.
+    """
+    if config.size_field is not None:
+        return _sample_nested(config, seed, classes, corpus_source, explicand_source, encode)
     corpus_pool = np.arange(len(corpus_source))
     foil_rng = np.random.default_rng([seed, 0])
     foil = _choose(foil_rng, corpus_pool, config.foil_size, "foil")
@@ -143,10 +169,7 @@ def sample_seed(config: SweepConfig, seed: int, classes, corpus_source, explican
         # Per-class streams: a class's samples do not depend on which other classes run.
         corpus_index[c] = _choose(np.random.default_rng([seed, 1, c]),
                                   np.flatnonzero(corpus_source.labels == c), config.corpus_size, f"corpus of class {c}")
-        in_class = explicand_source.labels == c
-        pool = np.flatnonzero(in_class if config.corpus_mode == "same" else ~in_class)
-        explicand_index[c] = _choose(np.random.default_rng([seed, 2, c]), pool, config.explicands_per_class,
-                                     f"explicands for class {c}")
+        explicand_index[c] = _explicands(config, seed, c, explicand_source)
     # One encoder pass over every corpus and both foils of this seed.
     all_index = np.concatenate([foil, foil2] + [corpus_index[c] for c in classes])
     unique, inverse = np.unique(all_index, return_inverse=True)
@@ -154,9 +177,34 @@ def sample_seed(config: SweepConfig, seed: int, classes, corpus_source, explican
     f = config.foil_size
     corpus_reps, offset = {}, 2 * f
     for c in classes:
-        corpus_reps[c] = reps[offset:offset + config.corpus_size]
+        corpus_reps[c] = [reps[offset:offset + config.corpus_size]]
         offset += config.corpus_size
-    return SeedData(reps[:f], reps[f:2 * f], corpus_index, corpus_reps, explicand_index)
+    return SeedData([reps[:f]], [reps[f:2 * f]], {c: [i] for c, i in corpus_index.items()}, corpus_reps,
+                    explicand_index)
+
+
+def _sample_nested(config: SweepConfig, seed: int, classes, corpus_source, explicand_source, encode) -> SeedData:
+    corpus_pool = np.arange(len(corpus_source))
+    pairs = config.size_pairs()
+    foil_rng = np.random.default_rng([seed, 0])
+    foil = _draw(foil_rng, corpus_pool, config.max_foil_size, "foil")
+    foil2 = _draw(foil_rng, corpus_pool, config.max_foil_size, "resampled foil")
+    corpus_draw = {c: _draw(np.random.default_rng([seed, 1, c]), np.flatnonzero(corpus_source.labels == c),
+                            config.max_corpus_size, f"corpus of class {c}") for c in classes}
+    explicand_index = {c: _explicands(config, seed, c, explicand_source) for c in classes}
+    # One encoder pass over the largest corpora and foils; every size is a lookup.
+    unique = np.unique(np.concatenate([foil, foil2] + [corpus_draw[c] for c in classes]))
+    reps = encode(corpus_source.images(unique))
+
+    def rows(index):
+        return reps[np.searchsorted(unique, index)]
+
+    foil_index = [np.sort(foil[:f]) for _, f in pairs]
+    foil2_index = [np.sort(foil2[:f]) for _, f in pairs]
+    corpus_index = {c: [np.sort(corpus_draw[c][:k]) for k, _ in pairs] for c in classes}
+    return SeedData([rows(i) for i in foil_index], [rows(i) for i in foil2_index], corpus_index,
+                    {c: [rows(i) for i in corpus_index[c]] for c in classes}, explicand_index,
+                    corpus_draw=corpus_draw, foil_draw=foil)
 
 
 def classes_of(config: SweepConfig, corpus_source) -> list[int]:

@@ -40,6 +40,7 @@ class SweepPrograms:
         self.num_devices = int(mesh.devices.size)
         self.image_shape = tuple(spec.input_shape)
         self.params = jax.device_put(spec.params, sharding.replicated_sharding(mesh))
+        self.seed = None  # the seed whose (randomised) parameters `params` holds, with randomize_model
         self.cosine = config.similarity == "cosine"
         self._blur = functools.partial(baselines.gaussian_blur, kernel_size=config.blur_kernel_size,
                                        sigma=float(config.blur_sigma))
@@ -49,6 +50,18 @@ class SweepPrograms:
         self._attribute: dict[str, sharding.ExplicandMap] = {}
         self._evaluate = sharding.ExplicandMap(self._evaluate_batch, mesh, in_axes=(None, None, 0, 0, 0, 0, 0, 0),
                                                vectorized=True)
+
+    def use_seed(self, seed: int) -> None:
+        """With `randomize_model`, switch to seed's randomised encoder,
+        `randomize_params(trained, jax.random.key(seed))` (no-op otherwise, or if it is current).
+        The programs take the parameters as an argument: nothing is recompiled."""
+        if not self.config.randomize_model or self.seed == seed:
+            return
+        from cocoa_jax.models.randomize import randomize_params
+
+        params = randomize_params(self.spec.params, jax.random.key(seed))
+        self.params = jax.device_put(params, sharding.replicated_sharding(self.mesh))
+        self.seed = seed
 
     # -- encode --------------------------------------------------------------------------
 
@@ -81,7 +94,7 @@ class SweepPrograms:
             options = {} if method == methods.RANDOM else self.config.method_options(method)
             batch_size = self.config.attribution_batch
             encode_fn, blur = self.spec.encode_fn, self._blur
-            normalize = tuple([self.cosine] * len(self.config.targets))
+            normalize = tuple([self.cosine] * len(self.config.target_columns()))
 
             def attribute_one(params, x, direction, key):
                 target = targets_mod.Target(direction, normalize)
@@ -103,12 +116,34 @@ class SweepPrograms:
         """The evaluation of a batch: see `evaluate`."""
         config = self.config
         n = xs.shape[0]
+        if config.size_field is not None:
+            return self._evaluate_sizes(params, probe, xs, attributions, ccs_directions, majority_class,
+                                        explicand_class, explicand_reps)
         context = dict(
             ccs=targets_mod.Target(ccs_directions[:, 0], self.cosine),
             ccs_resampled_foil=targets_mod.Target(ccs_directions[:, 1], self.cosine),
             probe=jax.tree_util.tree_map(lambda leaf: jnp.broadcast_to(leaf, (n,) + leaf.shape), probe),
             corpus_majority_class=majority_class, explicand_class=explicand_class, explicand_rep=explicand_reps)
         measures = metrics.make_measures(metrics.MEASURE_NAMES, **context)
+        return self._curves(params, measures, xs, attributions)
+
+    def _evaluate_sizes(self, params, probe, xs, attributions, ccs_directions, majority_class, explicand_class,
+                        explicand_reps):
+        """A size study: the measures of every size from the same ablation passes (`StackedMeasures`);
+        ccs_directions (N, Z, 2, D), majority_class (N, Z); curves (N, K, 2, S+1, Z * M)."""
+        n, z = majority_class.shape
+        context = dict(
+            ccs=targets_mod.Target(ccs_directions[:, :, 0], self.cosine),
+            ccs_resampled_foil=targets_mod.Target(ccs_directions[:, :, 1], self.cosine),
+            probe=jax.tree_util.tree_map(lambda leaf: jnp.broadcast_to(leaf, (n, z) + leaf.shape), probe),
+            corpus_majority_class=majority_class,
+            explicand_class=jnp.broadcast_to(explicand_class[:, None], (n, z)),
+            explicand_rep=jnp.broadcast_to(explicand_reps[:, None], (n, z) + explicand_reps.shape[1:]))
+        measures = metrics.StackedMeasures(metrics.make_measures(metrics.MEASURE_NAMES, **context))
+        return self._curves(params, measures, xs, attributions)
+
+    def _curves(self, params, measures, xs, attributions):
+        config = self.config
         curves, aucs = metrics.insertion_deletion_batch(
             lambda batch: self.spec.encode_fn(params, batch), measures, xs, jax.vmap(self._blur)(xs), attributions,
             n_steps=config.eval_steps, absolute=config.eval_absolute, superpixel=config.eval_superpixel,
@@ -127,6 +162,8 @@ class SweepPrograms:
           probe: the linear probe (shared). xs: (N, H, W, C). attributions: (N, K, H, W[, C]).
           ccs_directions: (N, 2, D) COCOA directions with the unit's foil and a resampled foil.
           majority_class, explicand_class: (N,) int. explicand_reps: (N, D).
+          A size study (`config.size_field`): ccs_directions (N, Z, 2, D) and majority_class (N, Z),
+          one per size; the last axis of curves and AUCs is then (Z * M), size-major.
         """
         return self._evaluate(self.params, probe, xs, attributions, ccs_directions, majority_class,
                               explicand_class, explicand_reps)

@@ -124,7 +124,7 @@ class Progress:
 
 
 def get_probe(config: SweepConfig, store: RunStore, corpus_source, explicand_source, encode, *,
-              writer: bool = True):
+              writer: bool = True, name: str = "probe"):
     """The run's linear probe: from `probe_dir`, from the run dir, or trained once and saved there.
 
     Only the `writer` process trains and saves (RUN_DIR/probe.npz, atomically, with its accuracy
@@ -136,8 +136,8 @@ def get_probe(config: SweepConfig, store: RunStore, corpus_source, explicand_sou
 
     if config.probe_dir:
         return probe_mod.load_probe(config.probe_dir), None
-    weights_path = os.path.join(store.run_dir, "probe.npz")
-    meta_path = os.path.join(store.run_dir, "probe.json")
+    weights_path = os.path.join(store.run_dir, f"{name}.npz")
+    meta_path = os.path.join(store.run_dir, f"{name}.json")
     if os.path.exists(weights_path) and os.path.exists(meta_path):
         try:
             with open(meta_path) as fh:
@@ -172,6 +172,24 @@ def get_probe(config: SweepConfig, store: RunStore, corpus_source, explicand_sou
     return probe, accuracy
 
 
+def get_probes(config: SweepConfig, store: RunStore, corpus_source, explicand_source, programs, *,
+               writer: bool = True):
+    """({seed or None: probe}, accuracy): the run's probe under None; with `randomize_model`, one
+    probe per seed trained on that seed's randomised encoder (RUN_DIR/probe_s<seed>.npz), and the
+    mean of their accuracies."""
+    if not config.randomize_model:
+        probe, accuracy = get_probe(config, store, corpus_source, explicand_source, programs.encode, writer=writer)
+        return {None: probe}, accuracy
+    probes, accuracies = {}, []
+    for seed in config.seeds:
+        programs.use_seed(seed)
+        probes[seed], accuracy = get_probe(config, store, corpus_source, explicand_source, programs.encode,
+                                           writer=writer, name=f"probe_s{seed}")
+        accuracies.append(accuracy)
+    known = [a for a in accuracies if a is not None]
+    return probes, (float(np.mean(known)) if known else None)
+
+
 # ----------------------------------------------------------------------------- units
 
 
@@ -182,12 +200,17 @@ class UnitRunner:
                  classes):
         self.config, self.programs = config, programs
         self.corpus_source, self.explicand_source = corpus_source, explicand_source
-        self.probe = probe
+        # One probe, or {seed or None: probe} (`get_probes`; per seed with randomize_model).
+        self.probes = probe if isinstance(probe, dict) else {None: probe}
         self.classes = classes
         self.image_shape = programs.image_shape
         self._seed_data: dict[int, inputs.SeedData] = {}
 
+    def probe_for(self, seed: int):
+        return self.probes[seed] if seed in self.probes else self.probes[None]
+
     def seed_data(self, seed: int) -> inputs.SeedData:
+        self.programs.use_seed(seed)  # randomize_model: the seed's encoder encodes its samples
         if seed not in self._seed_data:  # keep one seed: groups run seed by seed
             self._seed_data = {seed: inputs.sample_seed(self.config, seed, self.classes, self.corpus_source,
                                                         self.explicand_source, self.programs.encode)}
@@ -201,20 +224,29 @@ class UnitRunner:
         n = len(index)
         xs = np.asarray(self.explicand_source.images(index), np.float32)
         reps = self.programs.encode(xs)
-        corpus_reps, foil_reps = data.corpus_reps[unit.class_id], data.foil_reps
+        probe = self.probe_for(unit.seed)
+        # Per size of a study (one entry for a plain run): the corpus and foils of that size.
+        corpora, foils, foils2 = data.corpus_reps[unit.class_id], data.foil_reps, data.foil2_reps
         if unit.method == RANDOM_METHOD:
             directions = np.zeros((n, 1, reps.shape[-1]), np.float32)  # unused by the random map
         else:
-            stacked = targets_mod.build_stacked(config.targets, explicand_reps=reps, corpus_reps=corpus_reps,
-                                                foil_reps=foil_reps, similarity=config.similarity)
+            # One column per target, or per (target, size) for a target that reads the varied corpus /
+            # foil (`config.target_columns`); other targets read size 0's (identical) fixed samples.
+            stacked = targets_mod.stack([
+                targets_mod.build(t, explicand_reps=reps, corpus_reps=corpora[i or 0], foil_reps=foils[i or 0],
+                                  similarity=config.similarity) for t, i in config.target_columns()])
             directions = np.asarray(jnp.broadcast_to(stacked.direction, (n,) + stacked.direction.shape[-2:]))
-        ccs = np.stack([np.asarray(targets_mod.cocoa(corpus_reps, foil_reps, config.similarity).direction),
-                        np.asarray(targets_mod.cocoa(corpus_reps, data.foil2_reps, config.similarity).direction)])
-        majority = int(metrics.majority_class(self.probe.logits(jnp.asarray(corpus_reps)), self.probe.n_classes))
+        ccs = np.stack([np.stack([np.asarray(targets_mod.cocoa(c, f, config.similarity).direction),
+                                  np.asarray(targets_mod.cocoa(c, f2, config.similarity).direction)])
+                        for c, f, f2 in zip(corpora, foils, foils2)])  # (Z, 2, D)
+        majority = np.asarray([int(metrics.majority_class(probe.logits(jnp.asarray(c)), probe.n_classes))
+                               for c in corpora], np.int32)  # (Z,)
+        if config.size_field is None:
+            ccs, majority = ccs[0], majority[0]
         return dict(
             xs=xs, directions=directions, keys=jax.random.split(unit_key(unit.seed, unit.class_id, unit.method), n),
-            ccs=np.broadcast_to(ccs, (n,) + ccs.shape), majority=np.full(n, majority, np.int32),
-            pred=np.asarray(self.probe.predict(jnp.asarray(reps)), np.int32), reps=reps,
+            ccs=np.broadcast_to(ccs, (n,) + ccs.shape), majority=np.broadcast_to(majority, (n,) + majority.shape),
+            pred=np.asarray(probe.predict(jnp.asarray(reps)), np.int32), reps=reps,
             _index=index, _majority=majority)
 
     def run_group(self, units: list[Unit], capacity: int) -> list[tuple[Unit, dict, dict]]:
@@ -225,6 +257,7 @@ class UnitRunner:
         """
         config = self.config
         start = time.perf_counter()
+        self.programs.use_seed(units[0].seed)
         parts = [self._unit_inputs(u) for u in units]
         sizes = [len(p["_index"]) for p in parts]
         batch = {k: (jnp.concatenate([p[k] for p in parts]) if k == "keys" else
@@ -235,37 +268,80 @@ class UnitRunner:
         attributions = self.programs.attribute(units[0].method, batch["xs"], batch["directions"], batch["keys"])
         attributions = jax.block_until_ready(attributions)
         t1 = time.perf_counter()
-        curves, aucs, stored = self.programs.evaluate(self.probe, batch["xs"], attributions, batch["ccs"],
-                                                      batch["majority"], batch["pred"], batch["reps"])
+        curves, aucs, stored = self.programs.evaluate(self.probe_for(units[0].seed), batch["xs"], attributions,
+                                                      batch["ccs"], batch["majority"], batch["pred"], batch["reps"])
         curves, aucs = np.asarray(curves, np.float32), np.asarray(aucs, np.float64)
         stored = {k: np.asarray(v, np.float32) for k, v in stored.items()}
+        is_random = units[0].method == RANDOM_METHOD
+        if config.size_field is not None:
+            curves, aucs, stored = _by_size(config, curves, aucs, stored, is_random)
         t2 = time.perf_counter()
         data = self.seed_data(units[0].seed)
         fractions = metrics.feature_fractions(
             (self.image_shape[0] // config.eval_superpixel) * (self.image_shape[1] // config.eval_superpixel),
             config.eval_steps)
-        target_names = (RANDOM_METHOD,) if units[0].method == RANDOM_METHOD else config.targets
+        target_names = (RANDOM_METHOD,) if is_random else config.targets
         share = 1.0 / len(units)
         out, offset = [], 0
         for unit, part, n in zip(units, parts, sizes):
             rows = slice(offset, offset + n)
             offset += n
             arrays = dict(curves=curves[rows], aucs=aucs[rows], fractions=fractions,
-                          explicand_index=part["_index"], corpus_index=data.corpus_index[unit.class_id],
+                          explicand_index=part["_index"], corpus_index=data.corpus_index[unit.class_id][-1],
                           explicand_labels=self.explicand_source.labels[part["_index"]],
-                          majority_class=np.asarray(part["_majority"]),
+                          majority_class=np.asarray(int(np.asarray(part["_majority"]).reshape(-1)[-1])),
                           **{k: v[rows] for k, v in stored.items()})
-            mean_auc = arrays["aucs"].mean(axis=0)  # (K, 2, M)
-            summary = {t: {kind: {m: float(mean_auc[k, j, i]) for i, m in enumerate(MEASURE_NAMES)}
-                           for j, kind in enumerate(metrics.KINDS)} for k, t in enumerate(target_names)}
+            extra = {}
+            if config.size_field is not None:
+                # The size axis: size_* arrays (N, Z, K, ...); the plain keys hold the largest size.
+                arrays.update(sizes=np.asarray(config.sizes), size_field=np.asarray(config.size_field),
+                              size_majority_class=np.asarray(part["_majority"]),
+                              corpus_draw=data.corpus_draw[unit.class_id], foil_draw=data.foil_draw)
+                size_aucs = arrays["size_aucs"].mean(axis=0)  # (Z, K, 2, M)
+                extra = dict(size_field=config.size_field, sizes=list(config.sizes),
+                             auc_by_size={str(size): _summary(size_aucs[z], target_names)
+                                          for z, size in enumerate(config.sizes)})
+            summary = _summary(arrays["aucs"].mean(axis=0), target_names)  # (K, 2, M)
             row = dict(seed=unit.seed, class_id=unit.class_id, method=unit.method, targets=list(target_names),
-                       measures=list(MEASURE_NAMES), n_explicands=n, auc=summary,
+                       measures=list(MEASURE_NAMES), n_explicands=n, auc=summary, **extra,
                        seconds=round((time.perf_counter() - start) * share, 4),
                        attribution_seconds=round((t1 - t0) * share, 4),
                        evaluation_seconds=round((t2 - t1) * share, 4),
                        group_units=len(units), devices=self.programs.num_devices)
             out.append((unit, arrays, row))
         return out
+
+
+def _summary(mean_auc, target_names) -> dict:
+    """{target: {kind: {measure: AUC}}} of (K, 2, M) mean AUCs."""
+    return {t: {kind: {m: float(mean_auc[k, j, i]) for i, m in enumerate(MEASURE_NAMES)}
+                for j, kind in enumerate(metrics.KINDS)} for k, t in enumerate(target_names)}
+
+
+def _by_size(config: SweepConfig, curves, aucs, stored, is_random: bool):
+    """A size study's outputs on the (size, target) grid.
+
+    In: curves (N, Kc, 2, S+1, Z*M), aucs (N, Kc, 2, Z*M) over the attribution columns
+    (`config.target_columns`), maps (N, Kc, H, W). Out: the plain keys at the LARGEST size
+    (curves (N, K, 2, S+1, M), aucs, maps: what tables and curve figures read) plus size_curves
+    (N, Z, K, 2, S+1, M), size_aucs (N, Z, K, 2, M) and size_<map> (N, Z, K, H, W). Size z of
+    target k reads column (k, z) (or the target's single column) and size z's measures."""
+    z_count, m_count = len(config.sizes), len(MEASURE_NAMES)
+    columns = [(RANDOM_METHOD, None)] if is_random else config.target_columns()
+    names = [RANDOM_METHOD] if is_random else list(config.targets)
+    col = np.array([[columns.index((t, None)) if (t, None) in columns else columns.index((t, z))
+                     for t in names] for z in range(z_count)])  # (Z, K)
+    curves = curves.reshape(curves.shape[:-1] + (z_count, m_count))  # (N, Kc, 2, S+1, Z, M)
+    aucs = aucs.reshape(aucs.shape[:-1] + (z_count, m_count))  # (N, Kc, 2, Z, M)
+    zs = np.arange(z_count)[:, None]
+    size_curves = np.moveaxis(curves, 4, 1)[:, zs, col]  # (N, Z, K, 2, S+1, M)
+    size_aucs = np.moveaxis(aucs, 3, 1)[:, zs, col]  # (N, Z, K, 2, M)
+    out = {"size_curves": size_curves, "size_aucs": size_aucs}
+    plain = {}
+    for key, maps in stored.items():
+        out[f"size_{key}"] = maps[:, col]  # (N, Z, K, H, W)
+        plain[key] = out[f"size_{key}"][:, -1]
+    return size_curves[:, -1], size_aucs[:, -1], {**plain, **out}
 
 
 # ----------------------------------------------------------------------------- the run
@@ -368,7 +444,7 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
             rows = store.read_rows()
             finished_ids = [u.unit_id for u in units if u.unit_id in rows]
             if len(finished_ids) < len(units):
-                probe, probe_accuracy = get_probe(config, store, corpus_source, explicand_source, programs.encode)
+                probe, probe_accuracy = get_probes(config, store, corpus_source, explicand_source, programs)
         except Exception as err:  # tell the waiting processes, then fail here as usual
             sharding.broadcast_string("sweep/ready", json.dumps({"error": f"{type(err).__name__}: {err}"}))
             raise
@@ -394,9 +470,9 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
     computed: list[str] = []
     if todo:
         if probe is None:
-            probe, probe_accuracy = get_probe(config, store, corpus_source, explicand_source, programs.encode,
-                                              writer=writer)
-        probe = jax.device_put(probe, sharding.replicated_sharding(mesh))
+            probe, probe_accuracy = get_probes(config, store, corpus_source, explicand_source, programs,
+                                               writer=writer)
+        probe = {seed: jax.device_put(p, sharding.replicated_sharding(mesh)) for seed, p in probe.items()}
         runner = UnitRunner(config, programs, corpus_source, explicand_source, probe, classes)
         # A group holds units of one seed and method: at most one per class.
         per_group = min(units_per_group(config.explicands_per_class, config.explicand_batch, programs.num_devices),

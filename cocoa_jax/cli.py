@@ -21,7 +21,8 @@ import sys
 
 # command name -> (module, one-line help)
 COMMANDS = {
-    "explain": ("cocoa_jax.commands.explain", "explain the embedded digits encoder (the main demo)"),
+    "explain": ("cocoa_jax.commands.explain",
+                "explain an encoder with COCOA: the digits demo, or --model/--images for yours"),
     "train-digits": ("cocoa_jax.commands.train_digits", "re-train the embedded digits encoder (SimCLR)"),
     "convert": ("cocoa_jax.commands.convert", "convert a PyTorch checkpoint to an orbax checkpoint (needs torch)"),
     "sweep": ("cocoa_jax.commands.sweep", "run the paper's Section 4.1 evaluation protocol, resumably"),

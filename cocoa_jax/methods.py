@@ -110,6 +110,8 @@ class Method:
         ends report the completeness gap.
       summary: one line for help and docs (what it is, when to use it).
       option_specs: help/parsing of options `OPTION_SPECS` does not know (registered methods).
+      auto_options: `fn(image_shape) -> {option: value}`, what options left at None resolve to
+        for an image shape (RISE's paper grid, Occlusion's window), so records state them.
     """
 
     name: str
@@ -122,6 +124,7 @@ class Method:
     complete: bool = False
     summary: str = ""
     option_specs: Mapping[str, OptionSpec] = dataclasses.field(default_factory=dict)
+    auto_options: Callable[[tuple], dict] | None = None
 
     def option_spec(self, option: str) -> OptionSpec:
         if option in self.option_specs:
@@ -175,6 +178,12 @@ def _occlusion(f, x, baseline, key, **options):
     return attribution.occlusion(f, x, baseline, **options)
 
 
+def _occlusion_window(shape):
+    from cocoa_jax.attribution_methods.occlusion import default_window
+
+    return tuple(default_window(shape[:2]))
+
+
 def _smooth_integrated_gradients(f, x, baseline, key, **options):
     return attribution.smooth_integrated_gradients(f, x, baseline, key, **options)
 
@@ -208,6 +217,7 @@ for _method in (
     Method("gradient_shap", "GradientSHAP", _gradient_shap, attribution.gradient_shap, True, True,
            summary="expected gradients at noisy random path points (Captum's GradientShap)"),
     Method("rise", "RISE", _rise, attribution.rise, True, False, centred=True,
+           auto_options=lambda shape: {"grid_size": tuple(attribution.paper_grid_size(shape))},
            summary="mean score under random upsampled masks; black-box; add centered=True for fewer masks"),
     Method("smoothgrad", "SmoothGrad", _smoothgrad, attribution.smoothgrad, True, True,
            summary="gradients averaged over noisy copies of the input"),
@@ -219,6 +229,7 @@ for _method in (
     Method("lime", "LIME", _lime, attribution.lime, True, False,
            summary="sparse local linear surrogate (Lasso) of (super)pixels; a few salient regions"),
     Method("occlusion", "Occlusion", _occlusion, attribution.occlusion, False, False,
+           auto_options=lambda shape: {"window": _occlusion_window(shape), "stride": _occlusion_window(shape)},
            summary="score drop when each window is blurred; deterministic, one pass per window"),
     Method("smooth_integrated_gradients", "SmoothGrad-IG", _smooth_integrated_gradients,
            attribution.smooth_integrated_gradients, True, True,
@@ -394,10 +405,17 @@ def check_values(name: str, options: dict, image_shape, *, batch_size: int | Non
     return dict(options)
 
 
-def resolved_options(name: str, options: dict | None = None) -> dict[str, Any]:
-    """`defaults(name)` updated with `options` (checked): what a run with `options` uses."""
+def resolved_options(name: str, options: dict | None = None, image_shape=None) -> dict[str, Any]:
+    """`defaults(name)` updated with `options` (checked): what a run with `options` uses. With
+    `image_shape` (H, W, C), options left at None that the method decides from the image
+    (`Method.auto_options`) are filled in with what it will use."""
     out = defaults(name)
     out.update(check_options(name, options or {}))
+    method = get(name)
+    if image_shape is not None and method.auto_options is not None:
+        for option, value in method.auto_options(tuple(image_shape)).items():
+            if out.get(option) is None:
+                out[option] = value
     return out
 
 

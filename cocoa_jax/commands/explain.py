@@ -1,14 +1,20 @@
-"""`cocoa-jax explain`: the main demo. Explain the embedded digits encoder with COCOA.
+"""`cocoa-jax explain`: explain an encoder's representations of images with COCOA.
 
-Loads the shipped SimCLR digits encoder (`cocoa_jax.models.load("digits")`) and the
-scikit-learn digits, picks explicands (test images), a corpus (training images of one class)
-and a random foil (other training images), builds the paper's targets by name
-(`cocoa_jax.targets.build`; COCOA, corpus, label-free, contrastive label-free; cosine
-similarity by default), stacks them into ONE target so all of them share every encoder pass,
-and runs attribution methods by name (`cocoa_jax.methods`; IG, GradientSHAP and RISE by
-default, with the library's defaults) with the blurred explicand as baseline (paper
-Appendix H). Everything is jitted with the parameters and the targets as traced arguments
-and vmapped over explicands (per-explicand targets included).
+With no arguments, the main demo: the shipped SimCLR digits encoder on the scikit-learn digits
+(explicands: test images of one digit; corpus: training images of a digit; foil: random other
+training images). With your own encoder and data:
+
+    cocoa-jax explain --model resnet50 --weights converted/mocov3 --images dogs/ \
+        --corpus corpus_dogs/ --foil random_images/ --methods rise,integrated_gradients
+    cocoa-jax explain --model clip_vit --weights converted/clip --images photo.jpg \
+        --corpus-text "a photo of a dog" --foil-text "a photo of a cat" "a photo of a car"
+
+Images (files, folders or globs) are read at the model's input size through its own resize and
+crop, attributed as [0, 1] pixels (normalisation folded into the encoder), against the blurred
+image (GaussianBlur(21, 5), paper Appendix H). The targets (COCOA, corpus, label-free,
+contrastive label-free) are stacked into ONE target, so every encoder pass serves all of them;
+methods and their option flags come from the method table (`cocoa_jax.methods`). The work is
+`cocoa_jax.pipeline.explain_images`, the same call the API offers.
 
 Every argument is checked before any work; a mistake is one line on stderr, exit status 2.
 Writes to --out (default runs/explain) all three files together at the end, or none of them
@@ -16,7 +22,7 @@ Writes to --out (default runs/explain) all three files together at the end, or n
 files unless --overwrite:
   figure.png        explicands, then one row of overlays per (target, method)
   attributions.npz  raw attributions, one array per method (axis orders in settings.json)
-  settings.json     the settings used, the axis order of every array, timings and versions
+  settings.json     the settings used, the data, the axis order of every array, timings, versions
 """
 from __future__ import annotations
 
@@ -28,17 +34,15 @@ import time
 import numpy as np
 
 from cocoa_jax.cli import UsageError
+from cocoa_jax.commands import method_flags
 from cocoa_jax.files import Outputs
 
-# The demo's default selection; names, titles and option defaults come from the library tables.
 DEFAULT_TARGETS = ("cocoa", "corpus", "label_free", "contrastive_label_free")
 DEFAULT_METHODS = ("integrated_gradients", "gradient_shap", "rise")
 N_CLASSES = 10
 DEFAULT_OUT = os.path.join("runs", "explain")
 OUTPUT_FILES = ("figure.png", "attributions.npz", "settings.json")
-# Command-line flag -> method option it sets (for every selected method that has the option).
-OPTION_FLAGS = {"n_steps": "--n-steps", "n_samples": "--n-samples", "stdev": "--stdev",
-                "n_masks": "--n-masks", "grid_size": "--grid-size"}
+DEMO_DEFAULTS = {"corpus_class": 3, "explicands": 4, "corpus_size": 100}
 
 
 def _target_names() -> tuple[str, ...]:
@@ -47,46 +51,43 @@ def _target_names() -> tuple[str, ...]:
     return tuple(targets.TARGETS)
 
 
-def _method_names() -> tuple[str, ...]:
-    from cocoa_jax import methods
-
-    return tuple(methods.ATTRIBUTION_METHODS)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cocoa_jax import methods
+    from cocoa_jax.models import list_architectures
 
-    d = {name: methods.defaults(name) for name in _method_names()}
-    parser.add_argument("--corpus-class", type=int, default=3, help="digit class of the corpus (0-9; default 3)")
-    parser.add_argument("--explicand-class", type=int, default=None,
-                        help="class of the explicands (default: the corpus class, the paper's same-class setting)")
-    parser.add_argument("--explicands", type=int, default=4, help="number of explicands (test images; default 4)")
+    data = parser.add_argument_group("what to explain (default: the digits demo)")
+    data.add_argument("--model", default="digits", metavar="ARCH",
+                      help=f"architecture, one of {', '.join(list_architectures())} (default digits, shipped)")
+    data.add_argument("--weights", default=None, metavar="DIR",
+                      help="model directory: the out_dir of `cocoa-jax convert ARCH ...` (required unless the "
+                           "model ships with cocoa-jax), or a `cocoa-jax train-digits --out DIR` checkpoint")
+    data.add_argument("--images", nargs="+", default=None, metavar="PATH",
+                      help="explicands: image files, folders or glob patterns (default: digits test images)")
+    data.add_argument("--corpus", nargs="+", default=None, metavar="PATH",
+                      help="corpus images: files, folders or globs (with --images)")
+    data.add_argument("--corpus-text", nargs="+", default=None, metavar="TEXT",
+                      help="corpus captions, for image-text encoders (clip_vit, clip_vit_b32): cross-modal COCOA")
+    data.add_argument("--foil", nargs="+", default=None, metavar="PATH",
+                      help="foil images: files, folders or globs; --foil-size of them are drawn at random")
+    data.add_argument("--foil-text", nargs="+", default=None, metavar="TEXT", help="foil captions (image-text encoders)")
+    data.add_argument("--foil-size", type=int, default=None,
+                      help="foil images drawn (default: foil_size(0.01, 0.05, nonnegative=True) = 1060, capped by "
+                           "what is available)")
+    demo = parser.add_argument_group("digits demo")
+    demo.add_argument("--corpus-class", type=int, default=None,
+                      help=f"digit class of the corpus (0-9; default {DEMO_DEFAULTS['corpus_class']})")
+    demo.add_argument("--explicand-class", type=int, default=None,
+                      help="class of the explicands (default: the corpus class, the paper's same-class setting)")
+    demo.add_argument("--explicands", type=int, default=None,
+                      help=f"number of explicands (test images; default {DEMO_DEFAULTS['explicands']})")
+    demo.add_argument("--corpus-size", type=int, default=None,
+                      help=f"corpus images (default {DEMO_DEFAULTS['corpus_size']})")
     parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
                         help=f"comma-separated targets, from {', '.join(_target_names())} (default: all)")
-    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                        help=f"comma-separated methods, from {', '.join(_method_names())} "
-                             f"(default: {','.join(DEFAULT_METHODS)})")
     parser.add_argument("--similarity", default="cosine", help="cosine (paper) or dot")
-    parser.add_argument("--n-steps", type=int, default=None,
-                        help=f"IG steps (default {d['integrated_gradients']['n_steps']})")
-    parser.add_argument("--n-samples", type=int, default=None,
-                        help=f"GradientSHAP / SmoothGrad samples (defaults {d['gradient_shap']['n_samples']} "
-                             f"/ {d['smoothgrad']['n_samples']})")
-    parser.add_argument("--stdev", type=float, default=None,
-                        help=f"GradientSHAP / SmoothGrad noise std (defaults {d['gradient_shap']['stdev']} "
-                             f"/ {d['smoothgrad']['stdev']})")
-    parser.add_argument("--n-masks", type=int, default=None, help=f"RISE masks (default {d['rise']['n_masks']})")
-    parser.add_argument("--grid-size", type=int, default=None,
-                        help="RISE grid cells per side, at most the image size 32 (default: the paper's "
-                             "grid for the image size, 4 at 32 px)")
-    parser.add_argument("--corpus-size", type=int, default=100, help="corpus images (default 100)")
-    parser.add_argument("--foil-size", type=int, default=None,
-                        help="foil images (default: foil_size(0.01, 0.05, nonnegative=True) = 1060, "
-                             "capped by the training images outside the corpus)")
+    method_flags.add_arguments(parser, default_methods=DEFAULT_METHODS)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="perturbed inputs per encoder call (default: all at once up to 64 px, else 32)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    parser.add_argument("--weights", default=None,
-                        help="digits encoder directory (default: the shipped one; or one written by "
-                             "`cocoa-jax train-digits --out DIR`)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace figure.png / attributions.npz / settings.json of an earlier run in --out")
@@ -118,47 +119,6 @@ def _class(option: str, value) -> int:
     if not 0 <= int(value) < N_CLASSES:
         raise UsageError(f"{option} must be a digit class in 0..{N_CLASSES - 1}, got {value}")
     return int(value)
-
-
-def method_options(args, method_names, image_size) -> dict[str, dict]:
-    """{method: options it runs with} from the flags (library defaults for unset ones), checked."""
-    from cocoa_jax import methods
-
-    shape = tuple(image_size) if len(image_size) == 3 else (*image_size, 1)  # (H, W, C) or (H, W)
-    image_size = shape[:2]
-    given = {"n_steps": args.n_steps, "n_samples": args.n_samples, "stdev": args.stdev,
-             "n_masks": args.n_masks, "grid_size": args.grid_size}
-    for key in ("n_steps", "n_samples", "n_masks", "grid_size"):
-        if given[key] is not None:
-            _positive(OPTION_FLAGS[key], given[key])
-    if given["stdev"] is not None and not (np.isfinite(given["stdev"]) and given["stdev"] >= 0):
-        raise UsageError(f"--stdev must be a finite number >= 0, got {given['stdev']}")
-    if given["grid_size"] is not None:
-        if given["grid_size"] > min(image_size):
-            raise UsageError(f"--grid-size must be at most the image size {min(image_size)}, got {given['grid_size']}")
-        given["grid_size"] = (given["grid_size"], given["grid_size"])
-    for key, value in given.items():
-        if value is not None and not any(key in methods.defaults(m) for m in method_names):
-            raise UsageError(f"{OPTION_FLAGS[key]} is an option of no selected method "
-                             f"({', '.join(method_names)}); it would have no effect")
-    out = {}
-    for name in method_names:
-        known = methods.defaults(name)
-        options = {k: v for k, v in given.items() if v is not None and k in known}
-        try:
-            out[name] = methods.resolved_options(name, options)
-        except (TypeError, ValueError) as err:
-            raise UsageError(str(err)) from None
-        if out[name].get("grid_size", 0) is None:  # the paper's grid for this image size
-            from cocoa_jax.attribution import paper_grid_size
-
-            out[name]["grid_size"] = tuple(paper_grid_size(image_size))
-        # Every value, by the method's own checks on the real image shape (milliseconds).
-        try:
-            methods.check_values(name, out[name], shape, names=OPTION_FLAGS)
-        except (TypeError, ValueError) as err:
-            raise UsageError(f"{err} (method {name})") from None
-    return out
 
 
 def check_out_dir(out: str, overwrite: bool) -> str:
@@ -205,199 +165,279 @@ def select(labels_train: np.ndarray, labels_test: np.ndarray, *, corpus_class: i
 
 
 # ---------------------------------------------------------------------------------------------
-# Computation
-
-def make_explainer(encode_fn, method: str, options: dict):
-    """jit-compiled, explicand-vmapped `methods.attribute(method, ...)` for `encode_fn(variables, x)`.
-
-    Returns fn(variables, xs (N, H, W, C), baselines (N, H, W, C), target with direction
-    (N, K, D), keys (N,)) -> (N, K, H, W, C) (gradient methods) or (N, K, H, W) (RISE).
-    Parameters and targets are traced arguments, so nothing big is baked in as a constant.
-    """
-    import jax
-
-    from cocoa_jax import methods, targets
-
-    @jax.jit
-    def explain(variables, xs, baselines, target, keys):
-        def one(x, b, t, k):
-            f = targets.explain_fn(lambda xb: encode_fn(variables, xb), t)
-            return methods.attribute(method, f, x, b, k, **options)
-
-        return jax.vmap(one)(xs, baselines, target, keys)
-
-    return explain
+# Inputs: the digits demo, or the user's model and files
 
 
-def encode_in_chunks(encode, params, x, chunk: int = 256) -> np.ndarray:
-    """(M, H, W, C) -> (M, D) in fixed-size zero-padded chunks (one compilation for every M)."""
-    import jax.numpy as jnp
-
-    x = np.asarray(x, np.float32)
-    padded = np.zeros((-(-len(x) // chunk) * chunk, *x.shape[1:]), np.float32)
-    padded[:len(x)] = x
-    out = [np.asarray(encode(params, jnp.asarray(padded[i:i + chunk]))) for i in range(0, len(padded), chunk)]
-    return np.concatenate(out)[:len(x)]
-
-
-def array_axes(method_names) -> dict[str, str]:
+def array_axes(method_names, *, demo: bool) -> dict[str, str]:
     """Axis order of every array in attributions.npz (N explicands, K targets)."""
     from cocoa_jax import methods
 
     axes = {name: "(N, K, H, W, C)" if methods.get(name).per_channel else "(N, K, H, W)"
             for name in method_names}
     axes.update({
-        "explicands": "(N, H, W, C)", "baselines": "(N, H, W, C) the blurred explicands",
+        "explicands": "(N, H, W, C) pixels in [0, 1]", "baselines": "(N, H, W, C) the blurred explicands",
         "scores": "(N, K) target value at each explicand",
         "baseline_scores": "(N, K) target value at each baseline",
         "completeness_gaps": "{method}_completeness_gap (N, K): sum of attributions - (score - baseline_score)",
-        "explicand_indices": "(N,) into the digits test split", "explicand_labels": "(N,)",
-        "corpus_indices": "(corpus_size,) into the digits training split",
-        "foil_indices": "(foil_size,) into the digits training split",
         "target_names": "(K,) the K axis", "method_names": "the methods run",
     })
+    if demo:
+        axes.update({"explicand_indices": "(N,) into the digits test split", "explicand_labels": "(N,)",
+                     "corpus_indices": "(corpus_size,) into the digits training split",
+                     "foil_indices": "(foil_size,) into the digits training split"})
+    else:
+        axes.update({"explicand_files": "(N,) the explicands' files", "corpus_files": "the corpus files",
+                     "foil_files": "the foil files drawn"})
     return axes
+
+
+def _check_data_arguments(args, target_names) -> dict:
+    """Which mode (demo or files) and everything about the data that can be checked before loading."""
+    from cocoa_jax import targets
+    from cocoa_jax.data import files
+    from cocoa_jax.models import registry
+
+    if args.model not in registry.ARCHITECTURES:
+        raise UsageError(f"--model must be one of {', '.join(registry.list_architectures())}, got {args.model!r}")
+    spec = registry.ARCHITECTURES[args.model]
+    if args.weights is None and spec.default_dir is None:
+        raise UsageError(f"--model {args.model} needs --weights DIR (the out_dir of `cocoa-jax convert "
+                         f"{args.model} CHECKPOINT DIR`)")
+    if args.weights is not None and not os.path.isdir(os.path.expanduser(args.weights)):
+        raise UsageError(f"--weights {args.weights!r} is not a directory")
+    own = [flag for flag, value in (("--images", args.images), ("--corpus", args.corpus),
+                                    ("--corpus-text", args.corpus_text), ("--foil", args.foil),
+                                    ("--foil-text", args.foil_text)) if value is not None]
+    demo_flags = [flag for flag, value in (("--corpus-class", args.corpus_class),
+                                           ("--explicand-class", args.explicand_class),
+                                           ("--explicands", args.explicands), ("--corpus-size", args.corpus_size))
+                  if value is not None]
+    demo = not own
+    if demo:
+        if args.model != registry.DIGITS:
+            raise UsageError(f"--model {args.model} needs --images PATH (and --corpus/--foil or their text forms); "
+                             f"only the digits encoder has a built-in demo")
+        return {"demo": True, "corpus_class": _class("--corpus-class", DEMO_DEFAULTS["corpus_class"]
+                                                      if args.corpus_class is None else args.corpus_class),
+                "explicands": _positive("--explicands", DEMO_DEFAULTS["explicands"]
+                                        if args.explicands is None else args.explicands),
+                "corpus_size": _positive("--corpus-size", DEMO_DEFAULTS["corpus_size"]
+                                         if args.corpus_size is None else args.corpus_size),
+                "explicand_class": None if args.explicand_class is None
+                else _class("--explicand-class", args.explicand_class)}
+    if demo_flags:
+        raise UsageError(f"{', '.join(demo_flags)} belong to the digits demo; with {own[0]}, name the images "
+                         f"themselves (--images, --corpus, --foil)")
+    if args.images is None:
+        raise UsageError(f"{own[0]} needs --images PATH (the explicands)")
+    for image_flag, text_flag, what in (("--corpus", "--corpus_text", "corpus"), ("--foil", "--foil_text", "foil")):
+        if getattr(args, image_flag[2:]) is not None and getattr(args, text_flag[2:]) is not None:
+            raise UsageError(f"give the {what} as images ({image_flag}) or as text ({text_flag.replace('_', '-')}), "
+                             f"not both")
+    text = args.corpus_text is not None or args.foil_text is not None
+    if text and spec.name not in ("clip_vit", "clip_vit_b32"):
+        raise UsageError(f"--corpus-text/--foil-text need an image-text encoder (clip_vit, clip_vit_b32); "
+                         f"--model {args.model} has no text tower")
+    needs = {need for name in target_names for need in targets.TARGETS[name][1]}
+    if "corpus_reps" in needs and args.corpus is None and args.corpus_text is None:
+        raise UsageError(f"--targets {','.join(target_names)} need a corpus: --corpus PATH (or --corpus-text)")
+    if "foil_reps" in needs and args.foil is None and args.foil_text is None:
+        raise UsageError(f"--targets {','.join(target_names)} need a foil: --foil PATH (or --foil-text)")
+    try:
+        found = {name: files.expand(flag, getattr(args, name)) if getattr(args, name) is not None else None
+                 for name, flag in (("images", "--images"), ("corpus", "--corpus"), ("foil", "--foil"))}
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return {"demo": False, **{f"{k}_files": v for k, v in found.items()},
+            "corpus_text": args.corpus_text, "foil_text": args.foil_text}
+
+
+def _digits_inputs(model, setup, args):
+    """Demo: explicand, corpus and foil images from the digits split, with their indices."""
+    from cocoa_jax.data.digits import load_digits_split
+
+    data = load_digits_split(seed=0)  # the split the encoder was trained on (train images only)
+    corpus_class = setup["corpus_class"]
+    explicand_class = corpus_class if setup["explicand_class"] is None else setup["explicand_class"]
+    foil_arg = None if args.foil_size is None else _positive("--foil-size", args.foil_size)
+    expl_idx, corpus_idx, foil_idx, capped = select(
+        data.y_train, data.y_test, corpus_class=corpus_class, explicand_class=explicand_class,
+        n_explicands=setup["explicands"], corpus_size=setup["corpus_size"], foil_size=foil_arg, seed=args.seed)
+    weights = "shipped weights" if args.weights is None else f"weights {args.weights}"
+    return dict(
+        images=data.x_test[expl_idx], corpus=data.x_train[corpus_idx], foil=data.x_train[foil_idx],
+        titles=[f"test #{i} (digit {data.y_test[i]})" for i in expl_idx],
+        encoder=f"the digits SimCLR encoder ({weights})",
+        corpus_text=f"{len(corpus_idx)} training images of digit {corpus_class}",
+        foil_text=f"{len(foil_idx)} random training images outside the corpus",
+        arrays=dict(explicand_indices=expl_idx, explicand_labels=data.y_test[expl_idx],
+                    corpus_indices=corpus_idx, foil_indices=foil_idx),
+        record=dict(corpus_class=corpus_class, explicand_class=explicand_class, explicands=len(expl_idx),
+                    corpus_size=len(corpus_idx), foil_size=int(len(foil_idx)), foil_size_capped=capped,
+                    data="scikit-learn digits, split seed 0"))
+
+
+def _file_inputs(model, setup, args):
+    """Own data: the files named on the command line, read at the model's input size."""
+    from cocoa_jax.data import files
+    from cocoa_jax.targets import foil_size as required_foil_size
+
+    def read(flag, paths):
+        try:
+            return files.read(flag, paths, model.input_shape, model.preprocess)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+
+    out = dict(images=read("--images", setup["images_files"]), corpus=None, foil=None, corpus_reps=None,
+               foil_reps=None, titles=[os.path.basename(p) for p in setup["images_files"]],
+               encoder=f"{args.model} ({args.weights or 'shipped weights'})", arrays={}, record={})
+    out["arrays"]["explicand_files"] = np.array(setup["images_files"])
+    if setup["corpus_files"] is not None:
+        out["corpus"] = read("--corpus", setup["corpus_files"])
+        out["corpus_text"] = f"{len(setup['corpus_files'])} images"
+        out["arrays"]["corpus_files"] = np.array(setup["corpus_files"])
+    elif setup["corpus_text"] is not None:
+        out["corpus_reps"] = np.asarray(model.encode_text(list(setup["corpus_text"])))
+        out["corpus_text"] = "; ".join(repr(t) for t in setup["corpus_text"])
+    else:
+        out["corpus_text"] = "none"
+    if setup["foil_files"] is not None:
+        pool = setup["foil_files"]
+        size = args.foil_size
+        if size is None:
+            size = min(required_foil_size(0.01, 0.05, nonnegative=True), len(pool))
+        elif _positive("--foil-size", size) > len(pool):
+            raise UsageError(f"--foil-size={size} exceeds the {len(pool)} foil images given")
+        chosen = sorted(np.random.default_rng(args.seed).choice(len(pool), size, replace=False))
+        foil_files = [pool[i] for i in chosen]
+        out["foil"] = read("--foil", foil_files)
+        out["foil_text"] = f"{len(foil_files)} of {len(pool)} images drawn at random"
+        out["arrays"]["foil_files"] = np.array(foil_files)
+    elif setup["foil_text"] is not None:
+        out["foil_reps"] = np.asarray(model.encode_text(list(setup["foil_text"])))
+        out["foil_text"] = "; ".join(repr(t) for t in setup["foil_text"])
+    else:
+        out["foil_text"] = "none"
+    out["record"] = dict(images=setup["images_files"], corpus=setup["corpus_files"] or setup["corpus_text"],
+                         foil=out["arrays"].get("foil_files", setup["foil_text"]))
+    if isinstance(out["record"]["foil"], np.ndarray):
+        out["record"]["foil"] = out["record"]["foil"].tolist()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
 
 
 def run(args: argparse.Namespace) -> int:
     # Validate everything before any heavy import or computation.
-    corpus_class = _class("--corpus-class", args.corpus_class)
-    explicand_class = corpus_class if args.explicand_class is None else _class("--explicand-class", args.explicand_class)
-    n_explicands = _positive("--explicands", args.explicands)
     target_names = parse_names("--targets", args.targets, _target_names())
-    method_names = parse_names("--methods", args.methods, _method_names())
+    method_names = method_flags.selected(args)
     from cocoa_jax.targets import SIMILARITIES
 
     if args.similarity not in SIMILARITIES:
         raise UsageError(f"--similarity must be one of {', '.join(SIMILARITIES)}, got {args.similarity!r}")
-    corpus_size = _positive("--corpus-size", args.corpus_size)
-    foil_arg = None if args.foil_size is None else _positive("--foil-size", args.foil_size)
     if int(args.seed) < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    batch_size = None if args.batch_size is None else _positive("--batch-size", args.batch_size)
+    if args.foil_size is not None:
+        _positive("--foil-size", args.foil_size)
+    setup = _check_data_arguments(args, target_names)
     from cocoa_jax.models import registry
 
-    image_shape = registry.ARCHITECTURES[registry.DIGITS].input_shape(registry.DIGITS_CONFIG)
-    options = method_options(args, method_names, image_shape)
-    if args.weights is not None and not os.path.isdir(args.weights):
-        raise UsageError(f"--weights {args.weights!r} is not a directory")
+    image_shape = registry.input_shape_of(args.model, args.weights)
+    if image_shape is None:
+        raise UsageError(f"--weights {args.weights!r} holds no readable model.json for --model {args.model}")
+    options = method_flags.options(args, method_names, image_shape, batch_size=batch_size)
     out = check_out_dir(args.out, args.overwrite)
-    from cocoa_jax.data.digits import load_digits_split
-
-    data = load_digits_split(seed=0)  # the split the encoder was trained on (train images only)
-    expl_idx, corpus_idx, foil_idx, capped = select(
-        data.y_train, data.y_test, corpus_class=corpus_class, explicand_class=explicand_class,
-        n_explicands=n_explicands, corpus_size=corpus_size, foil_size=foil_arg, seed=args.seed)
+    if batch_size is None and max(image_shape[:2]) > 64:
+        batch_size = 32  # bounded memory for ImageNet-size encoders
 
     import jax
-    import jax.numpy as jnp
     from tqdm.auto import tqdm
 
     import cocoa_jax
-    from cocoa_jax import baselines as B
-    from cocoa_jax import methods
+    from cocoa_jax import methods, pipeline, viz
     from cocoa_jax import targets as T
+    from cocoa_jax.data import files
     from cocoa_jax.models import load
-    from cocoa_jax import viz
 
     t_start = time.perf_counter()
-    steps = ["load", "targets", *method_names, "write"]
-    bar = tqdm(total=len(steps), desc="cocoa-jax explain", unit="step", disable=args.quiet)
+    bar = tqdm(total=2 + len(method_names), desc="cocoa-jax explain", unit="step", disable=args.quiet)
     timings = {}
-
-    def advance(name, t0):
-        timings[name] = round(time.perf_counter() - t0, 3)
-        bar.set_postfix_str(f"{name} {timings[name]:.1f}s")
-        bar.update(1)
-
     t0 = time.perf_counter()
     try:
-        model = load("digits", args.weights)
+        model = load(args.model, args.weights)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(f"--weights: {err}") from None
-    xs = jnp.asarray(data.x_test[expl_idx])
-    blurred = B.gaussian_blur(xs, 21, 5.0)  # the paper's baseline: the explicand, blurred
-    advance("load", t0)
+    inputs = (_digits_inputs if setup["demo"] else _file_inputs)(model, setup, args)
+    timings["load"] = round(time.perf_counter() - t0, 3)
+    bar.update(1)
 
-    t0 = time.perf_counter()
-    encode, params = jax.jit(model.encode_fn), model.params
-    corpus_reps = encode_in_chunks(encode, params, data.x_train[corpus_idx])
-    foil_reps = encode_in_chunks(encode, params, data.x_train[foil_idx])
-    expl_reps = encode_in_chunks(encode, params, xs)
-    base_reps = encode_in_chunks(encode, params, blurred)
-    target = T.build_stacked(target_names, explicand_reps=expl_reps, corpus_reps=corpus_reps,
-                             foil_reps=foil_reps, similarity=args.similarity)
-    # Shared targets have direction (K, D), per-explicand ones (N, K, D): give every target an
-    # explicand axis so one vmap handles both.
-    k = len(target_names)
-    target = T.Target(jnp.broadcast_to(target.direction, (n_explicands, k, model.representation_dim)),
-                      target.normalize)
-    score = jax.vmap(lambda r, t: t(r))
-    scores = np.asarray(score(jnp.asarray(expl_reps), target))           # (N, K)
-    baseline_scores = np.asarray(score(jnp.asarray(base_reps), target))  # (N, K)
-    advance("targets", t0)
+    class PixelModel:  # the model on [0, 1] pixels (its normalisation folded into the encoder)
+        encode_fn = staticmethod(files.pixel_encoder(model))
+        params = model.params
 
-    key = jax.random.key(args.seed)
-    results, extras = {}, {}
-    for name in method_names:
-        t0 = time.perf_counter()
-        keys = jax.random.split(jax.random.fold_in(key, methods.stream_id(name)), n_explicands)
-        explain = make_explainer(model.encode_fn, name, options[name])
-        attr = np.asarray(jax.block_until_ready(explain(params, xs, blurred, target, keys)))
-        results[name] = attr
-        if name == "integrated_gradients":  # completeness: attributions sum to f(x) - f(baseline)
-            sums = attr.reshape(*attr.shape[:2], -1).sum(-1)
-            extras[f"{name}_completeness_gap"] = sums - (scores - baseline_scores)
-        advance(name, t0)
+    def on_method(name, seconds):
+        timings[name] = round(seconds, 3)
+        bar.set_postfix_str(f"{name} {seconds:.1f}s")
+        bar.update(1)
+
+    chunk_size = None if max(image_shape[:2]) <= 64 else 1
+    try:
+        result = pipeline.explain_images(
+            PixelModel, inputs["images"], corpus=inputs.get("corpus"), foil=inputs.get("foil"),
+            corpus_reps=inputs.get("corpus_reps"), foil_reps=inputs.get("foil_reps"), targets=target_names,
+            methods=method_names, options=options, key=jax.random.key(args.seed), similarity=args.similarity,
+            batch_size=batch_size, chunk_size=chunk_size, on_method=on_method)
+    except ValueError as err:  # data the model cannot take (range, size): one line
+        raise UsageError(str(err)) from None
+    timings["targets"] = round(result.seconds["targets"], 3)
 
     t0 = time.perf_counter()
     # All three files are committed together at the end: Ctrl-C before that leaves none of them.
     outputs = Outputs()
-    arrays = dict(**results, **extras, explicands=np.asarray(xs), baselines=np.asarray(blurred),
-                  scores=scores, baseline_scores=baseline_scores,
-                  explicand_indices=expl_idx, explicand_labels=data.y_test[expl_idx],
-                  corpus_indices=corpus_idx, foil_indices=foil_idx,
+    extras = {f"{m}_completeness_gap": gap for m, gap in result.completeness_gaps.items()}
+    arrays = dict(**result.maps, **extras, explicands=np.asarray(inputs["images"]), baselines=result.baselines,
+                  scores=result.scores, baseline_scores=result.baseline_scores, **inputs["arrays"],
                   target_names=np.array(target_names), method_names=np.array(method_names))
     outputs.add_npz(os.path.join(out, "attributions.npz"), arrays)
     # Rows: target x method, each row on one shared colour scale (numbers on its colour bar);
-    # RISE rows minus their mean (methods' `centred` flag, applied by viz).
+    # centred methods' rows minus their mean (the table's `centred` flag, applied by viz).
     row_keys = [(t, m) for t in target_names for m in method_names]
     row_titles = [f"{T.TARGET_TITLES[t]}\n{methods.get(m).title}".replace("Contrastive ", "Contrastive\n")
                   for t, m in row_keys]
-    row_maps = [results[m][:, target_names.index(t)] for t, m in row_keys]
-    titles = [f"test #{i} (digit {data.y_test[i]})" for i in expl_idx]
-    weights = "shipped weights" if args.weights is None else f"weights {args.weights}"
-    suptitle = (f"Explaining the digits SimCLR encoder ({weights})\n"
-                f"corpus: {corpus_size} training images of digit {corpus_class}; foil: {len(foil_idx)} random "
-                f"training images outside the corpus; baseline: blurred explicand")
+    row_maps = [result.maps[m][:, target_names.index(t)] for t, m in row_keys]
+    suptitle = (f"Explaining {inputs['encoder']}\ncorpus: {inputs['corpus_text']}; foil: {inputs['foil_text']}; "
+                f"baseline: blurred explicand")
     outputs.add_rendered(os.path.join(out, "figure.png"), lambda f: viz.plot_attributions(
-        np.asarray(xs), row_maps, method=[m for _, m in row_keys], titles=titles, row_titles=row_titles,
-        scale="row", suptitle=suptitle, image_label="explicand", path=f))
-    advance("write", t0)
+        np.asarray(inputs["images"]), row_maps, method=[m for _, m in row_keys], titles=inputs["titles"],
+        row_titles=row_titles, scale="row", suptitle=suptitle, image_label="explicand", path=f))
+    timings["write"] = round(time.perf_counter() - t0, 3)
+    bar.update(1)
     bar.close()
     timings["total"] = round(time.perf_counter() - t_start, 3)
 
-    gaps = [np.max(np.abs(v)) for v in extras.values()]
+    gaps = [float(np.max(np.abs(v))) for v in extras.values()]
     settings = {
-        "corpus_class": corpus_class, "explicand_class": explicand_class, "explicands": n_explicands,
+        "model": args.model, "weights": args.weights or "shipped", **inputs["record"],
         "targets": list(target_names), "methods": list(method_names), "similarity": args.similarity,
-        "method_options": {m: {k2: list(v) if isinstance(v, tuple) else v for k2, v in o.items()}
+        "method_options": {m: {k: list(v) if isinstance(v, tuple) else v
+                               for k, v in methods.resolved_options(m, o, image_shape).items() if k != "feature_mask"}
                            for m, o in options.items()},
-        "corpus_size": corpus_size, "foil_size": int(len(foil_idx)), "foil_size_capped": capped,
-        "baseline": "gaussian_blur(kernel_size=21, sigma=5.0)", "seed": args.seed, "data_split_seed": 0,
-        "weights": args.weights or "shipped",
-        "arrays": {"file": "attributions.npz", "axes": array_axes(method_names),
-                   "note": "indices of explicands, corpus and foil are stored in the npz, not here"},
+        "baseline": "gaussian_blur(kernel_size=21, sigma=5.0) of the [0, 1] pixels", "seed": args.seed,
+        "batch_size": batch_size,
+        "arrays": {"file": "attributions.npz", "axes": array_axes(method_names, demo=setup["demo"])},
         "figure": "red = supports the target (positive attribution), blue = opposes it; rows are "
                   "target x method, each row on one shared symmetric colour scale (+-max |value| of the "
-                  "row, numbers on its colour bar); gradient maps are averaged over channels; RISE maps "
-                  "are shown minus their mean (RISE carries the mean score as a constant offset)",
-        "max_abs_ig_completeness_gap": float(max(gaps)) if gaps else None,
+                  "row, numbers on its colour bar); per-channel maps are averaged over channels; maps of "
+                  "centred methods (RISE) are shown minus their mean (they carry the mean score as an offset)",
+        "max_abs_completeness_gap": max(gaps) if gaps else None,
         "timings_s": timings,
         "versions": {"cocoa_jax": getattr(cocoa_jax, "__version__", "?"), "jax": jax.__version__,
                      "numpy": np.__version__, "python": platform.python_version(),
                      "backend": jax.default_backend()},
     }
-
     outputs.add_json(os.path.join(out, "settings.json"), settings)
     outputs.commit()
     print(f"wrote {os.path.join(out, 'figure.png')}, attributions.npz and settings.json "

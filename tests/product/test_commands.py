@@ -172,3 +172,36 @@ def test_version_and_python_m(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert module.returncode == 0 and module.stdout == installed.stdout
     assert installed.stdout.startswith("cocoa-jax ")
+
+
+def test_explain_own_model_and_images(tmp_path, converted_model_dir):
+    """docs/cli.md's 'explain your encoder': a converted checkpoint, folders and globs of photos."""
+    arch, model_dir = converted_model_dir
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    paths = _photos(str(photos), names=("astronaut", "coffee", "chelsea", "rocket", "camera", "horse"))
+    (tmp_path / "corpus").mkdir()
+    for p in paths[1:3]:
+        os.replace(p, tmp_path / "corpus" / os.path.basename(p))
+    proc = run_cli(["explain", "--model", arch, "--weights", model_dir, "--images", paths[0],
+                    "--corpus", "corpus", "--foil", str(photos / "[rch]*.png"), "--foil-size", "2",
+                    "--methods", "integrated_gradients,rise", "--n-steps", "4", "--n-masks", "32",
+                    "--out", "mine", "--quiet"], cwd=tmp_path)
+    _assert_ok(proc)
+    settings = _check_explain_outputs(tmp_path / "mine", 1, ("integrated_gradients", "rise"))
+    assert settings["model"] == arch and len(settings["foil"]) == 2
+    assert [os.path.basename(p) for p in settings["corpus"]] == ["chelsea.png", "coffee.png"]
+    with np.load(tmp_path / "mine" / "attributions.npz") as data:
+        assert data["explicands"].shape == (1, 32, 32, 3)
+        assert 0.0 <= data["explicands"].min() and data["explicands"].max() <= 1.0  # pixels, not normalised
+    # Mistakes in the user's data are one line, before any work, nothing written.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for flags, needle in ((["--corpus", "empty"], "holds no image files"),
+                          (["--corpus", "nothing_*.png"], "matches no files"),
+                          (["--corpus-text", "a dog"], "image-text encoder"),
+                          ([], "need a corpus")):
+        bad = run_cli(["explain", "--model", arch, "--weights", model_dir, "--images", paths[0],
+                       "--foil", str(photos), *flags, "--out", "bad"], cwd=tmp_path)
+        _assert_usage_error(bad, "explain", needle)
+        assert not (tmp_path / "bad").exists()

@@ -21,7 +21,7 @@ def gini_index(attributions, ndim: int | None = None, *, absolute: bool = True):
     Args:
       attributions: an array; its last `ndim` axes form one map (None: the whole array).
       absolute: take |attributions| first (True) or use the raw values as the official code (False).
-    Returns: an array of the leading (batch) shape, float32 (float64 for float64 input).
+    Returns: an array of the leading (batch) shape, float32 (float64 for float64 input with jax x64 on).
     """
     _checks.check_array("attributions", attributions, min_ndim=1)
     a = jnp.asarray(attributions)

@@ -248,11 +248,20 @@ def write_report(run_dir: str, out_dir: str | None = None) -> dict:
                             f"{t['median_attribution_seconds']:.2f} | {t['median_evaluation_seconds']:.2f} | "
                             f"{t['total_seconds']:.1f} |")
     md_parts.append("### Time per unit\n\n" + "\n".join(timing_lines))
+    from cocoa_jax.sweep import studies  # model randomisation (first), size sensitivity, Gini
+
+    for title, body in studies.extra_sections(run_dir):
+        part = f"### {title}\n\n{body}"
+        if title == "Model randomisation":
+            md_parts.insert(0, part)
+        else:
+            md_parts.append(part)
     paths = {"markdown": os.path.join(out_dir, "report.md"), "csv": os.path.join(out_dir, "report.csv"),
              "plot": os.path.join(out_dir, "curves.png")}
     outputs = Outputs()
     outputs.add_text(paths["markdown"], "\n\n".join(md_parts) + "\n")
     outputs.add_text(paths["csv"], csv_table(run_dir))
     outputs.add_rendered(paths["plot"], lambda f: plot_curves(run_dir, f))
+    studies.add_outputs(run_dir, out_dir, outputs, paths)  # a size study: sensitivity_<corpus|foil>.png/.csv
     outputs.commit()
     return paths

@@ -1,0 +1,252 @@
+"""Report parts of a sweep's studies: size sensitivity (the paper's Appendix I / J, Figures 4-7),
+model randomisation, and the Gini sparsity of the stored maps.
+
+Kept apart from `report` (tables and curves of every run); `report.write_report` adds what these
+functions return when the run holds a study.
+"""
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+
+from cocoa_jax.metrics import KINDS
+from cocoa_jax.sweep.config import RANDOM_METHOD
+
+STUDY_TITLES = {"corpus_size": ("corpus", "Corpus size"), "foil_size": ("foil", "Foil size")}
+
+
+def _report():
+    from cocoa_jax.sweep import report  # report imports this module: import it lazily
+
+    return report
+
+
+# ----------------------------------------------------------------------------- size sensitivity
+
+
+def sensitivity_per_seed(run_dir: str):
+    """(config, sizes, {(method, target): {(size, kind, measure): {seed: value}}}): per seed, the
+    explicand-weighted mean AUC over its classes at every size (rows' `auc_by_size`)."""
+    config, _, rows, _ = _report().collect(run_dir)
+    if config.size_field is None:
+        raise ValueError(f"{run_dir!r} is not a size study (corpus_size and foil_size are numbers)")
+    sums: dict = {}
+    for row in rows.values():
+        for size, by_target in row.get("auc_by_size", {}).items():
+            for target, by_kind in by_target.items():
+                cell = sums.setdefault((row["method"], target), {})
+                for kind, by_measure in by_kind.items():
+                    for measure, value in by_measure.items():
+                        acc = cell.setdefault((int(size), kind, measure), {}).setdefault(row["seed"], [0.0, 0])
+                        acc[0] += value * row["n_explicands"]
+                        acc[1] += row["n_explicands"]
+    per_seed = {key: {k: {seed: s / n for seed, (s, n) in by_seed.items()} for k, by_seed in cell.items()}
+                for key, cell in sums.items()}
+    return config, list(config.sizes), per_seed
+
+
+def sensitivity_table(run_dir: str, measures=("ccs", "corpus_majority_prob")):
+    """(config, sizes, [(measure, kind, [((method, target), [cell per size])])]); cell (mean, ci, n)."""
+    report = _report()
+    config, sizes, per_seed = sensitivity_per_seed(run_dir)
+    out = []
+    for measure in measures:
+        for kind in KINDS:
+            body = []
+            for method, target in report.row_order(config):
+                cells = []
+                for size in sizes:
+                    values = per_seed.get((method, target), {}).get((size, kind, measure), {})
+                    seeds = [values[s] for s in config.seeds if s in values]
+                    cells.append((float(np.mean(seeds)), report.ci95_halfwidth(seeds), len(seeds)) if seeds else None)
+                body.append(((method, target), cells))
+            out.append((measure, kind, body))
+    return config, sizes, out
+
+
+def sensitivity_markdown(run_dir: str, measures=("ccs", "corpus_majority_prob")) -> str:
+    report = _report()
+    config, sizes, tables = sensitivity_table(run_dir, measures)
+    noun, title = STUDY_TITLES[config.size_field]
+    fixed = (f"foil size {config.foil_size}" if config.size_field == "corpus_size"
+             else f"corpus size {config.corpus_size}")
+    parts = [f"{title} sensitivity (the paper's Appendix {'I' if noun == 'corpus' else 'J'}): AUC at each {noun} "
+             f"size, {fixed}; every size from ONE pass (nested draws: size s is the first s of one draw per seed "
+             f"and class). Mean (95% CI half-width, t over {len(config.seeds)} seed(s))."]
+    for measure, kind, body in tables:
+        arrow = "↑" if kind == "insertion" else "↓"
+        header = ["Method", "Target"] + [f"{noun} {s}" for s in sizes]
+        lines = [f"#### {report.MEASURE_TITLES[measure]}, {kind} ({arrow})", "",
+                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for (method, target), cells in body:
+            lines.append("| " + " | ".join([report.METHOD_TITLES.get(method, method),
+                                            "" if method == RANDOM_METHOD else report.TARGET_TITLES.get(target, target)]
+                                           + [report._fmt(c) for c in cells]) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def sensitivity_csv(run_dir: str, measures=None) -> str:
+    from cocoa_jax.metrics import MEASURE_NAMES
+
+    config, sizes, tables = sensitivity_table(run_dir, measures or MEASURE_NAMES)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["size_field", "size", "method", "target", "measure", "kind", "mean", "ci95", "n_seeds"])
+    for measure, kind, body in tables:
+        for (method, target), cells in body:
+            for size, cell in zip(sizes, cells):
+                if cell is not None:
+                    writer.writerow([config.size_field, size, method, target, measure, kind, f"{cell[0]:.6g}",
+                                     f"{cell[1]:.6g}", cell[2]])
+    return out.getvalue()
+
+
+def sensitivity_figure(run_dir: str, measures=("ccs", "corpus_majority_prob"), target: str = "cocoa"):
+    """The paper's Figures 4-7: AUC vs size (log x), one panel per measure (rows) x kind (columns),
+    one line per method for `target` (COCOA), mean over seeds with a 95% t band (none with one
+    seed), the random attribution as the dashed grey reference. Returns the Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    report = _report()
+    config, sizes, tables = sensitivity_table(run_dir, measures)
+    noun, title = STUDY_TITLES[config.size_field]
+    fig, axes = plt.subplots(len(measures), len(KINDS), figsize=(4.2 * len(KINDS), 3.2 * len(measures)),
+                             squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    x = np.asarray(sizes, float)
+    handles = {}
+    for measure, kind, body in tables:
+        ax = axes[list(measures).index(measure), KINDS.index(kind)]
+        methods = [m for (m, t), _ in body if t == target]
+        for (method, tgt), cells in body:
+            if tgt != target and method != RANDOM_METHOD:
+                continue
+            mean = np.array([np.nan if c is None else c[0] for c in cells])
+            ci = np.array([np.nan if c is None else c[1] for c in cells])
+            if method == RANDOM_METHOD:
+                style, label = dict(color="0.4", linestyle=(0, (5, 2)), linewidth=1.8), "Random attribution"
+            else:
+                style = dict(color=colors[methods.index(method) % len(colors)], linewidth=1.8, marker="o",
+                             markersize=3.5)
+                label = f"{report.METHOD_TITLES.get(method, method)} ({report.TARGET_TITLES.get(target, target)})"
+            line, = ax.plot(x, mean, label=label, **style)
+            if np.isfinite(ci).any():
+                ax.fill_between(x, mean - ci, mean + ci, color=line.get_color(), alpha=0.18, linewidth=0)
+            handles[label] = line
+        ax.set_xscale("log")
+        ax.set_xticks(x)
+        ax.set_xticklabels([str(s) for s in sizes], fontsize=8)
+        ax.minorticks_off()
+        ax.set_xlabel(f"{noun} size", fontsize=9)
+        ax.set_ylabel(f"{report.MEASURE_TITLES[measure]}\n{kind} AUC ({'↑' if kind == 'insertion' else '↓'})",
+                      fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+    fixed = f"foil {config.foil_size}" if noun == "corpus" else f"corpus {config.corpus_size}"
+    fig.suptitle(f"{title} sensitivity ({fixed}): mean over {len(config.seeds)} seed(s)"
+                 + (", 95% t bands" if len(config.seeds) > 1 else ""), fontsize=10)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(4, len(handles)), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    return fig
+
+
+def plot_sensitivity(run_dir: str, out_path, **kwargs):
+    from cocoa_jax import viz
+
+    fig = sensitivity_figure(run_dir, **kwargs)
+    try:
+        return viz.save_figure(fig, out_path, dpi=110)
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- Gini
+
+
+def gini_per_seed(run_dir: str):
+    """{(method, target): {seed: mean Gini over the seed's explicands}}: the official Gini formula
+    (`sparsity.gini_index(..., absolute=False)`, raw values) of each stored channel-mean map."""
+    from cocoa_jax.sparsity import gini_index
+
+    _, store, rows, _ = _report().collect(run_dir)
+    sums: dict = {}
+    for row in rows.values():
+        maps = store.load_unit(row)["attributions"]  # (N, K, H, W) channel means (largest size of a study)
+        values = np.asarray(gini_index(np.asarray(maps, np.float64), ndim=2, absolute=False))  # (N, K)
+        for k, target in enumerate(row["targets"]):
+            acc = sums.setdefault((row["method"], target), {}).setdefault(row["seed"], [0.0, 0])
+            acc[0] += float(values[:, k].sum())
+            acc[1] += values.shape[0]
+    return {key: {seed: s / n for seed, (s, n) in by_seed.items()} for key, by_seed in sums.items()}
+
+
+def gini_markdown(run_dir: str) -> str:
+    report = _report()
+    config, _, _, _ = report.collect(run_dir)
+    per_seed = gini_per_seed(run_dir)
+    lines = ["| Method | Target | Gini |", "|---|---|---|"]
+    for method, target in report.row_order(config):
+        values = per_seed.get((method, target), {})
+        seeds = [values[s] for s in config.seeds if s in values]
+        cell = (float(np.mean(seeds)), report.ci95_halfwidth(seeds), len(seeds)) if seeds else None
+        lines.append(f"| {report.METHOD_TITLES.get(method, method)} | "
+                     f"{'' if method == RANDOM_METHOD else report.TARGET_TITLES.get(target, target)} | "
+                     f"{report._fmt(cell)} |")
+    where = " (at the largest size of the study)" if config.size_field else ""
+    lines += ["", "Gini index of the stored channel-mean attribution maps" + where + ", the official "
+              "`compute_gini_index` formula on the RAW values (no absolute value: "
+              "`cocoa_jax.sparsity.gini_index(maps, ndim=2, absolute=False)`); mean over the explicands of a seed, "
+              "then mean (95% CI half-width) over seeds. Higher is sparser."]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- randomisation
+
+
+def randomization_markdown(run_dir: str) -> str:
+    report = _report()
+    config, _, _, _ = report.collect(run_dir)
+    intro = ("Every number in this report is under model randomisation: per seed s, the encoder's parameters "
+             "re-drawn with `randomize_params(params, jax.random.key(s))` (the official `--randomize-model`: each "
+             "tensor from a normal with its own mean and std, truncated to its own range), then the same sampling, "
+             "attribution and evaluation; the linear probe is trained per seed on the randomised encoder. "
+             "Compare with the trained encoder's run of the same config (randomize_model false).")
+    return intro + "\n\n" + report.markdown_table(run_dir, ("ccs", "corpus_majority_prob"))
+
+
+def extra_sections(run_dir: str) -> list[tuple[str, str]]:
+    """(title, markdown) sections `write_report` adds for this run: model randomisation (first),
+    size sensitivity, Gini."""
+    report = _report()
+    config, _, _, _ = report.collect(run_dir)
+    out = []
+    if config.randomize_model:
+        out.append(("Model randomisation", randomization_markdown(run_dir)))
+    if config.size_field is not None:
+        out.append((f"{STUDY_TITLES[config.size_field][1]} sensitivity", sensitivity_markdown(run_dir)))
+    out.append(("Sparsity: Gini index", gini_markdown(run_dir)))
+    return out
+
+
+def add_outputs(run_dir: str, out_dir: str, outputs, paths: dict) -> None:
+    """Queue the study files on `outputs` (a `cocoa_jax.files.Outputs`): for a size study
+    sensitivity_<corpus|foil>.png and .csv; names added to `paths`."""
+    import os
+
+    config, _, _, _ = _report().collect(run_dir)
+    if config.size_field is None:
+        return
+    noun = STUDY_TITLES[config.size_field][0]
+    paths["sensitivity_plot"] = os.path.join(out_dir, f"sensitivity_{noun}.png")
+    paths["sensitivity_csv"] = os.path.join(out_dir, f"sensitivity_{noun}.csv")
+    outputs.add_rendered(paths["sensitivity_plot"], lambda f: plot_sensitivity(run_dir, f))
+    outputs.add_text(paths["sensitivity_csv"], sensitivity_csv(run_dir))

@@ -167,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse(argv)  # a bad command line exits 2 (SystemExit), like argparse
         module = importlib.import_module(COMMANDS[args.command][0])
+        # The persistent compilation cache, for every command (no JAX import of its own).
+        from cocoa_jax import compile_cache
+
+        try:
+            compile_cache.configure(args.command, getattr(args, "compile_cache", None))
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         return int(module.run(args) or 0)
     except UsageError as err:
         _quiet_aborted_io()

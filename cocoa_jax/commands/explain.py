@@ -85,6 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated targets, from {', '.join(_target_names())} (default: all)")
     parser.add_argument("--similarity", default="cosine", help="cosine (paper) or dot")
     method_flags.add_arguments(parser, default_methods=DEFAULT_METHODS)
+    parser.add_argument("--estimators", default="paper", choices=("paper", "fast"),
+                        help="estimator profile (cocoa_jax.methods.PROFILES): paper = the paper's estimators "
+                             "(default); fast = centred RISE with 416 masks and IG with 16 steps, measured as "
+                             "accurate (docs/estimators.md); option flags override it")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="perturbed inputs per encoder call (default: all at once up to 64 px, else 32)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
@@ -92,6 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace figure.png / attributions.npz / settings.json of an earlier run in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    from cocoa_jax import compile_cache
+
+    compile_cache.add_argument(parser)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,6 +356,15 @@ def run(args: argparse.Namespace) -> int:
     if image_shape is None:
         raise UsageError(f"--weights {args.weights!r} holds no readable model.json for --model {args.model}")
     options = method_flags.options(args, method_names, image_shape, batch_size=batch_size)
+    if args.estimators != "paper":  # the profile under the flags given (paper: the signature defaults)
+        from cocoa_jax import methods as methods_table
+
+        options = {m: methods_table.with_profile(args.estimators, m, options.get(m)) for m in method_names}
+        for m, values in options.items():
+            try:
+                methods_table.check_values(m, values, image_shape, batch_size=batch_size)
+            except (TypeError, ValueError) as err:
+                raise UsageError(f"--estimators {args.estimators}: {err} (method {m})") from None
     out = check_out_dir(args.out, args.overwrite)
     if batch_size is None and max(image_shape[:2]) > 64:
         batch_size = 32  # bounded memory for ImageNet-size encoders
@@ -425,6 +441,7 @@ def run(args: argparse.Namespace) -> int:
         "method_options": {m: {k: list(v) if isinstance(v, tuple) else v
                                for k, v in methods.resolved_options(m, o, image_shape).items() if k != "feature_mask"}
                            for m, o in options.items()},
+        "estimators": args.estimators,
         "baseline": "gaussian_blur(kernel_size=21, sigma=5.0) of the [0, 1] pixels", "seed": args.seed,
         "batch_size": batch_size,
         "arrays": {"file": "attributions.npz", "axes": array_axes(method_names, demo=setup["demo"])},

@@ -32,9 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-timeout", type=float, default=None, metavar="SECONDS",
                         help="multi-host: seconds to wait for the coordinator and every process to join "
                              "(default 90); then one error line and exit status 2")
-    parser.add_argument("--compile-cache", default="auto", metavar="DIR",
-                        help="JAX persistent compilation cache: a directory, 'auto' (RUN_DIR/compile_cache, the "
-                             "default: a resume compiles nothing) or 'none'")
+    from cocoa_jax import compile_cache
+
+    compile_cache.add_argument(parser, auto="RUN_DIR/compile_cache")
     parser.add_argument("--max-units", type=int, default=None, help="stop after this many units (per process)")
     parser.add_argument("--no-progress", action="store_true", help="no progress lines")
     parser.add_argument("--report", action="store_true", help="write the report when done (process 0)")
@@ -138,9 +138,12 @@ def check_arguments(args, config) -> None:
         if differences:
             raise UsageError(f"{args.run_dir} holds a run of another config; differs in: {'; '.join(differences)}. "
                              f"Results never mix: use a new run directory (or the old settings)")
-    if args.compile_cache not in ("auto", "none") and os.path.exists(args.compile_cache) \
-            and not os.path.isdir(args.compile_cache):
-        raise UsageError(f"--compile-cache {args.compile_cache!r} is not a directory")
+    from cocoa_jax import compile_cache
+
+    try:
+        compile_cache.check_flag(args.compile_cache, allow_auto=True)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def _force_host_devices(count: int) -> None:
@@ -197,8 +200,9 @@ def run(args) -> int:
 
     try:
         result = run_sweep(config, args.run_dir, progress=not args.no_progress, max_units=args.max_units,
-                           devices=args.devices, compile_cache=None if args.compile_cache == "none"
-                           else args.compile_cache)
+                           devices=args.devices,
+                           # None: the cache `cocoa_jax.compile_cache` set up (the user cache by default)
+                           compile_cache=None if args.compile_cache in (None, "none") else args.compile_cache)
     except (RunDirMismatch, ProcessMismatch, ModelDirError, FileNotFoundError) as err:
         raise UsageError(str(err)) from None  # a damaged or missing model / data file: one line
     except jax.errors.JaxRuntimeError as err:

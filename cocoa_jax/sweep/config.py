@@ -55,6 +55,7 @@ FIELD_TYPES = {
     "include_random": _BOOL, "blur_kernel_size": _INT, "blur_sigma": _NUM, "eval_steps": _INT,
     "eval_absolute": _BOOL, "eval_superpixel": _INT, "probe_dir": _OPT_STR, "probe_train_size": _OPT_INT,
     "probe_test_size": _OPT_INT, "randomize_model": _RANDOMIZE, "explicand_batch": _INT, "attribution_batch": _OPT_INT, "eval_batch": _INT,
+    "estimators": _STR,
 }
 
 
@@ -115,6 +116,9 @@ class SweepConfig:
       attribution_batch: perturbed inputs per encoder call per explicand inside a method
         (None: the method's default).
       eval_batch: ablated inputs per encoder call during evaluation, over the whole group.
+      estimators: estimator profile under `methods` (`cocoa_jax.methods.PROFILES`): "paper"
+        (default: the signature defaults; left out of the run hash, so earlier runs keep theirs)
+        or "fast" (centred RISE, 416 masks; IG 16 steps); options in `methods` override it.
     """
 
     encoder: str = "digits"
@@ -147,6 +151,7 @@ class SweepConfig:
     explicand_batch: int = 8
     attribution_batch: int | None = None
     eval_batch: int = 512
+    estimators: str = "paper"
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -214,6 +219,9 @@ class SweepConfig:
             raise ValueError(f"config field `blur_sigma` must be positive, got {self.blur_sigma!r}")
         if self.blur_kernel_size % 2 == 0:
             raise ValueError(f"config field `blur_kernel_size` must be odd, got {self.blur_kernel_size}")
+        if self.estimators not in methods_mod.PROFILES:
+            raise ValueError(f"config field `estimators` must be one of {list(methods_mod.PROFILES)}, "
+                             f"got {self.estimators!r}")
         if self.classes is not None and not self.classes:
             raise ValueError("config field `classes` is empty (use null for all classes)")
 
@@ -221,7 +229,8 @@ class SweepConfig:
         """Check every method option VALUE for (H, W, C) images (`methods.check_values`), with
         `attribution_batch` as the batch size: a ValueError/TypeError naming `methods.NAME.OPTION`.
         Call it before any work (the sweep command does, with the encoder's input shape)."""
-        for name, options in self.methods.items():
+        for name in self.methods:
+            options = methods_mod.with_profile(self.estimators, name, self.methods[name])
             methods_mod.check_values(name, options, image_shape, batch_size=self.attribution_batch,
                                      names={**{k: f"methods.{name}.{k}" for k in methods_mod.defaults(name)},
                                             "batch_size": "attribution_batch"})
@@ -273,7 +282,8 @@ class SweepConfig:
 
     def method_options(self, name: str) -> dict[str, Any]:
         """The options a method runs with: its signature defaults updated with the overrides."""
-        return methods_mod.resolved_options(name, self.methods.get(name, {}))
+        return methods_mod.resolved_options(name, methods_mod.with_profile(self.estimators, name,
+                                                                           self.methods.get(name, {})))
 
     # -- serialisation -----------------------------------------------------------------
 
@@ -310,6 +320,8 @@ class SweepConfig:
         data["methods"] = {name: _jsonable(self.method_options(name)) for name in self.methods}
         if not self.randomize_model:
             data.pop("randomize_model")  # the default is not hashed: earlier runs keep their hash
+        if self.estimators == "paper":
+            data.pop("estimators")  # likewise
         data["protocol_version"] = PROTOCOL_VERSION
         data["method_streams"] = {name: methods_mod.stream_id(name) for name in self.method_names}
         return data

@@ -308,10 +308,10 @@ TINY = ["--explicands", "2", "--n-steps", "2", "--n-samples", "2", "--n-masks", 
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--n-masks", "0"], "--n-masks must be a positive integer"),
+    (["--n-masks", "0"], "`--n-masks` must be a positive integer"),
     (["--augmentations", "flip,grayscale"], "grayscale need 3-channel"),
     (["--augmentations", "blur"], "unknown name"),
-    (["--methods", "lime"], "unknown name"),
+    (["--methods", "shap_deep"], "unknown name"),
     (["--model", "vgg"], "--model must be one of"),
     (["--images", "a.png"], "--images/--foil need --model"),
     (["--model", "simsiam_cifar_resnet18", "--weights", "/nonexistent"], "--weights must be"),

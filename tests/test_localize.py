@@ -231,7 +231,8 @@ def test_cli_default_writes_figure_npz_settings(run_dir, model, data):
     assert z["integrated_gradients"].shape == (2, 3, 64, 64, 1)
     assert z["gradient_shap"].shape == (2, 3, 64, 64, 1) and z["rise"].shape == (2, 3, 64, 64)
     settings = json.loads((run_dir / "settings.json").read_text())
-    assert settings["n_masks"] == 8 and settings["pointing_game_chance"] == 0.25
+    assert settings["method_options"]["rise"]["n_masks"] == 8 and settings["pointing_game_chance"] == 0.25
+    assert settings["method_options"]["rise"]["grid_size"] == [4, 4]  # the paper grid at 64 px (signature default)
     # The grids are the held-out digits named in the file, and the scores are eq. (6) in float64.
     for i in range(2):
         np.testing.assert_array_equal(z["images"][i], L.compose_grid(data.x_test[z["test_indices"][i]]))

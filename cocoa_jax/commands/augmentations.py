@@ -25,20 +25,17 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 
 import numpy as np
 
+from cocoa_jax.cli import UsageError  # the one error path of every command: one line, exit 2
+
 COMMAND = "augmentations"
 DEFAULT_OUT = os.path.join("runs", "augmentations")
 OUTPUTS = ("figure.png", "attributions.npz", "settings.json")
-METHOD_LABELS = {"integrated_gradients": "IG", "gradient_shap": "GradientSHAP", "rise": "RISE"}
+DEFAULT_METHODS = ("integrated_gradients", "gradient_shap", "rise")
 TARGET_LABELS = {"cocoa": "COCOA", "label_free": "label-free"}
-
-
-class UsageError(ValueError):
-    """A bad command-line argument (reported as `cocoa-jax augmentations: error: ...`, exit 2)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,14 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augmentations", default=None,
                         help="comma-separated views, from original, flip, crop, crop_flip, grayscale, "
                              "color_jitter, erase, rot90 (default: all that apply to the channels)")
-    parser.add_argument("--methods", default="integrated_gradients,gradient_shap,rise",
-                        help="comma-separated, from integrated_gradients, gradient_shap, rise (default: all)")
-    parser.add_argument("--n-steps", type=int, default=50, help="IG steps (default 50)")
-    parser.add_argument("--n-samples", type=int, default=50, help="GradientSHAP samples (default 50)")
-    parser.add_argument("--stdev", type=float, default=0.2, help="GradientSHAP noise std (default 0.2)")
-    parser.add_argument("--n-masks", type=int, default=5000, help="RISE masks (default 5000, as the paper)")
-    parser.add_argument("--grid-size", type=int, default=None,
-                        help="RISE grid cells per side (default 4 for 32 px inputs, else 7)")
+    from cocoa_jax.commands import method_flags
+
+    method_flags.add_arguments(parser, default_methods=DEFAULT_METHODS)  # flags and defaults from the table
     parser.add_argument("--batch-size", type=int, default=None,
                         help="perturbed inputs per encoder call and explicand (default: 500 for digits, 16 otherwise)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
@@ -100,6 +92,7 @@ def _files(option, paths):
 
 def validate(args: argparse.Namespace) -> dict:
     """Every check that needs no heavy import; returns the resolved settings."""
+    from cocoa_jax.commands import method_flags
     from cocoa_jax.usecases import augmentations as A
 
     digits = args.model in (None, "digits")
@@ -133,16 +126,10 @@ def validate(args: argparse.Namespace) -> dict:
     settings = {
         "model": "digits" if digits else args.model, "weights": args.weights or ("shipped" if digits else None),
         "augmentations": list(views), "skipped_augmentations": skipped,
-        "methods": list(_names("--methods", args.methods, A.METHODS)),
-        "n_steps": _positive("--n-steps", args.n_steps), "n_samples": _positive("--n-samples", args.n_samples),
-        "n_masks": _positive("--n-masks", args.n_masks),
-        "grid_size": _positive("--grid-size", args.grid_size) if args.grid_size is not None else None,
+        "methods": list(method_flags.selected(args)),
         "batch_size": _positive("--batch-size", args.batch_size) if args.batch_size is not None else None,
         "seed": int(args.seed), "similarity": "cosine",
     }
-    if not (np.isfinite(args.stdev) and args.stdev >= 0):
-        raise UsageError(f"--stdev must be a finite number >= 0, got {args.stdev}")
-    settings["stdev"] = float(args.stdev)
     if settings["seed"] < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if digits:
@@ -155,7 +142,7 @@ def validate(args: argparse.Namespace) -> dict:
     else:
         settings["images"] = _files("--images", args.images)
         settings["foil_images"] = _files("--foil", args.foil)
-    check_method_values(settings, args.weights)
+    settings["options"] = check_method_values(settings, args)
     out = os.path.abspath(args.out)
     existing = [name for name in OUTPUTS if os.path.exists(os.path.join(out, name))]
     if existing and not args.overwrite:
@@ -167,29 +154,17 @@ def validate(args: argparse.Namespace) -> dict:
     return settings
 
 
-OPTION_FLAGS = {"n_steps": "--n-steps", "n_samples": "--n-samples", "stdev": "--stdev", "n_masks": "--n-masks",
-                "grid_size": "--grid-size", "batch_size": "--batch-size"}
-
-
-def check_method_values(settings: dict, weights=None) -> None:
-    """Every method option value, by the method's own checks on the encoder's image shape
-    (digits 32x32x1; a converted model's from its model.json), before any data is read."""
-    from cocoa_jax import methods
+def check_method_values(settings: dict, args) -> dict:
+    """{method: options given}, every value checked by the method's own checks on the encoder's
+    image shape (digits 32x32x1; a converted model's from its model.json), before any data is read."""
+    from cocoa_jax.commands import method_flags
     from cocoa_jax.models.registry import input_shape_of
-    from cocoa_jax.usecases import augmentations as A
 
-    shape = input_shape_of(settings["model"], None if settings["model"] == "digits" else weights)
+    shape = input_shape_of(settings["model"], None if settings["model"] == "digits" else args.weights)
     if shape is None:
-        return  # unreadable model.json: loading the model reports it
-    grid = settings["grid_size"] or (4 if shape[0] <= 32 else 7)  # the default of _run
-    values = {"n_steps": settings["n_steps"], "n_samples": settings["n_samples"], "stdev": settings["stdev"],
-              "n_masks": settings["n_masks"], "grid_size": (grid, grid)}
-    for name in settings["methods"]:
-        options = {k: values[k] for k in A._METHOD_OPTIONS[name]}  # what explain_augmentations passes
-        try:
-            methods.check_values(name, options, shape, batch_size=settings["batch_size"], names=OPTION_FLAGS)
-        except (TypeError, ValueError) as err:
-            raise UsageError(f"{err} (method {name}, {shape[0]}x{shape[1]} images)") from None
+        shape = (224, 224, 3)  # unreadable model.json: loading the model reports it; check as ImageNet size
+    settings["image_shape"] = list(shape)
+    return method_flags.options(args, settings["methods"], shape, batch_size=settings["batch_size"])
 
 
 # ----------------------------------------------------------------------------- data
@@ -263,7 +238,7 @@ def draw_figure(path, result, titles, method_names, *, caption=""):
     RISE maps are centred (their constant offset, the mean score, removed). `path`: a file
     name (written atomically) or a binary file object. Returns the Figure.
     """
-    from cocoa_jax import viz
+    from cocoa_jax import methods, viz
     from cocoa_jax.usecases import augmentations as A
 
     images = np.clip(np.asarray(result.views.image), 0.0, 1.0)  # (N, A, H, W, C)
@@ -275,7 +250,7 @@ def draw_figure(path, result, titles, method_names, *, caption=""):
             method=[m for _, m in rows],
             titles=[f"{A.AUGMENTATION_TITLES[name]}\nCOCOA={result.scores[i, j, 0]:.2f}"
                     for j, name in enumerate(result.augmentations)],
-            row_titles=[f"{TARGET_LABELS[A.TARGET_NAMES[t]]}\n{METHOD_LABELS[m]}" for t, m in rows],
+            row_titles=[f"{TARGET_LABELS[A.TARGET_NAMES[t]]}\n{methods.get(m).title}" for t, m in rows],
             image_label=f"{titles[i]}\nviews"))
     fig = viz.plot_attribution_blocks(
         blocks, scale="row", caption=caption or None,
@@ -300,16 +275,8 @@ AXES = {
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = validate(args)
-    except UsageError as err:
-        print(f"cocoa-jax {COMMAND}: error: {err}", file=sys.stderr)
-        return 2
-    try:
-        return _run(args, settings)
-    except UsageError as err:  # found while reading inputs, before any output is written
-        print(f"cocoa-jax {COMMAND}: error: {err}", file=sys.stderr)
-        return 2
+    settings = validate(args)
+    return _run(args, settings)  # input errors found while reading are UsageErrors too, before any output
 
 
 def _run(args, settings) -> int:
@@ -317,6 +284,8 @@ def _run(args, settings) -> int:
     import jax.numpy as jnp
 
     import cocoa_jax
+    from cocoa_jax import methods
+    from cocoa_jax.commands import method_flags
     from cocoa_jax.usecases import augmentations as A
 
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
@@ -327,13 +296,10 @@ def _run(args, settings) -> int:
     timings = {}
     model, encode_fn, originals, foil_images, record = (digits_inputs if settings["model"] == "digits"
                                                         else file_inputs)(settings)
-    h = originals.shape[1]
-    grid = settings["grid_size"] or (4 if h <= 32 else 7)
-    if grid > min(originals.shape[1:3]):
-        raise UsageError(f"--grid-size {grid} exceeds the image size {originals.shape[1]}")
     batch_size = settings["batch_size"] or (500 if settings["model"] == "digits" else 16)
     chunk = 8 if settings["model"] == "digits" else 1
-    settings.update(grid_size=[grid, grid], batch_size=batch_size, chunk_size=chunk, **record)
+    options = settings.pop("options")
+    settings.update(batch_size=batch_size, chunk_size=chunk, **record)
     foil_reps = A.encode_in_chunks(encode_fn, model.params, foil_images, chunk_size=64)
     timings["load"] = round(time.perf_counter() - t_start, 3)
     say(f"{len(originals)} original(s) x {len(settings['augmentations'])} view(s), methods "
@@ -342,9 +308,8 @@ def _run(args, settings) -> int:
     t0 = time.perf_counter()
     result = A.explain_augmentations(
         encode_fn, model.params, originals, foil_reps, jax.random.key(settings["seed"]),
-        augmentations=settings["augmentations"], methods=settings["methods"], n_steps=settings["n_steps"],
-        n_samples=settings["n_samples"], stdev=settings["stdev"], n_masks=settings["n_masks"],
-        grid_size=(grid, grid), batch_size=batch_size, chunk_size=chunk)
+        augmentations=settings["augmentations"], methods=settings["methods"], options=options,
+        batch_size=batch_size, chunk_size=chunk)
     timings["explain"] = round(time.perf_counter() - t0, 3)
 
     shares = []
@@ -364,8 +329,9 @@ def _run(args, settings) -> int:
               "augmentations": np.array(result.augmentations), "target_names": np.array(A.TARGET_NAMES),
               "methods": np.array(settings["methods"]), **result.attributions}
     outputs.add_npz(os.path.join(out, "attributions.npz"), arrays)
-    caption = (f"foil: {len(foil_images)} random images; IG {settings['n_steps']} steps, GradientSHAP "
-               f"{settings['n_samples']} samples, RISE {settings['n_masks']} masks ({grid}x{grid}); blurred baseline")
+    resolved = {m: methods.resolved_options(m, options[m], settings["image_shape"]) for m in settings["methods"]}
+    caption = (f"foil: {len(foil_images)} random images; "
+               + "; ".join(method_flags.describe(m, resolved[m]) for m in settings["methods"]) + "; blurred baseline")
     if settings["skipped_augmentations"]:
         caption += f"; {', '.join(settings['skipped_augmentations'])} skipped (1 channel)"
     outputs.add_rendered(os.path.join(out, "figure.png"),
@@ -375,10 +341,8 @@ def _run(args, settings) -> int:
     erase = list(result.augmentations).index("erase") if "erase" in result.augmentations else None
     settings.update({
         "target_names": list(A.TARGET_NAMES), "baseline": "gaussian_blur(kernel_size=21, sigma=5.0) of each view",
-        "method_options": {m: dict(A.method_options(m, n_steps=settings["n_steps"], n_samples=settings["n_samples"],
-                                                    stdev=settings["stdev"], n_masks=settings["n_masks"],
-                                                    grid_size=(grid, grid), batch_size=batch_size))
-                           for m in settings["methods"]}, "array_axes": AXES,
+        "method_options": {m: {k: list(v) if isinstance(v, tuple) else v for k, v in resolved[m].items()
+                               if k != "feature_mask"} for m in settings["methods"]}, "array_axes": AXES,
         "augmentation_parameters": {"crop": {"scale": A.CROP_SCALE, "ratio": A.CROP_RATIO},
                                     "erase": {"scale": A.ERASE_SCALE, "ratio": A.ERASE_RATIO, "value": A.ERASE_VALUE},
                                     "color_jitter": dict(zip(("brightness", "contrast", "saturation", "hue"), A.JITTER)),
@@ -386,7 +350,7 @@ def _run(args, settings) -> int:
         "key_use": "views: split(fold_in(split(key(seed))[0], AUGMENTATIONS.index(name)), N)[n]; "
                    "methods: split(fold_in(split(key(seed))[1], cocoa_jax.methods.stream_id(method)), N*A)[n*A + a]",
         "erase_content_share": None if erase is None else {
-            f"{METHOD_LABELS[m]} {TARGET_LABELS[t]}": float(np.nanmean(shares[mi, :, erase, ti]))
+            f"{methods.get(m).title} {TARGET_LABELS[t]}": float(np.nanmean(shares[mi, :, erase, ti]))
             for mi, m in enumerate(settings["methods"]) for ti, t in enumerate(A.TARGET_NAMES)},
         "timings_s": timings,
         "versions": {"cocoa_jax": getattr(cocoa_jax, "__version__", "?"), "jax": jax.__version__,

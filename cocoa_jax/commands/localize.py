@@ -24,18 +24,15 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 
 import numpy as np
 
 COMMAND = "localize"
 MODELS = ("digits_clip", "clip_vit_b32")
-METHOD_NAMES = ("integrated_gradients", "gradient_shap", "rise")
-METHOD_TITLES = {"integrated_gradients": "IG", "gradient_shap": "GradientSHAP", "rise": "RISE"}
+DEFAULT_METHODS = ("integrated_gradients", "gradient_shap", "rise")
 DEFAULT_OUT = os.path.join("runs", "localize")
 OUTPUTS = ("figure.png", "attributions.npz", "settings.json")
-DIGITS_GRID_RISE = 8   # 8x8 cells of 8 px on 64 px grids: the paper's cell size at 32 px (4x4)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,14 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="foil names (default: CIFAR-100 classes other than the query for CLIP, the "
                              "other nine digits for digits)")
     parser.add_argument("--images", type=int, default=4, help="digit grids to explain (default 4)")
-    parser.add_argument("--methods", default=",".join(METHOD_NAMES),
-                        help=f"comma-separated, from {', '.join(METHOD_NAMES)} (default: all)")
-    parser.add_argument("--n-steps", type=int, default=32, help="IG steps (default 32)")
-    parser.add_argument("--n-samples", type=int, default=32, help="GradientSHAP samples (default 32)")
-    parser.add_argument("--stdev", type=float, default=0.2, help="GradientSHAP noise std (default 0.2)")
-    parser.add_argument("--n-masks", type=int, default=2000, help="RISE masks (default 2000; the paper used 20000 for CLIP)")
-    parser.add_argument("--grid-size", type=int, default=None,
-                        help=f"RISE grid cells per side (default {DIGITS_GRID_RISE} for 64 px digit grids, 7 for CLIP)")
+    from cocoa_jax.commands import method_flags
+
+    # Method flags and defaults from the method table (the paper used RISE with 20000 masks for
+    # CLIP: --n-masks 20000; on 64 px digit grids --grid-size 8 gives the paper's 8 px cells).
+    method_flags.add_arguments(parser, default_methods=DEFAULT_METHODS)
     parser.add_argument("--batch-size", type=int, default=None,
                         help="perturbed inputs per encoder call (default: all at once; set for CLIP on small memory)")
     parser.add_argument("--seed", type=int, default=0, help="seed of grids, queries and random methods (default 0)")
@@ -88,28 +82,14 @@ def digit_index(option: str, name: str) -> int:
     raise ValueError(f"{option}: {name!r} is not a digit; use 0-9 or zero..nine")
 
 
-def parse_methods(value: str) -> tuple[str, ...]:
-    names = [v.strip() for v in str(value).split(",") if v.strip()]
-    aliases = {"ig": "integrated_gradients", "gradientshap": "gradient_shap"}
-    names = [aliases.get(n.lower(), n.lower()) for n in names]
-    unknown = [n for n in names if n not in METHOD_NAMES]
-    if not names or unknown:
-        raise ValueError(f"--methods: {'empty' if not names else 'unknown ' + ', '.join(map(repr, unknown))}; "
-                         f"choose from {', '.join(METHOD_NAMES)}")
-    return tuple(dict.fromkeys(names))
-
-
 def check_args(args) -> dict:
     """Validate every argument; returns the resolved settings. Raises ValueError (one line)."""
     if args.model not in MODELS:
         raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {args.model!r}")
-    s = {"model": args.model, "methods": parse_methods(args.methods),
-         "n_steps": _positive("--n-steps", args.n_steps), "n_samples": _positive("--n-samples", args.n_samples),
-         "n_masks": _positive("--n-masks", args.n_masks),
+    from cocoa_jax.commands import method_flags
+
+    s = {"model": args.model, "methods": method_flags.selected(args),
          "batch_size": None if args.batch_size is None else _positive("--batch-size", args.batch_size)}
-    if not (np.isfinite(args.stdev) and args.stdev >= 0):
-        raise ValueError(f"--stdev must be a finite number >= 0, got {args.stdev}")
-    s["stdev"] = float(args.stdev)
     if int(args.seed) < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     if args.weights is not None and not os.path.isdir(args.weights):
@@ -127,7 +107,6 @@ def check_args(args) -> dict:
         if foil is not None and (not all(foil) or s["query"] in foil):
             raise ValueError("--foil names must be non-empty and must not include the query")
         s["foil"] = foil
-        s["grid_size"] = _positive("--grid-size", args.grid_size) if args.grid_size is not None else 7
         s["image"] = os.path.abspath(args.image)
     else:
         if args.image is not None:
@@ -143,8 +122,7 @@ def check_args(args) -> dict:
             s["foil"] = foil
         else:
             s["foil"] = None
-        s["grid_size"] = _positive("--grid-size", args.grid_size) if args.grid_size is not None else DIGITS_GRID_RISE
-    check_method_values(s, args.weights)
+    s["options"] = check_method_values(s, args)
     out = os.path.abspath(args.out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out} exists and is not a directory")
@@ -155,33 +133,20 @@ def check_args(args) -> dict:
     return s
 
 
-OPTION_FLAGS = {"n_steps": "--n-steps", "n_samples": "--n-samples", "stdev": "--stdev", "n_masks": "--n-masks",
-                "grid_size": "--grid-size", "batch_size": "--batch-size"}
-
-
-def check_method_values(s: dict, weights=None) -> None:
-    """Every method option value, by the method's own checks on the image shape that will be explained."""
-    from cocoa_jax import methods
+def check_method_values(s: dict, args) -> dict:
+    """{method: options given}, every value checked by the method's own checks on the shape of the
+    images that will be explained (224 px CLIP or 64 px 2x2 digit grids)."""
+    from cocoa_jax.commands import method_flags
     from cocoa_jax.models.digits_clip import INPUT_SHAPE
     from cocoa_jax.models.registry import input_shape_of
     from cocoa_jax.usecases.localize import GRID
 
     if s["model"] == "clip_vit_b32":
-        shape = input_shape_of("clip_vit_b32", weights) or (224, 224, 3)
+        shape = input_shape_of("clip_vit_b32", args.weights) or (224, 224, 3)
     else:  # 2x2 grids of digit tiles
         shape = (GRID[0] * INPUT_SHAPE[0], GRID[1] * INPUT_SHAPE[1], INPUT_SHAPE[2])
-    options = method_options(s)
-    for name in s["methods"]:
-        try:
-            methods.check_values(name, options[name], shape, batch_size=s["batch_size"], names=OPTION_FLAGS)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{err} (method {name}, {shape[0]}x{shape[1]} images)") from None
-
-
-def method_options(s: dict) -> dict:
-    return {"integrated_gradients": {"n_steps": s["n_steps"]},
-            "gradient_shap": {"n_samples": s["n_samples"], "stdev": float(s["stdev"])},
-            "rise": {"n_masks": s["n_masks"], "grid_size": (s["grid_size"], s["grid_size"])}}
+    s["image_shape"] = list(shape)
+    return method_flags.options(args, s["methods"], shape, batch_size=s["batch_size"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +196,7 @@ def _digits(s: dict, args, log):
     grid_key, method_key = jax.random.split(key)
     grids = L.sample_grids(grid_key, data.x_test, data.y_test, s["images"], query_class=s["query"])
     class_reps = class_text_embeddings(model)  # (10, D) "This is a photo of a {digit}"
-    options = {m: method_options(s)[m] for m in s["methods"]}
+    options = s["options"]
     t0 = time.perf_counter()
     if s["foil"] is None:
         attributions, hits, target = L.localize_grids(model.encode_fn, model.params, class_reps, grids, method_key,
@@ -288,7 +253,7 @@ def _clip(s: dict, args, log):
     foil = model.encode_text([L.query_caption(f) for f in foil_names])
     image_rep = model.encode(x)
     target = jax.vmap(lambda r: L.localization_target(r, corpus, foil))(image_rep)
-    options = {m: method_options(s)[m] for m in s["methods"]}
+    options = s["options"]
     key = jax.random.key(int(args.seed))
     t0 = time.perf_counter()
     attributions = {}
@@ -307,12 +272,12 @@ def _clip(s: dict, args, log):
 
 
 def run(args: argparse.Namespace) -> int:
+    from cocoa_jax.cli import UsageError
+
     try:
         s = check_args(args)
-        s["stdev"] = float(args.stdev)
     except ValueError as error:
-        print(f"cocoa-jax {COMMAND}: error: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(str(error)) from None
     log = (lambda *a: None) if args.quiet else print
     t_start = time.perf_counter()
 
@@ -331,7 +296,9 @@ def run(args: argparse.Namespace) -> int:
     out = s["out"]
     # The three files are committed together at the end: Ctrl-C before that leaves none of them.
     outputs = Outputs()
-    rows = [(f"{L.TARGET_TITLES[t]}\n{METHOD_TITLES[m]}", attributions[m][:, k], L.centred(m))
+    from cocoa_jax import methods
+
+    rows = [(f"{L.TARGET_TITLES[t]}\n{methods.get(m).title}", attributions[m][:, k], methods.get(m).centred)
             for k, t in enumerate(L.TARGET_NAMES) for m in s["methods"]]
     outputs.add_rendered(os.path.join(out, "figure.png"),
                          lambda f: plot(f, images, rows, column_titles=titles, boxes=boxes, title=title))
@@ -341,9 +308,12 @@ def run(args: argparse.Namespace) -> int:
 
     pointing = {m: {t: {"max": float(h[:, k, 0].mean()), "mass": float(h[:, k, 1].mean())}
                     for k, t in enumerate(L.TARGET_NAMES)} for m, h in hits.items()}
-    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()}
+    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items() if k != "options"}
     settings.update({
-        "targets": list(L.TARGET_NAMES), "similarity": "cosine", "keep_prob": 0.5, "ig_method": "gausslegendre",
+        "method_options": {m: {k: list(v) if isinstance(v, tuple) else v
+                               for k, v in methods.resolved_options(m, s["options"][m], s["image_shape"]).items()
+                               if k != "feature_mask"} for m in s["methods"]},
+        "targets": list(L.TARGET_NAMES), "similarity": "cosine",
         "baseline": "gaussian_blur(kernel_size=21, sigma=5.0)", "weights": args.weights or "shipped",
         "seed": int(args.seed), **info,
         "scores": {t: scores[:, k].tolist() for k, t in enumerate(L.TARGET_NAMES)},
@@ -358,6 +328,6 @@ def run(args: argparse.Namespace) -> int:
     log(f"wrote {os.path.join(out, 'figure.png')}, attributions.npz and settings.json in "
         f"{settings['timings_s']['total']:.1f} s")
     for m, per_target in pointing.items():
-        log(f"  pointing game ({METHOD_TITLES[m]}, {len(images)} grids, chance 0.25): " +
+        log(f"  pointing game ({methods.get(m).title}, {len(images)} grids, chance 0.25): " +
             ", ".join(f"{L.TARGET_TITLES[t]} max {v['max']:.2f} mass {v['mass']:.2f}" for t, v in per_target.items()))
     return 0

@@ -66,13 +66,15 @@ def add_arguments(parser: argparse.ArgumentParser, *, default_methods, choices=N
 
 
 def _argparse_type(parse):
+    if parse in (int, float, str):
+        return parse  # argparse's own message: "invalid int value: 'abc'"
+
     def convert(text):
         try:
             return parse(text)
         except ValueError as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: {err}") from None
 
-    convert.__name__ = getattr(parse, "__name__", "value")  # argparse names the type in its message
     return convert
 
 

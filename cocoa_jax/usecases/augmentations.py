@@ -392,15 +392,17 @@ def _augment_batch_jit(name, keys, images):
 
 
 def pixel_attribution(attribution: jax.Array, method: str) -> jax.Array:
-    """Per-pixel maps of `method`'s output: channels summed for per-channel methods (IG,
-    GradientSHAP: (..., H, W, C) -> (..., H, W)); RISE maps are centred (spatial mean
-    subtracted: RISE adds the mean score to every pixel, which is no attribution)."""
+    """Per-pixel maps of `method`'s output, from the method table: channels summed for
+    per-channel methods ((..., H, W, C) -> (..., H, W)); centred methods' maps minus their
+    spatial mean (RISE adds the mean score to every pixel, which is no attribution)."""
     from cocoa_jax import methods
 
     a = jnp.asarray(attribution)
     if methods.get(method).per_channel:
-        return a.sum(axis=-1)
-    return a - a.mean(axis=(-2, -1), keepdims=True)
+        a = a.sum(axis=-1)
+    if methods.get(method).centred:
+        a = a - a.mean(axis=(-2, -1), keepdims=True)
+    return a
 
 
 def positive_share(attribution: jax.Array, mask: jax.Array) -> jax.Array:
@@ -442,95 +444,63 @@ def pair_target(explicand_reps, corpus_reps, foil_reps, similarity: str = "cosin
     return targets.Target(jnp.stack([p.direction for p in pairs]), pairs[0].normalize)
 
 
-@functools.partial(jax.jit, static_argnames=("encode_fn", "method", "options"))
-def _attribute_chunk(encode_fn, params, xs, baselines, target, keys, *, method, options):
-    """One fixed-size chunk of explicands: (n, H, W, C) -> (n, K, H, W[, C]) via `methods.attribute`."""
-    from cocoa_jax import methods, targets
-
-    opts = dict(options)
-    batch_size = opts.pop("batch_size")
-
-    def one(x, b, t, k):
-        f = targets.explain_fn(lambda xb: encode_fn(params, xb), t)
-        return methods.attribute(method, f, x, b, k, batch_size=batch_size, **opts)
-
-    return jax.vmap(one)(xs, baselines, target, keys)
-
-
-# Which keyword of `explain_pairs` sets which option of which method.
-_METHOD_OPTIONS = {"integrated_gradients": ("n_steps",), "gradient_shap": ("n_samples", "stdev"),
-                   "rise": ("n_masks", "grid_size")}
-
-
-def method_options(method: str, *, batch_size=None, **values) -> tuple:
-    """Hashable, validated options of `method` (a key of `METHODS`) picked from `values`
-    (n_steps, n_samples, stdev, n_masks, grid_size)."""
+def method_options(names, options=None, **shared) -> dict[str, dict]:
+    """{method: options} for `names`: `options` per method, plus `shared` keywords (n_steps=...,
+    n_masks=...) applied to every method of `names` that has an option of that name (None: the
+    method's signature default). Names and types checked by the method table."""
     from cocoa_jax import methods
 
-    _checks.check_choice("method", method, METHODS)
-    batch_size = _checks.check_optional_batch_size(batch_size)
-    chosen = {k: values[k] for k in _METHOD_OPTIONS[method] if values.get(k) is not None}
-    if "grid_size" in chosen:
-        chosen["grid_size"] = tuple(_checks.check_positive_int("grid_size", g) for g in chosen["grid_size"])
-    for name in ("n_steps", "n_samples", "n_masks"):
-        if name in chosen:
-            _checks.check_positive_int(name, chosen[name])
-    if "stdev" in chosen and not (isinstance(chosen["stdev"], (int, float)) and np.isfinite(chosen["stdev"])
-                                  and chosen["stdev"] >= 0):
-        raise ValueError(f"`stdev` must be a finite number >= 0, got {chosen['stdev']!r}")
-    methods.check_options(method, chosen)
-    return tuple(sorted(chosen.items())) + (("batch_size", batch_size),)
+    options = {name: dict((options or {}).get(name, {})) for name in names}
+    for key, value in shared.items():
+        if value is None:
+            continue
+        owners = [name for name in names if key in methods.defaults(name)]
+        if not owners:
+            raise ValueError(f"`{key}` is an option of none of the methods {list(names)}")
+        for name in owners:
+            options[name].setdefault(key, tuple(value) if isinstance(value, list) else value)
+    return {name: methods.check_options(name, opts) for name, opts in options.items()}
 
 
 def encode_in_chunks(encode_fn, params, images, chunk_size: int = 256) -> np.ndarray:
-    """(N, H, W, C) -> (N, D) float32, in zero-padded fixed-size chunks (one compilation)."""
-    images = np.asarray(images, np.float32)
-    jitted = _jit(encode_fn)
-    n = len(images)
-    size = min(int(chunk_size), max(n, 1))
-    padded = np.zeros((-(-n // size) * size, *images.shape[1:]), np.float32)
-    padded[:n] = images
-    out = [np.asarray(jitted(params, jnp.asarray(padded[i:i + size]))) for i in range(0, len(padded), size)]
-    return np.concatenate(out)[:n]
+    """(N, H, W, C) -> (N, D) float32 (`cocoa_jax.pipeline.encode_in_chunks`)."""
+    from cocoa_jax import pipeline
 
-
-@functools.lru_cache(maxsize=None)
-def _jit(fn):
-    return jax.jit(fn)
+    return pipeline.encode_in_chunks(encode_fn, params, images, chunk_size=chunk_size)
 
 
 def explain_pairs(encode_fn, params, explicands, corpus_images, foil_reps, key, *, methods=METHODS,
-                  similarity: str = "cosine", chunk_size: int = 8, n_steps=None, n_samples=None, stdev=None,
-                  n_masks=None, grid_size=None, batch_size=None) -> dict:
+                  similarity: str = "cosine", chunk_size: int = 8, options=None, batch_size=None,
+                  **shared) -> dict:
     """Explain each explicand with [COCOA (its corpus image as a corpus of one), label-free].
 
     Args:
-      encode_fn: pure `encode_fn(params, x (n, H, W, C)) -> (n, D)` (hashable: it is a static
-        jit argument; pass the same function object to reuse compilations).
+      encode_fn: pure `encode_fn(params, x (n, H, W, C)) -> (n, D)` (pass the same function
+        object to reuse compilations).
       explicands, corpus_images: (N, H, W, C) in the encoder's input space.
       foil_reps: (F, D) representations of random images.
       key: PRNG key; method m, explicand i uses split(fold_in(key, methods.stream_id(m)), N)[i]
         (independent of chunking and of which other methods run).
-      methods: subset of `METHODS` (`cocoa_jax.methods` names); IG uses `n_steps`, GradientSHAP
-        `n_samples` with noise `stdev`, RISE `n_masks` on a `grid_size` grid; None keeps the
-        library default (`cocoa_jax.methods.defaults`). All use the explicand blurred with
-        `baselines.gaussian_blur` (21, 5) as baseline.
-      chunk_size: explicands per vmapped call; batch_size: perturbed inputs per encoder call.
-    Returns: dict with "integrated_gradients"/"gradient_shap" (N, 2, H, W, C), "rise" (N, 2, H, W) for the
-      requested methods, and "scores" (N, 2): target values at the explicands (axis 1 is
-      `TARGET_NAMES`).
+      methods: names of `cocoa_jax.methods` (default IG, GradientSHAP, RISE); options: {method:
+        options}; `shared` keywords (n_steps=..., n_masks=..., grid_size=...) apply to every
+        method that has that option; unset options take the signature defaults. All use the
+        explicand blurred with `baselines.gaussian_blur` (21, 5) as baseline.
+      chunk_size: explicands per program call; batch_size: perturbed inputs per encoder call.
+    Returns: dict with one (N, 2, H, W[, C]) array per method and "scores" (N, 2): target values
+      at the explicands (axis 1 is `TARGET_NAMES`).
     """
     from cocoa_jax import baselines as B
-    from cocoa_jax.methods import stream_id
+    from cocoa_jax import methods as methods_mod
+    from cocoa_jax import pipeline
 
     _checks.check_array("explicands", explicands, ndim=4)
     _checks.check_same_shape("corpus_images", corpus_images, "explicands", explicands)
     _checks.check_array("foil_reps", foil_reps, ndim=2)
-    if isinstance(methods, str) or not methods or any(m not in METHODS for m in methods):
-        raise ValueError(f"`methods` must be a non-empty sequence from {METHODS}, got {methods!r}")
+    if isinstance(methods, str) or not methods or any(m not in methods_mod.ATTRIBUTION_METHODS for m in methods):
+        raise ValueError(f"`methods` must be a non-empty sequence from {list(methods_mod.ATTRIBUTION_METHODS)}, "
+                         f"got {methods!r}")
     chunk_size = _checks.check_positive_int("chunk_size", chunk_size)
-    options = {m: method_options(m, n_steps=n_steps, n_samples=n_samples, stdev=stdev, n_masks=n_masks,
-                                 grid_size=grid_size, batch_size=batch_size) for m in methods}
+    options = method_options(tuple(methods), options, **shared)
     xs = np.asarray(explicands, np.float32)
     n = len(xs)
     expl_reps = encode_in_chunks(encode_fn, params, xs)
@@ -538,25 +508,11 @@ def explain_pairs(encode_fn, params, explicands, corpus_images, foil_reps, key, 
     target = pair_target(expl_reps, corpus_reps, foil_reps, similarity)
     scores = np.asarray(jax.vmap(lambda r, t: t(r))(jnp.asarray(expl_reps), target))
     blurred = np.asarray(B.gaussian_blur(jnp.asarray(xs), 21, 5.0))
-    size = min(chunk_size, n)
-    pad = -n % size
-    padded = lambda a: np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) if pad else a
-    xs_p, bl_p = padded(xs), padded(blurred)
-    dir_p = padded(np.asarray(target.direction))
     out = {"scores": scores}
-    for method in METHODS:
-        if method not in methods:
-            continue
-        keys = jax.random.split(jax.random.fold_in(key, stream_id(method)), n)
-        keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, axis=0)]) if pad else keys
-        parts = []
-        for start in range(0, n + pad, size):
-            t = type(target)(jnp.asarray(dir_p[start:start + size]), target.normalize)
-            parts.append(np.asarray(_attribute_chunk(encode_fn, params, jnp.asarray(xs_p[start:start + size]),
-                                                     jnp.asarray(bl_p[start:start + size]), t,
-                                                     keys[start:start + size], method=method,
-                                                     options=options[method])))
-        out[method] = np.concatenate(parts)[:n]
+    for method in dict.fromkeys(methods):
+        out[method] = pipeline.attribute(encode_fn, params, xs, blurred, target, method,
+                                         pipeline.method_keys(key, method, n), options=options[method],
+                                         batch_size=batch_size, chunk_size=min(chunk_size, n))
     return out
 
 
@@ -606,7 +562,7 @@ def explain_augmentations(encode_fn, params, originals, foil_reps, key, *, augme
     out = explain_pairs(encode_fn, params, flat(views.image), corpus, foil_reps, k_explain, methods=methods,
                         **options)
     unflat = lambda arr: arr.reshape(n, a, *arr.shape[1:])
-    attributions = {m: unflat(out[m]) for m in METHODS if m in out}
+    attributions = {m: unflat(out[m]) for m in out if m != "scores"}
     return AugmentationResult(names, views, attributions, unflat(out["scores"]))
 
 
@@ -635,9 +591,7 @@ def content_share_experiment(encode_fn, params, originals, foil_reps, key, *, me
         out = explain_pairs(encode_fn, params, explicands, corpus, foil_reps, jax.random.fold_in(k_explain, i),
                             methods=methods, **options)
         share = {}
-        for method in METHODS:
-            if method not in out:
-                continue
+        for method in (m for m in out if m != "scores"):
             maps = pixel_attribution(out[method], method)  # (N, K, H, W)
             share[method] = np.asarray(positive_share(maps, jnp.asarray(mask)[:, None]))
         result[name] = {"share": share, "chance": mask.reshape(len(mask), -1).mean(axis=1), "mask": mask,

@@ -234,43 +234,34 @@ def batch_pointing_hits(attributions, query_tiles, grid: Sequence[int] = GRID, *
 
 def make_explainer(encode_fn: Callable[[Any, jax.Array], jax.Array], method: str, options: dict | None = None,
                    *, batch_size: int | None = None) -> Callable:
-    """jit-compiled `explain(params, images (N, H, W, C), target (N, K, D), keys (N,))`.
-
-    Runs `cocoa_jax.methods.attribute(method, ...)` on every image against its blurred copy
-    (`baselines.gaussian_blur`, the paper's baseline) for its K stacked targets; returns
-    (N, K, H, W, C) (gradient methods) or (N, K, H, W) (RISE).
-    """
-    from cocoa_jax import baselines, methods
+    """`explain(params, images (N, H, W, C), target (N, K, D), keys (N,))`: every image against
+    its blurred copy (`baselines.gaussian_blur`, the paper's baseline) for its K stacked targets,
+    through the one pipeline (`cocoa_jax.pipeline.attribute`). Returns (N, K, H, W[, C])."""
+    from cocoa_jax import baselines, methods, pipeline
 
     options = methods.check_options(method, dict(options or {}))
 
-    @jax.jit
     def explain(params, images, target, keys):
-        def one(x, t, k):
-            f = targets.explain_fn(lambda xb: encode_fn(params, xb), t)
-            return methods.attribute(method, f, x, baselines.gaussian_blur(x), k, batch_size=batch_size, **options)
-
-        return jax.vmap(one)(images, target, keys)
+        blurred = baselines.gaussian_blur(jnp.asarray(images))
+        return pipeline.attribute(encode_fn, params, images, blurred, target, method, keys, options=options,
+                                  batch_size=batch_size)
 
     return explain
 
 
-@functools.lru_cache(maxsize=32)
-def _cached_explainer(encode_fn, method, options_items, batch_size):
-    """`make_explainer`, compiled once per (encoder, method, options) across calls."""
-    return make_explainer(encode_fn, method, dict(options_items), batch_size=batch_size)
-
-
 def method_keys(key: jax.Array, method: str, n: int) -> jax.Array:
     """Per-image keys of `method`: its own stream (`methods.stream_id`), split n ways."""
-    from cocoa_jax import methods
+    from cocoa_jax import pipeline
 
-    return jax.random.split(jax.random.fold_in(key, methods.stream_id(method)), n)
+    return pipeline.method_keys(key, method, n)
 
 
 def centred(method: str) -> bool:
-    """Whether the pointing game centres this method's maps (RISE: maps carry an offset)."""
-    return method == "rise"
+    """Whether the pointing game centres this method's maps (the table's `centred` flag: RISE's
+    maps carry the mean score as an offset)."""
+    from cocoa_jax import methods
+
+    return methods.get(method).centred
 
 
 def localize_grids(encode_fn, params, class_text_reps, grids: Grids, key: jax.Array,
@@ -288,7 +279,7 @@ def localize_grids(encode_fn, params, class_text_reps, grids: Grids, key: jax.Ar
     chunk = n if chunk is None else _checks.check_positive_int("chunk", chunk)
     attributions, hits = {}, {}
     for method, options in method_options.items():
-        explain = _cached_explainer(encode_fn, method, tuple(sorted(options.items())), batch_size)
+        explain = make_explainer(encode_fn, method, options, batch_size=batch_size)  # programs cached by the pipeline
         keys = method_keys(key, method, n)
         parts = [explain(params, grids.images[i:i + chunk],
                          jax.tree_util.tree_map(lambda d: d[i:i + chunk], target), keys[i:i + chunk])

@@ -105,7 +105,7 @@ def sensitivity_csv(run_dir: str, measures=None) -> str:
 
 
 def sensitivity_figure(run_dir: str, measures=("ccs", "corpus_majority_prob"), target: str = "cocoa"):
-    """The paper's Figures 4-7: AUC vs size (log x), one panel per measure (rows) x kind (columns),
+    """The paper's Figures 4-7: AUC vs size (sizes evenly spaced on x), one panel per measure (rows) x kind (columns),
     one line per method for `target` (COCOA), mean over seeds with a 95% t band (none with one
     seed), the random attribution as the dashed grey reference. Returns the Figure."""
     import matplotlib
@@ -119,7 +119,7 @@ def sensitivity_figure(run_dir: str, measures=("ccs", "corpus_majority_prob"), t
     fig, axes = plt.subplots(len(measures), len(KINDS), figsize=(4.2 * len(KINDS), 3.2 * len(measures)),
                              squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    x = np.asarray(sizes, float)
+    x = np.arange(len(sizes), dtype=float)  # evenly spaced sizes: 100 and 120 stay readable
     handles = {}
     for measure, kind, body in tables:
         ax = axes[list(measures).index(measure), KINDS.index(kind)]
@@ -139,10 +139,8 @@ def sensitivity_figure(run_dir: str, measures=("ccs", "corpus_majority_prob"), t
             if np.isfinite(ci).any():
                 ax.fill_between(x, mean - ci, mean + ci, color=line.get_color(), alpha=0.18, linewidth=0)
             handles[label] = line
-        ax.set_xscale("log")
         ax.set_xticks(x)
         ax.set_xticklabels([str(s) for s in sizes], fontsize=8)
-        ax.minorticks_off()
         ax.set_xlabel(f"{noun} size", fontsize=9)
         ax.set_ylabel(f"{report.MEASURE_TITLES[measure]}\n{kind} AUC ({'↑' if kind == 'insertion' else '↓'})",
                       fontsize=9)
@@ -205,7 +203,9 @@ def gini_markdown(run_dir: str) -> str:
     lines += ["", "Gini index of the stored channel-mean attribution maps" + where + ", the official "
               "`compute_gini_index` formula on the RAW values (no absolute value: "
               "`cocoa_jax.sparsity.gini_index(maps, ndim=2, absolute=False)`); mean over the explicands of a seed, "
-              "then mean (95% CI half-width) over seeds. Higher is sparser."]
+              "then mean (95% CI half-width) over seeds. For non-negative maps (RISE, random) it lies in [0, 1), higher "
+              "is sparser; for signed maps (IG, GradientSHAP) the signed sum in its denominator can put it outside "
+              "[0, 1], as in the official code."]
     return "\n".join(lines)
 
 

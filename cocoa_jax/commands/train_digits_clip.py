@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 import time
 
 from cocoa_jax.files import Outputs
@@ -41,11 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite-shipped", action="store_true",
                         help="write to the package's weights/digits_clip (what load_digits_clip() loads)")
     parser.add_argument("--quiet", action="store_true", help="no per-step log")
-
-
-def fail(message: str) -> int:
-    print(f"cocoa-jax {COMMAND}: error: {message}", file=sys.stderr)
-    return 2
 
 
 def resolve_out(args, shipped_dir: str) -> str:
@@ -93,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"batch_size must be at most 1297 (the training images), got {args.batch_size}")
         out = resolve_out(args, digits_clip.WEIGHTS_DIR)
     except ValueError as error:
-        return fail(_flag_names(str(error)))
+        from cocoa_jax.cli import UsageError  # the one error path: one line, exit 2
+
+        raise UsageError(_flag_names(str(error))) from None
 
     import jax
     import numpy as np

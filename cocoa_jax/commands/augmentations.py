@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from cocoa_jax.cli import UsageError  # the one error path of every command: one line, exit 2
+from cocoa_jax.commands.checks import parse_names
 
 COMMAND = "augmentations"
 DEFAULT_OUT = os.path.join("runs", "augmentations")
@@ -65,16 +66,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-def _names(option, value, allowed):
-    names = [v.strip() for v in str(value).split(",") if v.strip()]
-    if not names:
-        raise UsageError(f"{option} is empty; choose from {', '.join(allowed)}")
-    unknown = [n for n in names if n not in allowed]
-    if unknown:
-        raise UsageError(f"{option}: unknown name(s) {', '.join(map(repr, unknown))}; choose from {', '.join(allowed)}")
-    return tuple(dict.fromkeys(names))
 
 
 def _positive(option, value):
@@ -117,7 +108,7 @@ def validate(args: argparse.Namespace) -> dict:
     if args.augmentations is None:
         views = A.applicable_augmentations(channels)
     else:
-        views = _names("--augmentations", args.augmentations, A.AUGMENTATIONS)
+        views = parse_names("--augmentations", args.augmentations, A.AUGMENTATIONS)
         colour = [v for v in views if v in A.COLOR_AUGMENTATIONS]
         if colour and channels != 3:
             raise UsageError(f"--augmentations: {', '.join(colour)} need 3-channel images; the digits encoder "

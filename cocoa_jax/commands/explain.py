@@ -35,6 +35,7 @@ import numpy as np
 
 from cocoa_jax.cli import UsageError
 from cocoa_jax.commands import method_flags
+from cocoa_jax.commands.checks import parse_names
 from cocoa_jax.files import Outputs
 
 DEFAULT_TARGETS = ("cocoa", "corpus", "label_free", "contrastive_label_free")
@@ -103,18 +104,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Argument checks (all run before any work)
-
-def parse_names(option: str, value: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-    """'a,b' -> ('a', 'b'), each checked against `allowed`; duplicates removed, order kept."""
-    names = [v.strip() for v in str(value).split(",") if v.strip()]
-    if not names:
-        raise UsageError(f"{option} is empty; choose from {', '.join(allowed)}")
-    unknown = [n for n in names if n not in allowed]
-    if unknown:
-        raise UsageError(f"{option}: unknown name(s) {', '.join(map(repr, unknown))}; "
-                         f"choose from {', '.join(allowed)}")
-    return tuple(dict.fromkeys(names))
-
 
 def _positive(option: str, value) -> int:
     if value is None or int(value) <= 0:

@@ -80,14 +80,9 @@ def _argparse_type(parse):
 
 def selected(args) -> tuple[str, ...]:
     """The methods of `--methods`, checked against the offered ones (order kept, no duplicates)."""
-    offered = args._method_choices
-    names = [v.strip() for v in str(args.methods).split(",") if v.strip()]
-    if not names:
-        raise UsageError(f"--methods is empty; choose from {', '.join(offered)}")
-    unknown = [n for n in names if n not in offered]
-    if unknown:
-        raise UsageError(f"--methods: unknown name(s) {', '.join(map(repr, unknown))}; choose from {', '.join(offered)}")
-    return tuple(dict.fromkeys(names))
+    from cocoa_jax.commands.checks import parse_names
+
+    return parse_names("--methods", args.methods, args._method_choices)
 
 
 def given(args, names) -> dict[str, dict]:

@@ -37,17 +37,6 @@ class RunDirMismatch(ValueError):
     """The run directory holds results of a different config."""
 
 
-def fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write `data` to `path` so readers see the old file or the whole new one, never a part."""
     from cocoa_jax import files

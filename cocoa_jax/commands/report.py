@@ -11,10 +11,11 @@ DEFAULT_MEASURES = "ccs,corpus_majority_prob"
 
 
 OUTPUT_POLICY = """\
-writes report.md, report.csv and curves.png to --out (default RUN_DIR/report), regenerated from
-the run each time: they replace the earlier report's files, all three together once all are
-computed; Ctrl-C or an error before that leaves the earlier report as it was. Other files in
---out are left alone."""
+writes report.md, report.csv and curves.png to --out (default RUN_DIR/report), plus
+sensitivity_<corpus|foil>.png and .csv for a size study (a list corpus_size or foil_size),
+regenerated from the run each time: they replace the earlier report's files, all together once
+all are computed; Ctrl-C or an error before that leaves the earlier report as it was. Other files
+in --out are left alone."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,8 @@
 Modules: `config` (what to run, hashed, validated), `inputs` (encoder, datasets, fingerprints,
 each seed's samples), `programs` (the compiled, sharded encode / attribute / evaluate
 programs), `runner` (units = seed x corpus class x method, grouped over devices, split over
-hosts, progress), `store` (run directory, atomic writes, integrity), `report` (tables, CIs, plots).
+hosts, progress), `store` (run directory, atomic writes, integrity), `report` (tables, CIs, plots),
+`studies` (size sensitivity figures/tables, model randomisation section, Gini sparsity).
 """
 from cocoa_jax.sweep.config import SweepConfig, digits_reduced
 from cocoa_jax.sweep.runner import SweepResult, Unit, run_sweep

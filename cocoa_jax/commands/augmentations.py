@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 import numpy as np
 
 from cocoa_jax.cli import UsageError  # the one error path of every command: one line, exit 2
+from cocoa_jax.records import environment_record
 from cocoa_jax.commands.checks import parse_names
 
 COMMAND = "augmentations"
@@ -274,7 +274,6 @@ def _run(args, settings) -> int:
     import jax
     import jax.numpy as jnp
 
-    import cocoa_jax
     from cocoa_jax import methods
     from cocoa_jax.commands import method_flags
     from cocoa_jax.usecases import augmentations as A
@@ -344,8 +343,7 @@ def _run(args, settings) -> int:
             f"{methods.get(m).title} {TARGET_LABELS[t]}": float(np.nanmean(shares[mi, :, erase, ti]))
             for mi, m in enumerate(settings["methods"]) for ti, t in enumerate(A.TARGET_NAMES)},
         "timings_s": timings,
-        "versions": {"cocoa_jax": getattr(cocoa_jax, "__version__", "?"), "jax": jax.__version__,
-                     "numpy": np.__version__, "python": platform.python_version(), "backend": jax.default_backend()},
+        **environment_record(),
     })
 
     outputs.add_json(os.path.join(out, "settings.json"), settings)

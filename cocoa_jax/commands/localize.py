@@ -23,10 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 import numpy as np
+
+from cocoa_jax.records import environment_record
 
 COMMAND = "localize"
 MODELS = ("digits_clip", "clip_vit_b32")
@@ -283,7 +284,6 @@ def run(args: argparse.Namespace) -> int:
 
     import jax
 
-    import cocoa_jax
     from cocoa_jax.usecases import localize as L
 
     run_fn = _clip if s["model"] == "clip_vit_b32" else _digits
@@ -320,8 +320,7 @@ def run(args: argparse.Namespace) -> int:
         "pointing_game": pointing or None,
         "pointing_game_chance": 1.0 / (L.GRID[0] * L.GRID[1]) if hits else None,
         "timings_s": {"attributions": round(attribution_seconds, 3), "total": round(time.perf_counter() - t_start, 3)},
-        "versions": {"cocoa_jax": getattr(cocoa_jax, "__version__", "?"), "jax": jax.__version__,
-                     "numpy": np.__version__, "python": platform.python_version(), "backend": jax.default_backend()},
+        **environment_record(),
     })
     outputs.add_json(os.path.join(out, "settings.json"), settings)
     outputs.commit()

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import numpy as np
 
 from cocoa_jax.cli import UsageError
+from cocoa_jax.records import environment_record
 from cocoa_jax.commands import method_flags
 from cocoa_jax.commands.checks import parse_names
 from cocoa_jax.files import Outputs
@@ -361,7 +361,6 @@ def run(args: argparse.Namespace) -> int:
     import jax
     from tqdm.auto import tqdm
 
-    import cocoa_jax
     from cocoa_jax import methods, pipeline, viz
     from cocoa_jax import targets as T
     from cocoa_jax.data import files
@@ -440,9 +439,7 @@ def run(args: argparse.Namespace) -> int:
                   "centred methods (RISE) are shown minus their mean (they carry the mean score as an offset)",
         "max_abs_completeness_gap": max(gaps) if gaps else None,
         "timings_s": timings,
-        "versions": {"cocoa_jax": getattr(cocoa_jax, "__version__", "?"), "jax": jax.__version__,
-                     "numpy": np.__version__, "python": platform.python_version(),
-                     "backend": jax.default_backend()},
+        **environment_record(),
     }
     outputs.add_json(os.path.join(out, "settings.json"), settings)
     outputs.commit()

@@ -48,11 +48,32 @@ def ci95_halfwidth(values, axis: int | None = None):
     return float(out) if np.ndim(out) == 0 else out
 
 
-def collect(run_dir: str):
-    """Per-seed means: {(method, target): {(kind, measure): {seed: value}}}, plus the config and rows."""
-    config_dict, store = open_existing(run_dir)
-    config = SweepConfig.from_dict(config_dict)
-    rows = store.read_rows()
+class Run:
+    """A run directory read ONCE for a report: config, rows (each unit file's SHA-256 verified
+    once), per-seed AUC means; unit arrays loaded at most once. Every report function takes a
+    `Run` or a run directory (then it reads one)."""
+
+    def __init__(self, run_dir: str):
+        config_dict, store = open_existing(run_dir)
+        self.run_dir = run_dir
+        self.config = SweepConfig.from_dict(config_dict)
+        self.config_hash = store.config_hash
+        self._store = store
+        self.rows = store.read_rows()
+        self.per_seed = _per_seed_means(self.rows)
+        self._units: dict[str, dict] = {}
+
+    def load_unit(self, row: dict) -> dict:
+        if row["unit"] not in self._units:
+            self._units[row["unit"]] = self._store.load_unit(row)
+        return self._units[row["unit"]]
+
+
+def open_run(run) -> Run:
+    return run if isinstance(run, Run) else Run(run)
+
+
+def _per_seed_means(rows) -> dict:
     per_seed: dict = {}
     for row in rows.values():
         for target, by_kind in row["auc"].items():
@@ -67,7 +88,14 @@ def collect(run_dir: str):
     for cell in per_seed.values():
         for key, seed_values in cell.items():
             cell[key] = {seed: s / n for seed, (s, n) in seed_values.items()}
-    return config, store, rows, per_seed
+    return per_seed
+
+
+def collect(run):
+    """(config, run, rows, per_seed) of a `Run` or run directory: per_seed is
+    {(method, target): {(kind, measure): {seed: value}}}; `run.load_unit(row)` gives a unit's arrays."""
+    run = open_run(run)
+    return run.config, run, run.rows, run.per_seed
 
 
 def row_order(config: SweepConfig):
@@ -233,7 +261,8 @@ def write_report(run_dir: str, out_dir: str | None = None) -> dict:
     """
     from cocoa_jax.files import Outputs
 
-    out_dir = out_dir or os.path.join(run_dir, "report")
+    out_dir = out_dir or os.path.join(run_dir if isinstance(run_dir, str) else run_dir.run_dir, "report")
+    run_dir = open_run(run_dir)  # read and verified once for every table and figure below
     md_parts = []
     for title, measures in (("Corpus majority probability", ("corpus_majority_prob",)),
                             ("Contrastive corpus similarity", ("ccs",)),

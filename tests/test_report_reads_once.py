@@ -1,0 +1,39 @@
+"""`cocoa-jax report` reads and verifies a run once, and its tables equal a fresh read's."""
+import os
+
+from cocoa_jax.sweep import report, store
+
+from test_sweep import run_tiny
+
+
+def test_write_report_reads_and_hashes_each_unit_once(tmp_path, monkeypatch):
+    run_dir = str(tmp_path / "run")
+    run_tiny(run_dir)
+    fresh = report.markdown_table(run_dir, ("corpus_majority_prob",))  # a separate read, for comparison
+    calls = {"read_rows": 0, "sha256": 0, "load": 0}
+    original_rows, original_sha, original_load = store.RunStore.read_rows, store.sha256_file, store.RunStore.load_unit
+
+    def read_rows(self, *args, **kwargs):
+        calls["read_rows"] += 1
+        return original_rows(self, *args, **kwargs)
+
+    def sha256_file(path):
+        calls["sha256"] += 1
+        return original_sha(path)
+
+    def load_unit(self, row):
+        calls["load"] += 1
+        return original_load(self, row)
+
+    monkeypatch.setattr(store.RunStore, "read_rows", read_rows)
+    monkeypatch.setattr(store, "sha256_file", sha256_file)
+    monkeypatch.setattr(store.RunStore, "load_unit", load_unit)
+    paths = report.write_report(run_dir)
+    units = len(report.Run(run_dir).rows)
+    calls_after_one_read = dict(calls)
+    assert calls_after_one_read["read_rows"] == 2  # write_report's one read + the Run just above
+    assert calls_after_one_read["sha256"] == 2 * units
+    assert calls_after_one_read["load"] <= units    # each unit's arrays loaded at most once
+    with open(paths["markdown"]) as fh:
+        assert fresh in fh.read()
+    assert os.path.isfile(paths["plot"])

@@ -107,7 +107,7 @@ def _distributed_settings(args):
 
 def check_arguments(args, config) -> None:
     """Everything that can be checked before JAX starts and before any work."""
-    from cocoa_jax.models import list_architectures
+    from cocoa_jax.sweep import inputs
     from cocoa_jax.sweep.config import diff_fields
 
     if args.devices is not None and args.devices < 1:
@@ -116,15 +116,11 @@ def check_arguments(args, config) -> None:
         raise UsageError(f"--max-units must be a positive integer, got {args.max_units}")
     if args.init_timeout is not None and not 0 < args.init_timeout < float("inf"):
         raise UsageError(f"--init-timeout must be a positive number of seconds, got {args.init_timeout:g}")
-    if config.encoder not in list_architectures():
-        raise UsageError(f"config field `encoder` {config.encoder!r} is not one of {list(list_architectures())}")
-    if config.encoder_dir and not os.path.isdir(os.path.expanduser(config.encoder_dir)):
-        raise UsageError(f"config field `encoder_dir` {config.encoder_dir!r} is not a directory")
-    if not (config.dataset == "digits" or config.dataset.startswith(("tfds:", "folder:"))):
-        raise UsageError(f"config field `dataset` {config.dataset!r} must be 'digits', 'tfds:<name>' or "
-                         f"'folder:<root>'")
-    if config.dataset.startswith("tfds:") and not config.data_dir:
-        raise UsageError("config field `data_dir` is required with a tfds dataset")
+    try:  # the rules live with the code that resolves the sources (sweep.inputs)
+        inputs.check_encoder_source(config)
+        inputs.check_dataset_source(config)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     if os.path.exists(args.run_dir) and not os.path.isdir(args.run_dir):
         raise UsageError(f"RUN_DIR {args.run_dir!r} exists and is not a directory")
     stored_path = os.path.join(args.run_dir, "config.json")

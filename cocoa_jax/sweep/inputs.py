@@ -31,13 +31,34 @@ def _expand(path: str | None) -> str | None:
     return None if path is None else os.path.expanduser(path)
 
 
+def check_encoder_source(config: SweepConfig) -> None:
+    """The rules for a config that names its encoder (the command checks them before any work):
+    a known architecture, and an existing `encoder_dir` when one is given."""
+    from cocoa_jax.models import list_architectures
+
+    if config.encoder not in list_architectures():
+        raise ValueError(f"config field `encoder` {config.encoder!r} is not one of {list(list_architectures())}; "
+                         f"pass the encoder object to run_sweep for anything else")
+    if config.encoder_dir and not os.path.isdir(_expand(config.encoder_dir)):
+        raise ValueError(f"config field `encoder_dir` {config.encoder_dir!r} is not a directory")
+
+
+def check_dataset_source(config: SweepConfig) -> None:
+    """The rules for a config that names its dataset: 'digits', 'tfds:<name>' (with `data_dir`)
+    or 'folder:<root>'."""
+    if not (config.dataset == "digits" or config.dataset.startswith(("tfds:", "folder:"))):
+        raise ValueError(f"config field `dataset` {config.dataset!r} must be 'digits', 'tfds:<name>' or "
+                         f"'folder:<root>' (or datasets must be passed to run_sweep)")
+    if config.dataset.startswith("tfds:") and not config.data_dir:
+        raise ValueError("config field `data_dir` is required with a tfds dataset")
+
+
 def resolve_encoder(config: SweepConfig, encoder=None) -> EncoderSpec:
     """The encoder object given, or the architecture `config.encoder` names (loaded lazily)."""
     if encoder is None:
-        from cocoa_jax.models import list_architectures, load
-        if config.encoder not in list_architectures():
-            raise ValueError(f"config field `encoder` {config.encoder!r} is not one of {list(list_architectures())}; "
-                             f"pass the encoder object to run_sweep for anything else")
+        from cocoa_jax.models import load
+
+        check_encoder_source(config)
         encoder = load(config.encoder, _expand(config.encoder_dir))
     if isinstance(encoder, EncoderSpec):
         return encoder
@@ -87,6 +108,7 @@ def resolve_datasets(config: SweepConfig, encoder: EncoderSpec, datasets=None):
             raise TypeError(f"`datasets` must be a dict with keys {config.corpus_split!r} and "
                             f"{config.explicand_split!r} of LabelledImages")
         return datasets[config.corpus_split], datasets[config.explicand_split]
+    check_dataset_source(config)
     preprocess = _preprocess_for(config, encoder)
     if config.dataset == "digits":
         from cocoa_jax.data.digits import load_digits_split
@@ -96,8 +118,6 @@ def resolve_datasets(config: SweepConfig, encoder: EncoderSpec, datasets=None):
         parts = {"train": ArrayImages(x_train, split.y_train), "test": ArrayImages(x_test, split.y_test)}
         return parts[config.corpus_split], parts[config.explicand_split]
     if config.dataset.startswith("tfds:"):
-        if not config.data_dir:
-            raise ValueError("`data_dir` is required for a tfds dataset")
         from cocoa_jax.data.tfds import TfdsImages
         name = config.dataset[len("tfds:"):]
         data_dir = _expand(config.data_dir)
@@ -109,8 +129,7 @@ def resolve_datasets(config: SweepConfig, encoder: EncoderSpec, datasets=None):
         corpus_source = ImageFolder(root, config.corpus_split, preprocess=preprocess)
         return corpus_source, ImageFolder(root, config.explicand_split, class_names=corpus_source.class_names,
                                           preprocess=preprocess)
-    raise ValueError(f"`dataset` {config.dataset!r} must be 'digits', 'tfds:<name>', 'folder:<root>', or "
-                     f"datasets must be passed to run_sweep")
+    raise AssertionError("unreachable: check_dataset_source accepts only the forms above")
 
 
 @dataclasses.dataclass

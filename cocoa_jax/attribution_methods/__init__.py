@@ -1,6 +1,10 @@
-"""Perturbation and noise-averaged attribution methods, one per module.
+"""Attribution methods, one per module; `cocoa_jax.attribution` is the public face of them all.
 
-Same conventions as `cocoa_jax.attribution`: `f` maps ONE input (H, W, C) to a scalar or (K,);
+_common (checks, target counting, batched gradient sums), quadrature (IG rules), vanilla,
+integrated_gradients, smoothgrad, gradient_shap, rise; perturbation and noise-averaged methods:
+_perturbation (shared), kernel_shap, lime, occlusion, smooth_ig (re-exported below).
+
+Same conventions everywhere: `f` maps ONE input (H, W, C) to a scalar or (K,);
 results get a leading K axis for K targets sharing every forward pass; `batch_size` bounds the
 inputs per f call; `mesh` splits each batch over devices; sample i draws from
 `jax.random.split(key, n)[i]`; pure, jit- and vmap-ready.

@@ -17,14 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from cocoa_jax import _checks, sharding
-from cocoa_jax import attribution as _attribution
+# Re-used checks of every method (same messages everywhere).
+from cocoa_jax.attribution_methods._common import check_baseline, check_input, num_targets  # noqa: F401
+from cocoa_jax.attribution_methods._common import DEFAULT_RISE_BATCH_SIZE
 
-DEFAULT_BATCH_SIZE = _attribution.DEFAULT_RISE_BATCH_SIZE  # perturbed inputs per forward batch
-
-# Re-used checks of cocoa_jax.attribution (same messages everywhere).
-num_targets = _attribution._num_targets
-check_input = _attribution._check_input
-check_baseline = _attribution._check_baseline
+DEFAULT_BATCH_SIZE = DEFAULT_RISE_BATCH_SIZE  # perturbed inputs per forward batch
 
 
 def superpixel_map(height: int, width: int, patch_h: int, patch_w: int) -> np.ndarray:

@@ -7,7 +7,9 @@ import jax
 import jax.numpy as jnp
 
 from cocoa_jax import _checks
-from cocoa_jax import attribution as _attribution
+from cocoa_jax.attribution_methods._common import (broadcast_to_rank, check_baseline, check_input, check_stdev,
+                                                   num_targets, sum_gradient_terms)
+from cocoa_jax.attribution_methods.quadrature import quadrature
 
 
 def smooth_integrated_gradients(
@@ -33,13 +35,13 @@ def smooth_integrated_gradients(
     `jax.random.split(key, n_samples)[i]`; the n_samples * n_steps path points are evaluated
     in gradient batches of at most `batch_size` (None: all at once), split over `mesh`.
     """
-    x = _attribution._check_input(x)
-    baseline = _attribution._check_baseline("baseline", baseline, x)
+    x = check_input(x)
+    baseline = check_baseline("baseline", baseline, x)
     n_samples = _checks.check_positive_int("n_samples", n_samples)
     batch_size = _checks.check_optional_batch_size(batch_size)
-    stdev = _attribution._check_stdev(stdev)
-    rule = _attribution.quadrature(method, n_steps)
-    k = _attribution._num_targets(f, x)
+    stdev = check_stdev(stdev)
+    rule = quadrature(method, n_steps)
+    k = num_targets(f, x)
     n_points = len(rule.alphas)
     alphas = jnp.asarray(rule.alphas, x.dtype)
     weights = jnp.asarray(rule.weights, x.dtype)
@@ -50,9 +52,9 @@ def smooth_integrated_gradients(
         # Flat index t = sample * n_points + step; the noise depends on the sample only.
         t = jnp.arange(start, stop)
         path = x + stdev * noise_of(keys[t // n_points]) - baseline  # (B, *x.shape)
-        a = _attribution._broadcast_to_rank(alphas[t % n_points], x.ndim)
-        w = _attribution._broadcast_to_rank(weights[t % n_points], x.ndim)
+        a = broadcast_to_rank(alphas[t % n_points], x.ndim)
+        w = broadcast_to_rank(weights[t % n_points], x.ndim)
         # IG_i = path_i * sum_j w_j grad f(baseline + a_j path_i): the path factor moves inside.
         return baseline + a * path, w * path / n_samples
 
-    return _attribution._sum_gradient_terms(f, k, n_samples * n_points, batch_size, mesh, make_chunk)
+    return sum_gradient_terms(f, k, n_samples * n_points, batch_size, mesh, make_chunk)

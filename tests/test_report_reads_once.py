@@ -37,3 +37,25 @@ def test_write_report_reads_and_hashes_each_unit_once(tmp_path, monkeypatch):
     with open(paths["markdown"]) as fh:
         assert fresh in fh.read()
     assert os.path.isfile(paths["plot"])
+
+
+def test_rows_follow_the_one_row_definition(tmp_path):
+    """Rows written by the runner carry exactly UnitRow's fields; a row lacking one is not trusted."""
+    import json
+
+    run_dir = str(tmp_path / "run")
+    run_tiny(run_dir)
+    run = report.Run(run_dir)
+    for row in run.rows.values():
+        assert set(row) <= set(store.ROW_FIELDS)
+        assert set(store._REQUIRED_ROW_FIELDS) <= set(row)
+    results = [p for p in os.listdir(run_dir) if p.startswith("results.")][0]
+    path = os.path.join(run_dir, results)
+    lines = open(path).read().splitlines()
+    damaged = json.loads(lines[0])
+    del damaged["auc"]
+    with open(path, "w") as fh:
+        fh.write("\n".join([json.dumps(damaged)] + lines[1:]) + "\n")
+    import pytest
+    with pytest.warns(UserWarning, match="lacks auc"):
+        assert damaged["unit"] not in report.Run(run_dir).rows

@@ -36,7 +36,7 @@ from cocoa_jax import targets as targets_mod
 from cocoa_jax.sweep import inputs
 from cocoa_jax.sweep.config import RANDOM_METHOD, SweepConfig
 from cocoa_jax.sweep.programs import SweepPrograms, local_mesh, unit_key
-from cocoa_jax.sweep.store import RunStore
+from cocoa_jax.sweep.store import RunStore, unit_row
 
 MEASURE_NAMES = metrics.MEASURE_NAMES
 
@@ -302,7 +302,7 @@ class UnitRunner:
                              auc_by_size={str(size): _summary(size_aucs[z], target_names)
                                           for z, size in enumerate(config.sizes)})
             summary = _summary(arrays["aucs"].mean(axis=0), target_names)  # (K, 2, M)
-            row = dict(seed=unit.seed, class_id=unit.class_id, method=unit.method, targets=list(target_names),
+            row = unit_row(seed=unit.seed, class_id=unit.class_id, method=unit.method, targets=list(target_names),
                        measures=list(MEASURE_NAMES), n_explicands=n, auc=summary, **extra,
                        seconds=round((time.perf_counter() - start) * share, 4),
                        attribution_seconds=round((t1 - t0) * share, 4),

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import warnings
+from typing import TypedDict
 
 import numpy as np
 
@@ -35,6 +36,49 @@ UNITS_DIR = "units"
 
 class RunDirMismatch(ValueError):
     """The run directory holds results of a different config."""
+
+
+class UnitRow(TypedDict, total=False):
+    """One finished unit's line in `results.p<I>.jsonl`: the ONE definition the runner writes
+    (`unit_row`) and every reader relies on (`read_rows` drops rows that lack a required field).
+    Rows stay plain JSON dicts on disk and in memory."""
+
+    # written by the runner
+    seed: int
+    class_id: int
+    method: str
+    targets: list            # the K axis of the unit's arrays
+    measures: list           # the M axis
+    n_explicands: int
+    auc: dict                # {target: {"insertion"|"deletion": {measure: mean AUC}}}
+    auc_by_size: dict        # size studies only: {size: the same as auc}
+    sizes: list              # size studies only: the sizes, in order
+    size_field: str          # size studies only: "corpus_size" or "foil_size"
+    seconds: float           # the unit's share of its group's wall time
+    attribution_seconds: float
+    evaluation_seconds: float
+    group_units: int
+    devices: int
+    # added by RunStore.write_unit
+    unit: str
+    config_hash: str
+    file: str
+    sha256: str
+
+
+_OPTIONAL_ROW_FIELDS = {"auc_by_size", "sizes", "size_field"}
+ROW_FIELDS = tuple(UnitRow.__annotations__)
+_REQUIRED_ROW_FIELDS = tuple(f for f in ROW_FIELDS if f not in _OPTIONAL_ROW_FIELDS)
+
+
+def unit_row(**fields) -> UnitRow:
+    """A row of `UnitRow`'s fields (the store adds unit, config_hash, file, sha256); an unknown
+    or missing field is a programming error, caught here rather than in a report."""
+    unknown = sorted(set(fields) - set(ROW_FIELDS))
+    missing = [f for f in _REQUIRED_ROW_FIELDS if f not in fields and f not in ("unit", "config_hash", "file", "sha256")]
+    if unknown or missing:
+        raise ValueError(f"unit row: unknown fields {unknown}, missing fields {missing}")
+    return UnitRow(**fields)
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -141,8 +185,12 @@ class RunStore:
             try:
                 row = json.loads(raw)
                 unit_id, file_name, digest = row["unit"], row["file"], row["sha256"]
+                missing = [f for f in _REQUIRED_ROW_FIELDS if f not in row]
             except (ValueError, KeyError, TypeError):
                 problems.append(f"{source}: partial or malformed row")
+                continue
+            if missing:
+                problems.append(f"{source}: row of unit {unit_id} lacks {', '.join(missing)}")
                 continue
             if row.get("config_hash") != self.config_hash:
                 problems.append(f"{source}: row of another run ({row.get('config_hash')})")

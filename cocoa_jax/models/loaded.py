@@ -1,0 +1,285 @@
+"""`LoadedModel`, the encoder every loaded architecture becomes, and its input checks.
+
+Every `LoadedModel` function checks its input's static shape against `input_shape` (rank,
+spatial size, channels): one unbatched image is refused instead of being read as a batch.
+Eager calls also check dtype and values (`check_images`). Re-exported by `cocoa_jax.models.registry`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Mapping, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cocoa_jax.models import preprocessing as pp
+from cocoa_jax.models.architectures import spec_of
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A ported encoder, ready for `cocoa_jax.targets.explain_fn(model.encode, target)`.
+
+    Attributes:
+      name: architecture name (a key of `ARCHITECTURES`).
+      module: the Flax module.
+      params: its Flax variables (`{"params": ...}` plus `"batch_stats"` for ResNets).
+      representation_dim: D, the width of `encode`'s output.
+      input_shape: (H, W, C) of ONE preprocessed input at native resolution.
+      preprocess: `Preprocessing` turning a PIL image / array into one (H, W, C) input.
+      encode_fn: pure `encode_fn(params, x (N, H, W, C) float) -> (N, D)`; jit it with
+        params as an argument to avoid baking weights into the program as constants.
+        `x` must be a BATCH whose trailing axes equal `input_shape` (a ValueError otherwise,
+        also under jit/vmap: only static shapes are checked).
+      head_fn: pure `head_fn(params, reps (N, D)) -> (N, num_classes)`, or None.
+      encode_text_fn: CLIP only: pure `encode_text_fn(params, tokens (N, L) int) -> (N, D)`,
+        L <= context_length.
+      config: the module's hyper-parameters as stored in model.json.
+      notes: caveats recorded at conversion (e.g. SimCLR's random head bias).
+    """
+
+    name: str
+    module: Any
+    params: Any
+    representation_dim: int
+    input_shape: Tuple[int, int, int]
+    preprocess: Optional[pp.Preprocessing]
+    encode_fn: Callable[[Any, jax.Array], jax.Array]
+    head_fn: Optional[Callable[[Any, jax.Array], jax.Array]] = None
+    encode_text_fn: Optional[Callable[[Any, jax.Array], jax.Array]] = None
+    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    notes: Tuple[str, ...] = ()
+
+    def encode(self, x) -> jax.Array:
+        """(N, H, W, C) -> (N, D) with this model's params (jit-compiled, cached).
+
+        `x` is checked first (`check_images`): shape, a float dtype, finite values in `input_range`.
+        """
+        check_images(self, x)
+        return _jit(self.encode_fn)(self.params, jnp.asarray(x, jnp.float32))
+
+    @property
+    def input_range(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+        """(low, high) per channel of ONE preprocessed input (`ArchSpec.input_range`)."""
+        return spec_of(self.name).input_range
+
+    def head(self, reps) -> jax.Array:
+        """(N, D) representations -> (N, num_classes) logits."""
+        if self.head_fn is None:
+            raise ValueError(f"model {self.name!r} was converted without a head")
+        check_reps("reps", reps, self.representation_dim)
+        return _jit(self.head_fn)(self.params, jnp.asarray(reps, jnp.float32))
+
+    def encode_text(self, texts_or_tokens, tokenizer=None) -> jax.Array:
+        """CLIP only: captions (str or list of str) or (N, L) int token ids -> (N, D)."""
+        if self.encode_text_fn is None:
+            raise ValueError(f"model {self.name!r} has no text encoder")
+        if isinstance(texts_or_tokens, str) or (
+                isinstance(texts_or_tokens, (list, tuple)) and texts_or_tokens
+                and isinstance(texts_or_tokens[0], str)):
+            tokenizer = tokenizer or self.tokenizer()
+            tokens = tokenizer(texts_or_tokens, context_length=self.config["context_length"])
+        else:
+            tokens = np.asarray(texts_or_tokens)
+        check_tokens("tokens", tokens, int(self.config["context_length"]))
+        return _jit(self.encode_text_fn)(self.params, jnp.asarray(tokens, jnp.int32))
+
+    def tokenizer(self, merges_path: Optional[str] = None):
+        """CLIP only: the byte-level BPE tokenizer (see `cocoa_jax.models.tokenizer`)."""
+        if self.encode_text_fn is None:
+            raise ValueError(f"model {self.name!r} has no text encoder")
+        return _cached_tokenizer(merges_path)
+
+    def with_input_shape(self, input_shape) -> "LoadedModel":
+        """The same model accepting (N, *input_shape) images instead of the native size.
+
+        For convolutional encoders (they pool any spatial size; e.g. cheap tests at 64 px) and the
+        DINO/DINOv2 ViTs (their positional embedding is resampled as the reference code does).
+        CLIP's positional embedding fixes its resolution, so CLIP refuses any other shape.
+        """
+        shape = tuple(int(v) for v in input_shape)
+        if len(shape) != 3 or min(shape) <= 0:
+            raise ValueError(f"input_shape must be (H, W, C) of positive sizes, got {input_shape!r}")
+        if shape[-1] != self.input_shape[-1]:
+            raise ValueError(f"input_shape must keep the model's {self.input_shape[-1]} channel(s), "
+                             f"got {shape}")
+        if shape != tuple(self.input_shape) and not spec_of(self.name).any_size:
+            raise ValueError(f"model {self.name!r} only accepts its native input shape "
+                             f"{tuple(self.input_shape)}, got input_shape={shape}")
+        return make_loaded(self.name, self.config, self.params, self.notes, input_shape=shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks (static shapes only: they run unchanged under jit and vmap)
+
+def _dtype_of(array):
+    return array.dtype if hasattr(array, "dtype") else np.asarray(array).dtype
+
+
+def check_image_shape(name: str, x, input_shape, model_name: str) -> None:
+    """`x` must be (N, *input_shape) of a real dtype; ValueError/TypeError saying what was expected."""
+    shape, want = tuple(np.shape(x)), tuple(input_shape)
+    expected = f"(N, {', '.join(map(str, want))})"
+    if len(shape) == 3 and shape == want:
+        raise ValueError(f"`{name}` must be a batch {expected} for model {model_name!r}; got ONE image "
+                         f"of shape {shape}: add a batch axis (x[None])")
+    if len(shape) != 4:
+        raise ValueError(f"`{name}` must have rank 4, shape {expected} (N, H, W, C) for model "
+                         f"{model_name!r}, got shape {shape}")
+    if shape[-1] != want[-1]:
+        raise ValueError(f"`{name}` has {shape[-1]} channel(s) but model {model_name!r} expects "
+                         f"{want[-1]}: shape {expected} (channels last), got {shape}")
+    if shape[1:3] != want[:2]:
+        raise ValueError(f"`{name}` has spatial size {shape[1]}x{shape[2]} but model {model_name!r} expects "
+                         f"{want[0]}x{want[1]}: shape {expected}, got {shape} (resize the images to "
+                         f"{want[0]}x{want[1]}, which model.preprocess does where the model has one, or "
+                         f"use model.with_input_shape(...) for a convolutional encoder)")
+    dtype = _dtype_of(x)
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(f"`{name}` must be a real numeric array, got dtype {dtype}")
+
+
+def _range_text(low, high) -> str:
+    if len(set(low)) == 1 and len(set(high)) == 1:
+        return f"[{low[0]:.4g}, {high[0]:.4g}]"
+    return "per channel " + ", ".join(f"[{lo:.4g}, {hi:.4g}]" for lo, hi in zip(low, high))
+
+
+def check_image_values(name: str, x, input_range, model_name: str, *, tolerance: float = 1e-3) -> None:
+    """A float dtype always; when `x` is concrete (not traced), finite values within `input_range`
+    ((low, high) per channel, widened by `tolerance` of each channel's width). Static dtypes are
+    checked under jit too; values only where they are known (eager calls)."""
+    low, high = (tuple(float(v) for v in bound) for bound in input_range)
+    expected = _range_text(low, high)
+    normalised = any(lo != 0.0 or hi != 1.0 for lo, hi in zip(low, high))
+    how = ("normalise [0, 1] pixels with model.preprocess.normalize(x) (or prepare images with "
+           "model.preprocess)" if normalised else "scale to [0, 1]")
+    dtype = _dtype_of(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`{name}` has dtype {dtype} but model {model_name!r} takes float inputs in {expected}: "
+                        f"convert, e.g. x.astype(np.float32) / 255 for 8-bit pixels"
+                        + (", then normalise with model.preprocess.normalize" if normalised else ""))
+    if isinstance(x, jax.core.Tracer) or not np.size(x):
+        return
+    values = x if isinstance(x, jax.Array) else np.asarray(x)
+    xp = jnp if isinstance(values, jax.Array) else np
+    axes = tuple(range(values.ndim - 1))
+    finite = xp.isfinite(values)
+    bad = int(values.size - int(xp.count_nonzero(finite)))
+    if bad:
+        raise ValueError(f"`{name}` contains {bad} NaN/inf value(s); model {model_name!r} needs finite "
+                         f"inputs in {expected}")
+    lows = np.asarray(xp.min(values, axis=axes), np.float64).reshape(-1)
+    highs = np.asarray(xp.max(values, axis=axes), np.float64).reshape(-1)
+    for c, (lo, hi, got_lo, got_hi) in enumerate(zip(low, high, lows, highs)):
+        slack = tolerance * (hi - lo)
+        if got_lo < lo - slack or got_hi > hi + slack:
+            channel = f" (channel {c})" if len(low) > 1 else ""
+            if got_hi > 2.0 and got_lo >= -slack:  # 0..255 data, the usual mistake
+                cause = "; these look like 8-bit pixels: scale to [0, 1], e.g. x / 255"
+                if normalised:
+                    cause += ", then normalise with model.preprocess.normalize"
+            else:
+                cause = f"; {how}"
+            raise ValueError(f"`{name}` has values in [{got_lo:.4g}, {got_hi:.4g}]{channel} but model "
+                             f"{model_name!r} expects {expected}{cause}")
+
+
+def check_images(model, x, name: str = "x") -> None:
+    """Check images `x` for `model` (a `LoadedModel` or the digits dual encoder) before encoding.
+
+    Raises ValueError/TypeError naming the expected shape (N, *model.input_shape), a float dtype
+    and, for concrete arrays, finite values in `model.input_range` (+-0.1% of its width).
+    `model.encode` and eager calls of `model.encode_fn` run it; inside jit/vmap/grad values are
+    unknown and only shape and dtype are checked, so call it on the data before jitting:
+
+        check_images(model, x)                          # eager, cheap (a min/max per channel)
+        reps = jax.jit(model.encode_fn)(model.params, x)
+    """
+    input_shape = tuple(model.input_shape)
+    if isinstance(model, LoadedModel):
+        check_image_shape(name, x, input_shape, model.name)
+    else:  # size-agnostic towers (the digits dual encoder): rank and channels only
+        shape = tuple(np.shape(x))
+        if len(shape) != 4 or shape[-1] != input_shape[-1]:
+            raise ValueError(f"`{name}` must have shape (N, H, W, {input_shape[-1]}) for model "
+                             f"{model.name!r}, got {shape}")
+    check_image_values(name, x, model.input_range, model.name)
+
+
+def check_reps(name: str, reps, dim: int) -> None:
+    """`reps` must be (N, dim)."""
+    shape = tuple(np.shape(reps))
+    if len(shape) != 2 or shape[1] != dim:
+        raise ValueError(f"`{name}` must have shape (N, {dim}), got {shape}")
+
+
+def check_tokens(name: str, tokens, context_length: int) -> None:
+    """`tokens` must be (N, L) integers with 1 <= L <= context_length."""
+    shape, dtype = tuple(np.shape(tokens)), _dtype_of(tokens)
+    if len(shape) != 2 or not 1 <= shape[1] <= context_length:
+        raise ValueError(f"`{name}` must have shape (N, L) with L <= {context_length} (the context "
+                         f"length), got {shape}")
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"`{name}` must be integer token ids, got dtype {dtype}")
+
+
+def _checked_encode(raw, input_shape, model_name):
+    input_range = spec_of(model_name).input_range
+
+    def encode_fn(params, x):
+        check_image_shape("x", x, input_shape, model_name)
+        check_image_values("x", x, input_range, model_name)  # values: eager calls only
+        return raw(params, x)
+
+    return encode_fn
+
+
+def _checked_head(raw, dim):
+    def head_fn(params, reps):
+        check_reps("reps", reps, dim)
+        return raw(params, reps)
+
+    return head_fn
+
+
+def _checked_text(raw, context_length):
+    def encode_text_fn(params, tokens):
+        check_tokens("tokens", tokens, context_length)
+        return raw(params, tokens)
+
+    return encode_text_fn
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_tokenizer(merges_path):
+    from cocoa_jax.models.tokenizer import ClipTokenizer
+
+    return ClipTokenizer(merges_path)
+
+
+@functools.lru_cache(maxsize=None)
+def _jit(fn):
+    return jax.jit(fn)
+
+
+
+def make_loaded(arch: str, config: Mapping[str, Any], variables, notes=(), *,
+                input_shape: Optional[Tuple[int, int, int]] = None) -> LoadedModel:
+    """Wrap module + variables of `arch` as a `LoadedModel` (input checks included).
+
+    input_shape: accept (N, *input_shape) images instead of the native shape (see
+    `LoadedModel.with_input_shape`).
+    """
+    spec = spec_of(arch)
+    module = spec.build(config)
+    fns = spec.encoders(module, config)
+    head_fn = None if fns.head is None else _checked_head(fns.head, fns.dim)
+    encode_text_fn = None if fns.text is None else _checked_text(fns.text, int(fns.context_length))
+    shape = tuple(input_shape or spec.input_shape(config))
+    return LoadedModel(name=arch, module=module, params=variables, representation_dim=fns.dim,
+                       input_shape=shape, preprocess=spec.preprocess,
+                       encode_fn=_checked_encode(fns.encode, shape, arch), head_fn=head_fn,
+                       encode_text_fn=encode_text_fn, config=dict(config), notes=tuple(notes))

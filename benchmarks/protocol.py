@@ -180,8 +180,7 @@ def build_image_folder(root: str, min_train: int, seed: int = 0) -> dict:
 
 
 def _torch_encoder():
-    sys.path.insert(0, REPO)
-    from tests.torch_reference.resnet import CifarResNet18, randomize_
+    from benchmarks.torch_models import CifarResNet18, randomize_
     return CifarResNet18, randomize_
 
 

@@ -39,8 +39,15 @@ def _parse_args(argv=None):
     parser.add_argument("--models", default=None, help="comma-separated subset of models")
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: "
                         "main,batch,devices,bf16,steps,e2e")
+    parser.add_argument("--scale", type=int, default=1, metavar="N",
+                        help="multiply every count and batch size by N (accelerators: 8 keeps an H100/H200 busy)")
+    parser.add_argument("--torch-device", default="auto", metavar="DEV",
+                        help="PyTorch side's device: cpu, cuda, or auto (cuda when JAX runs on a GPU and torch "
+                             "sees one; default)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.scale <= 0:
+        parser.error(f"--scale must be a positive integer, got {args.scale}")
     if args.devices is not None and args.devices <= 0:
         parser.error(f"--devices must be a positive integer, got {args.devices}")
     return args
@@ -74,7 +81,29 @@ except Exception:  # noqa: BLE001
 # ----------------------------------------------------------------------------- sizes
 
 
+SCALED = ("rise_masks", "rise_batch", "ig_steps", "ig_batch", "gs_samples", "insdel_batch")
+
+
 def sizes(quick: bool) -> dict:
+    """`_sizes(quick)` with every count and batch multiplied by `--scale` (1 unless given)."""
+    scale = ARGS.scale if ARGS is not None and not quick else 1
+    out = _sizes(quick)
+    if scale != 1:
+        out = {name: {k: v * scale if k in SCALED else v for k, v in sz.items()} for name, sz in out.items()}
+    return out
+
+
+def torch_device() -> str:
+    """The PyTorch side's device (`--torch-device`; auto: cuda when JAX runs on a GPU and torch sees one)."""
+    import torch
+
+    choice = ARGS.torch_device if ARGS is not None else "auto"
+    if choice == "auto":
+        return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+    return choice
+
+
+def _sizes(quick: bool) -> dict:
     """Work per measurement and the cells measured: (method, K, E) triples.
 
     Small counts for the 224 px models on CPU: rates are what is compared, and every figure
@@ -274,15 +303,16 @@ def torch_measure(spec: M.ModelSpec, method: str, k: int, n_explicands: int, sz:
 
     from benchmarks import torch_side as T
 
+    device = torch_device()
     key = (spec.name, channels_last)
     if key not in cache:
-        cache[key] = M.init_torch(spec, channels_last=channels_last)
-        prime = torch.zeros(2, 3, spec.image_size, spec.image_size, requires_grad=True)
+        cache[key] = M.init_torch(spec, channels_last=channels_last).to(device)
+        prime = torch.zeros(2, 3, spec.image_size, spec.image_size, requires_grad=True, device=device)
         cache[key](prime.contiguous(memory_format=torch.channels_last) if channels_last else prime).sum().backward()
     model = cache[key]
     rng = np.random.default_rng(1)
     size = spec.image_size
-    xs = torch.as_tensor(rng.uniform(-1, 1, (n_explicands, 3, size, size)).astype(np.float32))
+    xs = torch.as_tensor(rng.uniform(-1, 1, (n_explicands, 3, size, size)).astype(np.float32), device=device)
     base = T.blur(xs)
     dirs = np.random.default_rng(3).standard_normal((k, spec.rep_dim)).astype(np.float32)
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
@@ -306,8 +336,14 @@ def torch_measure(spec: M.ModelSpec, method: str, k: int, n_explicands: int, sz:
                                          sz["insdel_batch"], channels_last) for e in range(n_explicands)]
         raise ValueError(method)
 
+    def run_synced():
+        out = run()
+        if device != "cpu":
+            torch.cuda.synchronize()
+        return out
+
     with torch.inference_mode(mode=method in ("rise", "insdel")):
-        seconds = time_call(run, repeats, warmup=False)  # model primed above
+        seconds = time_call(run_synced, repeats, warmup=device != "cpu")  # model primed above (CPU)
     units = {"rise": sz["rise_masks"], "integrated_gradients": sz["ig_steps"], "gradient_shap": sz["gs_samples"],
              "insdel": 2 * (sz["insdel_steps"] + 1) * k}[method] * n_explicands
     return {"rate": units / seconds, "seconds": seconds}

@@ -1,4 +1,5 @@
-"""The reference side: the same work done the official way, in PyTorch (CPU) with Captum.
+"""The reference side: the same work done the official way, in PyTorch with Captum (on the
+device of the inputs: CPU, or CUDA for the GPU benchmark).
 
 * RISE like the official COCOA code: masks made per batch (Bernoulli grid, bilinear
   upsampling with `F.interpolate`, random crop per mask), batched masked forward passes,
@@ -28,6 +29,8 @@ class TorchTarget:
         self.single = single
 
     def __call__(self, reps):
+        if self.directions.device != reps.device:
+            self.directions = self.directions.to(reps.device)
         reps = reps / reps.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         scores = reps @ self.directions.T
         return scores[:, 0] if self.single else scores
@@ -49,7 +52,8 @@ def rise(model, target, x, baseline, n_masks: int, batch_size: int, grid: int, k
     """x, baseline: (1, C, H, W). Returns (K, H, W) saliency."""
     torch = _torch()
     F = torch.nn.functional
-    gen = torch.Generator().manual_seed(seed)
+    device = x.device
+    gen = torch.Generator(device=device).manual_seed(seed)
     size = x.shape[-1]
     cell = -(-size // grid)
     up = (grid + 1) * cell
@@ -58,9 +62,9 @@ def rise(model, target, x, baseline, n_masks: int, batch_size: int, grid: int, k
     with torch.no_grad():
         for start in range(0, n_masks, batch_size):
             b = min(batch_size, n_masks - start)
-            grids = (torch.rand(b, 1, grid, grid, generator=gen) < keep_prob).float()
+            grids = (torch.rand(b, 1, grid, grid, generator=gen, device=device) < keep_prob).float()
             upsampled = F.interpolate(grids, size=(up, up), mode="bilinear", align_corners=False)
-            shifts = torch.randint(0, cell, (b, 2), generator=gen).tolist()
+            shifts = torch.randint(0, cell, (b, 2), generator=gen, device=device).tolist()
             masks = torch.stack([upsampled[i, 0, dy:dy + size, dx:dx + size] for i, (dy, dx) in enumerate(shifts)])
             m = masks[:, None]
             scores = f(x * m + baseline * (1 - m))
@@ -108,13 +112,14 @@ def insertion_deletion(model, target, x, baseline, attributions, n_steps: int, b
     steps = np.full(n_steps + 1, base)
     steps[0] = 0
     steps[1:rem + 1] += 1
-    counts = torch.as_tensor(np.cumsum(steps))
+    device = x.device
+    counts = torch.as_tensor(np.cumsum(steps), device=device)
     out = []
     with torch.no_grad():
         for attribution in attributions:
-            order = torch.argsort(-torch.as_tensor(attribution).reshape(-1), stable=True)
-            rank = torch.empty(n_features, dtype=torch.long)
-            rank[order] = torch.arange(n_features)
+            order = torch.argsort(-torch.as_tensor(attribution, device=device).reshape(-1), stable=True)
+            rank = torch.empty(n_features, dtype=torch.long, device=device)
+            rank[order] = torch.arange(n_features, device=device)
             changed = (rank[None, :] < counts[:, None]).float().reshape(-1, 1, size, size)
             curves = []
             for keep in (changed, 1 - changed):  # insertion, deletion
@@ -132,7 +137,7 @@ def blur(x):
     """torchvision-free Gaussian blur (21, sigma 5, reflect), (E, C, H, W)."""
     torch = _torch()
     radius, sigma = 10, 5.0
-    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device) / sigma) ** 2)
     taps = taps / taps.sum()
     c = x.shape[1]
     padded = torch.nn.functional.pad(x, (radius, radius, radius, radius), mode="reflect")

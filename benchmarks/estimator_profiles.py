@@ -1,0 +1,157 @@
+"""Estimator profiles `paper` vs `fast` on a small digits sweep: wall time and the AUC table.
+
+    python -m benchmarks.estimator_profiles [--seeds 0,1,2] [--classes 0,1,2] [--out PATH] [--quick]
+
+Runs the INSTALLED `cocoa-jax sweep` twice on the reduced digits protocol (docs/sweep.md) with the
+paper's estimator counts (methods = {} each: IG 50 steps, GradientSHAP 50 samples, RISE 5000
+masks), once with `estimators: "paper"` and once with `estimators: "fast"` (centred RISE with 416
+masks, IG 16 steps; GradientSHAP unchanged), each in a fresh run directory with its own empty
+compilation cache (both are first runs), the profiles' order alternating over `--repeats`.
+Reports both wall times and their ratio, the attribution seconds per method (from the units'
+rows), and for every cell (method x target x insertion/deletion x measure) of the AUC table
+whether fast's mean over seeds lies inside paper's 95% confidence interval over seeds (Student t,
+as `cocoa-jax report`). Writes benchmarks/RESULTS_profiles.md and a .json beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PAPER_METHODS = {"integrated_gradients": {}, "gradient_shap": {}, "rise": {}}
+
+
+def _cli() -> list[str]:
+    exe = os.path.join(os.path.dirname(sys.executable), "cocoa-jax")
+    return [exe] if os.path.isfile(exe) else [sys.executable, "-m", "cocoa_jax"]
+
+
+def run_sweep(run_dir: str, cache: str, profile: str, seeds, classes, quick: bool) -> float:
+    sets = {"seeds": seeds, "classes": classes, "methods": PAPER_METHODS, "estimators": profile}
+    if quick:
+        sets.update(methods={"integrated_gradients": {"n_steps": 4}, "rise": {"n_masks": 64}},
+                    explicands_per_class=2, foil_size=50, eval_steps=4)
+    args = ["sweep", run_dir, "--no-progress", "--compile-cache", cache]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={json.dumps(value)}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env.pop("XLA_FLAGS", None)
+    t0 = time.perf_counter()
+    proc = subprocess.run(_cli() + args, env=env, capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"cocoa-jax sweep failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def cells(run_dir: str):
+    """{(method, target, kind, measure): {seed: mean AUC over the seed's classes and explicands}}."""
+    from cocoa_jax.sweep import report
+
+    _, _, _, per_seed = report.collect(run_dir)
+    out = {}
+    for (method, target), by_measure in per_seed.items():
+        for (kind, measure), by_seed in by_measure.items():
+            out[(method, target, kind, measure)] = dict(by_seed)
+    return out
+
+
+def attribution_seconds(run_dir: str) -> dict:
+    from cocoa_jax.sweep.store import open_existing
+
+    _, store = open_existing(run_dir)
+    out: dict[str, float] = {}
+    for row in store.read_rows(verify=False, warn=False).values():
+        out[row["method"]] = out.get(row["method"], 0.0) + row.get("attribution_seconds", 0.0)
+    return {k: round(v, 2) for k, v in out.items()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.estimator_profiles",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--classes", default="0,1,2")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="tiny counts (smoke test)")
+    parser.add_argument("--out", default=os.path.join(HERE, "RESULTS_profiles.md"))
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    classes = [int(c) for c in args.classes.split(",")]
+    scratch = tempfile.mkdtemp(prefix="cj_profiles_")
+    walls = {"paper": [], "fast": []}
+    loads = []
+    try:
+        for r in range(args.repeats):
+            order = ("paper", "fast") if r % 2 == 0 else ("fast", "paper")
+            for profile in order:
+                loads.append(os.getloadavg()[0])
+                run_dir = os.path.join(scratch, f"{profile}_{r}")
+                wall = run_sweep(run_dir, os.path.join(scratch, f"cache_{profile}_{r}"), profile, seeds, classes,
+                                 args.quick)
+                walls[profile].append(round(wall, 2))
+                print(f"{profile} repeat {r}: {wall:.1f} s (load {loads[-1]:.1f})", flush=True)
+        paper, fast = cells(os.path.join(scratch, "paper_0")), cells(os.path.join(scratch, "fast_0"))
+        seconds = {p: attribution_seconds(os.path.join(scratch, f"{p}_0")) for p in walls}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    from cocoa_jax.sweep.report import ci95_halfwidth
+
+    table, inside = [], 0
+    for key in sorted(paper):
+        if key[0] == "random":
+            continue
+        p_values = [paper[key][s] for s in sorted(paper[key])]
+        f_values = [fast[key][s] for s in sorted(fast[key])]
+        mean, half = float(np.mean(p_values)), float(ci95_halfwidth(p_values))
+        fmean, fhalf = float(np.mean(f_values)), float(ci95_halfwidth(f_values))
+        ok = abs(fmean - mean) <= half
+        inside += ok
+        table.append({"cell": list(key), "paper": [mean, half], "fast": [fmean, fhalf], "inside": bool(ok)})
+    result = {"walls": walls, "attribution_seconds": seconds, "cells": table, "inside": inside,
+              "n_cells": len(table), "seeds": seeds, "classes": classes, "load_avg_1m": loads,
+              "machine": platform.platform(), "cpus": os.cpu_count(), "quick": args.quick}
+    write(result, args.out)
+    return 0
+
+
+def write(result: dict, path: str) -> None:
+    walls = result["walls"]
+    ratio = min(walls["paper"]) / min(walls["fast"])
+    lines = [f"# Estimator profiles on a digits sweep ({time.strftime('%Y-%m-%d')})", "",
+             f"`python -m benchmarks.estimator_profiles`: `cocoa-jax sweep` on the reduced digits protocol, seeds "
+             f"{result['seeds']}, classes {result['classes']}, 5 explicands per class, the paper's counts "
+             f"(`methods` = {{}} each), `estimators` paper vs fast, each a first run (empty compilation cache). "
+             f"Machine: {os.cpu_count()} CPUs, shared (1-minute load average before each sweep: "
+             f"{', '.join(f'{x:.1f}' for x in result['load_avg_1m'])}).", "",
+             "| | paper | fast | ratio |", "|---|---|---|---|",
+             f"| sweep wall time (s) | {', '.join(map(str, walls['paper']))} | {', '.join(map(str, walls['fast']))} | "
+             f"**{ratio:.2f}x** |"]
+    for method in ("integrated_gradients", "gradient_shap", "rise"):
+        a, b = result["attribution_seconds"]["paper"].get(method), result["attribution_seconds"]["fast"].get(method)
+        if a is not None and b is not None:
+            lines.append(f"| {method} attribution (s, summed over units) | {a} | {b} | {a / b:.2f}x |")
+    lines += ["", f"AUC cells (method x target x insertion/deletion x measure; random excluded) where fast's mean "
+                  f"over seeds lies inside paper's 95% CI over seeds: **{result['inside']} of {result['n_cells']}**.",
+              "", "| method | target | kind | measure | paper mean (95% CI half-width) | fast mean | inside |",
+              "|---|---|---|---|---|---|---|"]
+    for cell in result["cells"]:
+        m, t, k, meas = cell["cell"]
+        lines.append(f"| {m} | {t} | {k} | {meas} | {cell['paper'][0]:.3f} ({cell['paper'][1]:.3f}) | "
+                     f"{cell['fast'][0]:.3f} | {'yes' if cell['inside'] else '**no**'} |")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    with open(os.path.splitext(path)[0] + ".json", "w") as fh:
+        json.dump(result, fh, indent=1)
+    print("\n".join(lines[:12]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

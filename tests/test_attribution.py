@@ -270,7 +270,12 @@ def test_every_method_of_the_table_is_covered():
                             "kernel_shap", "lime", "occlusion", "smooth_integrated_gradients"}
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+# The perturbation methods' own test files keep quick invariance checks; here they run in the full suite.
+QUICK = {"integrated_gradients", "gradient_shap", "rise", "smoothgrad", "vanilla_gradients"}
+BY_SPEED = [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in sorted(METHODS)]
+
+
+@pytest.mark.parametrize("name", BY_SPEED)
 def test_batch_size_invariance_jit_and_k_stacking(name, x, baseline):
     method = METHODS[name]
     key = jax.random.PRNGKey(11)
@@ -286,7 +291,7 @@ def test_batch_size_invariance_jit_and_k_stacking(name, x, baseline):
         np.testing.assert_allclose(reference[k], single, rtol=1e-5, atol=atol)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", BY_SPEED)
 def test_vmap_over_explicands_with_per_explicand_targets(name):
     """label_free targets differ per explicand; vmapping (x, target) equals a loop."""
     rng = np.random.default_rng(2)

@@ -82,6 +82,7 @@ def test_model_functions_refuse_bad_shapes(zoo, jit, model_name, fn_name, bad, e
         assert fragment in str(info.value), (fragment, str(info.value))
 
 
+@pytest.mark.slow  # compiles every model of the zoo
 def test_good_inputs_still_work_under_jit_and_vmap(zoo):
     digits = zoo["digits"]
     x = np.random.default_rng(0).random((2, 32, 32, 1), dtype=np.float32)

@@ -191,6 +191,7 @@ def test_majority_class_and_bad_inputs():
         metrics.make_measures("bogus")
 
 
+@pytest.mark.slow  # many compilations
 def test_batched_form_equals_one_explicand_at_a_time_and_absolute_is_per_channel():
     encode_jax, _ = tiny_model()
     rng = np.random.default_rng(5)

@@ -177,6 +177,7 @@ def test_refused_sweep_writes_nothing(tmp_path, capsys, monkeypatch, bad):
     assert not run_dir.exists()
 
 
+@pytest.mark.slow  # runs the corrected sweep
 def test_refused_sweep_leaves_the_run_dir_as_it_was_and_the_corrected_command_runs(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
     run_dir = tmp_path / "run"

@@ -44,7 +44,8 @@ def test_encode_in_chunks_equals_one_call_for_any_chunk():
         pipeline.encode_in_chunks(encode_fn, Toy.params, x[0])
 
 
-@pytest.mark.parametrize("method", sorted(SMALL))
+@pytest.mark.parametrize("method", [m if m in ("integrated_gradients", "rise") else pytest.param(m, marks=pytest.mark.slow)
+                                    for m in sorted(SMALL)])
 def test_attribute_equals_per_explicand_calls_for_any_chunk(method):
     """N explicands x K targets == the method called on each explicand with its own target/key."""
     reps = encode_fn(Toy.params, XS)

@@ -1,11 +1,14 @@
 """`cocoa-jax report` reads and verifies a run once, and its tables equal a fresh read's."""
 import os
 
+import pytest
+
 from cocoa_jax.sweep import report, store
 
 from test_sweep import run_tiny
 
 
+@pytest.mark.slow  # a whole tiny sweep + report
 def test_write_report_reads_and_hashes_each_unit_once(tmp_path, monkeypatch):
     run_dir = str(tmp_path / "run")
     run_tiny(run_dir)
@@ -56,6 +59,6 @@ def test_rows_follow_the_one_row_definition(tmp_path):
     del damaged["auc"]
     with open(path, "w") as fh:
         fh.write("\n".join([json.dumps(damaged)] + lines[1:]) + "\n")
-    import pytest
+
     with pytest.warns(UserWarning, match="lacks auc"):
         assert damaged["unit"] not in report.Run(run_dir).rows

@@ -56,6 +56,7 @@ def _params():
             "batch_stats": {"conv": {"mean": jnp.asarray(rng.normal(size=64), jnp.float32)}}}
 
 
+@pytest.mark.slow  # large tensors
 def test_randomize_keeps_each_tensors_statistics_and_bounds():
     params = _params()
     new = randomize_params(params, jax.random.key(0))

@@ -45,6 +45,7 @@ def _run(config, run_dir, encoder):
     return {uid: store.load_unit(row) for uid, row in store.read_rows(warn=False).items()}
 
 
+@pytest.mark.slow  # two tiny sweeps
 def test_randomized_run_equals_a_run_of_the_randomized_encoder(tmp_path):
     """randomize_model: seed s explains randomize_params(params, key(s)), sampling, attribution,
     evaluation and the probe included: the same numbers as a plain run given that encoder."""

@@ -109,6 +109,7 @@ def _reference(tmp_path, config: str) -> str:
 # ----------------------------------------------------------------------------- quick
 
 
+@pytest.mark.slow  # ~30 s; the quick subset keeps the one-line failures and the config refusal
 def test_two_processes_on_the_shipped_digits_encoder_equal_one_process(tmp_path):
     config = _config(tmp_path)
     reference = _reference(tmp_path, config)

@@ -153,6 +153,7 @@ def test_sample_grids_contents_and_reproducibility(data):
         L.sample_grids(jax.random.key(0), data.x_test[data.y_test < 9], data.y_test[data.y_test < 9], 2)
 
 
+@pytest.mark.slow  # ~14 s
 def test_pointing_hits_hand_computed():
     heat = np.zeros((4, 4), np.float32)
     heat[3, 0] = 5.0                          # maximum in tile 2 (bottom left)
@@ -222,6 +223,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # a whole CLI run; tests/product covers localize quickly
 def test_cli_default_writes_figure_npz_settings(run_dir, model, data):
     from PIL import Image
 

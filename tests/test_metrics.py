@@ -65,7 +65,8 @@ def test_step_sizes_spread_remainder_over_first_steps(n_features, n_steps):
     assert metrics.feature_fractions(n_features, n_steps)[-1] == 1.0
 
 
-@pytest.mark.parametrize("absolute,superpixel,n_steps", [(False, 1, 10), (True, 1, 7), (False, 2, 5)])
+@pytest.mark.parametrize("absolute,superpixel,n_steps", [pytest.param(False, 1, 10, marks=pytest.mark.slow), (True, 1, 7),
+                                                        pytest.param(False, 2, 5, marks=pytest.mark.slow)])
 def test_curves_and_auc_match_numpy_reference(absolute, superpixel, n_steps):
     encode_jax, encode_np = tiny_model()
     rng = np.random.default_rng(1)
@@ -103,6 +104,7 @@ def test_curves_and_auc_match_numpy_reference(absolute, superpixel, n_steps):
     np.testing.assert_allclose(np.asarray(curves[1, 0]), full, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.slow  # ~20 s
 def test_one_encoder_pass_per_step_for_all_measures_and_stacked_attributions():
     encode_jax, _ = tiny_model()
     calls = []
@@ -147,6 +149,7 @@ def test_jit_and_vmap_over_explicands_and_measures():
         np.testing.assert_allclose(np.asarray(batched[i]), np.asarray(one), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # ~11 s
 def test_perfect_attribution_beats_random_for_a_linear_model():
     """For f(x) = <w, x>, the exact pixel importance is w * (x - baseline)."""
     rng = np.random.default_rng(4)

@@ -175,7 +175,7 @@ def test_ssl_layouts_resnet18(layout, resnet18, tmp_path):
         assert rel_err(model.head(reps), logits) < TOL
 
 
-@pytest.mark.parametrize("depth", [34, pytest.param(50, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("depth", [pytest.param(34, marks=pytest.mark.slow), pytest.param(50, marks=pytest.mark.slow)])
 def test_deeper_resnets_match_torchvision(depth, tmp_path):
     """resnet34 (BasicBlock [3, 4, 6, 3]) and resnet50 (Bottleneck) with their fc heads, 32 px."""
     model_t = _torchvision(depth, num_classes=7, seed=depth)

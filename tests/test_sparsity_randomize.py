@@ -18,6 +18,7 @@ def gini_np(a):
     return 1.0 - 2.0 * sum((a[k - 1] / total) * (n - k + 0.5) / n for k in range(1, n + 1))
 
 
+@pytest.mark.slow  # ~25 s of compiles; the batched NumPy comparison stays quick
 def test_gini_known_values():
     assert abs(float(gini_index(jnp.ones(50)))) < 1e-6
     assert abs(float(gini_index(-3.0 * jnp.ones((4, 5)))) ) < 1e-6

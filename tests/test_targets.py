@@ -100,6 +100,7 @@ def test_target_is_a_pytree_through_jit(reps):
     np.testing.assert_allclose(out, target(reps["x"]), rtol=1e-6)
 
 
+@pytest.mark.slow  # ~14 s
 def test_zero_representation_is_guarded():
     target = targets.cocoa(np.eye(4, dtype=np.float32)[:2], np.eye(4, dtype=np.float32)[2:])
     zero = jnp.zeros(4)

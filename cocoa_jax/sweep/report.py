@@ -164,22 +164,6 @@ def csv_table(run_dir: str, measures=MEASURE_NAMES) -> str:
     return out.getvalue()
 
 
-def mean_curves(run_dir: str):
-    """{(method, target): (fractions (S+1,), curves (2, S+1, M))}: mean over every explicand."""
-    config, store, rows, _ = collect(run_dir)
-    sums: dict = {}
-    fractions = None
-    for row in rows.values():
-        arrays = store.load_unit(row)
-        fractions = arrays["fractions"]
-        for k, target in enumerate(row["targets"]):
-            total = arrays["curves"][:, k].sum(axis=0)  # (2, S+1, M)
-            acc = sums.setdefault((row["method"], target), [0.0, 0])
-            acc[0] = acc[0] + total
-            acc[1] += arrays["curves"].shape[0]
-    return fractions, {key: s / n for key, (s, n) in sums.items()}
-
-
 def seed_curves(run_dir: str):
     """{(method, target): {seed: curves (2, S+1, M)}}: per seed, the explicand-weighted mean over
     its classes (as the AUC table), plus the fractions (S+1,) and the config."""

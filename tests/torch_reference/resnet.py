@@ -75,39 +75,9 @@ class TorchvisionResNet(nn.Module):
         return self.fc(x) if apply_head else x
 
 
-class CifarBasicBlock(nn.Module):
-    def __init__(self, cin, width, stride):
-        super().__init__()
-        self.conv1, self.bn1 = _conv(cin, width, 3, stride), nn.BatchNorm2d(width)
-        self.conv2, self.bn2 = _conv(width, width, 3), nn.BatchNorm2d(width)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != width:
-            self.shortcut = nn.Sequential(_conv(cin, width, 1, stride), nn.BatchNorm2d(width))
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
-class CifarResNet18(nn.Module):
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.conv1, self.bn1 = _conv(3, 64, 3), nn.BatchNorm2d(64)
-        cin = 64
-        for i in range(4):
-            width = 64 * 2**i
-            self.add_module(f"layer{i + 1}", nn.Sequential(
-                CifarBasicBlock(cin, width, 1 if i == 0 else 2), CifarBasicBlock(width, width, 1)))
-            cin = width
-        self.fc = nn.Linear(512, num_classes) if num_classes else nn.Identity()
-
-    def forward(self, x, apply_head=False):
-        out = F.relu(self.bn1(self.conv1(x)))
-        for i in range(1, 5):
-            out = getattr(self, f"layer{i}")(out)
-        out = F.avg_pool2d(out, 4).flatten(1)
-        return self.fc(out) if apply_head else out
+# The SimSiam CIFAR ResNet-18 and the randomiser live once, with the benchmarks that also save
+# it as a checkpoint (benchmarks never import from tests/; tests may import from benchmarks).
+from benchmarks.torch_models import CifarBasicBlock, CifarResNet18, randomize_  # noqa: E402,F401
 
 
 def resnet50(num_classes=1000):
@@ -116,21 +86,3 @@ def resnet50(num_classes=1000):
 
 def resnet18(num_classes=1000):
     return TorchvisionResNet(TvBasicBlock, (2, 2, 2, 2), num_classes)
-
-
-def randomize_(model: nn.Module, seed: int) -> nn.Module:
-    """Non-default random BatchNorm affine params AND running stats (so a converter that drops
-    or swaps them fails), random Linear biases; eval mode."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                n = module.num_features
-                module.weight.copy_(0.5 + torch.rand(n, generator=gen))
-                module.bias.copy_(0.1 * torch.randn(n, generator=gen))
-                module.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-                module.num_batches_tracked.fill_(1234)
-            elif isinstance(module, nn.Linear) and module.bias is not None:
-                module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=gen))
-    return model.eval()

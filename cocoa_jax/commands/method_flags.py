@@ -126,8 +126,8 @@ def options(args, names, image_shape, *, batch_size=None) -> dict[str, dict]:
     from cocoa_jax import methods
 
     out = given(args, names)
+    owners_of = _option_names(args._method_choices)
     for name, values in out.items():
-        owners_of = _option_names(args._method_choices)
         display = {option: flag_of(option, owners_of[option]) for option in values if option in owners_of}
         display.update({option: f"--option {name}.{option}" for option in values if option not in display})
         display["batch_size"] = "--batch-size"

@@ -1,6 +1,7 @@
 """Checkpoint reading and the key-by-key Flax filling shared by all converters."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -24,10 +25,28 @@ class NotACheckpointError(ValueError):
 
 
 # torch.save writes a zip archive (PyTorch >= 1.6) or, in the legacy format, a pickle stream
-# (protocol >= 2 starts with 0x80). Anything else cannot be a checkpoint.
+# (protocol >= 2 starts with 0x80). A safetensors file (open_clip_model.safetensors, timm's and
+# Hugging Face's model.safetensors) starts with its JSON header's length (8 bytes, little endian)
+# and then the header, '{'. Anything else cannot be a checkpoint.
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = b"\x80"
 _BLOCKED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def is_safetensors(path: str) -> bool:
+    """The file starts with a safetensors header: its length, then that many bytes of a JSON object."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+        if len(head) < 9 or head[8:9] != b"{":
+            return False
+        length = int.from_bytes(head[:8], "little")
+        if not 2 <= length <= min(os.path.getsize(path) - 8, 100_000_000):  # safetensors' own header cap
+            return False
+        f.seek(8)
+        try:
+            return isinstance(json.loads(f.read(length)), dict)
+        except ValueError:  # not JSON / not UTF-8
+            return False
 
 
 def check_checkpoint_file(path: str) -> None:
@@ -37,16 +56,22 @@ def check_checkpoint_file(path: str) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} is not a file")
     with open(path, "rb") as f:
-        head = f.read(4)
+        head = f.read(9)
     if not head:
         raise NotACheckpointError(f"checkpoint {path!r} is empty, not a PyTorch checkpoint")
+    if is_safetensors(path):
+        return
     if head.startswith(_ZIP_MAGIC):
         if not zipfile.is_zipfile(path):
             raise NotACheckpointError(f"checkpoint {path!r} is a truncated or damaged zip archive, not a "
                                       f"readable PyTorch checkpoint (re-download or re-save it)")
+    elif head[8:9] == b"{" and head[4:8] == b"\0\0\0\0":  # a header length < 4 GiB, then '{'
+        raise NotACheckpointError(f"checkpoint {path!r} looks like a truncated or damaged safetensors file "
+                                  f"(its header is cut off or not JSON; re-download it)")
     elif not head.startswith(_PICKLE_PROTO):
         raise NotACheckpointError(f"checkpoint {path!r} is not a PyTorch checkpoint (neither a torch.save "
-                                  f"zip archive nor a legacy pickle; it starts with {head!r})")
+                                  f"zip archive, a legacy pickle nor a safetensors file; it starts with "
+                                  f"{head[:4]!r})")
 
 
 def _first_line(err: BaseException) -> str:
@@ -61,8 +86,24 @@ def is_torchscript_archive(path: str) -> bool:
         return any("/code/" in name or name.endswith("constants.pkl") for name in archive.namelist())
 
 
+def load_safetensors(path: str) -> dict:
+    """{key: torch tensor} of a safetensors file (holds tensors only: nothing is unpickled)."""
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+    except ImportError:
+        raise NotACheckpointError(f"checkpoint {path!r} is a safetensors file: reading it needs the package "
+                                  f"safetensors (pip install 'cocoa-jax[ports]' or pip install safetensors)") from None
+    try:
+        return dict(load_file(path, device="cpu"))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise NotACheckpointError(f"checkpoint {path!r} is not a readable safetensors file "
+                                  f"({type(err).__name__}: {_first_line(err)})") from None
+
+
 def load_checkpoint(path: str, *, unsafe_unpickle: bool = False):
-    """Read a torch checkpoint: TorchScript archive -> its state_dict; else `torch.load`.
+    """Read a torch checkpoint: safetensors file -> its tensors; TorchScript archive -> its
+    state_dict; else `torch.load`.
 
     `torch.load(weights_only=True)` only rebuilds tensors and plain containers. With
     `unsafe_unpickle=True` any pickled object is rebuilt, which can execute arbitrary code.
@@ -72,6 +113,8 @@ def load_checkpoint(path: str, *, unsafe_unpickle: bool = False):
     import torch
 
     check_checkpoint_file(path)
+    if is_safetensors(path):
+        return load_safetensors(path)
     if is_torchscript_archive(path):
         # TorchScript is deserialised by torch.jit (no Python pickle of arbitrary objects).
         try:
@@ -95,6 +138,11 @@ def load_checkpoint(path: str, *, unsafe_unpickle: bool = False):
         # Damaged archives (RuntimeError from the zip reader), streams that are not torch pickles
         # (KeyError/EOFError), or, with full unpickling, classes that do not exist here.
         raise NotACheckpointError(f"checkpoint {path!r} is not a readable PyTorch checkpoint "
+                                  f"({type(err).__name__}: {_first_line(err)})") from None
+    except Exception as err:  # torch.load hands files it takes for safetensors to safetensors
+        if type(err).__name__ != "SafetensorError":
+            raise
+        raise NotACheckpointError(f"checkpoint {path!r} is not a readable safetensors file "
                                   f"({type(err).__name__}: {_first_line(err)})") from None
 
 

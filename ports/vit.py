@@ -10,8 +10,31 @@ every released DINO/DINOv2 model: S 6, B 12, L 16, g 24), overridable with the o
   * DINO full checkpoints ({'teacher': backbone.* + head.*, 'student': module.backbone.* ...};
     the teacher is used, as DINO evaluates it) and DINOv2 teacher checkpoints
     ({'teacher': backbone.* + dino_head.* / ibot_head.*}), heads dropped and reported;
-  * DINOv2 FSDP block chunks (`blocks.C.I.*` -> `blocks.I.*`).
+  * DINOv2 FSDP block chunks (`blocks.C.I.*` -> `blocks.I.*`);
+  * timm's layout (option `layout=timm`; `vit_small_patch14_dinov2.lvd142m`,
+    `vit_small_patch14_reg4_dinov2.lvd142m`, `vit_small_patch16_224.dino`, ..., as
+    `model.state_dict()`, `pytorch_model.bin` or `model.safetensors`), described below.
 DINOv2's `mask_token` (masked-image-modelling input, unused at inference) is dropped and reported.
+
+timm's layout (`timm/models/vision_transformer.py`, `VisionTransformer` and its `_convert_dinov2`)
+has the same block, norm, patch-embedding and `cls_token` names, and differs in:
+  * registers are `reg_token` (facebookresearch: `register_tokens`);
+  * with `no_embed_class=True` (every timm `*_reg4_dinov2` model) `pos_embed` holds only the M x M
+    patch rows; the class token's position is folded into `cls_token` (`cls_token + pos_embed[:, 0]`);
+    the converter adds a zero class row, which computes the same thing. Registers in a model
+    with `no_embed_class=False` have position rows too; they are folded into the tokens (timm
+    never resamples prefix rows, so this is exact at every size);
+  * the SwiGLU FFN (`vit_giant_patch14_dinov2`, `SwiGLUPacked`) is `mlp.fc1`/`mlp.fc2`
+    (facebookresearch: `mlp.w12`/`mlp.w3`), the same computation silu(first half) * second half;
+  * `head.*` (a classifier, when num_classes > 0) is dropped and reported; `fc_norm` / `norm_pre`
+    / `attn_pool` (other poolings, pre-norm CLIP-style ViTs) are refused;
+  * the positional embedding at other input sizes is resampled with `resample_abs_pos_embed`:
+    torch's bicubic with antialias=True, to the output size (no 0.1 offset), so the converted
+    config has `interpolate_antialias=True`, `interpolate_offset=0`.
+The keys alone tell the two layouts apart only through `reg_token`/`register_tokens`, `mask_token`,
+a prefix-free `pos_embed` or the FFN names; a file with none of these (DINO v1, DINOv2 without
+registers) is read as facebookresearch's unless `layout=timm` is given, and a note says so: the
+weights are the same, only the resampling at other input sizes differs.
 """
 from __future__ import annotations
 
@@ -69,6 +92,101 @@ def canonical_state_dict(state_dict: Mapping):
     return canonical, (lambda key: names.get(key, prefix + key)), tuple(notes)
 
 
+LAYOUTS = ("facebookresearch", "timm")
+# timm keys that are not part of the class-token representation, dropped and reported.
+_TIMM_DROPPED = {"head.": "classifier head (timm num_classes > 0; the representation is the class token before it)"}
+# timm modules this port does not implement: a different pooling or a pre-norm (CLIP-style) ViT.
+_TIMM_REFUSED = {"fc_norm.": "global_pool='avg' (fc_norm)", "norm_pre.": "pre_norm=True (norm_pre)",
+                 "attn_pool.": "global_pool='map' (attn_pool)"}
+
+
+def _square(n: int) -> bool:
+    return n > 0 and round(n ** 0.5) ** 2 == n
+
+
+def _layout_evidence(sd: Mapping, had_mask_token: bool):
+    """(timm evidence, facebookresearch evidence): a key name (or fact) that only one layout has."""
+    timm = fb = None
+    if "reg_token" in sd:
+        timm = "key 'reg_token'"
+    elif "pos_embed" in sd and len(sd["pos_embed"].shape) == 3 and _square(sd["pos_embed"].shape[1]):
+        timm = f"'pos_embed' has {sd['pos_embed'].shape[1]} rows, a square grid without a class row (no_embed_class)"
+    elif "blocks.0.mlp.fc1.weight" in sd and "blocks.0.mlp.fc2.weight" in sd and \
+            sd["blocks.0.mlp.fc1.weight"].shape[0] == 2 * sd["blocks.0.mlp.fc2.weight"].shape[1]:
+        timm = "SwiGLU FFN named 'mlp.fc1'/'mlp.fc2' (SwiGLUPacked)"
+    if "register_tokens" in sd:
+        fb = "key 'register_tokens'"
+    elif had_mask_token:
+        fb = "key 'mask_token'"
+    elif "blocks.0.mlp.w12.weight" in sd:
+        fb = "SwiGLU FFN named 'mlp.w12'/'mlp.w3'"
+    return timm, fb
+
+
+def resolve_layout(sd: Mapping, had_mask_token: bool, layout=None, what="checkpoint"):
+    """(layout, notes): the `layout` option checked against what the keys show, or what they show."""
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"option layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    timm, fb = _layout_evidence(sd, had_mask_token)
+    if timm and fb:
+        raise CheckpointMismatchError(f"{what}: mixes timm's layout ({timm}) and facebookresearch's ({fb})")
+    shown = "timm" if timm else "facebookresearch" if fb else None
+    if layout is not None and shown is not None and layout != shown:
+        raise CheckpointMismatchError(f"{what}: option layout={layout}, but the file is in {shown}'s layout "
+                                      f"({timm or fb}); leave the option out or pass layout={shown}")
+    if layout is None and shown is None:
+        return "facebookresearch", ("layout: facebookresearch assumed (its keys are also timm's for DINO and DINOv2 "
+                                    "without registers); for a timm file reconvert with --option layout=timm, "
+                                    "which changes only how other input sizes resample the positional embedding",)
+    chosen = layout or shown
+    return chosen, ((f"layout: {chosen} ({timm or fb})",) if layout is None else (f"layout: {chosen} (option)",))
+
+
+def timm_to_reference(sd: Mapping, names: Mapping, what="checkpoint"):
+    """timm-layout backbone dict -> (facebookresearch-layout dict, canonical key -> file key, notes)."""
+    import torch
+
+    out, to_file, notes, dropped = {}, dict(names), [], []
+    for key, value in sd.items():
+        refused = next((why for p, why in _TIMM_REFUSED.items() if key.startswith(p)), None)
+        if refused:
+            raise CheckpointMismatchError(f"{what}: key {names.get(key, key)!r}: a timm ViT with {refused} is not "
+                                          f"supported; only class-token ViTs (DINO, DINOv2) convert")
+        if any(key.startswith(p) for p in _TIMM_DROPPED):
+            dropped.append(names.get(key, key))
+            continue
+        out[key] = value
+    if dropped:
+        notes.append(f"dropped {len(dropped)} key(s) of the {_TIMM_DROPPED['head.']}: "
+                     + ", ".join(repr(k) for k in dropped))
+    if "reg_token" in out:
+        out["register_tokens"] = out.pop("reg_token")
+        to_file["register_tokens"] = to_file.pop("reg_token", "reg_token")
+    swiglu = re.compile(r"^blocks\.(\d+)\.mlp\.fc([12])\.(weight|bias)$")
+    if "blocks.0.mlp.fc1.weight" in out and "blocks.0.mlp.fc2.weight" in out and \
+            out["blocks.0.mlp.fc1.weight"].shape[0] == 2 * out["blocks.0.mlp.fc2.weight"].shape[1]:
+        for key in [k for k in out if swiglu.match(k)]:
+            block, fc, leaf = swiglu.match(key).groups()
+            new = f"blocks.{block}.mlp.{'w12' if fc == '1' else 'w3'}.{leaf}"
+            out[new] = out.pop(key)
+            to_file[new] = to_file.pop(key, key)
+        notes.append("SwiGLU FFN: timm's mlp.fc1 / mlp.fc2 (SwiGLUPacked: silu(first half) * second half)")
+    if "pos_embed" in out and "cls_token" in out and len(out["pos_embed"].shape) == 3:
+        pos, cls = out["pos_embed"], out["cls_token"]
+        rows, registers = pos.shape[1], (out["register_tokens"].shape[1] if "register_tokens" in out else 0)
+        if _square(rows):  # no_embed_class: the class (and register) tokens carry no position row
+            out["pos_embed"] = torch.cat([torch.zeros_like(pos[:, :1]), pos], dim=1)
+            notes.append("timm no_embed_class: 'pos_embed' has no class row (its position is in 'cls_token'); "
+                         "added a zero class row")
+        elif registers and _square(rows - 1 - registers) and not _square(rows - 1):
+            out["cls_token"] = cls + pos[:, :1]
+            out["register_tokens"] = out["register_tokens"] + pos[:, 1:1 + registers]
+            out["pos_embed"] = torch.cat([torch.zeros_like(pos[:, :1]), pos[:, 1 + registers:]], dim=1)
+            notes.append(f"timm no_embed_class=False with registers: the class and {registers} register position "
+                         f"rows of 'pos_embed' are folded into the tokens (timm never resamples them)")
+    return out, to_file, tuple(notes)
+
+
 def infer_config(arch: str, sd: Mapping, *, num_heads=None, image_size=None, what="checkpoint") -> dict:
     def shape(key):
         if key not in sd:
@@ -117,22 +235,31 @@ def vit_key(path, shape):
 
 
 def convert_state_dict(arch: str, state_dict: Mapping, *, what="checkpoint", stored_key=None, num_heads=None,
-                       image_size=None):
+                       image_size=None, layout="facebookresearch"):
     config = infer_config(arch, state_dict, num_heads=num_heads, image_size=image_size, what=what)
+    if layout == "timm":  # timm's resample_abs_pos_embed: antialiased bicubic to the output size
+        config.update(interpolate_offset=0.0, interpolate_antialias=True)
     _, abstract = registry.init_abstract(arch, config)
     return config, fill_variables(abstract, state_dict, vit_key, what=what, stored_key=stored_key)
 
 
 def _converter(arch: str):
     def convert(checkpoint_path: str, out_dir: str, *, unsafe_unpickle=False, overwrite=False,
-                num_heads=None, image_size=None) -> str:
+                num_heads=None, image_size=None, layout=None) -> str:
         import torch
 
         raw, notes = unwrap(load_checkpoint(checkpoint_path, unsafe_unpickle=unsafe_unpickle))
         canonical, to_file, layout_notes = canonical_state_dict(raw)
+        had_mask_token = any(k.endswith("mask_token") for k in raw)
+        layout, chosen_notes = resolve_layout(canonical, had_mask_token, layout, what=checkpoint_path)
+        if layout == "timm":
+            names = {k: to_file(k) for k in canonical}
+            canonical, names, timm_notes = timm_to_reference(canonical, names, what=checkpoint_path)
+            to_file = lambda key, names=names, fallback=to_file: names.get(key, fallback(key))  # noqa: E731
+            layout_notes = layout_notes + timm_notes
         config, variables = convert_state_dict(arch, canonical, what=checkpoint_path, stored_key=to_file,
-                                               num_heads=num_heads, image_size=image_size)
-        notes = notes + layout_notes
+                                               num_heads=num_heads, image_size=image_size, layout=layout)
+        notes = notes + chosen_notes + layout_notes
         if any(v.dtype in (torch.float16, torch.bfloat16) for v in canonical.values()):
             notes += ("converted from 16-bit weights (widened exactly to float32)",)
         notes += (f"ViT width {config['embed_dim']}, depth {config['depth']}, {config['num_heads']} heads, patch "
@@ -146,4 +273,4 @@ def _converter(arch: str):
 
 convert_dino_vit = _converter("dino_vit")
 convert_dinov2_vit = _converter("dinov2_vit")
-OPTIONS = ("num_heads", "image_size")
+OPTIONS = ("num_heads", "image_size", "layout")

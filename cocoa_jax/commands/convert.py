@@ -23,14 +23,21 @@ EPILOG = """checkpoint formats:
                           or a plain torchvision resnet18 state dict
   clip_vit_b32            ViT-B-32.pt as cached by clip.load (TorchScript, fp16/fp32) or a state dict
   clip_vit                any CLIP ViT: OpenAI ViT-*.pt (TorchScript) or state dict, open_clip
-                          open_clip_pytorch_model.bin / training checkpoint; options activation=gelu
-                          (open_clip models not named *-quickgelu), vision_head_width=80 (ViT-H-14)
+                          open_clip_pytorch_model.bin / open_clip_model.safetensors / training
+                          checkpoint; options activation=gelu (open_clip models not named
+                          *-quickgelu), vision_head_width=80 (ViT-H-14)
   resnet18 ... resnet152  torchvision state dict, or an SSL checkpoint of its backbone (MoCo v1/v2/v3,
                           SimSiam, Barlow Twins, VICReg, SwAV, DINO, BYOL, solo-learn): the prefix is
                           detected and stripped, projection heads are dropped (both reported)
   dino_vit, dinov2_vit    facebookresearch DINO / DINOv2 backbone (..._pretrain.pth; registers and
-                          sizes read off the weights) or a full checkpoint's teacher; options
-                          num_heads (default width/64), image_size (default 224)
+                          sizes read off the weights) or a full checkpoint's teacher, or timm's
+                          layout (vit_small_patch14_dinov2.lvd142m, ..._reg4_dinov2.lvd142m,
+                          vit_small_patch16_224.dino: model.safetensors / pytorch_model.bin);
+                          options num_heads (default width/64), image_size (default 224),
+                          layout=timm|facebookresearch (read off the keys when they tell; timm
+                          files without registers need layout=timm: it sets timm's resampling
+                          of the positional embedding at other input sizes)
+Any of them may be a .safetensors file (needs the package safetensors, in the ports extra).
 """
 
 
@@ -38,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument("arch", choices=ARCHS, help="architecture of the checkpoint")
-    parser.add_argument("checkpoint", help="path of the PyTorch checkpoint")
+    parser.add_argument("checkpoint", help="path of the PyTorch checkpoint (.pth/.pt/.bin/.ckpt or .safetensors)")
     parser.add_argument("out_dir", help="directory to write (model.json + orbax variables/)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty out_dir")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",

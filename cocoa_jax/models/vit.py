@@ -20,8 +20,13 @@ clamped, no antialias) to (H // p, W // p). With `interpolate_offset` > 0 (0.1: 
 DINOv2 hub model) torch is given `scale_factor = (H // p + offset) / M` instead of the output
 size, so source coordinates are `(i + 0.5) * M / (H // p + offset) - 0.5`, not
 `(i + 0.5) * M / (H // p) - 0.5`; both are reproduced. The resampling is a fixed linear map per
-(input size, grid), built here in numpy at trace time and applied in float32. DINOv2's optional
-`interpolate_antialias=True` (no released model uses it) is refused.
+(input size, grid), built here in numpy at trace time and applied in float32.
+
+`interpolate_antialias=True` is torch's antialiased bicubic (`interpolate(..., antialias=True)`,
+PIL's filter: a = -0.5, support widened by the scale when shrinking, taps cut at the border and
+the weights renormalised), which timm's `resample_abs_pos_embed` uses (size mode, offset 0): the
+config of ViTs converted from timm's layout. The positional embedding then resamples as timm's
+`dynamic_img_size=True` (or `img_size=...` at creation) does.
 """
 from __future__ import annotations
 
@@ -69,13 +74,46 @@ def bicubic_matrix(out_size: int, in_size: int, scale: float) -> np.ndarray:
     return matrix
 
 
-def interpolation_matrices(grid_h: int, grid_w: int, stored: int, offset: float):
+def _aa_cubic(x: float) -> float:
+    """torch's antialias bicubic filter (PIL's, a = -0.5) at distance x."""
+    a, x = -0.5, abs(x)
+    if x < 1.0:
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+    if x < 2.0:
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return 0.0
+
+
+def antialias_bicubic_matrix(out_size: int, in_size: int, scale: float) -> np.ndarray:
+    """(out_size, in_size) matrix of torch's 1-D bicubic resampling with antialias=True,
+    align_corners=False (`_compute_index_ranges_weights` of torch's CPU upsample kernel).
+
+    scale: input units per output unit, as in `bicubic_matrix`. An axis whose size does not
+    change is copied (torch skips it, whatever the scale factor).
+    """
+    if out_size == in_size:
+        return np.eye(out_size)
+    support = 2.0 * scale if scale >= 1.0 else 2.0  # interp_size 4 / 2, widened when shrinking
+    invscale = 1.0 / scale if scale >= 1.0 else 1.0
+    matrix = np.zeros((out_size, in_size), np.float64)
+    for i in range(out_size):
+        center = scale * (i + 0.5)
+        lo = max(int(center - support + 0.5), 0)  # int(): truncation, as the C++ cast
+        hi = min(int(center + support + 0.5), in_size)
+        weights = np.array([_aa_cubic((j - center + 0.5) * invscale) for j in range(lo, hi)])
+        total = weights.sum()
+        matrix[i, lo:hi] = weights / total if total != 0.0 else weights
+    return matrix
+
+
+def interpolation_matrices(grid_h: int, grid_w: int, stored: int, offset: float, antialias: bool = False):
     """(rows (grid_h, M), cols (grid_w, M)) resampling the stored M x M grid to grid_h x grid_w."""
     if offset:
         scales = (stored / (grid_h + offset), stored / (grid_w + offset))
     else:
         scales = (stored / grid_h, stored / grid_w)
-    return (bicubic_matrix(grid_h, stored, scales[0]), bicubic_matrix(grid_w, stored, scales[1]))
+    build = antialias_bicubic_matrix if antialias else bicubic_matrix
+    return (build(grid_h, stored, scales[0]), build(grid_w, stored, scales[1]))
 
 
 class Attention(nn.Module):
@@ -150,9 +188,6 @@ class ViT(nn.Module):
     def __call__(self, images: jax.Array) -> jax.Array:
         c = self.config
         dim, p, grid = int(c["embed_dim"]), int(c["patch_size"]), int(c["pos_grid"])
-        if c.get("interpolate_antialias"):
-            raise NotImplementedError("interpolate_antialias=True (torch's antialiased bicubic) is not "
-                                      "implemented; no released DINO/DINOv2 model uses it")
         x = nn.Conv(dim, (p, p), strides=(p, p), padding="VALID", name="patch_embed_proj")(images)
         n, gh, gw, _ = x.shape
         x = x.reshape(n, gh * gw, dim)
@@ -162,7 +197,8 @@ class ViT(nn.Module):
         if gh * gw == grid * grid and height == width:  # the reference's condition, verbatim
             pos = pos_embed
         else:
-            rows, cols = interpolation_matrices(gh, gw, grid, float(c.get("interpolate_offset", 0.1)))
+            rows, cols = interpolation_matrices(gh, gw, grid, float(c.get("interpolate_offset", 0.1)),
+                                                bool(c.get("interpolate_antialias", False)))
             patch_pos = pos_embed[0, 1:].reshape(grid, grid, dim)
             patch_pos = jnp.einsum("ai,bj,ijd->abd", jnp.asarray(rows, jnp.float32),
                                    jnp.asarray(cols, jnp.float32), patch_pos,

@@ -1,0 +1,251 @@
+"""DINO / DINOv2 ViTs in timm's layout vs timm's own `VisionTransformer`, random weights.
+
+The reference is `timm.models.vision_transformer.VisionTransformer` (timm installed with
+`pip install --no-deps timm`), built with DINOv2-like configs (patch 14, LayerScale, with and
+without `reg_token`s, `no_embed_class`, the SwiGLUPacked FFN of ViT-g) and a DINO (v1)-like one
+(patch 16, no LayerScale), all with `dynamic_img_size=True`, so other input sizes resample the
+positional embedding with timm's `resample_abs_pos_embed` (antialiased bicubic). Files are
+written as timm publishes them (`model.safetensors`) or as `torch.save(model.state_dict())`
+(`pytorch_model.bin`), converted with `cocoa_jax_ports.convert`, and representations and
+cosine-target input gradients must agree to < 1e-5 relative.
+
+timm 1.0.x imports torchvision names when the `timm` package is imported (`FrozenBatchNorm2d`
+in timm/layers, datasets and transforms in timm/data), none of which `VisionTransformer` uses.
+torchvision stays out of the environment: while timm is imported, a placeholder module answers
+those imports (each name a distinct class that cannot be instantiated), and it is removed from
+`sys.modules` right after, so nothing else sees a `torchvision`.
+"""
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import types
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+
+def _import_timm_vision_transformer():
+    """`timm.models.vision_transformer` and `timm.layers.SwiGLUPacked`, or None if timm is absent."""
+    if importlib.util.find_spec("timm") is None:
+        return None
+    if importlib.util.find_spec("torchvision") is not None:  # a real one: use it
+        import timm.layers
+        import timm.models.vision_transformer as vision_transformer
+        return vision_transformer, timm.layers.SwiGLUPacked
+
+    class _Meta(type):
+        def __getattr__(cls, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            sub = _Meta(name, (cls,), {})
+            setattr(cls, name, sub)
+            return sub
+
+    class _Placeholder(metaclass=_Meta):
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("torchvision placeholder used while importing timm")
+
+    class _Module(types.ModuleType):
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            sub = _Meta(name, (_Placeholder,), {})
+            setattr(self, name, sub)
+            return sub
+
+    class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path, target=None):
+            if name == "torchvision" or name.startswith("torchvision."):
+                return importlib.machinery.ModuleSpec(name, self, is_package=True)
+            return None
+
+        def create_module(self, spec):
+            return _Module(spec.name)
+
+        def exec_module(self, module):
+            module.__path__ = []
+
+    finder = _Finder()
+    sys.meta_path.insert(0, finder)
+    try:
+        import timm.layers
+        import timm.models.vision_transformer as vision_transformer
+    finally:
+        sys.meta_path.remove(finder)
+        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+            del sys.modules[name]
+    return vision_transformer, timm.layers.SwiGLUPacked
+
+
+_TIMM = _import_timm_vision_transformer()
+if _TIMM is None:
+    pytest.skip("timm not installed (pip install --no-deps timm)", allow_module_level=True)
+timm_vit, SwiGLUPacked = _TIMM
+
+from safetensors.torch import save_file  # noqa: E402
+
+from cocoa_jax.models import load, vit  # noqa: E402
+from cocoa_jax_ports import CheckpointMismatchError, convert  # noqa: E402
+from torch_reference.compare import flax_reps_and_cosine_grad, rel_err, torch_reps_and_cosine_grad  # noqa: E402
+
+torch.set_num_threads(2)
+TOL = 1e-5
+WIDTH = 128
+
+
+def _reference(seed, **kwargs):
+    """timm VisionTransformer (2 blocks, width 128, 2 heads) with non-trivial norms, LayerScale,
+    biases and tokens (the defaults 1/0 would hide swaps)."""
+    torch.manual_seed(seed)
+    kwargs.setdefault("num_classes", 0)
+    model = timm_vit.VisionTransformer(embed_dim=WIDTH, depth=2, num_heads=2, dynamic_img_size=True, **kwargs)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("norm1.weight", "norm2.weight")) or name == "norm.weight":
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif name.endswith("bias") or "gamma" in name or "token" in name:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+def _save(model, path):
+    state_dict = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if str(path).endswith(".safetensors"):
+        save_file(state_dict, str(path))
+    else:
+        torch.save(state_dict, path)
+    return str(path)
+
+
+def _representation(model):
+    """The class token after the final norm (timm's pre-logits with global_pool='token')."""
+    return lambda x: model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def _compare(arch, path, reference, out, hw, options=None):
+    convert(arch, path, str(out), options=options)
+    model = load(arch, str(out))
+    assert model.input_shape == (224, 224, 3) and model.representation_dim == WIDTH
+    model = model.with_input_shape((*hw, 3))
+    rng = np.random.RandomState(0)
+    x = rng.rand(2, *hw, 3).astype(np.float32)
+    direction = rng.randn(WIDTH).astype(np.float32)
+    reps, grad = flax_reps_and_cosine_grad(model.encode_fn, model.params, x, direction)
+    ref_reps, ref_grad = torch_reps_and_cosine_grad(_representation(reference), x, direction)
+    return model, rel_err(reps, ref_reps), rel_err(grad, ref_grad)
+
+
+def test_timm_import_left_no_torchvision_behind():
+    assert "torchvision" not in sys.modules or importlib.util.find_spec("torchvision") is not None
+
+
+@pytest.mark.parametrize("out_hw, stored", [((16, 16), 37), ((3, 3), 4), ((6, 4), 4), ((4, 3), 4), ((5, 7), 5),
+                                            ((4, 4), 4), ((37, 37), 16)])
+@pytest.mark.parametrize("offset", [0.0, 0.1])
+def test_antialias_matrix_is_torch_interpolate(out_hw, stored, offset):
+    """The antialiased resampling (timm's resample_abs_pos_embed; DINOv2's interpolate_antialias)."""
+    grid = torch.randn(1, 3, stored, stored, dtype=torch.float64)
+    if offset:
+        scale = ((out_hw[0] + offset) / stored, (out_hw[1] + offset) / stored)
+        expected = torch.nn.functional.interpolate(grid, scale_factor=scale, mode="bicubic", antialias=True)
+    else:
+        expected = torch.nn.functional.interpolate(grid, size=out_hw, mode="bicubic", antialias=True)
+    rows, cols = vit.interpolation_matrices(*out_hw, stored, offset, antialias=True)
+    actual = np.einsum("ai,bj,cij->cab", rows, cols, grid[0].numpy())
+    assert expected.shape[-2:] == out_hw
+    np.testing.assert_allclose(actual, expected[0].numpy(), rtol=0, atol=1e-12)
+
+
+def test_dinov2_safetensors_interpolated(tmp_path):
+    """vit_small_patch14_dinov2-like (class row in pos_embed, LayerScale), model.safetensors, 42 px
+    from a 4x4 grid. Its keys are facebookresearch's too: without layout=timm it converts with a
+    note and DINOv2's resampling, which is not timm's."""
+    reference = _reference(0, img_size=56, patch_size=14, init_values=1.0)
+    path = _save(reference, tmp_path / "model.safetensors")
+    model, rep_err, grad_err = _compare("dinov2_vit", path, reference, tmp_path / "timm", (42, 42),
+                                        options={"layout": "timm"})
+    assert rep_err < TOL and grad_err < TOL, (rep_err, grad_err)
+    assert model.config["interpolate_antialias"] is True and model.config["interpolate_offset"] == 0.0
+    assert "layout: timm (option)" in model.notes
+    model, rep_err, _ = _compare("dinov2_vit", path, reference, tmp_path / "default", (42, 42))
+    assert any("layout: facebookresearch assumed" in n and "layout=timm" in n for n in model.notes)
+    assert rep_err > 1e-6  # the other resampling: the option matters at other input sizes
+
+
+def test_dinov2_reg4_no_embed_class_non_square(tmp_path):
+    """vit_small_patch14_reg4_dinov2-like: reg_token, no_embed_class (pos_embed without class row),
+    detected from the keys; non-square 70x42 (5x3 grid from 4x4)."""
+    reference = _reference(1, img_size=56, patch_size=14, init_values=1.0, reg_tokens=4, no_embed_class=True)
+    path = _save(reference, tmp_path / "model.safetensors")
+    model, rep_err, grad_err = _compare("dinov2_vit", path, reference, tmp_path / "out", (70, 42))
+    assert rep_err < TOL and grad_err < TOL, (rep_err, grad_err)
+    assert model.config["num_register_tokens"] == 4 and model.config["pos_grid"] == 4
+    assert any("layout: timm" in n and "reg_token" in n for n in model.notes)
+    assert any("no_embed_class" in n for n in model.notes)
+
+
+@pytest.mark.slow
+def test_registers_with_position_rows_are_folded(tmp_path):
+    """reg_tokens with no_embed_class=False (pos_embed rows: class, registers, grid): timm keeps the
+    prefix rows at every size, so folding them into the tokens is exact; 42x56."""
+    reference = _reference(2, img_size=56, patch_size=14, init_values=1.0, reg_tokens=2)
+    path = _save(reference, tmp_path / "pytorch_model.bin")
+    model, rep_err, grad_err = _compare("dinov2_vit", path, reference, tmp_path / "out", (42, 56))
+    assert rep_err < TOL and grad_err < TOL, (rep_err, grad_err)
+    assert any("folded" in n for n in model.notes)
+
+
+@pytest.mark.slow
+def test_dinov2_giant_swiglu_packed(tmp_path):
+    """vit_giant_patch14_dinov2's FFN: SwiGLUPacked (mlp.fc1 = both halves, silu on the first), native grid."""
+    reference = _reference(3, img_size=56, patch_size=14, init_values=1.0, mlp_layer=SwiGLUPacked,
+                           act_layer=torch.nn.SiLU, mlp_ratio=2.66667 * 2)
+    path = _save(reference, tmp_path / "model.safetensors")
+    model, rep_err, grad_err = _compare("dinov2_vit", path, reference, tmp_path / "out", (56, 56))
+    assert rep_err < TOL and grad_err < TOL, (rep_err, grad_err)
+    assert model.config["ffn"] == "swiglu"
+
+
+def test_dino_v1_with_classifier_head(tmp_path):
+    """vit_small_patch16_224.dino-like (patch 16, no LayerScale) saved with a 10-way head (dropped,
+    reported), pytorch_model.bin; 48 px from a 64 px / 16 grid."""
+    reference = _reference(4, img_size=64, patch_size=16, num_classes=10)
+    path = _save(reference, tmp_path / "pytorch_model.bin")
+    model, rep_err, grad_err = _compare("dino_vit", path, reference, tmp_path / "out", (48, 48),
+                                        options={"layout": "timm"})
+    assert rep_err < TOL and grad_err < TOL, (rep_err, grad_err)
+    assert model.config["layer_scale"] is False and model.config["patch_size"] == 16
+    assert any("'head.weight'" in n and "classifier head" in n for n in model.notes)
+
+
+def test_layout_errors_name_the_key(tmp_path):
+    reference = _reference(5, img_size=56, patch_size=14, init_values=1.0, reg_tokens=4, no_embed_class=True)
+    path = _save(reference, tmp_path / "reg.safetensors")
+    with pytest.raises(CheckpointMismatchError, match=r"layout=facebookresearch.*'reg_token'.*layout=timm"):
+        convert("dinov2_vit", path, str(tmp_path / "a"), options={"layout": "facebookresearch"})
+    with pytest.raises(ValueError, match="layout must be one of"):
+        convert("dinov2_vit", path, str(tmp_path / "b"), options={"layout": "hf"})
+    state_dict = dict(reference.state_dict())
+    state_dict["fc_norm.weight"] = torch.ones(WIDTH)
+    path = _save_dict(state_dict, tmp_path / "avg.bin")
+    with pytest.raises(CheckpointMismatchError, match=r"'fc_norm\.weight'.*global_pool='avg'"):
+        convert("dinov2_vit", path, str(tmp_path / "c"))
+    state_dict = dict(reference.state_dict())
+    state_dict["register_tokens"] = state_dict["reg_token"]
+    path = _save_dict(state_dict, tmp_path / "mixed.bin")
+    with pytest.raises(CheckpointMismatchError, match="mixes timm's layout"):
+        convert("dinov2_vit", path, str(tmp_path / "d"))
+    for name in "abcd":
+        assert not (tmp_path / name).exists()
+
+
+def _save_dict(state_dict, path):
+    torch.save({k: v.clone() for k, v in state_dict.items()}, path)
+    return str(path)

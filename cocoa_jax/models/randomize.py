@@ -3,7 +3,9 @@
 `randomize_params` is the official COCOA `--randomize-model` scheme: every parameter tensor
 re-drawn from a normal with that tensor's own mean and standard deviation, truncated to the
 tensor's own [min, max]. `cascading_randomizations` randomises the blocks one after another,
-from the output down, keeping the earlier randomisations (the cascading test).
+from the output down, keeping the earlier randomisations (the cascading test); its last step is
+`randomize_params` of the same key. `forward_block_order` reads a model's block order from its
+traced forward pass.
 """
 from __future__ import annotations
 
@@ -61,10 +63,12 @@ def cascading_randomizations(params: Mapping, key: jax.Array, order: Sequence[st
     "batch_stats": ...}) the entries of "params", and a block's entries in the other
     collections (e.g. its BatchNorm statistics) are randomised with it.
     order: block names from the top down (a permutation of the blocks; None: the reverse of
-    the definition order, i.e. output block first).
-    Step j (named after its block) has blocks order[0..j] randomised; block b always uses
-    `jax.random.split(key, n_blocks)[i]` with i its index in the definition order, so a
-    block's random values are the same in every later step.
+    the dict order, which for Flax's sorted dicts is NOT the forward order: pass
+    `reversed(forward_block_order(...))` for a model's real top-down order).
+    Step j (named after its block) has blocks order[0..j] randomised. A randomised tensor is
+    the one `randomize_params(params, key)` draws for it (the same key split over ALL leaves),
+    so a block's random values are the same in every later step and the last step equals
+    `randomize_params(params, key)` exactly (the full randomisation of the same key).
     Returns [(block_name, params), ...], one entry per block.
     """
     blocks, flax_vars = _blocks_of(params)
@@ -73,18 +77,56 @@ def cascading_randomizations(params: Mapping, key: jax.Array, order: Sequence[st
     order = list(order)
     if sorted(order) != sorted(blocks) or len(set(order)) != len(order):
         raise ValueError(f"`order` must be a permutation of the blocks {blocks}, got {order}")
-    block_keys = dict(zip(blocks, jax.random.split(key, len(blocks))))
+    full = randomize_params(params, key)
     current = {name: dict(collection) for name, collection in params.items()} if flax_vars else dict(params)
     steps = []
     for name in order:
         if flax_vars:
-            for c, collection in enumerate(sorted(current)):
-                if name in current[collection]:
-                    sub_key = jax.random.fold_in(block_keys[name], c)
-                    current[collection][name] = randomize_params(params[collection][name], sub_key)
+            for collection in current:
+                if isinstance(current[collection], Mapping) and name in current[collection]:
+                    current[collection][name] = full[collection][name]
             snapshot = {collection: dict(values) for collection, values in current.items()}
         else:
-            current[name] = randomize_params(params[name], block_keys[name])
+            current[name] = full[name]
             snapshot = dict(current)
         steps.append((name, snapshot))
     return steps
+
+
+def forward_block_order(encode_fn, params: Mapping, example: Any) -> list[str]:
+    """The blocks of `params` (as in `cascading_randomizations`) in the order the forward pass
+    `encode_fn(params, example)` first uses them: bottom (input) first.
+
+    Read from the traced program (`jax.make_jaxpr`, nested jaxprs followed), so it needs no
+    module definition and is right where dict order is not (Flax sorts its dicts:
+    "BasicBlock_0" < "Conv_0" although the stem conv runs first). A block the forward pass never
+    reads comes last (it cannot change the output); ties keep the dict order.
+    """
+    from jax.extend import core as jcore
+
+    blocks, flax_vars = _blocks_of(params)
+    leaf_block = []
+    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+        keys = [getattr(p, "key", None) for p in path]
+        leaf_block.append(keys[1] if flax_vars else keys[0])
+    closed = jax.make_jaxpr(encode_fn)(params, example)
+    n_leaves = len(leaf_block)
+    first_use: dict[str, int] = {}
+    counter = [0]
+
+    def walk(jaxpr, env):
+        for eqn in jaxpr.eqns:
+            counter[0] += 1
+            used = [env[v] for v in eqn.invars if not isinstance(v, jcore.Literal) and v in env]
+            subs = [p for p in eqn.params.values() if isinstance(p, (jcore.Jaxpr, jcore.ClosedJaxpr))]
+            sub = subs[0] if len(subs) == 1 else None
+            sub = getattr(sub, "jaxpr", sub)
+            if sub is not None and len(sub.invars) == len(eqn.invars):
+                walk(sub, {inner: env[outer] for inner, outer in zip(sub.invars, eqn.invars)
+                           if not isinstance(outer, jcore.Literal) and outer in env})
+                continue
+            for block in used:
+                first_use.setdefault(block, counter[0])
+
+    walk(closed.jaxpr, {var: leaf_block[i] for i, var in enumerate(closed.jaxpr.invars[:n_leaves])})
+    return sorted(blocks, key=lambda b: (first_use.get(b, float("inf")), blocks.index(b)))

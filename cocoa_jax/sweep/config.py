@@ -54,7 +54,7 @@ FIELD_TYPES = {
     "seeds": _INT_LIST, "targets": _STR_LIST, "similarity": _STR, "methods": _DICT,
     "include_random": _BOOL, "blur_kernel_size": _INT, "blur_sigma": _NUM, "eval_steps": _INT,
     "eval_absolute": _BOOL, "eval_superpixel": _INT, "probe_dir": _OPT_STR, "probe_train_size": _OPT_INT,
-    "probe_test_size": _OPT_INT, "randomize_model": _RANDOMIZE, "explicand_batch": _INT, "attribution_batch": _OPT_INT, "eval_batch": _INT,
+    "probe_test_size": _OPT_INT, "randomize_model": _RANDOMIZE, "randomize_cascade": _BOOL, "explicand_batch": _INT, "attribution_batch": _OPT_INT, "eval_batch": _INT,
     "estimators": _STR,
 }
 
@@ -110,6 +110,16 @@ class SweepConfig:
         `--randomize-model`) before sampling, attribution and evaluation; the probe is then trained
         per seed on the randomised encoder (`probe_dir` is refused). false (default) is left out of
         the run hash, so earlier runs keep theirs.
+      randomize_cascade: true adds the CASCADING model-randomisation test (Adebayo et al., 2018) to a
+        run of the trained encoder: every unit (not the random benchmark) also attributes its
+        explicands under each step of `cascading_randomizations(params, jax.random.key(seed))`
+        (blocks randomised from the top, in the forward order read by `forward_block_order`; the
+        last step is `randomize_model`'s encoder of that seed), each step's target directions from
+        that step's encoder (same samples and keys), and stores the per-explicand Spearman
+        correlations of each step's maps with the trained maps (`cascade_spearman[_abs]`, step 0 =
+        the trained encoder again, which must give 1). The tables and curves stay the trained
+        encoder's. Not with `randomize_model` or a size study. false (default) is left out of the
+        run hash.
       explicand_batch: explicands attributed and evaluated together in one sharded program
         (explicands of several units of one seed and method are grouped; rounded up to a
         multiple of the device count).
@@ -148,6 +158,7 @@ class SweepConfig:
     probe_train_size: int | None = None
     probe_test_size: int | None = None
     randomize_model: bool = False
+    randomize_cascade: bool = False
     explicand_batch: int = 8
     attribution_batch: int | None = None
     eval_batch: int = 512
@@ -190,6 +201,12 @@ class SweepConfig:
         if self.randomize_model and self.probe_dir:
             raise ValueError("config field `probe_dir` cannot be used with `randomize_model`: the probe is trained "
                              "per seed on the randomised encoder")
+        if self.randomize_cascade and self.randomize_model:
+            raise ValueError("config field `randomize_cascade` cannot be used with `randomize_model`: the cascade "
+                             "starts from the trained encoder (its last step is randomize_model's encoder)")
+        if self.randomize_cascade and self.size_field is not None:
+            raise ValueError(f"config field `randomize_cascade` cannot be used with a size study "
+                             f"(`{self.size_field}` is a list)")
         for name in ("attribution_batch", "probe_train_size", "probe_test_size"):
             if getattr(self, name) is not None:
                 positive(name)
@@ -320,6 +337,8 @@ class SweepConfig:
         data["methods"] = {name: _jsonable(self.method_options(name)) for name in self.methods}
         if not self.randomize_model:
             data.pop("randomize_model")  # the default is not hashed: earlier runs keep their hash
+        if not self.randomize_cascade:
+            data.pop("randomize_cascade")  # likewise
         if self.estimators == "paper":
             data.pop("estimators")  # likewise
         data["protocol_version"] = PROTOCOL_VERSION

@@ -205,6 +205,7 @@ class UnitRunner:
         self.classes = classes
         self.image_shape = programs.image_shape
         self._seed_data: dict[int, inputs.SeedData] = {}
+        self._cascade: dict = {}  # randomize_cascade: one seed's steps and their samples' representations
 
     def probe_for(self, seed: int):
         return self.probes[seed] if seed in self.probes else self.probes[None]
@@ -276,6 +277,8 @@ class UnitRunner:
         if config.size_field is not None:
             curves, aucs, stored = _by_size(config, curves, aucs, stored, is_random)
         t2 = time.perf_counter()
+        if config.randomize_cascade and not is_random:  # the cascading randomisation test
+            stored.update(self.cascade_correlations(units, parts, batch, capacity, attributions))
         data = self.seed_data(units[0].seed)
         fractions = metrics.feature_fractions(
             (self.image_shape[0] // config.eval_superpixel) * (self.image_shape[1] // config.eval_superpixel),
@@ -309,7 +312,72 @@ class UnitRunner:
                        evaluation_seconds=round((t2 - t1) * share, 4),
                        group_units=len(units), devices=self.programs.num_devices)
             out.append((unit, arrays, row))
+        if config.randomize_cascade and not is_random:
+            for _, arrays, _ in out:
+                arrays["cascade_blocks"] = np.asarray([name for name, _ in self._cascade["steps"][1:]])
         return out
+
+    # -- randomize_cascade ---------------------------------------------------------------
+
+    def cascade_steps(self, seed: int) -> list[tuple[str, object]]:
+        """[("trained", trained params), (block, params), ...]: the cascade of `seed`,
+        `cascading_randomizations(params, jax.random.key(seed))` in the encoder's top-down block
+        order (`forward_block_order` reversed), on the devices; one seed kept."""
+        from cocoa_jax.models.randomize import cascading_randomizations, forward_block_order
+
+        if self._cascade.get("seed") != seed:
+            spec, mesh = self.programs.spec, self.programs.mesh
+            if "order" not in self._cascade:
+                example = jnp.zeros((1,) + tuple(self.image_shape), jnp.float32)
+                self._cascade["order"] = forward_block_order(spec.encode_fn, spec.params, example)[::-1]
+            steps = cascading_randomizations(spec.params, jax.random.key(seed), self._cascade["order"])
+            replicated = sharding.replicated_sharding(mesh)
+            self._cascade.update(seed=seed, data={}, steps=[("trained", self.programs.params)] + [
+                (name, jax.device_put(params, replicated)) for name, params in steps])
+        return self._cascade["steps"]
+
+    def cascade_correlations(self, units: list[Unit], parts, batch, capacity: int, attributions) -> dict:
+        """Per-explicand Spearman correlations (capacity, B+1, K) of every cascade step's maps with
+        the trained maps `attributions` (capacity, K, H, W[, C]): "cascade_spearman" of the
+        channel-mean maps, "cascade_spearman_abs" of the channel means of |a|. Step j attributes the
+        same explicands with the same keys under `cascade_steps(seed)[j]`, its target directions
+        built from that step's representations of the explicands and of the seed's samples (the
+        same draws); step 0 repeats the trained encoder through this path (a correlation of 1)."""
+        from cocoa_jax.correlation import spearman
+
+        config, seed, method = self.config, units[0].seed, units[0].method
+        reference = _map_pair(attributions)
+        signed, absolute = [], []
+        trained = self.programs.params
+        try:
+            for j, (_, params) in enumerate(self.cascade_steps(seed)):
+                self.programs.params = params
+                if j not in self._cascade["data"]:  # the step's encoder encodes the seed's samples
+                    self._cascade["data"][j] = inputs.sample_seed(config, seed, self.classes, self.corpus_source,
+                                                                  self.explicand_source, self.programs.encode)
+                data = self._cascade["data"][j]
+                directions = []
+                for unit, part in zip(units, parts):
+                    reps = self.programs.encode(part["xs"])
+                    stacked = targets_mod.stack([
+                        targets_mod.build(t, explicand_reps=reps, corpus_reps=data.corpus_reps[unit.class_id][0],
+                                          foil_reps=data.foil_reps[0], similarity=config.similarity)
+                        for t in config.targets])
+                    directions.append(np.asarray(jnp.broadcast_to(stacked.direction,
+                                                                  (len(reps),) + stacked.direction.shape[-2:])))
+                directions = sharding.pad_to_multiple(np.concatenate(directions), capacity)[0]
+                maps = _map_pair(self.programs.attribute(method, batch["xs"], directions, batch["keys"]))
+                signed.append(spearman(reference[0], maps[0], ndim=2))
+                absolute.append(spearman(reference[1], maps[1], ndim=2))
+        finally:
+            self.programs.params = trained
+        return {"cascade_spearman": np.stack(signed, axis=1), "cascade_spearman_abs": np.stack(absolute, axis=1)}
+
+
+def _map_pair(attributions):
+    """(channel mean, channel mean of |a|) float64 maps (N, K, H, W) of attributions (N, K, H, W[, C])."""
+    a = np.asarray(attributions, np.float64)
+    return (a.mean(axis=-1), np.abs(a).mean(axis=-1)) if a.ndim == 5 else (a, np.abs(a))
 
 
 def _summary(mean_auc, target_names) -> dict:

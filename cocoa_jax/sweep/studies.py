@@ -1,5 +1,6 @@
 """Report parts of a sweep's studies: size sensitivity (the paper's Appendix I / J, Figures 4-7),
-model randomisation, and the Gini sparsity of the stored maps.
+model randomisation (full, and cascading: Spearman correlations per cascade step), and the Gini
+sparsity of the stored maps.
 
 Kept apart from `report` (tables and curves of every run); `report.write_report` adds what these
 functions return when the run holds a study.
@@ -223,6 +224,164 @@ def randomization_markdown(run_dir: str) -> str:
     return intro + "\n\n" + report.markdown_table(run_dir, ("ccs", "corpus_majority_prob"))
 
 
+# ----------------------------------------------------------------------------- cascading randomisation
+
+CASCADE_KINDS = (("abs", "cascade_spearman_abs", "absolute values"), ("signed", "cascade_spearman", "signed values"))
+
+
+def cascade_values(run_dir: str):
+    """(config, steps, {(method, target): {kind: {seed: per-explicand correlations (n, B+1)}}}) of a
+    `randomize_cascade` run: steps = ["trained", block randomised first, ...]; kind "abs" or "signed"."""
+    config, run, rows, _ = _report().collect(run_dir)
+    if not config.randomize_cascade:
+        raise ValueError(f"{run_dir!r} is not a cascading-randomisation run (randomize_cascade is false)")
+    steps, values = None, {}
+    for row in rows.values():
+        if row["method"] == RANDOM_METHOD:
+            continue
+        arrays = run.load_unit(row)
+        names = ["trained"] + [str(b) for b in arrays["cascade_blocks"]]
+        if steps is not None and names != steps:
+            raise ValueError(f"unit {row['unit']} has cascade steps {names}, others {steps}")
+        steps = names
+        for kind, key, _ in CASCADE_KINDS:
+            for k, target in enumerate(row["targets"]):
+                per_seed = values.setdefault((row["method"], target), {}).setdefault(kind, {})
+                per_seed[row["seed"]] = np.concatenate([per_seed[row["seed"]], arrays[key][:, :, k]]) \
+                    if row["seed"] in per_seed else np.asarray(arrays[key][:, :, k], np.float64)
+    return config, steps or ["trained"], values
+
+
+def cascade_table(run_dir: str):
+    """(config, steps, [(kind, [((method, target), [cell per step])])], basis). A cell is (mean, ci, n):
+    with several seeds the mean over seeds of each seed's mean over its explicands and the 95% t CI
+    over seeds (basis "seeds"); with one seed the mean and 95% t CI over its explicands (basis
+    "explicands"). Undefined correlations (a constant map) are left out; None where none is left."""
+    report = _report()
+    config, steps, values = cascade_values(run_dir)
+    basis = "seeds" if len(config.seeds) > 1 else "explicands"
+    out = []
+    for kind, _, _ in CASCADE_KINDS:
+        body = []
+        for method, target in report.row_order(config):
+            if method == RANDOM_METHOD:
+                continue
+            by_seed = values.get((method, target), {}).get(kind, {})
+            cells = []
+            for j in range(len(steps)):
+                if basis == "seeds":
+                    samples = [float(np.nanmean(v[:, j])) for s, v in sorted(by_seed.items())
+                               if np.isfinite(v[:, j]).any()]
+                else:
+                    samples = [float(x) for v in by_seed.values() for x in v[:, j] if np.isfinite(x)]
+                cells.append((float(np.mean(samples)), report.ci95_halfwidth(samples), len(samples))
+                             if samples else None)
+            body.append(((method, target), cells))
+        out.append((kind, body))
+    return config, steps, out, basis
+
+
+def cascade_markdown(run_dir: str) -> str:
+    report = _report()
+    config, steps, tables, basis = cascade_table(run_dir)
+    parts = [
+        "Cascading model randomisation (Adebayo et al., 2018): per seed s, the encoder's blocks are randomised "
+        "cumulatively from the top (output) block down, `cascading_randomizations(params, jax.random.key(s))` in "
+        "the forward pass's block order (each tensor re-drawn as `randomize_params` does; the last step is the "
+        "`randomize_model` encoder of seed s). Every step attributes the same explicands with the same keys, its "
+        "targets built from that step's representations of the same samples. Cell: Spearman rank correlation "
+        "between the step's map and the trained encoder's map of the same explicand and target (channel-mean "
+        f"maps; 'absolute' ranks |a|), mean (95% CI half-width, t over {basis}"
+        + (f", {len(config.seeds)} seeds: each seed's mean over its explicands" if basis == "seeds" else
+           ", one seed") + "). Column 'trained' repeats the trained encoder through the cascade's path (1 by "
+        "construction). A map that stays close to the trained one (correlation near 1) as blocks are "
+        "randomised does not depend on the model. The AUC tables above are the trained encoder's; AUCs per step "
+        "are not computed (each step would need its own evaluation and probe)."]
+    for kind, body in tables:
+        title = dict((k, t) for k, _, t in CASCADE_KINDS)[kind]
+        header = ["Method", "Target"] + [("trained" if j == 0 else f"+{name}") for j, name in enumerate(steps)]
+        lines = [f"#### Spearman correlation with the trained maps, {title}", "",
+                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for (method, target), cells in body:
+            lines.append("| " + " | ".join([report.METHOD_TITLES.get(method, method),
+                                            report.TARGET_TITLES.get(target, target)]
+                                           + [report._fmt(c) for c in cells]) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def cascade_csv(run_dir: str) -> str:
+    config, steps, tables, basis = cascade_table(run_dir)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["step", "block", "method", "target", "kind", "mean", "ci95", "n", "ci_over"])
+    for kind, body in tables:
+        for (method, target), cells in body:
+            for j, (name, cell) in enumerate(zip(steps, cells)):
+                if cell is not None:
+                    writer.writerow([j, name, method, target, kind, f"{cell[0]:.6g}", f"{cell[1]:.6g}", cell[2],
+                                     basis])
+    return out.getvalue()
+
+
+def cascade_figure(run_dir: str):
+    """Spearman correlation with the trained maps vs cascade step ("trained", then one more block
+    randomised per step, from the top block to all blocks): one row per method, columns absolute and
+    signed, one line per target with a 95% t band. Returns the Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    report = _report()
+    config, steps, tables, basis = cascade_table(run_dir)
+    methods = list(dict.fromkeys(method for (method, _), _ in tables[0][1]))
+    fig, axes = plt.subplots(max(1, len(methods)), len(tables), figsize=(4.6 * len(tables), 3.0 * max(1, len(methods))),
+                             squeeze=False)
+    x = np.arange(len(steps), dtype=float)
+    handles = {}
+    for c, (kind, body) in enumerate(tables):
+        for method_index, method in enumerate(methods):
+            ax = axes[method_index, c]
+            for (m, target), cells in body:
+                if m != method:
+                    continue
+                mean = np.array([np.nan if cell is None else cell[0] for cell in cells])
+                ci = np.array([np.nan if cell is None else cell[1] for cell in cells])
+                label = report.TARGET_TITLES.get(target, target)
+                line, = ax.plot(x, mean, marker="o", markersize=3.5, linewidth=1.6, label=label)
+                if np.isfinite(ci).any():
+                    ax.fill_between(x, mean - ci, mean + ci, color=line.get_color(), alpha=0.18, linewidth=0)
+                handles.setdefault(label, line)
+            ax.axhline(0.0, color="0.5", linewidth=0.8)
+            ax.set_ylim(-1.05, 1.05)
+            ax.set_xticks(x)
+            ax.set_xticklabels(["trained"] + [f"+{s}" for s in steps[1:]], rotation=35, ha="right", fontsize=7)
+            ax.set_title(f"{report.METHOD_TITLES.get(method, method)}: "
+                         f"{dict((k, t) for k, _, t in CASCADE_KINDS)[kind]}", fontsize=9)
+            ax.set_ylabel("Spearman vs trained", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+    fig.suptitle("Cascading model randomisation: blocks randomised from the top block (left) to all blocks "
+                 f"(right); 95% t bands over {basis}", fontsize=9)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(4, len(handles)), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    return fig
+
+
+def plot_cascade(run_dir: str, out_path):
+    from cocoa_jax import viz
+
+    fig = cascade_figure(run_dir)
+    try:
+        return viz.save_figure(fig, out_path, dpi=110)
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
 def extra_sections(run_dir: str) -> list[tuple[str, str]]:
     """(title, markdown) sections `write_report` adds for this run: model randomisation (first),
     size sensitivity, Gini."""
@@ -231,6 +390,8 @@ def extra_sections(run_dir: str) -> list[tuple[str, str]]:
     out = []
     if config.randomize_model:
         out.append(("Model randomisation", randomization_markdown(run_dir)))
+    if config.randomize_cascade:
+        out.append(("Model randomisation (cascading)", cascade_markdown(run_dir)))
     if config.size_field is not None:
         out.append((f"{STUDY_TITLES[config.size_field][1]} sensitivity", sensitivity_markdown(run_dir)))
     out.append(("Sparsity: Gini index", gini_markdown(run_dir)))
@@ -239,10 +400,16 @@ def extra_sections(run_dir: str) -> list[tuple[str, str]]:
 
 def add_outputs(run_dir: str, out_dir: str, outputs, paths: dict) -> None:
     """Queue the study files on `outputs` (a `cocoa_jax.files.Outputs`): for a size study
-    sensitivity_<corpus|foil>.png and .csv; names added to `paths`."""
+    sensitivity_<corpus|foil>.png and .csv, for a cascading randomisation cascade.png and .csv;
+    names added to `paths`."""
     import os
 
     config, _, _, _ = _report().collect(run_dir)
+    if config.randomize_cascade:
+        paths["cascade_plot"] = os.path.join(out_dir, "cascade.png")
+        paths["cascade_csv"] = os.path.join(out_dir, "cascade.csv")
+        outputs.add_rendered(paths["cascade_plot"], lambda f: plot_cascade(run_dir, f))
+        outputs.add_text(paths["cascade_csv"], cascade_csv(run_dir))
     if config.size_field is None:
         return
     noun = STUDY_TITLES[config.size_field][0]

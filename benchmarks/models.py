@@ -1,15 +1,26 @@
 """Benchmark models, random weights, in Flax (cocoa-jax side) and PyTorch (reference side).
 
-The Flax encoders are the library's ports (`cocoa_jax.models.resnet`, `cocoa_jax.models.clip`).
-The PyTorch encoders below are written for this suite with the same architectures (layer
-shapes, FLOPs): CIFAR ResNet-18 (3x3 stem, no max-pool), torchvision-layout ResNet-50 and
-the CLIP ViT-B/32 image tower. Weights are random on both sides; only speed is compared.
+The Flax encoders are the library's ports (`cocoa_jax.models.resnet`, `cocoa_jax.models.clip`,
+`cocoa_jax.models.vit`). Two kinds of pairs:
+
+* written for this suite: CIFAR ResNet-18 (3x3 stem, no max-pool), torchvision-layout ResNet-50
+  and the CLIP ViT-B/32 image tower in PyTorch below, with the architectures (layer shapes,
+  FLOPs) of the Flax ports; each side has its own random weights (only speed is compared);
+* converted (`ModelSpec.paired`): DINOv2 ViT-S/14 (facebookresearch's `dinov2` package,
+  `vit_small`) and the CLIP ViT-B/16 image tower (openai/CLIP's `model.py` as shipped in
+  clip-anytorch) built in PyTorch with random weights, then converted by the project's own
+  converters (`cocoa_jax_ports.vit`, `cocoa_jax_ports.clip`): both sides run the SAME weights.
+
 BatchNorm runs in inference mode everywhere.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+import functools
+import importlib.util
+import os
+import warnings
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +35,16 @@ class ModelSpec:
     flax_module: Callable  # () -> flax module with __call__(x NHWC) -> (N, D)
     torch_module: Callable  # () -> torch.nn.Module (NCHW) -> (N, D)
     has_layout_choice: bool  # channels-last matters (convnets)
+    paired: Optional[Callable[[int], "Paired"]] = None  # seed -> both sides with the same weights
+
+
+@dataclasses.dataclass(frozen=True)
+class Paired:
+    """One random-weight model on both sides: the PyTorch model and its conversion."""
+
+    torch_model: Any  # torch.nn.Module, NCHW -> (N, D)
+    flax_module: Any  # flax module, NHWC -> (N, D)
+    variables: Any  # the converted Flax variables of `flax_module`
 
 
 def _flax_resnet18():
@@ -42,7 +63,11 @@ def _flax_vit_b32():
 
 
 def init_flax(spec: ModelSpec, seed: int = 0, dtype=jnp.float32):
-    """(module, variables) with random weights; BatchNorm statistics randomised too."""
+    """(module, variables) with random weights; BatchNorm statistics randomised too. A paired
+    spec's variables are its PyTorch model's weights, converted."""
+    if spec.paired is not None:
+        pair = spec.paired(seed)
+        return pair.flax_module, jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), pair.variables)
     module = spec.flax_module()
     x = jnp.zeros((1, spec.image_size, spec.image_size, 3), jnp.float32)
     variables = jax.jit(module.init)(jax.random.key(seed), x)
@@ -177,7 +202,7 @@ def _torch_vit_b32():
 def init_torch(spec: ModelSpec, seed: int = 0, channels_last: bool = False):
     torch = _torch()
     torch.manual_seed(seed)
-    model = spec.torch_module().eval()
+    model = (spec.paired(seed).torch_model if spec.paired is not None else spec.torch_module()).eval()
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.normal_(0, 0.1)
@@ -189,11 +214,69 @@ def init_torch(spec: ModelSpec, seed: int = 0, channels_last: bool = False):
     return model
 
 
+# ----------------------------------------------------------------------------- converted pairs
+
+
+def _clip_anytorch_model():
+    """clip-anytorch's `model.py` (openai/CLIP's model code), loaded by path: the package's
+    `__init__` imports torchvision and pkg_resources, which the model code does not need."""
+    spec = importlib.util.find_spec("clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("clip-anytorch is not installed (pip install --no-deps clip-anytorch)")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "model.py")
+    module_spec = importlib.util.spec_from_file_location("_benchmarks_clip_anytorch_model", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+@functools.lru_cache(maxsize=None)
+def _dinov2_vits14(seed: int) -> Paired:
+    """DINOv2 ViT-S/14 at 224 px (16x16 patches, stored grid 16: no interpolation), LayerScale 1.0."""
+    torch = _torch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "xFormers is not available"
+        from dinov2.models.vision_transformer import vit_small
+    from cocoa_jax.models.vit import ViT
+    from cocoa_jax_ports import vit as port
+
+    torch.manual_seed(seed)
+    model = vit_small(patch_size=14, img_size=224, init_values=1.0, block_chunks=0).eval()
+    canonical, stored_key, _ = port.canonical_state_dict(model.state_dict())
+    config, variables = port.convert_state_dict("dinov2_vit", canonical, what="benchmark DINOv2 ViT-S/14",
+                                                stored_key=stored_key)
+    return Paired(model, ViT(config), variables)
+
+
+@functools.lru_cache(maxsize=None)
+def _clip_vit_b16(seed: int) -> Paired:
+    """openai/CLIP ViT-B/16 (image tower: 224 px, width 768, 12 layers, 512-d); the converter reads
+    the whole CLIP state dict, the benchmark keeps the image tower on both sides."""
+    torch = _torch()
+    from cocoa_jax.models.clip import ClipConfig, VisionTransformer
+    from cocoa_jax_ports import clip as port
+
+    torch.manual_seed(seed)
+    full = _clip_anytorch_model().CLIP(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                                       vision_patch_size=16, context_length=77, vocab_size=49408,
+                                       transformer_width=512, transformer_heads=8, transformer_layers=12)
+    config, variables = port.convert_state_dict(full.state_dict(), what="benchmark CLIP ViT-B/16", arch="clip_vit")
+    module = VisionTransformer(ClipConfig(**config))
+    return Paired(full.visual.eval(), module, {"params": variables["params"]["visual"]})
+
+
+def _paired_spec(name: str, rep_dim: int, build: Callable[[int], Paired]) -> ModelSpec:
+    return ModelSpec(name, 224, rep_dim, lambda: build(0).flax_module, lambda: build(0).torch_model, False,
+                     paired=build)
+
+
 SPECS = {
     "resnet18_cifar": ModelSpec("resnet18_cifar", 32, 512, _flax_resnet18,
                                 lambda: _torch_resnet("resnet18_cifar"), True),
     "resnet50": ModelSpec("resnet50", 224, 2048, _flax_resnet50, lambda: _torch_resnet("resnet50"), True),
     "clip_vit_b32": ModelSpec("clip_vit_b32", 224, 512, _flax_vit_b32, _torch_vit_b32, False),
+    "dinov2_vits14": _paired_spec("dinov2_vits14", 384, _dinov2_vits14),
+    "clip_vit_b16": _paired_spec("clip_vit_b16", 512, _clip_vit_b16),
 }
 
 

@@ -1,0 +1,76 @@
+"""The suite's scaling sections: RISE rate over the batch size, and over forced host devices
+(each device count in its own subprocess: the count is fixed when JAX starts)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+
+from benchmarks import models as M
+from benchmarks.jax_side import JaxModel, jax_measure
+from benchmarks.roofline import fraction
+from benchmarks.sizes import sizes
+from benchmarks.timing import REPEATS
+from cocoa_jax import sharding
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _model(quick: bool):
+    name = "tiny_resnet" if quick else "resnet18_cifar"
+    return name, (M.tiny_spec() if quick else M.SPECS[name])
+
+
+def section_batch_size(quick: bool, mesh, peak: float, scale: int = 1) -> list:
+    name, spec = _model(quick)
+    base_sz = sizes(quick, scale)[name]
+    jm = JaxModel(spec)
+    flops = jm.unit_flops("rise", 1, 4)
+    rows = []
+    for b in ((20,) if quick else (25, 50, 100, 200)):
+        sz = dict(base_sz, rise_batch=b, rise_masks=max(base_sz["rise_masks"], b))
+        label = f"{mesh.devices.size} devices"
+        j = jax_measure(jm, "rise", 1, 1, sz, mesh, REPEATS)
+        rows.append({"model": name, "batch": b, "devices": label, "rate": j["rate"],
+                     "roofline": fraction(flops, j["rate"], peak), "mem_mib": j["mem_mib"]})
+        print(f"  RISE batch {b:4d} on {label}: {j['rate']:.1f} masks/s, memory {j['mem_mib']:.0f} MiB", flush=True)
+    return rows
+
+
+def worker_devices(quick: bool) -> dict:
+    """Run inside a subprocess with N forced host devices: RISE and IG rates (E=1, K=1) and RISE E>1."""
+    name, spec = _model(quick)
+    sz = sizes(quick)[name]
+    jm = JaxModel(spec)
+    mesh = sharding.make_mesh()
+    out = {"devices": jax.device_count()}
+    out["rise"] = jax_measure(jm, "rise", 1, 1, sz, mesh, REPEATS)["rate"]
+    nan = float("nan")
+    out["ig"] = nan if quick else jax_measure(jm, "integrated_gradients", 1, 1, sz, mesh, REPEATS)["rate"]
+    out["rise_batch"] = nan if quick else jax_measure(jm, "rise", 1, sz["explicands"], sz, mesh, REPEATS)["rate"]
+    return out
+
+
+def section_devices(quick: bool, peak: float, flops_fwd: float, flops_grad: float) -> list:
+    rows = []
+    counts = (2,) if quick else (1, 2, 4)
+    for n in counts:
+        cmd = [sys.executable, "-m", "benchmarks.run", "--worker", "devices", "--devices", str(n)]
+        if quick:
+            cmd.append("--quick")
+        env = dict(os.environ, XLA_FLAGS=sharding.host_device_count_flags(n, os.environ.get("XLA_FLAGS", "")))
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            raise RuntimeError(f"device-scaling worker ({n} devices) failed:\n{proc.stderr[-3000:]}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1].replace("NaN", "null"))
+        result = {k: (float("nan") if v is None else v) for k, v in result.items()}
+        result["rise_roofline"] = fraction(flops_fwd, result["rise"], peak)
+        result["ig_roofline"] = fraction(flops_grad, result["ig"], peak)
+        rows.append(result)
+        print(f"  {n} host devices: RISE {result['rise']:.1f} masks/s ({result['rise_roofline']:.0%}), "
+              f"IG {result['ig']:.1f} steps/s ({result['ig_roofline']:.0%}), RISE E>1 {result['rise_batch']:.1f} masks/s",
+              flush=True)
+    return rows

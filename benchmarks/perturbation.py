@@ -8,11 +8,16 @@ cosine similarity of the representation with K unit directions (K = 1 and K = 4;
 reads all K from every forward pass, Captum explains one target per call, so K calls).
 KernelSHAP on 4 x 4 superpixels with the same n_samples and batch size on both sides;
 Occlusion with 4 x 4 windows, stride 2, every channel occluded together. Times exclude
-compilation (one warm-up call); the ratio is cocoa-jax throughput / Captum throughput.
+compilation (one warm-up call); the ratio is cocoa-jax throughput / Captum throughput. Roofline:
+XLA's FLOPs of one forward pass of one image x cocoa-jax's forward passes/s / the float32 matmul
+peak measured in the same run (the regression and mask work are left out: they are small).
+Rows go to benchmarks/RESULTS_perturbation.json (not with --quick).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
 
 import jax
@@ -20,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import models as M
+from benchmarks.machine import cpu_name
+from benchmarks.roofline import fraction, measure_peak, program_flops
 from benchmarks.torch_side import TorchTarget, forward_fn
 from cocoa_jax.attribution_methods import kernel_shap, occlusion, superpixel_map
 
@@ -50,6 +57,10 @@ def main(argv=None) -> list[dict]:
     x = rng.uniform(size=(size, size, 3)).astype(np.float32)
     base = np.zeros_like(x)
     labels = superpixel_map(size, size, 4, 4)
+    peak = measure_peak(256 if args.quick else 1024)
+    forward_flops = program_flops(lambda v, xb: module.apply(v, xb), variables, jnp.asarray(x)[None])
+    print(f"float32 matmul peak {peak['peak']:.1f} GFLOP/s; one forward pass {forward_flops / 1e6:.1f} MFLOP",
+          flush=True)
     xt, bt = (torch.tensor(a).permute(2, 0, 1)[None] for a in (x, base))
     mask_t = torch.tensor(labels)[None, None].expand(1, 3, size, size)
     rows = []
@@ -86,13 +97,23 @@ def main(argv=None) -> list[dict]:
             t_ours = _seconds(ours, repeats)
             t_captum = _seconds(theirs, repeats)
             row = dict(method=name, model=spec.name, k=k, units=units, ours_per_s=units / t_ours,
-                       captum_per_s=units / t_captum, ratio=t_captum / t_ours)
+                       captum_per_s=units / t_captum, ratio=t_captum / t_ours,
+                       roofline=fraction(forward_flops, units / t_ours, peak["peak"]))
             rows.append(row)
             unit = "coalitions" if name == "KernelSHAP" else "windows"
             print(f"{name:10s} {spec.name} K={k}: cocoa-jax {row['ours_per_s']:9.1f} {unit}/s, "
-                  f"Captum {row['captum_per_s']:9.1f} {unit}/s, ratio {row['ratio']:.2f}x", flush=True)
+                  f"Captum {row['captum_per_s']:9.1f} {unit}/s, ratio {row['ratio']:.2f}x, "
+                  f"roofline {row['roofline']:.0%}", flush=True)
     print(f"(jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} torch threads)")
+    if not args.quick:
+        record = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_name(),
+                      cpus=os.cpu_count(), load_avg_1min=os.getloadavg()[0], peak_gflops=peak, jax=jax.__version__,
+                      torch=torch.__version__, n_samples=n_samples, batch=batch, rows=rows)
+        path = os.path.join(os.path.dirname(__file__), "RESULTS_perturbation.json")
+        with open(path + ".tmp", "w") as fh:
+            json.dump(record, fh, indent=1)
+        os.replace(path + ".tmp", path)
     return rows
 
 

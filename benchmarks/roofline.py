@@ -28,3 +28,10 @@ def measure_peak(n: int, repeats: int = 3) -> dict:
 def fraction(flops_per_unit: float, rate: float, peak_gflops: float) -> float:
     """Fraction of the peak reached by `rate` units/s of `flops_per_unit` FLOPs each."""
     return flops_per_unit * rate / (peak_gflops * 1e9)
+
+
+def program_flops(fn, *args) -> float:
+    """XLA cost-analysis FLOPs of one call of `fn(*args)` (compiled, not run)."""
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])

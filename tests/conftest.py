@@ -1,6 +1,56 @@
 """Test-session settings: compiled programs go to a fresh cache of this session, not the
-user's ~/.cache/cocoa-jax (the commands' default), so tests neither read nor leave entries there."""
+user's ~/.cache/cocoa-jax (the commands' default), so tests neither read nor leave entries there.
+
+A command run in-process (`cocoa_jax.cli.main([...])`) turns JAX's persistent cache on for the
+whole process, as it does for a command. Left on, every later test of that process wrote each
+program it compiled (hundreds of tiny eager-op programs per module) into the session cache, and
+JAX scans the whole cache directory on every write (the size limit's LRU check), so the suite's
+cost grew with the square of the entry count. After each test the cache settings are put back
+as they were when collection finished (off, unless the user's JAX_* variables say otherwise);
+commands, in-process or subprocesses, still share the session cache.
+"""
 import os
+import sys
 import tempfile
 
+import pytest
+
 os.environ.setdefault("COCOA_JAX_CACHE_DIR", tempfile.mkdtemp(prefix="cocoa-jax-test-cache-"))
+
+_CACHE_OPTIONS = {"jax_enable_compilation_cache": "JAX_ENABLE_COMPILATION_CACHE",
+                  "jax_compilation_cache_dir": "JAX_COMPILATION_CACHE_DIR",
+                  "jax_persistent_cache_min_compile_time_secs": "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+                  "jax_persistent_cache_min_entry_size_bytes": "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES",
+                  "jax_compilation_cache_max_size": "JAX_COMPILATION_CACHE_MAX_SIZE"}
+_START_ENV = {var: os.environ.get(var) for var in _CACHE_OPTIONS.values()}
+_START_CONFIG = {}
+
+
+def pytest_collection_finish(session):
+    """The settings before any test ran (test modules import JAX while being collected)."""
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        _START_CONFIG.update({name: getattr(jax.config, name) for name in _CACHE_OPTIONS})
+
+
+@pytest.fixture(autouse=True)
+def _jax_persistent_cache_back_to_the_start_after_each_test():
+    yield
+    for var, value in _START_ENV.items():
+        if os.environ.get(var) != value:
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return
+    start = _START_CONFIG or {"jax_compilation_cache_dir": None}
+    changed = {name: value for name, value in start.items() if getattr(jax.config, name) != value}
+    if changed:
+        for name, value in changed.items():
+            jax.config.update(name, value)
+        from jax._src import compilation_cache
+
+        if compilation_cache.is_initialized():
+            compilation_cache.reset_cache()

@@ -9,9 +9,10 @@ estimator profile (`--estimators paper|fast`). Also: the cache off (`none`), and
 JAX's default threshold (`JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1`: only programs that took
 >= 1 s to compile are stored) against ours (0: every program). Per run: wall time of the process,
 the phases `settings.json` records (load = model + data, targets = encoding corpus / foil /
-explicands + baselines, one entry per method = compile (first run) + compute, write = figure +
-files), start-up = wall - the command's own total (interpreter, imports, argument checks), and the
-1-minute load average before the run. Writes benchmarks/RESULTS_explain.md and a .json beside it.
+explicands + baselines, one entry per method = from the previous method's end to its own: the wait
+for its program (compiled on a worker thread) + compute, write = figure + files), start-up = wall -
+the command's own total (interpreter, imports, argument checks), the process's CPU seconds (user +
+system, all threads), and the 1-minute load average before the run. Writes benchmarks/RESULTS_explain.md and a .json beside it.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -43,14 +45,18 @@ def run_once(out_dir: str, cache: str, profile: str, extra_env=None, quick: bool
     if quick:
         args += ["--explicands", "1", "--methods", "integrated_gradients,rise", "--n-steps", "4", "--n-masks", "64"]
     load = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(_cli() + args, env=env, capture_output=True, text=True, timeout=900)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"cocoa-jax explain failed ({proc.returncode}): {proc.stderr[-2000:]}")
     with open(os.path.join(out_dir, "settings.json")) as fh:
         timings = json.load(fh)["timings_s"]
-    return {"wall": round(wall, 2), "startup": round(wall - timings["total"], 2), "load_avg_1m": round(load, 2),
+    return {"wall": round(wall, 2), "cpu": round(cpu, 2), "startup": round(wall - timings["total"], 2),
+            "load_avg_1m": round(load, 2),
             **{k: round(v, 2) for k, v in timings.items()}}
 
 
@@ -90,7 +96,7 @@ def main(argv=None) -> int:
 
 
 def write(rows: list[dict], path: str) -> None:
-    phases = ["wall", "startup", "load", "targets", "integrated_gradients", "gradient_shap", "rise", "write"]
+    phases = ["wall", "cpu", "startup", "load", "targets", "integrated_gradients", "gradient_shap", "rise", "write"]
     lines = [f"# `cocoa-jax explain`: first run vs repeated run ({time.strftime('%Y-%m-%d')})", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
              f"{platform.python_version()}; shared machine: the 1-minute load average before each run is listed. "
@@ -109,9 +115,12 @@ def write(rows: list[dict], path: str) -> None:
             cells.append(f"{min(values):.1f} / {statistics.median(values):.1f}" if values else "-")
         loads = [r["load_avg_1m"] for r in sel]
         lines.append(f"| {profile} | {mode} | {len(sel)} | {min(loads):.1f}-{max(loads):.1f} | " + " | ".join(cells) + " |")
-    lines += ["", "Phases: startup = process wall - the command's own total (interpreter, imports, argument checks); "
-              "load = model + data; targets = encoding corpus, foil, explicands and baselines; one column per "
-              "method = compile (when not cached) + compute; write = figure + files.", ""]
+    lines += ["", "Phases: cpu = the process's user + system CPU seconds (all threads; less sensitive to the load "
+              "than wall); startup = process wall - the command's own total (interpreter, imports, argument checks); "
+              "load = model + data; targets = blurring and encoding the explicands, baselines, corpus and foil, "
+              "the targets and scores (the methods' programs compile on worker threads meanwhile); one column "
+              "per method = from the previous method's end to its own (the wait for its compile, then its "
+              "compute); write = figure + files.", ""]
     with open(path, "w") as fh:
         fh.write("\n".join(lines))
     with open(os.path.splitext(path)[0] + ".json", "w") as fh:

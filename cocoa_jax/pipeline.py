@@ -6,7 +6,8 @@ against their baselines for K stacked targets with any method of the table.
     result = explain_images(model, xs, corpus=corpus_images, foil=foil_images)   # all of it
 
 `attribute` compiles one program per (encoder, method, options, batch size, chunk shape) and
-reuses it: explicands run in fixed-size chunks (the last one padded), vmapped, and sharded over a
+reuses it (`explain_images` compiles the methods' programs ahead, side by side on worker threads,
+while it encodes the inputs): explicands run in fixed-size chunks (the last one padded), vmapped, and sharded over a
 mesh's devices when one is given. Explicand i's randomness is `method_keys(key, method, n)[i]`,
 so results depend neither on the chunk size nor on the device count, nor on which other methods
 run (each method draws from its own stream, `methods.stream_id`).
@@ -37,6 +38,13 @@ def _jit(fn):
     return jax.jit(fn)
 
 
+def _device(array: np.ndarray) -> jax.Array:
+    """A host array on the default device, as `jnp.asarray` would put it (uncommitted, same
+    values), without the small `stage` program `jnp.asarray` compiles per shape and dtype
+    (~0.03-0.1 s each on a first run, a cache load on a repeated one)."""
+    return jax.device_put(array)
+
+
 def _bucket(n: int, limit: int) -> int:
     """Chunk length for n items: the next power of two >= n (at least 8), at most `limit`, so a
     handful of shapes (compilations) serves every n."""
@@ -60,7 +68,7 @@ def encode_in_chunks(encode_fn: Callable, params, images, *, chunk_size: int = 2
     padded = np.zeros((-(-n // size) * size, *images.shape[1:]), np.float32)
     padded[:n] = images
     jitted = _jit(encode_fn)
-    out = [np.asarray(jitted(params, jnp.asarray(padded[i:i + size]))) for i in range(0, len(padded), size)]
+    out = [np.asarray(jitted(params, _device(padded[i:i + size]))) for i in range(0, len(padded), size)]
     return np.concatenate(out)[:n].astype(np.float32)
 
 
@@ -140,6 +148,12 @@ def attribute(encode_fn: Callable, params, xs, baselines, target: targets_mod.Ta
     chunk = n if chunk_size is None else min(_checks.check_positive_int("chunk_size", chunk_size), n)
     program = _program(encode_fn, method, _hashable({**options, "__normalize__": target.normalize}),
                        _checks.check_optional_batch_size(batch_size), mesh)
+    return _gather(_dispatch(program, params, xs, baselines, target, keys, chunk))
+
+
+def _dispatch(program, params, xs, baselines, target, keys, chunk: int) -> list:
+    """Start `program` on every chunk (JAX dispatches asynchronously): [(device output, rows)]."""
+    n = xs.shape[0]
     parts = []
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
@@ -147,9 +161,42 @@ def attribute(encode_fn: Callable, params, xs, baselines, target: targets_mod.Ta
         short = chunk - (stop - start)
         if short:  # pad by repeating the last explicand: one program for every chunk
             pieces = [jnp.concatenate([p, jnp.repeat(p[-1:], short, axis=0)]) for p in pieces]
-        out = program(*pieces, params)
-        parts.append(np.asarray(out)[:stop - start])
-    return np.concatenate(parts).astype(np.float32)
+        parts.append((program(*pieces, params), stop - start))
+    return parts
+
+
+def _gather(parts: list) -> np.ndarray:
+    """Wait for `_dispatch`'s outputs: (N, ...) float32 NumPy."""
+    return np.concatenate([np.asarray(out)[:rows] for out, rows in parts]).astype(np.float32)
+
+
+def _compile_ahead(encode_fn, params, method: str, options: dict, batch_size, chunk: int, target_spec, key,
+                   n: int, image_shape, dtype):
+    """`_program`'s program for one chunk, lowered from shapes alone and compiled: (program, keys).
+
+    Run on a worker thread while the main thread encodes the inputs: XLA compilation releases
+    the GIL, so the methods' programs compile side by side (and beside the encoder's). The
+    program is the one `attribute` would compile (same function, same argument shapes and
+    dtypes), so its results are the same bit for bit; with the persistent cache on, a repeated
+    run loads it. Also returns the method's per-explicand keys (computed here, off the main thread).
+    """
+    options = methods_mod.check_options(method, dict(options))
+    program = _program(encode_fn, method, _hashable({**options, "__normalize__": target_spec.normalize}),
+                       _checks.check_optional_batch_size(batch_size), None)
+    keys = _method_keys_jit(key, np.uint32(methods_mod.stream_id(method)), n)
+    direction = target_spec.direction
+    pieces = [jax.ShapeDtypeStruct((chunk, *image_shape), dtype), jax.ShapeDtypeStruct((chunk, *image_shape), dtype),
+              jax.ShapeDtypeStruct((chunk, *direction.shape[1:]), direction.dtype),
+              jax.ShapeDtypeStruct((chunk, *keys.shape[1:]), keys.dtype)]
+    return program.lower(*pieces, params).compile(), keys
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _method_keys_jit(key, stream, n: int):
+    # = method_keys(key, method, n): threefry is exact integer arithmetic, so jitted or eager
+    # give the same bits; one program for every method (the stream id an argument) instead of
+    # two eager ones per method.
+    return jax.random.split(jax.random.fold_in(key, stream), n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +215,9 @@ class Explanation:
       baselines: (N, H, W, C) the baselines used.
       target_names, method_names: the K axis and the methods run.
       options: {method: options given} (unset ones take the signature defaults).
-      seconds: {phase or method: wall seconds}.
+      seconds: {phase or method: wall seconds}: "targets" = blurring, encoding, targets and scores
+        (the methods' programs compile on worker threads meanwhile); a method = from the previous
+        method's end to its own (the wait for its program, then its compute).
     """
 
     maps: dict[str, np.ndarray]
@@ -180,6 +229,71 @@ class Explanation:
     method_names: tuple[str, ...]
     options: dict[str, dict]
     seconds: dict[str, float]
+
+
+@jax.jit
+def _blur(images):
+    # The paper's baseline, GaussianBlur(21, 5), as one program (eagerly: one per einsum; the
+    # same bits). Not done for the targets and scores: jitted, XLA rewrites x / sqrt(y) as
+    # x * rsqrt(y) and their last bits change (measured), so they stay eager.
+    return baselines_mod.gaussian_blur(images, 21, 5.0)
+
+
+def _start_compiling(encode_fn, params, names, options, images, corpus, foil, corpus_reps, foil_reps, targets,
+                     similarity, key, batch_size, chunk_size, mesh):
+    """Start `_compile_ahead` for every method on its own worker thread (None with a mesh)."""
+    if mesh is not None:
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    n, image_shape = images.shape[0], images.shape[1:]
+    chunk = n if chunk_size is None else min(_checks.check_positive_int("chunk_size", chunk_size), n)
+    pool = ThreadPoolExecutor(max_workers=len(names) + 1, thread_name_prefix="cocoa-jax-compile")
+
+    def target_spec():
+        # The stacked target's shapes and static flags, from the representation shapes alone.
+        dim = jax.eval_shape(encode_fn, params, jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)).shape[-1]
+
+        def spec(given, images_of):
+            if given is not None:
+                return jax.ShapeDtypeStruct(np.shape(given), jnp.result_type(given))
+            if images_of is not None:
+                return jax.ShapeDtypeStruct((len(images_of), dim), jnp.float32)
+            return None
+
+        def build(explicand_reps, corpus_reps_, foil_reps_):
+            return per_explicand(targets_mod.build_stacked(tuple(targets), explicand_reps=explicand_reps,
+                                                           corpus_reps=corpus_reps_, foil_reps=foil_reps_,
+                                                           similarity=similarity), n)
+
+        return jax.eval_shape(build, jax.ShapeDtypeStruct((n, dim), jnp.float32), spec(corpus_reps, corpus),
+                              spec(foil_reps, foil))
+
+    spec_future = pool.submit(target_spec)
+    futures = {name: pool.submit(lambda name: _compile_ahead(encode_fn, params, name, options[name], batch_size,
+                                                             chunk, spec_future.result(), key, n, image_shape,
+                                                             jnp.float32), name)
+               for name in names}
+    return {"pool": pool, "futures": futures, "spec": spec_future, "chunk": chunk}
+
+
+def _compiled(ahead, name, target):
+    """The (program, keys) compiled ahead for `name`, or None (then `attribute` does it all
+    again on this thread and raises there whatever went wrong), also when the target built
+    from the values differs from the one foreseen from the shapes."""
+    if ahead is None:
+        return None
+    try:
+        program, keys = ahead["futures"][name].result()
+        spec = ahead["spec"].result()
+    except Exception:
+        return None
+    direction = target.direction
+    if (spec.normalize != target.normalize or tuple(spec.direction.shape) != tuple(direction.shape)
+            or spec.direction.dtype != direction.dtype
+            or bool(getattr(spec.direction, "weak_type", False)) != bool(getattr(direction, "weak_type", False))):
+        return None
+    return program, keys
 
 
 def explain_images(model, images, *, corpus=None, foil=None, corpus_reps=None, foil_reps=None,
@@ -224,43 +338,64 @@ def explain_images(model, images, *, corpus=None, foil=None, corpus_reps=None, f
         raise ValueError("pass `corpus` images or `corpus_reps`, not both")
     if foil is not None and foil_reps is not None:
         raise ValueError("pass `foil` images or `foil_reps`, not both")
-    baselines = (np.asarray(baselines_mod.gaussian_blur(jnp.asarray(images), 21, 5.0)) if baselines is None
-                 else np.asarray(baselines, np.float32))
-    _checks.check_same_shape("baselines", baselines, "images", images)
-    # Every image set in ONE encode call: one chunk shape, so one encoder program to trace and
-    # compile instead of one per set size (each trace of a Flax encoder costs ~0.1-0.25 s on CPU).
-    sets = [("explicands", images), ("baselines", baselines)]
+    sets = [("explicands", images)]
     sets += [(name, np.asarray(value, np.float32)) for name, value in (("corpus", corpus), ("foil", foil))
              if value is not None]
-    for name, value in sets[2:]:
+    for name, value in sets[1:]:
         _checks.check_array(name, value, ndim=4)
         if len(value) == 0:
             raise ValueError(f"`{name}` is empty")
         if value.shape[1:] != images.shape[1:]:
             raise ValueError(f"`{name}` images must have the explicands' shape {images.shape[1:]}, "
                              f"got {value.shape[1:]}")
-    reps = encode_in_chunks(encode_fn, params, np.concatenate([v for _, v in sets]))
-    bounds = np.cumsum([0] + [len(v) for _, v in sets])
-    reps = {name: reps[a:b] for (name, _), a, b in zip(sets, bounds[:-1], bounds[1:])}
-    explicand_reps, baseline_reps = reps["explicands"], reps["baselines"]
-    corpus_reps = reps.get("corpus", corpus_reps)
-    foil_reps = reps.get("foil", foil_reps)
-    target = per_explicand(targets_mod.build_stacked(tuple(targets), explicand_reps=explicand_reps,
-                                                     corpus_reps=corpus_reps, foil_reps=foil_reps,
-                                                     similarity=similarity), n)
-    score = jax.vmap(lambda r, t: t(r))
-    scores = np.asarray(score(jnp.asarray(explicand_reps), target))
-    baseline_scores = np.asarray(score(jnp.asarray(baseline_reps), target))
-    seconds["targets"] = time.perf_counter() - t0
-    maps, gaps = {}, {}
-    for name in names:
+    if baselines is not None:
+        baselines = np.asarray(baselines, np.float32)
+        _checks.check_same_shape("baselines", baselines, "images", images)
+    # The methods' programs compile on worker threads from shapes alone while this thread
+    # blurs and encodes the inputs and builds the targets (XLA compilation releases the GIL: on
+    # 2 cores the programs compile side by side, and later ones while earlier ones compute).
+    ahead = _start_compiling(encode_fn, params, names, options, images, corpus, foil, corpus_reps, foil_reps,
+                             targets, similarity, key, batch_size, chunk_size, mesh)
+    try:
+        if baselines is None:
+            baselines = np.asarray(_blur(_device(images)))
+        # Every image set in ONE encode call: one chunk shape, so one encoder program to trace and
+        # compile instead of one per set size (each trace of a Flax encoder costs ~0.1-0.25 s on CPU).
+        sets.insert(1, ("baselines", baselines))
+        reps = encode_in_chunks(encode_fn, params, np.concatenate([v for _, v in sets]))
+        bounds = np.cumsum([0] + [len(v) for _, v in sets])
+        reps = {name: reps[a:b] for (name, _), a, b in zip(sets, bounds[:-1], bounds[1:])}
+        explicand_reps, baseline_reps = reps["explicands"], reps["baselines"]
+        corpus_reps = reps.get("corpus", corpus_reps)
+        foil_reps = reps.get("foil", foil_reps)
+        target = per_explicand(targets_mod.build_stacked(tuple(targets), explicand_reps=explicand_reps,
+                                                         corpus_reps=corpus_reps, foil_reps=foil_reps,
+                                                         similarity=similarity), n)
+        score = jax.vmap(lambda r, t: t(r))
+        scores = np.asarray(score(_device(explicand_reps), target))
+        baseline_scores = np.asarray(score(_device(baseline_reps), target))
+        seconds["targets"] = time.perf_counter() - t0
+        xs, base = _device(images), _device(baselines)
+        maps, gaps = {}, {}
         t0 = time.perf_counter()
-        maps[name] = attribute(encode_fn, params, images, baselines, target, name, method_keys(key, name, n),
-                               options=options[name], batch_size=batch_size, chunk_size=chunk_size, mesh=mesh)
-        if methods_mod.get(name).complete:
-            sums = maps[name].reshape(*maps[name].shape[:2], -1).sum(-1)
-            gaps[name] = sums - (scores - baseline_scores)
-        seconds[name] = time.perf_counter() - t0
-        if on_method is not None:
-            on_method(name, seconds[name])
+        for name in names:
+            compiled = _compiled(ahead, name, target)  # waits for its compile (the others go on)
+            if compiled is None:  # not compiled ahead (a mesh, or it failed there): the plain path
+                maps[name] = attribute(encode_fn, params, images, baselines, target, name, method_keys(key, name, n),
+                                       options=options[name], batch_size=batch_size, chunk_size=chunk_size,
+                                       mesh=mesh)
+            else:
+                program, keys = compiled
+                maps[name] = _gather(_dispatch(program, params, xs, base, target, keys, ahead["chunk"]))
+            if methods_mod.get(name).complete:
+                sums = maps[name].reshape(*maps[name].shape[:2], -1).sum(-1)
+                gaps[name] = sums - (scores - baseline_scores)
+            # From the previous method's end: the wait for this one's program, then its compute.
+            now = time.perf_counter()
+            seconds[name], t0 = now - t0, now
+            if on_method is not None:
+                on_method(name, seconds[name])
+    finally:
+        if ahead is not None:
+            ahead["pool"].shutdown(wait=False, cancel_futures=True)
     return Explanation(maps, scores, baseline_scores, gaps, baselines, tuple(targets), names, options, seconds)

@@ -388,6 +388,7 @@ def run(args: argparse.Namespace) -> int:
         bar.update(1)
 
     chunk_size = None if max(image_shape[:2]) <= 64 else 1
+    preload = viz.preload()  # matplotlib's imports overlap the attributions (joined before the figure)
     try:
         result = pipeline.explain_images(
             PixelModel, inputs["images"], corpus=inputs.get("corpus"), foil=inputs.get("foil"),
@@ -412,6 +413,7 @@ def run(args: argparse.Namespace) -> int:
     row_titles = [f"{T.TARGET_TITLES[t]}\n{methods.get(m).title}".replace("Contrastive ", "Contrastive\n")
                   for t, m in row_keys]
     row_maps = [result.maps[m][:, target_names.index(t)] for t, m in row_keys]
+    preload.join()
     suptitle = (f"Explaining {inputs['encoder']}\ncorpus: {inputs['corpus_text']}; foil: {inputs['foil_text']}; "
                 f"baseline: blurred explicand")
     outputs.add_rendered(os.path.join(out, "figure.png"), lambda f: viz.plot_attributions(

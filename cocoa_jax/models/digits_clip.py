@@ -301,5 +301,5 @@ def load_digits_clip(directory: str | None = None) -> DigitsClipModel:
     abstract = jax.eval_shape(lambda: init_variables(module, jax.random.key(0)))
     abstract = {"params": abstract["params"], "batch_stats": abstract["batch_stats"]}
     # Host-local (no collective restore): the same in one process and under jax.distributed.
-    variables = jax.tree_util.tree_map(jnp.asarray, restore_host_local(directory, abstract))
+    variables = jax.tree_util.tree_map(jax.device_put, restore_host_local(directory, abstract))
     return make_model(module, variables)

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -30,12 +31,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PAPER_METHODS = {"integrated_gradients": {}, "gradient_shap": {}, "rise": {}}
 
 
-def _cli() -> list[str]:
+def _cli(code: str | None = None) -> list[str]:
     exe = os.path.join(os.path.dirname(sys.executable), "cocoa-jax")
-    return [exe] if os.path.isfile(exe) else [sys.executable, "-m", "cocoa_jax"]
+    return [exe] if os.path.isfile(exe) and code is None else [sys.executable, "-m", "cocoa_jax"]
 
 
-def run_sweep(run_dir: str, cache: str, profile: str, seeds, classes, quick: bool) -> float:
+def run_sweep(run_dir: str, cache: str, profile: str, seeds, classes, quick: bool,
+              code: str | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds (user + system) of the sweep process)."""
     sets = {"seeds": seeds, "classes": classes, "methods": PAPER_METHODS, "estimators": profile}
     if quick:
         sets.update(methods={"integrated_gradients": {"n_steps": 4}, "rise": {"n_masks": 64}},
@@ -45,11 +48,16 @@ def run_sweep(run_dir: str, cache: str, profile: str, seeds, classes, quick: boo
         args += ["--set", f"{key}={json.dumps(value)}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
     env.pop("XLA_FLAGS", None)
+    if code is not None:  # another checkout of cocoa-jax (an A/B against older code)
+        env["PYTHONPATH"] = os.path.abspath(code)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(_cli() + args, env=env, capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run(_cli(code) + args, env=env, capture_output=True, text=True, timeout=3600)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"cocoa-jax sweep failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return time.perf_counter() - t0
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def cells(run_dir: str):
@@ -83,6 +91,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny counts (smoke test)")
     parser.add_argument("--out", default=os.path.join(HERE, "RESULTS_profiles.md"))
     parser.add_argument("--rewrite", action="store_true", help="only rewrite --out from its .json")
+    parser.add_argument("--code", default=None,
+                        help="run `python -m cocoa_jax` from this checkout (PYTHONPATH) instead of the installed one")
     args = parser.parse_args(argv)
     if args.rewrite:
         with open(os.path.splitext(args.out)[0] + ".json") as fh:
@@ -92,17 +102,21 @@ def main(argv=None) -> int:
     classes = [int(c) for c in args.classes.split(",")]
     scratch = tempfile.mkdtemp(prefix="cj_profiles_")
     walls = {"paper": [], "fast": []}
-    loads = []
+    cpu = {"paper": [], "fast": []}
+    loads, loads_after = [], []
     try:
         for r in range(args.repeats):
             order = ("paper", "fast") if r % 2 == 0 else ("fast", "paper")
             for profile in order:
                 loads.append(os.getloadavg()[0])
                 run_dir = os.path.join(scratch, f"{profile}_{r}")
-                wall = run_sweep(run_dir, os.path.join(scratch, f"cache_{profile}_{r}"), profile, seeds, classes,
-                                 args.quick)
+                wall, seconds = run_sweep(run_dir, os.path.join(scratch, f"cache_{profile}_{r}"), profile, seeds,
+                                          classes, args.quick, args.code)
+                loads_after.append(os.getloadavg()[0])
                 walls[profile].append(round(wall, 2))
-                print(f"{profile} repeat {r}: {wall:.1f} s (load {loads[-1]:.1f})", flush=True)
+                cpu[profile].append(round(seconds, 2))
+                print(f"{profile} repeat {r}: {wall:.1f} s, CPU {seconds:.1f} s (load {loads[-1]:.1f} before, "
+                      f"{loads_after[-1]:.1f} after)", flush=True)
         paper, fast = cells(os.path.join(scratch, "paper_0")), cells(os.path.join(scratch, "fast_0"))
         seconds = {p: attribution_seconds(os.path.join(scratch, f"{p}_0")) for p in walls}
     finally:
@@ -120,7 +134,8 @@ def main(argv=None) -> int:
         ok = abs(fmean - mean) <= half
         inside += ok
         table.append({"cell": list(key), "paper": [mean, half], "fast": [fmean, fhalf], "inside": bool(ok)})
-    result = {"walls": walls, "attribution_seconds": seconds, "cells": table, "inside": inside,
+    result = {"walls": walls, "cpu_seconds": cpu, "load_avg_1m_after": loads_after, "code": args.code,
+              "attribution_seconds": seconds, "cells": table, "inside": inside,
               "n_cells": len(table), "seeds": seeds, "classes": classes, "load_avg_1m": loads,
               "machine": platform.platform(), "cpus": os.cpu_count(), "quick": args.quick}
     write(result, args.out)
@@ -144,10 +159,16 @@ def write(result: dict, path: str) -> None:
              f"{result['seeds']}, classes {result['classes']}, 5 explicands per class, the paper's counts "
              f"(`methods` = {{}} each), `estimators` paper vs fast, each a first run (empty compilation cache). "
              f"Machine: {os.cpu_count()} CPUs, shared (1-minute load average before each sweep: "
-             f"{', '.join(f'{x:.1f}' for x in result['load_avg_1m'])}).", "",
+             f"{', '.join(f'{x:.1f}' for x in result['load_avg_1m'])}"
+             + (f"; after: {', '.join(f'{x:.1f}' for x in result['load_avg_1m_after'])}"
+                if result.get("load_avg_1m_after") else "") + ").", "",
              "| | paper | fast | ratio |", "|---|---|---|---|",
              f"| sweep wall time (s) | {', '.join(map(str, walls['paper']))} | {', '.join(map(str, walls['fast']))} | "
              f"**{ratio:.2f}x** |"]
+    if result.get("cpu_seconds"):
+        cpu = result["cpu_seconds"]
+        lines.append(f"| sweep CPU time, user + system (s) | {', '.join(map(str, cpu['paper']))} | "
+                     f"{', '.join(map(str, cpu['fast']))} | {min(cpu['paper']) / min(cpu['fast']):.2f}x |")
     for method in ("integrated_gradients", "gradient_shap", "rise"):
         a, b = result["attribution_seconds"]["paper"].get(method), result["attribution_seconds"]["fast"].get(method)
         if a is not None and b is not None:
@@ -168,6 +189,8 @@ def write(result: dict, path: str) -> None:
         lines.append(f"| {m} | {t} | {k} | {meas} | {cell['paper'][0]:.3f} ({cell['paper'][1]:.3f}) | "
                      f"{cell['fast'][0]:.3f} | {'yes' if cell['inside'] else '**no**'} | "
                      f"{'same' if cell['fast'][0] == cell['paper'][0] else 'yes' if fast_is_better(cell) else 'no'} |")
+    if result.get("notes"):  # measurements added by hand to the .json (A/B runs), rendered as written
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in result["notes"]]
     with open(path, "w") as fh:
         fh.write("\n".join(lines) + "\n")
     with open(os.path.splitext(path)[0] + ".json", "w") as fh:

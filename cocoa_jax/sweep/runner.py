@@ -70,16 +70,32 @@ def plan_units(config: SweepConfig, classes) -> list[Unit]:
     return [Unit(seed, int(c), m) for seed in config.seeds for c in classes for m in config.method_names]
 
 
-def units_per_group(explicands_per_unit: int, explicand_batch: int, num_devices: int) -> int:
+def units_per_group(explicands_per_unit: int, explicand_batch: int, num_devices: int,
+                    n_classes: int | None = None) -> int:
     """Units whose explicands run together: about `explicand_batch` explicands, with the count
-    chosen (among the next `num_devices` candidates) to waste the fewest padded device lanes."""
+    chosen (among the next `num_devices` candidates) to waste the fewest padded device lanes.
+
+    With `n_classes` (the units of one seed and method), the lanes of ALL its groups count: every
+    group is padded to the largest one's lanes (one compiled program), so a short last group
+    wastes lanes too (3 classes in groups of 2 compute 4 groups' worth). All classes in one group
+    is then a candidate as well when their explicands fit in twice `explicand_batch`. Ties: fewer
+    groups, then the smaller group."""
     base = max(1, explicand_batch // explicands_per_unit)
 
     def waste(k):
         n = k * explicands_per_unit
         return (-n % num_devices) / (n + (-n % num_devices))
 
-    return min(range(base, base + num_devices), key=lambda k: (waste(k), k))
+    if n_classes is None:
+        return min(range(base, base + num_devices), key=lambda k: (waste(k), k))
+    candidates = {min(k, n_classes) for k in range(base, base + num_devices)}
+    if n_classes * explicands_per_unit <= 2 * explicand_batch:
+        candidates.add(n_classes)
+
+    def lanes(k):  # every group padded to k units' explicands, rounded up to the devices
+        return -(-n_classes // k) * (-(-k * explicands_per_unit // num_devices) * num_devices)
+
+    return min(candidates, key=lambda k: (lanes(k), -(-n_classes // k), k))
 
 
 def group_units(units: list[Unit], per_group: int, method_order) -> list[list[Unit]]:
@@ -511,6 +527,7 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
             programs = SweepPrograms(spec, config, mesh)
             rows = store.read_rows()
             finished_ids = [u.unit_id for u in units if u.unit_id in rows]
+            _compile_ahead(config, programs, classes, units, finished_ids, index, count, max_units)
             if len(finished_ids) < len(units):
                 probe, probe_accuracy = get_probes(config, store, corpus_source, explicand_source, programs)
         except Exception as err:  # tell the waiting processes, then fail here as usual
@@ -528,6 +545,7 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
         _enable_compile_cache(os.path.join(os.path.abspath(run_dir), "compile_cache") if compile_cache == "auto"
                               else compile_cache)
         programs = SweepPrograms(spec, config, mesh)
+        _compile_ahead(config, programs, classes, units, finished_ids, index, count, max_units)
     finished = set(finished_ids)
     # Only the missing units are split: balanced whatever the process count was before.
     mine = sharding.units_for_process([u for u in units if u.unit_id not in finished], index, count)
@@ -543,9 +561,10 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
         probe = {seed: jax.device_put(p, sharding.replicated_sharding(mesh)) for seed, p in probe.items()}
         runner = UnitRunner(config, programs, corpus_source, explicand_source, probe, classes)
         # A group holds units of one seed and method: at most one per class.
-        per_group = min(units_per_group(config.explicands_per_class, config.explicand_batch, programs.num_devices),
-                        len(classes))
+        per_group = min(units_per_group(config.explicands_per_class, config.explicand_batch, programs.num_devices,
+                                        len(classes)), len(classes))
         capacity = -(-per_group * config.explicands_per_class // programs.num_devices) * programs.num_devices
+        programs.ahead_probe(next(iter(probe.values())))  # the evaluate programs compiling ahead wait for it
         label = (f"sweep {run_hash[:8]} [process {index}/{count}, {programs.num_devices} device(s), "
                  f"{len(skipped)} of the run's {len(units)} units finished before]")
         bar = Progress(len(mine), 0, label, enabled=progress)
@@ -559,6 +578,19 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
     _barrier("done")
     return SweepResult(store.run_dir, store.config_hash, computed, skipped, time.perf_counter() - start,
                        probe_accuracy, index, count, programs.num_devices)
+
+
+def _compile_ahead(config: SweepConfig, programs: SweepPrograms, classes, units, finished_ids, index: int,
+                   count: int, max_units: int | None) -> None:
+    """Start compiling the programs this process's missing units need (`SweepPrograms.compile_ahead`)
+    for the lane count `run_sweep` uses, on threads, before the probe and the samples."""
+    finished = set(finished_ids)
+    todo = list(sharding.units_for_process([u for u in units if u.unit_id not in finished], index, count))
+    todo = todo if max_units is None else todo[:max_units]
+    per_group = min(units_per_group(config.explicands_per_class, config.explicand_batch, programs.num_devices,
+                                    len(classes)), len(classes))
+    capacity = -(-per_group * config.explicands_per_class // programs.num_devices) * programs.num_devices
+    programs.compile_ahead(capacity, [m for m in config.method_names if any(u.method == m for u in todo)])
 
 
 def count_finished(run_dir: str) -> int | None:

@@ -110,11 +110,10 @@ def environment(args) -> dict:
                     f"torch {torch.__version__}, captum {captum_v}, numpy {np.__version__}",
         "devices": f"{jax.device_count()} x {jax.devices()[0].platform}",
         "torch_threads": torch.get_num_threads(),
-        "command": "python -m benchmarks.run" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python -m benchmarks.run"] + (sys.argv[1:] if args is ARGS else
+                                                              (["--quick"] if args.quick else []))),
         "notes": [],
     }
-
-
 
 
 def _model_names(args) -> list:

@@ -218,15 +218,11 @@ def init_torch(spec: ModelSpec, seed: int = 0, channels_last: bool = False):
 
 
 def _clip_anytorch_model():
-    """clip-anytorch's `model.py` (openai/CLIP's model code), loaded by path: the package's
-    `__init__` imports torchvision and pkg_resources, which the model code does not need."""
-    spec = importlib.util.find_spec("clip")
-    if spec is None or not spec.submodule_search_locations:
+    """clip-anytorch's `model.py` (openai/CLIP's model code)."""
+    from benchmarks.torch_models import clip_anytorch_file
+    module = clip_anytorch_file("model")
+    if module is None:
         raise ImportError("clip-anytorch is not installed (pip install --no-deps clip-anytorch)")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "model.py")
-    module_spec = importlib.util.spec_from_file_location("_benchmarks_clip_anytorch_model", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
     return module
 
 

@@ -8,6 +8,9 @@ names, for timing only.) Imports torch: import this module lazily.
 """
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -69,3 +72,19 @@ def randomize_(model: nn.Module, seed: int) -> nn.Module:
             elif isinstance(module, nn.Linear) and module.bias is not None:
                 module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=gen))
     return model.eval()
+
+
+def clip_anytorch_file(name: str):
+    """Module `name` ("model", "simple_tokenizer") of clip-anytorch (openai/CLIP's code), loaded by
+    path: the package's `__init__` imports torchvision and pkg_resources, which these files do not
+    need. None when clip-anytorch is not installed."""
+    spec = importlib.util.find_spec("clip")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], f"{name}.py")
+    if not os.path.isfile(path):
+        return None
+    module_spec = importlib.util.spec_from_file_location(f"_clip_anytorch_{name}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
-import os
 
 import numpy as np
 import pytest
@@ -22,7 +20,8 @@ from cocoa_jax.models import load, make_loaded  # noqa: E402
 from cocoa_jax.models.clip import ClipConfig  # noqa: E402
 from cocoa_jax_ports import CheckpointMismatchError, convert  # noqa: E402
 from cocoa_jax_ports import clip as port_clip  # noqa: E402
-from torch_reference.clip import CLIPReference, randomize_  # noqa: E402
+from benchmarks.torch_models import clip_anytorch_file  # noqa: E402
+from torch_reference.clip import CLIPReference, openai_clip_model, randomize_  # noqa: E402
 from torch_reference.compare import (flax_reps_and_cosine_grad, rel_err,  # noqa: E402
                                      torch_reps_and_cosine_grad)
 
@@ -170,23 +169,9 @@ def test_bad_checkpoints_are_named(tmp_path):
             convert("clip_vit_b32", str(tmp_path / f"bad{i}.pt"), str(tmp_path / f"out{i}"))
 
 
-def _installed_clip_model_module():
-    """clip-anytorch's model.py, loaded by path (its package __init__ needs torchvision)."""
-    spec = importlib.util.find_spec("clip")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = os.path.join(list(spec.submodule_search_locations)[0], "model.py")
-    if not os.path.isfile(path):
-        return None
-    module_spec = importlib.util.spec_from_file_location("_clip_anytorch_model", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
-
-
 def test_reference_matches_openai_layout_when_installed():
     """Our from-scratch torch reference == openai/CLIP's model code (keys, shapes, outputs)."""
-    clip_model = _installed_clip_model_module()
+    clip_model = clip_anytorch_file("model")
     if clip_model is None:
         pytest.skip("clip-anytorch not installed (pip install --no-deps clip-anytorch)")
     ours = _reference(SMALL, 4)
@@ -214,28 +199,10 @@ SIZES = {
 }
 
 
-def _openai_model(config: dict, seed: int, gelu: bool = False):
-    """openai/CLIP's own `build_model` (clip-anytorch's model.py) on a random state dict of `config`'s
-    shapes. build_model casts to fp16; the fp32 weights are loaded back after `.float()`.
-    gelu: swap QuickGELU for torch.nn.GELU, which is open_clip's standard CLIP (same layout)."""
-    clip_model = _installed_clip_model_module()
-    if clip_model is None:
-        pytest.skip("clip-anytorch not installed (pip install --no-deps clip-anytorch)")
-    state_dict = _reference(config, seed).state_dict()
-    model = clip_model.build_model({k: v.clone() for k, v in state_dict.items()}).float()
-    model.load_state_dict(state_dict)
-    if gelu:
-        for module in list(model.modules()):
-            for name, child in list(module.named_children()):
-                if isinstance(child, clip_model.QuickGELU):
-                    setattr(module, name, torch.nn.GELU())
-    return model.eval(), state_dict
-
-
 @pytest.mark.parametrize("size", sorted(SIZES))
 def test_other_vit_sizes_match_openai_build_model(size, tmp_path):
     config = SIZES[size]
-    reference, state_dict = _openai_model(config, 10)
+    reference, state_dict = openai_clip_model(config, 10)
     torch.save(state_dict, tmp_path / f"ViT-{size}.pt")
     convert("clip_vit", str(tmp_path / f"ViT-{size}.pt"), str(tmp_path / "out"))
     model = load("clip_vit", str(tmp_path / "out"))
@@ -255,7 +222,7 @@ def test_open_clip_gelu_training_checkpoint(tmp_path):
     """open_clip's epoch_K.pt ({'epoch','name','state_dict': module.*}) of a GELU model: converted
     with --option activation=gelu it matches; with the QuickGELU default it does not."""
     config = SIZES["B16"]
-    reference, state_dict = _openai_model(config, 11, gelu=True)
+    reference, state_dict = openai_clip_model(config, 11, gelu=True)
     torch.save({"epoch": 32, "name": "ViT-B-16_laion", "state_dict": {"module." + k: v for k, v in state_dict.items()},
                 "optimizer": {}}, tmp_path / "epoch_32.pt")
     convert("clip_vit", str(tmp_path / "epoch_32.pt"), str(tmp_path / "gelu"), options={"activation": "gelu"})

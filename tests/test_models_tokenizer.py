@@ -5,8 +5,6 @@ skipped otherwise (`pip install --no-deps clip-anytorch ftfy regex`).
 """
 from __future__ import annotations
 
-import importlib.util
-import os
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ import pytest
 pytest.importorskip("ftfy")
 pytest.importorskip("regex")
 
+from benchmarks.torch_models import clip_anytorch_file  # noqa: E402
 from cocoa_jax.models.tokenizer import ClipTokenizer, find_merges_file  # noqa: E402
 
 CAPTIONS = [
@@ -37,14 +36,9 @@ LONG = " ".join(["the quick brown fox jumps over the lazy dog"] * 12)
 
 
 def _reference_tokenizer():
-    spec = importlib.util.find_spec("clip")
-    if spec is None or not spec.submodule_search_locations:
+    module = clip_anytorch_file("simple_tokenizer")
+    if module is None:
         pytest.skip("clip-anytorch not installed: no reference tokenizer / merges file")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "simple_tokenizer.py")
-    # Loaded by path: the package's __init__ imports torchvision, which must not be needed.
-    module_spec = importlib.util.spec_from_file_location("_clip_simple_tokenizer", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
     return module.SimpleTokenizer()
 
 

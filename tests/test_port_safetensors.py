@@ -9,8 +9,6 @@ QuickGELU for open_clip's GELU models; random weights at reduced size, written w
 """
 from __future__ import annotations
 
-import importlib.util
-import os
 
 import numpy as np
 import pytest
@@ -23,7 +21,7 @@ from safetensors.torch import save_file  # noqa: E402
 from cocoa_jax.cli import main  # noqa: E402
 from cocoa_jax.models import load  # noqa: E402
 from cocoa_jax_ports import NotACheckpointError, convert  # noqa: E402
-from torch_reference.clip import CLIPReference, randomize_  # noqa: E402
+from torch_reference.clip import openai_clip_model  # noqa: E402
 from torch_reference.compare import flax_reps_and_cosine_grad, rel_err, torch_reps_and_cosine_grad  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -33,30 +31,9 @@ B16 = dict(embed_dim=64, image_resolution=64, vision_layers=2, vision_width=128,
            context_length=77, vocab_size=49408, transformer_width=128, transformer_layers=2)
 
 
-def _clip_model_module():
-    spec = importlib.util.find_spec("clip")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("clip-anytorch not installed (pip install --no-deps clip-anytorch)")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "model.py")
-    module_spec = importlib.util.spec_from_file_location("_clip_anytorch_model_st", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
-
-
 def _openai_model(seed, gelu):
     """openai's build_model on a random state dict of B16's shapes (fp32), QuickGELU or GELU."""
-    clip_model = _clip_model_module()
-    torch.manual_seed(seed)
-    state_dict = randomize_(CLIPReference(**B16), seed + 1).state_dict()
-    model = clip_model.build_model({k: v.clone() for k, v in state_dict.items()}).float()
-    model.load_state_dict(state_dict)
-    if gelu:
-        for module in list(model.modules()):
-            for name, child in list(module.named_children()):
-                if isinstance(child, clip_model.QuickGELU):
-                    setattr(module, name, torch.nn.GELU())
-    return model.eval()
+    return openai_clip_model(B16, seed, gelu)[0]
 
 
 def _tokens(n, seed):

@@ -106,3 +106,25 @@ def randomize_(model: nn.Module, seed: int) -> nn.Module:
                 base = 1.0 if ("ln_" in name and name.endswith("weight")) else 0.0
                 p.copy_(base + 0.1 * torch.randn(p.shape, generator=gen))
     return model.eval()
+
+
+def openai_clip_model(config: dict, seed: int, gelu: bool = False):
+    """(openai/CLIP's own `build_model` (clip-anytorch's model.py) on a random state dict of
+    `config`'s shapes, that state dict). build_model casts to fp16; the fp32 weights are loaded back
+    after `.float()`. gelu: QuickGELU swapped for torch.nn.GELU, open_clip's standard CLIP (same
+    layout). Skips the calling test when clip-anytorch is not installed."""
+    import pytest
+    from benchmarks.torch_models import clip_anytorch_file
+    clip_model = clip_anytorch_file("model")
+    if clip_model is None:
+        pytest.skip("clip-anytorch not installed (pip install --no-deps clip-anytorch)")
+    torch.manual_seed(seed)
+    state_dict = randomize_(CLIPReference(**config), seed + 1).state_dict()
+    model = clip_model.build_model({k: v.clone() for k, v in state_dict.items()}).float()
+    model.load_state_dict(state_dict)
+    if gelu:
+        for module in list(model.modules()):
+            for name, child in list(module.named_children()):
+                if isinstance(child, clip_model.QuickGELU):
+                    setattr(module, name, torch.nn.GELU())
+    return model.eval(), state_dict

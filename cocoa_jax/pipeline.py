@@ -6,8 +6,7 @@ against their baselines for K stacked targets with any method of the table.
     result = explain_images(model, xs, corpus=corpus_images, foil=foil_images)   # all of it
 
 `attribute` compiles one program per (encoder, method, options, batch size, chunk shape) and
-reuses it (`explain_images` compiles the methods' programs ahead, side by side on worker threads,
-while it encodes the inputs): explicands run in fixed-size chunks (the last one padded), vmapped, and sharded over a
+reuses it: explicands run in fixed-size chunks (the last one padded), vmapped, and sharded over a
 mesh's devices when one is given. Explicand i's randomness is `method_keys(key, method, n)[i]`,
 so results depend neither on the chunk size nor on the device count, nor on which other methods
 run (each method draws from its own stream, `methods.stream_id`).
@@ -78,7 +77,7 @@ def encode_in_chunks(encode_fn: Callable, params, images, *, chunk_size: int = 2
 
 def method_keys(key: jax.Array, method: str, n: int) -> jax.Array:
     """Per-explicand keys of `method`: its own stream (`methods.stream_id`), split n ways."""
-    return jax.random.split(jax.random.fold_in(key, methods_mod.stream_id(method)), n)
+    return _method_keys_jit(key, np.uint32(methods_mod.stream_id(method)), n)
 
 
 def per_explicand(target: targets_mod.Target, n: int) -> targets_mod.Target:
@@ -135,8 +134,8 @@ def attribute(encode_fn: Callable, params, xs, baselines, target: targets_mod.Ta
     """
     methods_mod.get(method)
     options = methods_mod.check_options(method, dict(options or {}))
-    xs = jnp.asarray(xs)
-    baselines = jnp.asarray(baselines)
+    xs = xs if isinstance(xs, jax.Array) else _device(np.asarray(xs))
+    baselines = baselines if isinstance(baselines, jax.Array) else _device(np.asarray(baselines))
     _checks.check_array("xs", xs, ndim=4)
     _checks.check_same_shape("baselines", baselines, "xs", xs)
     n = xs.shape[0]
@@ -170,32 +169,10 @@ def _gather(parts: list) -> np.ndarray:
     return np.concatenate([np.asarray(out)[:rows] for out, rows in parts]).astype(np.float32)
 
 
-def _compile_ahead(encode_fn, params, method: str, options: dict, batch_size, chunk: int, target_spec, key,
-                   n: int, image_shape, dtype):
-    """`_program`'s program for one chunk, lowered from shapes alone and compiled: (program, keys).
-
-    Run on a worker thread while the main thread encodes the inputs: XLA compilation releases
-    the GIL, so the methods' programs compile side by side (and beside the encoder's). The
-    program is the one `attribute` would compile (same function, same argument shapes and
-    dtypes), so its results are the same bit for bit; with the persistent cache on, a repeated
-    run loads it. Also returns the method's per-explicand keys (computed here, off the main thread).
-    """
-    options = methods_mod.check_options(method, dict(options))
-    program = _program(encode_fn, method, _hashable({**options, "__normalize__": target_spec.normalize}),
-                       _checks.check_optional_batch_size(batch_size), None)
-    keys = _method_keys_jit(key, np.uint32(methods_mod.stream_id(method)), n)
-    direction = target_spec.direction
-    pieces = [jax.ShapeDtypeStruct((chunk, *image_shape), dtype), jax.ShapeDtypeStruct((chunk, *image_shape), dtype),
-              jax.ShapeDtypeStruct((chunk, *direction.shape[1:]), direction.dtype),
-              jax.ShapeDtypeStruct((chunk, *keys.shape[1:]), keys.dtype)]
-    return program.lower(*pieces, params).compile(), keys
-
-
 @functools.partial(jax.jit, static_argnums=2)
 def _method_keys_jit(key, stream, n: int):
-    # = method_keys(key, method, n): threefry is exact integer arithmetic, so jitted or eager
-    # give the same bits; one program for every method (the stream id an argument) instead of
-    # two eager ones per method.
+    # Threefry is exact integer arithmetic, so jitted or eager give the same bits; one program
+    # for every method (the stream id an argument) instead of two eager ones per method.
     return jax.random.split(jax.random.fold_in(key, stream), n)
 
 
@@ -215,9 +192,8 @@ class Explanation:
       baselines: (N, H, W, C) the baselines used.
       target_names, method_names: the K axis and the methods run.
       options: {method: options given} (unset ones take the signature defaults).
-      seconds: {phase or method: wall seconds}: "targets" = blurring, encoding, targets and scores
-        (the methods' programs compile on worker threads meanwhile); a method = from the previous
-        method's end to its own (the wait for its program, then its compute).
+      seconds: {phase or method: wall seconds}: "targets" = blurring, encoding, targets and scores;
+        a method = its compile (when not cached) + compute.
     """
 
     maps: dict[str, np.ndarray]
@@ -237,63 +213,6 @@ def _blur(images):
     # same bits). Not done for the targets and scores: jitted, XLA rewrites x / sqrt(y) as
     # x * rsqrt(y) and their last bits change (measured), so they stay eager.
     return baselines_mod.gaussian_blur(images, 21, 5.0)
-
-
-def _start_compiling(encode_fn, params, names, options, images, corpus, foil, corpus_reps, foil_reps, targets,
-                     similarity, key, batch_size, chunk_size, mesh):
-    """Start `_compile_ahead` for every method on its own worker thread (None with a mesh)."""
-    if mesh is not None:
-        return None
-    from concurrent.futures import ThreadPoolExecutor
-
-    n, image_shape = images.shape[0], images.shape[1:]
-    chunk = n if chunk_size is None else min(_checks.check_positive_int("chunk_size", chunk_size), n)
-    pool = ThreadPoolExecutor(max_workers=len(names) + 1, thread_name_prefix="cocoa-jax-compile")
-
-    def target_spec():
-        # The stacked target's shapes and static flags, from the representation shapes alone.
-        dim = jax.eval_shape(encode_fn, params, jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)).shape[-1]
-
-        def spec(given, images_of):
-            if given is not None:
-                return jax.ShapeDtypeStruct(np.shape(given), jnp.result_type(given))
-            if images_of is not None:
-                return jax.ShapeDtypeStruct((len(images_of), dim), jnp.float32)
-            return None
-
-        def build(explicand_reps, corpus_reps_, foil_reps_):
-            return per_explicand(targets_mod.build_stacked(tuple(targets), explicand_reps=explicand_reps,
-                                                           corpus_reps=corpus_reps_, foil_reps=foil_reps_,
-                                                           similarity=similarity), n)
-
-        return jax.eval_shape(build, jax.ShapeDtypeStruct((n, dim), jnp.float32), spec(corpus_reps, corpus),
-                              spec(foil_reps, foil))
-
-    spec_future = pool.submit(target_spec)
-    futures = {name: pool.submit(lambda name: _compile_ahead(encode_fn, params, name, options[name], batch_size,
-                                                             chunk, spec_future.result(), key, n, image_shape,
-                                                             jnp.float32), name)
-               for name in names}
-    return {"pool": pool, "futures": futures, "spec": spec_future, "chunk": chunk}
-
-
-def _compiled(ahead, name, target):
-    """The (program, keys) compiled ahead for `name`, or None (then `attribute` does it all
-    again on this thread and raises there whatever went wrong), also when the target built
-    from the values differs from the one foreseen from the shapes."""
-    if ahead is None:
-        return None
-    try:
-        program, keys = ahead["futures"][name].result()
-        spec = ahead["spec"].result()
-    except Exception:
-        return None
-    direction = target.direction
-    if (spec.normalize != target.normalize or tuple(spec.direction.shape) != tuple(direction.shape)
-            or spec.direction.dtype != direction.dtype
-            or bool(getattr(spec.direction, "weak_type", False)) != bool(getattr(direction, "weak_type", False))):
-        return None
-    return program, keys
 
 
 def explain_images(model, images, *, corpus=None, foil=None, corpus_reps=None, foil_reps=None,
@@ -351,51 +270,33 @@ def explain_images(model, images, *, corpus=None, foil=None, corpus_reps=None, f
     if baselines is not None:
         baselines = np.asarray(baselines, np.float32)
         _checks.check_same_shape("baselines", baselines, "images", images)
-    # The methods' programs compile on worker threads from shapes alone while this thread
-    # blurs and encodes the inputs and builds the targets (XLA compilation releases the GIL: on
-    # 2 cores the programs compile side by side, and later ones while earlier ones compute).
-    ahead = _start_compiling(encode_fn, params, names, options, images, corpus, foil, corpus_reps, foil_reps,
-                             targets, similarity, key, batch_size, chunk_size, mesh)
-    try:
-        if baselines is None:
-            baselines = np.asarray(_blur(_device(images)))
-        # Every image set in ONE encode call: one chunk shape, so one encoder program to trace and
-        # compile instead of one per set size (each trace of a Flax encoder costs ~0.1-0.25 s on CPU).
-        sets.insert(1, ("baselines", baselines))
-        reps = encode_in_chunks(encode_fn, params, np.concatenate([v for _, v in sets]))
-        bounds = np.cumsum([0] + [len(v) for _, v in sets])
-        reps = {name: reps[a:b] for (name, _), a, b in zip(sets, bounds[:-1], bounds[1:])}
-        explicand_reps, baseline_reps = reps["explicands"], reps["baselines"]
-        corpus_reps = reps.get("corpus", corpus_reps)
-        foil_reps = reps.get("foil", foil_reps)
-        target = per_explicand(targets_mod.build_stacked(tuple(targets), explicand_reps=explicand_reps,
-                                                         corpus_reps=corpus_reps, foil_reps=foil_reps,
-                                                         similarity=similarity), n)
-        score = jax.vmap(lambda r, t: t(r))
-        scores = np.asarray(score(_device(explicand_reps), target))
-        baseline_scores = np.asarray(score(_device(baseline_reps), target))
-        seconds["targets"] = time.perf_counter() - t0
-        xs, base = _device(images), _device(baselines)
-        maps, gaps = {}, {}
+    if baselines is None:
+        baselines = np.asarray(_blur(_device(images)))
+    # Every image set in ONE encode call: one chunk shape, so one encoder program to trace and
+    # compile instead of one per set size (each trace of a Flax encoder costs ~0.1-0.25 s on CPU).
+    sets.insert(1, ("baselines", baselines))
+    reps = encode_in_chunks(encode_fn, params, np.concatenate([v for _, v in sets]))
+    bounds = np.cumsum([0] + [len(v) for _, v in sets])
+    reps = {name: reps[a:b] for (name, _), a, b in zip(sets, bounds[:-1], bounds[1:])}
+    explicand_reps, baseline_reps = reps["explicands"], reps["baselines"]
+    corpus_reps = reps.get("corpus", corpus_reps)
+    foil_reps = reps.get("foil", foil_reps)
+    target = per_explicand(targets_mod.build_stacked(tuple(targets), explicand_reps=explicand_reps,
+                                                     corpus_reps=corpus_reps, foil_reps=foil_reps,
+                                                     similarity=similarity), n)
+    score = jax.vmap(lambda r, t: t(r))
+    scores = np.asarray(score(_device(explicand_reps), target))
+    baseline_scores = np.asarray(score(_device(baseline_reps), target))
+    seconds["targets"] = time.perf_counter() - t0
+    maps, gaps = {}, {}
+    for name in names:
         t0 = time.perf_counter()
-        for name in names:
-            compiled = _compiled(ahead, name, target)  # waits for its compile (the others go on)
-            if compiled is None:  # not compiled ahead (a mesh, or it failed there): the plain path
-                maps[name] = attribute(encode_fn, params, images, baselines, target, name, method_keys(key, name, n),
-                                       options=options[name], batch_size=batch_size, chunk_size=chunk_size,
-                                       mesh=mesh)
-            else:
-                program, keys = compiled
-                maps[name] = _gather(_dispatch(program, params, xs, base, target, keys, ahead["chunk"]))
-            if methods_mod.get(name).complete:
-                sums = maps[name].reshape(*maps[name].shape[:2], -1).sum(-1)
-                gaps[name] = sums - (scores - baseline_scores)
-            # From the previous method's end: the wait for this one's program, then its compute.
-            now = time.perf_counter()
-            seconds[name], t0 = now - t0, now
-            if on_method is not None:
-                on_method(name, seconds[name])
-    finally:
-        if ahead is not None:
-            ahead["pool"].shutdown(wait=False, cancel_futures=True)
+        maps[name] = attribute(encode_fn, params, images, baselines, target, name, method_keys(key, name, n),
+                               options=options[name], batch_size=batch_size, chunk_size=chunk_size, mesh=mesh)
+        if methods_mod.get(name).complete:
+            sums = maps[name].reshape(*maps[name].shape[:2], -1).sum(-1)
+            gaps[name] = sums - (scores - baseline_scores)
+        seconds[name] = time.perf_counter() - t0
+        if on_method is not None:
+            on_method(name, seconds[name])
     return Explanation(maps, scores, baseline_scores, gaps, baselines, tuple(targets), names, options, seconds)

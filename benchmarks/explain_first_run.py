@@ -9,8 +9,8 @@ estimator profile (`--estimators paper|fast`). Also: the cache off (`none`), and
 JAX's default threshold (`JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1`: only programs that took
 >= 1 s to compile are stored) against ours (0: every program). Per run: wall time of the process,
 the phases `settings.json` records (load = model + data, targets = encoding corpus / foil /
-explicands + baselines, one entry per method = from the previous method's end to its own: the wait
-for its program (compiled on a worker thread) + compute, write = figure + files), start-up = wall -
+explicands + baselines, one entry per method = its compile (when not cached) + compute, write =
+figure + files), start-up = wall -
 the command's own total (interpreter, imports, argument checks), the process's CPU seconds (user +
 system, all threads), and the 1-minute load average before the run. Writes benchmarks/RESULTS_explain.md and a .json beside it.
 """
@@ -118,9 +118,9 @@ def write(rows: list[dict], path: str) -> None:
     lines += ["", "Phases: cpu = the process's user + system CPU seconds (all threads; less sensitive to the load "
               "than wall); startup = process wall - the command's own total (interpreter, imports, argument checks); "
               "load = model + data; targets = blurring and encoding the explicands, baselines, corpus and foil, "
-              "the targets and scores (the methods' programs compile on worker threads meanwhile); one column "
-              "per method = from the previous method's end to its own (the wait for its compile, then its "
-              "compute); write = figure + files.", ""]
+              "the targets and scores; one column "
+              "per method = its compile (when not cached) + its "
+              "compute; write = figure + files.", ""]
     with open(path, "w") as fh:
         fh.write("\n".join(lines))
     with open(os.path.splitext(path)[0] + ".json", "w") as fh:

@@ -21,7 +21,7 @@ from cocoa_jax.models.clip import ClipConfig  # noqa: E402
 from cocoa_jax_ports import CheckpointMismatchError, convert  # noqa: E402
 from cocoa_jax_ports import clip as port_clip  # noqa: E402
 from benchmarks.torch_models import clip_anytorch_file  # noqa: E402
-from torch_reference.clip import CLIPReference, openai_clip_model, randomize_  # noqa: E402
+from torch_reference.clip import CLIPReference, clip_tokens, openai_clip_model, randomize_  # noqa: E402
 from torch_reference.compare import (flax_reps_and_cosine_grad, rel_err,  # noqa: E402
                                      torch_reps_and_cosine_grad)
 
@@ -30,16 +30,6 @@ torch.set_num_threads(2)
 TOL = 1e-5
 SMALL = dict(embed_dim=64, image_resolution=64, vision_layers=2, vision_width=128, vision_patch_size=32,
              context_length=77, vocab_size=49408, transformer_width=128, transformer_layers=2)
-
-
-def _tokens(n: int, seed: int) -> np.ndarray:
-    """CLIP-like token rows: SOT, random ids, EOT (the max id), zero padding."""
-    rng = np.random.RandomState(seed)
-    tokens = np.zeros((n, 77), np.int64)
-    for i in range(n):
-        length = rng.randint(3, 77)
-        tokens[i, 0], tokens[i, 1:length - 1], tokens[i, length - 1] = 49406, rng.randint(1, 49405, length - 2), 49407
-    return tokens
 
 
 def _reference(config: dict, seed: int) -> CLIPReference:
@@ -65,7 +55,7 @@ def test_full_size_vit_b32_layout():
     with torch.no_grad():
         expected = reference.encode_image(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
     assert rel_err(model.encode(x), expected) < TOL
-    assert _compare_text(model, reference, _tokens(2, 0)) < TOL
+    assert _compare_text(model, reference, clip_tokens(2, 0)) < TOL
 
 
 def _save_torchscript(reference: CLIPReference, path, half: bool):
@@ -77,7 +67,7 @@ def _save_torchscript(reference: CLIPReference, path, half: bool):
                         ("context_length", SMALL["context_length"]), ("vocab_size", SMALL["vocab_size"])):
         reference.register_buffer(name, torch.tensor(value))
     example = (torch.zeros(1, 3, SMALL["image_resolution"], SMALL["image_resolution"]),
-               torch.from_numpy(_tokens(1, 9)))
+               torch.from_numpy(clip_tokens(1, 9)))
     traced = torch.jit.trace(reference, example, check_trace=False)
     if half:
         traced = traced.half()
@@ -112,7 +102,7 @@ def test_checkpoint_formats_and_gradients(source, tmp_path):
     ref_reps, ref_grad = torch_reps_and_cosine_grad(reference.encode_image, x, direction)
     assert rel_err(reps, ref_reps) < TOL
     assert rel_err(grad, ref_grad) < TOL
-    assert _compare_text(model, reference, _tokens(3, 1)) < TOL
+    assert _compare_text(model, reference, clip_tokens(3, 1)) < TOL
 
 
 def test_encode_text_from_captions():
@@ -182,7 +172,7 @@ def test_reference_matches_openai_layout_when_installed():
     assert {k: v.shape for k, v in theirs.state_dict().items()} == {k: v.shape for k, v in ours.state_dict().items()}
     theirs.load_state_dict(ours.state_dict())
     theirs.eval()
-    images, tokens = torch.randn(2, 3, 64, 64), torch.from_numpy(_tokens(2, 4))
+    images, tokens = torch.randn(2, 3, 64, 64), torch.from_numpy(clip_tokens(2, 4))
     with torch.no_grad():
         assert rel_err(theirs.encode_image(images), ours.encode_image(images)) < 1e-6
         assert rel_err(theirs.encode_text(tokens), ours.encode_text(tokens)) < 1e-6
@@ -215,7 +205,7 @@ def test_other_vit_sizes_match_openai_build_model(size, tmp_path):
     reps, grad = flax_reps_and_cosine_grad(model.encode_fn, model.params, x, direction)
     ref_reps, ref_grad = torch_reps_and_cosine_grad(reference.encode_image, x, direction)
     assert rel_err(reps, ref_reps) < TOL and rel_err(grad, ref_grad) < TOL
-    assert _compare_text(model, reference, _tokens(2, 3)) < TOL
+    assert _compare_text(model, reference, clip_tokens(2, 3)) < TOL
 
 
 def test_open_clip_gelu_training_checkpoint(tmp_path):
@@ -234,7 +224,7 @@ def test_open_clip_gelu_training_checkpoint(tmp_path):
         expected = reference.encode_image(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
     assert rel_err(model.encode(x), expected) < TOL
     assert rel_err(wrong.encode(x), expected) > 1e-3
-    assert _compare_text(model, reference, _tokens(2, 5)) < TOL
+    assert _compare_text(model, reference, clip_tokens(2, 5)) < TOL
     with pytest.raises(ValueError, match="activation"):
         convert("clip_vit", str(tmp_path / "epoch_32.pt"), str(tmp_path / "bad"), options={"activation": "relu"})
     # A key missing from the file is named with the file's `module.` prefix.

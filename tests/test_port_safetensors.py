@@ -21,7 +21,7 @@ from safetensors.torch import save_file  # noqa: E402
 from cocoa_jax.cli import main  # noqa: E402
 from cocoa_jax.models import load  # noqa: E402
 from cocoa_jax_ports import NotACheckpointError, convert  # noqa: E402
-from torch_reference.clip import openai_clip_model  # noqa: E402
+from torch_reference.clip import clip_tokens, openai_clip_model  # noqa: E402
 from torch_reference.compare import flax_reps_and_cosine_grad, rel_err, torch_reps_and_cosine_grad  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -36,15 +36,6 @@ def _openai_model(seed, gelu):
     return openai_clip_model(B16, seed, gelu)[0]
 
 
-def _tokens(n, seed):
-    rng = np.random.RandomState(seed)
-    tokens = np.zeros((n, 77), np.int64)
-    for i in range(n):
-        length = rng.randint(3, 77)
-        tokens[i, 0], tokens[i, 1:length - 1], tokens[i, length - 1] = 49406, rng.randint(1, 49405, length - 2), 49407
-    return tokens
-
-
 def _save_safetensors(model, path, dtype=torch.float32):
     """The model's state dict as safetensors (contiguous copies: the format refuses shared storage)."""
     save_file({k: v.detach().to(dtype).contiguous().clone() for k, v in model.state_dict().items()}, str(path))
@@ -57,7 +48,7 @@ def _check(model, reference):
     direction = rng.randn(B16["embed_dim"]).astype(np.float32)
     reps, grad = flax_reps_and_cosine_grad(model.encode_fn, model.params, x, direction)
     ref_reps, ref_grad = torch_reps_and_cosine_grad(reference.encode_image, x, direction)
-    tokens = _tokens(2, 2)
+    tokens = clip_tokens(2, 2)
     with torch.no_grad():
         ref_text = reference.encode_text(torch.from_numpy(tokens)).numpy()
     text = np.asarray(model.encode_text(tokens.astype(np.int32)))

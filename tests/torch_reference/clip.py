@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -128,3 +129,13 @@ def openai_clip_model(config: dict, seed: int, gelu: bool = False):
                 if isinstance(child, clip_model.QuickGELU):
                     setattr(module, name, torch.nn.GELU())
     return model.eval(), state_dict
+
+
+def clip_tokens(n: int, seed: int) -> np.ndarray:
+    """(n, 77) CLIP-like token rows: SOT, random ids, EOT (the max id), zero padding."""
+    rng = np.random.RandomState(seed)
+    tokens = np.zeros((n, 77), np.int64)
+    for i in range(n):
+        length = rng.randint(3, 77)
+        tokens[i, 0], tokens[i, 1:length - 1], tokens[i, length - 1] = 49406, rng.randint(1, 49405, length - 2), 49407
+    return tokens

@@ -10,18 +10,12 @@ Three programs, each sharded over the explicand axis of a mesh (`cocoa_jax.shard
   curves and AUCs of every measure (`cocoa_jax.metrics.insertion_deletion_batch`, one encoder pass
   per ablation step for all measures and all K attributions), plus the maps that are stored.
 
-`SweepPrograms.compile_ahead` compiles a run's attribute and evaluate programs on worker threads
-while the run starts (a first run then compiles them side by side, behind the computation).
-
 Attributions stay on the devices between the two programs (no host round trip); they are two
 programs, not one, so every unit records its attribution and evaluation time separately.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import functools
-import threading
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,9 +50,6 @@ class SweepPrograms:
         self._attribute: dict[str, sharding.ExplicandMap] = {}
         self._evaluate = sharding.ExplicandMap(self._evaluate_batch, mesh, in_axes=(None, None, 0, 0, 0, 0, 0, 0),
                                                vectorized=True)
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._ahead_probe: concurrent.futures.Future = concurrent.futures.Future()
-        self.ahead: list[_AheadOfTime] = []  # programs compiled ahead (`compile_ahead`), for reports and tests
 
     def use_seed(self, seed: int) -> None:
         """With `randomize_model`, switch to seed's randomised encoder,
@@ -71,57 +62,6 @@ class SweepPrograms:
         params = randomize_params(self.spec.params, jax.random.key(seed))
         self.params = jax.device_put(params, sharding.replicated_sharding(self.mesh))
         self.seed = seed
-
-    # -- compiling ahead -----------------------------------------------------------------
-
-    def compile_ahead(self, capacity: int, method_names, workers: int = 2) -> None:
-        """Compile the attribute program of every method in `method_names` and the evaluate program
-        of each method's maps for `capacity` explicand lanes on `workers` threads, while the caller
-        goes on (probe, samples, the first attributions): a first run then compiles its programs
-        side by side and behind the computation instead of one after another in front of it. The
-        calls run the same programs either way; one whose arguments differ from the ones compiled
-        here (another lane count), or whose compile failed, compiles as usual. The evaluate
-        programs wait for `ahead_probe(probe)` (the probe's shapes)."""
-        if self._pool is not None or not method_names:
-            return
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="cocoa-jax-compile")
-        h, w, c = self.image_shape
-        cap = int(capacity)
-        abstract = lambda tree: jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
-        params = abstract(self.params)
-        xs = jax.ShapeDtypeStruct((cap, h, w, c), jnp.float32)
-        dim = jax.eval_shape(self.spec.encode_fn, self.spec.params,
-                             jax.ShapeDtypeStruct((1, h, w, c), jnp.float32)).shape[-1]
-        keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), cap))
-        columns = len(self.config.target_columns())
-        z = () if self.config.size_field is None else (len(self.config.sizes),)
-        context = (jax.ShapeDtypeStruct((cap,) + z + (2, dim), jnp.float32), jax.ShapeDtypeStruct((cap,) + z, jnp.int32),
-                   jax.ShapeDtypeStruct((cap,), jnp.int32), jax.ShapeDtypeStruct((cap, dim), jnp.float32))
-        probe = self._ahead_probe
-
-        def evaluate_args(lowered):
-            while not probe.done():  # an interpreter that exits without a probe stops the wait
-                if not threading.main_thread().is_alive():
-                    raise RuntimeError("compile_ahead: the run ended before its probe was known")
-                concurrent.futures.wait([probe], timeout=0.2)
-            return (params, abstract(probe.result()), xs, lowered.result().out_info) + context
-
-        lowered = []
-        for method in method_names:  # in run order: the first needed is compiled first
-            directions = jax.ShapeDtypeStruct((cap, 1 if method == methods.RANDOM else columns, dim), jnp.float32)
-            attribute = _AheadOfTime(self.attribute_program(method), 4, self._pool)
-            lowered.append(attribute.add((params, xs, directions, keys)))
-            self.ahead.append(attribute)
-        evaluate = _AheadOfTime(self._evaluate, 8, self._pool)  # after the attribute programs in the queue
-        for future in lowered:
-            evaluate.add(functools.partial(evaluate_args, future))
-        self.ahead.append(evaluate)
-        self._pool.shutdown(wait=False)  # the queued compiles still run; the threads end after them
-
-    def ahead_probe(self, probe) -> None:
-        """The probe the evaluate programs of `compile_ahead` are compiled for (its shapes)."""
-        if not self._ahead_probe.done():
-            self._ahead_probe.set_result(probe)
 
     # -- encode --------------------------------------------------------------------------
 
@@ -227,69 +167,6 @@ class SweepPrograms:
         """
         return self._evaluate(self.params, probe, xs, attributions, ccs_directions, majority_class,
                               explicand_class, explicand_reps)
-
-
-def _signature(args) -> tuple:
-    leaves, treedef = jax.tree_util.tree_flatten(args)
-    return treedef, tuple((tuple(leaf.shape), str(leaf.dtype)) for leaf in leaves)
-
-
-class _AheadOfTime:
-    """Programs of one `sharding.ExplicandMap` compiled on worker threads, one per argument signature.
-
-    It takes the map's place for its axes (`ExplicandMap._jitted`): a call with a signature added
-    here (`add`) waits for that executable and runs it; any other call (or a failed compile) runs
-    the jitted program as before."""
-
-    def __init__(self, explicand_map: sharding.ExplicandMap, n_args: int, pool: concurrent.futures.Executor):
-        axes = sharding._normalise_in_axes(explicand_map.in_axes, n_args)
-        self.jitted = explicand_map._jitted(axes)
-        explicand_map._compiled[axes] = self
-        self.pool = pool
-        self.entries: list[tuple[concurrent.futures.Future, concurrent.futures.Future]] = []  # (lowered, compiled)
-        self.hits = 0
-        self._lock = threading.Lock()
-        self._lowering = threading.Lock()
-
-    def add(self, args) -> concurrent.futures.Future:
-        """Compile for `args` (`jax.ShapeDtypeStruct` pytrees, or a function returning them, run on
-        the worker); returns a future of the lowered program (`.out_info`: its output shapes)."""
-        lowered: concurrent.futures.Future = concurrent.futures.Future()
-
-        def compile_():
-            try:
-                values = args() if callable(args) else args
-                signature = _signature(values)
-                with self._lowering:  # one executable per signature: lowered one at a time, then checked
-                    known = any(e[0].done() and not e[0].exception() and e[0].result()[0] == signature
-                                for e in self.entries if e[0] is not lowered)
-                    program = None if known else self.jitted.lower(*values)
-                    lowered.set_result((signature, program))
-            except BaseException as err:
-                lowered.set_exception(err)
-                raise
-            return None if program is None else program.compile()
-
-        with self._lock:
-            entry = (lowered, self.pool.submit(compile_))
-            self.entries.append(entry)
-        out = concurrent.futures.Future()
-        lowered.add_done_callback(lambda f: out.set_exception(f.exception()) if f.exception()
-                                  else out.set_result(f.result()[1]))
-        return out
-
-    def __call__(self, *args):
-        signature = _signature(args)
-        for lowered, compiled in list(self.entries):
-            try:
-                if lowered.result()[0] == signature and compiled.result() is not None:
-                    program = compiled.result()
-                    with self._lock:
-                        self.hits += 1
-                    return program(*args)
-            except Exception:
-                continue
-        return self.jitted(*args)
 
 
 def local_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:

@@ -527,7 +527,6 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
             programs = SweepPrograms(spec, config, mesh)
             rows = store.read_rows()
             finished_ids = [u.unit_id for u in units if u.unit_id in rows]
-            _compile_ahead(config, programs, classes, units, finished_ids, index, count, max_units)
             if len(finished_ids) < len(units):
                 probe, probe_accuracy = get_probes(config, store, corpus_source, explicand_source, programs)
         except Exception as err:  # tell the waiting processes, then fail here as usual
@@ -545,7 +544,6 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
         _enable_compile_cache(os.path.join(os.path.abspath(run_dir), "compile_cache") if compile_cache == "auto"
                               else compile_cache)
         programs = SweepPrograms(spec, config, mesh)
-        _compile_ahead(config, programs, classes, units, finished_ids, index, count, max_units)
     finished = set(finished_ids)
     # Only the missing units are split: balanced whatever the process count was before.
     mine = sharding.units_for_process([u for u in units if u.unit_id not in finished], index, count)
@@ -564,7 +562,6 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
         per_group = min(units_per_group(config.explicands_per_class, config.explicand_batch, programs.num_devices,
                                         len(classes)), len(classes))
         capacity = -(-per_group * config.explicands_per_class // programs.num_devices) * programs.num_devices
-        programs.ahead_probe(next(iter(probe.values())))  # the evaluate programs compiling ahead wait for it
         label = (f"sweep {run_hash[:8]} [process {index}/{count}, {programs.num_devices} device(s), "
                  f"{len(skipped)} of the run's {len(units)} units finished before]")
         bar = Progress(len(mine), 0, label, enabled=progress)
@@ -578,19 +575,6 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
     _barrier("done")
     return SweepResult(store.run_dir, store.config_hash, computed, skipped, time.perf_counter() - start,
                        probe_accuracy, index, count, programs.num_devices)
-
-
-def _compile_ahead(config: SweepConfig, programs: SweepPrograms, classes, units, finished_ids, index: int,
-                   count: int, max_units: int | None) -> None:
-    """Start compiling the programs this process's missing units need (`SweepPrograms.compile_ahead`)
-    for the lane count `run_sweep` uses, on threads, before the probe and the samples."""
-    finished = set(finished_ids)
-    todo = list(sharding.units_for_process([u for u in units if u.unit_id not in finished], index, count))
-    todo = todo if max_units is None else todo[:max_units]
-    per_group = min(units_per_group(config.explicands_per_class, config.explicand_batch, programs.num_devices,
-                                    len(classes)), len(classes))
-    capacity = -(-per_group * config.explicands_per_class // programs.num_devices) * programs.num_devices
-    programs.compile_ahead(capacity, [m for m in config.method_names if any(u.method == m for u in todo)])
 
 
 def count_finished(run_dir: str) -> int | None:

@@ -7,9 +7,14 @@ against their baselines for K stacked targets with any method of the table.
 
 `attribute` compiles one program per (encoder, method, options, batch size, chunk shape) and
 reuses it: explicands run in fixed-size chunks (the last one padded), vmapped, and sharded over a
-mesh's devices when one is given. Explicand i's randomness is `method_keys(key, method, n)[i]`,
-so results depend neither on the chunk size nor on the device count, nor on which other methods
-run (each method draws from its own stream, `methods.stream_id`).
+mesh's devices when one is given. Without a mesh the default chunk is ONE explicand per call:
+vmapping explicands over an encoder that already batches its perturbed inputs made XLA's CPU
+programs slower (measured on the digits encoder: RISE 1.6x, IG and GradientSHAP 1.3x, and
+compiles faster; no gain or loss on ResNet-18; see docs/performance.md). Explicand i's
+randomness is `method_keys(key, method, n)[i]`, so the draws depend neither on the chunk size
+nor on the device count, nor on which other methods run (each method draws from its own
+stream, `methods.stream_id`); float32 rounding may differ in the last bits between chunk
+sizes (XLA fuses a vmapped program differently).
 """
 from __future__ import annotations
 
@@ -128,7 +133,8 @@ def attribute(encode_fn: Callable, params, xs, baselines, target: targets_mod.Ta
       method: a name of `cocoa_jax.methods.METHODS`; options: its options (defaults: the signature).
       keys: (N,) PRNG keys, one per explicand (e.g. `method_keys(key, method, N)`).
       batch_size: perturbed inputs per encoder call inside the method.
-      chunk_size: explicands per program call (default: all N); the last chunk is padded.
+      chunk_size: explicands per program call (default: 1 without a mesh, all N with one);
+        the last chunk is padded.
       mesh: shard each chunk's explicands over this mesh (`sharding.make_mesh()`).
     Returns: (N, K, H, W, C) for per-channel methods, (N, K, H, W) otherwise, as float32 NumPy.
     """
@@ -144,7 +150,10 @@ def attribute(encode_fn: Callable, params, xs, baselines, target: targets_mod.Ta
     target = per_explicand(target, n)
     if jnp.shape(keys)[:1] != (n,):
         raise ValueError(f"`keys` must hold one key per explicand ({n}), got shape {jnp.shape(keys)}")
-    chunk = n if chunk_size is None else min(_checks.check_positive_int("chunk_size", chunk_size), n)
+    if chunk_size is None:
+        chunk = n if mesh is not None else 1
+    else:
+        chunk = min(_checks.check_positive_int("chunk_size", chunk_size), n)
     program = _program(encode_fn, method, _hashable({**options, "__normalize__": target.normalize}),
                        _checks.check_optional_batch_size(batch_size), mesh)
     return _gather(_dispatch(program, params, xs, baselines, target, keys, chunk))

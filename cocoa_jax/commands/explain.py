@@ -387,14 +387,13 @@ def run(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{name} {seconds:.1f}s")
         bar.update(1)
 
-    chunk_size = None if max(image_shape[:2]) <= 64 else 1
     preload = viz.preload()  # matplotlib's imports overlap the attributions (joined before the figure)
     try:
         result = pipeline.explain_images(
             PixelModel, inputs["images"], corpus=inputs.get("corpus"), foil=inputs.get("foil"),
             corpus_reps=inputs.get("corpus_reps"), foil_reps=inputs.get("foil_reps"), targets=target_names,
             methods=method_names, options=options, key=jax.random.key(args.seed), similarity=args.similarity,
-            batch_size=batch_size, chunk_size=chunk_size, on_method=on_method)
+            batch_size=batch_size, on_method=on_method)
     except ValueError as err:  # data the model cannot take (range, size): one line
         raise UsageError(str(err)) from None
     timings["targets"] = round(result.seconds["targets"], 3)

@@ -7,10 +7,10 @@ against their baselines for K stacked targets with any method of the table.
 
 `attribute` compiles one program per (encoder, method, options, batch size, chunk shape) and
 reuses it: explicands run in fixed-size chunks (the last one padded), vmapped, and sharded over a
-mesh's devices when one is given. Without a mesh the default chunk is ONE explicand per call:
-vmapping explicands over an encoder that already batches its perturbed inputs made XLA's CPU
-programs slower (measured on the digits encoder: RISE 1.6x, IG and GradientSHAP 1.3x, and
-compiles faster; no gain or loss on ResNet-18; see docs/performance.md). Explicand i's
+mesh's devices when one is given. On CPU the default is ONE explicand per device per call
+(`sharding.default_lanes_per_device`): vmapping explicands over an encoder that already batches
+its perturbed inputs made XLA's CPU programs slower (digits encoder: RISE 1.6x, IG and
+GradientSHAP 1.3x, and compiles faster; ResNet-18 unchanged; docs/performance.md). Explicand i's
 randomness is `method_keys(key, method, n)[i]`, so the draws depend neither on the chunk size
 nor on the device count, nor on which other methods run (each method draws from its own
 stream, `methods.stream_id`); float32 rounding may differ in the last bits between chunk
@@ -133,7 +133,7 @@ def attribute(encode_fn: Callable, params, xs, baselines, target: targets_mod.Ta
       method: a name of `cocoa_jax.methods.METHODS`; options: its options (defaults: the signature).
       keys: (N,) PRNG keys, one per explicand (e.g. `method_keys(key, method, N)`).
       batch_size: perturbed inputs per encoder call inside the method.
-      chunk_size: explicands per program call (default: 1 without a mesh, all N with one);
+      chunk_size: explicands per program call (default: all N, or on CPU 1 without a mesh);
         the last chunk is padded.
       mesh: shard each chunk's explicands over this mesh (`sharding.make_mesh()`).
     Returns: (N, K, H, W, C) for per-channel methods, (N, K, H, W) otherwise, as float32 NumPy.
@@ -150,8 +150,9 @@ def attribute(encode_fn: Callable, params, xs, baselines, target: targets_mod.Ta
     target = per_explicand(target, n)
     if jnp.shape(keys)[:1] != (n,):
         raise ValueError(f"`keys` must hold one key per explicand ({n}), got shape {jnp.shape(keys)}")
-    if chunk_size is None:
-        chunk = n if mesh is not None else 1
+    if chunk_size is None:  # with a mesh, ExplicandMap splits the chunk by its lanes per device
+        lanes = sharding.default_lanes_per_device()
+        chunk = n if mesh is not None or lanes is None else min(lanes, n)
     else:
         chunk = min(_checks.check_positive_int("chunk_size", chunk_size), n)
     program = _program(encode_fn, method, _hashable({**options, "__normalize__": target.normalize}),

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -96,6 +97,35 @@ def test_explicand_map_argument_errors():
         sharding.map_explicands(fn, np.zeros(3), np.zeros(4))
     with pytest.raises(TypeError, match="fn"):
         sharding.ExplicandMap(3)
+
+
+@pytest.mark.parametrize("gather", [True, False])
+def test_explicand_map_lanes_per_device_splits_calls(gather):
+    # One device: 7 explicands in calls of 1, 2, 3 (the last padded) or all 7 equal a plain loop.
+    rng = np.random.default_rng(1)
+    xs = rng.normal(size=(7, 5)).astype(np.float32)
+    weights = rng.normal(size=(5, 4)).astype(np.float32)
+    fn = lambda x, w: {"out": jnp.tanh(x @ w), "norm": jnp.sum(x * x)}
+    want = {"out": np.tanh(xs.astype(np.float64) @ weights), "norm": np.sum(xs.astype(np.float64) ** 2, axis=1)}
+    calls = []
+    for lanes in (1, 2, 3, None):
+        mapper = sharding.ExplicandMap(fn, sharding.make_mesh(jax.devices()[:1]), (0, None), gather=gather,
+                                       lanes_per_device=lanes)
+        program = mapper._jitted((0, None))
+        mapper._compiled[(0, None)] = lambda *a: calls.append(a[0].shape[0]) or program(*a)
+        got = mapper(xs, weights)
+        for name in want:
+            assert got[name].shape == want[name].shape
+            np.testing.assert_allclose(np.asarray(got[name]), want[name], rtol=1e-5, atol=1e-6)
+    assert calls == [1] * 7 + [2] * 4 + [3] * 3 + [7]
+
+
+def test_explicand_map_lanes_per_device_default_and_errors():
+    assert sharding.default_lanes_per_device() == (1 if jax.default_backend() == "cpu" else None)
+    assert sharding.ExplicandMap(abs).lanes_per_device == sharding.default_lanes_per_device()
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="lanes_per_device"):
+            sharding.ExplicandMap(abs, lanes_per_device=bad)
 
 
 def test_host_device_count_flags_replaces_earlier_count():
@@ -182,6 +212,20 @@ def _worker(out_path: str) -> None:
     kept = sharding.map_explicands(explain_one, xs[:3], keys[:3], corpus,
                                    in_axes=(0, 0, None), mesh=mesh, gather=False)
     assert kept["rise"].shape[0] == 3
+    # 13 explicands, one per device per call (the CPU default): two calls of 8 lanes, the last
+    # padded, joined on the devices; kept sharded and gathered.
+    xs13 = jnp.asarray(rng.uniform(size=(13, h, w, c)), jnp.float32)
+    keys13 = jax.random.split(jax.random.key(8), 13)
+    plain13 = jax.jit(jax.vmap(explain_one, in_axes=(0, 0, None)))(xs13, keys13, corpus)
+    split = sharding.ExplicandMap(explain_one, mesh, (0, 0, None), lanes_per_device=1)
+    split_kept = sharding.ExplicandMap(explain_one, mesh, (0, 0, None), gather=False, lanes_per_device=1)
+    joined, joined_kept = split(xs13, keys13, corpus), split_kept(xs13, keys13, corpus)
+    assert joined["rise"].shape[0] == 13 and joined_kept["ig"].shape[0] == 13
+    for name in ("rise", "ig"):
+        results[f"explicands13_{name}_single"] = np.asarray(plain13[name])
+        results[f"explicands13_{name}_sharded"] = np.asarray(joined[name])
+        results[f"explicands13kept_{name}_single"] = np.asarray(plain13[name])
+        results[f"explicands13kept_{name}_sharded"] = np.asarray(joined_kept[name])
     for name in ("rise", "ig"):
         results[f"explicands_{name}_single"] = np.asarray(plain[name])
         results[f"explicands_{name}_sharded"] = np.asarray(mapped[name])
@@ -203,7 +247,7 @@ def eight_device_results(tmp_path_factory):
 
 
 CASES = ["ig_k1", "ig_k2", "gradient_shap_k2", "smoothgrad_k1", "rise_k1", "rise_k2_divides", "insdel_k2"] + [
-    f"explicands{v}_{m}" for v in ("", "3") for m in ("rise", "ig")]
+    f"explicands{v}_{m}" for v in ("", "3", "13", "13kept") for m in ("rise", "ig")]
 
 
 @pytest.mark.slow  # 8-device subprocess (~20 s); sweep-level 8-device test in test_sweep_scale.py

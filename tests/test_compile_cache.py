@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -200,3 +201,68 @@ def test_two_processes_writing_one_cache_both_succeed(tmp_path):
     assert third.returncode == 0, third.stderr
     assert int(third.stdout.split()[-1]) >= 12, third.stdout  # every program loaded, none damaged
     assert sorted(p for p in os.listdir(cache) if p.endswith("-cache")) == sorted(entries)
+
+
+# ----------------------------------------------------------------------------- entry cap
+
+
+def _jax_cache_with(path, n):
+    """A cache directory written by JAX's own LRU cache: entries k0 (oldest use) .. k{n-1}."""
+    from jax._src.lru_cache import LRUCache
+
+    cache = LRUCache(str(path), max_size=cc.MAX_SIZE_BYTES)
+    for i in range(n):
+        cache.put(f"k{i}", bytes([i]) * 100)
+        time.sleep(0.002)  # distinct last-use stamps
+    return cache
+
+
+def _keys(path):
+    return sorted(int(name[1:-len("-cache")]) for name in os.listdir(path) if name.endswith("-cache"))
+
+
+def test_prune_removes_least_recently_used_entries_of_a_jax_cache(tmp_path):
+    cache = _jax_cache_with(tmp_path, 12)
+    cache.get("k0")  # k0 used last: kept; k1..k4 are the oldest now
+    (tmp_path / "notes.txt").write_text("not an entry")
+    assert cc.prune(str(tmp_path), max_entries=12) == 0 and len(_keys(tmp_path)) == 12
+    removed = cc.prune(str(tmp_path), max_entries=10)  # 12 > 10: down to 0.8 x 10 = 8
+    assert removed == 4 and _keys(tmp_path) == [0, 5, 6, 7, 8, 9, 10, 11]
+    assert not any((tmp_path / f"k{i}-atime").exists() for i in (1, 2, 3, 4))
+    assert (tmp_path / "notes.txt").exists()
+    assert cache.get("k5") == bytes([5]) * 100 and cache.get("k2") is None  # JAX still reads what is kept
+
+
+def test_prune_without_last_use_files_uses_mtime_and_missing_dir_is_zero(tmp_path):
+    for i in range(5):
+        path = tmp_path / f"k{i}-cache"
+        path.write_bytes(b"x")
+        os.utime(path, ns=(10**18 + i, 10**18 + i))
+    assert cc.prune(str(tmp_path), max_entries=4) == 2 and _keys(tmp_path) == [2, 3, 4]
+    assert cc.prune(str(tmp_path / "absent")) == 0
+
+
+def test_prune_leaves_a_locked_cache_alone(tmp_path):
+    _jax_cache_with(tmp_path, 6)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time, filelock
+        with filelock.FileLock({str(tmp_path / '.lockfile')!r}):
+            print("locked", flush=True)
+            time.sleep(30)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert cc.prune(str(tmp_path), max_entries=2, lock_timeout=0.2) == 0 and len(_keys(tmp_path)) == 6
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cc.prune(str(tmp_path), max_entries=2) == 5
+
+
+def test_enable_prunes_the_directory(tmp_path, monkeypatch, restore_jax_cache):
+    for name in cc._JAX_ENV.values():
+        monkeypatch.delenv(name, raising=False)
+    _jax_cache_with(tmp_path, 7)
+    monkeypatch.setattr(cc, "MAX_ENTRIES", 5)
+    cc.enable(str(tmp_path))
+    assert _keys(tmp_path) == [3, 4, 5, 6]

@@ -516,6 +516,22 @@ def units_for_process(units: Sequence, process_index: int | None = None,
     return units[start:stop]
 
 
+def use_every_core(count: int | None = None) -> bool:
+    """On CPU, one forced host device per core (or `count`): how one process uses every core.
+
+    Sets XLA_FLAGS, so it acts only before JAX starts its backends; without `count`, a device
+    count the user put in XLA_FLAGS is kept. Harmless on GPU/TPU machines (the flag only shapes
+    the CPU platform). Returns whether the flag was set."""
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        return False
+    if count is None and "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return False
+    os.environ["XLA_FLAGS"] = host_device_count_flags(count or os.cpu_count() or 1)
+    return True
+
+
 def host_device_count_flags(count: int, flags: str | None = None) -> str:
     """XLA_FLAGS value that forces `count` CPU host devices (replacing any earlier count);
     set it in the environment before JAX starts (e.g. for a subprocess)."""

@@ -142,14 +142,6 @@ def check_arguments(args, config) -> None:
         raise UsageError(str(err)) from None
 
 
-def _force_host_devices(count: int) -> None:
-    """One forced CPU host device per core (or `count`), before JAX starts: how one process uses
-    every core. Harmless on GPU/TPU machines (the flag only shapes the CPU platform)."""
-    from cocoa_jax.sharding import host_device_count_flags
-
-    os.environ["XLA_FLAGS"] = host_device_count_flags(count)
-
-
 def _join_job(coordinator: str, num_processes: int, process_id: int, timeout: float | None) -> None:
     """Join the jax.distributed job, or end the process with ONE error line and status 2 within
     `timeout` s: JAX itself would wait minutes and then abort (SIGABRT, a fatal log)."""
@@ -182,8 +174,9 @@ def run(args) -> int:
     config = build_config(args)
     check_arguments(args, config)
     distributed = _distributed_settings(args)
-    if args.devices is not None or "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-        _force_host_devices(args.devices or os.cpu_count() or 1)
+    from cocoa_jax.sharding import use_every_core
+
+    use_every_core(args.devices)
     if distributed is not None:
         _join_job(*distributed, args.init_timeout)
 

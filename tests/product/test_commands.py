@@ -71,6 +71,8 @@ def test_explain_small_then_overwrite(tmp_path):
     _assert_ok(run_cli(args, cwd=tmp_path))
     settings = _check_explain_outputs(tmp_path / "small", 2, ("integrated_gradients", "gradient_shap", "rise"))
     assert "integrated_gradients" in json.dumps(settings)
+    # One forced host device per core, explicands one per device (at most as many devices as explicands).
+    assert settings["devices"] == min(2, os.cpu_count() or 1), settings["devices"]
     with np.load(tmp_path / "small" / "attributions.npz") as data:
         first = {k: data[k] for k in data.files}
     _assert_ok(run_cli(args + ["--overwrite"], cwd=tmp_path))  # same seed: the same arrays
@@ -190,6 +192,7 @@ def test_explain_own_model_and_images(tmp_path, converted_model_dir):
     _assert_ok(proc)
     settings = _check_explain_outputs(tmp_path / "mine", 1, ("integrated_gradients", "rise"))
     assert settings["model"] == arch and len(settings["foil"]) == 2
+    assert settings["devices"] == 1  # one explicand: no padded device lane
     assert [os.path.basename(p) for p in settings["corpus"]] == ["chelsea.png", "coffee.png"]
     with np.load(tmp_path / "mine" / "attributions.npz") as data:
         assert data["explicands"].shape == (1, 32, 32, 3)

@@ -354,6 +354,18 @@ def default_lanes_per_device() -> int | None:
     return 1 if jax.default_backend() == "cpu" else None
 
 
+def local_explicand_mesh(n: int) -> Mesh | None:
+    """A mesh over at most `n` of this process's devices (one explicand per device), or None
+    where that is one device: how a single-process command spreads n explicands.
+
+    More devices than explicands would pad lanes that repeat work (measured on the 2-core CPU:
+    1 explicand on 2 host devices 1.51 s vs 1.07 s on one)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise ValueError(f"`n` must be a positive integer (explicands), got {n!r}")
+    devices = jax.local_devices()[:int(n)]
+    return make_mesh(devices) if len(devices) > 1 else None
+
+
 def map_explicands(fn: Callable, *args, in_axes: Any = 0, mesh: Mesh | None = None,
                    gather: bool = True):
     """One-off `ExplicandMap(fn, mesh, in_axes, gather=gather)(*args)` (compiles each call;

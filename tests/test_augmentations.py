@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cocoa_jax import methods, targets
+from cocoa_jax import methods, sharding, targets
 from cocoa_jax.cli import main
 from cocoa_jax.usecases import augmentations as A
 
@@ -253,8 +253,12 @@ def test_explain_pairs_scores_and_chunk_independence(digits):
                           methods=("rise",), n_masks=16)
     two = A.explain_pairs(model.encode_fn, model.params, xs, corpus, foil_reps, jax.random.key(2), chunk_size=2,
                           methods=("rise",), n_masks=16)
+    # Default chunking (one per call on CPU) over a one-device mesh: the sharded path, same maps.
+    meshed = A.explain_pairs(model.encode_fn, model.params, xs, corpus, foil_reps, jax.random.key(2),
+                             methods=("rise",), n_masks=16, mesh=sharding.make_mesh(jax.local_devices()[:1]))
     for name in ("scores", "rise"):
         np.testing.assert_allclose(one[name], two[name], atol=1e-5, rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(meshed[name], one[name], atol=1e-5, rtol=1e-5, err_msg=name)
     assert one["rise"].shape == (3, 2, 32, 32) and "integrated_gradients" not in one
     # Scores: eq. (3) with a corpus of one, evaluated pairwise in float64; label-free of itself = 1.
     reps = np.asarray(model.encode(xs), np.float64)

@@ -128,6 +128,17 @@ def test_explicand_map_lanes_per_device_default_and_errors():
             sharding.ExplicandMap(abs, lanes_per_device=bad)
 
 
+@pytest.mark.parametrize("n", [0, -1, 1.5, True, None])
+def test_local_explicand_mesh_rejects_bad_counts(n):
+    with pytest.raises(ValueError, match="`n` must be a positive integer"):
+        sharding.local_explicand_mesh(n)
+
+
+def test_local_explicand_mesh_one_device_is_none():
+    assert sharding.local_explicand_mesh(1) is None
+    assert len(jax.local_devices()) > 1 or sharding.local_explicand_mesh(5) is None
+
+
 def test_host_device_count_flags_replaces_earlier_count():
     flags = sharding.host_device_count_flags(4, "--foo=1 --xla_force_host_platform_device_count=2")
     assert flags == "--foo=1 --xla_force_host_platform_device_count=4"
@@ -231,6 +242,9 @@ def _worker(out_path: str) -> None:
         results[f"explicands_{name}_sharded"] = np.asarray(mapped[name])
         results[f"explicands3_{name}_single"] = np.asarray(plain[name])[:3]
         results[f"explicands3_{name}_sharded"] = np.asarray(kept[name])
+    # A command's mesh: one explicand per device, at most the explicand count of devices.
+    results["local_mesh_sizes"] = np.array([0 if m is None else m.devices.size for m in
+                                            map(sharding.local_explicand_mesh, (1, 2, 3, 8, 20))])
     np.savez(out_path, **results)
 
 
@@ -259,6 +273,11 @@ def test_eight_devices_equal_one_device(eight_device_results, case):
     assert np.all(np.isfinite(single)) and np.abs(single).max() > 0  # a non-trivial result
     scale = np.abs(single).max()
     np.testing.assert_allclose(sharded, single, rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.slow  # the 8-device subprocess above
+def test_local_explicand_mesh_sizes_on_eight_devices(eight_device_results):
+    np.testing.assert_array_equal(eight_device_results["local_mesh_sizes"], [0, 2, 3, 8, 8])
 
 
 if __name__ == "__main__":

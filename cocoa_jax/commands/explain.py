@@ -391,11 +391,9 @@ def run(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{name} {seconds:.1f}s")
         bar.update(1)
 
-    # One explicand per device, on at most as many devices as explicands (a padded lane would
-    # repeat work). Measured on the 2-core CPU, 4 explicands: RISE 2.97 s on 2 host devices vs
-    # 4.76 s on one, the same bits; 1 explicand on 2 devices was slower (docs/performance.md).
-    devices = jax.local_devices()[:len(inputs["images"])]
-    mesh = sharding.make_mesh(devices) if len(devices) > 1 else None
+    # One explicand per device. Measured on the 2-core CPU, 4 explicands: RISE 2.97 s on 2 host
+    # devices vs 4.76 s on one, the same bits (docs/performance.md).
+    mesh = sharding.local_explicand_mesh(len(inputs["images"]))
     preload = viz.preload()  # matplotlib's imports overlap the attributions (joined before the figure)
     try:
         result = pipeline.explain_images(

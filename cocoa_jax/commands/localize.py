@@ -182,7 +182,7 @@ def plot(path, images: np.ndarray, rows, *, column_titles, boxes=None, title: st
 # ---------------------------------------------------------------------------------------------
 # Runs
 
-def _digits(s: dict, args, log):
+def _digits(s: dict, args, log, mesh):
     import jax
     import jax.numpy as jnp
 
@@ -201,7 +201,7 @@ def _digits(s: dict, args, log):
     t0 = time.perf_counter()
     if s["foil"] is None:
         attributions, hits, target = L.localize_grids(model.encode_fn, model.params, class_reps, grids, method_key,
-                                                      options, batch_size=s["batch_size"])
+                                                      options, batch_size=s["batch_size"], mesh=mesh)
         foil_captions = "the other nine digits"
     else:
         image_reps = model.encode(grids.images)
@@ -210,7 +210,7 @@ def _digits(s: dict, args, log):
         target = jax.vmap(lambda r: L.localization_target(r, corpus, foil))(image_reps)
         attributions, hits = {}, {}
         for m in s["methods"]:
-            explain = L.make_explainer(model.encode_fn, m, options[m], batch_size=s["batch_size"])
+            explain = L.make_explainer(model.encode_fn, m, options[m], batch_size=s["batch_size"], mesh=mesh)
             attributions[m] = explain(model.params, grids.images, target, L.method_keys(method_key, m, s["images"]))
             hits[m] = L.batch_pointing_hits(attributions[m], grids.query_tiles, centre=L.centred(m))
         foil_captions = ", ".join(digits_clip.DIGIT_WORDS[d] for d in s["foil"])
@@ -236,7 +236,7 @@ def _digits(s: dict, args, log):
     return model, images, attributions, scores, hits, boxes, titles, title, info, extra, seconds
 
 
-def _clip(s: dict, args, log):
+def _clip(s: dict, args, log, mesh):
     import jax
     import jax.numpy as jnp
     from PIL import Image
@@ -259,7 +259,7 @@ def _clip(s: dict, args, log):
     t0 = time.perf_counter()
     attributions = {}
     for m in s["methods"]:
-        explain = L.make_explainer(model.encode_fn, m, options[m], batch_size=s["batch_size"])
+        explain = L.make_explainer(model.encode_fn, m, options[m], batch_size=s["batch_size"], mesh=mesh)
         attributions[m] = explain(model.params, x, target, L.method_keys(key, m, 1))
     jax.block_until_ready(attributions)
     seconds = time.perf_counter() - t0
@@ -274,7 +274,9 @@ def _clip(s: dict, args, log):
 
 def run(args: argparse.Namespace) -> int:
     from cocoa_jax.cli import UsageError
+    from cocoa_jax.sharding import use_every_core
 
+    use_every_core()  # every core a device (before JAX starts): the grids run one per device
     try:
         s = check_args(args)
     except ValueError as error:
@@ -284,11 +286,13 @@ def run(args: argparse.Namespace) -> int:
 
     import jax
 
+    from cocoa_jax import sharding
     from cocoa_jax.usecases import localize as L
 
-    run_fn = _clip if s["model"] == "clip_vit_b32" else _digits
+    clip = s["model"] == "clip_vit_b32"
+    mesh = sharding.local_explicand_mesh(1 if clip else s["images"])  # one grid per device
     (model, images, attributions, scores, hits, boxes, titles, title, info, extra,
-     attribution_seconds) = run_fn(s, args, log)
+     attribution_seconds) = (_clip if clip else _digits)(s, args, log, mesh)
     attributions = {m: np.asarray(a) for m, a in attributions.items()}
 
     from cocoa_jax.files import Outputs
@@ -315,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
                                if k != "feature_mask"} for m in s["methods"]},
         "targets": list(L.TARGET_NAMES), "similarity": "cosine",
         "baseline": "gaussian_blur(kernel_size=21, sigma=5.0)", "weights": args.weights or "shipped",
-        "seed": int(args.seed), **info,
+        "seed": int(args.seed), "devices": 1 if mesh is None else int(mesh.devices.size), **info,
         "scores": {t: scores[:, k].tolist() for k, t in enumerate(L.TARGET_NAMES)},
         "pointing_game": pointing or None,
         "pointing_game_chance": 1.0 / (L.GRID[0] * L.GRID[1]) if hits else None,

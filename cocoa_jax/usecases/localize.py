@@ -233,10 +233,11 @@ def batch_pointing_hits(attributions, query_tiles, grid: Sequence[int] = GRID, *
 # Attributions
 
 def make_explainer(encode_fn: Callable[[Any, jax.Array], jax.Array], method: str, options: dict | None = None,
-                   *, batch_size: int | None = None) -> Callable:
+                   *, batch_size: int | None = None, mesh=None) -> Callable:
     """`explain(params, images (N, H, W, C), target (N, K, D), keys (N,))`: every image against
     its blurred copy (`baselines.gaussian_blur`, the paper's baseline) for its K stacked targets,
-    through the one pipeline (`cocoa_jax.pipeline.attribute`). Returns (N, K, H, W[, C])."""
+    through the one pipeline (`cocoa_jax.pipeline.attribute`), images sharded over `mesh` if
+    given (e.g. `sharding.local_explicand_mesh(N)`). Returns (N, K, H, W[, C])."""
     from cocoa_jax import baselines, methods, pipeline
 
     options = methods.check_options(method, dict(options or {}))
@@ -244,7 +245,7 @@ def make_explainer(encode_fn: Callable[[Any, jax.Array], jax.Array], method: str
     def explain(params, images, target, keys):
         blurred = baselines.gaussian_blur(jnp.asarray(images))
         return pipeline.attribute(encode_fn, params, images, blurred, target, method, keys, options=options,
-                                  batch_size=batch_size)
+                                  batch_size=batch_size, mesh=mesh)
 
     return explain
 
@@ -266,11 +267,13 @@ def centred(method: str) -> bool:
 
 def localize_grids(encode_fn, params, class_text_reps, grids: Grids, key: jax.Array,
                    method_options: dict[str, dict], *, similarity: str = "cosine",
-                   batch_size: int | None = None, chunk: int | None = None, grid: Sequence[int] = GRID):
+                   batch_size: int | None = None, chunk: int | None = None, grid: Sequence[int] = GRID,
+                   mesh=None):
     """Attributions and pointing-game hits for a batch of grids, every method, the 3 targets.
 
     class_text_reps: (M, D) query-caption embeddings of the M classes; method_options:
-    {method name: options}. Images are processed `chunk` at a time (default: all at once).
+    {method name: options}. Images are processed `chunk` at a time (default: all at once),
+    sharded over `mesh` if given.
     Returns (attributions {method: (N, K, H, W[, C])}, hits {method: (N, K, 2)}, target (N, K, D)).
     """
     n = grids.images.shape[0]
@@ -279,7 +282,8 @@ def localize_grids(encode_fn, params, class_text_reps, grids: Grids, key: jax.Ar
     chunk = n if chunk is None else _checks.check_positive_int("chunk", chunk)
     attributions, hits = {}, {}
     for method, options in method_options.items():
-        explain = make_explainer(encode_fn, method, options, batch_size=batch_size)  # programs cached by the pipeline
+        explain = make_explainer(encode_fn, method, options, batch_size=batch_size,
+                                 mesh=mesh)  # programs cached by the pipeline
         keys = method_keys(key, method, n)
         parts = [explain(params, grids.images[i:i + chunk],
                          jax.tree_util.tree_map(lambda d: d[i:i + chunk], target), keys[i:i + chunk])

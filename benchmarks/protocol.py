@@ -80,6 +80,9 @@ def _parse_args(argv=None):
     parser.add_argument("--official-grad-mode", choices=("official", "inference"), default="official",
                         help="'official': autograd on everywhere, as the official scripts; 'inference': "
                              "forward-only work under no_grad (a kinder baseline)")
+    parser.add_argument("--estimators", default=None, metavar="PROFILE",
+                        help="also time cocoa-jax under this estimator profile (cocoa_jax.methods.PROFILES, e.g. "
+                             "fast), cold and warm, against the same official run")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing results file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-args", default=None, help=argparse.SUPPRESS)
@@ -88,6 +91,12 @@ def _parse_args(argv=None):
         parser.error(f"--devices must be a positive integer, got {args.devices}")
     if args.classes is not None and not 1 <= args.classes <= 10:
         parser.error(f"--classes must be in [1, 10], got {args.classes}")
+    if args.estimators is not None:
+        from cocoa_jax import methods as methods_table
+
+        if args.estimators not in methods_table.PROFILES or args.estimators == methods_table.DEFAULT_PROFILE:
+            parser.error(f"--estimators must be one of {[p for p in methods_table.PROFILES if p != 'paper']} "
+                         f"(paper is always timed), got {args.estimators!r}")
     if args.out is None:
         suffix = "" if args.settings == "issue" else f"_{args.settings}"
         args.out = os.path.join(REPO, "benchmarks", f"RESULTS_protocol{suffix}.md")
@@ -269,14 +278,35 @@ def worker_roofline(payload: dict) -> dict:
 # ----------------------------------------------------------------------------- cocoa-jax side
 
 
-def sweep_config(s: dict, root: str, encoder_dir: str, probe_dir: str, classes: list) -> dict:
-    return {"encoder": ARCH, "encoder_dir": encoder_dir, "dataset": f"folder:{root}", "corpus_split": "train",
-            "explicand_split": "test", "classes": classes, "explicands_per_class": s["explicands"],
-            "corpus_size": s["corpus"], "foil_size": s["foil"], "seeds": [0],
-            "methods": {"integrated_gradients": {"n_steps": s["ig_steps"]},
-                        "gradient_shap": {"n_samples": s["gs_samples"]},
-                        "rise": {"n_masks": s["rise_masks"]}},
-            "include_random": False, "eval_steps": s["eval_steps"], "probe_dir": probe_dir}
+SETTING_OPTIONS = {"ig_steps": ("integrated_gradients", "n_steps"), "gs_samples": ("gradient_shap", "n_samples"),
+                   "rise_masks": ("rise", "n_masks")}  # settings key -> (method, option)
+
+
+def _profile_options(profile: str, method: str) -> dict:
+    from cocoa_jax import methods as methods_table
+
+    return methods_table.profile_options(profile, method)
+
+
+def sweep_config(s: dict, root: str, encoder_dir: str, probe_dir: str, classes: list,
+                 estimators: str = "paper") -> dict:
+    """The sweep config of settings `s`; under a profile other than paper, the options the
+    profile sets are left to it (explicit options would win over the profile)."""
+    options = {m: {} for m in METHODS}
+    for key, (method, option) in SETTING_OPTIONS.items():
+        if option not in _profile_options(estimators, method):
+            options[method][option] = s[key]
+    config = {"encoder": ARCH, "encoder_dir": encoder_dir, "dataset": f"folder:{root}", "corpus_split": "train",
+              "explicand_split": "test", "classes": classes, "explicands_per_class": s["explicands"],
+              "corpus_size": s["corpus"], "foil_size": s["foil"], "seeds": [0], "methods": options,
+              "include_random": False, "eval_steps": s["eval_steps"], "probe_dir": probe_dir}
+    return config if estimators == "paper" else dict(config, estimators=estimators)
+
+
+def profile_settings(s: dict, estimators: str) -> dict:
+    """Settings `s` with the counts profile `estimators` sets (e.g. fast: IG 16 steps, RISE 416 masks)."""
+    return dict(s, **{key: _profile_options(estimators, method).get(option, s[key])
+                      for key, (method, option) in SETTING_OPTIONS.items()})
 
 
 def run_sweep(config_path: str, run_dir: str, cache: str, devices: int | None, env: dict) -> dict:
@@ -380,6 +410,16 @@ def analyse(out: dict) -> dict:
             ratio = official["seconds"]["total"] / out["sweep"][run]["wall_s"]
             a[f"ratio_{run}"] = ratio
             a[f"fraction_of_bound_{run}"] = ratio / a["bound"]
+    profile = out.get("profile")
+    if profile:
+        fwd_eq = forward_equivalents(profile["passes"], bwd_weight) / n
+        a["profile"] = {"fwd_eq_per_explicand": fwd_eq,
+                        "over_paper": {run: out["sweep"][run]["wall_s"] / profile["sweep"][run]["wall_s"]
+                                       for run in ("cold", "warm")}}
+        if official:
+            a["profile"]["ratio"] = {run: official["seconds"]["total"] / profile["sweep"][run]["wall_s"]
+                                     for run in ("cold", "warm")}
+            a["profile"]["bound"] = a["official_fwd_eq_per_explicand"] / fwd_eq
     if official and "warm" in out["sweep"]:
         warm = out["sweep"]["warm"]
         a["phase_ratio"] = {
@@ -455,18 +495,31 @@ def render(out: dict) -> str:
         lines.append(f"| official ({official['captum']}, grad mode {official['grad_mode']}) | {sec['total']:.1f} | "
                      + " | ".join(f"{sec.get(f'attribution:{m}', 0):.1f}" for m in METHODS.values())
                      + f" | {sec.get('evaluation', 0):.1f} | {rest:.1f} (corpus/foil {sec.get('corpus_foil', 0):.1f}) |")
-    for run in ("cold", "warm"):
-        if run in sw:
-            r = sw[run]
-            lines.append(f"| cocoa-jax {run} ({r['devices']} device(s)) | {r['wall_s']:.1f} | "
-                         + " | ".join(f"{r['attribution_s'][m]:.1f}" for m in METHODS)
-                         + f" | {r['evaluation_s']:.1f} | {r['rest_s']:.1f} (start-up before the sweep "
-                           f"{r['startup_s']:.1f}) |")
+    profile = out.get("profile")
+    runs = [(f"cocoa-jax {run}", sw[run]) for run in ("cold", "warm") if run in sw]
+    runs += [(f"cocoa-jax `--estimators {profile['name']}` {run}", profile["sweep"][run])
+             for run in ("cold", "warm")] if profile else []
+    for label, r in runs:
+        lines.append(f"| {label} ({r['devices']} device(s)) | {r['wall_s']:.1f} | "
+                     + " | ".join(f"{r['attribution_s'][m]:.1f}" for m in METHODS)
+                     + f" | {r['evaluation_s']:.1f} | {r['rest_s']:.1f} (start-up before the sweep "
+                       f"{r['startup_s']:.1f}) |")
     lines.append("")
     if "ratio_cold" in a:
         lines += [f"**Speed-up over the official pipeline: {a['ratio_cold']:.1f}x cold, {a['ratio_warm']:.1f}x warm** "
                   f"(measured in the same run). By phase (official / cocoa-jax warm): "
                   + ", ".join(f"{k} {v:.1f}x" for k, v in a.get("phase_ratio", {}).items()) + ".", ""]
+    if profile:
+        ps, pa = profile["settings"], a["profile"]
+        lines += [f"**Estimator profile `{profile['name']}`** (`cocoa_jax.methods.PROFILES`; IG {ps['ig_steps']} "
+                  f"steps, GradientSHAP {ps['gs_samples']} samples, RISE {ps['rise_masks']} masks"
+                  + (", centred" if "centered" in _profile_options(profile["name"], "rise") else "")
+                  + f"; evaluation unchanged): {pa['fwd_eq_per_explicand']:.0f} forward-equivalents per explicand; "
+                  f"over the paper profile {pa['over_paper']['cold']:.2f}x cold, {pa['over_paper']['warm']:.2f}x warm"
+                  + (f"; **over the official pipeline {pa['ratio']['cold']:.1f}x cold, {pa['ratio']['warm']:.1f}x "
+                     f"warm** (pass-count bound {pa['bound']:.1f}x)" if "ratio" in pa else "")
+                  + ". Quality at equal settings is `benchmarks.estimator_profiles`' question (a trained encoder; "
+                    "this one has random weights).", ""]
     lines += ["## Encoder passes per explicand (images through the encoder; forward / backward)", "",
               "| phase | official | cocoa-jax |", "|---|---|---|"]
     jp = out["passes"]["cocoa_jax"]
@@ -566,6 +619,19 @@ def main(args) -> dict:
     for run in ("cold", "warm"):
         out["sweep"][run] = run_sweep(config_path, os.path.join(scratch, f"run_{run}"), cache, args.devices, env)
         print(f"  cocoa-jax sweep {run}: {out['sweep'][run]['wall_s']:.1f} s", flush=True)
+
+    # (a') the same under another estimator profile (own compile cache: its programs differ).
+    if args.estimators:
+        p = args.estimators
+        p_config = os.path.join(scratch, f"sweep_{p}.json")
+        with open(p_config, "w") as fh:
+            json.dump(sweep_config(s, root, encoder_dir, probe_dir, classes, estimators=p), fh, indent=1)
+        runs = {run: run_sweep(p_config, os.path.join(scratch, f"run_{p}_{run}"), cache + f"_{p}", args.devices, env)
+                for run in ("cold", "warm")}
+        out["profile"] = {"name": p, "settings": profile_settings(s, p), "sweep": runs,
+                          "passes": cocoa_jax_passes(profile_settings(s, p), n_classes)}
+        print(f"  cocoa-jax sweep --estimators {p}: cold {runs['cold']['wall_s']:.1f} s, "
+              f"warm {runs['warm']['wall_s']:.1f} s", flush=True)
 
     # (e) 1 vs 2 forced host devices (CPU backend only).
     if args.settings == "quick" and not args.skip_devices:

@@ -129,6 +129,33 @@ def test_bad_grad_mode_and_shapes_are_named():
         O.run_official(_TinyEncoder(), blur, train[0], ytrain, test, ytest, SETTINGS)
 
 
+def test_profile_config_leaves_the_profile_its_options():
+    from benchmarks import protocol as P
+    from cocoa_jax import methods
+    from cocoa_jax.sweep.config import SweepConfig
+
+    s = P.SETTINGS["issue"]
+    paper = P.sweep_config(s, "/data", "/enc", "/probe", [0])
+    assert "estimators" not in paper and paper["methods"]["rise"] == {"n_masks": 1000}
+    fast = P.sweep_config(s, "/data", "/enc", "/probe", [0], estimators="fast")
+    assert fast["estimators"] == "fast"
+    for key, (method, option) in P.SETTING_OPTIONS.items():  # set by the profile -> left out, else kept
+        expected = methods.PROFILES["fast"].get(method, {}).get(option, s[key])
+        assert P.profile_settings(s, "fast")[key] == expected
+        assert (option in fast["methods"][method]) == (option not in methods.PROFILES["fast"].get(method, {}))
+    assert P.profile_settings(s, "fast")["gs_samples"] == 50 and P.profile_settings(s, "paper") == s
+    resolved = SweepConfig.from_dict(fast)  # the sweep reads it with the profile's counts
+    assert [resolved.method_options(m)[o] for m, o in P.SETTING_OPTIONS.values()] == [16, 50, 416]
+    assert resolved.method_options("rise")["centered"] is True
+
+
+@pytest.mark.parametrize("value", ["paper", "turbo"])
+def test_estimators_flag_refuses_paper_and_unknown(value):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.protocol", "--estimators", value, "--out", "/dev/null/x"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--estimators must be one of ['fast']" in proc.stderr
+
+
 @pytest.mark.slow
 def test_quick_protocol_benchmark_writes_results(tmp_path):
     out = tmp_path / "RESULTS_protocol_quick.md"
@@ -136,8 +163,8 @@ def test_quick_protocol_benchmark_writes_results(tmp_path):
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run([sys.executable, "-m", "benchmarks.protocol", "--settings", "quick", "--skip-official",
-                           "--out", str(out), "--work-dir", str(tmp_path)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
+                           "--estimators", "fast", "--out", str(out), "--work-dir", str(tmp_path)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     text = out.read_text()
     for heading in ("## Wall time by phase", "## Encoder passes per explicand", "Bound from encoder-pass counts",
@@ -150,6 +177,12 @@ def test_quick_protocol_benchmark_writes_results(tmp_path):
         assert all(v > 0 for v in sweep["attribution_s"].values()) and sweep["evaluation_s"] > 0
     analysis = results["analysis"]
     assert math.isfinite(analysis["bound"]) and analysis["bound"] > 1
+    # The fast profile's sweeps ran with the profile's counts (quick settings: more than quick's own).
+    profile = results["profile"]
+    assert profile["name"] == "fast" and (profile["settings"]["ig_steps"], profile["settings"]["rise_masks"]) == (16, 416)
+    assert all(profile["sweep"][run]["units"] == 3 for run in ("cold", "warm"))
+    assert profile["passes"]["attribution:rise"]["forward"] == 2 * 416
+    assert "**Estimator profile `fast`**" in text and "`--estimators fast` warm" in text
     assert 0 < analysis["roofline"]["cocoa-jax warm"]["evaluation"] < 1
     # A second run may not replace the file silently.
     again = subprocess.run([sys.executable, "-m", "benchmarks.protocol", "--settings", "quick", "--out", str(out)],

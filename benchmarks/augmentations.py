@@ -31,13 +31,13 @@ import time
 import numpy as np
 
 METHOD_NAMES = ("integrated_gradients", "gradient_shap", "rise")
-OPTIONS = dict(n_steps=20, n_samples=20, stdev=0.2, n_masks=1000, grid_size=(4, 4), batch_size=500, chunk_size=8)
+OPTIONS = dict(n_steps=20, n_samples=20, stdev=0.2, n_masks=1000, grid_size=(4, 4), batch_size=500)
 
 
 def run(seeds: int, explicands: int) -> dict:
     import jax
 
-    from cocoa_jax import models
+    from cocoa_jax import models, sharding
     from cocoa_jax.data.digits import load_digits_split
     from cocoa_jax.targets import foil_size
     from cocoa_jax.usecases import augmentations as A
@@ -52,8 +52,10 @@ def run(seeds: int, explicands: int) -> dict:
         expl = rng.choice(len(data.x_test), explicands, replace=False)
         foil = rng.choice(len(data.x_train), n_foil, replace=False)
         foil_reps = A.encode_in_chunks(model.encode_fn, model.params, data.x_train[foil])
+        # As `cocoa-jax augmentations` runs: one explicand per device (every core a device).
         out = A.content_share_experiment(model.encode_fn, model.params, data.x_test[expl], foil_reps,
-                                         jax.random.key(seed), **OPTIONS)
+                                         jax.random.key(seed), mesh=sharding.local_explicand_mesh(explicands),
+                                         **OPTIONS)
         records.append({"seed": seed, "explicand_indices": expl.tolist(), "seconds": time.perf_counter() - t0,
                         **{aug: {"chance": r["chance"].tolist(),
                                  "share": {m: v.tolist() for m, v in r["share"].items()}}
@@ -106,6 +108,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.seeds < 2 or args.explicands < 1:
         parser.error("--seeds must be >= 2 (for an interval) and --explicands >= 1")
+    from cocoa_jax.sharding import use_every_core
+
+    use_every_core()
     import jax
 
     t0 = time.perf_counter()

@@ -124,25 +124,35 @@ def test_augmentations_on_a_converted_model_and_photos(tmp_path, converted_model
     """A converted checkpoint (random weights, real SimSiam format) on image files."""
     arch, model_dir = converted_model_dir
     images = _photos(str(tmp_path))
-    args = ["augmentations", "--model", arch, "--weights", model_dir, "--images", *images[:1], "--foil",
-            *images[1:], "--augmentations", "original,flip,erase", "--n-steps", "4", "--n-samples", "4",
-            "--n-masks", "64", "--quiet"]
-    proc = run_cli(args + ["--out", "aug"], cwd=tmp_path)
+    proc = run_cli(["augmentations", "--model", arch, "--weights", model_dir, "--images", *images[:1], "--foil",
+                    *images[1:], "--augmentations", "original,flip,erase", "--n-steps", "4", "--n-samples", "4",
+                    "--n-masks", "64", "--out", "aug", "--quiet"], cwd=tmp_path)
     _assert_ok(proc)
     with np.load(tmp_path / "aug" / "attributions.npz") as data:
         floats = [k for k in data.files if data[k].dtype.kind == "f"]
         assert floats and all(np.all(np.isfinite(data[k])) for k in floats)
-        spread = {k: data[k] for k in floats}
     _png_ok(tmp_path / "aug" / "figure.png")
-    # 3 views, one per device (a forced host device per core); the same run on ONE device gives
-    # the same maps (IG / GradientSHAP bit for bit; RISE to float32 rounding).
     assert json.loads((tmp_path / "aug" / "settings.json").read_text())["devices"] == min(3, os.cpu_count() or 1)
+
+
+@pytest.mark.slow  # two whole runs (~30 s); the quick subset runs the command on a converted model above
+def test_augmentations_on_every_core_equals_one_device(tmp_path):
+    """The views run one per device (a forced host device per core); the same run on ONE device
+    gives the same maps (IG / GradientSHAP bit for bit; RISE to float32 rounding)."""
+    args = ["augmentations", "--explicands", "2", "--augmentations", "original,erase", "--n-steps", "4",
+            "--n-samples", "4", "--n-masks", "64", "--foil-size", "64", "--quiet"]
+    _assert_ok(run_cli(args + ["--out", "every"], cwd=tmp_path))
     one_device = dict(cli_env(), XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    _assert_ok(run_cli(args + ["--out", "aug1"], cwd=tmp_path, env=one_device))
-    assert json.loads((tmp_path / "aug1" / "settings.json").read_text())["devices"] == 1
-    with np.load(tmp_path / "aug1" / "attributions.npz") as data:
-        for k, value in spread.items():
-            np.testing.assert_allclose(data[k], value, rtol=1e-5, atol=1e-6 * np.abs(value).max(), err_msg=k)
+    _assert_ok(run_cli(args + ["--out", "one"], cwd=tmp_path, env=one_device))
+    devices = [json.loads((tmp_path / d / "settings.json").read_text())["devices"] for d in ("every", "one")]
+    assert devices == [min(4, os.cpu_count() or 1), 1]
+    with np.load(tmp_path / "every" / "attributions.npz") as every, np.load(tmp_path / "one" / "attributions.npz") as one:
+        floats = [k for k in every.files if every[k].dtype.kind == "f"]
+        assert {"integrated_gradients", "gradient_shap", "rise"} <= set(floats)
+        for k in floats:
+            scale = np.abs(one[k]).max()
+            assert scale > 0 and np.all(np.isfinite(every[k])), k
+            np.testing.assert_allclose(every[k], one[k], rtol=1e-5, atol=1e-6 * scale, err_msg=k)
 
 
 def test_sweep_report_resume(tmp_path):

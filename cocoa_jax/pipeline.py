@@ -6,9 +6,10 @@ against their baselines for K stacked targets with any method of the table.
     result = explain_images(model, xs, corpus=corpus_images, foil=foil_images)   # all of it
 
 `attribute` compiles one program per (encoder, method, options, batch size, chunk shape) and
-reuses it: explicands run in fixed-size chunks (the last one padded), vmapped, and sharded over a
-mesh's devices when one is given. On CPU the default is ONE explicand per device per call
-(`sharding.default_lanes_per_device`): vmapping explicands over an encoder that already batches
+reuses it: explicands run through one `sharding.ExplicandMap` (the one place that splits, pads
+and joins explicand batches), in fixed-size calls (the last one padded), vmapped, sharded over a
+mesh's devices when one is given (one device otherwise). On CPU the default is ONE explicand per
+device per call (`sharding.default_lanes_per_device`): vmapping explicands over an encoder that already batches
 its perturbed inputs made XLA's CPU programs slower (digits encoder: RISE 1.6x, IG and
 GradientSHAP 1.3x, and compiles faster; ResNet-18 unchanged; docs/performance.md). Explicand i's
 randomness is `method_keys(key, method, n)[i]`, so the draws depend neither on the chunk size
@@ -105,9 +106,14 @@ def _hashable(value):
     return value
 
 
+@functools.lru_cache(maxsize=None)
+def _one_device_mesh(device) -> jax.sharding.Mesh:
+    return sharding.make_mesh([device])
+
+
 @functools.lru_cache(maxsize=64)
-def _program(encode_fn, method: str, options: tuple, batch_size, mesh):
-    """The compiled per-chunk program: (params, xs, baselines, directions, keys) -> maps."""
+def _program(encode_fn, method: str, options: tuple, batch_size, mesh, lanes_per_device):
+    """The explicand map: (xs, baselines, directions, keys, params) -> maps, compiled per call shape."""
     opts = dict(options)
     normalize = opts.pop("__normalize__")
 
@@ -115,9 +121,7 @@ def _program(encode_fn, method: str, options: tuple, batch_size, mesh):
         f = targets_mod.explain_fn(lambda xb: encode_fn(params, xb), targets_mod.Target(direction, normalize))
         return methods_mod.attribute(method, f, x, b, k, batch_size=batch_size, **opts)
 
-    if mesh is None:
-        return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, None)))
-    return sharding.ExplicandMap(one, mesh, in_axes=(0, 0, 0, 0, None))
+    return sharding.ExplicandMap(one, mesh, in_axes=(0, 0, 0, 0, None), lanes_per_device=lanes_per_device)
 
 
 def attribute(encode_fn: Callable, params, xs, baselines, target: targets_mod.Target, method: str, keys, *,
@@ -133,9 +137,11 @@ def attribute(encode_fn: Callable, params, xs, baselines, target: targets_mod.Ta
       method: a name of `cocoa_jax.methods.METHODS`; options: its options (defaults: the signature).
       keys: (N,) PRNG keys, one per explicand (e.g. `method_keys(key, method, N)`).
       batch_size: perturbed inputs per encoder call inside the method.
-      chunk_size: explicands per program call (default: all N, or on CPU 1 without a mesh);
-        the last chunk is padded.
-      mesh: shard each chunk's explicands over this mesh (`sharding.make_mesh()`).
+      chunk_size: explicands per program call, rounded up to a multiple of the mesh's devices
+        (default `sharding.default_lanes_per_device()` per device: 1 on CPU, all N on
+        accelerators); the last call is padded.
+      mesh: shard each call's explicands over this mesh (`sharding.make_mesh()`; default: one
+        device, this process's first).
     Returns: (N, K, H, W, C) for per-channel methods, (N, K, H, W) otherwise, as float32 NumPy.
     """
     methods_mod.get(method)
@@ -150,33 +156,14 @@ def attribute(encode_fn: Callable, params, xs, baselines, target: targets_mod.Ta
     target = per_explicand(target, n)
     if jnp.shape(keys)[:1] != (n,):
         raise ValueError(f"`keys` must hold one key per explicand ({n}), got shape {jnp.shape(keys)}")
-    if chunk_size is None:  # with a mesh, ExplicandMap splits the chunk by its lanes per device
-        lanes = sharding.default_lanes_per_device()
-        chunk = n if mesh is not None or lanes is None else min(lanes, n)
-    else:
+    mesh = _one_device_mesh(jax.local_devices()[0]) if mesh is None else mesh
+    lanes = "default"  # ExplicandMap's: sharding.default_lanes_per_device()
+    if chunk_size is not None:
         chunk = min(_checks.check_positive_int("chunk_size", chunk_size), n)
+        lanes = -(-chunk // mesh.devices.size)
     program = _program(encode_fn, method, _hashable({**options, "__normalize__": target.normalize}),
-                       _checks.check_optional_batch_size(batch_size), mesh)
-    return _gather(_dispatch(program, params, xs, baselines, target, keys, chunk))
-
-
-def _dispatch(program, params, xs, baselines, target, keys, chunk: int) -> list:
-    """Start `program` on every chunk (JAX dispatches asynchronously): [(device output, rows)]."""
-    n = xs.shape[0]
-    parts = []
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        pieces = [xs[start:stop], baselines[start:stop], target.direction[start:stop], keys[start:stop]]
-        short = chunk - (stop - start)
-        if short:  # pad by repeating the last explicand: one program for every chunk
-            pieces = [jnp.concatenate([p, jnp.repeat(p[-1:], short, axis=0)]) for p in pieces]
-        parts.append((program(*pieces, params), stop - start))
-    return parts
-
-
-def _gather(parts: list) -> np.ndarray:
-    """Wait for `_dispatch`'s outputs: (N, ...) float32 NumPy."""
-    return np.concatenate([np.asarray(out)[:rows] for out, rows in parts]).astype(np.float32)
+                       _checks.check_optional_batch_size(batch_size), mesh, lanes)
+    return np.asarray(program(xs, baselines, target.direction, keys, params), np.float32)
 
 
 @functools.partial(jax.jit, static_argnums=2)

@@ -9,8 +9,8 @@ against their baselines for K stacked targets with any method of the table.
 reuses it: explicands run through one `sharding.ExplicandMap` (the one place that splits, pads
 and joins explicand batches), in fixed-size calls (the last one padded), vmapped, sharded over a
 mesh's devices when one is given (one device otherwise). On CPU the default is ONE explicand per
-device per call (`sharding.default_lanes_per_device`): vmapping explicands over an encoder that already batches
-its perturbed inputs made XLA's CPU programs slower (digits encoder: RISE 1.6x, IG and
+device per call (`sharding.default_lanes_per_device`): vmapping explicands over an encoder that
+already batches its perturbed inputs made XLA's CPU programs slower (digits encoder: RISE 1.6x, IG and
 GradientSHAP 1.3x, and compiles faster; ResNet-18 unchanged; docs/performance.md). Explicand i's
 randomness is `method_keys(key, method, n)[i]`, so the draws depend neither on the chunk size
 nor on the device count, nor on which other methods run (each method draws from its own

@@ -95,8 +95,8 @@ def _parse_args(argv=None):
         from cocoa_jax import methods as methods_table
 
         if args.estimators not in methods_table.PROFILES or args.estimators == methods_table.DEFAULT_PROFILE:
-            parser.error(f"--estimators must be one of {[p for p in methods_table.PROFILES if p != 'paper']} "
-                         f"(paper is always timed), got {args.estimators!r}")
+            others = [p for p in methods_table.PROFILES if p != methods_table.DEFAULT_PROFILE]
+            parser.error(f"--estimators must be one of {others} (paper is always timed), got {args.estimators!r}")
     if args.out is None:
         suffix = "" if args.settings == "issue" else f"_{args.settings}"
         args.out = os.path.join(REPO, "benchmarks", f"RESULTS_protocol{suffix}.md")
@@ -628,8 +628,9 @@ def main(args) -> dict:
             json.dump(sweep_config(s, root, encoder_dir, probe_dir, classes, estimators=p), fh, indent=1)
         runs = {run: run_sweep(p_config, os.path.join(scratch, f"run_{p}_{run}"), cache + f"_{p}", args.devices, env)
                 for run in ("cold", "warm")}
-        out["profile"] = {"name": p, "settings": profile_settings(s, p), "sweep": runs,
-                          "passes": cocoa_jax_passes(profile_settings(s, p), n_classes)}
+        p_settings = profile_settings(s, p)
+        out["profile"] = {"name": p, "settings": p_settings, "sweep": runs,
+                          "passes": cocoa_jax_passes(p_settings, n_classes)}
         print(f"  cocoa-jax sweep --estimators {p}: cold {runs['cold']['wall_s']:.1f} s, "
               f"warm {runs['warm']['wall_s']:.1f} s", flush=True)
 

@@ -2,6 +2,7 @@
 
     python -m benchmarks.protocol [--settings issue|paper|quick] [--devices N] [--out PATH]
                                   [--skip-official] [--classes N] [--overwrite]
+                                  [--official-scripts REPO [--official-site DIR]]
 
 Builds everything offline in a scratch directory: scikit-learn's digits upsampled to 32x32 RGB
 PNGs in an image folder (`root/{train,test}/<class>/`; for foils larger than the train split,
@@ -16,6 +17,8 @@ Then it times, in this order:
       evaluation) and the rest (start-up, compiling, corpus/foil encoding = total - phases);
   (b) the official pipeline's work restated in PyTorch (`benchmarks.official_pipeline`) on the
       same data and weights, on the same device kind, by phase;
+  (b') with --official-scripts REPO: the official scripts THEMSELVES from a checkout of
+      suinleelab/cl-explainability (`benchmarks.official_scripts`), same data and weights;
   (c) encoder passes per explicand on each side by phase, and the speed-up they allow (the
       bound: official forward-equivalents / cocoa-jax forward-equivalents, a backward pass
       weighted by its FLOPs relative to a forward pass from XLA's cost analysis) next to the
@@ -83,6 +86,12 @@ def _parse_args(argv=None):
     parser.add_argument("--estimators", default=None, metavar="PROFILE",
                         help="also time cocoa-jax under this estimator profile (cocoa_jax.methods.PROFILES, e.g. "
                              "fast), cold and warm, against the same official run")
+    parser.add_argument("--official-scripts", default=None, metavar="REPO",
+                        help="also time the official scripts THEMSELVES from this checkout of "
+                             "suinleelab/cl-explainability (benchmarks.official_scripts; not with --settings quick)")
+    parser.add_argument("--official-site", default=None, metavar="DIR",
+                        help="a `pip install --target` directory with torchvision, pytorch-lightning and "
+                             "torchmetrics for the official scripts")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing results file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-args", default=None, help=argparse.SUPPRESS)
@@ -97,6 +106,19 @@ def _parse_args(argv=None):
         if args.estimators not in methods_table.PROFILES or args.estimators == methods_table.DEFAULT_PROFILE:
             others = [p for p in methods_table.PROFILES if p != methods_table.DEFAULT_PROFILE]
             parser.error(f"--estimators must be one of {others} (paper is always timed), got {args.estimators!r}")
+    if args.official_site is not None and args.official_scripts is None:
+        parser.error("--official-site needs --official-scripts REPO")
+    if args.official_scripts is not None and args.worker is None:
+        from benchmarks import official_scripts
+
+        problem = official_scripts.check_repo(args.official_scripts) \
+            or official_scripts.check_settings(SETTINGS[args.settings])
+        if problem is None and args.official_site is not None and not os.path.isdir(args.official_site):
+            problem = f"{args.official_site} is not a directory"
+        if problem is None:  # the scripts' own imports, before any work
+            problem = official_scripts.probe_imports(args.official_scripts, args.official_site, _child_env())
+        if problem:
+            parser.error(f"--official-scripts / --official-site: {problem}")
     if args.out is None:
         suffix = "" if args.settings == "issue" else f"_{args.settings}"
         args.out = os.path.join(REPO, "benchmarks", f"RESULTS_protocol{suffix}.md")
@@ -420,6 +442,12 @@ def analyse(out: dict) -> dict:
             a["profile"]["ratio"] = {run: official["seconds"]["total"] / profile["sweep"][run]["wall_s"]
                                      for run in ("cold", "warm")}
             a["profile"]["bound"] = a["official_fwd_eq_per_explicand"] / fwd_eq
+    scripts = out.get("official_scripts")
+    if scripts:
+        a["scripts_ratio"] = {run: scripts["seconds"]["total"] / out["sweep"][run]["wall_s"] for run in out["sweep"]}
+        if profile:
+            a["profile"]["scripts_ratio"] = {run: scripts["seconds"]["total"] / profile["sweep"][run]["wall_s"]
+                                             for run in ("cold", "warm")}
     if official and "warm" in out["sweep"]:
         warm = out["sweep"]["warm"]
         a["phase_ratio"] = {
@@ -495,6 +523,13 @@ def render(out: dict) -> str:
         lines.append(f"| official ({official['captum']}, grad mode {official['grad_mode']}) | {sec['total']:.1f} | "
                      + " | ".join(f"{sec.get(f'attribution:{m}', 0):.1f}" for m in METHODS.values())
                      + f" | {sec.get('evaluation', 0):.1f} | {rest:.1f} (corpus/foil {sec.get('corpus_foil', 0):.1f}) |")
+    scripts = out.get("official_scripts")
+    if scripts:
+        sec = scripts["seconds"]
+        lines.append(f"| official scripts themselves ({scripts['processes']} processes, commit {scripts['commit'][:7]}) "
+                     f"| {sec['total']:.1f} | " + " | ".join(f"{sec[f'attribution:{m}']:.1f}" for m in METHODS.values())
+                     + f" | {sec['evaluation']:.1f} | in the phases (start-up {scripts['startup_s']:.1f} s per "
+                       "process) |")
     profile = out.get("profile")
     runs = [(f"cocoa-jax {run}", sw[run]) for run in ("cold", "warm") if run in sw]
     runs += [(f"cocoa-jax `--estimators {profile['name']}` {run}", profile["sweep"][run])
@@ -509,6 +544,17 @@ def render(out: dict) -> str:
         lines += [f"**Speed-up over the official pipeline: {a['ratio_cold']:.1f}x cold, {a['ratio_warm']:.1f}x warm** "
                   f"(measured in the same run). By phase (official / cocoa-jax warm): "
                   + ", ".join(f"{k} {v:.1f}x" for k, v in a.get("phase_ratio", {}).items()) + ".", ""]
+    if scripts:
+        ratios = a["scripts_ratio"]
+        lines += [f"**Against the official scripts themselves** (`scripts/attribute.py` + `scripts/eval.py` from "
+                  f"{scripts['repo']} at {scripts['commit'][:7]}, one process per script as `scripts/run.py` runs them, "
+                  f"`benchmarks.official_scripts`): {scripts['seconds']['total']:.1f} s, **{ratios['cold']:.1f}x cold, "
+                  f"{ratios['warm']:.1f}x warm**"
+                  + (f"; `--estimators {profile['name']}` {a['profile']['scripts_ratio']['cold']:.1f}x cold, "
+                     f"{a['profile']['scripts_ratio']['warm']:.1f}x warm" if profile else "")
+                  + (f". They take {scripts['seconds']['total'] / official['seconds']['total']:.2f}x the restatement's time"
+                     if official else "") + ": each process pays its start-up (interpreter, torch, torchvision, "
+                  "captum imports) and reads and transforms the data again.", ""]
     if profile:
         ps, pa = profile["settings"], a["profile"]
         lines += [f"**Estimator profile `{profile['name']}`** (`cocoa_jax.methods.PROFILES`; IG {ps['ig_steps']} "
@@ -669,6 +715,14 @@ def main(args) -> dict:
         out["passes"]["official"] = expected_passes(official_settings(s, classes))
         out["notes"].append("official side not run (--skip-official): its pass counts are the closed form "
                             "`official_pipeline.expected_passes`; no measured ratio")
+
+    # (b') the official scripts themselves, same data and weights.
+    if args.official_scripts:
+        from benchmarks.official_scripts import run_official_scripts
+        print(f"  official scripts from {args.official_scripts} ...", flush=True)
+        out["official_scripts"] = run_official_scripts(args.official_scripts, args.official_site, s, n_classes, root,
+                                                       checkpoint, scratch, info["backend"] == "gpu", env)
+        print(f"  official scripts: {out['official_scripts']['seconds']['total']:.1f} s", flush=True)
 
     # (d) FLOPs per image and the matmul peak (after the runs, in its own process).
     out["roofline"] = _worker("roofline", {"encoder_dir": encoder_dir,

@@ -40,10 +40,10 @@ import time
 
 import numpy as np
 
+# run_loop.py's order of methods and targets, its attribution batch sizes (eval.py always runs 32).
+from benchmarks.official_pipeline import ATTRIBUTION_BATCH, METHODS, TARGETS
+
 LAUNCH_ENV = "COCOA_JAX_OFFICIAL_LAUNCH"
-TARGETS = ("contrastive_corpus", "self_weighted", "contrastive_self_weighted", "corpus")  # run_loop.py order
-METHODS = ("gradient_shap", "int_grad", "rise")  # run_loop.py order
-ATTRIBUTION_BATCH = {"int_grad": 1, "gradient_shap": 1, "rise": 32}  # run_loop.py; eval.py always 32
 SEED = 123  # constants.SEED_LIST[0]
 HARD_CODED = {"ig_steps": 50, "gs_samples": 50, "eval_steps": 50}  # what the scripts fix
 REQUIRED_FILES = ("scripts/attribute.py", "scripts/eval.py", "scripts/constants.py", "scripts/experiment_utils.py",

@@ -32,6 +32,7 @@ TORCHVISION_INSTALLED = importlib.util.find_spec("torchvision") is not None
 _RECORDER = '''
 import json, os, pickle, sys
 import numpy as np
+import torch
 import constants
 import torchvision
 from cl_explain.attributions.rise import RISE
@@ -42,8 +43,8 @@ test = torchvision.datasets.CIFAR10(root, train=False)
 record = {"argv": sys.argv[1:], "cwd": os.getcwd(), "classes": constants.NUM_CLASSES_CIFAR,
           "rise_masks": RISE(None).attribute(None, n_samples=5000), "train": len(train), "test": len(test),
           "first_train": np.asarray(train[0][0]), "first_label": train[0][1], "last_test": np.asarray(test[len(test) - 1][0]),
-          "checkpoint": sorted(__import__("torch").load(os.path.join(constants.ENCODER_PATH, "simsiam",
-                                                                     "resnet18.pth.tar"))["state_dict"])}
+          "checkpoint": sorted(torch.load(os.path.join(constants.ENCODER_PATH, "simsiam",
+                                                       "resnet18.pth.tar"))["state_dict"])}
 os.makedirs(constants.RESULT_PATH, exist_ok=True)
 name = os.path.basename(sys.argv[0]) + "_" + "_".join(sys.argv[1:4]) + ".pkl"
 with open(os.path.join(constants.RESULT_PATH, name), "wb") as fh:

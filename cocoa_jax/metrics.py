@@ -170,16 +170,43 @@ def representation_shift(reps: jax.Array, reference: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum(jnp.square(reps - reference), axis=-1))
 
 
+DIRECTIONS = ("higher", "lower")
+ARROWS = {"higher": "↑", "lower": "↓"}
+
+
 @dataclasses.dataclass(frozen=True)
 class Measure:
     """One evaluation measure: `fn(reps (..., D), context) -> (...)`.
 
     `reads` names the context entries it needs (checked by `make_measures`).
+    `insertion` / `deletion`: which AUC is better for that curve, "higher" or "lower". A
+    measure of agreement with the target (a similarity, a probability) rises as the
+    important pixels are inserted (higher insertion AUC is better) and falls as they are
+    deleted (lower deletion AUC is better); a distance from the explicand is the reverse.
+    Reports take their arrows, "best" marks and rankings from these fields.
     """
 
     title: str
     fn: Callable
     reads: tuple[str, ...]
+    insertion: str = "higher"
+    deletion: str = "lower"
+
+    def __post_init__(self):
+        for kind in KINDS:
+            if getattr(self, kind) not in DIRECTIONS:
+                raise ValueError(f"Measure {self.title!r}: `{kind}` must be one of {DIRECTIONS}, "
+                                 f"got {getattr(self, kind)!r}")
+
+    def better(self, kind: str) -> str:
+        """Which AUC of the `kind` curve ("insertion" | "deletion") is better: "higher" or "lower"."""
+        if kind not in KINDS:
+            raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}")
+        return getattr(self, kind)
+
+    def arrow(self, kind: str) -> str:
+        """The `kind` curve's arrow: "↑" (higher is better) or "↓" (lower is better)."""
+        return ARROWS[self.better(kind)]
 
 
 # The measure vocabulary (paper Section 4.1). Adding a measure = one definition + one entry.
@@ -195,8 +222,10 @@ MEASURES: dict[str, Measure] = {
         "explicand predicted probability",
         lambda reps, c: probe_probability(reps, c["probe"], c["explicand_class"]),
         ("probe", "explicand_class")),
+    # A distance from the explicand's representation: a good map moves it LEAST while its
+    # important pixels are inserted and MOST while they are deleted.
     "rep_shift": Measure("representation shift", lambda reps, c: representation_shift(reps, c["explicand_rep"]),
-                         ("explicand_rep",)),
+                         ("explicand_rep",), insertion="lower", deletion="higher"),
 }
 MEASURE_NAMES = tuple(MEASURES)
 
@@ -403,7 +432,7 @@ def random_attribution(key: jax.Array, image_shape) -> jax.Array:
 
 
 __all__ = [
-    "KINDS", "Measures", "ablated_inputs", "ablation_curves", "ablation_masks", "auc",
+    "ARROWS", "DIRECTIONS", "KINDS", "Measures", "ablated_inputs", "ablation_curves", "ablation_masks", "auc",
     "feature_counts", "feature_fractions", "feature_scores", "insertion_deletion", "insertion_deletion_batch",
     "MEASURES", "MEASURE_NAMES", "Measure", "majority_class", "make_measures", "probe_probability",
     "random_attribution", "representation_shift", "StackedMeasures", "stack_measures", "step_sizes",

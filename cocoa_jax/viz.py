@@ -473,7 +473,8 @@ REFERENCE_STYLE = dict(color="0.4", linestyle=(0, (5, 2)), linewidth=1.8)
 
 def plot_insertion_deletion(fractions, curves, *, measures: Sequence[tuple[str, str]],
                             kinds: Sequence[str] = ("insertion", "deletion"), reference: str | None = None,
-                            n_seeds: int | None = None, suptitle: str | None = None, path=None, dpi: int = 110):
+                            n_seeds: int | None = None, suptitle: str | None = None, path=None, dpi: int = 110,
+                            better: Sequence[Sequence[str]] | None = None):
     """One panel per measure (rows) x kind (columns) of mean insertion/deletion curves.
 
     fractions: (S+1,) fraction of pixels inserted/deleted at each step.
@@ -481,7 +482,10 @@ def plot_insertion_deletion(fractions, curves, *, measures: Sequence[tuple[str, 
       and halfwidth the same shape (95% CI half-width, drawn as a band) or None (no band).
       Methods are told apart by colour, targets by line style; the (method, target) whose
       method is `reference` (the random attribution) is drawn dashed grey.
-    measures: (name, y-label) per panel row. One legend below the panels (nothing covers
+    measures: (name, y-label) per panel row.
+    better: per measure, one "higher" / "lower" per kind: which area is better (panel titles);
+      None: each measure's direction in `cocoa_jax.metrics.MEASURES` when `name` is one of its
+      keys, else higher for insertion and lower for deletion. One legend below the panels (nothing covers
     the curves). Returns the Figure; `path`: file name (atomic) or file object, as
     `save_figure`.
     """
@@ -500,6 +504,15 @@ def plot_insertion_deletion(fractions, curves, *, measures: Sequence[tuple[str, 
         if np.shape(mean) != expected or (half is not None and np.shape(half) != expected):
             raise ValueError(f"curves[{key!r}] must have shape {expected} (kinds, steps, measures), "
                              f"got {np.shape(mean)}")
+    if better is None:
+        from cocoa_jax.metrics import MEASURES
+
+        better = [tuple(MEASURES[name].better(k) if name in MEASURES else
+                        ("higher" if k == "insertion" else "lower") for k in kinds) for name, _ in measures]
+    better = [tuple(b) for b in better]
+    if len(better) != len(measures) or any(len(b) != len(kinds) or set(b) - {"higher", "lower"} for b in better):
+        raise ValueError(f"better must give 'higher' or 'lower' for each of {len(kinds)} kinds of each of "
+                         f"{len(measures)} measures, got {better!r}")
     methods = list(dict.fromkeys(m for m, _ in curves if m != reference))
     targets = list(dict.fromkeys(t for m, t in curves if m != reference))
     colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
@@ -534,8 +547,7 @@ def plot_insertion_deletion(fractions, curves, *, measures: Sequence[tuple[str, 
                                     zorder=1)
                     any_band = True
             verb = "inserted" if kind == "insertion" else "deleted"
-            better = "higher" if kind == "insertion" else "lower"
-            ax.set_title(f"{kind.capitalize()} ({better} area is better)", fontsize=FONT + 1)
+            ax.set_title(f"{kind.capitalize()} ({better[i][j]} area is better)", fontsize=FONT + 1)
             ax.set_xlabel(f"fraction of pixels {verb}", fontsize=FONT)
             ax.set_ylabel(label, fontsize=FONT)
             ax.set_xlim(float(fractions[0]), float(fractions[-1]))

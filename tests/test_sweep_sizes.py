@@ -171,8 +171,10 @@ def test_report_writes_the_sensitivity_figure_table_and_gini(tmp_path):
     csv_lines = open(paths["sensitivity_csv"]).read().strip().splitlines()
     assert csv_lines[0].startswith("size_field,size,method") and any(",5,random,random,ccs,deletion," in l
                                                                    for l in csv_lines)
-    # Gini: the official raw-value formula on the stored (largest-size) channel-mean maps.
-    gini = studies.gini_per_seed(str(tmp_path / "study"))
+    # Gini on the stored (largest-size) channel-mean maps: of |a| by default, the official
+    # raw-value formula on request.
     maps = units["s1_c1_integrated_gradients"]["attributions"][:, 2]  # corpus target
-    expected = np.mean([float(gini_index(np.asarray(m, np.float64), absolute=False)) for m in maps])
-    assert gini[("integrated_gradients", "corpus")][1] == pytest.approx(expected, rel=1e-9)
+    for absolute in (True, False):
+        gini = studies.gini_per_seed(str(tmp_path / "study"), absolute=absolute)
+        expected = np.mean([float(gini_index(np.asarray(m, np.float64), absolute=absolute)) for m in maps])
+        assert gini[("integrated_gradients", "corpus")][1] == pytest.approx(expected, rel=1e-9)

@@ -6,12 +6,14 @@ import os
 
 from cocoa_jax.cli import UsageError
 from cocoa_jax.metrics import MEASURE_NAMES
+from cocoa_jax.sparsity import GINI_MODES
 
 DEFAULT_MEASURES = "ccs,corpus_majority_prob"
 
 
 OUTPUT_POLICY = """\
-writes report.md, report.csv and curves.png to --out (default RUN_DIR/report), plus
+writes report.md (a header saying what ran, where and when, then the tables: arrows and bold
+follow each measure's own direction), report.csv and curves.png to --out (default RUN_DIR/report), plus
 sensitivity_<corpus|foil>.png and .csv for a size study (a list corpus_size or foil_size),
 regenerated from the run each time: they replace the earlier report's files, all together once
 all are computed; Ctrl-C or an error before that leaves the earlier report as it was. Other files
@@ -26,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--measures", default=DEFAULT_MEASURES,
                         help=f"measures of the printed table, comma-separated, from: {', '.join(MEASURE_NAMES)} "
                              f"(default {DEFAULT_MEASURES})")
+    parser.add_argument("--gini", choices=GINI_MODES, default="absolute",
+                        help="the Gini sparsity table: 'absolute' (default) the Gini index of |a|, in [0, 1), "
+                             "higher is sparser; 'official' the official COCOA compute_gini_index on the raw "
+                             "values (for signed maps such as IG it can leave [0, 1] and does not measure sparsity)")
 
 
 def parse_measures(value: str) -> tuple[str, ...]:
@@ -46,12 +52,18 @@ def run(args) -> int:
         raise UsageError(f"RUN_DIR {args.run_dir!r} is not a sweep run directory (no config.json)")
     if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out!r} exists and is not a directory")
+    from cocoa_jax.commands.checks import output_location
+
+    if args.out is None:  # the default, RUN_DIR/report
+        output_location("RUN_DIR", os.path.join(args.run_dir, "report"))
+    else:
+        output_location("--out", args.out)
 
     from cocoa_jax.sweep import report
 
     try:
         table = report.markdown_table(args.run_dir, measures)
-        paths = report.write_report(args.run_dir, args.out)
+        paths = report.write_report(args.run_dir, args.out, gini=args.gini)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from None
     print(table)

@@ -1,13 +1,19 @@
 """Tables and plots of a sweep, in the paper's layout (Tables 1-8).
 
-Rows: method x target, plus the random-attribution row. Columns: insertion (higher is
-better) and deletion (lower is better) AUC per measure. Cells: mean over seeds and the
-half-width of the 95% confidence interval (Student t over seeds), "0.422 (0.006)". A
-seed's value is the mean over all its explicands (every corpus class).
+`report.md` opens with a header (encoder, weights hash, data, methods and their options,
+targets, seeds, classes, sizes, run hash, dates, versions, devices and processes), then one
+table per measure. Rows: method x target, plus the random-attribution row. Columns: insertion
+and deletion AUC per measure, each with its direction from the measure table
+(`cocoa_jax.metrics.MEASURES`: ↑ higher is better, ↓ lower is better; representation shift,
+a distance from the explicand, is ↓ for insertion and ↑ for deletion). Cells: mean over
+seeds and the half-width of the 95% confidence interval (Student t over seeds), "0.422
+(0.006)"; the best mean of a column, in its direction, in bold. A seed's value is the mean
+over all its explicands (every corpus class).
 """
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import math
 import os
@@ -17,13 +23,15 @@ import numpy as np
 from cocoa_jax import methods as methods_mod
 from cocoa_jax import targets as targets_mod
 from cocoa_jax.metrics import KINDS, MEASURE_NAMES, MEASURES
+from cocoa_jax.sparsity import GINI_MODES
 from cocoa_jax.sweep.config import METHOD_NAMES, RANDOM_METHOD, SweepConfig
 from cocoa_jax.sweep.runner import plan_units
-from cocoa_jax.sweep.store import open_existing
+from cocoa_jax.sweep.store import CONFIG_FILE, open_existing
 
 METHOD_TITLES = {name: method.title for name, method in methods_mod.METHODS.items()}
 TARGET_TITLES = dict(targets_mod.TARGET_TITLES, **{RANDOM_METHOD: "Random"})
 MEASURE_TITLES = {name: measure.title for name, measure in MEASURES.items()}
+KIND_SHORT = {"insertion": "ins.", "deletion": "del."}
 
 # Two-sided 97.5% Student t quantiles, df = 1..30 (then the normal 1.96).
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -51,13 +59,16 @@ def ci95_halfwidth(values, axis: int | None = None):
 class Run:
     """A run directory read ONCE for a report: config, rows (each unit file's SHA-256 verified
     once), per-seed AUC means; unit arrays loaded at most once. Every report function takes a
-    `Run` or a run directory (then it reads one)."""
+    `Run` or a run directory (then it reads one). `identity`: what the run hash covers (encoder
+    weights and data fingerprints); `environment`: where and when the run started (None for runs
+    written before it was recorded)."""
 
     def __init__(self, run_dir: str):
         config_dict, store = open_existing(run_dir)
         self.run_dir = run_dir
         self.config = SweepConfig.from_dict(config_dict)
         self.config_hash = store.config_hash
+        self.identity, self.environment = read_record(run_dir)
         self._store = store
         self.rows = store.read_rows()
         self.per_seed = _per_seed_means(self.rows)
@@ -124,22 +135,50 @@ def table(run_dir: str, measures=("ccs", "corpus_majority_prob")):
     return config, columns, body, note
 
 
-def _fmt(cell) -> str:
+def _fmt(cell, best: bool = False) -> str:
     if cell is None:
         return "-"
     mean, ci, n = cell
-    return f"{mean:.3f} ({ci:.3f})" if n > 1 else f"{mean:.3f}"
+    value = f"**{mean:.3f}**" if best else f"{mean:.3f}"
+    return f"{value} ({ci:.3f})" if n > 1 else value
 
 
-def markdown_table(run_dir: str, measures=("ccs", "corpus_majority_prob")) -> str:
+def column_header(measure: str, kind: str) -> str:
+    """A column's title, e.g. "representation shift del. (↑)": the measure's own direction."""
+    return f"{MEASURE_TITLES[measure]} {KIND_SHORT[kind]} ({MEASURES[measure].arrow(kind)})"
+
+
+def best_rows(columns, body) -> list[set[int]]:
+    """Per column (kind, measure): the indices of the rows whose mean is the best of the column
+    in the measure's direction (`Measure.better`); ties all count, empty cells never do."""
+    out = []
+    for c, (kind, measure) in enumerate(columns):
+        means = {i: cells[c][0] for i, (_, cells) in enumerate(body) if cells[c] is not None}
+        if not means:
+            out.append(set())
+            continue
+        pick = max if MEASURES[measure].better(kind) == "higher" else min
+        best = pick(means.values())
+        out.append({i for i, v in means.items() if v == best})
+    return out
+
+
+DIRECTION_NOTE = ("↑: higher is better, ↓: lower is better, for each measure and curve (`cocoa_jax.metrics.MEASURES`); "
+                  "representation shift is a distance from the explicand's representation, so for it a LOWER "
+                  "insertion and a HIGHER deletion AUC are better. Bold: the best mean of a column in its direction.")
+
+
+def markdown_table(run_dir: str, measures=("ccs", "corpus_majority_prob"), *, directions_note: bool = True) -> str:
+    """The paper-layout table of `measures` (see the module docstring); `directions_note`: end with
+    the line saying what the arrows and bold mean (`write_report` states it once, in its header)."""
     config, columns, body, note = table(run_dir, measures)
-    header = ["Method", "Target"] + [f"{MEASURE_TITLES[m]} {'ins. (↑)' if k == 'insertion' else 'del. (↓)'}"
-                                     for k, m in columns]
+    header = ["Method", "Target"] + [column_header(m, k) for k, m in columns]
+    best = best_rows(columns, body)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (method, target), cells in body:
+    for i, ((method, target), cells) in enumerate(body):
         lines.append("| " + " | ".join([METHOD_TITLES.get(method, method),
                                         "" if method == RANDOM_METHOD else TARGET_TITLES.get(target, target)]
-                                       + [_fmt(c) for c in cells]) + " |")
+                                       + [_fmt(c, i in best[j]) for j, c in enumerate(cells)]) + " |")
     n_seeds = len(config.seeds)
     lines.append("")
     if n_seeds > 1:
@@ -148,6 +187,8 @@ def markdown_table(run_dir: str, measures=("ccs", "corpus_majority_prob")) -> st
         lines.append(f"Mean over the explicands of one seed: no confidence interval (intervals are over seeds, "
                      f"and one seed gives no spread; run several seeds for them); corpus mode "
                      f"`{config.corpus_mode}`; {note}.")
+    if directions_note:
+        lines.append(DIRECTION_NOTE)
     return "\n".join(lines)
 
 
@@ -219,8 +260,124 @@ def curves_figure(run_dir: str, measures=("ccs", "corpus_majority_prob")):
         reference = TARGET_TITLES[RANDOM_METHOD] + " attribution"
     return viz.plot_insertion_deletion(
         fractions, curves, measures=[(m, MEASURE_TITLES[m]) for m in measures], kinds=KINDS,
+        better=[tuple(MEASURES[m].better(k) for k in KINDS) for m in measures],
         reference=reference, n_seeds=n_seeds,
         suptitle=f"Insertion and deletion curves: mean over {n_seeds} seed(s), corpus mode {config.corpus_mode}")
+
+
+# ----------------------------------------------------------------------------- header
+
+
+def read_record(run_dir: str) -> tuple[dict, dict | None]:
+    """(identity, environment) that config.json records: what the run hash covers and where and when
+    the run started (`store.run_environment`; None for runs written before it was recorded)."""
+    import json
+
+    with open(os.path.join(run_dir, CONFIG_FILE)) as fh:
+        stored = json.load(fh)
+    return stored.get("identity") or {}, stored.get("environment")
+
+
+def _options_text(options: dict) -> str:
+    return ", ".join(f"{key}={value}" for key, value in sorted(options.items())) or "no options"
+
+
+def _image_size(run: Run) -> str:
+    """H x W of the stored maps (the evaluated images), from one finished unit ("?" if none)."""
+    if not run.rows:
+        return "?"
+    shape = run.load_unit(next(iter(run.rows.values())))["attributions"].shape
+    return f"{shape[-2]}x{shape[-1]} px"
+
+
+def _architecture(config: SweepConfig) -> str:
+    if config.encoder.startswith("custom"):
+        return f"`{config.encoder}` (an encoder object given to `run_sweep`)"
+    from cocoa_jax.models.store import input_shape_of
+
+    try:
+        shape = input_shape_of(config.encoder, config.encoder_dir and os.path.expanduser(config.encoder_dir))
+    except Exception:  # an unreadable model directory: the header still names the architecture
+        shape = None
+    return f"`{config.encoder}`" + (f", input {shape[0]}x{shape[1]}x{shape[2]}" if shape else "")
+
+
+def header_fields(run) -> list[tuple[str, str]]:
+    """(label, text) of every line of report.md's header, in order: Encoder, Architecture, Weights
+    hash, Dataset, Methods, Targets, Seeds, Classes, Sizes, Evaluation, Run hash, Date, Versions,
+    Devices and processes. Read from what the run directory records (config.json: config, run
+    identity, environment at the start; the results rows); nothing is recomputed."""
+    run = open_run(run)
+    config, env = run.config, run.environment
+    unrecorded = "not recorded (the run predates this record)"
+    methods = [f"{METHOD_TITLES.get(m, m)} (`{m}`: {_options_text(config.method_options(m))})"
+               for m, _ in dict.fromkeys((m, None) for m, _ in row_order(config) if m != RANDOM_METHOD)]
+    if config.include_random:
+        methods.append("the random attribution (i.i.d. U[0, 1) pixel scores)")
+    found_classes = sorted({r["class_id"] for r in run.rows.values()})
+    classes = (", ".join(map(str, config.classes)) + f" ({len(config.classes)})" if config.classes is not None
+               else f"all of the corpus split ({len(found_classes)} in finished units)")
+    total = len(plan_units(config, config.classes or found_classes))
+    sizes = (f"corpus {config.corpus_size}, foil {config.foil_size}, {config.explicands_per_class} explicands per "
+             f"class, images {_image_size(run)}")
+    if config.size_field:
+        sizes += f" (size study over `{config.size_field}`)"
+    processes = sorted({int(os.path.basename(p)[len("results.p"):-len(".jsonl")])
+                        for p in run._store.results_paths()})
+    group_devices = sorted({int(r["devices"]) for r in run.rows.values()})
+    report_versions = f"report by cocoa-jax {_version()}, jax {_jax_version()}"
+    fields = [
+        ("Encoder", f"`{config.encoder}`, weights "
+                    + (f"from `{config.encoder_dir}`" if config.encoder_dir else
+                       ("given to `run_sweep`" if config.encoder.startswith("custom") else "shipped with cocoa-jax"))
+                    + ("; model randomisation (per seed)" if config.randomize_model else "")
+                    + ("; cascading randomisation" if config.randomize_cascade else "")),
+        ("Architecture", _architecture(config)),
+        ("Weights hash", f"`{run.identity.get('encoder', '?')}` (SHA-256 of every parameter, 16 hex)"),
+        ("Dataset", f"`{config.dataset}`" + (f" from `{config.data_dir}`" if config.data_dir else "")
+                    + f"; corpus split `{config.corpus_split}`, explicand split `{config.explicand_split}`, "
+                      f"preprocess `{config.preprocess}`; data hash `{run.identity.get('data', '?')}`"),
+        ("Methods", "; ".join(methods) + f"; estimator profile `{config.estimators}`"),
+        ("Targets", ", ".join(f"{TARGET_TITLES.get(t, t)} (`{t}`)" for t in config.targets)
+                    + f"; similarity `{config.similarity}`, corpus mode `{config.corpus_mode}`"),
+        ("Seeds", ", ".join(map(str, config.seeds)) + f" ({len(config.seeds)})"),
+        ("Classes", classes),
+        ("Sizes", sizes),
+        ("Evaluation", f"{config.eval_steps} insertion/deletion steps, superpixel {config.eval_superpixel}, "
+                       f"absolute {str(config.eval_absolute).lower()}, blurred baseline (kernel "
+                       f"{config.blur_kernel_size}, sigma {config.blur_sigma})"),
+        ("Run hash", f"`{run.config_hash}`; {len(run.rows)} of {total} units finished"),
+        ("Date", (f"run started {env['created_utc']} UTC" if env else f"run start {unrecorded}")
+                 + f"; report written {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S} UTC"),
+        ("Versions", (f"run started with cocoa-jax {env['cocoa_jax']}, jax {env['jax']} (jaxlib {env['jaxlib']})"
+                      if env else f"run's {unrecorded}") + f"; {report_versions}"),
+        ("Devices and processes",
+         (f"{env['devices']} {env['platform']} device(s) ({env['device_kind']}), {env['process_count']} "
+          f"process(es) at the start" if env else f"at the start {unrecorded}")
+         + f"; units written by process(es) {', '.join(map(str, processes)) or 'none'}"
+         + (f", {' or '.join(map(str, group_devices))} device(s) per unit group" if group_devices else "")),
+    ]
+    return fields
+
+
+def _version() -> str:
+    from cocoa_jax import __version__
+
+    return __version__
+
+
+def _jax_version() -> str:
+    import jax
+
+    return jax.__version__
+
+
+def header_markdown(run, gini_absolute: bool = True) -> str:
+    """report.md's opening: a title, `header_fields` as a list, and what the marks mean."""
+    lines = ["# Sweep report", ""] + [f"- **{label}**: {text}" for label, text in header_fields(run)]
+    lines += ["", DIRECTION_NOTE + " Gini: " + ("of |a| (the default)" if gini_absolute
+                                                else "the official raw-value formula (`--gini official`)") + "."]
+    return "\n".join(lines)
 
 
 def timing_summary(run_dir: str) -> dict:
@@ -237,14 +394,21 @@ def timing_summary(run_dir: str) -> dict:
     return out
 
 
-def write_report(run_dir: str, out_dir: str | None = None) -> dict:
+def write_report(run_dir: str, out_dir: str | None = None, *, gini: str = "absolute") -> dict:
     """Write report.md, report.csv (all measures) and curves.png; returns their paths.
+
+    report.md opens with `header_markdown` (what ran, where, when). gini: "absolute" (default:
+    the Gini index of |a|, in [0, 1)) or "official" (the official raw-value formula, which leaves
+    [0, 1] for signed maps; see `studies.gini_markdown`).
 
     Regenerated from the run every time: the three files replace earlier ones together, after
     all of them are computed (an interrupt or an error before that leaves the old report).
     """
     from cocoa_jax.files import Outputs
 
+    if gini not in GINI_MODES:
+        raise ValueError(f"gini must be one of {', '.join(GINI_MODES)}, got {gini!r}")
+    gini_absolute = gini == "absolute"
     out_dir = out_dir or os.path.join(run_dir if isinstance(run_dir, str) else run_dir.run_dir, "report")
     run_dir = open_run(run_dir)  # read and verified once for every table and figure below
     md_parts = []
@@ -253,7 +417,7 @@ def write_report(run_dir: str, out_dir: str | None = None) -> dict:
                             ("Contrastive corpus similarity, resampled foil", ("ccs_resampled_foil",)),
                             ("Explicand predicted probability", ("explicand_pred_prob",)),
                             ("Representation shift", ("rep_shift",))):
-        md_parts.append(f"### {title}\n\n" + markdown_table(run_dir, measures))
+        md_parts.append(f"### {title}\n\n" + markdown_table(run_dir, measures, directions_note=False))
     timing = timing_summary(run_dir)
     timing_lines = ["| Method | units | median s/unit | attribution s | evaluation s | total s |", "|---|---|---|---|---|---|"]
     for method, t in timing.items():
@@ -263,7 +427,7 @@ def write_report(run_dir: str, out_dir: str | None = None) -> dict:
     md_parts.append("### Time per unit\n\n" + "\n".join(timing_lines))
     from cocoa_jax.sweep import studies  # model randomisation (first), size sensitivity, Gini
 
-    for title, body in studies.extra_sections(run_dir):
+    for title, body in studies.extra_sections(run_dir, gini_absolute):
         part = f"### {title}\n\n{body}"
         if title == "Model randomisation":
             md_parts.insert(0, part)
@@ -272,7 +436,7 @@ def write_report(run_dir: str, out_dir: str | None = None) -> dict:
     paths = {"markdown": os.path.join(out_dir, "report.md"), "csv": os.path.join(out_dir, "report.csv"),
              "plot": os.path.join(out_dir, "curves.png")}
     outputs = Outputs()
-    outputs.add_text(paths["markdown"], "\n\n".join(md_parts) + "\n")
+    outputs.add_text(paths["markdown"], "\n\n".join([header_markdown(run_dir, gini_absolute)] + md_parts) + "\n")
     outputs.add_text(paths["csv"], csv_table(run_dir))
     outputs.add_rendered(paths["plot"], lambda f: plot_curves(run_dir, f))
     studies.add_outputs(run_dir, out_dir, outputs, paths)  # a size study: sensitivity_<corpus|foil>.png/.csv

@@ -141,7 +141,8 @@ class RunStore:
                     f"use a new run directory (or the old settings)")
         elif create:
             os.makedirs(os.path.join(self.run_dir, UNITS_DIR), exist_ok=True)
-            payload = {"config_hash": config_hash, "config": config_dict, "identity": identity}
+            payload = {"config_hash": config_hash, "config": config_dict, "identity": identity,
+                       "environment": run_environment()}  # for the report's header; not hashed
             atomic_write_bytes(config_path, json.dumps(payload, indent=2, sort_keys=True).encode())
         else:
             raise FileNotFoundError(f"{config_path} does not exist (process 0 writes it first)")
@@ -231,17 +232,69 @@ class RunStore:
         row = dict(row, unit=unit_id, config_hash=self.config_hash,
                    file=os.path.relpath(path, self.run_dir), sha256=sha256_bytes(data))
         line = json.dumps(row, sort_keys=True).encode() + b"\n"
-        with open(self.results_path, "ab") as fh:
-            # A run killed mid-append leaves a line without "\n": start a fresh line.
-            if fh.tell() > 0:
-                with open(self.results_path, "rb") as check:
-                    check.seek(-1, os.SEEK_END)
-                    if check.read(1) != b"\n":
-                        fh.write(b"\n")
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            self._append_row(line)
+        except OSError as err:  # a full disk: no half row, no orphan npz; the finished units stay
+            _remove_quietly(path)
+            raise OSError(err.errno, err.strerror, self.results_path) from None
         return row
+
+    def _append_row(self, line: bytes) -> None:
+        """Append `line` (fsynced); on an error the file is cut back to its former length.
+        Unbuffered (os.write): no buffer left to flush, and fail, after the cut."""
+        fd = os.open(self.results_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                # A run killed mid-append leaves a line without "\n": start a fresh line.
+                if start > 0 and os.pread(fd, 1, start - 1) != b"\n":
+                    line = b"\n" + line
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                try:
+                    os.ftruncate(fd, start)  # frees what was written: it needs no space
+                except OSError:
+                    pass  # a partial row is still detected (no "\n") and its unit recomputed
+                raise
+        finally:
+            os.close(fd)
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def run_environment() -> dict:
+    """Where and when a run started (recorded once in config.json, read by the report's header):
+    UTC date, cocoa-jax / jax / jaxlib versions, platform, device kind and counts, process count."""
+    import datetime
+
+    import jax
+    import jaxlib
+
+    from cocoa_jax import __version__
+
+    devices = jax.devices()
+    return {"created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+            "cocoa_jax": __version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+            "platform": devices[0].platform, "device_kind": devices[0].device_kind,
+            "devices": len(devices), "local_devices": jax.local_device_count(),
+            "process_count": jax.process_count()}
+
+
+def read_environment(run_dir: str) -> dict | None:
+    """The `run_environment` config.json recorded (None for runs written before it was recorded)."""
+    try:
+        with open(os.path.join(os.path.abspath(run_dir), CONFIG_FILE)) as fh:
+            return json.load(fh).get("environment")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def open_existing(run_dir: str) -> tuple[dict, RunStore]:

@@ -12,7 +12,7 @@ import io
 
 import numpy as np
 
-from cocoa_jax.metrics import KINDS
+from cocoa_jax.metrics import KINDS, MEASURES
 from cocoa_jax.sweep.config import RANDOM_METHOD
 
 STUDY_TITLES = {"corpus_size": ("corpus", "Corpus size"), "foil_size": ("foil", "Foil size")}
@@ -77,14 +77,15 @@ def sensitivity_markdown(run_dir: str, measures=("ccs", "corpus_majority_prob"))
              f"size, {fixed}; every size from ONE pass (nested draws: size s is the first s of one draw per seed "
              f"and class). Mean (95% CI half-width, t over {len(config.seeds)} seed(s))."]
     for measure, kind, body in tables:
-        arrow = "↑" if kind == "insertion" else "↓"
+        arrow = MEASURES[measure].arrow(kind)
         header = ["Method", "Target"] + [f"{noun} {s}" for s in sizes]
         lines = [f"#### {report.MEASURE_TITLES[measure]}, {kind} ({arrow})", "",
                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for (method, target), cells in body:
+        best = report.best_rows([(kind, measure)] * len(sizes), body)  # per size column
+        for i, ((method, target), cells) in enumerate(body):
             lines.append("| " + " | ".join([report.METHOD_TITLES.get(method, method),
                                             "" if method == RANDOM_METHOD else report.TARGET_TITLES.get(target, target)]
-                                           + [report._fmt(c) for c in cells]) + " |")
+                                           + [report._fmt(c, i in best[j]) for j, c in enumerate(cells)]) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
@@ -143,7 +144,7 @@ def sensitivity_figure(run_dir: str, measures=("ccs", "corpus_majority_prob"), t
         ax.set_xticks(x)
         ax.set_xticklabels([str(s) for s in sizes], fontsize=8)
         ax.set_xlabel(f"{noun} size", fontsize=9)
-        ax.set_ylabel(f"{report.MEASURE_TITLES[measure]}\n{kind} AUC ({'↑' if kind == 'insertion' else '↓'})",
+        ax.set_ylabel(f"{report.MEASURE_TITLES[measure]}\n{kind} AUC ({MEASURES[measure].arrow(kind)})",
                       fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
@@ -171,16 +172,17 @@ def plot_sensitivity(run_dir: str, out_path, **kwargs):
 # ----------------------------------------------------------------------------- Gini
 
 
-def gini_per_seed(run_dir: str):
-    """{(method, target): {seed: mean Gini over the seed's explicands}}: the official Gini formula
-    (`sparsity.gini_index(..., absolute=False)`, raw values) of each stored channel-mean map."""
+def gini_per_seed(run_dir: str, absolute: bool = True):
+    """{(method, target): {seed: mean Gini over the seed's explicands}} of each stored channel-mean
+    map: `sparsity.gini_index(maps, ndim=2, absolute=absolute)`. absolute=True (default): the Gini
+    of |a|, in [0, 1) for every map; False: the official `compute_gini_index` on the RAW values."""
     from cocoa_jax.sparsity import gini_index
 
-    _, store, rows, _ = _report().collect(run_dir)
+    _, run, rows, _ = _report().collect(run_dir)
     sums: dict = {}
     for row in rows.values():
-        maps = store.load_unit(row)["attributions"]  # (N, K, H, W) channel means (largest size of a study)
-        values = np.asarray(gini_index(np.asarray(maps, np.float64), ndim=2, absolute=False))  # (N, K)
+        maps = run.load_unit(row)["attributions"]  # (N, K, H, W) channel means (largest size of a study)
+        values = np.asarray(gini_index(np.asarray(maps, np.float64), ndim=2, absolute=absolute))  # (N, K)
         for k, target in enumerate(row["targets"]):
             acc = sums.setdefault((row["method"], target), {}).setdefault(row["seed"], [0.0, 0])
             acc[0] += float(values[:, k].sum())
@@ -188,11 +190,26 @@ def gini_per_seed(run_dir: str):
     return {key: {seed: s / n for seed, (s, n) in by_seed.items()} for key, by_seed in sums.items()}
 
 
-def gini_markdown(run_dir: str) -> str:
+GINI_NOTES = {
+    True: ("the Gini index of |a| (`cocoa_jax.sparsity.gini_index(maps, ndim=2)`): 0 when every pixel carries "
+           "the same |attribution|, 1 - 1/n when one pixel carries it all; higher is sparser, for signed maps "
+           "(IG, GradientSHAP) as for non-negative ones (RISE, random). The official `compute_gini_index` formula "
+           "on the raw values: `cocoa-jax report --gini official`."),
+    False: ("the official `compute_gini_index` formula on the RAW values (no absolute value: "
+            "`cocoa_jax.sparsity.gini_index(maps, ndim=2, absolute=False)`, chosen with `--gini official`). For "
+            "non-negative maps (RISE, random) it equals the Gini of |a| and lies in [0, 1), higher is sparser; "
+            "for signed maps (IG, GradientSHAP) its denominator is the signed sum, which can be near 0 or "
+            "negative, so values can lie far outside [0, 1] and do not measure sparsity (as in the official "
+            "code). The default, |a|, is comparable across methods."),
+}
+
+
+def gini_markdown(run_dir: str, absolute: bool = True) -> str:
     report = _report()
     config, _, _, _ = report.collect(run_dir)
-    per_seed = gini_per_seed(run_dir)
-    lines = ["| Method | Target | Gini |", "|---|---|---|"]
+    per_seed = gini_per_seed(run_dir, absolute)
+    column = "Gini of \\|a\\| (higher: sparser)" if absolute else "Gini, official raw-value formula"
+    lines = [f"| Method | Target | {column} |", "|---|---|---|"]
     for method, target in report.row_order(config):
         values = per_seed.get((method, target), {})
         seeds = [values[s] for s in config.seeds if s in values]
@@ -201,12 +218,8 @@ def gini_markdown(run_dir: str) -> str:
                      f"{'' if method == RANDOM_METHOD else report.TARGET_TITLES.get(target, target)} | "
                      f"{report._fmt(cell)} |")
     where = " (at the largest size of the study)" if config.size_field else ""
-    lines += ["", "Gini index of the stored channel-mean attribution maps" + where + ", the official "
-              "`compute_gini_index` formula on the RAW values (no absolute value: "
-              "`cocoa_jax.sparsity.gini_index(maps, ndim=2, absolute=False)`); mean over the explicands of a seed, "
-              "then mean (95% CI half-width) over seeds. For non-negative maps (RISE, random) it lies in [0, 1), higher "
-              "is sparser; for signed maps (IG, GradientSHAP) the signed sum in its denominator can put it outside "
-              "[0, 1], as in the official code."]
+    lines += ["", "Gini index of the stored channel-mean attribution maps" + where + ": " + GINI_NOTES[absolute]
+              + " Mean over the explicands of a seed, then mean (95% CI half-width) over seeds."]
     return "\n".join(lines)
 
 
@@ -221,7 +234,7 @@ def randomization_markdown(run_dir: str) -> str:
              "tensor from a normal with its own mean and std, truncated to its own range), then the same sampling, "
              "attribution and evaluation; the linear probe is trained per seed on the randomised encoder. "
              "Compare with the trained encoder's run of the same config (randomize_model false).")
-    return intro + "\n\n" + report.markdown_table(run_dir, ("ccs", "corpus_majority_prob"))
+    return intro + "\n\n" + report.markdown_table(run_dir, ("ccs", "corpus_majority_prob"), directions_note=False)
 
 
 # ----------------------------------------------------------------------------- cascading randomisation
@@ -382,9 +395,9 @@ def plot_cascade(run_dir: str, out_path):
         plt.close(fig)
 
 
-def extra_sections(run_dir: str) -> list[tuple[str, str]]:
+def extra_sections(run_dir: str, gini_absolute: bool = True) -> list[tuple[str, str]]:
     """(title, markdown) sections `write_report` adds for this run: model randomisation (first),
-    size sensitivity, Gini."""
+    size sensitivity, Gini (of |a|, or the official raw-value formula with gini_absolute=False)."""
     report = _report()
     config, _, _, _ = report.collect(run_dir)
     out = []
@@ -394,7 +407,7 @@ def extra_sections(run_dir: str) -> list[tuple[str, str]]:
         out.append(("Model randomisation (cascading)", cascade_markdown(run_dir)))
     if config.size_field is not None:
         out.append((f"{STUDY_TITLES[config.size_field][1]} sensitivity", sensitivity_markdown(run_dir)))
-    out.append(("Sparsity: Gini index", gini_markdown(run_dir)))
+    out.append(("Sparsity: Gini index", gini_markdown(run_dir, gini_absolute)))
     return out
 
 

@@ -195,8 +195,8 @@ def file_inputs(settings):
         for path in paths:
             try:
                 with Image.open(path) as im:
-                    images.append(prep.resize_crop(im.convert("RGB")))
-            except OSError as err:
+                    images.append(prep.resize_crop(im))  # any PIL mode, read at full bit depth
+            except (OSError, ValueError) as err:
                 raise UsageError(f"cannot read image {path!r}: {err}") from None
         return np.stack(images).astype(np.float32)
 

@@ -279,10 +279,15 @@ def _file_inputs(model, setup, args):
     from cocoa_jax.targets import foil_size as required_foil_size
 
     def read(flag, paths):
+        import sys
+
         try:
-            return files.read(flag, paths, model.input_shape, model.preprocess)
+            pixels, notes = files.read(flag, paths, model.input_shape, model.preprocess)
         except ValueError as err:
             raise UsageError(str(err)) from None
+        for note in notes:  # an unusual resize or frame: one line each, never silent
+            print(f"cocoa-jax explain: note: {note}", file=sys.stderr)
+        return pixels
 
     out = dict(images=read("--images", setup["images_files"]), corpus=None, foil=None, corpus_reps=None,
                foil_reps=None, titles=[os.path.basename(p) for p in setup["images_files"]],

@@ -247,7 +247,7 @@ def _clip(s: dict, args, log, mesh):
 
     model = models.load("clip_vit_b32", args.weights)
     with Image.open(s["image"]) as im:
-        pixels = model.preprocess.resize_crop(im.convert("RGB"))          # (224, 224, 3) in [0, 1]
+        pixels = model.preprocess.resize_crop(im)          # (224, 224, 3) in [0, 1], any PIL mode
     x = jnp.asarray(model.preprocess.normalize(pixels))[None]
     foil_names = s["foil"] or [caption_name(c) for c in CIFAR100 if caption_name(c) != s["query"]]
     corpus = model.encode_text([L.query_caption(s["query"])])

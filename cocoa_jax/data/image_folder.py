@@ -19,12 +19,21 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def to_unit_range(image) -> np.ndarray:
-    """Default preprocessing: (H, W[, C]) uint8 (or PIL image) -> float32 (H, W, C) in [0, 1]."""
+    """Default preprocessing: a PIL image (any mode, at full bit depth: `cocoa_jax.data.pixels`) or an
+    (H, W[, C]) array (uint16 / 65535, other integers / 255, floats as they are) -> float32 (H, W, C)."""
+    from PIL import Image
+
+    from cocoa_jax.data import pixels
+
+    if isinstance(image, Image.Image):
+        return pixels.to_float(image)
     array = np.asarray(image)
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3:
         raise ValueError(f"an image must be (H, W) or (H, W, C), got shape {array.shape}")
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0
     if np.issubdtype(array.dtype, np.integer):
         return array.astype(np.float32) / 255.0
     return array.astype(np.float32)
@@ -33,7 +42,8 @@ def to_unit_range(image) -> np.ndarray:
 class LabelledImages:
     """Random-access labelled images, preprocessed to float32 NHWC.
 
-    Subclasses implement `_load(index) -> (H, W, C)` raw image (uint8 array or PIL) and set
+    Subclasses implement `_load(index) -> (H, W, C)` raw image (uint8 array, float array in
+    [0, 1] or PIL) and set
     `self.labels` ((N,) int32) and `self.class_names`.
 
     Args (of subclasses):
@@ -122,7 +132,9 @@ class ImageFolder(LabelledImages):
       class_names: label order (default: the split's sorted sub-folder names).
       preprocess: raw image -> float32 (H, W, C) (default [0, 1] scaling; images must then
         share one size).
-      mode: PIL mode images are converted to ("RGB", "L"), or None to keep theirs.
+      mode: "RGB" or "L": each file read to float (H, W, 3 | 1) in [0, 1] at its full bit depth
+        (`cocoa_jax.data.pixels.to_float`: every PIL mode, EXIF orientation, alpha on white);
+        None: the PIL image as it is; another PIL mode: `image.convert(mode)`.
     """
 
     def __init__(self, root: str, split: str, *, class_names: Sequence[str] | None = None,
@@ -156,6 +168,10 @@ class ImageFolder(LabelledImages):
     def _load(self, index: int):
         from PIL import Image
 
+        from cocoa_jax.data import pixels
+
         with Image.open(self.paths[index]) as image:
+            if self.mode in ("RGB", "L"):
+                return pixels.to_float(image, 3 if self.mode == "RGB" else 1)
             image = image.convert(self.mode) if self.mode else image.copy()
         return image

@@ -29,6 +29,16 @@ import numpy as np
 
 SCALES = ("row", "figure", "panel")
 DEFAULT_CMAP = "bwr"
+# Display modes (the semantics of Captum's `visualize_image_attr`, written for shared row scales):
+SIGNS = ("all", "positive", "negative", "absolute")      # which part of the map is shown
+MODES = ("overlay", "heat_map", "masked", "top_mass")    # how it is drawn
+SIGN_CMAPS = {"all": DEFAULT_CMAP, "positive": "Reds", "negative": "Blues", "absolute": "Purples"}
+# The colour scale's end m is this percentile of |shown value| over the maps sharing the scale:
+# on 224-px photos a few pixels of IG / GradientSHAP carry 6-10x the 99th percentile and would
+# otherwise wash every other pixel out to white. Larger values saturate at the scale's end.
+DEFAULT_CLIP = 99.0
+DEFAULT_TOP_MASS = 0.2
+_DIM = 0.15  # brightness of the pixels top_mass leaves out
 FONT = 9          # titles and row labels (pt)
 SMALL = 8         # colour-bar numbers and the note (pt)
 TITLE_FONT = 10.5
@@ -159,6 +169,101 @@ def _limit(values) -> float:
     return v if np.isfinite(v) and v > 0 else 1.0
 
 
+def signed_values(maps, sign: str = "all") -> np.ndarray:
+    """The values a `sign` mode shows, float64: "all" the map a; "positive" max(a, 0); "negative"
+    the size of its negative part, max(-a, 0) (drawn in blue, labelled with negative numbers);
+    "absolute" |a|. Every mode but "all" gives values >= 0."""
+    _check_choice("sign", sign, SIGNS)
+    a = np.asarray(maps, dtype=np.float64)
+    return {"all": lambda: a, "positive": lambda: np.maximum(a, 0.0), "negative": lambda: np.maximum(-a, 0.0),
+            "absolute": lambda: np.abs(a)}[sign]()
+
+
+def display_limit(values, clip: float | None = DEFAULT_CLIP) -> float:
+    """The end m of a colour scale shared by `values` (every map that shares it): the `clip`-th
+    percentile (numpy's linear interpolation) of the NONZERO |values|, so the few largest values
+    saturate instead of setting the scale; clip=None or 100: the largest |value|. Exact zeros
+    carry no attribution and are left out: the positive part of a map (half zeros) or a sparse
+    map keeps the scale of the values it has. An all-zero map gets 1."""
+    if clip is not None:
+        clip = float(clip)
+        if not 0.0 < clip <= 100.0:
+            raise ValueError(f"clip must be a percentile in (0, 100] or None, got {clip}")
+    magnitude = np.abs(np.asarray(values, dtype=np.float64))
+    nonzero = magnitude[magnitude > 0]
+    if clip is not None and clip < 100.0 and nonzero.size:
+        m = float(np.percentile(nonzero, clip))
+        if np.isfinite(m) and m > 0:
+            return m
+    return _limit(magnitude)
+
+
+def normalised_values(values, m: float, sign: str = "all") -> np.ndarray:
+    """`signed_values` on the colour scale, clipped: sign "all" values / m in [-1, 1], the other
+    signs in [0, 1] (1 = at or beyond the scale's end m)."""
+    _check_choice("sign", sign, SIGNS)
+    low = -1.0 if sign == "all" else 0.0
+    return np.clip(np.asarray(values, dtype=np.float64) / float(m), low, 1.0)
+
+
+def top_mass_mask(magnitude, fraction: float = DEFAULT_TOP_MASS) -> np.ndarray:
+    """The fewest pixels, largest first, whose values hold `fraction` of the map's total:
+    magnitude (..., H, W) >= 0 -> boolean (..., H, W). Ties keep row-major pixel order; an
+    all-zero map keeps nothing."""
+    fraction = float(fraction)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"top_mass must be a fraction in (0, 1], got {fraction}")
+    v = np.asarray(magnitude, dtype=np.float64)
+    if (v < 0).any():
+        raise ValueError("top_mass_mask needs values >= 0 (a sign mode other than 'all')")
+    flat = v.reshape(-1, v.shape[-2] * v.shape[-1])
+    keep = np.zeros(flat.shape, dtype=bool)
+    for i, row in enumerate(flat):
+        total = row.sum()
+        if total <= 0:
+            continue
+        order = np.argsort(-row, kind="stable")
+        count = int(np.searchsorted(np.cumsum(row[order]), fraction * total, side="left")) + 1
+        keep[i, order[:min(count, row.size)]] = True
+    return keep.reshape(v.shape)
+
+
+def panel_rgb(image, values, m: float, *, sign: str = "all", mode: str = "overlay", cmap: str | None = None,
+              overlay_alpha: float = 0.6, top_mass: float = DEFAULT_TOP_MASS) -> np.ndarray:
+    """One map panel as RGB pixels (H, W, 3) in [0, 1], as the figure draws it: `values` from
+    `signed_values`, `m` from `display_limit`. Modes: "heat_map" the colour map alone;
+    "overlay" the colour map over the greyscale image with opacity `overlay_alpha`; "masked" the
+    image times `normalised_values` (bright where the shown values are large); "top_mass" the
+    image where `top_mass_mask` keeps a pixel, darkened elsewhere."""
+    import matplotlib
+
+    _check_choice("mode", mode, MODES)
+    values = np.asarray(values, dtype=np.float64)
+    if mode in ("masked", "top_mass"):
+        if sign == "all":
+            raise ValueError(f"mode {mode!r} shows one magnitude per pixel; choose sign 'positive', 'negative' "
+                             f"or 'absolute', not 'all'")
+        if image is None:
+            raise ValueError(f"mode {mode!r} draws the image: give images")
+        img = np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0)
+        img = np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
+        if mode == "masked":
+            return img * normalised_values(values, m, sign)[..., None]
+        return img * np.where(top_mass_mask(values, top_mass), 1.0, _DIM)[..., None]
+    colour_map = matplotlib.colormaps[cmap or SIGN_CMAPS[sign]]
+    low = -m if sign == "all" else 0.0
+    heat = colour_map(np.clip((values - low) / (m - low), 0.0, 1.0))[..., :3]
+    if mode == "heat_map" or image is None:
+        return heat
+    grey = _grey(np.asarray(image, dtype=np.float64))[..., None]
+    return (1.0 - overlay_alpha) * grey + overlay_alpha * heat
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
 def format_value(v: float) -> str:
     """A colour-bar number: 3 significant digits, scientific outside [0.01, 1000)."""
     if v == 0:
@@ -176,13 +281,36 @@ def _show_image(img: np.ndarray):
     return (img[..., 0], "gray") if img.shape[-1] == 1 else (img, None)
 
 
-def scale_description(scale: str) -> str:
-    return {"row": "one symmetric colour scale per row, shared by its panels: -m..+m, m = the row's largest "
-                   "|value| (numbers on the row's colour bar)",
-            "figure": "one symmetric colour scale for the whole figure: -m..+m, m = the largest |value| "
-                      "of any panel (numbers on the colour bar)",
-            "panel": "each panel on its own symmetric scale -m..+m, m = its largest |value| (printed in its "
-                     "corner; colour bars in units of m): compare shapes, not values, across panels"}[scale]
+def scale_description(scale: str, clip: float | None = None, sign: str = "all") -> str:
+    """What the colour scale means, for the note under a figure."""
+    end = ("the largest |value|" if clip is None or float(clip) >= 100.0 else
+           f"the {float(clip):g}th percentile of |value| (larger values saturate)")
+    span = "-m..+m" if sign == "all" else "0..m"
+    kind = "symmetric colour scale" if sign == "all" else "colour scale"
+    return {"row": f"one {kind} per row, shared by its panels: {span}, m = {end} of the row's maps (numbers on "
+                   f"the row's colour bar)",
+            "figure": f"one {kind} for the whole figure: {span}, m = {end} of every panel (numbers on the "
+                      f"colour bar)",
+            "panel": f"each panel on its own {kind} {span}, m = {end} of that panel (printed in its corner; "
+                     f"colour bars in units of m): compare shapes, not values, across panels"}[scale]
+
+
+def sign_description(sign: str, mode: str, top_mass: float) -> str:
+    """What the colours (or the brightness) of the map panels mean, for the note."""
+    if mode == "masked":
+        return (f"Image times the {_SIGN_WORDS[sign]} attribution on the colour scale: bright where it is large "
+                f"(at or beyond m: the full image), dark where it is 0.")
+    if mode == "top_mass":
+        return (f"Image kept where the pixels holding the top {100 * float(top_mass):g}% of the {_SIGN_WORDS[sign]} "
+                f"attribution mass lie (largest first), darkened elsewhere.")
+    if sign == "all":
+        return "red: positive attribution (supports the target), blue: negative (opposes it), white: 0."
+    size = " (its size; the colour bar gives the values)" if sign == "negative" else ""
+    return (f"Colour: the {_SIGN_WORDS[sign]} attribution{size}, from 0 (light) to m (dark); other values are not "
+            f"shown.")
+
+
+_SIGN_WORDS = {"all": "signed", "positive": "positive", "negative": "negative", "absolute": "absolute"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,9 +350,11 @@ def preload():
 
 
 def plot_attributions(images, attributions, *, method=None, centre=None, titles=None, row_titles=None,
-                      scale: str = "row", cmap: str = DEFAULT_CMAP, overlay_alpha: float = 0.6,
+                      scale: str = "row", cmap: str | None = None, overlay_alpha: float = 0.6,
                       path=None, suptitle: str | None = None, note: bool = True, caption: str | None = None,
-                      image_label: str | None = "image", panel_size: float = 1.5, dpi: int = 100):
+                      image_label: str | None = "image", panel_size: float = 1.5, dpi: int = 100,
+                      sign: str = "all", clip: float | None = DEFAULT_CLIP, mode: str = "overlay",
+                      top_mass: float = DEFAULT_TOP_MASS, panels_dir=None):
     """Draw attribution maps over their images on a shared, stated colour scale.
 
     images: (N, H, W, C), C = 1 or 3, values in [0, 1] (one column per image; the first row
@@ -239,13 +369,25 @@ def plot_attributions(images, attributions, *, method=None, centre=None, titles=
       the method's title.
     centre: True/False, or one per row, overrides the method's flag (for maps of your own).
     titles: one per image (column titles); row_titles: one per row.
-    scale: "row" (default: every panel of a row shares one symmetric scale -m..+m, m = the
-      row's largest |value|, with a numbered colour bar at the row's right end), "figure"
-      (one scale for every panel, one colour bar) or "panel" (each panel its own scale, m
-      printed in its corner; colour bars then read in units of m).
-    cmap: a diverging matplotlib colour map (default "bwr": red > 0 supports the target,
-      blue < 0 opposes it, white 0). overlay_alpha: opacity of the map over the greyscale
-      image (1: the map alone).
+    scale: "row" (default: every panel of a row shares one scale -m..+m, with a numbered
+      colour bar at the row's right end), "figure" (one scale for every panel, one colour bar)
+      or "panel" (each panel its own scale, m printed in its corner; colour bars then read in
+      units of m).
+    clip: m is this percentile of |shown value| over the maps sharing the scale (default 99:
+      the few extreme pixels of IG / GradientSHAP on photos saturate instead of washing the
+      rest out; `display_limit`); None or 100: the largest |value|.
+    sign: which part of each map is shown (`signed_values`): "all" (default, signed, scale
+      -m..+m), "positive", "negative" (its size) or "absolute" (scale 0..m).
+    mode: "overlay" (default: the colour map over the greyscale image, opacity
+      `overlay_alpha`), "heat_map" (the colour map alone), "masked" (the image times the
+      shown value on the scale) or "top_mass" (the image where the pixels holding the top
+      `top_mass` fraction of the shown mass lie, darkened elsewhere); "masked" and "top_mass"
+      need images and a sign other than "all". See `panel_rgb`.
+    cmap: a matplotlib colour map (default by sign: "bwr" for "all": red > 0 supports the
+      target, blue < 0 opposes it, white 0; "Reds", "Blues", "Purples" for the others).
+    overlay_alpha: opacity of the map over the greyscale image (1: the map alone).
+    panels_dir: also write every panel as its own PNG at the maps' resolution, for papers
+      (`save_panels`: image_<j>.png, map_<r>_<j>.png and panels.json with each row's scale).
     path: a file name (written atomically, see `cocoa_jax.files`) or a binary file object
       to write a PNG to; None writes nothing.
     suptitle: title above the grid. note: print under the grid what colours, scale and
@@ -255,20 +397,30 @@ def plot_attributions(images, attributions, *, method=None, centre=None, titles=
     """
     block = Block(images, attributions, method, centre, titles, row_titles, image_label)
     return plot_attribution_blocks([block], scale=scale, cmap=cmap, overlay_alpha=overlay_alpha, path=path,
-                                   suptitle=suptitle, note=note, caption=caption, panel_size=panel_size, dpi=dpi)
+                                   suptitle=suptitle, note=note, caption=caption, panel_size=panel_size, dpi=dpi,
+                                   sign=sign, clip=clip, mode=mode, top_mass=top_mass, panels_dir=panels_dir)
 
 
-def plot_attribution_blocks(blocks: Sequence[Block], *, scale: str = "row", cmap: str = DEFAULT_CMAP,
+def plot_attribution_blocks(blocks: Sequence[Block], *, scale: str = "row", cmap: str | None = None,
                             overlay_alpha: float = 0.6, path=None, suptitle: str | None = None,
                             note: bool = True, caption: str | None = None, panel_size: float = 1.5,
-                            dpi: int = 100):
+                            dpi: int = 100, sign: str = "all", clip: float | None = DEFAULT_CLIP,
+                            mode: str = "overlay", top_mass: float = DEFAULT_TOP_MASS, panels_dir=None):
     """Several `plot_attributions` grids stacked in one figure (same column count in each);
-    scale="figure" shares one scale over every block. Arguments as in `plot_attributions`."""
+    scale="figure" shares one scale over every block. Arguments as in `plot_attributions`
+    (with several blocks, `panels_dir` gets one sub-folder per block, block_<b>)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    _check_choice("scale", scale, SCALES)
+    _check_choice("sign", sign, SIGNS)
+    _check_choice("mode", mode, MODES)
+    if mode in ("masked", "top_mass") and sign == "all":
+        raise ValueError(f"mode {mode!r} shows one magnitude per pixel; choose sign 'positive', 'negative' or "
+                         f"'absolute', not 'all'")
+    display_limit(0.0, clip)  # checks clip
+    top_mass_mask(np.ones((1, 1)), top_mass)  # checks top_mass
+    cmap = cmap or SIGN_CMAPS[sign]
     if not 0.0 <= float(overlay_alpha) <= 1.0:
         raise ValueError(f"overlay_alpha must be in [0, 1], got {overlay_alpha}")
     if float(panel_size) <= 0:
@@ -295,6 +447,9 @@ def plot_attribution_blocks(blocks: Sequence[Block], *, scale: str = "row", cmap
         channels = None if images is None else images.shape[3]
         rows = _split_rows(b.attributions, n, hw, channels)
         shown, centred = prepare_maps(rows, b.method, b.centre)
+        shown = [signed_values(m, sign) for m in shown]
+        if mode in ("masked", "top_mass") and images is None:
+            raise ValueError(f"mode {mode!r} draws the images: give images")
         names = _per_row(b.method, len(rows), "method")
         if b.row_titles is not None:
             row_titles = [str(t) for t in _per_row(b.row_titles, len(rows), "row_titles")]
@@ -313,14 +468,20 @@ def plot_attribution_blocks(blocks: Sequence[Block], *, scale: str = "row", cmap
     if any(p[5] != n_cols for p in prepared):
         raise ValueError("every block must have the same number of images (columns)")
 
-    # Colour limits.
+    # Colour limits: one m per scale, from every value that shares it.
     if scale == "figure":
-        top = _limit([_limit(m) for p in prepared for m in p[1]])
+        top = display_limit(np.concatenate([m.ravel() for p in prepared for m in p[1]]), clip)
         limits = [[[top] * n_cols for _ in p[1]] for p in prepared]
     elif scale == "row":
-        limits = [[[_limit(m)] * n_cols for m in p[1]] for p in prepared]
+        limits = [[[display_limit(m, clip)] * n_cols for m in p[1]] for p in prepared]
     else:
-        limits = [[[_limit(m[j]) for j in range(n_cols)] for m in p[1]] for p in prepared]
+        limits = [[[display_limit(m[j], clip) for j in range(n_cols)] for m in p[1]] for p in prepared]
+    panel_paths = []
+    if panels_dir is not None:
+        for b_index, (p, block_limits) in enumerate(zip(prepared, limits)):
+            panel_paths += _write_panels(os.path.join(os.fspath(panels_dir), f"block_{b_index}") if len(prepared) > 1
+                          else os.fspath(panels_dir), p[0], p[1], p[2], block_limits, sign=sign, mode=mode,
+                          cmap=cmap, overlay_alpha=overlay_alpha, top_mass=top_mass, clip=clip, scale=scale)
 
     # Geometry (inches).
     panel = float(panel_size)
@@ -336,8 +497,9 @@ def plot_attribution_blocks(blocks: Sequence[Block], *, scale: str = "row", cmap
     title_text = "\n".join(textwrap.fill(part, wrap_title) for part in suptitle.split("\n")) if suptitle else ""
     note_text = ""
     if note:
-        note_text = ("red: positive attribution (supports the target), blue: negative (opposes it), white: 0. "
-                     f"Colour scale: {scale_description(scale)}.")
+        note_text = sign_description(sign, mode, top_mass)
+        if mode != "top_mass":
+            note_text += f" Colour scale: {scale_description(scale, clip, sign)}."
         if any_channels:
             note_text += " Per-channel maps are shown as their channel mean."
         if any_centred:
@@ -398,10 +560,16 @@ def plot_attribution_blocks(blocks: Sequence[Block], *, scale: str = "row", cmap
             row_axes = []
             for j in range(n):
                 ax = add_axes(col_x(j), y, panel, ph, f"map {map_row} {j}")
-                if images is not None and overlay_alpha < 1.0:
-                    ax.imshow(_grey(images[j]), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-                overlay = ax.imshow(maps[j], cmap=cmap, norm=Normalize(-row_limits[j], row_limits[j]),
-                                    alpha=overlay_alpha if images is not None else 1.0, interpolation="nearest")
+                if mode in ("masked", "top_mass"):
+                    overlay = ax.imshow(panel_rgb(images[j], maps[j], row_limits[j], sign=sign, mode=mode,
+                                                  top_mass=top_mass), vmin=0.0, vmax=1.0, interpolation="nearest")
+                else:
+                    if images is not None and overlay_alpha < 1.0 and mode == "overlay":
+                        ax.imshow(_grey(images[j]), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+                    low = -row_limits[j] if sign == "all" else 0.0
+                    overlay = ax.imshow(maps[j], cmap=cmap, norm=Normalize(low, row_limits[j]),
+                                        alpha=overlay_alpha if images is not None and mode == "overlay" else 1.0,
+                                        interpolation="nearest")
                 overlay.set_label("attribution")
                 if scale == "panel":
                     ax.text(0.03, 0.97, f"m={format_value(row_limits[j])}", transform=ax.transAxes, ha="left",
@@ -413,17 +581,18 @@ def plot_attribution_blocks(blocks: Sequence[Block], *, scale: str = "row", cmap
             row_axes[0].set_ylabel(title, fontsize=FONT)
             if r == 0 and images is None:
                 first_row_axes = row_axes
-            if scale != "figure":
+            if scale != "figure" and mode != "top_mass":
                 cax = add_axes(bar_x, y + 0.04 * ph, _BAR_WIDTH, 0.92 * ph, f"colorbar {map_row}")
                 m = 1.0 if scale == "panel" else row_limits[0]
-                _colorbar(fig, cax, m, cmap, relative=scale == "panel")
+                _colorbar(fig, cax, m, "gray" if mode == "masked" else cmap, relative=scale == "panel", sign=sign)
             y += ph + (_GAP if r < len(shown) - 1 else 0.0)
             map_row += 1
-        if scale == "figure" and shown:
+        if scale == "figure" and shown and mode != "top_mass":
             span = y - first_map_y
             cax = add_axes(bar_x, first_map_y + 0.02 * span, _BAR_WIDTH, 0.96 * span,
                            f"colorbar {map_row - len(shown)}")
-            _colorbar(fig, cax, block_limits[0][0], cmap, relative=False)
+            _colorbar(fig, cax, block_limits[0][0], "gray" if mode == "masked" else cmap, relative=False,
+                      sign=sign)
         if titles is not None:
             for ax, t in zip(first_row_axes, titles):
                 ax.set_title(str(t), fontsize=FONT)
@@ -432,24 +601,79 @@ def plot_attribution_blocks(blocks: Sequence[Block], *, scale: str = "row", cmap
         fig.text(0.5, 1 - 0.12 / height, title_text, ha="center", va="top", fontsize=TITLE_FONT)
     if note_text:
         fig.text(0.1 / width, 0.12 / height, note_text, ha="left", va="bottom", fontsize=SMALL)
+    fig.panel_paths = panel_paths  # the files `panels_dir` wrote (none without it)
     if path is not None:
         save_figure(fig, path, dpi=dpi)
     return fig
 
 
-def _colorbar(fig, cax, m: float, cmap: str, *, relative: bool):
+def _colorbar(fig, cax, m: float, cmap: str, *, relative: bool, sign: str = "all"):
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    bar = fig.colorbar(ScalarMappable(Normalize(-m, m), cmap=cmap), cax=cax)
-    bar.set_ticks([-m, -m / 2, 0.0, m / 2, m])
+    low = -m if sign == "all" else 0.0
+    bar = fig.colorbar(ScalarMappable(Normalize(low, m), cmap=cmap), cax=cax)
+    ticks = [-m, -m / 2, 0.0, m / 2, m] if sign == "all" else [0.0, m / 2, m]
+    bar.set_ticks(ticks)
+    # "negative" shows the size of the negative part: its bar reads in the map's own (negative) values.
+    flip = -1.0 if sign == "negative" else 1.0
     if relative:
-        bar.set_ticklabels(["-m", "-m/2", "0", "m/2", "+m"])
+        names = {-m: "-m", -m / 2: "-m/2", 0.0: "0", m / 2: "m/2", m: "+m"}
+        bar.set_ticklabels([("-" + names[t].lstrip("+") if flip < 0 and t else names[t]) for t in ticks])
     else:
-        bar.set_ticklabels([format_value(v) for v in (-m, -m / 2, 0.0, m / 2, m)])
+        bar.set_ticklabels([format_value(flip * v) for v in ticks])
     bar.ax.tick_params(labelsize=SMALL, length=2.5, pad=1.5)
     bar.outline.set_linewidth(0.5)
     return bar
+
+
+def save_panels(images, attributions, out_dir, *, method=None, centre=None, row_titles=None,
+                scale: str = "row", sign: str = "all", clip: float | None = DEFAULT_CLIP, mode: str = "overlay",
+                cmap: str | None = None, overlay_alpha: float = 0.6, top_mass: float = DEFAULT_TOP_MASS) -> list[str]:
+    """Every panel of `plot_attributions` as its own PNG in `out_dir` (created), at the maps'
+    resolution, for papers: image_<j>.png (the images), map_<r>_<j>.png (row r, image j; the
+    same scale, sign and mode as the figure) and panels.json (per row: its title and scale m, with
+    sign, clip, mode, colour map). Arguments as in `plot_attributions`. Returns the paths written."""
+    return plot_attributions(images, attributions, method=method, centre=centre, row_titles=row_titles,
+                             scale=scale, sign=sign, clip=clip, mode=mode, cmap=cmap, overlay_alpha=overlay_alpha,
+                             top_mass=top_mass, panels_dir=out_dir, note=False).panel_paths
+
+
+def _write_panels(out_dir: str, images, shown, row_titles, limits, *, sign, mode, cmap, overlay_alpha, top_mass,
+                  clip, scale) -> list[str]:
+    import io
+    import json
+
+    from PIL import Image
+
+    from cocoa_jax.files import Outputs
+
+    def png(rgb):
+        buffer = io.BytesIO()
+        Image.fromarray(np.round(np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    os.makedirs(out_dir, exist_ok=True)
+    outputs, paths = Outputs(), []
+    if images is not None:
+        for j, img in enumerate(images):
+            rgb = np.repeat(np.clip(img, 0, 1), 3, axis=-1) if img.shape[-1] == 1 else np.clip(img, 0, 1)
+            paths.append(os.path.join(out_dir, f"image_{j}.png"))
+            outputs.add_bytes(paths[-1], png(rgb))
+    record = {"sign": sign, "clip": clip, "mode": mode, "cmap": cmap, "scale": scale,
+              "overlay_alpha": overlay_alpha if mode == "overlay" and images is not None else None,
+              "top_mass": top_mass if mode == "top_mass" else None, "rows": []}
+    for r, (maps, title, row_limits) in enumerate(zip(shown, row_titles, limits)):
+        record["rows"].append({"title": title.replace("\n", " "), "m": [float(m) for m in row_limits]})
+        for j, values in enumerate(maps):
+            rgb = panel_rgb(None if images is None else images[j], values, row_limits[j], sign=sign, mode=mode,
+                            cmap=cmap, overlay_alpha=overlay_alpha, top_mass=top_mass)
+            paths.append(os.path.join(out_dir, f"map_{r}_{j}.png"))
+            outputs.add_bytes(paths[-1], png(rgb))
+    paths.append(os.path.join(out_dir, "panels.json"))
+    outputs.add_bytes(paths[-1], json.dumps(record, indent=2).encode())
+    outputs.commit()
+    return paths
 
 
 def save_figure(fig, path, *, dpi: int = 100, format: str = "png"):

@@ -91,7 +91,7 @@ def test_row_scale_is_shared_within_each_row_and_differs_between_rows():
     axes, bars = _axes(fig, "map"), _colorbar_limits(fig)
     assert sorted(bars) == [0, 1, 2]  # one colour bar per row
     for r in range(3):
-        m = np.abs(maps[:, r]).max()
+        m = np.percentile(np.abs(maps[:, r]), 99)  # the default clip: 99th percentile of the row's |a|
         for j in range(N):
             norm = _overlay(axes[(r, j)]).norm
             assert norm.vmin == pytest.approx(-m) and norm.vmax == pytest.approx(m)
@@ -104,7 +104,7 @@ def test_row_scale_is_shared_within_each_row_and_differs_between_rows():
 
 def test_figure_scale_is_one_scale_for_every_panel():
     maps = _maps(N, 3, H, W) * np.array([1e-3, 1.0, 50.0])[None, :, None, None]
-    fig = viz.plot_attributions(_images(), maps, scale="figure")
+    fig = viz.plot_attributions(_images(), maps, scale="figure", clip=None)  # None: the largest |value|
     m = np.abs(maps).max()
     for ax in _axes(fig, "map").values():
         assert (_overlay(ax).norm.vmin, _overlay(ax).norm.vmax) == pytest.approx((-m, m))
@@ -115,9 +115,9 @@ def test_figure_scale_is_one_scale_for_every_panel():
 
 def test_panel_scale_prints_each_panel_maximum():
     maps = _maps(N, H, W)
-    fig = viz.plot_attributions(_images(), maps, scale="panel")
+    fig = viz.plot_attributions(_images(), maps, scale="panel", clip=99.5)
     for (r, j), ax in _axes(fig, "map").items():
-        m = np.abs(maps[j]).max()
+        m = np.percentile(np.abs(maps[j]), 99.5)
         assert _overlay(ax).norm.vmax == pytest.approx(m)
         assert [t.get_text() for t in ax.texts] == [f"m={viz.format_value(m)}"]
 
@@ -284,3 +284,163 @@ def test_ci95_halfwidth_along_an_axis_matches_the_scalar_helper():
     np.testing.assert_allclose(ci95_halfwidth(values, axis=0), [ci95_halfwidth(values[:, k]) for k in range(5)])
     assert np.isnan(ci95_halfwidth(values[:1], axis=0)).all()
     assert np.isnan(ci95_halfwidth([1.0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Display modes: outlier clipping, sign, masked image, top mass, per-image PNGs
+
+def _photo_map(seed=0, size=224):
+    """A 224-px photo-like map: smooth structure plus noise, and ONE outlier pixel 1000x the rest."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    a = np.sin(6 * xx) * np.cos(4 * yy) + 0.3 * rng.normal(size=(size, size))
+    a[17, 101] = 1000.0
+    return a
+
+
+def test_displayed_range_follows_the_percentile_not_the_outlier_on_a_224_px_map():
+    a = _photo_map()
+    image = np.random.default_rng(1).random((1, 224, 224, 3))
+    fig = viz.plot_attributions(image, a[None], method="integrated_gradients")  # the defaults
+    overlay = _overlay(_axes(fig, "map")[(0, 0)])
+    m = np.percentile(np.abs(a), 99)  # NumPy's 99th percentile of |a| (no zeros here), linear interpolation
+    assert m < 3.0 < 1000.0  # the outlier does not set the scale
+    assert (overlay.norm.vmin, overlay.norm.vmax) == pytest.approx((-m, m), rel=1e-12)
+    assert _colorbar_limits(fig)[0] == pytest.approx((-m, m), rel=1e-12)
+    shown = np.clip(np.ma.getdata(overlay.norm(np.ma.getdata(overlay.get_array()))), 0.0, 1.0)  # to the colour map
+    np.testing.assert_allclose(shown, (np.clip(a, -m, m) + m) / (2 * m), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(viz.normalised_values(a, m), np.clip(a / m, -1.0, 1.0), rtol=0, atol=1e-15)
+    # Readable: most pixels away from white; without clipping almost all of them would be white.
+    assert np.median(np.abs(2 * shown - 1)) > 0.2
+    unclipped = viz.plot_attributions(image, a[None], clip=None)
+    assert _overlay(_axes(unclipped, "map")[(0, 0)]).norm.vmax == 1000.0
+    assert np.median(np.abs(a) / 1000.0) < 0.002
+    assert "99th percentile" in " ".join(t.get_text() for t in fig.texts).replace("\n", " ")
+
+
+def test_clip_percentile_is_shared_by_the_row():
+    maps = _maps(N, H, W)
+    maps[1, 2, 3] = 500.0  # one outlier in one panel moves the row's percentile a little, not to 500
+    fig = viz.plot_attributions(_images(), maps, clip=97.0)
+    m = np.percentile(np.abs(maps), 97.0)
+    for j in range(N):
+        assert _overlay(_axes(fig, "map")[(0, j)]).norm.vmax == pytest.approx(m, rel=1e-12)
+    assert viz.display_limit(np.zeros((4, 4))) == 1.0
+    sparse = np.zeros((10, 10))
+    sparse[0, 0], sparse[5, 5] = 3.0, 1.0  # zeros carry no attribution: the percentile of {1, 3}
+    assert viz.display_limit(sparse) == pytest.approx(np.percentile([1.0, 3.0], 99), rel=1e-12)
+    assert viz.display_limit(sparse, None) == 3.0
+
+
+@pytest.mark.parametrize("sign, expected, low", [
+    ("all", lambda a: a, True), ("positive", lambda a: np.where(a > 0, a, 0.0), False),
+    ("negative", lambda a: np.where(a < 0, -a, 0.0), False), ("absolute", lambda a: np.sqrt(a * a), False)])
+def test_each_sign_mode_shows_its_part_of_the_map(sign, expected, low):
+    maps = _maps(N, H, W)
+    fig = viz.plot_attributions(_images(), maps, sign=sign, clip=95.0)
+    values = expected(maps)
+    m = np.percentile(np.abs(values[values != 0]), 95.0)  # exact zeros (the other sign's part) left out
+    for j in range(N):
+        overlay = _overlay(_axes(fig, "map")[(0, j)])
+        np.testing.assert_allclose(overlay.get_array(), values[j], rtol=0, atol=0)
+        assert (overlay.norm.vmin, overlay.norm.vmax) == pytest.approx((-m if low else 0.0, m), rel=1e-12)
+    assert overlay.get_cmap().name == viz.SIGN_CMAPS[sign]
+    bar = [ax for ax in fig.axes if ax.get_label() == "colorbar 0"][0]
+    labels = [t.get_text() for t in bar.get_yticklabels()]
+    if sign == "negative":  # the size of the negative part, read in the map's own (negative) values
+        assert labels[-1] == viz.format_value(-m) and labels[0] == "0"
+    else:
+        assert labels[-1] == viz.format_value(m)
+    np.testing.assert_array_equal(viz.signed_values(maps, sign), values)
+
+
+def _top_mass_reference(v, fraction):
+    """Fewest pixels, largest first (ties: row-major order), whose sum reaches fraction * total."""
+    flat = v.ravel()
+    order = sorted(range(flat.size), key=lambda i: (-flat[i], i))
+    keep, total, acc = np.zeros(flat.size, bool), float(flat.sum()), 0.0
+    for i in order:
+        if total == 0 or acc >= fraction * total:
+            break
+        keep[i] = True
+        acc += float(flat[i])
+    return keep.reshape(v.shape)
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.2, 0.5, 1.0])
+def test_top_mass_keeps_exactly_the_pixels_holding_that_fraction_of_the_mass(fraction):
+    rng = np.random.default_rng(3)
+    maps = [np.abs(rng.normal(size=(12, 14))) ** 3, rng.integers(0, 4, size=(12, 14)).astype(float)]  # ties
+    for v in maps:
+        got = viz.top_mass_mask(v, fraction)
+        np.testing.assert_array_equal(got, _top_mass_reference(v, fraction))
+        kept = np.sort(v[got])
+        assert kept.sum() >= fraction * v.sum() - 1e-12
+        assert kept[1:].sum() < fraction * v.sum()  # minimal: without its smallest pixel it falls short
+    assert not viz.top_mass_mask(np.zeros((3, 3)), 0.5).any()
+
+
+def test_masked_and_top_mass_panels_are_the_image_times_the_map():
+    images, maps = _images(3), _maps(N, H, W)
+    m = np.percentile(np.abs(maps), 99)
+    fig = viz.plot_attributions(images, maps, sign="absolute", mode="masked")
+    for j in range(N):
+        np.testing.assert_allclose(_overlay(_axes(fig, "map")[(0, j)]).get_array(),
+                                   images[j] * np.clip(np.abs(maps[j]) / m, 0, 1)[..., None], atol=1e-12)
+    fig = viz.plot_attributions(images, maps, sign="positive", mode="top_mass", top_mass=0.3)
+    for j in range(N):
+        keep = _top_mass_reference(np.maximum(maps[j], 0), 0.3)
+        np.testing.assert_allclose(_overlay(_axes(fig, "map")[(0, j)]).get_array(),
+                                   images[j] * np.where(keep, 1.0, 0.15)[..., None], atol=1e-12)
+    assert "top 30%" in " ".join(t.get_text() for t in fig.texts).replace("\n", " ")
+
+
+def test_heat_map_mode_draws_the_map_alone():
+    fig = viz.plot_attributions(_images(), _maps(N, H, W), mode="heat_map")
+    ax = _axes(fig, "map")[(0, 0)]
+    assert len(ax.images) == 1 and _overlay(ax).get_alpha() == 1.0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"sign": "both"}, "sign must be one of all, positive, negative, absolute"),
+    ({"mode": "blend"}, "mode must be one of overlay, heat_map, masked, top_mass"),
+    ({"clip": 0.0}, r"clip must be a percentile in \(0, 100\]"),
+    ({"clip": 150}, r"clip must be a percentile"),
+    ({"mode": "masked"}, "choose sign 'positive', 'negative' or 'absolute'"),
+    ({"mode": "top_mass", "sign": "absolute", "top_mass": 0.0}, r"top_mass must be a fraction in \(0, 1\]"),
+])
+def test_display_options_are_checked(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        viz.plot_attributions(_images(), _maps(N, H, W), **kwargs)
+    with pytest.raises(ValueError, match="draws the images"):
+        viz.plot_attributions(None, [_maps(N, H, W)], sign="absolute", mode="masked")
+
+
+def test_per_image_pngs_are_the_figure_panels(tmp_path):
+    import json
+
+    from PIL import Image
+
+    images, maps = _images(3), _maps(N, 2, H, W)
+    fig = viz.plot_attributions(images, maps, row_titles=["a", "b"], panels_dir=str(tmp_path / "panels"))
+    names = sorted(os.listdir(tmp_path / "panels"))
+    assert names == sorted([f"image_{j}.png" for j in range(N)] + [f"map_{r}_{j}.png" for r in range(2)
+                                                                   for j in range(N)] + ["panels.json"])
+    assert sorted(fig.panel_paths) == sorted(str(tmp_path / "panels" / n) for n in names)
+    record = json.loads((tmp_path / "panels" / "panels.json").read_text())
+    for r in range(2):
+        m = np.percentile(np.abs(maps[:, r]), 99)
+        assert record["rows"][r]["m"] == pytest.approx([m] * N, rel=1e-12)
+        for j in range(N):
+            png = np.asarray(Image.open(tmp_path / "panels" / f"map_{r}_{j}.png"))
+            assert png.shape == (H, W, 3)
+            # NumPy reference: 60% of the bwr colour of clip(a / m) over 40% of the grey image.
+            import matplotlib
+
+            heat = matplotlib.colormaps["bwr"]((np.clip(maps[j, r], -m, m) + m) / (2 * m))[..., :3]
+            grey = (images[j] @ np.array([0.299, 0.587, 0.114]))[..., None]
+            np.testing.assert_array_equal(png, np.round((0.4 * grey + 0.6 * heat) * 255).astype(np.uint8))
+    original = np.asarray(Image.open(tmp_path / "panels" / "image_1.png"))
+    np.testing.assert_array_equal(original, np.round(images[1] * 255).astype(np.uint8))
+    paths = viz.save_panels(images, maps[:, 0], str(tmp_path / "single"), sign="absolute", mode="masked")
+    assert len(paths) == 2 * N + 1 and all(os.path.isfile(p) for p in paths)

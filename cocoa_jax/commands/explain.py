@@ -429,7 +429,8 @@ def run(args: argparse.Namespace) -> int:
                 f"baseline: blurred explicand")
     outputs.add_rendered(os.path.join(out, "figure.png"), lambda f: viz.plot_attributions(
         np.asarray(inputs["images"]), row_maps, method=[m for _, m in row_keys], titles=inputs["titles"],
-        row_titles=row_titles, scale="row", suptitle=suptitle, image_label="explicand", path=f))
+        row_titles=row_titles, scale="row", clip=viz.DEFAULT_CLIP, suptitle=suptitle, image_label="explicand",
+        path=f))
     timings["write"] = round(time.perf_counter() - t0, 3)
     bar.update(1)
     bar.close()
@@ -448,8 +449,10 @@ def run(args: argparse.Namespace) -> int:
         "devices": 1 if mesh is None else int(mesh.devices.size),
         "arrays": {"file": "attributions.npz", "axes": array_axes(method_names, demo=setup["demo"])},
         "figure": "red = supports the target (positive attribution), blue = opposes it; rows are "
-                  "target x method, each row on one shared symmetric colour scale (+-max |value| of the "
-                  "row, numbers on its colour bar); per-channel maps are averaged over channels; maps of "
+                  "target x method, each row on one shared symmetric colour scale (+-m, m = the "
+                  f"{viz.DEFAULT_CLIP:g}th percentile of the row's nonzero |values|, larger values saturate; "
+                  "numbers on its colour "
+                  "bar); per-channel maps are averaged over channels; maps of "
                   "centred methods (RISE) are shown minus their mean (they carry the mean score as an offset)",
         "max_abs_completeness_gap": max(gaps) if gaps else None,
         "timings_s": timings,

@@ -30,7 +30,8 @@ CONVERTERS = {
 }
 # Settings a converter cannot read off the weights (`--option KEY=VALUE`; see each module).
 OPTIONS = {"clip_vit_b32": ("activation", "vision_head_width"), "clip_vit": ("activation", "vision_head_width"),
-           "dino_vit": ("num_heads", "image_size", "layout"), "dinov2_vit": ("num_heads", "image_size", "layout")}
+           "dino_vit": ("num_heads", "image_size", "layout", "interpolate_offset", "interpolate_antialias"),
+           "dinov2_vit": ("num_heads", "image_size", "layout", "interpolate_offset", "interpolate_antialias")}
 
 
 def convert(arch: str, checkpoint: str, out_dir: str, *, unsafe_unpickle: bool = False,

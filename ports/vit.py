@@ -16,6 +16,18 @@ every released DINO/DINOv2 model: S 6, B 12, L 16, g 24), overridable with the o
     `model.state_dict()`, `pytorch_model.bin` or `model.safetensors`), described below.
 DINOv2's `mask_token` (masked-image-modelling input, unused at inference) is dropped and reported.
 
+Positional-embedding resampling at other input sizes (config `interpolate_offset`,
+`interpolate_antialias`; see `cocoa_jax.models.vit`) is not in the weights: it is a setting of the
+code that built the model, recorded in model.json (`RESAMPLING`):
+  * facebookresearch layout without registers (DINO; DINOv2 hub `dinov2_vit*14`): bicubic, no
+    antialias, `scale_factor = (grid + 0.1) / M` (offset 0.1, `DinoVisionTransformer`'s default);
+  * facebookresearch layout with `register_tokens` (DINOv2 hub `dinov2_vit*14_reg`, whose entries
+    pass `interpolate_antialias=True, interpolate_offset=0.0`; so do the `*_reg4` eval configs):
+    antialiased bicubic to the output size;
+  * timm's layout (with or without `reg_token`): antialiased bicubic to the output size.
+The options `interpolate_offset` (a number >= 0) and `interpolate_antialias` (true/false) replace
+them, e.g. for a register model trained with dinov2's training defaults (0.1, false).
+
 timm's layout (`timm/models/vision_transformer.py`, `VisionTransformer` and its `_convert_dinov2`)
 has the same block, norm, patch-embedding and `cls_token` names, and differs in:
   * registers are `reg_token` (facebookresearch: `register_tokens`);
@@ -219,7 +231,58 @@ def infer_config(arch: str, sd: Mapping, *, num_heads=None, image_size=None, wha
             "num_register_tokens": registers, "layer_scale": layer_scale, "ffn": "swiglu" if swiglu else "mlp",
             "ffn_hidden": hidden, "qkv_bias": "blocks.0.attn.qkv.bias" in sd,
             "image_size": int(image_size) if image_size is not None else 224,
-            "interpolate_offset": 0.1, "interpolate_antialias": False}
+            **RESAMPLING["facebookresearch"]}
+
+
+# How each source resamples the positional embedding at other input sizes (module docstring).
+RESAMPLING = {
+    "facebookresearch": {"interpolate_offset": 0.1, "interpolate_antialias": False},
+    "facebookresearch_registers": {"interpolate_offset": 0.0, "interpolate_antialias": True},
+    "timm": {"interpolate_offset": 0.0, "interpolate_antialias": True},
+}
+_RESAMPLING_SOURCE = {
+    "facebookresearch": "DinoVisionTransformer's defaults, as DINO and the DINOv2 hub models without registers",
+    "facebookresearch_registers": "register checkpoint: as the DINOv2 hub's *_reg models",
+    "timm": "timm's resample_abs_pos_embed",
+}
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _offset_option(value) -> float:
+    try:
+        offset = float(value)
+    except (TypeError, ValueError):
+        offset = float("nan")
+    if not offset >= 0.0 or offset == float("inf"):
+        raise ValueError(f"option interpolate_offset must be a number >= 0 (0.1: DinoVisionTransformer's default, "
+                         f"0: the output size), got {value!r}")
+    return offset
+
+
+def _antialias_option(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in _TRUE + _FALSE:
+        return str(value).strip().lower() in _TRUE
+    raise ValueError(f"option interpolate_antialias must be true or false, got {value!r}")
+
+
+def resampling(layout: str, registers: int, *, interpolate_offset=None, interpolate_antialias=None):
+    """(config fields, note): how the positional embedding resamples, from the layout and the
+    register count, each field replaced by its option when given."""
+    source = "timm" if layout == "timm" else "facebookresearch_registers" if registers else "facebookresearch"
+    fields, why = dict(RESAMPLING[source]), _RESAMPLING_SOURCE[source]
+    if interpolate_offset is not None:
+        fields["interpolate_offset"] = _offset_option(interpolate_offset)
+    if interpolate_antialias is not None:
+        fields["interpolate_antialias"] = _antialias_option(interpolate_antialias)
+    if fields != RESAMPLING[source]:
+        why = "options interpolate_offset / interpolate_antialias"
+    offset = fields["interpolate_offset"]
+    how = (f"scale_factor (grid + {offset:g}) / M" if offset else "to the output size")
+    note = (f"positional embedding at other input sizes: bicubic{', antialiased' if fields['interpolate_antialias'] else ''}, "
+            f"{how} ({why})")
+    return fields, note
 
 
 def vit_key(path, shape):
@@ -235,19 +298,26 @@ def vit_key(path, shape):
 
 
 def convert_state_dict(arch: str, state_dict: Mapping, *, what="checkpoint", stored_key=None, num_heads=None,
-                       image_size=None, layout="facebookresearch"):
+                       image_size=None, layout="facebookresearch", interpolate_offset=None, interpolate_antialias=None):
+    """(config, variables) of a facebookresearch-layout dict (`canonical_state_dict`, or
+    `timm_to_reference` with layout="timm"); the resampling settings as `resampling`."""
     config = infer_config(arch, state_dict, num_heads=num_heads, image_size=image_size, what=what)
-    if layout == "timm":  # timm's resample_abs_pos_embed: antialiased bicubic to the output size
-        config.update(interpolate_offset=0.0, interpolate_antialias=True)
+    fields, _ = resampling(layout, config["num_register_tokens"], interpolate_offset=interpolate_offset,
+                           interpolate_antialias=interpolate_antialias)
+    config.update(fields)
     _, abstract = registry.init_abstract(arch, config)
     return config, fill_variables(abstract, state_dict, vit_key, what=what, stored_key=stored_key)
 
 
 def _converter(arch: str):
     def convert(checkpoint_path: str, out_dir: str, *, unsafe_unpickle=False, overwrite=False,
-                num_heads=None, image_size=None, layout=None) -> str:
+                num_heads=None, image_size=None, layout=None, interpolate_offset=None,
+                interpolate_antialias=None) -> str:
         import torch
 
+        # bad option values fail before the file is read
+        interpolate_offset = None if interpolate_offset is None else _offset_option(interpolate_offset)
+        interpolate_antialias = None if interpolate_antialias is None else _antialias_option(interpolate_antialias)
         raw, notes = unwrap(load_checkpoint(checkpoint_path, unsafe_unpickle=unsafe_unpickle))
         canonical, to_file, layout_notes = canonical_state_dict(raw)
         had_mask_token = any(k.endswith("mask_token") for k in raw)
@@ -258,13 +328,18 @@ def _converter(arch: str):
             to_file = lambda key, names=names, fallback=to_file: names.get(key, fallback(key))  # noqa: E731
             layout_notes = layout_notes + timm_notes
         config, variables = convert_state_dict(arch, canonical, what=checkpoint_path, stored_key=to_file,
-                                               num_heads=num_heads, image_size=image_size, layout=layout)
+                                               num_heads=num_heads, image_size=image_size, layout=layout,
+                                               interpolate_offset=interpolate_offset,
+                                               interpolate_antialias=interpolate_antialias)
+        _, resampling_note = resampling(layout, config["num_register_tokens"], interpolate_offset=interpolate_offset,
+                                        interpolate_antialias=interpolate_antialias)
         notes = notes + chosen_notes + layout_notes
         if any(v.dtype in (torch.float16, torch.bfloat16) for v in canonical.values()):
             notes += ("converted from 16-bit weights (widened exactly to float32)",)
         notes += (f"ViT width {config['embed_dim']}, depth {config['depth']}, {config['num_heads']} heads, patch "
                   f"{config['patch_size']}, stored grid {config['pos_grid']}x{config['pos_grid']} "
-                  f"({config['num_register_tokens']} registers); representation: class token after the final norm",)
+                  f"({config['num_register_tokens']} registers); representation: class token after the final norm",
+                  resampling_note)
         return registry.save(arch, config, variables, out_dir, notes=notes, overwrite=overwrite)
 
     convert.__name__ = f"convert_{arch}"
@@ -273,4 +348,4 @@ def _converter(arch: str):
 
 convert_dino_vit = _converter("dino_vit")
 convert_dinov2_vit = _converter("dinov2_vit")
-OPTIONS = ("num_heads", "image_size", "layout")
+OPTIONS = ("num_heads", "image_size", "layout", "interpolate_offset", "interpolate_antialias")

@@ -1,8 +1,10 @@
 """DINO / DINOv2 ViT ports vs facebookresearch/dinov2's own model code, random weights.
 
-The reference is the `dinov2` package (`dinov2.models.vision_transformer.DinoVisionTransformer`,
-installed from facebookresearch/dinov2's source with `pip install --no-deps`: the PyPI release
-0.0.1.dev2 predates register tokens, so the register test skips with it). DINO (v1)'s
+The reference is the `dinov2` package (`dinov2.models.vision_transformer.DinoVisionTransformer`;
+the PyPI release 0.0.1.dev2 predates register tokens, so the test against its register model
+skips with it and runs when dinov2 is installed from facebookresearch/dinov2's source with
+`pip install --no-deps`; register models are compared with timm's in test_port_timm.py, and
+their positional-embedding resampling with `torch.nn.functional.interpolate` here). DINO (v1)'s
 `vision_transformer.py` is not packaged anywhere: its ViT is DINOv2's without LayerScale and
 without `mask_token` (same keys, same qkv/MLP/eps 1e-6, same `interpolate_pos_encoding` with
 the 0.1 offset), which is how the DINO case builds it. Small configs (2 blocks, width 128,
@@ -11,6 +13,7 @@ gradients must agree to < 1e-5 relative.
 """
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -30,9 +33,13 @@ TOL = 1e-5
 HAS_REGISTERS = "num_register_tokens" in vits.DinoVisionTransformer.__init__.__code__.co_varnames
 
 
+# What the DINOv2 hub's *_reg entries (dinov2/hub/backbones.py) pass for register models.
+HUB_REGISTER_RESAMPLING = dict(interpolate_antialias=True, interpolate_offset=0.0)
+
+
 def _reference(seed, *, img_size=56, patch=14, layer_scale=True, registers=0, ffn="mlp", chunks=0):
     torch.manual_seed(seed)
-    kwargs = dict(num_register_tokens=registers) if registers else {}
+    kwargs = dict(num_register_tokens=registers, **HUB_REGISTER_RESAMPLING) if registers else {}
     model = vits.DinoVisionTransformer(img_size=img_size, patch_size=patch, embed_dim=128, depth=2, num_heads=2,
                                        init_values=1.0 if layer_scale else None, ffn_layer=ffn,
                                        block_chunks=chunks, **kwargs)
@@ -87,11 +94,79 @@ def test_dinov2_state_dict_interpolated(tmp_path):
 
 @pytest.mark.skipif(not HAS_REGISTERS, reason="installed dinov2 predates register tokens")
 def test_dinov2_registers_non_square(tmp_path):
-    """dinov2_vits14_reg4_pretrain.pth layout, a non-square 56x42 input (interpolated)."""
+    """dinov2_vits14_reg4_pretrain.pth layout with the hub's resampling, a non-square 56x42 input."""
     reference = _reference(1, registers=4)
     torch.save(reference.state_dict(), tmp_path / "reg4.pth")
     model = _compare("dinov2_vit", tmp_path / "reg4.pth", reference, tmp_path, (56, 42))
     assert model.config["num_register_tokens"] == 4
+    assert (model.config["interpolate_offset"], model.config["interpolate_antialias"]) == (0.0, True)
+
+
+@pytest.mark.parametrize("out_hw", [(16, 16), (32, 32), (37, 37), (16, 32)])
+def test_register_checkpoint_resampling_is_torch_interpolate(tmp_path, out_hw):
+    """A register checkpoint's recorded settings resample the released 37 x 37 grid as the hub's
+    *_reg entries do: torch's bicubic, antialias=True, to the output size (224 / 448 / 518 px and
+    a non-square 224 x 448)."""
+    state_dict = {**_reference(5, img_size=518).state_dict(), "register_tokens": 0.1 * torch.randn(1, 4, 128)}
+    torch.save(state_dict, tmp_path / "dinov2_vits14_reg4_pretrain.pth")
+    convert("dinov2_vit", str(tmp_path / "dinov2_vits14_reg4_pretrain.pth"), str(tmp_path / "out"))
+    config = load("dinov2_vit", str(tmp_path / "out")).config
+    grid = torch.randn(1, 3, 37, 37, dtype=torch.float64)
+    expected = torch.nn.functional.interpolate(grid, size=out_hw, mode="bicubic",
+                                               antialias=HUB_REGISTER_RESAMPLING["interpolate_antialias"])
+    rows, cols = vit.interpolation_matrices(*out_hw, 37, config["interpolate_offset"],
+                                            config["interpolate_antialias"])
+    np.testing.assert_allclose(np.einsum("ai,bj,cij->cab", rows, cols, grid[0].numpy()), expected[0].numpy(),
+                               rtol=0, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def released_grid_model(tmp_path_factory):
+    """(reference, converted model): a register-free DINOv2 stored at 518 px (37 x 37), as released."""
+    root = tmp_path_factory.mktemp("released_grid")
+    reference = _reference(6, img_size=518)
+    torch.save(reference.state_dict(), root / "dinov2_vits14_pretrain.pth")
+    convert("dinov2_vit", str(root / "dinov2_vits14_pretrain.pth"), str(root / "out"))
+    return reference, load("dinov2_vit", str(root / "out"))
+
+
+@pytest.mark.parametrize("size", [224, pytest.param(518, marks=pytest.mark.slow)])
+def test_register_free_at_released_sizes(released_grid_model, size):
+    """No registers: DinoVisionTransformer's resampling (offset 0.1, no antialias) from 37 x 37 at
+    224 px, none at 518 px."""
+    reference, model = released_grid_model
+    assert (model.config["interpolate_offset"], model.config["interpolate_antialias"]) == (0.1, False)
+    model = model.with_input_shape((size, size, 3))
+    rng = np.random.RandomState(size)
+    x = rng.rand(1, size, size, 3).astype(np.float32)
+    direction = rng.randn(128).astype(np.float32)
+    reps, grad = flax_reps_and_cosine_grad(model.encode_fn, model.params, x, direction)
+    ref_reps, ref_grad = torch_reps_and_cosine_grad(reference, x, direction)
+    assert rel_err(reps, ref_reps) < TOL and rel_err(grad, ref_grad) < TOL, (rel_err(reps, ref_reps),
+                                                                             rel_err(grad, ref_grad))
+
+
+def test_model_dir_without_resampling_fields_keeps_the_legacy_resampling(tmp_path):
+    """A model.json written before `interpolate_offset` / `interpolate_antialias` were recorded loads
+    with offset 0.1 and no antialias (what it always did), checked against the reference at 42 px."""
+    reference = _reference(7)
+    torch.save(reference.state_dict(), tmp_path / "v2.pth")
+    convert("dinov2_vit", str(tmp_path / "v2.pth"), str(tmp_path / "out"))
+    meta_path = tmp_path / "out" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["interpolate_offset"], meta["config"]["interpolate_antialias"]
+    meta_path.write_text(json.dumps(meta))
+    model = load("dinov2_vit", str(tmp_path / "out"))
+    assert "interpolate_offset" not in model.config and vit.LEGACY_RESAMPLING == {
+        "interpolate_offset": 0.1, "interpolate_antialias": False}
+    model = model.with_input_shape((42, 42, 3))
+    x = np.random.RandomState(0).rand(2, 42, 42, 3).astype(np.float32)
+    assert rel_err(model.encode_fn(model.params, x), _torch_reps(reference, x)) < TOL
+
+
+def _torch_reps(reference, x):
+    with torch.no_grad():
+        return reference(torch.tensor(np.transpose(x, (0, 3, 1, 2)))).numpy()
 
 
 def test_dinov2_swiglu_chunked_teacher_checkpoint(tmp_path):

@@ -9,19 +9,20 @@ written as timm publishes them (`model.safetensors`) or as `torch.save(model.sta
 (`pytorch_model.bin`), converted with `cocoa_jax_ports.convert`, and representations and
 cosine-target input gradients must agree to < 1e-5 relative.
 
-timm 1.0.x imports torchvision names when the `timm` package is imported (`FrozenBatchNorm2d`
-in timm/layers, datasets and transforms in timm/data), none of which `VisionTransformer` uses.
-torchvision stays out of the environment: while timm is imported, a placeholder module answers
-those imports (each name a distinct class that cannot be instantiated), and it is removed from
-`sys.modules` right after, so nothing else sees a `torchvision`.
+timm is imported without torchvision (`torch_reference.timm_vit`).
+
+DINOv2 with registers in facebookresearch's layout (`dinov2_vit*14_reg4_pretrain.pth`: the
+checkpoints of the hub's `*_reg` entries, which resample with `interpolate_antialias=True,
+interpolate_offset=0.0`) is checked against timm's `vit_*_patch14_reg4_dinov2` settings (the
+same model, timm's `_convert_dinov2` maps one file onto the other) at 224, 448 and 518 px from
+the released 37 x 37 grid; `torch.nn.functional.interpolate` with the hub's settings is the
+reference of the resampling step itself.
 """
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import importlib.util
+import json
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -29,61 +30,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
+from torch_reference import timm_vit as timm_reference  # noqa: E402
 
-def _import_timm_vision_transformer():
-    """`timm.models.vision_transformer` and `timm.layers.SwiGLUPacked`, or None if timm is absent."""
-    if importlib.util.find_spec("timm") is None:
-        return None
-    if importlib.util.find_spec("torchvision") is not None:  # a real one: use it
-        import timm.layers
-        import timm.models.vision_transformer as vision_transformer
-        return vision_transformer, timm.layers.SwiGLUPacked
-
-    class _Meta(type):
-        def __getattr__(cls, name):
-            if name.startswith("__"):
-                raise AttributeError(name)
-            sub = _Meta(name, (cls,), {})
-            setattr(cls, name, sub)
-            return sub
-
-    class _Placeholder(metaclass=_Meta):
-        def __init__(self, *args, **kwargs):
-            raise RuntimeError("torchvision placeholder used while importing timm")
-
-    class _Module(types.ModuleType):
-        def __getattr__(self, name):
-            if name.startswith("__"):
-                raise AttributeError(name)
-            sub = _Meta(name, (_Placeholder,), {})
-            setattr(self, name, sub)
-            return sub
-
-    class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-        def find_spec(self, name, path, target=None):
-            if name == "torchvision" or name.startswith("torchvision."):
-                return importlib.machinery.ModuleSpec(name, self, is_package=True)
-            return None
-
-        def create_module(self, spec):
-            return _Module(spec.name)
-
-        def exec_module(self, module):
-            module.__path__ = []
-
-    finder = _Finder()
-    sys.meta_path.insert(0, finder)
-    try:
-        import timm.layers
-        import timm.models.vision_transformer as vision_transformer
-    finally:
-        sys.meta_path.remove(finder)
-        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
-            del sys.modules[name]
-    return vision_transformer, timm.layers.SwiGLUPacked
-
-
-_TIMM = _import_timm_vision_transformer()
+_TIMM = timm_reference.import_timm_vision_transformer()
 if _TIMM is None:
     pytest.skip("timm not installed (pip install --no-deps timm)", allow_module_level=True)
 timm_vit, SwiGLUPacked = _TIMM
@@ -105,14 +54,7 @@ def _reference(seed, **kwargs):
     torch.manual_seed(seed)
     kwargs.setdefault("num_classes", 0)
     model = timm_vit.VisionTransformer(embed_dim=WIDTH, depth=2, num_heads=2, dynamic_img_size=True, **kwargs)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("norm1.weight", "norm2.weight")) or name == "norm.weight":
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
-            elif name.endswith("bias") or "gamma" in name or "token" in name:
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-    return model.eval()
+    return timm_reference.randomize(model, seed + 1)
 
 
 def _save(model, path):
@@ -124,9 +66,7 @@ def _save(model, path):
     return str(path)
 
 
-def _representation(model):
-    """The class token after the final norm (timm's pre-logits with global_pool='token')."""
-    return lambda x: model.forward_head(model.forward_features(x), pre_logits=True)
+_representation = timm_reference.representation
 
 
 def _compare(arch, path, reference, out, hw, options=None):
@@ -249,3 +189,80 @@ def test_layout_errors_name_the_key(tmp_path):
 def _save_dict(state_dict, path):
     torch.save({k: v.clone() for k, v in state_dict.items()}, path)
     return str(path)
+
+
+# DINOv2 with registers (dinov2_vit*14_reg4_pretrain.pth layout) vs timm's reg4 DINOv2 settings.
+REG_SEED = 10
+
+
+@pytest.fixture(scope="module")
+def registers_case(tmp_path_factory):
+    """(timm reference stored at 518 px (37 x 37 grid), its facebookresearch state dict,
+    {layout: converted model}): the same weights written in both layouts, converted without options."""
+    root = tmp_path_factory.mktemp("registers")
+    reference = timm_reference.dinov2_registers(timm_vit, REG_SEED, width=WIDTH, heads=2)
+    official = timm_reference.facebookresearch_layout(reference, REG_SEED + 2)
+    torch.save(official, root / "dinov2_vits14_reg4_pretrain.pth")
+    convert("dinov2_vit", str(root / "dinov2_vits14_reg4_pretrain.pth"), str(root / "facebookresearch"))
+    convert("dinov2_vit", _save(reference, root / "model.safetensors"), str(root / "timm"))
+    models = {layout: load("dinov2_vit", str(root / layout)) for layout in ("facebookresearch", "timm")}
+    return reference, official, models, root
+
+
+def test_register_reference_is_timms_convert_dinov2(registers_case):
+    """The facebookresearch file of the test is what timm's own `_convert_dinov2` maps onto the
+    timm model (so both sides of the comparison hold the same weights)."""
+    reference, official, _, _ = registers_case
+    mapped = timm_vit._convert_dinov2({k: v.clone() for k, v in official.items()}, reference)
+    expected = reference.state_dict()
+    assert set(mapped) == set(expected)
+    for key, value in expected.items():
+        torch.testing.assert_close(mapped[key], value, rtol=0, atol=1e-7, msg=key)
+
+
+def test_register_checkpoint_records_the_hub_resampling(registers_case):
+    """A `register_tokens` checkpoint gets the resampling of the hub's *_reg entries (antialiased
+    bicubic to the output size), recorded in model.json and reported."""
+    _, _, models, root = registers_case
+    for layout, model in models.items():
+        assert model.config["num_register_tokens"] == 4 and model.config["pos_grid"] == 37
+        assert (model.config["interpolate_offset"], model.config["interpolate_antialias"]) == (0.0, True), layout
+        with open(root / layout / "model.json") as f:
+            stored = json.load(f)["config"]
+        assert (stored["interpolate_offset"], stored["interpolate_antialias"]) == (0.0, True)
+    notes = " ".join(models["facebookresearch"].notes)
+    assert "bicubic, antialiased, to the output size" in notes and "*_reg" in notes
+    assert "resample_abs_pos_embed" in " ".join(models["timm"].notes)
+
+
+@pytest.mark.parametrize("size", [224, pytest.param(448, marks=pytest.mark.slow), 518])
+def test_registers_match_timm(registers_case, size):
+    """Representations and input gradients at 224 / 448 px (37 x 37 -> 16 x 16 / 32 x 32 grid) and
+    at the stored 518 px, both layouts."""
+    reference, _, models, _ = registers_case
+    rng = np.random.RandomState(size)
+    x = rng.rand(1, size, size, 3).astype(np.float32)
+    direction = rng.randn(WIDTH).astype(np.float32)
+    ref_reps, ref_grad = torch_reps_and_cosine_grad(_representation(reference), x, direction)
+    for layout, model in models.items():
+        model = model.with_input_shape((size, size, 3))
+        reps, grad = flax_reps_and_cosine_grad(model.encode_fn, model.params, x, direction)
+        assert rel_err(reps, ref_reps) < TOL and rel_err(grad, ref_grad) < TOL, \
+            (layout, rel_err(reps, ref_reps), rel_err(grad, ref_grad))
+
+
+def test_register_options_replace_the_resampling(registers_case, tmp_path):
+    """--option interpolate_offset / interpolate_antialias (a register model trained with dinov2's
+    training defaults): recorded as given; bad values fail before anything is written."""
+    _, _, _, root = registers_case
+    path = str(root / "dinov2_vits14_reg4_pretrain.pth")
+    convert("dinov2_vit", path, str(tmp_path / "a"),
+            options={"interpolate_offset": "0.1", "interpolate_antialias": "false"})
+    model = load("dinov2_vit", str(tmp_path / "a"))
+    assert (model.config["interpolate_offset"], model.config["interpolate_antialias"]) == (0.1, False)
+    assert any("options interpolate_offset" in n for n in model.notes)
+    with pytest.raises(ValueError, match="interpolate_offset must be a number >= 0.*'-1'"):
+        convert("dinov2_vit", path, str(tmp_path / "b"), options={"interpolate_offset": "-1"})
+    with pytest.raises(ValueError, match="interpolate_antialias must be true or false.*'maybe'"):
+        convert("dinov2_vit", path, str(tmp_path / "c"), options={"interpolate_antialias": "maybe"})
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

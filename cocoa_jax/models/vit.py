@@ -24,9 +24,13 @@ size, so source coordinates are `(i + 0.5) * M / (H // p + offset) - 0.5`, not
 
 `interpolate_antialias=True` is torch's antialiased bicubic (`interpolate(..., antialias=True)`,
 PIL's filter: a = -0.5, support widened by the scale when shrinking, taps cut at the border and
-the weights renormalised), which timm's `resample_abs_pos_embed` uses (size mode, offset 0): the
-config of ViTs converted from timm's layout. The positional embedding then resamples as timm's
-`dynamic_img_size=True` (or `img_size=...` at creation) does.
+the weights renormalised). With offset 0 (the output size given), it is what the DINOv2 hub's
+register models (`dinov2_vit*14_reg`: `interpolate_antialias=True, interpolate_offset=0.0`) and
+timm's `resample_abs_pos_embed` (`dynamic_img_size=True`, or `img_size=...` at creation) do; the
+converter records it for register checkpoints and timm's layout (cocoa_jax_ports.vit).
+
+A config without these two fields (model directories written before they were recorded) resamples
+with `LEGACY_RESAMPLING`: offset 0.1, no antialias, what those directories always did.
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ DEFAULT_CONFIG = {"embed_dim": 384, "depth": 12, "num_heads": 6, "patch_size": 1
                   "num_register_tokens": 0, "layer_scale": True, "ffn": "mlp", "ffn_hidden": 1536,
                   "qkv_bias": True, "image_size": 224, "interpolate_offset": 0.1,
                   "interpolate_antialias": False}
+LEGACY_RESAMPLING = {"interpolate_offset": 0.1, "interpolate_antialias": False}
 
 
 def _cubic_weights(t: float):
@@ -197,8 +202,9 @@ class ViT(nn.Module):
         if gh * gw == grid * grid and height == width:  # the reference's condition, verbatim
             pos = pos_embed
         else:
-            rows, cols = interpolation_matrices(gh, gw, grid, float(c.get("interpolate_offset", 0.1)),
-                                                bool(c.get("interpolate_antialias", False)))
+            settings = {**LEGACY_RESAMPLING, **{k: c[k] for k in LEGACY_RESAMPLING if k in c}}
+            rows, cols = interpolation_matrices(gh, gw, grid, float(settings["interpolate_offset"]),
+                                                bool(settings["interpolate_antialias"]))
             patch_pos = pos_embed[0, 1:].reshape(grid, grid, dim)
             patch_pos = jnp.einsum("ai,bj,ijd->abd", jnp.asarray(rows, jnp.float32),
                                    jnp.asarray(cols, jnp.float32), patch_pos,

@@ -57,7 +57,7 @@ def to_float(image, channels: Optional[int] = None, *, background: float = WHITE
     else:
         values, alpha = _from_array(image)
     if alpha is not None:
-        values = alpha * values + (1.0 - alpha) * background
+        values = alpha * values + (1.0 - alpha) * np.float32(background)
     return _with_channels(values, channels).astype(np.float32)
 
 
@@ -85,38 +85,39 @@ def resize(pixels: np.ndarray, size, interpolation: str = "bilinear") -> np.ndar
 # ---------------------------------------------------------------------------------------------
 
 def _from_pil(image):
-    """(values (H, W, 1|3) float64 in [0, 1], alpha (H, W, 1) or None), EXIF orientation applied."""
+    """(values (H, W, 1|3) float32 in [0, 1], alpha (H, W, 1) or None), EXIF orientation applied."""
     from PIL import ImageOps
 
     mode = image.mode
     full_scale = _integer_full_scale(image) if mode == "I" else None  # before the transpose drops the tags
     image = ImageOps.exif_transpose(image)
     if mode == "1":
-        return np.asarray(image, bool)[..., None].astype(np.float64), None
+        return np.asarray(image, bool)[..., None].astype(np.float32), None
     if mode in ("L", "RGB") or mode in _SIXTEEN_BIT:
         array = np.asarray(image)
         scale = 255.0 if mode in ("L", "RGB") else 65535.0
-        return _hwc(array.astype(np.float64) / scale), None
+        return _hwc(array.astype(np.float32) / scale), None
     if mode == "I":
-        array = np.asarray(image).astype(np.float64)
+        array = np.asarray(image).astype(np.float32)
         if array.size and (array.min() < 0 or array.max() > full_scale):
             raise ValueError(f"mode I image holds values in [{array.min():g}, {array.max():g}], outside its "
                              f"full scale [0, {full_scale:g}]")
         return _hwc(array / full_scale), None
     if mode == "F":
-        return _hwc(_unit_float(np.asarray(image, np.float64), "mode F image")), None
+        return _hwc(_unit_float(np.asarray(image, np.float32), "mode F image")), None
     if mode == "CMYK":
-        cmyk = np.asarray(image).astype(np.float64) / 255.0
+        cmyk = np.asarray(image).astype(np.float32) / 255.0
         return (1.0 - cmyk[..., :3]) * (1.0 - cmyk[..., 3:]), None
     if mode == "YCbCr":
-        ycc = (np.asarray(image).astype(np.float64) - np.array([0.0, 128.0, 128.0])) / 255.0  # JPEG's offset
-        return np.clip(ycc @ np.asarray(YCBCR_TO_RGB).T, 0.0, 1.0), None
+        offset = np.array([0.0, 128.0, 128.0], np.float32)  # JPEG's chroma offset
+        ycc = (np.asarray(image).astype(np.float32) - offset) / 255.0
+        return np.clip(ycc @ np.asarray(YCBCR_TO_RGB, np.float32).T, 0.0, 1.0), None
     if mode in ("LA", "La"):
-        array = np.asarray(image.convert("LA")).astype(np.float64) / 255.0
+        array = np.asarray(image.convert("LA")).astype(np.float32) / 255.0
         return array[..., :1], array[..., 1:]
     if mode == "RGBA" or mode in ("P", "PA", "RGBa", "RGBX"):
         # P: palette (and its transparency) looked up by PIL, exactly (8-bit to 8-bit).
-        array = np.asarray(image.convert("RGBA")).astype(np.float64) / 255.0
+        array = np.asarray(image.convert("RGBA")).astype(np.float32) / 255.0
         has_alpha = mode in ("RGBA", "PA", "RGBa") or (mode == "P" and _palette_has_alpha(image))
         return array[..., :3], (array[..., 3:] if has_alpha else None)
     raise ValueError(f"image mode {mode!r} is not supported (supported: 1, L, LA, P, PA, RGB, RGBA, CMYK, "
@@ -152,13 +153,13 @@ def _from_array(image):
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)):
         raise ValueError(f"image must be a PIL image or an (H, W[, 1|3|4]) array, got shape {array.shape}")
     if array.dtype == np.uint8:
-        array = array.astype(np.float64) / 255.0
+        array = array.astype(np.float32) / 255.0
     elif array.dtype == np.uint16:
-        array = array.astype(np.float64) / 65535.0
+        array = array.astype(np.float32) / 65535.0
     elif array.dtype == bool:
-        array = array.astype(np.float64)
+        array = array.astype(np.float32)
     elif np.issubdtype(array.dtype, np.floating):
-        array = _unit_float(array.astype(np.float64), "image array")
+        array = _unit_float(array.astype(np.float32), "image array")
     else:
         raise TypeError(f"image array must be uint8, uint16, bool or float in [0, 1], got dtype {array.dtype}")
     array = _hwc(array)
@@ -186,4 +187,4 @@ def _with_channels(values: np.ndarray, channels: Optional[int]) -> np.ndarray:
         return values
     if channels == 3:  # grey -> RGB
         return np.repeat(values, 3, axis=-1)
-    return values @ np.asarray(LUMA_601)[:, None]  # RGB -> grey
+    return values @ np.asarray(LUMA_601, np.float32)[:, None]  # RGB -> grey

@@ -284,7 +284,7 @@ def _show_image(img: np.ndarray):
 def scale_description(scale: str, clip: float | None = None, sign: str = "all") -> str:
     """What the colour scale means, for the note under a figure."""
     end = ("the largest |value|" if clip is None or float(clip) >= 100.0 else
-           f"the {float(clip):g}th percentile of |value| (larger values saturate)")
+           f"the {float(clip):g}th percentile of the nonzero |values| (larger values saturate)")
     span = "-m..+m" if sign == "all" else "0..m"
     kind = "symmetric colour scale" if sign == "all" else "colour scale"
     return {"row": f"one {kind} per row, shared by its panels: {span}, m = {end} of the row's maps (numbers on "

@@ -220,3 +220,21 @@ def test_batched_form_equals_one_explicand_at_a_time_and_absolute_is_per_channel
     a = jnp.asarray(np.stack([np.ones((H, W)), -np.ones((H, W)) * 3], axis=-1), jnp.float32)
     np.testing.assert_allclose(np.asarray(metrics.feature_scores(a, (H, W, C), absolute=True)), 2.0)
     np.testing.assert_allclose(np.asarray(metrics.feature_scores(a, (H, W, C), absolute=False)), -1.0)
+
+
+def test_each_measure_states_its_direction():
+    """Written out here, not read from the table: similarities and probabilities rise with inserted
+    evidence (higher insertion, lower deletion AUC is better); representation shift, a distance
+    from the explicand, is the reverse."""
+    from cocoa_jax.metrics import MEASURES, Measure
+
+    expected = {"ccs": ("higher", "lower"), "ccs_resampled_foil": ("higher", "lower"),
+                "corpus_majority_prob": ("higher", "lower"), "explicand_pred_prob": ("higher", "lower"),
+                "rep_shift": ("lower", "higher")}
+    assert {name: (m.better("insertion"), m.better("deletion")) for name, m in MEASURES.items()} == expected
+    assert (MEASURES["rep_shift"].arrow("insertion"), MEASURES["rep_shift"].arrow("deletion")) == ("↓", "↑")
+    assert (MEASURES["ccs"].arrow("insertion"), MEASURES["ccs"].arrow("deletion")) == ("↑", "↓")
+    with pytest.raises(ValueError, match="kind"):
+        MEASURES["ccs"].better("sideways")
+    with pytest.raises(ValueError, match="insertion"):
+        Measure("t", lambda reps, c: reps, (), insertion="up")

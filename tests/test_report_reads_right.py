@@ -78,16 +78,6 @@ def _table_rows(markdown, measure_title):
     return header, body
 
 
-def test_measure_table_states_each_direction():
-    from cocoa_jax.metrics import MEASURES
-
-    assert {name: (m.better("insertion"), m.better("deletion")) for name, m in MEASURES.items()} == EXPECTED_BETTER
-    with pytest.raises(ValueError, match="kind"):
-        MEASURES["ccs"].better("sideways")
-    with pytest.raises(ValueError, match="insertion"):
-        type(MEASURES["ccs"])("t", lambda r, c: r, (), insertion="up")
-
-
 @pytest.mark.parametrize("measure", ["rep_shift", "ccs", "corpus_majority_prob"])
 def test_arrows_and_best_marks_follow_each_measures_direction(run_dir, written, measure):
     _, markdown = written
@@ -233,3 +223,20 @@ def test_curves_panels_state_each_measures_direction(run_dir):
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == ["Insertion (higher area is better)", "Deletion (lower area is better)",
                       "Insertion (lower area is better)", "Deletion (higher area is better)"]
+
+
+def test_report_command_writes_the_header_and_takes_gini_official(run_dir, tmp_path, capsys):
+    from cocoa_jax import cli
+
+    out = tmp_path / "cli"
+    assert cli.main(["report", run_dir, "--out", str(out), "--measures", "rep_shift", "--gini", "official"]) == 0
+    printed = capsys.readouterr().out
+    assert "representation shift ins. (↓) | representation shift del. (↑)" in printed
+    assert "for it a LOWER insertion and a HIGHER deletion AUC are better" in printed
+    text = (out / "report.md").read_text()
+    assert text.startswith("# Sweep report\n") and "- **Run hash**: `" in text
+    assert "Gini, official raw-value formula" in text
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["report", run_dir, "--gini", "raw"])
+    assert exit_info.value.code == 2
+    assert "--gini: invalid choice: 'raw'" in capsys.readouterr().err

@@ -34,6 +34,15 @@ def test_gini_matches_numpy_reference_batched():
     assert ours.shape == (3, 2)
     ref = np.array([[gini_np(maps[i, j]) for j in range(2)] for i in range(3)])
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+    # Signed maps: the Gini of |a| (the default) lies in [0, 1); the official raw-value formula
+    # (absolute=False) divides by the signed sum and need not.
+    assert (maps < 0).any() and ((ours >= 0) & (ours < 1)).all()
+    signed = np.array([[-3.0, 1.0], [1.0, 1.05]])  # sum 0.05
+    a = np.sort(signed.ravel())
+    official = 2 * np.sum(np.arange(1, 5) * a) / (4 * a.sum()) - 5 / 4  # the official formula, float64
+    assert official > 20  # 60.75: far outside [0, 1]
+    np.testing.assert_allclose(float(gini_index(signed, absolute=False)), official, rtol=1e-4)
+    assert 0 <= float(gini_index(signed)) < 1
     np.testing.assert_allclose(float(gini_index(maps[0, 0])), ref[0, 0], rtol=1e-5)
     # Sparser maps score higher (and a wrong sort order would flip this).
     assert gini_np(maps[0, 0] ** 3) > gini_np(maps[0, 0]) and float(gini_index(maps[0, 0] ** 3)) > ref[0, 0]

@@ -29,6 +29,12 @@ from cocoa_jax_ports import CheckpointMismatchError, convert  # noqa: E402
 from torch_reference.compare import flax_reps_and_cosine_grad, rel_err, torch_reps_and_cosine_grad  # noqa: E402
 
 torch.set_num_threads(2)
+
+
+def _network(model):
+    """The raw network (normalised input, as the torch reference takes): `network_fn` where the
+    loaded model has one (encode_fn then takes [0, 1] pixels), else `encode_fn`."""
+    return getattr(model, "network_fn", model.encode_fn)
 TOL = 1e-5
 HAS_REGISTERS = "num_register_tokens" in vits.DinoVisionTransformer.__init__.__code__.co_varnames
 
@@ -61,7 +67,7 @@ def _compare(arch, path, reference, tmp_path, hw, options=None):
     rng = np.random.RandomState(0)
     x = rng.rand(2, *hw, 3).astype(np.float32)
     direction = rng.randn(128).astype(np.float32)
-    reps, grad = flax_reps_and_cosine_grad(model.encode_fn, model.params, x, direction)
+    reps, grad = flax_reps_and_cosine_grad(_network(model), model.params, x, direction)
     ref_reps, ref_grad = torch_reps_and_cosine_grad(reference, x, direction)
     assert rel_err(reps, ref_reps) < TOL
     assert rel_err(grad, ref_grad) < TOL
@@ -118,6 +124,12 @@ def test_register_checkpoint_resampling_is_torch_interpolate(tmp_path, out_hw):
                                             config["interpolate_antialias"])
     np.testing.assert_allclose(np.einsum("ai,bj,cij->cab", rows, cols, grid[0].numpy()), expected[0].numpy(),
                                rtol=0, atol=1e-12)
+    if out_hw != (37, 37):  # the register-free settings (what register models got before) resample otherwise
+        legacy = vit.LEGACY_RESAMPLING
+        rows, cols = vit.interpolation_matrices(*out_hw, 37, legacy["interpolate_offset"],
+                                                legacy["interpolate_antialias"])
+        legacy = np.einsum("ai,bj,cij->cab", rows, cols, grid[0].numpy())
+        assert np.abs(legacy - expected[0].numpy()).max() > 1e-2
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +152,7 @@ def test_register_free_at_released_sizes(released_grid_model, size):
     rng = np.random.RandomState(size)
     x = rng.rand(1, size, size, 3).astype(np.float32)
     direction = rng.randn(128).astype(np.float32)
-    reps, grad = flax_reps_and_cosine_grad(model.encode_fn, model.params, x, direction)
+    reps, grad = flax_reps_and_cosine_grad(_network(model), model.params, x, direction)
     ref_reps, ref_grad = torch_reps_and_cosine_grad(reference, x, direction)
     assert rel_err(reps, ref_reps) < TOL and rel_err(grad, ref_grad) < TOL, (rel_err(reps, ref_reps),
                                                                              rel_err(grad, ref_grad))
@@ -161,7 +173,7 @@ def test_model_dir_without_resampling_fields_keeps_the_legacy_resampling(tmp_pat
         "interpolate_offset": 0.1, "interpolate_antialias": False}
     model = model.with_input_shape((42, 42, 3))
     x = np.random.RandomState(0).rand(2, 42, 42, 3).astype(np.float32)
-    assert rel_err(model.encode_fn(model.params, x), _torch_reps(reference, x)) < TOL
+    assert rel_err(_network(model)(model.params, x), _torch_reps(reference, x)) < TOL
 
 
 def _torch_reps(reference, x):

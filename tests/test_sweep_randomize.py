@@ -68,7 +68,9 @@ def test_randomized_run_equals_a_run_of_the_randomized_encoder(tmp_path):
 
     paths = report.write_report(str(tmp_path / "randomized"))
     text = open(paths["markdown"]).read()
-    assert text.startswith("### Model randomisation") and "randomize_params" in text
+    # After the header (which says so too), the randomisation section comes first.
+    assert text.startswith("# Sweep report\n") and "model randomisation (per seed)" in text
+    assert text[text.index("### "):].startswith("### Model randomisation") and "randomize_params" in text
     assert "Model randomisation" not in open(report.write_report(str(tmp_path / "trained"))["markdown"]).read()
 
 

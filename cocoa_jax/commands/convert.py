@@ -36,7 +36,10 @@ EPILOG = """checkpoint formats:
                           options num_heads (default width/64), image_size (default 224),
                           layout=timm|facebookresearch (read off the keys when they tell; timm
                           files without registers need layout=timm: it sets timm's resampling
-                          of the positional embedding at other input sizes)
+                          of the positional embedding at other input sizes),
+                          interpolate_offset=0.1 / interpolate_antialias=false (that resampling;
+                          default: as the DINOv2 hub models, antialiased to the output size for
+                          register checkpoints and timm's layout, offset 0.1 otherwise)
 Any of them may be a .safetensors file (needs the package safetensors, in the ports extra).
 """
 

@@ -104,11 +104,21 @@ def _suggestion(word: str, choices) -> str:
     return f" (did you mean {bare[close[0]]}?)" if close else ""
 
 
+def _choice_hint(message: str) -> str:
+    """For argparse's `invalid choice: 'X' (choose from ...)`, the closest choice as a hint."""
+    import re
+
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if not found:
+        return ""
+    return _suggestion(found.group(1), re.findall(r"'([^']*)'", found.group(2)))
+
+
 class CommandParser(argparse.ArgumentParser):
     """argparse, with every mistake as one line: `cocoa-jax CMD: error: ...`, exit status 2."""
 
     def error(self, message: str):
-        self.exit(USAGE_ERROR_STATUS, f"{self.prog}: error: {message}\n")
+        self.exit(USAGE_ERROR_STATUS, f"{self.prog}: error: {message}{_choice_hint(message)}\n")
 
     def option_strings(self) -> list[str]:
         return [s for action in self._actions for s in action.option_strings]
@@ -160,10 +170,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
-    from cocoa_jax import interrupt
+    from cocoa_jax import interrupt, phases
 
     interrupt.set_command(command)
     interrupt.set_detail(None)
+    phases.reached("start")
     try:
         args = parse(argv)  # a bad command line exits 2 (SystemExit), like argparse
         module = importlib.import_module(COMMANDS[args.command][0])
@@ -174,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             compile_cache.configure(args.command, getattr(args, "compile_cache", None))
         except ValueError as err:
             raise UsageError(str(err)) from None
+        phases.reached("run")
         return int(module.run(args) or 0)
     except UsageError as err:
         _quiet_aborted_io()

@@ -22,8 +22,10 @@ import threading
 import time
 
 # Tests only: seconds to pause inside a commit after its first file is in place, so a signal
-# can be sent mid-commit (the commit must still complete, then the command exits 130).
+# can be sent mid-commit (the commit must still complete, then the command exits 130). The
+# pause ends early when a signal arrives (`cocoa_jax.interrupt` sets `_PAUSE_ENDS`).
 COMMIT_PAUSE_ENV = "COCOA_JAX_TEST_COMMIT_PAUSE"
+_PAUSE_ENDS = threading.Event()
 
 _LOCK = threading.RLock()
 _TEMPORARIES: dict[str, None] = {}  # insertion-ordered set of paths to delete on interrupt
@@ -117,7 +119,7 @@ def rendered(write) -> bytes:
 
 def _after_rename(count: int) -> int:
     if count == 0 and os.environ.get(COMMIT_PAUSE_ENV):
-        time.sleep(float(os.environ[COMMIT_PAUSE_ENV]))
+        _PAUSE_ENDS.wait(float(os.environ[COMMIT_PAUSE_ENV]))
     return count + 1
 
 

@@ -64,6 +64,7 @@ def _shut_down(signum: int) -> None:
         return  # the other watcher thread is already at it
     # Wait for a commit in progress (renames, or a directory being written); bounded, so a
     # stuck writer cannot make Ctrl-C hang forever.
+    files._PAUSE_ENDS.set()  # a test's pause inside the commit ends now
     files._LOCK.acquire(timeout=120)
     files.remove_temporaries()
     line = message(signum)

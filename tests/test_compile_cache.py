@@ -166,6 +166,7 @@ _WORKER = """
     hits = []
     monitoring.register_event_listener(lambda e, **k: hits.append(e) if e.endswith("cache_hits") else None)
     go = sys.argv[2]
+    print("ready", flush=True)
     while not os.path.exists(go):
         time.sleep(0.01)
     with warnings.catch_warnings():
@@ -186,9 +187,8 @@ def test_two_processes_writing_one_cache_both_succeed(tmp_path):
     code = textwrap.dedent(_WORKER)
     procs = [subprocess.Popen([sys.executable, "-c", code, cache, go], env=env, cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    import time
-
-    time.sleep(3.0)  # both import JAX and wait at the start line
+    for proc in procs:  # both have imported JAX and wait at the start line
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
     open(go, "w").close()
     results = [p.communicate(timeout=300) for p in procs]
     for proc, (out, err) in zip(procs, results):
@@ -248,7 +248,7 @@ def test_prune_leaves_a_locked_cache_alone(tmp_path):
         import sys, time, filelock
         with filelock.FileLock({str(tmp_path / '.lockfile')!r}):
             print("locked", flush=True)
-            time.sleep(30)
+            time.sleep(3600)  # held until the test kills it
     """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"

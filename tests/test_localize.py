@@ -213,7 +213,7 @@ def test_cifar100_class_names():
 # ---------------------------------------------------------------------------------------------
 # The command line
 
-TINY = ["--images", "2", "--n-steps", "2", "--n-samples", "2", "--n-masks", "8", "--seed", "3", "--quiet"]
+TINY = ["--explicands", "2", "--n-steps", "2", "--n-samples", "2", "--n-masks", "8", "--seed", "3", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +269,7 @@ def test_cli_refuses_to_overwrite(run_dir, capsys):
     (["--query", "dog"], "--query"),
     (["--foil", "3"], "--foil"),
     (["--query", "3", "--foil", "three"], "--foil"),
-    (["--images", "0"], "--images"),
+    (["--explicands", "0"], "--explicands"),
     (["--methods", "ig,lime"], "--methods"),
     (["--n-masks", "-1"], "--n-masks"),
     (["--model", "clip_vit_b32"], "--weights"),
@@ -287,7 +287,7 @@ def test_cli_bad_arguments(argv, message, tmp_path, capsys):
     (["--steps", "0"], "--steps"),
     (["--batch-size", "1"], "--batch-size"),
     (["--lr", "-1"], "--lr"),
-    (["--overwrite-shipped", "--out", "elsewhere"], "--overwrite-shipped"),
+    (["--replace-shipped", "--out", "elsewhere"], "--replace-shipped"),
 ])
 def test_train_cli_bad_arguments(argv, message, capsys):
     assert main(["train-digits-clip", *argv]) == 2

@@ -149,12 +149,17 @@ def test_corrupted_and_partial_files_are_recomputed(tmp_path):
 
 
 _CHILD = r"""
-import sys, time
+import sys, threading
 sys.path.insert(0, {tests!r})
 import test_sweep
-def slow(uid):
-    time.sleep(0.4)  # widen the window between units so the kill lands mid-run
-test_sweep.run_tiny({run_dir!r}, on_unit=slow)
+done = []
+def hold_before_the_last(uid):
+    # The kill lands wherever the run is once 3 units are saved; holding after the last but one
+    # unit (until killed) makes sure it lands mid-run on any machine, however fast.
+    done.append(uid)
+    if len(done) == {n_total} - 1:
+        threading.Event().wait()
+test_sweep.run_tiny({run_dir!r}, on_unit=hold_before_the_last)
 """
 
 
@@ -162,13 +167,14 @@ test_sweep.run_tiny({run_dir!r}, on_unit=slow)
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     reference = run_tiny(tmp_path / "reference")
     run_dir = tmp_path / "killed"
-    code = _CHILD.format(tests=os.path.dirname(os.path.abspath(__file__)), run_dir=str(run_dir))
+    code = _CHILD.format(tests=os.path.dirname(os.path.abspath(__file__)), run_dir=str(run_dir),
+                         n_total=len(reference.computed))
     repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo_root, os.environ.get("PYTHONPATH", "")]))
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              env=env, cwd=repo_root)
     results = run_dir / "results.p0.jsonl"
-    deadline = time.time() + 240
+    deadline = time.time() + 600  # a guard against a hung child only
     while time.time() < deadline:
         if results.exists() and results.read_bytes().count(b"\n") >= 3:
             break

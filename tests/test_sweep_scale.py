@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -84,14 +85,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _worker(process_id: int, port: int, run_dir: str, pause: float) -> None:
+def _worker(process_id: int, port: int, run_dir: str, hold: bool) -> None:
     from cocoa_jax import sharding
 
     sharding.initialize_distributed(f"127.0.0.1:{port}", N_PROCESSES, process_id, heartbeat_timeout_seconds=10)
     import test_sweep as ts
 
     def slow(_uid):
-        time.sleep(pause)  # widens the window so a kill lands mid-run
+        if process_id == 1 and hold:
+            # The victim holds after its first unit until it is killed: the kill lands mid-run
+            # on any machine (the peer goes on at its own pace).
+            threading.Event().wait()
 
     result = ts.run_sweep(ts.tiny_config(), run_dir, encoder=ts.tiny_encoder(), datasets=ts.tiny_datasets(),
                           progress=False, compile_cache=None, on_unit=slow)
@@ -99,9 +103,9 @@ def _worker(process_id: int, port: int, run_dir: str, pause: float) -> None:
     print("SKIPPED", " ".join(result.skipped), flush=True)
 
 
-def _start(run_dir, pause=0.0):
+def _start(run_dir, hold=False):
     port = _free_port()
-    return [subprocess.Popen([sys.executable, __file__, str(i), str(port), str(run_dir), str(pause)], cwd=REPO,
+    return [subprocess.Popen([sys.executable, __file__, str(i), str(port), str(run_dir), str(int(hold))], cwd=REPO,
                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for i in range(N_PROCESSES)]
 
@@ -164,12 +168,13 @@ def test_sigkill_of_one_process_then_restart_resumes_and_reports_the_same(tmp_pa
     from cocoa_jax.sweep import report
 
     run_dir = tmp_path / "run"
-    procs = _start(run_dir, pause=0.5)
+    procs = _start(run_dir, hold=True)
     victim = run_dir / "results.p1.jsonl"
-    deadline = time.time() + 300
+    deadline = time.time() + 600  # a guard against a hung job only
     while time.time() < deadline and not (victim.exists() and victim.read_text().count("\n") >= 1):
-        assert all(p.poll() is None for p in procs), "a process ended before the kill"
+        assert procs[1].poll() is None, "the victim ended before the kill"
         time.sleep(0.05)
+    assert procs[1].poll() is None, "the victim ended before the kill"
     procs[1].send_signal(signal.SIGKILL)
     procs[1].wait()
     # Process 0 goes on with its own units; its peer is gone, so the job ends (JAX's
@@ -192,4 +197,4 @@ def test_sigkill_of_one_process_then_restart_resumes_and_reports_the_same(tmp_pa
 
 
 if __name__ == "__main__":
-    _worker(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], float(sys.argv[4]))
+    _worker(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], bool(int(sys.argv[4])))

@@ -44,9 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="architecture of a converted encoder (see `cocoa-jax convert`); default: the "
                              "embedded digits encoder")
     parser.add_argument("--weights", default=None, help="the converted model directory (needed with --model)")
-    parser.add_argument("--images", nargs="+", default=None, help="image files to augment (with --model)")
-    parser.add_argument("--foil", nargs="+", default=None,
-                        help="image files forming the foil (with --model; the digits default uses random "
+    parser.add_argument("--images", nargs="+", action="extend", default=None, metavar="PATH",
+                        help="images to augment: files, folders or glob patterns (with --model)")
+    parser.add_argument("--foil", nargs="+", action="extend", default=None, metavar="PATH",
+                        help="images forming the foil: files, folders or globs (with --model; the digits default uses random "
                              "training digits)")
     parser.add_argument("--explicands", type=int, default=3, help="digits default: number of test digits (3)")
     parser.add_argument("--foil-size", type=int, default=None,
@@ -62,7 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run in --out")
-    parser.add_argument("--quiet", action="store_true", help="print only the final line")
+    from cocoa_jax.commands import quiet
+
+    quiet.add_argument(parser)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -75,10 +78,13 @@ def _positive(option, value):
 
 
 def _files(option, paths):
-    for path in paths:
-        if not os.path.isfile(path):
-            raise UsageError(f"{option}: no such file {path!r}")
-    return [os.path.abspath(p) for p in paths]
+    """Image files, folders or globs -> the image files (as `explain --images` reads them)."""
+    from cocoa_jax.data import files
+
+    try:
+        return files.expand(option, paths)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def validate(args: argparse.Namespace) -> dict:
@@ -277,7 +283,7 @@ def _run(args, settings) -> int:
     import jax
     import jax.numpy as jnp
 
-    from cocoa_jax import methods, sharding
+    from cocoa_jax import methods, phases, sharding
     from cocoa_jax.commands import method_flags
     from cocoa_jax.usecases import augmentations as A
 
@@ -301,6 +307,7 @@ def _run(args, settings) -> int:
         f"{', '.join(settings['methods'])}, foil of {len(foil_images)}")
 
     t0 = time.perf_counter()
+    phases.reached("compute")
     result = A.explain_augmentations(
         encode_fn, model.params, originals, foil_reps, jax.random.key(settings["seed"]),
         augmentations=settings["augmentations"], methods=settings["methods"], options=options,
@@ -312,6 +319,7 @@ def _run(args, settings) -> int:
         maps = A.pixel_attribution(result.attributions[method], method)
         shares.append(np.asarray(A.positive_share(maps, jnp.asarray(result.views.valid)[:, :, None])))
     shares = np.stack(shares)  # (M, N, A, K)
+    phases.reached("write")
 
     t0 = time.perf_counter()
     from cocoa_jax.files import Outputs

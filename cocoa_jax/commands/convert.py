@@ -84,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
     from cocoa_jax_ports import convert
     from cocoa_jax_ports.common import CheckpointMismatchError, NotACheckpointError, UnsafeCheckpointError
 
+    from cocoa_jax import phases
+
     start = time.perf_counter()
+    phases.reached("convert")
     try:
         out = convert(args.arch, args.checkpoint, args.out_dir, unsafe_unpickle=args.unsafe_unpickle,
                       overwrite=args.overwrite, options=options)

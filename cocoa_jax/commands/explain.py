@@ -61,15 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--weights", default=None, metavar="DIR",
                       help="model directory: the out_dir of `cocoa-jax convert ARCH ...` (required unless the "
                            "model ships with cocoa-jax), or a `cocoa-jax train-digits --out DIR` checkpoint")
-    data.add_argument("--images", nargs="+", default=None, metavar="PATH",
+    data.add_argument("--images", nargs="+", action="extend", default=None, metavar="PATH",
                       help="explicands: image files, folders or glob patterns (default: digits test images)")
-    data.add_argument("--corpus", nargs="+", default=None, metavar="PATH",
+    data.add_argument("--corpus", nargs="+", action="extend", default=None, metavar="PATH",
                       help="corpus images: files, folders or globs (with --images)")
-    data.add_argument("--corpus-text", nargs="+", default=None, metavar="TEXT",
+    data.add_argument("--corpus-text", nargs="+", action="extend", default=None, metavar="TEXT",
                       help="corpus captions, for image-text encoders (clip_vit, clip_vit_b32): cross-modal COCOA")
-    data.add_argument("--foil", nargs="+", default=None, metavar="PATH",
+    data.add_argument("--foil", nargs="+", action="extend", default=None, metavar="PATH",
                       help="foil images: files, folders or globs; --foil-size of them are drawn at random")
-    data.add_argument("--foil-text", nargs="+", default=None, metavar="TEXT", help="foil captions (image-text encoders)")
+    data.add_argument("--foil-text", nargs="+", action="extend", default=None, metavar="TEXT", help="foil captions (image-text encoders)")
     data.add_argument("--foil-size", type=int, default=None,
                       help="foil images drawn (default: foil_size(0.01, 0.05, nonnegative=True) = 1060, capped by "
                            "what is available)")
@@ -96,7 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace figure.png / attributions.npz / settings.json of an earlier run in --out")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    from cocoa_jax.commands import quiet
+
+    quiet.add_argument(parser)
     from cocoa_jax import compile_cache
 
     compile_cache.add_argument(parser)
@@ -194,7 +196,10 @@ def _check_data_arguments(args, target_names) -> dict:
     from cocoa_jax.models import registry
 
     if args.model not in registry.ARCHITECTURES:
-        raise UsageError(f"--model must be one of {', '.join(registry.list_architectures())}, got {args.model!r}")
+        from cocoa_jax.models.architectures import did_you_mean
+
+        raise UsageError(f"--model must be one of {', '.join(registry.list_architectures())}, got {args.model!r}"
+                         f"{did_you_mean(args.model)}")
     spec = registry.ARCHITECTURES[args.model]
     if args.weights is None and spec.default_dir is None:
         raise UsageError(f"--model {args.model} needs --weights DIR (the out_dir of `cocoa-jax convert "
@@ -370,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
     import jax
     from tqdm.auto import tqdm
 
-    from cocoa_jax import methods, pipeline, sharding, viz
+    from cocoa_jax import methods, phases, pipeline, sharding, viz
     from cocoa_jax import targets as T
     from cocoa_jax.data import files
     from cocoa_jax.models import load
@@ -379,6 +384,7 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=2 + len(method_names), desc="cocoa-jax explain", unit="step", disable=args.quiet)
     timings = {}
     t0 = time.perf_counter()
+    phases.reached("load")
     try:
         model = load(args.model, args.weights)
     except (FileNotFoundError, ValueError) as err:
@@ -393,6 +399,7 @@ def run(args: argparse.Namespace) -> int:
 
     def on_method(name, seconds):
         timings[name] = round(seconds, 3)
+        phases.reached(f"method {name}")
         bar.set_postfix_str(f"{name} {seconds:.1f}s")
         bar.update(1)
 
@@ -400,6 +407,7 @@ def run(args: argparse.Namespace) -> int:
     # devices vs 4.76 s on one, the same bits (docs/performance.md).
     mesh = sharding.local_explicand_mesh(len(inputs["images"]))
     preload = viz.preload()  # matplotlib's imports overlap the attributions (joined before the figure)
+    phases.reached("compute")
     try:
         result = pipeline.explain_images(
             PixelModel, inputs["images"], corpus=inputs.get("corpus"), foil=inputs.get("foil"),
@@ -409,6 +417,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:  # data the model cannot take (range, size): one line
         raise UsageError(str(err)) from None
     timings["targets"] = round(result.seconds["targets"], 3)
+    phases.reached("write")
 
     t0 = time.perf_counter()
     # All three files are committed together at the end: Ctrl-C before that leaves none of them.

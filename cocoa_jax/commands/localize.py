@@ -42,13 +42,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint dir: the converted CLIP out_dir (required for clip_vit_b32), or a "
                              "digits dual-encoder checkpoint (default: the shipped one)")
     parser.add_argument("--image", default=None, help="image file to explain (clip_vit_b32 only)")
+    parser.add_argument("--images", nargs="+", action="extend", default=None, metavar="PATH",
+                        help="the same as --image, written as elsewhere (files, folders or globs; localize "
+                             "explains one image per run). The number of digit grids is --explicands")
     parser.add_argument("--query", default=None,
                         help="the queried name: a CLIP caption word such as 'dog', or for digits a digit "
                              "(7 or seven; default: a random digit of each grid)")
-    parser.add_argument("--foil", nargs="+", default=None,
+    parser.add_argument("--foil", nargs="+", action="extend", default=None,
                         help="foil names (default: CIFAR-100 classes other than the query for CLIP, the "
                              "other nine digits for digits)")
-    parser.add_argument("--images", type=int, default=4, help="digit grids to explain (default 4)")
+    parser.add_argument("--explicands", type=int, default=4, metavar="N",
+                        help="digits: number of 2x2 digit grids to explain (default 4)")
     from cocoa_jax.commands import method_flags
 
     # Method flags and defaults from the method table (the paper used RISE with 20000 masks for
@@ -59,7 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of grids, queries and random methods (default 0)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier outputs in --out")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    from cocoa_jax.commands import quiet
+
+    quiet.add_argument(parser)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,6 +89,28 @@ def digit_index(option: str, name: str) -> int:
     raise ValueError(f"{option}: {name!r} is not a digit; use 0-9 or zero..nine")
 
 
+def _one_image(args) -> str:
+    """The one image file `--images PATH...` names (ValueError otherwise): localize explains one."""
+    if args.image is not None:
+        raise ValueError("give the image once: --image PATH or --images PATH, not both")
+    if args.model != "clip_vit_b32":
+        count = " ".join(args.images)
+        hint = f"; the number of digit grids is --explicands {count}" if count.isdigit() else ""
+        raise ValueError(f"--images names an image file, for --model clip_vit_b32 only{hint}")
+    from cocoa_jax.data import files
+
+    try:
+        found = files.expand("--images", args.images)
+    except ValueError as err:
+        if " ".join(args.images).isdigit():
+            raise ValueError(f"--images takes image files; the number of digit grids is --explicands "
+                             f"{' '.join(args.images)}") from None
+        raise
+    if len(found) != 1:
+        raise ValueError(f"--images names {len(found)} images; localize explains one per run")
+    return found[0]
+
+
 def check_args(args) -> dict:
     """Validate every argument; returns the resolved settings. Raises ValueError (one line)."""
     if args.model not in MODELS:
@@ -95,6 +123,8 @@ def check_args(args) -> dict:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     if args.weights is not None and not os.path.isdir(args.weights):
         raise ValueError(f"--weights {args.weights!r} is not a directory")
+    if args.images is not None:
+        args.image = _one_image(args)
     if args.model == "clip_vit_b32":
         if args.weights is None:
             raise ValueError("--weights DIR is required with --model clip_vit_b32 (the out_dir of "
@@ -112,7 +142,7 @@ def check_args(args) -> dict:
     else:
         if args.image is not None:
             raise ValueError("--image is only for --model clip_vit_b32 (digits grids are generated)")
-        s["images"] = _positive("--images", args.images)
+        s["images"] = _positive("--explicands", args.explicands)
         s["query"] = None if args.query is None else digit_index("--query", args.query)
         if args.foil is not None:
             if s["query"] is None:
@@ -289,11 +319,15 @@ def run(args: argparse.Namespace) -> int:
     from cocoa_jax import sharding
     from cocoa_jax.usecases import localize as L
 
+    from cocoa_jax import phases
+
     clip = s["model"] == "clip_vit_b32"
+    phases.reached("compute")
     mesh = sharding.local_explicand_mesh(1 if clip else s["images"])  # one grid per device
     (model, images, attributions, scores, hits, boxes, titles, title, info, extra,
      attribution_seconds) = (_clip if clip else _digits)(s, args, log, mesh)
     attributions = {m: np.asarray(a) for m, a in attributions.items()}
+    phases.reached("write")
 
     from cocoa_jax.files import Outputs
 
@@ -328,9 +362,9 @@ def run(args: argparse.Namespace) -> int:
     })
     outputs.add_json(os.path.join(out, "settings.json"), settings)
     outputs.commit()
-    log(f"wrote {os.path.join(out, 'figure.png')}, attributions.npz and settings.json in "
+    print(f"wrote {os.path.join(out, 'figure.png')}, attributions.npz and settings.json in "
         f"{settings['timings_s']['total']:.1f} s")
     for m, per_target in pointing.items():
-        log(f"  pointing game ({methods.get(m).title}, {len(images)} grids, chance 0.25): " +
+        print(f"  pointing game ({methods.get(m).title}, {len(images)} grids, chance 0.25): " +
             ", ".join(f"{L.TARGET_TITLES[t]} max {v['max']:.2f} mass {v['mass']:.2f}" for t, v in per_target.items()))
     return 0

@@ -11,7 +11,33 @@ from cocoa_jax.cli import UsageError
 ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
 
 
+def config_fields_help() -> str:
+    """The config fields `--set` (and `--config`) accept, each with its default and JSON type, read
+    from the config table (`SweepConfig`'s fields and `FIELD_TYPES`): never a copy that can drift."""
+    import dataclasses
+
+    from cocoa_jax.sweep.config import FIELD_TYPES, SweepConfig, digits_reduced
+
+    def shown(value) -> str:
+        return json.dumps(value, separators=(",", ":"))
+
+    reduced, paper = digits_reduced().to_dict(), SweepConfig().to_dict()
+    names = [field.name for field in dataclasses.fields(SweepConfig)]
+    width = max(map(len, names))
+    lines = ["config fields (--set FIELD=JSON, or keys of --config FILE): default of the reduced digits "
+             "protocol; --paper's where it differs; JSON type"]
+    for name in names:
+        default = shown(reduced.get(name))
+        if shown(paper.get(name)) != default:
+            default += f"; --paper: {shown(paper.get(name))}"
+        lines.append(f"  {name:<{width}}  {default}  ({FIELD_TYPES[name][1]})")
+    lines.append("a dotted FIELD changes one entry of a table: --set methods.rise.n_masks=2000")
+    return "\n".join(lines)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # the field table keeps its lines
+    parser.epilog = config_fields_help()
     parser.add_argument("run_dir", help="output directory; re-running the same command resumes")
     parser.add_argument("--config", help="JSON file of SweepConfig fields (default: the reduced digits protocol)")
     parser.add_argument("--paper", action="store_true",
@@ -177,6 +203,9 @@ def run(args) -> int:
     from cocoa_jax.sharding import use_every_core
 
     use_every_core(args.devices)
+    from cocoa_jax import phases
+
+    phases.reached("load")  # the interrupt detail is set: a signal from here on reports the units
     if distributed is not None:
         _join_job(*distributed, args.init_timeout)
 

@@ -30,8 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"positive pairs per step (default {_DEFAULTS.batch_size})")
     parser.add_argument("--lr", type=float, default=_DEFAULTS.learning_rate,
                         help=f"peak AdamW learning rate (default {_DEFAULTS.learning_rate})")
-    parser.add_argument("--warmup-steps", type=int, default=_DEFAULTS.warmup_steps)
-    parser.add_argument("--weight-decay", type=float, default=_DEFAULTS.weight_decay)
+    parser.add_argument("--warmup-steps", type=int, default=_DEFAULTS.warmup_steps,
+                        help=f"steps of linear learning-rate warm-up before the cosine decay "
+                             f"(default {_DEFAULTS.warmup_steps})")
+    parser.add_argument("--weight-decay", type=float, default=_DEFAULTS.weight_decay,
+                        help=f"AdamW weight decay (default {_DEFAULTS.weight_decay})")
     parser.add_argument("--temperature", type=float, default=_DEFAULTS.temperature,
                         help=f"NT-Xent temperature (default {_DEFAULTS.temperature})")
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of init, batches and augmentations")
@@ -41,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replace-shipped", action="store_true",
                         help="write to the package's own weights/digits_simclr (what models.load('digits') "
                              "loads by default), replacing the shipped encoder")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    from cocoa_jax.commands import quiet
+
+    quiet.add_argument(parser)
 
 
 def output_dir(out: str | None, *, replace_shipped: bool, overwrite: bool) -> str:
@@ -104,12 +109,16 @@ def run(args: argparse.Namespace) -> int:
     data = load_digits_split(seed=0)
     model = small_resnet.SimCLRNet()
     encoder = model.encoder
-    print(f"SimCLR on {len(data.x_train)} digits (32x32), {cfg.steps} steps of {cfg.batch_size} pairs, "
-          f"seed {cfg.seed} ({jax.default_backend()})")
+    if not args.quiet:
+        print(f"SimCLR on {len(data.x_train)} digits (32x32), {cfg.steps} steps of {cfg.batch_size} pairs, "
+              f"seed {cfg.seed} ({jax.default_backend()})")
+    from cocoa_jax import phases
+
     cpu_start = time.process_time()
-    variables, losses, seconds = train_simclr(model, data.x_train, cfg, progress=not args.quiet,
-                                              log=None if not args.quiet else print)
+    phases.reached("train")
+    variables, losses, seconds = train_simclr(model, data.x_train, cfg, progress=not args.quiet)
     cpu_seconds = time.process_time() - cpu_start  # all threads: wall time alone hides contention
+    phases.reached("evaluate")
 
     encode_fn = small_resnet.encode_fn_for(encoder)
 

@@ -6,7 +6,8 @@ then writes the variables as an orbax checkpoint and a JSON record next to it (`
 config, losses, zero-shot accuracy on the 500 held-out digits, time, versions).
 
 The shipped checkpoint (`cocoa_jax/weights/digits_clip/`) is replaced only when asked
-explicitly: `--overwrite-shipped`, or `--out` naming it together with `--overwrite`. Any
+explicitly: `--replace-shipped` (as in `train-digits`; the old name `--overwrite-shipped` still
+works, with a warning), or `--out` naming it together with `--overwrite`. Any
 existing output is refused unless `--overwrite`. The checkpoint and its record are written
 together at the end (temporary paths, then renames), or not at all.
 """
@@ -32,22 +33,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"image-caption pairs per step (default {_DEFAULTS.batch_size})")
     parser.add_argument("--lr", type=float, default=_DEFAULTS.learning_rate,
                         help=f"peak AdamW learning rate (default {_DEFAULTS.learning_rate})")
-    parser.add_argument("--warmup-steps", type=int, default=_DEFAULTS.warmup_steps)
-    parser.add_argument("--weight-decay", type=float, default=_DEFAULTS.weight_decay)
+    parser.add_argument("--warmup-steps", type=int, default=_DEFAULTS.warmup_steps,
+                        help=f"steps of linear learning-rate warm-up before the cosine decay "
+                             f"(default {_DEFAULTS.warmup_steps})")
+    parser.add_argument("--weight-decay", type=float, default=_DEFAULTS.weight_decay,
+                        help=f"AdamW weight decay (default {_DEFAULTS.weight_decay})")
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of init, batches, captions, augmentations")
     parser.add_argument("--out", default=None, help=f"checkpoint directory (default {DEFAULT_OUT})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.add_argument("--overwrite-shipped", action="store_true",
-                        help="write to the package's weights/digits_clip (what load_digits_clip() loads)")
-    parser.add_argument("--quiet", action="store_true", help="no per-step log")
+    parser.add_argument("--replace-shipped", action="store_true",
+                        help="write to the package's weights/digits_clip (what load_digits_clip() loads), "
+                             "replacing the shipped dual encoder")
+    parser.add_argument("--overwrite-shipped", dest="overwrite_shipped", action="store_true",
+                        help="deprecated name of --replace-shipped (warns)")
+    from cocoa_jax.commands import quiet
+
+    quiet.add_argument(parser)
 
 
 def resolve_out(args, shipped_dir: str) -> str:
     """The checkpoint directory, or ValueError when writing there is not allowed."""
     shipped_dir = os.path.abspath(shipped_dir)
-    if args.overwrite_shipped:
+    if args.replace_shipped:
         if args.out is not None and os.path.abspath(args.out) != shipped_dir:
-            raise ValueError("--overwrite-shipped writes to the shipped weights; do not combine it with "
+            raise ValueError("--replace-shipped writes to the shipped weights; do not combine it with "
                              "another --out")
         return shipped_dir
     out = os.path.abspath(args.out or DEFAULT_OUT)
@@ -79,6 +88,13 @@ def _flag_names(message: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from cocoa_jax.models import digits_clip
 
+    if args.overwrite_shipped:  # the old name: same meaning, one warning line
+        import sys
+
+        print(f"cocoa-jax {COMMAND}: warning: --overwrite-shipped is deprecated; use --replace-shipped",
+              file=sys.stderr)
+        args.replace_shipped = True
+
     cfg = ClipConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                      warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed)
     try:
@@ -103,9 +119,13 @@ def run(args: argparse.Namespace) -> int:
     if log:
         log(f"CLIP on {len(data.x_train)} digits (32x32) x {len(digits_clip.TEMPLATES)} caption templates, "
             f"{cfg.steps} steps of {cfg.batch_size} pairs, seed {cfg.seed} ({jax.default_backend()})")
+    from cocoa_jax import phases
+
     cpu_start = time.process_time()
+    phases.reached("train")
     variables, losses, seconds = clip_digits.train_clip(data.x_train, data.y_train, cfg, log=log)
     cpu_seconds = time.process_time() - cpu_start
+    phases.reached("evaluate")
     model = digits_clip.make_model(digits_clip.DigitsCLIP(), variables)
     accuracy = clip_digits.zero_shot_accuracy(model, data.x_test, data.y_test)
     ensemble_accuracy = clip_digits.zero_shot_accuracy(model, data.x_test, data.y_test, digits_clip.TEMPLATES)

@@ -194,10 +194,27 @@ def list_architectures() -> Tuple[str, ...]:
     return tuple(ARCHITECTURES)
 
 
+def did_you_mean(arch) -> str:
+    """` (did you mean X or Y?)` naming the architectures closest to a mistyped `arch`, or "".
+
+    Names are compared without case, dashes, underscores or spaces (`resnet-18` is resnet18);
+    otherwise the close ones by difflib's ratio (at least 0.6), best first, at most three.
+    """
+    import difflib
+
+    def bare(name):
+        return "".join(ch for ch in str(name).lower() if ch not in "-_ ")
+
+    names = {bare(name): name for name in ARCHITECTURES}
+    close = [names[bare(arch)]] if bare(arch) in names else [
+        names[key] for key in difflib.get_close_matches(bare(arch), list(names), n=3, cutoff=0.6)]
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
 def spec_of(arch: str) -> ArchSpec:
     """The `ArchSpec` of `arch`; ValueError listing the architectures otherwise."""
     if not isinstance(arch, str) or arch not in ARCHITECTURES:
-        raise ValueError(f"arch must be one of {list_architectures()}, got {arch!r}")
+        raise ValueError(f"arch must be one of {list_architectures()}, got {arch!r}{did_you_mean(arch)}")
     return ARCHITECTURES[arch]
 
 

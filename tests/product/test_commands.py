@@ -93,7 +93,7 @@ def test_localize_examples_in_the_order_shown(tmp_path):
 
 
 def test_localize_small(tmp_path):
-    _assert_ok(run_cli(["localize", "--images", "1", "--query", "7", "--foil", "1", "4", "--n-steps", "4",
+    _assert_ok(run_cli(["localize", "--explicands", "1", "--query", "7", "--foil", "1", "4", "--n-steps", "4",
                         "--n-samples", "4", "--n-masks", "100", "--quiet", "--out", "loc"], cwd=tmp_path))
     with np.load(tmp_path / "loc" / "attributions.npz") as data:
         assert all(np.all(np.isfinite(data[k])) for k in data.files if data[k].dtype.kind == "f")

@@ -1,20 +1,26 @@
-"""Ctrl-C (SIGINT) at fixed moments of every command, on the INSTALLED `cocoa-jax`.
+"""Ctrl-C (SIGINT) at chosen moments of every command, on the INSTALLED `cocoa-jax`.
 
-Each case starts the command as a subprocess, sends one SIGINT at a moment (seconds after the
-start: start-up and imports, compiling, computing; or "commit": inside the final write, held
-open by `cocoa_jax.files.COMMIT_PAUSE_ENV` once the first output is in place) and checks:
-exit status 130 (never a signal death, never 139), exactly one line containing "interrupted"
-and it is the last line of stderr, no traceback or "Exception ignored", the outputs all there
-(and readable) or none of them, and no temporary left. A case whose command finished before its
-moment fails: the moment is then not testing what it says. Sweep: finished units still verify
-and a re-run resumes from them. The quick subset runs unmarked; the rest is `slow`.
+Each case starts the command as a subprocess with `COCOA_JAX_TEST_PHASES=1` (`cocoa_jax.phases`:
+the command prints `cocoa-jax phase: NAME` on stderr as it reaches each phase), waits for the
+phase line of its moment (`start`: before the arguments are parsed; `run`: arguments checked,
+imports under way; `load`, `compute`, `method M`, `train`, `convert`, `write`: the command's own
+phases; or "commit": inside the final write, held open by `cocoa_jax.files.COMMIT_PAUSE_ENV` until
+the signal arrives) and sends one SIGINT. No moment is a number of seconds: the same cases hold on
+a slow or a fast machine. Each checks: exit status 130 (never a signal death, never 139), exactly
+one line containing "interrupted" and it is the last line of stderr (phase lines aside), no
+traceback or "Exception ignored", the outputs all there (and readable) or none of them, and no
+temporary left. A moment followed by work (every one but `write`) must interrupt the command; at
+`write` only rendering is left, so "finished before the signal: exit 0, every output complete" is
+accepted there too. Sweep: finished units still verify and a re-run resumes from them. The quick
+subset runs unmarked; the rest is `slow`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
-import time
+import threading
 
 import numpy as np
 import pytest
@@ -22,9 +28,10 @@ import pytest
 from conftest import cli_env, run_cli, start_cli, wait_for
 
 from cocoa_jax.files import COMMIT_PAUSE_ENV
+from cocoa_jax.phases import PHASES_ENV, PREFIX as PHASE_PREFIX
 
 EXPLAIN_SMALL = ["--n-steps", "4", "--n-samples", "4", "--n-masks", "200", "--explicands", "2", "--quiet"]
-LOCALIZE_SMALL = ["--images", "2", "--n-steps", "4", "--n-samples", "4", "--n-masks", "100", "--quiet"]
+LOCALIZE_SMALL = ["--explicands", "2", "--n-steps", "4", "--n-samples", "4", "--n-masks", "100", "--quiet"]
 AUG_SMALL = ["--explicands", "1", "--n-steps", "4", "--n-samples", "4", "--n-masks", "100", "--foil-size", "50",
              "--quiet"]
 TRAIN_SMALL = ["--steps", "5", "--batch-size", "32", "--warmup-steps", "1", "--quiet"]
@@ -35,47 +42,84 @@ TINY_SWEEP = ["--set", "seeds=[0]", "--set", "classes=[1,7]", "--set", "explican
               "--set", "methods.rise.n_masks=64", "--no-progress"]
 FILES3 = ("figure.png", "attributions.npz", "settings.json")
 COMMIT = "commit"
+# Moments after which only the outputs' rendering is left: a fast machine may finish first.
+MAY_FINISH = ("write",)
+HANG_GUARD_S = 600  # generous: only a hung command ever waits this long
 BAD_MARKERS = ("Traceback", "Exception ignored", "Segmentation fault", "Fatal Python error", "core dumped")
 
 
-def _interrupt(args, cwd, moment, outputs, *, env_extra=None, timeout=120):
-    """Start `cocoa-jax ARGS`, SIGINT at `moment`, return (proc, stdout, stderr)."""
-    # The moments were chosen for runs that compile: keep the persistent compilation cache (on by
-    # default for every command) out of it, or a warm cache ends a run before its moment.
-    env = cli_env(**{"COCOA_JAX_CACHE_DIR": "none", **({COMMIT_PAUSE_ENV: "3"} if moment == COMMIT else {}),
-                     **(env_extra or {})})
-    proc = start_cli(args, cwd=cwd, env=env)
+@dataclasses.dataclass
+class Ended:
+    returncode: int
+    stdout: str
+    stderr: str  # phase lines removed
+
+    @property
+    def finished(self) -> bool:
+        """The command ended on its own (exit 0) before the signal could act."""
+        return self.returncode == 0
+
+
+class _Lines:
+    """Collects a pipe's lines on a thread; `seen` is set when a wanted line arrives."""
+
+    def __init__(self, stream, wanted: str | None = None):
+        self.lines: list[str] = []
+        self.seen = threading.Event()
+        self._wanted = wanted
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream):
+        for line in stream:
+            self.lines.append(line)
+            if self._wanted is not None and line.rstrip("\n") == self._wanted:
+                self.seen.set()
+        self.seen.set()  # end of the stream: nothing more to wait for
+
+    def text(self) -> str:
+        self._thread.join(HANG_GUARD_S)
+        return "".join(self.lines)
+
+
+def _signal_at(proc, moment: str, outputs, signum=signal.SIGINT) -> Ended:
+    """Send `signum` to `proc` once it reports phase `moment` (or, for COMMIT, once its first
+    output is in place: the commit is then paused until the signal); returns how it ended."""
+    err = _Lines(proc.stderr, None if moment == COMMIT else f"{PHASE_PREFIX}{moment}")
+    out = _Lines(proc.stdout)
     try:
         if moment == COMMIT:
-            # The first output in place means the commit is under way (it pauses 3 s there).
-            reached = wait_for(lambda: any(os.path.exists(p) for p in outputs) or proc.poll() is not None,
-                               timeout=600, interval=0.02)
-            if not (reached and proc.poll() is None):
-                pytest.fail(f"the command ended before its commit was reached:\n{_ended(proc)}")
+            wait_for(lambda: any(os.path.exists(p) for p in outputs) or proc.poll() is not None,
+                     timeout=HANG_GUARD_S, interval=0.02)
         else:
-            wait_for(lambda: proc.poll() is not None, timeout=moment, interval=0.02)
-            if proc.poll() is not None:
-                if proc.returncode == 0 and moment >= 10:
-                    # A late moment on a fast machine: the run finished first (its outputs were
-                    # checked by other tests); the earlier moments still interrupt it.
-                    pytest.skip(f"the command finished in under {moment} s on this machine")
-                pytest.fail(f"the command ended before {moment} s; the moment tests nothing:\n{_ended(proc)}")
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=timeout)
+            err.seen.wait(HANG_GUARD_S)
+        if proc.poll() is None:
+            proc.send_signal(signum)
+        proc.wait(timeout=HANG_GUARD_S)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
-    return proc, out, err
+            proc.wait()
+    lines = [line for line in err.text().splitlines(keepends=True) if not line.startswith(PHASE_PREFIX)]
+    return Ended(proc.returncode, out.text(), "".join(lines))
 
 
-def _ended(proc) -> str:
-    out, err = proc.communicate()
-    return f"exit {proc.returncode}\nstdout:\n{out[-2000:]}\nstderr:\n{err[-4000:]}"
+def _interrupt(args, cwd, moment, outputs, *, env_extra=None) -> Ended:
+    """Start `cocoa-jax ARGS`, SIGINT at phase `moment`; fail if the command ended before it
+    unless the moment is one after which it may finish first (`MAY_FINISH`)."""
+    # Keep the persistent compilation cache out of it: the compiling phases are what is tested.
+    env = cli_env(**{"COCOA_JAX_CACHE_DIR": "none", PHASES_ENV: "1",
+                     **({COMMIT_PAUSE_ENV: str(HANG_GUARD_S)} if moment == COMMIT else {}), **(env_extra or {})})
+    ended = _signal_at(start_cli(args, cwd=cwd, env=env), moment, outputs)
+    if ended.returncode != 130 and not (ended.finished and moment in MAY_FINISH):
+        pytest.fail(f"the command did not end by the signal at {moment!r}: exit {ended.returncode}\n"
+                    f"stdout:\n{ended.stdout[-2000:]}\nstderr:\n{ended.stderr[-4000:]}")
+    return ended
 
 
-def _assert_interrupted(proc, out, err, command):
-    assert proc.returncode == 130, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{err}"
+def _assert_interrupted(ended: Ended, command):
+    out, err = ended.stdout, ended.stderr
+    assert ended.returncode == 130, f"exit {ended.returncode}\nstdout:\n{out}\nstderr:\n{err}"
     for marker in BAD_MARKERS:
         assert marker not in err, err
     lines = [line for line in err.splitlines() if line.strip()]
@@ -109,10 +153,15 @@ def _assert_no_temporaries(root):
 
 
 def _check_three_files(tmp_path, command, args, moment):
+    """Interrupt at `moment`; returns whether the three outputs are there (all or none)."""
     out_dir = tmp_path / "out"
     outputs = [str(out_dir / name) for name in FILES3]
-    proc, out, err = _interrupt([command, *args, "--out", out_dir], tmp_path, moment, outputs)
-    _assert_interrupted(proc, out, err, command)
+    ended = _interrupt([command, *args, "--out", out_dir], tmp_path, moment, outputs)
+    if ended.finished:  # only at a MAY_FINISH moment (checked by _interrupt): complete outputs
+        assert _assert_all_or_none(outputs), "a finished command must leave every output"
+        _assert_no_temporaries(tmp_path)
+        return True
+    _assert_interrupted(ended, command)
     complete = _assert_all_or_none(outputs)
     _assert_no_temporaries(tmp_path)
     if moment == COMMIT:
@@ -122,16 +171,19 @@ def _check_three_files(tmp_path, command, args, moment):
 
 # ----------------------------------------------------------------------------------- explain
 
-@pytest.mark.parametrize("moment", [0.3, 2.0, 6.0])
+@pytest.mark.parametrize("moment", ["start", "load", "compute"])
 def test_explain_quick(tmp_path, cocoa_jax_cmd, moment):
     assert not _check_three_files(tmp_path, "explain", EXPLAIN_SMALL, moment)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("moment", [1.0, 4.0, 9.0, 11.5, 14.0, COMMIT])
+@pytest.mark.parametrize("moment", ["run", "load", "compute", "method integrated_gradients",
+                                    "method gradient_shap", "write", COMMIT])
 def test_explain_slow(tmp_path, cocoa_jax_cmd, moment):
-    """The default explain (~30 s): start-up, compiling, each method computing, the commit."""
-    _check_three_files(tmp_path, "explain", ["--quiet"], moment)
+    """The default explain (~30 s): start-up, compiling, each method computing, the figure, the commit."""
+    complete = _check_three_files(tmp_path, "explain", ["--quiet"], moment)
+    if moment not in (COMMIT, *MAY_FINISH):  # at "write", a signal in the commit leaves all three
+        assert not complete
 
 
 @pytest.mark.slow
@@ -142,33 +194,33 @@ def test_explain_overwrite_keeps_the_earlier_run_whole(tmp_path, cocoa_jax_cmd):
     assert first.returncode == 0, first.stderr
     before = {name: (out_dir / name).read_bytes() for name in FILES3}
     outputs = [str(out_dir / name) for name in FILES3]
-    proc, out, err = _interrupt(["explain", *EXPLAIN_SMALL, "--seed", "1", "--overwrite", "--out", out_dir],
-                                tmp_path, 5.0, outputs)
-    _assert_interrupted(proc, out, err, "explain")
+    ended = _interrupt(["explain", *EXPLAIN_SMALL, "--seed", "1", "--overwrite", "--out", out_dir],
+                       tmp_path, "compute", outputs)
+    _assert_interrupted(ended, "explain")
     assert {name: (out_dir / name).read_bytes() for name in FILES3} == before
     _assert_no_temporaries(tmp_path)
 
 
 # --------------------------------------------------------------------- localize, augmentations
 
-@pytest.mark.parametrize("moment", [1.0])
+@pytest.mark.parametrize("moment", ["run"])
 def test_localize_quick(tmp_path, cocoa_jax_cmd, moment):
     assert not _check_three_files(tmp_path, "localize", LOCALIZE_SMALL, moment)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("moment", [8.0, COMMIT])
+@pytest.mark.parametrize("moment", ["compute", "write", COMMIT])
 def test_localize_slow(tmp_path, cocoa_jax_cmd, moment):
     _check_three_files(tmp_path, "localize", LOCALIZE_SMALL, moment)
 
 
-@pytest.mark.parametrize("moment", [1.0])
+@pytest.mark.parametrize("moment", ["run"])
 def test_augmentations_quick(tmp_path, cocoa_jax_cmd, moment):
     assert not _check_three_files(tmp_path, "augmentations", AUG_SMALL, moment)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("moment", [10.0, COMMIT])
+@pytest.mark.parametrize("moment", ["compute", "write", COMMIT])
 def test_augmentations_slow(tmp_path, cocoa_jax_cmd, moment):
     _check_three_files(tmp_path, "augmentations", AUG_SMALL, moment)
 
@@ -176,17 +228,18 @@ def test_augmentations_slow(tmp_path, cocoa_jax_cmd, moment):
 # -------------------------------------------------------------------------- training commands
 
 @pytest.mark.parametrize("command, moment", [
-    ("train-digits", 2.0), ("train-digits-clip", 2.0),
-    pytest.param("train-digits", 15.0, marks=pytest.mark.slow),
+    ("train-digits", "run"), ("train-digits-clip", "run"),
+    pytest.param("train-digits", "train", marks=pytest.mark.slow),
+    pytest.param("train-digits", "evaluate", marks=pytest.mark.slow),
     pytest.param("train-digits", COMMIT, marks=pytest.mark.slow),
-    pytest.param("train-digits-clip", 15.0, marks=pytest.mark.slow),
+    pytest.param("train-digits-clip", "train", marks=pytest.mark.slow),
     pytest.param("train-digits-clip", COMMIT, marks=pytest.mark.slow),
 ])
 def test_training(tmp_path, cocoa_jax_cmd, command, moment):
     ckpt = tmp_path / "ckpt"
     outputs = [str(ckpt), str(ckpt) + ".json"]
-    proc, out, err = _interrupt([command, *TRAIN_SMALL, "--out", ckpt], tmp_path, moment, outputs)
-    _assert_interrupted(proc, out, err, command)
+    ended = _interrupt([command, *TRAIN_SMALL, "--out", ckpt], tmp_path, moment, outputs)
+    _assert_interrupted(ended, command)
     complete = _assert_all_or_none(outputs)
     _assert_no_temporaries(tmp_path)
     assert complete == (moment == COMMIT)
@@ -216,17 +269,17 @@ def torch_checkpoint(tmp_path_factory):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("moment", [1.0, pytest.param(3.0, marks=pytest.mark.slow),
+@pytest.mark.parametrize("moment", ["run", pytest.param("convert", marks=pytest.mark.slow),
                                     pytest.param(COMMIT, marks=pytest.mark.slow)])
 def test_convert(tmp_path, cocoa_jax_cmd, torch_checkpoint, moment):
     out_dir = tmp_path / "converted"
-    proc, out, err = _interrupt(["convert", "simsiam_cifar_resnet18", torch_checkpoint, out_dir], tmp_path,
-                                moment, [str(out_dir)])
-    _assert_interrupted(proc, out, err, "convert")
+    ended = _interrupt(["convert", "simsiam_cifar_resnet18", torch_checkpoint, out_dir], tmp_path,
+                       moment, [str(out_dir)])
+    _assert_interrupted(ended, "convert")
     _assert_no_temporaries(tmp_path)
     if moment == COMMIT or out_dir.exists():
-        # All or none: a Ctrl-C that lands after the model directory was swapped in (a fast machine
-        # may be there at 3 s) leaves the whole, loadable model.
+        # All or none: a Ctrl-C that lands after the model directory was swapped in leaves the
+        # whole, loadable model.
         from cocoa_jax import models
 
         assert models.load("simsiam_cifar_resnet18", str(out_dir)).representation_dim == 512
@@ -242,8 +295,8 @@ def _sweep_line_finished(line: str, run_dir) -> int:
 
 def test_sweep_at_start_up(tmp_path, cocoa_jax_cmd):
     run_dir = tmp_path / "run"
-    proc, out, err = _interrupt(["sweep", run_dir, *TINY_SWEEP], tmp_path, 2.0, [])
-    line = _assert_interrupted(proc, out, err, "sweep")
+    ended = _interrupt(["sweep", run_dir, *TINY_SWEEP], tmp_path, "load", [])
+    line = _assert_interrupted(ended, "sweep")
     assert _sweep_line_finished(line, run_dir) == 0
     _assert_no_temporaries(tmp_path)
 
@@ -255,16 +308,17 @@ def test_sweep_after_units_then_resume(tmp_path, cocoa_jax_cmd):
     run_dir = tmp_path / "run"
     units = run_dir / "units"
     proc = start_cli(["sweep", run_dir, *TINY_SWEEP], cwd=tmp_path)
-    try:
-        assert wait_for(lambda: units.is_dir() and len(os.listdir(units)) >= 2 or proc.poll() is not None, 300)
+    try:  # the moment: two units saved (the first group); four more units are still to compute
+        assert wait_for(lambda: units.is_dir() and len(os.listdir(units)) >= 2 or proc.poll() is not None,
+                        HANG_GUARD_S)
         assert proc.poll() is None, "the sweep ended before two units were saved"
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=HANG_GUARD_S)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    line = _assert_interrupted(proc, out, err, "sweep")
+    line = _assert_interrupted(Ended(proc.returncode, out, err), "sweep")
     finished = _sweep_line_finished(line, run_dir)
     _assert_no_temporaries(run_dir / "units")
     _, store = open_existing(str(run_dir))
@@ -285,12 +339,12 @@ def finished_sweep(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("moment", [0.3, 1.0, COMMIT])
+@pytest.mark.parametrize("moment", ["start", "run", COMMIT])
 def test_report(tmp_path, cocoa_jax_cmd, finished_sweep, moment):
     out_dir = tmp_path / "report"
     outputs = [str(out_dir / name) for name in ("report.md", "report.csv", "curves.png")]
-    proc, out, err = _interrupt(["report", finished_sweep, "--out", out_dir], tmp_path, moment, outputs)
-    _assert_interrupted(proc, out, err, "report")
+    ended = _interrupt(["report", finished_sweep, "--out", out_dir], tmp_path, moment, outputs)
+    _assert_interrupted(ended, "report")
     complete = _assert_all_or_none(outputs)
     _assert_no_temporaries(tmp_path)
     assert complete == (moment == COMMIT)
@@ -300,13 +354,10 @@ def test_report(tmp_path, cocoa_jax_cmd, finished_sweep, moment):
 
 def test_sigterm_is_143_with_one_line(tmp_path, cocoa_jax_cmd):
     proc = start_cli(["explain", *EXPLAIN_SMALL, "--out", tmp_path / "out"], cwd=tmp_path,
-                     env=cli_env(COCOA_JAX_CACHE_DIR="none"))  # compiles: still running at 3 s
-    wait_for(lambda: proc.poll() is not None, timeout=3.0)
-    assert proc.poll() is None
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    assert err.strip().splitlines() == ["cocoa-jax explain: terminated (SIGTERM)"], err
+                     env=cli_env(COCOA_JAX_CACHE_DIR="none", **{PHASES_ENV: "1"}))
+    ended = _signal_at(proc, "compute", [], signal.SIGTERM)
+    assert ended.returncode == 143, ended.stderr
+    assert ended.stderr.strip().splitlines() == ["cocoa-jax explain: terminated (SIGTERM)"], ended.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -8,6 +8,13 @@ Errors: a command reports a user mistake by raising `UsageError(message)`; `main
 mistakes (unknown flag or command, wrong type, missing argument) are answered the same way by
 the command's own parser, with a close match suggested, exit status 2.
 
+Faults of the machine: every command checks, before any work, that its output location can be
+written (`cocoa_jax.files.check_writable`; refused as a usage error, status 2). A write that
+fails DURING the work (a disk that fills up, a file system that turns read-only, a quota) is an
+OSError that reaches `main`: `machine_fault` turns it into one line,
+`cocoa-jax CMD: error: No space left on device (PATH)...`, exit status 1 (the machine failed,
+not the command line), after the temporaries are removed; a sweep keeps its finished units.
+
 Ctrl-C: `console_main` (the installed `cocoa-jax`) hands SIGINT/SIGTERM to
 `cocoa_jax.interrupt` before JAX loads: one line, exit 130 (143), temporaries removed,
 outputs all-or-none. `main(argv)` (in-process) catches KeyboardInterrupt: one line, 130.
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import importlib
 import sys
 
@@ -36,6 +44,7 @@ COMMANDS = {
 }
 
 USAGE_ERROR_STATUS = 2   # argparse's status for a bad command line
+MACHINE_FAULT_STATUS = 1  # the machine failed the work (full disk, read-only file system ...)
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
@@ -57,6 +66,61 @@ def fail(command: str | None, message: str) -> int:
     """Print `error_line(command, message)` on stderr and return the usage-error status (2)."""
     print(error_line(command, message), file=sys.stderr)
     return USAGE_ERROR_STATUS
+
+
+# errno of an OSError that says the machine (disk, mount, permissions), not the command, failed.
+MACHINE_FAULTS = {errno.ENOSPC: "free some space or write elsewhere",
+                  errno.EDQUOT: "free some space or write elsewhere",
+                  errno.EFBIG: "write elsewhere",
+                  errno.EROFS: "write elsewhere",
+                  errno.EACCES: None, errno.EPERM: None, errno.EIO: None}
+
+
+def _fault_of(err: BaseException) -> OSError | None:
+    """The machine-fault OSError that `err` is or wraps (a library may re-raise it as another type)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in MACHINE_FAULTS:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def machine_fault(err: BaseException) -> str | None:
+    """The one-line message of a machine fault met during the work, or None for other errors:
+    `No space left on device (PATH): HINT; the command's detail (e.g. the sweep units kept)`."""
+    fault = _fault_of(err)
+    if fault is None:
+        return None
+    from cocoa_jax import interrupt
+
+    where = fault.filename if fault.filename is not None else None
+    text = fault.strerror or str(fault)
+    if where is not None:
+        text += f" ({where})"
+    hint = MACHINE_FAULTS[fault.errno]
+    text += "; the outputs in progress were removed" + (f": {hint}" if hint else "")
+    detail = interrupt.detail()
+    return f"{text}; {detail}" if detail else text
+
+
+class _DropReportedWriteErrors:
+    """A logging filter: orbax's background threads log, with tracebacks, the OS error of a failed
+    checkpoint write that the main thread then raises; `machine_fault` reports that in one line."""
+
+    @staticmethod
+    def filter(record) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return "os_error_code=" not in f"{record.getMessage()} {error}"
+
+
+def _quiet_reported_write_errors() -> None:
+    import logging
+
+    logger = logging.getLogger("absl")
+    if not any(isinstance(f, _DropReportedWriteErrors) for f in logger.filters):
+        logger.addFilter(_DropReportedWriteErrors())
 
 
 def _quiet_aborted_io() -> None:
@@ -174,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
 
     interrupt.set_command(command)
     interrupt.set_detail(None)
+    _quiet_reported_write_errors()
     phases.reached("start")
     try:
         args = parse(argv)  # a bad command line exits 2 (SystemExit), like argparse
@@ -190,6 +255,16 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         _quiet_aborted_io()
         return fail(command, str(err))
+    except Exception as err:  # a fault of the machine during the work: one line, exit status 1
+        line = machine_fault(err)
+        if line is None:
+            raise
+        from cocoa_jax import files
+
+        files.remove_temporaries()
+        _quiet_aborted_io()
+        print(error_line(command, line), file=sys.stderr)
+        return MACHINE_FAULT_STATUS
     except KeyboardInterrupt:
         from cocoa_jax import files
 

@@ -8,6 +8,12 @@ and one not started never starts; it then deletes the registered temporaries and
 Temporary names are `<final path>.tmp-<pid>[-<n>]`, next to the final path (same file
 system, so the final rename is atomic on POSIX).
 
+Faults of the machine: `check_writable(directory)` proves, before any work, that files can be
+created there (the directory and its missing parents are created when the outputs are written);
+a write that fails later (a full disk, a read-only or lost mount) raises an `OSError` naming the
+FINAL path, with every temporary of the commit and any folder it created removed: nothing
+half-written. `cocoa_jax.cli` turns such an OSError into one line, exit status 1.
+
 This module imports only the standard library (the interrupt handler loads it before JAX).
 """
 from __future__ import annotations
@@ -17,7 +23,9 @@ import io
 import itertools
 import json
 import os
+import re
 import shutil
+import socket
 import threading
 import time
 
@@ -59,14 +67,43 @@ def _remove(path: str) -> None:
         pass
 
 
+def _remove_with_debris(path: str) -> None:
+    """`path` and the siblings named `<path>.*` that a writer of it left (orbax writes a
+    checkpoint to `<dir>.orbax-checkpoint-tmp...` first, and leaves it when it fails)."""
+    _remove(path)
+    folder, name = os.path.split(path)
+    try:
+        debris = [n for n in os.listdir(folder or ".") if n.startswith(name + ".")]
+    except OSError:
+        return
+    for leftover in debris:
+        _remove(os.path.join(folder, leftover))
+
+
 def remove_temporaries() -> list[str]:
-    """Delete every registered temporary (newest first); returns their paths."""
+    """Delete every registered temporary (newest first), with its writers' debris; returns their paths."""
     with _LOCK:
         paths = list(_TEMPORARIES)[::-1]
         for path in paths:
-            _remove(path)
+            _remove_with_debris(path)
         _TEMPORARIES.clear()
     return paths
+
+
+# An OS error a library (tensorstore, under orbax) reports inside another exception's text.
+_OS_ERROR_IN_TEXT = re.compile(r"os_error_code='?(\d+)")
+
+
+def as_os_error(err: BaseException, path: str) -> OSError | None:
+    """The OSError that `err` is or reports (e.g. orbax's "ValueError: RESOURCE_EXHAUSTED ...
+    [os_error_code='28']"), naming `path`; None when it reports none."""
+    if isinstance(err, OSError):
+        return err
+    found = _OS_ERROR_IN_TEXT.search(str(err))
+    if found is None:
+        return None
+    code = int(found.group(1))
+    return OSError(code, os.strerror(code), path)
 
 
 def temporary_name(path: str) -> str:
@@ -89,6 +126,98 @@ def fsync_dir(path: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+class UnwritableLocation(ValueError):
+    """An output location where files cannot be created; the message completes "--out PATH ..."."""
+
+
+PROBE_NAME = ".cocoa-jax-write-check"
+
+
+def _nearest_existing(path: str) -> str:
+    """`path`, or its closest ancestor that exists (what a later `makedirs` starts from)."""
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def _probe(directory: str) -> None:
+    """Create, write one byte to, fsync and delete a file in `directory` (OSError if it cannot).
+
+    The name carries host, pid and a random part: processes of a multi-host sweep may probe one
+    shared run directory at the same moment."""
+    for _ in range(8):
+        name = f"{PROBE_NAME}.{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}"
+        path = os.path.join(directory, name)
+        register_temporary(path)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            unregister_temporary(path)
+            continue
+        try:
+            try:
+                os.write(fd, b"\0")  # a full file system refuses the first byte
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        finally:
+            _remove(path)
+            unregister_temporary(path)
+        return
+
+
+def check_writable(directory: str) -> str:
+    """Prove that files can be written in `directory` before any work; returns its absolute path.
+
+    A missing `directory` (and missing parents) is fine when its closest existing ancestor is a
+    writable folder: the outputs' commit creates them (nothing is created here). Raises
+    `UnwritableLocation` when `directory` or an ancestor is a file, or a probe file cannot be
+    created, written and synced there (read-only file system, no permission, a full disk).
+    """
+    directory = os.path.abspath(directory)
+    existing = _nearest_existing(directory)
+    if not os.path.isdir(existing):
+        if existing == directory:
+            raise UnwritableLocation("exists and is not a directory")
+        raise UnwritableLocation(f"cannot be created: {existing} is a file, not a directory")
+    try:
+        _probe(existing)
+    except OSError as err:
+        raise UnwritableLocation(f"cannot be written: {err.strerror or err} ({existing})") from None
+    return directory
+
+
+def _missing_folders(paths) -> list[str]:
+    """The folders `makedirs` will create for `paths`, deepest first (removed again on failure)."""
+    missing = set()
+    for path in paths:
+        folder = os.path.abspath(path)
+        while not os.path.lexists(folder) and os.path.dirname(folder) != folder:
+            missing.add(folder)
+            folder = os.path.dirname(folder)
+    return sorted(missing, key=lambda p: -p.count(os.sep))
+
+
+def _remove_empty_folders(folders) -> None:
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
+
+
+def _write_file(path: str, tmp: str, data: bytes, mode: int) -> None:
+    """`data` into the temporary `tmp`, fsynced; an OSError names the final `path`."""
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, path) from None
 
 
 def _default_mode() -> int:
@@ -168,9 +297,14 @@ class Outputs:
                 yield tmp
                 if not os.path.isdir(tmp):
                     raise FileNotFoundError(f"nothing was written to {tmp!r} for {path!r}")
-            except BaseException:
-                _remove(tmp)
-                unregister_temporary(tmp)
+            except BaseException as err:
+                # Removed now, and again by `remove_temporaries` (kept registered): a library's
+                # background writer (orbax) may still create folders in it after its error.
+                _remove_with_debris(tmp)
+                fault = as_os_error(err, path) if isinstance(err, Exception) else None
+                if fault is not None and (fault is not err or str(fault.filename or "").startswith(tmp)):
+                    # named by the final path (not the temporary), also under a library's own type
+                    raise OSError(fault.errno, fault.strerror, path) from err
                 raise
         self._dirs[path] = tmp
 
@@ -191,6 +325,7 @@ class Outputs:
         with _LOCK:
             written = {}
             parents = {os.path.dirname(p) for p in paths}
+            created = _missing_folders(parents)
             try:
                 for parent in sorted(parents):
                     os.makedirs(parent, exist_ok=True)
@@ -199,16 +334,13 @@ class Outputs:
                     tmp = temporary_name(path)
                     register_temporary(tmp)
                     written[path] = tmp
-                    with open(tmp, "wb") as fh:
-                        fh.write(data)
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                    os.chmod(tmp, mode)
+                    _write_file(path, tmp, data, mode)
             except BaseException:
                 for tmp in written.values():
                     _remove(tmp)
                     unregister_temporary(tmp)
                 self.discard()
+                _remove_empty_folders(created)  # nothing half-written: not even an empty folder
                 raise
             renamed = 0
             for path, tmp in self._dirs.items():

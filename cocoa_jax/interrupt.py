@@ -41,6 +41,17 @@ def set_detail(build) -> None:
     _state["detail"] = build
 
 
+def detail() -> str | None:
+    """The command's detail now (what `set_detail` builds), or None; never raises."""
+    build = _state["detail"]
+    if build is None:
+        return None
+    try:
+        return build() or None
+    except Exception:  # the line must come out even if the detail cannot be built
+        return None
+
+
 def installed() -> bool:
     return bool(_state["installed"])
 
@@ -48,15 +59,8 @@ def installed() -> bool:
 def message(signum: int = signal.SIGINT) -> str:
     """The one line printed for `signum`."""
     line = f"{_state['prog']}: {WHAT.get(signum, f'signal {signum}')}"
-    build = _state["detail"]
-    if build is not None:
-        try:
-            detail = build()
-        except Exception:  # the line must come out even if the detail cannot be built
-            detail = None
-        if detail:
-            line += f": {detail}"
-    return line
+    text = detail()
+    return f"{line}: {text}" if text else line
 
 
 def _shut_down(signum: int) -> None:

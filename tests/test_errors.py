@@ -407,6 +407,291 @@ def test_convert_reports_keys_as_stored_in_the_file(tmp_path, capsys):
     _assert_one_line_error(err, "convert", [f"'backbone.{key}'", "missing"])
 
 
+# ----------------------------------------------------------------------------- faults of the machine
+# Output locations are proven writable before any work (`files.check_writable`, exit 2); a write
+# that fails during the work is one line, exit 1 (`cli.machine_fault`), with nothing half-written.
+# Real file-system faults (read-only, full) on tmpfs mounts: tests/product/test_machine_faults.py.
+
+def _tree(root) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, n), root) for d, dirs, names in os.walk(root)
+                  for n in dirs + names)
+
+
+def test_check_writable_accepts_a_missing_folder_and_creates_nothing(tmp_path):
+    from cocoa_jax import files
+
+    target = tmp_path / "a" / "b" / "out"
+    assert files.check_writable(str(target)) == str(target)
+    assert files.check_writable(str(tmp_path)) == str(tmp_path)
+    assert _tree(tmp_path) == [] and files.remove_temporaries() == []  # the probe is gone, unregistered
+
+
+@pytest.mark.parametrize("where, fragment", [
+    ("file", "exists and is not a directory"),
+    ("file/out", "cannot be created: {root}/file is a file, not a directory"),
+    ("file/deeper/out", "cannot be created: {root}/file is a file, not a directory"),
+])
+def test_check_writable_refuses_a_file_in_the_way(tmp_path, where, fragment):
+    from cocoa_jax import files
+
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(files.UnwritableLocation) as info:
+        files.check_writable(str(tmp_path / where))
+    assert str(info.value) == fragment.format(root=tmp_path)
+    assert _tree(tmp_path) == ["file"] and (tmp_path / "file").read_text() == "mine"
+
+
+def _probe_as_nobody(target: str) -> str:
+    """`files.check_writable(target)` in a forked child that dropped to the unprivileged user
+    `nobody` (uid/gid 65534): its refusal message, or "writable". (A fork, not a new interpreter:
+    this one may live where `nobody` cannot execute it.)"""
+    import warnings
+
+    from cocoa_jax import files
+
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # JAX warns that its threads do not survive a fork: unused here
+        pid = os.fork()
+    if pid == 0:  # the child: only the standard library and cocoa_jax.files, then os._exit
+        try:
+            os.close(read_end)
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                files.check_writable(target)
+                message = "writable"
+            except files.UnwritableLocation as err:
+                message = str(err)
+            os.write(write_end, message.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 4096):
+        chunks.append(chunk)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    return b"".join(chunks).decode()
+
+
+def test_check_writable_refuses_a_folder_without_write_permission(tmp_path):
+    """A read-only folder (chmod 555), for real: as root (where chmod does not stop writes) the
+    probe runs in a forked child that dropped to the unprivileged user `nobody`."""
+    import tempfile
+
+    from cocoa_jax import files
+
+    root = tempfile.mkdtemp(prefix="cocoa-jax-perm-")  # outside tmp_path: `nobody` must reach it
+    try:
+        os.chmod(root, 0o755)
+        locked = os.path.join(root, "locked")
+        os.mkdir(locked)
+        os.chmod(locked, 0o555)
+        expected = f"cannot be written: Permission denied ({locked})"
+        for target in (locked, os.path.join(locked, "new", "out")):
+            if os.geteuid() == 0:
+                message = _probe_as_nobody(target)
+            else:
+                with pytest.raises(files.UnwritableLocation) as info:
+                    files.check_writable(target)
+                message = str(info.value)
+            assert message == expected, target
+        assert os.listdir(locked) == []
+        if os.geteuid() == 0:  # the same child writes where it may: the refusal is the folder's
+            writable = os.path.join(root, "open")
+            os.mkdir(writable)
+            os.chmod(writable, 0o777)
+            assert _probe_as_nobody(writable) == "writable" and os.listdir(writable) == []
+    finally:
+        os.chmod(os.path.join(root, "locked"), 0o755)
+        shutil.rmtree(root)
+
+
+def test_a_failed_commit_leaves_nothing_and_names_the_final_path(tmp_path, monkeypatch):
+    """A disk that fills up during the final write (fsync reports ENOSPC, as it does on a full
+    disk with delayed allocation): no output, no temporary, no folder the commit created."""
+    import errno
+
+    from cocoa_jax import files
+
+    (tmp_path / "kept.txt").write_text("earlier")
+    outputs = files.Outputs()
+    outputs.add_bytes(str(tmp_path / "kept.txt"), b"new")
+    outputs.add_bytes(str(tmp_path / "new" / "deeper" / "b.npz"), b"x" * 1000)
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError) as info:
+        outputs.commit()
+    monkeypatch.undo()
+    assert info.value.errno == errno.ENOSPC
+    assert info.value.filename in (str(tmp_path / "kept.txt"), str(tmp_path / "new" / "deeper" / "b.npz"))
+    assert _tree(tmp_path) == ["kept.txt"] and (tmp_path / "kept.txt").read_text() == "earlier"
+    assert files.remove_temporaries() == []
+
+
+def test_a_commit_that_cannot_create_its_folder_removes_the_ones_it_made(tmp_path):
+    from cocoa_jax import files
+
+    (tmp_path / "file").write_text("mine")
+    outputs = files.Outputs()
+    outputs.add_bytes(str(tmp_path / "a" / "b" / "x.json"), b"{}")
+    outputs.add_bytes(str(tmp_path / "file" / "y.json"), b"{}")  # sorted after a/b: a/b exists by then
+    with pytest.raises(FileExistsError):  # makedirs(".../file"): a file is in the way
+        outputs.commit()
+    assert _tree(tmp_path) == ["file"]
+
+
+def test_a_library_error_that_reports_a_full_disk_becomes_an_os_error(tmp_path):
+    """orbax reports a full disk as "ValueError: RESOURCE_EXHAUSTED ... [os_error_code='28']";
+    writing a directory output turns it into OSError(ENOSPC) naming the FINAL path, and removes
+    the temporary together with the library's own debris (`<tmp>.orbax-checkpoint-tmp`)."""
+    import errno
+
+    from cocoa_jax import files
+
+    target = tmp_path / "ckpt"
+    outputs = files.Outputs()
+    with pytest.raises(OSError) as info:
+        with outputs.directory(str(target)) as tmp:
+            os.makedirs(tmp + ".orbax-checkpoint-tmp/ocdbt.process_0/d")
+            raise ValueError(f"RESOURCE_EXHAUSTED: Error writing \"a/0\" at local file \"{tmp}.orbax-checkpoint-tmp/\": "
+                             f"No space left on device [os_error_code='28']")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert _tree(tmp_path) == []
+    with pytest.raises(ValueError, match="not a disk error"):  # other errors pass through as they are
+        with outputs.directory(str(target)) as tmp:
+            os.makedirs(tmp)
+            raise ValueError("not a disk error")
+    assert _tree(tmp_path) == []
+    files.remove_temporaries()
+
+
+@pytest.mark.parametrize("code, text, hint", [
+    ("ENOSPC", "No space left on device", "free some space or write elsewhere"),
+    ("EDQUOT", "Disk quota exceeded", "free some space or write elsewhere"),
+    ("EROFS", "Read-only file system", "write elsewhere"),
+    ("EACCES", "Permission denied", None),
+])
+def test_a_machine_fault_during_the_work_is_one_line_and_status_1(tmp_path, capsys, monkeypatch, code, text, hint):
+    import errno
+
+    from cocoa_jax.commands import explain
+
+    path = str(tmp_path / "out" / "attributions.npz")
+
+    def fails_writing(args):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), path)
+
+    monkeypatch.setattr(explain, "run", fails_writing)
+    status, out, err = _run_cli(capsys, ["explain"])
+    assert status == 1
+    _assert_one_line_error(err, "explain", [f"{text} ({path}); the outputs in progress were removed"])
+    assert err.strip().endswith(f"removed: {hint}" if hint else "removed")
+
+
+def test_a_machine_fault_of_a_sweep_says_which_units_are_kept(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from cocoa_jax import interrupt
+    from cocoa_jax.commands import sweep
+
+    def fails_writing(args):
+        interrupt.set_detail(lambda: "3 unit(s) of the run are finished and saved in RUN")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "RUN/units/u.npz")
+
+    monkeypatch.setattr(sweep, "run", fails_writing)
+    status, _, err = _run_cli(capsys, ["sweep", str(tmp_path / "run")])
+    assert status == 1
+    _assert_one_line_error(err, "sweep", ["No space left on device (RUN/units/u.npz)",
+                                          "; 3 unit(s) of the run are finished and saved in RUN"])
+
+
+def test_other_errors_are_not_disguised_as_machine_faults(capsys, monkeypatch):
+    from cocoa_jax.commands import explain
+
+    def bug(args):
+        raise FileNotFoundError(2, "No such file or directory", "/nowhere")  # not a fault of the machine
+
+    monkeypatch.setattr(explain, "run", bug)
+    with pytest.raises(FileNotFoundError):
+        main(["explain"])
+
+
+def test_sweep_store_cuts_a_half_appended_row_and_keeps_the_finished_units(tmp_path, monkeypatch):
+    """The disk fills up while a unit's row is appended: the bytes already written are cut off,
+    the unit's npz removed, the OSError names the results file; finished units stay valid."""
+    import errno
+
+    from cocoa_jax.sweep import store as store_mod
+
+    run = store_mod.RunStore(str(tmp_path / "run"), {"x": 1}, "hash0")
+    row = {"seed": 0, "class_id": 1, "method": "rise", "targets": ["cocoa"], "measures": ["m"], "n_explicands": 1,
+           "auc": {}, "seconds": 1.0, "attribution_seconds": 0.5, "evaluation_seconds": 0.5, "group_units": 1,
+           "devices": 1}
+    run.write_unit("u1", {"a": np.arange(3)}, row)
+    before = (tmp_path / "run" / "results.p0.jsonl").read_bytes()
+
+    class HalfWrites:  # `os`, except that write() stores half of its bytes, then the disk is full
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def write(fd, data):
+            os.write(fd, bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(store_mod, "os", HalfWrites())
+    with pytest.raises(OSError) as info:
+        run.write_unit("u2", {"a": np.arange(4)}, dict(row, class_id=2))
+    monkeypatch.undo()
+    assert info.value.errno == errno.ENOSPC and info.value.filename == run.results_path
+    assert (tmp_path / "run" / "results.p0.jsonl").read_bytes() == before
+    assert not os.path.exists(run.unit_path("u2"))
+    assert list(run.read_rows()) == ["u1"]
+
+
+# ----------------------------------------------------------------------------- output locations, every command
+
+def _unwritable_targets(tmp_path):
+    (tmp_path / "file").write_text("mine")
+    return str(tmp_path / "file" / "out")
+
+
+WRITING_COMMANDS = {  # command -> argv with OUT standing for the output location
+    "explain": ["explain", "--quiet", "--out", "OUT"],
+    "localize": ["localize", "--quiet", "--out", "OUT"],
+    "augmentations": ["augmentations", "--quiet", "--out", "OUT"],
+    "sweep": ["sweep", "OUT", "--no-progress"],
+    "report": ["report", "RUN", "--out", "OUT"],
+    "convert": ["convert", "simsiam_cifar_resnet18", "CKPT", "OUT"],
+    "train-digits": ["train-digits", "--quiet", "--out", "OUT"],
+    "train-digits-clip": ["train-digits-clip", "--out", "OUT"],
+}
+
+
+@pytest.mark.parametrize("command", list(WRITING_COMMANDS))
+def test_every_writing_command_checks_its_output_location_before_any_work(tmp_path, capsys, monkeypatch, command):
+    """A file where the output folder should be created: one line naming the flag, status 2,
+    before anything is read or computed (the checkpoint of `convert` is not even a checkpoint)."""
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # restored after the test
+    out = _unwritable_targets(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (tmp_path / "ckpt.pth").write_text("not read")
+    argv = [{"OUT": out, "RUN": str(run), "CKPT": str(tmp_path / "ckpt.pth")}.get(a, a)
+            for a in WRITING_COMMANDS[command]]
+    status, _, err = _run_cli(capsys, argv)
+    assert status == 2, err
+    _assert_one_line_error(err, command, [f"{out!r} cannot be created: {tmp_path / 'file'} is a file, not a directory"])
+    assert _tree(tmp_path) == ["ckpt.pth", "file", "run", "run/config.json"]
+
+
 # ----------------------------------------------------------------------------- packaging
 
 @pytest.mark.slow

@@ -202,3 +202,73 @@ def test_run_sweep_from_python_refuses_bad_values_before_writing(tmp_path):
     with pytest.raises(ValueError, match=r"methods\.rise\.n_masks"):
         run_sweep(config, str(tmp_path / "run"), progress=False, compile_cache=None)
     assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- sweep encoder fields
+# What a researcher sets after `cocoa-jax convert`, checked from model.json before any work
+# (`sweep.config.check_encoder_fields`); one case goes through the installed command in
+# tests/product/test_machine_faults.py.
+
+def _model_dir(root, arch, **config):
+    """A model directory as `cocoa-jax convert` writes it, as far as the checks read it: model.json."""
+    from cocoa_jax.models import registry
+
+    directory = root / arch
+    directory.mkdir()
+    meta = {"format": registry.FORMAT_VERSION, "arch": arch,
+            "config": {**registry.ARCHITECTURES[arch].default_config, **config}, "notes": []}
+    (directory / registry.METADATA_FILE).write_text(json.dumps(meta))
+    return str(directory)
+
+
+def _encoder_config(**fields):
+    return sweep_config.digits_reduced().replace(**fields)
+
+
+def test_encoder_fields_refused_with_the_field_to_set(tmp_path):
+    resnet18 = _model_dir(tmp_path, "resnet18")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (dict(encoder="resnet18"), ["`encoder_dir` is required with encoder 'resnet18'", "--set encoder_dir=DIR",
+                                    "cocoa-jax convert resnet18"]),
+        (dict(encoder="resnet18", encoder_dir=resnet18),
+         ["`dataset` 'digits' holds 32x32 grey images", "takes 224x224x3", "--set dataset=folder:<root>",
+          "--set dataset=tfds:<name> --set data_dir=DIR"]),
+        (dict(encoder="resnet34", encoder_dir=resnet18),
+         [f"`encoder_dir` {resnet18!r} holds a converted 'resnet18' model", "not 'resnet34'",
+          "--set encoder=resnet18"]),
+        (dict(encoder="digits", encoder_dir=resnet18), ["holds a converted 'resnet18' model", "drop `encoder_dir`"]),
+        (dict(encoder="resnet18", encoder_dir=str(tmp_path / "empty")), ["holds no model.json", "cocoa-jax convert"]),
+        (dict(encoder="resnet18", encoder_dir=resnet18, dataset="folder:/data", preprocess="CIFAR"),
+         ["`preprocess` 'CIFAR' crops images to 32x32", "takes 224x224x3", "--set preprocess=model"]),
+        (dict(encoder="resnet18", encoder_dir=resnet18, dataset="folder:/data", preprocess="imagenet"),
+         ["`preprocess` 'imagenet' is not 'model', 'none' or one of", "IMAGENET"]),
+    ]
+    for fields, fragments in cases:
+        with pytest.raises(ValueError) as info:
+            sweep_config.check_encoder_fields(_encoder_config(**fields))
+        for fragment in fragments:
+            assert fragment in str(info.value), (fields, str(info.value))
+
+
+def test_encoder_fields_that_fit_pass(tmp_path):
+    cifar = _model_dir(tmp_path, "simsiam_cifar_resnet18")   # 32x32x3: the digits in 3 channels
+    vit = _model_dir(tmp_path, "dino_vit", image_size=32, patch_size=8, pos_grid=4)  # size from model.json
+    resnet18 = _model_dir(tmp_path, "resnet18")
+    for fields in (dict(), dict(encoder="simsiam_cifar_resnet18", encoder_dir=cifar),
+                   dict(encoder="dino_vit", encoder_dir=vit),
+                   dict(encoder="resnet18", encoder_dir=resnet18, dataset="folder:/data"),
+                   dict(encoder="resnet18", encoder_dir=resnet18, dataset="folder:/data", preprocess="IMAGENET"),
+                   dict(encoder="resnet18", encoder_dir=resnet18, dataset="tfds:imagenette", data_dir="/d",
+                        preprocess="none")):
+        sweep_config.check_encoder_fields(_encoder_config(**fields))
+
+
+def test_sweep_command_refuses_an_encoder_mistake_before_writing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+    resnet18 = _model_dir(tmp_path, "resnet18")
+    run_dir = tmp_path / "run"
+    assert cli.main(["sweep", str(run_dir), "--set", "encoder=resnet18", "--set", f"encoder_dir={resnet18}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cocoa-jax sweep: error: config field `dataset` 'digits'"), err
+    assert not run_dir.exists()

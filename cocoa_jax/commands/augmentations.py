@@ -147,7 +147,9 @@ def validate(args: argparse.Namespace) -> dict:
                          f"pass --overwrite to replace them or choose another --out")
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out!r} exists and is not a directory")
-    settings["out"] = out
+    from cocoa_jax.commands.checks import output_location
+
+    settings["out"] = output_location("--out", out)  # writable (or creatable), before any work
     return settings
 
 

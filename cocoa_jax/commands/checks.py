@@ -1,6 +1,8 @@
 """Argument checks the commands share; each mistake is a `UsageError` naming the flag."""
 from __future__ import annotations
 
+import os
+
 from cocoa_jax.cli import UsageError
 
 
@@ -21,3 +23,25 @@ def positive(option: str, value) -> int:
     if value is None or isinstance(value, bool) or int(value) != value or int(value) <= 0:
         raise UsageError(f"{option} must be a positive integer, got {value}")
     return int(value)
+
+
+def output_location(option: str, path, *, replaced_whole: bool = False) -> str:
+    """The absolute output location `path` of flag `option`, proven writable before any work.
+
+    A missing folder (and missing parents) is accepted when the closest existing ancestor is
+    writable: the command creates it when it writes its outputs. `replaced_whole`: the output is
+    a directory written to a temporary sibling and renamed into place (checkpoints, model
+    directories), so its PARENT must be writable. Refused (UsageError naming the flag): a file
+    in the way, a read-only file system, no permission, a full disk.
+    """
+    from cocoa_jax import files
+
+    target = os.path.abspath(os.fspath(path))
+    where = os.path.dirname(target) if replaced_whole else target
+    try:
+        files.check_writable(where)
+    except files.UnwritableLocation as err:
+        if replaced_whole and str(err).startswith("exists"):  # the parent itself is a file
+            err = f"cannot be created: {where} is a file, not a directory"
+        raise UsageError(f"{option} {os.fspath(path)!r} {err}") from None
+    return target

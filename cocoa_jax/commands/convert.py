@@ -71,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
         check_out_dir(os.path.abspath(args.out_dir), overwrite=args.overwrite)
     except FileExistsError as err:
         raise UsageError(str(err)) from None
+    from cocoa_jax.commands.checks import output_location
+
+    output_location("OUT_DIR", args.out_dir, replaced_whole=True)  # writable, before torch loads
     options = {}
     for item in args.option:
         key, sep, value = item.partition("=")

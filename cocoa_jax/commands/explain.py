@@ -35,7 +35,7 @@ import numpy as np
 from cocoa_jax.cli import UsageError
 from cocoa_jax.records import environment_record
 from cocoa_jax.commands import method_flags
-from cocoa_jax.commands.checks import parse_names
+from cocoa_jax.commands.checks import output_location, parse_names
 from cocoa_jax.files import Outputs
 
 DEFAULT_TARGETS = ("cocoa", "corpus", "label_free", "contrastive_label_free")
@@ -128,7 +128,7 @@ def check_out_dir(out: str, overwrite: bool) -> str:
     if existing and not overwrite:
         raise UsageError(f"--out {out!r} already holds {', '.join(existing)} from an earlier run; "
                          f"choose another --out or pass --overwrite")
-    return out
+    return output_location("--out", out)  # writable (or creatable), before any work
 
 
 def select(labels_train: np.ndarray, labels_test: np.ndarray, *, corpus_class: int, explicand_class: int,

@@ -160,7 +160,9 @@ def check_args(args) -> dict:
     existing = [name for name in OUTPUTS if os.path.exists(os.path.join(out, name))]
     if existing and not args.overwrite:
         raise ValueError(f"--out {out} already holds {', '.join(existing)}; pass --overwrite to replace them")
-    s["out"] = out
+    from cocoa_jax.commands.checks import output_location
+
+    s["out"] = output_location("--out", out)  # writable (or creatable), before any work
     return s
 
 

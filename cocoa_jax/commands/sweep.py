@@ -133,8 +133,9 @@ def _distributed_settings(args):
 
 def check_arguments(args, config) -> None:
     """Everything that can be checked before JAX starts and before any work."""
+    from cocoa_jax.commands.checks import output_location
     from cocoa_jax.sweep import inputs
-    from cocoa_jax.sweep.config import diff_fields
+    from cocoa_jax.sweep.config import check_encoder_fields, diff_fields
 
     if args.devices is not None and args.devices < 1:
         raise UsageError(f"--devices must be a positive integer, got {args.devices}")
@@ -145,10 +146,12 @@ def check_arguments(args, config) -> None:
     try:  # the rules live with the code that resolves the sources (sweep.inputs)
         inputs.check_encoder_source(config)
         inputs.check_dataset_source(config)
+        check_encoder_fields(config)  # encoder_dir vs encoder, input size vs data, before any work
     except ValueError as err:
         raise UsageError(str(err)) from None
     if os.path.exists(args.run_dir) and not os.path.isdir(args.run_dir):
         raise UsageError(f"RUN_DIR {args.run_dir!r} exists and is not a directory")
+    output_location("RUN_DIR", args.run_dir)  # writable (or creatable), before any work
     stored_path = os.path.join(args.run_dir, "config.json")
     if os.path.exists(stored_path):
         try:

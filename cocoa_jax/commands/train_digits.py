@@ -98,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as err:
         raise UsageError(str(err)) from None
     out = output_dir(args.out, replace_shipped=args.replace_shipped, overwrite=args.overwrite)
+    from cocoa_jax.commands.checks import output_location
+
+    output_location("--out", out, replaced_whole=True)  # the checkpoint's folder is writable, before training
 
     import jax
     import numpy as np

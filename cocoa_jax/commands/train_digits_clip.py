@@ -102,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
         if args.batch_size > 1297:
             raise ValueError(f"batch_size must be at most 1297 (the training images), got {args.batch_size}")
         out = resolve_out(args, digits_clip.WEIGHTS_DIR)
+        from cocoa_jax.commands.checks import output_location
+
+        output_location("--out", out, replaced_whole=True)  # the checkpoint's folder is writable, before training
     except ValueError as error:
         from cocoa_jax.cli import UsageError  # the one error path: one line, exit 2
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from typing import Any
 
 from cocoa_jax import methods as methods_mod
@@ -448,3 +449,75 @@ def digits_reduced() -> SweepConfig:
                  "rise": {"n_masks": 1000}},
         eval_steps=32,
     )
+
+
+# ----------------------------------------------------------------------------- encoder fields
+# What a researcher sets after `cocoa-jax convert`, checked from model.json alone (no weights
+# loaded, nothing written), so each mistake is one line naming the field(s) to set.
+
+DIGITS_DATA_SHAPE = (32, 32, 1)  # the `dataset: "digits"` images (cocoa_jax.data.digits)
+
+
+def check_encoder_fields(config: "SweepConfig") -> None:
+    """`encoder`, `encoder_dir`, `dataset` and `preprocess` against each other; ValueError naming
+    the field(s) to set: a converted encoder without `encoder_dir`, an `encoder_dir` whose
+    model.json names another architecture (or that holds none), an encoder whose input size the
+    data cannot give (the 32x32 grey digits to a 224-px encoder; a named `preprocess` cropping to
+    another size). Architecture names themselves are `sweep.inputs.check_encoder_source`'s."""
+    from cocoa_jax.models import registry
+
+    spec = registry.ARCHITECTURES.get(config.encoder)
+    if spec is None:
+        return
+    directory = None if config.encoder_dir is None else os.path.expanduser(config.encoder_dir)
+    if directory is None and spec.default_dir is None:
+        raise ValueError(f"config field `encoder_dir` is required with encoder {config.encoder!r} (a converted "
+                         f"encoder): --set encoder_dir=DIR, the OUT_DIR of `cocoa-jax convert {config.encoder} "
+                         f"CHECKPOINT OUT_DIR`")
+    if directory is not None and os.path.isdir(directory):
+        _check_encoder_dir(config, spec, directory)
+    shape = registry.input_shape_of(config.encoder, directory)
+    if shape is not None:
+        _check_data_fits(config, tuple(shape))
+
+
+def _check_encoder_dir(config, spec, directory: str) -> None:
+    from cocoa_jax.models import registry
+
+    if not os.path.isfile(os.path.join(directory, registry.METADATA_FILE)):
+        if spec.default_dir is not None:
+            return  # a bare checkpoint of a shipped architecture (`cocoa-jax train-digits --out`)
+        raise ValueError(f"config field `encoder_dir` {config.encoder_dir!r} holds no {registry.METADATA_FILE}: "
+                         f"set it to the OUT_DIR of `cocoa-jax convert {config.encoder} CHECKPOINT OUT_DIR`")
+    arch = registry.read_metadata(directory)["arch"]  # a damaged model.json: ModelDirError, one line
+    if arch != config.encoder:
+        other = ("drop `encoder_dir` (the shipped weights)" if spec.default_dir is not None
+                 else f"set `encoder_dir` to the OUT_DIR of `cocoa-jax convert {config.encoder} ...`")
+        raise ValueError(f"config field `encoder_dir` {config.encoder_dir!r} holds a converted {arch!r} model "
+                         f"(its {registry.METADATA_FILE}), not {config.encoder!r}: --set encoder={arch}, or {other}")
+
+
+def _check_data_fits(config, shape: tuple) -> None:
+    size = "x".join(map(str, shape))
+    encoder = f"encoder {config.encoder!r}" + (f" ({config.encoder_dir})" if config.encoder_dir else "")
+    if config.dataset == "digits":
+        # As `sweep.inputs.digits_for_encoder` feeds them: as they are, or grey in 3 channels.
+        if shape[:2] != DIGITS_DATA_SHAPE[:2] or shape[2] not in (1, 3):
+            raise ValueError(
+                f"config field `dataset` 'digits' holds 32x32 grey images but {encoder} takes {size}: set "
+                f"`dataset` to images the encoder's preprocessing resizes to {shape[0]}x{shape[1]}: "
+                f"--set dataset=folder:<root> (ROOT/<split>/<class>/*.png) or --set dataset=tfds:<name> "
+                f"--set data_dir=DIR, with preprocess 'model' (the default)")
+        return
+    if config.preprocess in ("model", "none"):
+        return
+    from cocoa_jax.models import preprocessing
+
+    named = getattr(preprocessing, config.preprocess, None)
+    if not isinstance(named, preprocessing.Preprocessing):
+        choices = sorted(n for n, v in vars(preprocessing).items() if isinstance(v, preprocessing.Preprocessing))
+        raise ValueError(f"config field `preprocess` {config.preprocess!r} is not 'model', 'none' or one of "
+                         f"{', '.join(choices)} (cocoa_jax.models.preprocessing)")
+    if (named.crop, named.crop) != tuple(shape[:2]):
+        raise ValueError(f"config field `preprocess` {config.preprocess!r} crops images to {named.crop}x{named.crop} "
+                         f"but {encoder} takes {size}: --set preprocess=model (the encoder's own preprocessing)")

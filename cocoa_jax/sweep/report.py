@@ -13,7 +13,6 @@ over all its explicands (every corpus class).
 from __future__ import annotations
 
 import csv
-import datetime
 import io
 import math
 import os
@@ -306,7 +305,8 @@ def header_fields(run) -> list[tuple[str, str]]:
     """(label, text) of every line of report.md's header, in order: Encoder, Architecture, Weights
     hash, Dataset, Methods, Targets, Seeds, Classes, Sizes, Evaluation, Run hash, Date, Versions,
     Devices and processes. Read from what the run directory records (config.json: config, run
-    identity, environment at the start; the results rows); nothing is recomputed."""
+    identity, environment at the start; the results rows); nothing is recomputed, and nothing
+    depends on when the report is written (the same run gives the same report.md)."""
     run = open_run(run)
     config, env = run.config, run.environment
     unrecorded = "not recorded (the run predates this record)"
@@ -347,8 +347,8 @@ def header_fields(run) -> list[tuple[str, str]]:
                        f"absolute {str(config.eval_absolute).lower()}, blurred baseline (kernel "
                        f"{config.blur_kernel_size}, sigma {config.blur_sigma})"),
         ("Run hash", f"`{run.config_hash}`; {len(run.rows)} of {total} units finished"),
-        ("Date", (f"run started {env['created_utc']} UTC" if env else f"run start {unrecorded}")
-                 + f"; report written {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S} UTC"),
+        # The run's date only: a report regenerated from the same run is the same file.
+        ("Date", f"run started {env['created_utc']} UTC" if env else f"run start {unrecorded}"),
         ("Versions", (f"run started with cocoa-jax {env['cocoa_jax']}, jax {env['jax']} (jaxlib {env['jaxlib']})"
                       if env else f"run's {unrecorded}") + f"; {report_versions}"),
         ("Devices and processes",

@@ -2,9 +2,12 @@
 
 `plot_attributions(images, attributions, ...)` is the public entry point: a grid with the
 images in the top row (one column per image) and one row of overlays per attribution map
-(a target, a method, ...), every panel coloured on a SHARED symmetric scale (per row by
-default, or one for the whole figure) with numbered colour bars aligned to the rows, and a
-note under the grid saying what the colours and the scale mean. It returns the
+(a target, a method, ...), every panel coloured on a SHARED scale (per row by default, or one
+for the whole figure) with numbered colour bars aligned to the rows, and a note under the grid
+saying what the colours and the scale mean. The scale's end is a percentile of |value| (99 by
+default: a few extreme pixels saturate instead of blanking the rest); display modes in the
+manner of Captum's `visualize_image_attr`: sign (all, positive, negative, absolute), overlay,
+heat map, masked image, top mass; `panels_dir` / `save_panels` write one PNG per panel. It returns the
 `matplotlib.figure.Figure`; with `path=` it also writes a PNG atomically.
 `plot_attribution_blocks` stacks several such grids in one figure (the `augmentations`
 command: one block per original image). `save_figure` writes any figure atomically.

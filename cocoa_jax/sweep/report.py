@@ -25,7 +25,7 @@ from cocoa_jax.metrics import KINDS, MEASURE_NAMES, MEASURES
 from cocoa_jax.sparsity import GINI_MODES
 from cocoa_jax.sweep.config import METHOD_NAMES, RANDOM_METHOD, SweepConfig
 from cocoa_jax.sweep.runner import plan_units
-from cocoa_jax.sweep.store import CONFIG_FILE, open_existing
+from cocoa_jax.sweep.store import CONFIG_FILE, RESULTS_PATTERN, open_existing
 
 METHOD_TITLES = {name: method.title for name, method in methods_mod.METHODS.items()}
 TARGET_TITLES = dict(targets_mod.TARGET_TITLES, **{RANDOM_METHOD: "Random"})
@@ -294,10 +294,8 @@ def _architecture(config: SweepConfig) -> str:
         return f"`{config.encoder}` (an encoder object given to `run_sweep`)"
     from cocoa_jax.models.store import input_shape_of
 
-    try:
-        shape = input_shape_of(config.encoder, config.encoder_dir and os.path.expanduser(config.encoder_dir))
-    except Exception:  # an unreadable model directory: the header still names the architecture
-        shape = None
+    # None when the directory's model.json cannot be read: the header still names the architecture.
+    shape = input_shape_of(config.encoder, config.encoder_dir and os.path.expanduser(config.encoder_dir))
     return f"`{config.encoder}`" + (f", input {shape[0]}x{shape[1]}x{shape[2]}" if shape else "")
 
 
@@ -311,7 +309,7 @@ def header_fields(run) -> list[tuple[str, str]]:
     config, env = run.config, run.environment
     unrecorded = "not recorded (the run predates this record)"
     methods = [f"{METHOD_TITLES.get(m, m)} (`{m}`: {_options_text(config.method_options(m))})"
-               for m, _ in dict.fromkeys((m, None) for m, _ in row_order(config) if m != RANDOM_METHOD)]
+               for m in dict.fromkeys(m for m, _ in row_order(config) if m != RANDOM_METHOD)]
     if config.include_random:
         methods.append("the random attribution (i.i.d. U[0, 1) pixel scores)")
     found_classes = sorted({r["class_id"] for r in run.rows.values()})
@@ -322,8 +320,8 @@ def header_fields(run) -> list[tuple[str, str]]:
              f"class, images {_image_size(run)}")
     if config.size_field:
         sizes += f" (size study over `{config.size_field}`)"
-    processes = sorted({int(os.path.basename(p)[len("results.p"):-len(".jsonl")])
-                        for p in run._store.results_paths()})
+    prefix, suffix = RESULTS_PATTERN.split("{index}")
+    processes = sorted(int(os.path.basename(p)[len(prefix):-len(suffix)]) for p in run._store.results_paths())
     group_devices = sorted({int(r["devices"]) for r in run.rows.values()})
     report_versions = f"report by cocoa-jax {_version()}, jax {_jax_version()}"
     fields = [

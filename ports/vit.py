@@ -253,7 +253,7 @@ def _offset_option(value) -> float:
         offset = float(value)
     except (TypeError, ValueError):
         offset = float("nan")
-    if not offset >= 0.0 or offset == float("inf"):
+    if not 0.0 <= offset < float("inf"):  # NaN fails too
         raise ValueError(f"option interpolate_offset must be a number >= 0 (0.1: DinoVisionTransformer's default, "
                          f"0: the output size), got {value!r}")
     return offset
@@ -279,10 +279,9 @@ def resampling(layout: str, registers: int, *, interpolate_offset=None, interpol
     if fields != RESAMPLING[source]:
         why = "options interpolate_offset / interpolate_antialias"
     offset = fields["interpolate_offset"]
-    how = (f"scale_factor (grid + {offset:g}) / M" if offset else "to the output size")
-    note = (f"positional embedding at other input sizes: bicubic{', antialiased' if fields['interpolate_antialias'] else ''}, "
-            f"{how} ({why})")
-    return fields, note
+    how = f"scale_factor (grid + {offset:g}) / M" if offset else "to the output size"
+    kind = "bicubic, antialiased" if fields["interpolate_antialias"] else "bicubic"
+    return fields, f"positional embedding at other input sizes: {kind}, {how} ({why})"
 
 
 def vit_key(path, shape):

@@ -108,15 +108,22 @@ def test_dinov2_registers_non_square(tmp_path):
     assert (model.config["interpolate_offset"], model.config["interpolate_antialias"]) == (0.0, True)
 
 
+@pytest.fixture(scope="module")
+def register_config(tmp_path_factory):
+    """model.json's config of a converted register checkpoint (`register_tokens`, 37 x 37 grid)."""
+    root = tmp_path_factory.mktemp("register_config")
+    state_dict = {**_reference(5, img_size=518).state_dict(), "register_tokens": 0.1 * torch.randn(1, 4, 128)}
+    torch.save(state_dict, root / "dinov2_vits14_reg4_pretrain.pth")
+    convert("dinov2_vit", str(root / "dinov2_vits14_reg4_pretrain.pth"), str(root / "out"))
+    return load("dinov2_vit", str(root / "out")).config
+
+
 @pytest.mark.parametrize("out_hw", [(16, 16), (32, 32), (37, 37), (16, 32)])
-def test_register_checkpoint_resampling_is_torch_interpolate(tmp_path, out_hw):
+def test_register_checkpoint_resampling_is_torch_interpolate(register_config, out_hw):
     """A register checkpoint's recorded settings resample the released 37 x 37 grid as the hub's
     *_reg entries do: torch's bicubic, antialias=True, to the output size (224 / 448 / 518 px and
     a non-square 224 x 448)."""
-    state_dict = {**_reference(5, img_size=518).state_dict(), "register_tokens": 0.1 * torch.randn(1, 4, 128)}
-    torch.save(state_dict, tmp_path / "dinov2_vits14_reg4_pretrain.pth")
-    convert("dinov2_vit", str(tmp_path / "dinov2_vits14_reg4_pretrain.pth"), str(tmp_path / "out"))
-    config = load("dinov2_vit", str(tmp_path / "out")).config
+    config = register_config
     grid = torch.randn(1, 3, 37, 37, dtype=torch.float64)
     expected = torch.nn.functional.interpolate(grid, size=out_hw, mode="bicubic",
                                                antialias=HUB_REGISTER_RESAMPLING["interpolate_antialias"])

@@ -95,10 +95,9 @@ def machine_fault(err: BaseException) -> str | None:
         return None
     from cocoa_jax import interrupt
 
-    where = fault.filename if fault.filename is not None else None
     text = fault.strerror or str(fault)
-    if where is not None:
-        text += f" ({where})"
+    if fault.filename is not None:
+        text += f" ({fault.filename})"
     hint = MACHINE_FAULTS[fault.errno]
     text += "; the outputs in progress were removed" + (f": {hint}" if hint else "")
     detail = interrupt.detail()

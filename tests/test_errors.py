@@ -456,8 +456,12 @@ def _probe_as_nobody(target: str) -> str:
     if pid == 0:  # the child: only the standard library and cocoa_jax.files, then os._exit
         try:
             os.close(read_end)
-            os.setgid(65534)
-            os.setuid(65534)
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+            except OSError:
+                os.write(write_end, b"!cannot drop privileges")
+                raise
             try:
                 files.check_writable(target)
                 message = "writable"
@@ -492,6 +496,8 @@ def test_check_writable_refuses_a_folder_without_write_permission(tmp_path):
         for target in (locked, os.path.join(locked, "new", "out")):
             if os.geteuid() == 0:
                 message = _probe_as_nobody(target)
+                if message == "!cannot drop privileges":
+                    pytest.skip("running as root where setuid(65534) is refused: no unprivileged user to test as")
             else:
                 with pytest.raises(files.UnwritableLocation) as info:
                     files.check_writable(target)

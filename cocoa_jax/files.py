@@ -189,7 +189,7 @@ def check_writable(directory: str) -> str:
     return directory
 
 
-def _missing_folders(paths) -> list[str]:
+def missing_folders(paths) -> list[str]:
     """The folders `makedirs` will create for `paths`, deepest first (removed again on failure)."""
     missing = set()
     for path in paths:
@@ -200,7 +200,7 @@ def _missing_folders(paths) -> list[str]:
     return sorted(missing, key=lambda p: -p.count(os.sep))
 
 
-def _remove_empty_folders(folders) -> None:
+def remove_empty_folders(folders) -> None:
     for folder in folders:
         try:
             os.rmdir(folder)
@@ -325,7 +325,7 @@ class Outputs:
         with _LOCK:
             written = {}
             parents = {os.path.dirname(p) for p in paths}
-            created = _missing_folders(parents)
+            created = missing_folders(parents)
             try:
                 for parent in sorted(parents):
                     os.makedirs(parent, exist_ok=True)
@@ -340,7 +340,7 @@ class Outputs:
                     _remove(tmp)
                     unregister_temporary(tmp)
                 self.discard()
-                _remove_empty_folders(created)  # nothing half-written: not even an empty folder
+                remove_empty_folders(created)  # nothing half-written: not even an empty folder
                 raise
             renamed = 0
             for path, tmp in self._dirs.items():

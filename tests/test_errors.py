@@ -661,6 +661,22 @@ def test_sweep_store_cuts_a_half_appended_row_and_keeps_the_finished_units(tmp_p
     assert list(run.read_rows()) == ["u1"]
 
 
+def test_sweep_store_that_cannot_write_its_config_leaves_no_run_directory(tmp_path, monkeypatch):
+    import errno
+
+    from cocoa_jax.sweep import store as store_mod
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError) as info:
+        store_mod.RunStore(str(tmp_path / "runs" / "run"), {"x": 1}, "hash0")
+    monkeypatch.undo()
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "runs" / "run" / "config.json")
+    assert _tree(tmp_path) == []
+
+
 # ----------------------------------------------------------------------------- output locations, every command
 
 def _unwritable_targets(tmp_path):

@@ -140,10 +140,17 @@ class RunStore:
                     f"differs in: {'; '.join(differences) or 'the run hash'}. Results never mix: "
                     f"use a new run directory (or the old settings)")
         elif create:
-            os.makedirs(os.path.join(self.run_dir, UNITS_DIR), exist_ok=True)
+            from cocoa_jax import files
+
             payload = {"config_hash": config_hash, "config": config_dict, "identity": identity,
                        "environment": run_environment()}  # for the report's header; not hashed
-            atomic_write_bytes(config_path, json.dumps(payload, indent=2, sort_keys=True).encode())
+            created = files.missing_folders([os.path.join(self.run_dir, UNITS_DIR)])
+            try:
+                os.makedirs(os.path.join(self.run_dir, UNITS_DIR), exist_ok=True)
+                atomic_write_bytes(config_path, json.dumps(payload, indent=2, sort_keys=True).encode())
+            except OSError:  # a full disk: no empty run directory left behind either
+                files.remove_empty_folders(created)
+                raise
         else:
             raise FileNotFoundError(f"{config_path} does not exist (process 0 writes it first)")
         os.makedirs(os.path.join(self.run_dir, UNITS_DIR), exist_ok=True)

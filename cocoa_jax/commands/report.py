@@ -55,7 +55,7 @@ def run(args) -> int:
     from cocoa_jax.commands.checks import output_location
 
     if args.out is None:  # the default, RUN_DIR/report
-        output_location("RUN_DIR", os.path.join(args.run_dir, "report"))
+        output_location("--out (default RUN_DIR/report)", os.path.join(args.run_dir, "report"))
     else:
         output_location("--out", args.out)
 

@@ -1,6 +1,8 @@
 """LIME (Captum's Lime on the same coalitions, additive models) and Occlusion (equal to Captum's)."""
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,6 +68,47 @@ def test_lime_equals_captum_lime_on_the_same_coalitions():
         zeros += np.sum(ref == 0)
         assert np.all((ref == 0) == (np.abs(ours[target]) < 1e-6))  # the same Lasso zeros
     assert zeros > 0  # alpha = 0.01 really sparsifies here
+
+
+LABELS_1 = np.zeros((H, W), int)  # one feature
+LABELS_2 = (np.arange(W)[None] >= 3).repeat(H, 0).astype(int)  # two features
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("labels, n, alpha", [(LABELS_1, 3, 0.01), (LABELS_2, 3, 0.0), (LABELS, 3, 0.01),
+                                              (LABELS, 5, 0.0), (LABELS, 1, 0.01)],
+                         ids=["1_feature_never_varied", "2_features_alpha0", "6_features_3_samples",
+                              "6_features_5_samples_alpha0", "1_sample"])
+def test_lime_on_rank_deficient_designs_equals_captum(labels, n, alpha):
+    """Few samples for the features (constant and duplicated columns, fewer rows than unknowns,
+    alpha = 0 where the least squares has many minimisers): finite, and Captum's sklearn Lasso
+    (same cyclic coordinate descent from 0) on the same coalitions."""
+    torch = pytest.importorskip("torch")
+    from captum._utils.models.linear_model import SkLearnLasso
+    from captum.attr import Lime
+
+    m = int(labels.max()) + 1
+    key = jax.random.key(n)
+    ours = np.asarray(lime(f_vec, X, BASE, key, n_samples=n, feature_mask=labels, alpha=alpha))
+    coalitions = np.asarray(lime_coalitions(key, n, m))
+    rank = np.linalg.matrix_rank(coalitions - coalitions.mean(0))
+    assert rank < m  # the design really is degenerate
+    assert np.all(np.isfinite(ours))
+
+    def replay(original_inp, **kwargs):
+        for row in coalitions:
+            yield torch.tensor(row[None], dtype=torch.long)
+
+    mask = torch.tensor(labels)[None, None].expand(1, C, H, W)
+    for target in range(3):
+        explainer = Lime(torch_forward(torch), interpretable_model=SkLearnLasso(alpha=alpha), perturb_func=replay)
+        with warnings.catch_warnings():  # sklearn: alpha = 0 "does not converge well"
+            warnings.simplefilter("ignore")
+            ref = explainer.attribute(to_torch(torch, X), to_torch(torch, BASE), target=target, feature_mask=mask,
+                                      n_samples=n)[0, 0].numpy()
+        np.testing.assert_allclose(ours[target], ref, rtol=2e-3, atol=2e-4 * max(np.abs(ref).max(), 1e-6))
+    if rank > 0:
+        assert np.abs(ours).max() > 0  # not trivially all zero (a feature never varied gets 0, as in sklearn)
 
 
 def test_lime_recovers_an_additive_model_without_penalty():

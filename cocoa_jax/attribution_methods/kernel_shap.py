@@ -23,7 +23,7 @@ def enumerates(n_samples: int, n_features: int, efficient: bool) -> bool:
     Theorem 2), where sampling would only approximate it. M = 1 (either mode): the two anchors
     are the only coalitions, and they fix the one value, f(x) - f(baseline).
     """
-    return n_features == 1 or (bool(efficient) and 2 ** n_features <= n_samples)
+    return n_features == 1 or (bool(efficient) and n_features < 31 and 2 ** n_features <= n_samples)
 
 
 def _size_log_probs(n_features: int, dtype=jnp.float32) -> jax.Array:

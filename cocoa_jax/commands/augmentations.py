@@ -102,7 +102,10 @@ def validate(args: argparse.Namespace) -> dict:
         from cocoa_jax.models.registry import CONVERTIBLE
 
         if args.model not in CONVERTIBLE:
-            raise UsageError(f"--model must be one of {', '.join(CONVERTIBLE)} (or digits), got {args.model!r}")
+            from cocoa_jax.models.architectures import did_you_mean
+
+            raise UsageError(f"--model must be one of {', '.join(CONVERTIBLE)} (or digits), got {args.model!r}"
+                             f"{did_you_mean(args.model)}")
         if not args.weights or not os.path.isfile(os.path.join(args.weights, "model.json")):
             raise UsageError(f"--weights must be the directory written by `cocoa-jax convert {args.model} ...` "
                              f"(with model.json), got {args.weights!r}")

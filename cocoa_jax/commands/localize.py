@@ -114,7 +114,11 @@ def _one_image(args) -> str:
 def check_args(args) -> dict:
     """Validate every argument; returns the resolved settings. Raises ValueError (one line)."""
     if args.model not in MODELS:
-        raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {args.model!r}")
+        import difflib
+
+        close = difflib.get_close_matches(str(args.model).lower(), MODELS, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {args.model!r}{hint}")
     from cocoa_jax.commands import method_flags
 
     s = {"model": args.model, "methods": method_flags.selected(args),

@@ -37,7 +37,10 @@ def check_encoder_source(config: SweepConfig) -> None:
     from cocoa_jax.models import list_architectures
 
     if config.encoder not in list_architectures():
-        raise ValueError(f"config field `encoder` {config.encoder!r} is not one of {list(list_architectures())}; "
+        from cocoa_jax.models.architectures import did_you_mean
+
+        raise ValueError(f"config field `encoder` {config.encoder!r} is not one of {list(list_architectures())}"
+                         f"{did_you_mean(config.encoder)}; "
                          f"pass the encoder object to run_sweep for anything else")
     if config.encoder_dir and not os.path.isdir(_expand(config.encoder_dir)):
         raise ValueError(f"config field `encoder_dir` {config.encoder_dir!r} is not a directory")
@@ -254,5 +257,3 @@ def fingerprint_data(*sources) -> str:
         ends = [0, len(source) - 1] if len(source) else []
         digest.update(np.ascontiguousarray(source.images(ends)).tobytes())
     return digest.hexdigest()[:16]
-
-

@@ -23,6 +23,15 @@ def _assert_ok(proc):
     assert "Traceback" not in proc.stderr, proc.stderr
 
 
+def _assert_quiet(proc, *summary: str):
+    """--quiet (one meaning in every command): no progress on stderr, the summary on stdout."""
+    assert "%|" not in proc.stderr and "\r" not in proc.stderr, proc.stderr  # no progress bar
+    lines = proc.stdout.strip().splitlines()
+    assert lines and lines[0].startswith("wrote "), proc.stdout
+    for text in summary:
+        assert text in proc.stdout, proc.stdout
+
+
 def _assert_usage_error(proc, command: str, *needles: str):
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -68,7 +77,10 @@ def test_explain_exactly_as_readme(tmp_path):
 def test_explain_small_then_overwrite(tmp_path):
     args = ["explain", "--explicands", "2", "--n-steps", "4", "--n-samples", "4", "--n-masks", "200",
             "--out", "small", "--quiet"]
-    _assert_ok(run_cli(args, cwd=tmp_path))
+    proc = run_cli(args, cwd=tmp_path)
+    _assert_ok(proc)
+    _assert_quiet(proc)
+    assert len(proc.stdout.strip().splitlines()) == 1, proc.stdout  # the summary line only
     settings = _check_explain_outputs(tmp_path / "small", 2, ("integrated_gradients", "gradient_shap", "rise"))
     assert "integrated_gradients" in json.dumps(settings)
     # One forced host device per core, explicands one per device (at most as many devices as explicands).
@@ -93,8 +105,11 @@ def test_localize_examples_in_the_order_shown(tmp_path):
 
 
 def test_localize_small(tmp_path):
-    _assert_ok(run_cli(["localize", "--explicands", "1", "--query", "7", "--foil", "1", "4", "--n-steps", "4",
-                        "--n-samples", "4", "--n-masks", "100", "--quiet", "--out", "loc"], cwd=tmp_path))
+    proc = run_cli(["localize", "--explicands", "1", "--query", "7", "--foil", "1", "--foil", "4", "--n-steps", "4",
+                    "--n-samples", "4", "--n-masks", "100", "--quiet", "--out", "loc"], cwd=tmp_path)
+    _assert_ok(proc)
+    _assert_quiet(proc, "pointing game")  # quiet keeps the summary: what was written, the scores
+    assert json.loads((tmp_path / "loc" / "settings.json").read_text())["foil"] == "one, four"  # both --foil
     with np.load(tmp_path / "loc" / "attributions.npz") as data:
         assert all(np.all(np.isfinite(data[k])) for k in data.files if data[k].dtype.kind == "f")
     assert json.loads((tmp_path / "loc" / "settings.json").read_text())["devices"] == 1  # one grid
@@ -124,14 +139,17 @@ def test_augmentations_on_a_converted_model_and_photos(tmp_path, converted_model
     """A converted checkpoint (random weights, real SimSiam format) on image files."""
     arch, model_dir = converted_model_dir
     images = _photos(str(tmp_path))
+    # --foil given twice: both lists count (a repeated flag adds to the list).
     proc = run_cli(["augmentations", "--model", arch, "--weights", model_dir, "--images", *images[:1], "--foil",
-                    *images[1:], "--augmentations", "original,flip,erase", "--n-steps", "4", "--n-samples", "4",
+                    images[1], "--foil", *images[2:], "--augmentations", "original,flip,erase", "--n-steps", "4", "--n-samples", "4",
                     "--n-masks", "64", "--out", "aug", "--quiet"], cwd=tmp_path)
     _assert_ok(proc)
+    _assert_quiet(proc)
     with np.load(tmp_path / "aug" / "attributions.npz") as data:
         floats = [k for k in data.files if data[k].dtype.kind == "f"]
         assert floats and all(np.all(np.isfinite(data[k])) for k in floats)
     _png_ok(tmp_path / "aug" / "figure.png")
+    assert json.loads((tmp_path / "aug" / "settings.json").read_text())["foil_size"] == len(images) - 1
     assert json.loads((tmp_path / "aug" / "settings.json").read_text())["devices"] == min(3, os.cpu_count() or 1)
 
 

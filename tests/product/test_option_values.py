@@ -30,3 +30,13 @@ def test_localize_refuses_a_grid_larger_than_the_image(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "--grid-size" in lines[0] and "64" in lines[0], proc.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_localize_images_is_paths_and_the_grid_count_is_explicands(tmp_path):
+    """`--images` means image files in every command; localize's old count gets a one-line hint."""
+    proc = run_cli(["localize", "--images", "4", "--out", "out"], cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cocoa-jax localize: error: --images"), proc.stderr
+    assert "--explicands 4" in lines[0], lines
+    assert os.listdir(tmp_path) == []

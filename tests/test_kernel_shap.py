@@ -154,6 +154,8 @@ def test_efficient_is_exact_once_every_coalition_fits():
     exact = exact_shapley(f_vec).T  # (3, M)
     enumerated = feature_values(run(f_vec, X, jax.random.key(2), 2 ** M, True))
     np.testing.assert_allclose(enumerated, exact, rtol=0, atol=2e-5 * np.abs(exact).max())
+    chunked = feature_values(run(f_vec, X, jax.random.key(2), 2 ** M, True, 5))  # 62 rows in chunks of 5
+    np.testing.assert_allclose(chunked, enumerated, rtol=0, atol=2e-5 * np.abs(exact).max())
     sampled = feature_values(run(f_vec, X, jax.random.key(2), 2 ** M - 1, True))
     assert np.abs(sampled - exact).max() > 1e-3 * np.abs(exact).max()  # so the test can fail
 
@@ -445,12 +447,13 @@ def test_batch_size_jit_and_k_stacking_invariance():
     assert eager.shape == (3, H, W) and run(f_scalar, X, key, 37).shape == (H, W)
 
 
-def test_vmap_over_explicands():
+@pytest.mark.parametrize("n, efficient", [(30, False), (2 ** M, True)])  # sampled; enumerated
+def test_vmap_over_explicands(n, efficient):
     xs = jnp.asarray(RNG.uniform(size=(3, H, W, C)), jnp.float32)
     keys = jax.random.split(jax.random.key(8), 3)
-    batched = jax.vmap(lambda x, k: run(f_vec, x, k, 30))(xs, keys)
+    batched = jax.vmap(lambda x, k: run(f_vec, x, k, n, efficient))(xs, keys)
     for i in range(3):
-        np.testing.assert_allclose(batched[i], run(f_vec, xs[i], keys[i], 30), rtol=2e-4, atol=2e-5)
+        np.testing.assert_allclose(batched[i], run(f_vec, xs[i], keys[i], n, efficient), rtol=2e-4, atol=2e-5)
 
 
 def test_feature_mask_equals_superpixel():

@@ -36,10 +36,10 @@ def shapley_kernel_weights(n_features: int) -> np.ndarray:
     """(M + 1,) weight of one coalition of size k = 0..M: (M - 1) / (C(M, k) k (M - k)), scaled so
     that the 2^M - 2 proper coalitions weigh 1 in all; the anchors (k = 0, M) get 0 here (they
     are hard constraints)."""
-    weights = np.zeros(n_features + 1)
     k = np.arange(1, n_features)
-    weights[1:n_features] = (n_features - 1) / (np.array([math.comb(n_features, i) for i in k]) * k * (n_features - k))
-    return weights / np.sum(weights[1:n_features] * np.array([math.comb(n_features, i) for i in k]))
+    subsets = np.array([math.comb(n_features, i) for i in k], np.float64)  # coalitions of size k
+    per_coalition = (n_features - 1) / (subsets * k * (n_features - k))
+    return np.concatenate([[0.0], per_coalition / np.sum(subsets * per_coalition), [0.0]])
 
 
 def _random_coalition(sample_key, log_probs, n_features: int) -> jax.Array:

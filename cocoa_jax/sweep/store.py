@@ -295,15 +295,6 @@ def run_environment() -> dict:
             "process_count": jax.process_count()}
 
 
-def read_environment(run_dir: str) -> dict | None:
-    """The `run_environment` config.json recorded (None for runs written before it was recorded)."""
-    try:
-        with open(os.path.join(os.path.abspath(run_dir), CONFIG_FILE)) as fh:
-            return json.load(fh).get("environment")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 def open_existing(run_dir: str) -> tuple[dict, RunStore]:
     """(config dict, store) of an existing run directory (for reports)."""
     path = os.path.join(os.path.abspath(run_dir), CONFIG_FILE)

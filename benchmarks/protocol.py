@@ -385,8 +385,11 @@ def run_official_side(s: dict, classes: list, root: str, checkpoint: str, device
 
     if device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
-    train = ImageFolder(root, "train", preprocess=CIFAR)
-    test = ImageFolder(root, "test", class_names=train.class_names, preprocess=CIFAR)
+    # The official code feeds its network normalised tensors (its transforms end in Normalize);
+    # CIFAR(image) gives [0, 1] pixels (cocoa-jax's models normalise inside), so normalise here.
+    normalised = lambda image: CIFAR.normalize(CIFAR(image))
+    train = ImageFolder(root, "train", preprocess=normalised)
+    test = ImageFolder(root, "test", class_names=train.class_names, preprocess=normalised)
     to_nchw = lambda source: np.ascontiguousarray(source.images(np.arange(len(source))).transpose(0, 3, 1, 2))
     result = O.run_official(load_torch_encoder(checkpoint), O.gaussian_blur, to_nchw(train), train.labels, to_nchw(test),
                             test.labels, official_settings(s, classes), device=device, grad_mode=grad_mode,

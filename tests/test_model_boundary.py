@@ -1,6 +1,9 @@
 """Encoders refuse, on every eager path, inputs they were not made for: non-finite values,
-values outside the architecture's preprocessed range, integer dtypes (`models.check_images`)."""
+values outside [0, 1] (normalised input included: every model takes pixels and normalises
+inside), integer dtypes (`models.check_images`); `network_fn` takes the normalised input."""
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -53,14 +56,14 @@ def test_all_nan_image_is_refused_not_encoded(digits):
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int32])
 def test_integer_dtypes_are_refused(digits, pixels, dtype):
-    with pytest.raises(TypeError, match=r"dtype .* float inputs in \[0, 1\].*/ 255"):
+    with pytest.raises(TypeError, match=r"dtype .* float pixels in \[0, 1\].*/ 255"):
         digits.encode((pixels * 255).astype(dtype))
     with pytest.raises(TypeError, match="dtype"):
         digits.encode(pixels > 0.5)
 
 
 def test_8bit_range_floats_are_refused_with_the_likely_cause(digits, pixels):
-    with pytest.raises(ValueError, match=r"values in \[.*, 25\d.*\] but model 'digits' expects \[0, 1\].*x / 255"):
+    with pytest.raises(ValueError, match=r"values in \[.*, 25\d.*\] but model 'digits' takes float pixels in \[0, 1\].*x / 255"):
         digits.encode(pixels * 255)
     with pytest.raises(ValueError, match="x / 255"):
         digits.encode_fn(digits.params, pixels * 255)
@@ -69,42 +72,52 @@ def test_8bit_range_floats_are_refused_with_the_likely_cause(digits, pixels):
 def test_tolerance_is_a_thousandth_of_the_range(digits, pixels):
     digits.encode(np.clip(pixels + 5e-4, None, 1.0005))   # within 1e-3 of the width
     digits.encode(pixels - pixels.min() - 9e-4)
-    with pytest.raises(ValueError, match="expects"):
+    with pytest.raises(ValueError, match=r"takes float pixels in \[0, 1\]; scale to \[0, 1\]"):
         digits.encode(pixels + 0.01)
-    with pytest.raises(ValueError, match="expects"):
+    with pytest.raises(ValueError, match=r"takes float pixels in \[0, 1\]"):
         digits.encode(pixels - pixels.min() - 0.002)
 
 
 def test_architectures_know_their_input_range():
-    assert registry.ARCHITECTURES["digits"].input_range == ((0.0,), (1.0,))
-    assert registry.ARCHITECTURES["simclr_resnet50"].input_range == ((0.0,) * 3, (1.0,) * 3)
+    # What encode_fn takes: [0, 1] pixels for every architecture; what network_fn takes: normalised.
+    for arch, spec in registry.ARCHITECTURES.items():
+        assert spec.input_range == ((0.0,) * spec.channels, (1.0,) * spec.channels), arch
+    assert registry.ARCHITECTURES["digits"].network_input_range == ((0.0,), (1.0,))
+    assert registry.ARCHITECTURES["simclr_resnet50"].network_input_range == ((0.0,) * 3, (1.0,) * 3)
     for arch, prep in (("simsiam_cifar_resnet18", pp.CIFAR), ("resnet18_classifier", pp.IMAGENET),
                        ("clip_vit_b32", pp.CLIP)):
-        low, high = registry.ARCHITECTURES[arch].input_range
+        low, high = registry.ARCHITECTURES[arch].network_input_range
         np.testing.assert_allclose(low, (0 - np.array(prep.mean)) / np.array(prep.std))
         np.testing.assert_allclose(high, (1 - np.array(prep.mean)) / np.array(prep.std))
-        # What the model's own preprocessing outputs lies inside, at both ends.
+        # What the model's own normalisation outputs lies inside, at both ends.
         ends = prep.normalize(np.array([[0.0] * 3, [1.0] * 3], np.float32))
         assert np.all(ends[0] >= np.array(low) - 1e-5) and np.all(ends[1] <= np.array(high) + 1e-5)
+        assert prep.input_range() == ((0.0,) * 3, (1.0,) * 3)  # what prep(image) gives
 
 
 def test_normalised_model_range_per_channel():
     model = _cifar_model()
     rng = np.random.default_rng(0)
     raw = rng.uniform(size=(2, 32, 32, 3)).astype(np.float32)
-    models.check_images(model, pp.CIFAR.normalize(raw))   # prepared as the model expects
-    models.check_images(model, raw)                       # [0, 1] lies inside the normalised range
-    with pytest.raises(ValueError, match=r"x / 255, then normalise with model.preprocess.normalize"):
+    models.check_images(model, raw)                       # [0, 1] pixels: the convention
+    with pytest.raises(ValueError, match=r"takes float pixels in \[0, 1\].*look normalised.*network_fn"):
+        models.check_images(model, pp.CIFAR.normalize(raw))
+    with pytest.raises(ValueError, match=r"look like 8-bit pixels: scale to \[0, 1\], e.g. x / 255$"):
         models.check_images(model, raw * 255)
-    # Channel 2's upper end (2.754) is above channel 0's (2.514): checked per channel.
+    with pytest.raises(TypeError, match=r"dtype uint8 .* float pixels in \[0, 1\]"):
+        models.check_images(model, (raw * 255).astype(np.uint8))
+    # network_fn's range is per channel: channel 2's upper end (2.754) is above channel 0's (2.514).
+    network_range = model.network_input_range
     x = pp.CIFAR.normalize(raw)
     x[..., 2] = 2.7
-    models.check_images(model, x)
+    registry.check_image_values("x", x, network_range, model.name)
     x[..., 0] = 2.7
-    with pytest.raises(ValueError, match=r"\(channel 0\).*per channel \[-2.429, 2.514\]"):
-        models.check_images(model, x)
+    with pytest.raises(ValueError, match=r"\(channel 0\).*network_fn .* per channel \[-2.429, 2.514\]"):
+        registry.check_image_values("x", x, network_range, model.name)
+    with pytest.raises(ValueError, match=r"x / 255, then normalise with model.preprocess.normalize"):
+        model.network_fn(model.params, raw * 255)
     with pytest.raises(TypeError, match="normalise"):
-        models.check_images(model, (raw * 255).astype(np.uint8))
+        model.network_fn(model.params, (raw * 255).astype(np.uint8))
 
 
 def test_check_images_checks_shape_too(digits, pixels):
@@ -147,3 +160,145 @@ def test_input_shape_of_reads_no_weights(tmp_path):
     (tmp_path / "model.json").write_text('{"format": 1, "arch": "clip_vit_b32", "config": {"image_resolution": 336}}')
     assert models.input_shape_of("clip_vit_b32", str(tmp_path)) == (336, 336, 3)
     assert models.input_shape_of("simsiam_cifar_resnet18", str(tmp_path / "missing")) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# One pixel convention on EVERY architecture: encode_fn takes [0, 1] pixels, network_fn normalised input
+
+# The normalisation each architecture's original code applies, restated from its source
+# (torchvision's ImageNet statistics, OpenAI CLIP's, the SimSiam CIFAR-10 recipe's; SimCLR v1
+# and the digits encoder take raw [0, 1] pixels): a swapped table entry fails here.
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+ORIGINAL_NORMALISATION = {
+    "simclr_resnet50": None, "digits": None,
+    "simsiam_cifar_resnet18": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "clip_vit_b32": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    "clip_vit": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    **{arch: IMAGENET_STATS for arch in ("resnet18_classifier", "resnet18", "resnet34", "resnet50", "resnet101",
+                                         "resnet152", "dino_vit", "dinov2_vit")},
+}
+TINY_SIZE = 16
+
+
+def _tiny_config(arch):
+    spec = registry.ARCHITECTURES[arch]
+    if "clip" in arch:
+        return {**spec.default_config, "embed_dim": 8, "image_resolution": TINY_SIZE, "vision_layers": 1,
+                "vision_width": 16, "vision_patch_size": 8, "context_length": 8, "vocab_size": 16,
+                "transformer_width": 8, "transformer_layers": 1, "vision_head_width": 8}
+    if "vit" in arch:
+        return {**spec.default_config, "embed_dim": 16, "depth": 1, "num_heads": 2, "patch_size": 8, "pos_grid": 2,
+                "ffn_hidden": 32, "image_size": TINY_SIZE}
+    if arch == "digits":
+        return spec.default_config
+    return {**spec.default_config, "stage_sizes": [1, 1, 1, 1]}  # ResNets: one block per stage
+
+
+def _random_variables(abstract, seed):
+    """Random values of the right shapes (no init computed): weights ~ N(0, 1/fan_in), variances
+    and scales near 1, so every input pixel moves the output."""
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = jax.tree_util.keystr(path)
+        if "var" in name:
+            return rng.uniform(0.5, 1.5, leaf.shape).astype(leaf.dtype)
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            return np.zeros(leaf.shape, leaf.dtype)
+        fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 1
+        return (rng.normal(size=leaf.shape) / np.sqrt(max(fan_in, 1))).astype(leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, abstract)
+
+
+@functools.lru_cache(maxsize=None)
+def _tiny_model(arch):
+    config = _tiny_config(arch)
+    _, abstract = registry.init_abstract(arch, config)
+    model = registry.make_loaded(arch, config, _random_variables(abstract, len(arch)))
+    if model.input_shape[-1] == 3 and model.input_shape[:2] != (TINY_SIZE, TINY_SIZE):
+        model = model.with_input_shape((TINY_SIZE, TINY_SIZE, 3))  # ResNets: any size
+    return model
+
+
+def _pixels(model, seed=0):
+    return np.random.default_rng(seed).uniform(size=(2, *model.input_shape)).astype(np.float32)
+
+
+def _normalise64(model, pixels):
+    """The original's normalisation in NumPy float64, independent of the model's own code."""
+    stats = ORIGINAL_NORMALISATION[model.name]
+    if stats is None:
+        return pixels
+    mean, std = (np.asarray(v, np.float64) for v in stats)
+    return ((pixels.astype(np.float64) - mean) / std).astype(np.float32)
+
+
+ARCHS = list(registry.ARCHITECTURES)
+
+
+def test_the_convention_table_covers_every_architecture():
+    assert set(ORIGINAL_NORMALISATION) == set(registry.ARCHITECTURES)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_encode_fn_takes_pixels_and_normalises_inside(arch):
+    model = _tiny_model(arch)
+    x = _pixels(model)
+    network = jax.jit(model.network_fn)
+    expected = np.asarray(network(model.params, _normalise64(model, x)))
+    atol = 1e-5 * np.abs(expected).max()  # float32: the two normalisations differ by an ulp
+    np.testing.assert_allclose(np.asarray(model.encode(x)), expected, rtol=1e-4, atol=atol)
+    if ORIGINAL_NORMALISATION[arch] is not None:  # the mistake this guards against: far off
+        unnormalised = np.asarray(network(model.params, x))
+        assert np.linalg.norm(unnormalised - expected) > 0.05 * np.linalg.norm(expected)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_normalised_input_to_encode_fn_is_refused_naming_the_convention(arch):
+    model = _tiny_model(arch)
+    normalised = _normalise64(model, _pixels(model))
+    if ORIGINAL_NORMALISATION[arch] is None:  # e.g. ImageNet statistics applied by mistake
+        normalised = ((_pixels(model) - 0.45) / 0.225).astype(np.float32)
+    for check in (lambda x: models.check_images(model, x), model.encode,
+                  lambda x: model.encode_fn(model.params, x)):
+        with pytest.raises(ValueError, match=rf"model '{arch}' takes float pixels in \[0, 1\]") as caught:
+            check(normalised)
+        assert "\n" not in str(caught.value)
+        if ORIGINAL_NORMALISATION[arch] is not None:
+            assert "look normalised" in str(caught.value) and "network_fn" in str(caught.value)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_network_fn_refuses_8bit_pixels(arch):
+    model = _tiny_model(arch)
+    with pytest.raises(ValueError, match=r"8-bit pixels: scale to \[0, 1\], e.g. x / 255"):
+        model.network_fn(model.params, _pixels(model) * 255)
+    with pytest.raises(ValueError, match=r"8-bit pixels"):
+        model.encode_fn(model.params, _pixels(model) * 255)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_repr_states_the_input_convention(arch):
+    model = _tiny_model(arch)
+    shape = "(N, " + ", ".join(map(str, model.input_shape)) + ")"
+    text = repr(model)
+    assert text == str(model) and len(text) < 400 and "\n" not in text  # no parameter dump
+    assert f"input: {shape} float pixels in [0, 1], channels last" in text
+    stats = ORIGINAL_NORMALISATION[arch]
+    if stats is None:
+        assert "no normalisation" in text and "network_fn" not in text
+    else:
+        assert f"normalised inside (mean=({stats[0][0]:.4g}, " in text and "network_fn" in text
+    assert model.input_convention in text
+
+
+def test_preprocess_gives_pixels_in_0_1():
+    from PIL import Image
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    for prep in (pp.CIFAR, pp.IMAGENET, pp.CLIP, pp.IMAGENET_RAW):
+        x = prep(image)
+        assert x.dtype == np.float32 and x.min() >= 0 and x.max() <= 1
+        np.testing.assert_array_equal(x, prep.resize_crop(image))
+        np.testing.assert_array_equal(prep.batch([image, image]), np.stack([x, x]))

@@ -22,7 +22,7 @@ from cocoa_jax_ports import CheckpointMismatchError, convert  # noqa: E402
 from cocoa_jax_ports import clip as port_clip  # noqa: E402
 from benchmarks.torch_models import clip_anytorch_file  # noqa: E402
 from torch_reference.clip import CLIPReference, clip_tokens, openai_clip_model, randomize_  # noqa: E402
-from torch_reference.compare import (flax_reps_and_cosine_grad, rel_err,  # noqa: E402
+from torch_reference.compare import (flax_reps_and_cosine_grad, network_reps, rel_err,  # noqa: E402
                                      torch_reps_and_cosine_grad)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
@@ -54,7 +54,7 @@ def test_full_size_vit_b32_layout():
     x = np.random.RandomState(0).rand(1, 224, 224, 3).astype(np.float32)
     with torch.no_grad():
         expected = reference.encode_image(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-    assert rel_err(model.encode(x), expected) < TOL
+    assert rel_err(network_reps(model, x), expected) < TOL
     assert _compare_text(model, reference, clip_tokens(2, 0)) < TOL
 
 
@@ -98,7 +98,7 @@ def test_checkpoint_formats_and_gradients(source, tmp_path):
     rng = np.random.RandomState(1)
     x = rng.randn(2, 64, 64, 3).astype(np.float32)
     direction = rng.randn(SMALL["embed_dim"]).astype(np.float32)
-    reps, grad = flax_reps_and_cosine_grad(model.encode_fn, model.params, x, direction)
+    reps, grad = flax_reps_and_cosine_grad(model.network_fn, model.params, x, direction)
     ref_reps, ref_grad = torch_reps_and_cosine_grad(reference.encode_image, x, direction)
     assert rel_err(reps, ref_reps) < TOL
     assert rel_err(grad, ref_grad) < TOL
@@ -202,7 +202,7 @@ def test_other_vit_sizes_match_openai_build_model(size, tmp_path):
     rng = np.random.RandomState(2)
     x = rng.randn(2, r, r, 3).astype(np.float32)
     direction = rng.randn(config["embed_dim"]).astype(np.float32)
-    reps, grad = flax_reps_and_cosine_grad(model.encode_fn, model.params, x, direction)
+    reps, grad = flax_reps_and_cosine_grad(model.network_fn, model.params, x, direction)
     ref_reps, ref_grad = torch_reps_and_cosine_grad(reference.encode_image, x, direction)
     assert rel_err(reps, ref_reps) < TOL and rel_err(grad, ref_grad) < TOL
     assert _compare_text(model, reference, clip_tokens(2, 3)) < TOL
@@ -219,11 +219,12 @@ def test_open_clip_gelu_training_checkpoint(tmp_path):
     convert("clip_vit", str(tmp_path / "epoch_32.pt"), str(tmp_path / "quick"))
     model, wrong = load("clip_vit", str(tmp_path / "gelu")), load("clip_vit", str(tmp_path / "quick"))
     assert model.config["activation"] == "gelu" and any("module." in n for n in model.notes)
-    x = model.preprocess.normalize(np.random.RandomState(3).rand(2, 64, 64, 3)).astype(np.float32)
+    pixels = np.random.RandomState(3).rand(2, 64, 64, 3).astype(np.float32)
+    x = model.preprocess.normalize(pixels).astype(np.float32)  # the torch module takes normalised input
     with torch.no_grad():
         expected = reference.encode_image(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-    assert rel_err(model.encode(x), expected) < TOL
-    assert rel_err(wrong.encode(x), expected) > 1e-3
+    assert rel_err(model.encode(pixels), expected) < TOL  # the easy path: [0, 1] pixels, normalised inside
+    assert rel_err(wrong.encode(pixels), expected) > 1e-3
     assert _compare_text(model, reference, clip_tokens(2, 5)) < TOL
     with pytest.raises(ValueError, match="activation"):
         convert("clip_vit", str(tmp_path / "epoch_32.pt"), str(tmp_path / "bad"), options={"activation": "relu"})

@@ -37,17 +37,21 @@ def test_normalisation_and_model_pipelines():
     image = (np.random.RandomState(0).rand(50, 70, 3) * 255).astype(np.uint8)
     for pipe, size in ((pp.CIFAR, 32), (pp.IMAGENET, 224), (pp.IMAGENET_RAW, 224), (pp.CLIP, 224)):
         raw = pipe.resize_crop(image)
-        out = pipe(image)
+        out = pipe(image)  # [0, 1] pixels: the models normalise inside
         assert out.shape == (size, size, 3) and out.dtype == np.float32
+        np.testing.assert_array_equal(out, raw)
+        normalised = pipe.normalize(out)
         if pipe.mean is None:
-            np.testing.assert_array_equal(out, raw)
+            np.testing.assert_array_equal(normalised, raw)
         else:
-            np.testing.assert_allclose(out * np.asarray(pipe.std) + np.asarray(pipe.mean), raw, atol=1e-6)
+            np.testing.assert_allclose(normalised * np.asarray(pipe.std) + np.asarray(pipe.mean), raw, atol=1e-6)
     assert pp.CIFAR.resize == 36 and pp.CIFAR.interpolation == "bicubic"
     assert pp.CLIP.interpolation == "bicubic" and pp.IMAGENET.interpolation == "bilinear"
     assert pp.CIFAR.batch([image, image]).shape == (2, 32, 32, 3)
     grey = pp.IMAGENET(np.zeros((300, 260), np.float32))  # greyscale X-ray -> 3 channels
-    np.testing.assert_allclose(grey[0, 0], -np.asarray(pp.IMAGENET_MEAN) / np.asarray(pp.IMAGENET_STD), rtol=1e-6)
+    np.testing.assert_array_equal(grey[0, 0], np.zeros(3))
+    np.testing.assert_allclose(pp.IMAGENET.normalize(grey)[0, 0], -np.asarray(pp.IMAGENET_MEAN) /
+                               np.asarray(pp.IMAGENET_STD), rtol=1e-6)
 
 
 def test_bad_inputs_are_named():

@@ -22,7 +22,7 @@ from cocoa_jax.models import load  # noqa: E402
 from cocoa_jax_ports import CheckpointMismatchError, UnsafeCheckpointError, convert  # noqa: E402
 from cocoa_jax_ports import resnet as port_resnet  # noqa: E402
 from torch_reference import resnet as ref  # noqa: E402
-from torch_reference.compare import (flax_reps_and_cosine_grad, rel_err,  # noqa: E402
+from torch_reference.compare import (flax_reps_and_cosine_grad, network_reps, rel_err,  # noqa: E402
                                      torch_reps_and_cosine_grad)
 
 torch.set_num_threads(2)
@@ -119,10 +119,10 @@ def test_converted_resnet_matches_torch(case, tmp_path, recwarn):
 
     ref_reps, ref_grad = torch_reps_and_cosine_grad(torch_encoder, x, direction)
     if check_grad:
-        reps, grad = flax_reps_and_cosine_grad(model.encode_fn, model.params, x, direction)
+        reps, grad = flax_reps_and_cosine_grad(model.network_fn, model.params, x, direction)
         assert rel_err(grad, ref_grad) < TOL
     else:
-        reps = np.asarray(model.encode(x))
+        reps = network_reps(model, x)
     assert reps.shape == (2, model.representation_dim)
     assert rel_err(reps, ref_reps) < TOL
 
@@ -293,10 +293,16 @@ def test_cli_convert_and_load_errors(resnet18_state_dict, tmp_path, capsys):
         model.encode_fn(model.params, np.zeros((224, 224, 3), np.float32))
 
 
+# The SimSiam CIFAR-10 recipe's transforms.Normalize, restated (independent of cocoa_jax's table).
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+
+
 @pytest.mark.slow
 def test_end_to_end_cocoa_gradient_matches_torch(tmp_path):
-    """load -> cocoa_jax.targets.cocoa -> explain_fn -> attribution, vs the same COCOA score
-    (mean cosine to corpus minus mean cosine to foil, eq. 3) differentiated in torch."""
+    """load -> cocoa_jax.targets.cocoa -> explain_fn -> attribution on [0, 1] pixels (the easy
+    path: CIFAR mean/std applied inside), vs the same COCOA score (mean cosine to corpus minus
+    mean cosine to foil, eq. 3) of the torch module fed normalised pixels, differentiated in torch
+    with respect to the pixels."""
     targets = pytest.importorskip("cocoa_jax.targets")
     attribution = pytest.importorskip("cocoa_jax.attribution")
     arch, path, torch_encoder, *_ = _simsiam_lincls(tmp_path)
@@ -309,12 +315,14 @@ def test_end_to_end_cocoa_gradient_matches_torch(tmp_path):
     f = targets.explain_fn(lambda batch: model.encode_fn(model.params, batch), target)
     attr = np.asarray(jax.jit(lambda v: attribution.vanilla_gradients(f, v))(x))
 
+    mean, std = (torch.tensor(v, dtype=torch.float32)[:, None, None] for v in (CIFAR_MEAN, CIFAR_STD))
     nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
+    encoder = lambda pixels: torch_encoder((pixels - mean) / std)  # the SimSiam CIFAR transform's Normalize
     with torch.no_grad():
         unit = lambda r: r / r.norm(dim=-1, keepdim=True)
-        corpus_u, foil_u = unit(torch_encoder(nchw(corpus))), unit(torch_encoder(nchw(foil)))
+        corpus_u, foil_u = unit(encoder(nchw(corpus))), unit(encoder(nchw(foil)))
     xt = nchw(x[None]).requires_grad_(True)
-    u = unit(torch_encoder(xt))
+    u = unit(encoder(xt))
     ((u @ corpus_u.T).mean() - (u @ foil_u.T).mean()).backward()
     expected = xt.grad.numpy()[0].transpose(1, 2, 0)
     assert attr.shape == x.shape

@@ -20,7 +20,8 @@ torch = pytest.importorskip("torch")
 from cocoa_jax.models import load  # noqa: E402
 from cocoa_jax_ports import CheckpointMismatchError, convert  # noqa: E402
 from torch_reference import resnet as ref  # noqa: E402
-from torch_reference.compare import flax_reps_and_cosine_grad, rel_err, torch_reps_and_cosine_grad  # noqa: E402
+from torch_reference.compare import (flax_reps_and_cosine_grad, network_reps, rel_err,  # noqa: E402
+                                     torch_reps_and_cosine_grad)
 from torch_reference.torchvision_source import load_resnet_module  # noqa: E402
 
 torch.set_num_threads(2)
@@ -160,11 +161,11 @@ def test_ssl_layouts_resnet18(layout, resnet18, tmp_path):
     direction = np.random.RandomState(2).randn(512).astype(np.float32)
     encoder = _encoder(resnet18)
     if layout in ("plain", "moco_v3"):  # gradients for two formats (compiling them is the slow part)
-        reps, grad = flax_reps_and_cosine_grad(model.encode_fn, model.params, x, direction)
+        reps, grad = flax_reps_and_cosine_grad(model.network_fn, model.params, x, direction)
         ref_reps, ref_grad = torch_reps_and_cosine_grad(encoder, x, direction)
         assert rel_err(grad, ref_grad) < TOL
     else:
-        reps = np.asarray(model.encode(x))
+        reps = network_reps(model, x)
         with torch.no_grad():
             ref_reps = encoder(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
     assert reps.shape == (2, 512) and rel_err(reps, ref_reps) < TOL
@@ -185,7 +186,7 @@ def test_deeper_resnets_match_torchvision(depth, tmp_path):
     assert model.input_shape == (32, 32, 3) and model.representation_dim == (512 if depth == 34 else 2048)
     x = np.random.RandomState(3).rand(2, 32, 32, 3).astype(np.float32)
     direction = np.random.RandomState(4).randn(model.representation_dim).astype(np.float32)
-    reps, grad = flax_reps_and_cosine_grad(model.encode_fn, model.params, x, direction)
+    reps, grad = flax_reps_and_cosine_grad(model.network_fn, model.params, x, direction)
     ref_reps, ref_grad = torch_reps_and_cosine_grad(_encoder(model_t), x, direction)
     assert rel_err(reps, ref_reps) < TOL and rel_err(grad, ref_grad) < TOL
     with torch.no_grad():
@@ -203,7 +204,7 @@ def test_resnet101_152_layouts(depth, tmp_path):
     x = np.random.RandomState(5).rand(1, 32, 32, 3).astype(np.float32)
     with torch.no_grad():
         expected = _encoder(model_t)(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-    assert rel_err(model.encode(x), expected) < TOL
+    assert rel_err(network_reps(model, x), expected) < TOL
 
 
 def test_refusals_name_the_key(resnet18, tmp_path):

@@ -46,7 +46,7 @@ def _check(model, reference):
     rng = np.random.RandomState(1)
     x = rng.randn(2, 64, 64, 3).astype(np.float32)
     direction = rng.randn(B16["embed_dim"]).astype(np.float32)
-    reps, grad = flax_reps_and_cosine_grad(model.encode_fn, model.params, x, direction)
+    reps, grad = flax_reps_and_cosine_grad(model.network_fn, model.params, x, direction)  # torch's input
     ref_reps, ref_grad = torch_reps_and_cosine_grad(reference.encode_image, x, direction)
     tokens = clip_tokens(2, 2)
     with torch.no_grad():

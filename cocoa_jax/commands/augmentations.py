@@ -211,22 +211,10 @@ def file_inputs(settings):
                 raise UsageError(f"cannot read image {path!r}: {err}") from None
         return np.stack(images).astype(np.float32)
 
-    raw_encode = model.encode_fn
-    # Augment [0, 1] pixels, then normalise as the model expects (inside the explained function).
-    encode_fn = _normalized_encoder(raw_encode, prep)
+    # Augment [0, 1] pixels: the model's encode_fn normalises inside (the explained function).
+    encode_fn = model.encode_fn
     record = {"titles": [os.path.basename(p) for p in settings["images"]], "foil_size": len(settings["foil_images"])}
     return model, encode_fn, read(settings["images"]), read(settings["foil_images"]), record
-
-
-_ENCODERS = {}
-
-
-def _normalized_encoder(encode_fn, prep):
-    """One function object per (encoder, preprocessing): compilations are reused."""
-    key = (encode_fn, prep)
-    if key not in _ENCODERS:
-        _ENCODERS[key] = lambda params, x: encode_fn(params, prep.normalize(x))
-    return _ENCODERS[key]
 
 
 # ----------------------------------------------------------------------------- outputs

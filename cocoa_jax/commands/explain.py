@@ -10,7 +10,7 @@ training images). With your own encoder and data:
         --corpus-text "a photo of a dog" --foil-text "a photo of a cat" "a photo of a car"
 
 Images (files, folders or globs) are read at the model's input size through its own resize and
-crop, attributed as [0, 1] pixels (normalisation folded into the encoder), against the blurred
+crop, attributed as [0, 1] pixels (every model normalises inside its encode_fn), against the blurred
 image (GaussianBlur(21, 5), paper Appendix H). The targets (COCOA, corpus, label-free,
 contrastive label-free) are stacked into ONE target, so every encoder pass serves all of them;
 methods and their option flags come from the method table (`cocoa_jax.methods`). The work is
@@ -377,7 +377,6 @@ def run(args: argparse.Namespace) -> int:
 
     from cocoa_jax import methods, phases, pipeline, sharding, viz
     from cocoa_jax import targets as T
-    from cocoa_jax.data import files
     from cocoa_jax.models import load
 
     t_start = time.perf_counter()
@@ -393,10 +392,6 @@ def run(args: argparse.Namespace) -> int:
     timings["load"] = round(time.perf_counter() - t0, 3)
     bar.update(1)
 
-    class PixelModel:  # the model on [0, 1] pixels (its normalisation folded into the encoder)
-        encode_fn = staticmethod(files.pixel_encoder(model))
-        params = model.params
-
     def on_method(name, seconds):
         timings[name] = round(seconds, 3)
         phases.reached(f"method {name}")
@@ -410,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
     phases.reached("compute")
     try:
         result = pipeline.explain_images(
-            PixelModel, inputs["images"], corpus=inputs.get("corpus"), foil=inputs.get("foil"),
+            model, inputs["images"], corpus=inputs.get("corpus"), foil=inputs.get("foil"),
             corpus_reps=inputs.get("corpus_reps"), foil_reps=inputs.get("foil_reps"), targets=target_names,
             methods=method_names, options=options, key=jax.random.key(args.seed), similarity=args.similarity,
             batch_size=batch_size, on_method=on_method, mesh=mesh)

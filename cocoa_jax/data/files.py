@@ -6,13 +6,12 @@ with notes: each file read at its full bit depth first (`cocoa_jax.data.pixels`:
 mode, EXIF orientation, alpha on a white background by default), then resized in float: through
 the model's own resize and crop when it has one (`model.preprocess`), else (the digits encoders)
 converted to the model's channel count and stretched bilinearly. Normalisation (mean/std)
-is NOT applied here: `pixel_encoder(model)` folds it into the encoder, so blurring, masking and
-attributions happen on pixels (IG and RISE are unchanged by a per-channel affine map).
+is NOT applied here: every loaded model takes [0, 1] pixels and normalises inside its
+`encode_fn`, so blurring, masking and attributions happen on pixels.
 Every problem is a ValueError naming the argument and the file.
 """
 from __future__ import annotations
 
-import functools
 import glob
 import os
 from typing import NamedTuple, Sequence
@@ -134,20 +133,3 @@ def _resize_remarks(size, input_size, preprocess) -> list[str]:
     if remarks:
         remarks.append(target)
     return remarks
-
-
-def pixel_encoder(model):
-    """`encode_fn(params, pixels in [0, 1])` of `model`: its normalisation folded in (one function
-    object per model, so compiled programs are reused)."""
-    preprocess = getattr(model, "preprocess", None)
-    if preprocess is None or getattr(preprocess, "mean", None) is None:
-        return model.encode_fn
-    return _normalized(model.encode_fn, preprocess)
-
-
-@functools.lru_cache(maxsize=None)
-def _normalized(encode_fn, preprocess):
-    def encode(params, x):
-        return encode_fn(params, preprocess.normalize(x))
-
-    return encode

@@ -30,9 +30,11 @@ class ArchSpec:
 
     any_size: a convolutional encoder that pools any spatial size (`with_input_shape` allowed).
     default_dir: where `load(name)` finds weights when no directory is given (shipped models).
-    input_range: (low, high) per channel of ONE preprocessed input: [0, 1] pixels through
-      `preprocess` (normalised models: ((0 - mean) / std, (1 - mean) / std)); encode refuses
-      concrete inputs outside it (`check_images`).
+    input_range: (low, high) per channel of what `encode_fn` takes: pixels in [0, 1] for every
+      architecture (the mean/std of `preprocess` is applied inside); encode refuses concrete
+      inputs outside it (`check_images`).
+    network_input_range: the same for the raw network (`network_fn`, the expert path): [0, 1]
+      pixels through `preprocess.normalize`, ((0 - mean) / std, (1 - mean) / std).
     """
 
     name: str
@@ -55,6 +57,10 @@ class ArchSpec:
 
     @property
     def input_range(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+        return (0.0,) * self.channels, (1.0,) * self.channels
+
+    @property
+    def network_input_range(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
         return pp.value_range(self.preprocess, self.channels)
 
 

@@ -1,8 +1,13 @@
 """`LoadedModel`, the encoder every loaded architecture becomes, and its input checks.
 
-Every `LoadedModel` function checks its input's static shape against `input_shape` (rank,
-spatial size, channels): one unbatched image is refused instead of being read as a batch.
-Eager calls also check dtype and values (`check_images`). Re-exported by `cocoa_jax.models.registry`.
+One pixel convention: every `LoadedModel` takes float pixels in [0, 1], (N, H, W, C) channels
+last, in `encode` / `encode_fn`, and applies the model's normalisation (`preprocess.normalize`,
+its mean/std) inside; `model.preprocess(image)` gives such pixels. The raw network, on normalised
+input, is the expert path `network_fn`. Every function checks its input's static shape against
+`input_shape` (rank, spatial size, channels): one unbatched image is refused instead of being
+read as a batch. Eager calls also check dtype and values (`check_images`): normalised input
+given to `encode_fn` (negative values) is refused with the convention named.
+Re-exported by `cocoa_jax.models.registry`.
 """
 from __future__ import annotations
 
@@ -18,21 +23,30 @@ from cocoa_jax.models import preprocessing as pp
 from cocoa_jax.models.architectures import spec_of
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class LoadedModel:
     """A ported encoder, ready for `cocoa_jax.targets.explain_fn(model.encode, target)`.
+
+    Input: float pixels in [0, 1], (N, H, W, C) channels last; the model's mean/std is applied
+    inside `encode_fn` (`input_convention` says which; so does the repr).
 
     Attributes:
       name: architecture name (a key of `ARCHITECTURES`).
       module: the Flax module.
       params: its Flax variables (`{"params": ...}` plus `"batch_stats"` for ResNets).
       representation_dim: D, the width of `encode`'s output.
-      input_shape: (H, W, C) of ONE preprocessed input at native resolution.
-      preprocess: `Preprocessing` turning a PIL image / array into one (H, W, C) input.
-      encode_fn: pure `encode_fn(params, x (N, H, W, C) float) -> (N, D)`; jit it with
-        params as an argument to avoid baking weights into the program as constants.
-        `x` must be a BATCH whose trailing axes equal `input_shape` (a ValueError otherwise,
-        also under jit/vmap: only static shapes are checked).
+      input_shape: (H, W, C) of ONE input at native resolution.
+      preprocess: `Preprocessing` turning a PIL image / array into one (H, W, C) input of [0, 1]
+        pixels (resize + crop); its `mean`/`std` are what `encode_fn` applies inside. None for
+        models that take images as they are (digits).
+      encode_fn: pure `encode_fn(params, x (N, H, W, C) float pixels in [0, 1]) -> (N, D)`,
+        normalisation inside; jit it with params as an argument to avoid baking weights into
+        the program as constants. `x` must be a BATCH whose trailing axes equal `input_shape`
+        (a ValueError otherwise, also under jit/vmap: only static shapes are checked).
+      network_fn: the expert path, the raw network: pure `network_fn(params, x_normalised)
+        -> (N, D)` on `preprocess.normalize(pixels)` (what the original PyTorch model takes;
+        values checked against `network_input_range`). `encode_fn(p, x) ==
+        network_fn(p, preprocess.normalize(x))`; the same function for models without mean/std.
       head_fn: pure `head_fn(params, reps (N, D)) -> (N, num_classes)`, or None.
       encode_text_fn: CLIP only: pure `encode_text_fn(params, tokens (N, L) int) -> (N, D)`,
         L <= context_length.
@@ -47,23 +61,43 @@ class LoadedModel:
     input_shape: Tuple[int, int, int]
     preprocess: Optional[pp.Preprocessing]
     encode_fn: Callable[[Any, jax.Array], jax.Array]
+    network_fn: Callable[[Any, jax.Array], jax.Array]
     head_fn: Optional[Callable[[Any, jax.Array], jax.Array]] = None
     encode_text_fn: Optional[Callable[[Any, jax.Array], jax.Array]] = None
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     notes: Tuple[str, ...] = ()
 
     def encode(self, x) -> jax.Array:
-        """(N, H, W, C) -> (N, D) with this model's params (jit-compiled, cached).
+        """(N, H, W, C) float pixels in [0, 1] -> (N, D) with this model's params (jit-compiled,
+        cached; the model's normalisation is applied inside).
 
-        `x` is checked first (`check_images`): shape, a float dtype, finite values in `input_range`.
+        `x` is checked first (`check_images`): shape, a float dtype, finite values in [0, 1].
         """
         check_images(self, x)
         return _jit(self.encode_fn)(self.params, jnp.asarray(x, jnp.float32))
 
     @property
     def input_range(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
-        """(low, high) per channel of ONE preprocessed input (`ArchSpec.input_range`)."""
+        """(low, high) per channel of what `encode` / `encode_fn` take: [0, 1] pixels."""
         return spec_of(self.name).input_range
+
+    @property
+    def network_input_range(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+        """(low, high) per channel of what `network_fn` takes: [0, 1] pixels normalised,
+        ((0 - mean) / std, (1 - mean) / std); [0, 1] for models without mean/std."""
+        return spec_of(self.name).network_input_range
+
+    @property
+    def input_convention(self) -> str:
+        """What `encode` / `encode_fn` take, in words (also in the repr)."""
+        return input_convention(self.input_shape, self.preprocess)
+
+    def __repr__(self) -> str:
+        head = "" if self.head_fn is None else ", head"
+        text = "" if self.encode_text_fn is None else ", text encoder"
+        expert = "" if _normalizer(self.preprocess) is None else "; network_fn: the raw network on normalised input"
+        return (f"LoadedModel({self.name!r}, input: {self.input_convention}; output: (N, "
+                f"{self.representation_dim}){head}{text}{expert})")
 
     def head(self, reps) -> jax.Array:
         """(N, D) representations -> (N, num_classes) logits."""
@@ -147,20 +181,47 @@ def _range_text(low, high) -> str:
     return "per channel " + ", ".join(f"[{lo:.4g}, {hi:.4g}]" for lo, hi in zip(low, high))
 
 
-def check_image_values(name: str, x, input_range, model_name: str, *, tolerance: float = 1e-3) -> None:
+def _numbers(values) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
+
+
+def input_convention(input_shape, preprocess=None) -> str:
+    """What a model's `encode_fn` takes, in words: "(N, H, W, C) float pixels in [0, 1], normalised
+    inside (mean=..., std=...)" (or "..., no normalisation" for models without mean/std)."""
+    shape = "(N, " + ", ".join(map(str, input_shape)) + ")"
+    mean = getattr(preprocess, "mean", None)
+    inside = ("no normalisation" if mean is None else
+              f"normalised inside (mean={_numbers(mean)}, std={_numbers(preprocess.std)})")
+    return f"{shape} float pixels in [0, 1], channels last, {inside}"
+
+
+def check_image_values(name: str, x, input_range, model_name: str, *, tolerance: float = 1e-3,
+                       preprocess=None) -> None:
     """A float dtype always; when `x` is concrete (not traced), finite values within `input_range`
     ((low, high) per channel, widened by `tolerance` of each channel's width). Static dtypes are
-    checked under jit too; values only where they are known (eager calls)."""
+    checked under jit too; values only where they are known (eager calls).
+
+    `input_range` [0, 1] is the pixel convention of `encode_fn` (`preprocess`: the normalisation
+    the model applies inside, named in errors: negative values "look normalised"); any other
+    range is a raw network's normalised input (`network_fn`)."""
     low, high = (tuple(float(v) for v in bound) for bound in input_range)
     expected = _range_text(low, high)
-    normalised = any(lo != 0.0 or hi != 1.0 for lo, hi in zip(low, high))
-    how = ("normalise [0, 1] pixels with model.preprocess.normalize(x) (or prepare images with "
-           "model.preprocess)" if normalised else "scale to [0, 1]")
+    network = any(lo != 0.0 or hi != 1.0 for lo, hi in zip(low, high))
+    inside = preprocess is not None and getattr(preprocess, "mean", None) is not None
+    if network:
+        takes = f"the network_fn of model {model_name!r} takes float normalised input, {expected}"
+        how = "normalise [0, 1] pixels with model.preprocess.normalize(x), or pass the pixels to model.encode_fn"
+    else:
+        takes = f"model {model_name!r} takes float pixels in {expected}"
+        how = "scale to [0, 1]"
+        if inside:
+            takes += (f" (it normalises inside: mean={_numbers(preprocess.mean)}, "
+                      f"std={_numbers(preprocess.std)})")
     dtype = _dtype_of(x)
     if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"`{name}` has dtype {dtype} but model {model_name!r} takes float inputs in {expected}: "
-                        f"convert, e.g. x.astype(np.float32) / 255 for 8-bit pixels"
-                        + (", then normalise with model.preprocess.normalize" if normalised else ""))
+        raise TypeError(f"`{name}` has dtype {dtype} but {takes}: convert, e.g. "
+                        f"x.astype(np.float32) / 255 for 8-bit pixels"
+                        + (", then normalise with model.preprocess.normalize" if network else ""))
     if isinstance(x, jax.core.Tracer) or not np.size(x):
         return
     values = x if isinstance(x, jax.Array) else np.asarray(x)
@@ -169,29 +230,35 @@ def check_image_values(name: str, x, input_range, model_name: str, *, tolerance:
     finite = xp.isfinite(values)
     bad = int(values.size - int(xp.count_nonzero(finite)))
     if bad:
-        raise ValueError(f"`{name}` contains {bad} NaN/inf value(s); model {model_name!r} needs finite "
-                         f"inputs in {expected}")
+        raise ValueError(f"`{name}` contains {bad} NaN/inf value(s); {takes}")
     lows = np.asarray(xp.min(values, axis=axes), np.float64).reshape(-1)
     highs = np.asarray(xp.max(values, axis=axes), np.float64).reshape(-1)
     for c, (lo, hi, got_lo, got_hi) in enumerate(zip(low, high, lows, highs)):
         slack = tolerance * (hi - lo)
         if got_lo < lo - slack or got_hi > hi + slack:
             channel = f" (channel {c})" if len(low) > 1 else ""
-            if got_hi > 2.0 and got_lo >= -slack:  # 0..255 data, the usual mistake
-                cause = "; these look like 8-bit pixels: scale to [0, 1], e.g. x / 255"
-                if normalised:
+            all_lo, all_hi = float(lows.min()), float(highs.max())
+            if all_hi > 3.0 and all_lo >= -slack:  # 0..255 data, the usual mistake
+                cause = "these look like 8-bit pixels: scale to [0, 1], e.g. x / 255"
+                if network:
                     cause += ", then normalise with model.preprocess.normalize"
+            elif inside and all_lo < -slack:  # (x - mean) / std applied already: negative values
+                cause = ("these look normalised (mean/std already applied): pass the [0, 1] pixels "
+                         "(model.preprocess(image) gives them); normalised input is for model.network_fn")
+            elif inside:
+                cause = "scale to [0, 1] (if mean/std was applied already, pass the [0, 1] pixels instead)"
             else:
-                cause = f"; {how}"
-            raise ValueError(f"`{name}` has values in [{got_lo:.4g}, {got_hi:.4g}]{channel} but model "
-                             f"{model_name!r} expects {expected}{cause}")
+                cause = how
+            raise ValueError(f"`{name}` has values in [{got_lo:.4g}, {got_hi:.4g}]{channel} but {takes}; {cause}")
 
 
 def check_images(model, x, name: str = "x") -> None:
     """Check images `x` for `model` (a `LoadedModel` or the digits dual encoder) before encoding.
 
+    Every model takes float pixels in [0, 1] (its normalisation, if any, is applied inside).
     Raises ValueError/TypeError naming the expected shape (N, *model.input_shape), a float dtype
-    and, for concrete arrays, finite values in `model.input_range` (+-0.1% of its width).
+    and, for concrete arrays, finite values in `model.input_range` = [0, 1] (+-0.1% of its
+    width): normalised input (negative values) is refused with the convention named.
     `model.encode` and eager calls of `model.encode_fn` run it; inside jit/vmap/grad values are
     unknown and only shape and dtype are checked, so call it on the data before jitting:
 
@@ -206,7 +273,7 @@ def check_images(model, x, name: str = "x") -> None:
         if len(shape) != 4 or shape[-1] != input_shape[-1]:
             raise ValueError(f"`{name}` must have shape (N, H, W, {input_shape[-1]}) for model "
                              f"{model.name!r}, got {shape}")
-    check_image_values(name, x, model.input_range, model.name)
+    check_image_values(name, x, model.input_range, model.name, preprocess=getattr(model, "preprocess", None))
 
 
 def check_reps(name: str, reps, dim: int) -> None:
@@ -226,15 +293,36 @@ def check_tokens(name: str, tokens, context_length: int) -> None:
         raise TypeError(f"`{name}` must be integer token ids, got dtype {dtype}")
 
 
-def _checked_encode(raw, input_shape, model_name):
-    input_range = spec_of(model_name).input_range
+def _normalizer(preprocess):
+    """x -> preprocess.normalize(x), or None for models that take [0, 1] pixels as they are."""
+    if preprocess is None or preprocess.mean is None:
+        return None
+    return preprocess.normalize
+
+
+def _checked_encode(raw, input_shape, model_name, preprocess):
+    """`encode_fn`: [0, 1] pixels, checked, then normalised inside, then the raw network."""
+    spec = spec_of(model_name)
+    input_range, normalize = spec.input_range, _normalizer(preprocess)
 
     def encode_fn(params, x):
+        check_image_shape("x", x, input_shape, model_name)
+        check_image_values("x", x, input_range, model_name, preprocess=preprocess)  # values: eager only
+        return raw(params, x if normalize is None else normalize(x))
+
+    return encode_fn
+
+
+def _checked_network(raw, input_shape, model_name):
+    """`network_fn`: the raw network's input (normalised), checked against its range."""
+    input_range = spec_of(model_name).network_input_range
+
+    def network_fn(params, x):
         check_image_shape("x", x, input_shape, model_name)
         check_image_values("x", x, input_range, model_name)  # values: eager calls only
         return raw(params, x)
 
-    return encode_fn
+    return network_fn
 
 
 def _checked_head(raw, dim):
@@ -281,5 +369,6 @@ def make_loaded(arch: str, config: Mapping[str, Any], variables, notes=(), *,
     shape = tuple(input_shape or spec.input_shape(config))
     return LoadedModel(name=arch, module=module, params=variables, representation_dim=fns.dim,
                        input_shape=shape, preprocess=spec.preprocess,
-                       encode_fn=_checked_encode(fns.encode, shape, arch), head_fn=head_fn,
+                       encode_fn=_checked_encode(fns.encode, shape, arch, spec.preprocess),
+                       network_fn=_checked_network(fns.encode, shape, arch), head_fn=head_fn,
                        encode_text_fn=encode_text_fn, config=dict(config), notes=tuple(notes))

@@ -6,8 +6,9 @@ but returns NHWC-ready float32 arrays `(crop, crop, 3)`.
 
 `resize_crop(image)` gives the geometric part in [0, 1] (any PIL mode or array read to float at
 full bit depth first, then resized in float); `normalize(x)` the mean/std part.
-Calling the object does both. Keeping them apart lets you attribute in [0, 1] pixel space
-by folding `normalize` into the encoder (it is differentiable jnp-compatible arithmetic).
+Calling the object gives [0, 1] pixels (`resize_crop`): every loaded model takes pixels in [0, 1]
+and applies `normalize` inside its `encode_fn` (differentiable jnp-compatible arithmetic), so
+attributions, blurs and masks act on pixels; `normalize` gives the raw network's input (`network_fn`).
 """
 from __future__ import annotations
 
@@ -103,30 +104,33 @@ class Preprocessing:
         return np.ascontiguousarray(center_crop(resized, self.crop))
 
     def normalize(self, x):
-        """(..., 3) in [0, 1] -> normalised; identity when the model takes raw [0, 1] pixels.
+        """(..., 3) pixels in [0, 1] -> (x - mean) / std, the raw network's input (`network_fn`);
+        identity when the model takes raw [0, 1] pixels.
 
-        Works on numpy and jax arrays (so it can be folded into a differentiable encoder).
+        Works on numpy and jax arrays: `LoadedModel.encode_fn` applies it inside, differentiably.
         """
         if self.mean is None:
             return x
         return (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
 
     def input_range(self, channels: int = 3) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
-        """(low, high) per channel of what this preprocessing outputs: [0, 1] pixels normalised,
-        i.e. ((0 - mean) / std, (1 - mean) / std), or [0, 1] without mean/std."""
-        return value_range(self, channels)
+        """(low, high) per channel of what calling this preprocessing gives: [0, 1] pixels.
+        (`value_range(self, channels)` is the range after `normalize`, the raw network's input.)"""
+        return (0.0,) * channels, (1.0,) * channels
 
     def __call__(self, image) -> np.ndarray:
-        """One image -> float32 (crop, crop, 3), ready to stack into an encoder batch."""
-        return np.asarray(self.normalize(self.resize_crop(image)), dtype=np.float32)
+        """One image -> float32 (crop, crop, 3) pixels in [0, 1] (resize + crop, NOT normalised):
+        what `LoadedModel.encode_fn` takes (it normalises inside), ready to stack into a batch."""
+        return np.asarray(self.resize_crop(image), dtype=np.float32)
 
     def batch(self, images) -> np.ndarray:
-        """Sequence of images -> float32 (N, crop, crop, 3)."""
+        """Sequence of images -> float32 (N, crop, crop, 3) pixels in [0, 1]."""
         return np.stack([self(image) for image in images])
 
 
 def value_range(preprocess: Optional["Preprocessing"], channels: int) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
-    """(low, high) per channel of inputs prepared by `preprocess` (None: raw [0, 1] pixels)."""
+    """(low, high) per channel of `preprocess.normalize` on [0, 1] pixels, the raw network's input:
+    ((0 - mean) / std, (1 - mean) / std); [0, 1] for None or a preprocessing without mean/std."""
     if preprocess is None or preprocess.mean is None:
         return (0.0,) * channels, (1.0,) * channels
     mean, std = np.asarray(preprocess.mean, np.float64), np.asarray(preprocess.std, np.float64)

@@ -13,8 +13,10 @@ Three modules, one job each, all re-exported here:
                  VARIABLES_DIR (a converted model is OUT_DIR/model.json + OUT_DIR/variables/, an
                  orbax checkpoint; `load` needs neither torch nor the original checkpoint)
 
-Every `LoadedModel` function checks its input's static shape against `input_shape` (rank,
-spatial size, channels): one unbatched image is refused instead of being read as a batch.
+Every `LoadedModel` takes float pixels in [0, 1] in `encode` / `encode_fn` and applies its mean/std
+inside (`network_fn` is the raw network on normalised input). Every `LoadedModel` function checks
+its input's static shape against `input_shape` (rank, spatial size, channels): one unbatched image
+is refused instead of being read as a batch.
 """
 from __future__ import annotations
 

@@ -209,6 +209,12 @@ def _is_bare_checkpoint(directory: str) -> bool:
 def load(arch: str, directory: Optional[str] = None) -> LoadedModel:
     """Restore a model (no torch needed).
 
+    The model takes float pixels in [0, 1], (N, H, W, C) channels last, in `encode(x)` and
+    `encode_fn(params, x)`, and applies its normalisation (mean/std of `model.preprocess`) inside;
+    `model.preprocess(image)` gives such pixels and `repr(model)` states the convention.
+    `model.network_fn(params, x_normalised)` is the raw network (the expert path: input already
+    normalised, as the PyTorch original takes it). Normalised input given to `encode` is refused.
+
     arch: one of `list_architectures()`; must match the arch recorded at conversion.
     directory: the `out_dir` given to `cocoa-jax convert`. For shipped models ("digits") it is
       optional and defaults to the checkpoint inside the package; for "digits" it may also be

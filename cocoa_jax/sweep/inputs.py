@@ -19,12 +19,22 @@ from cocoa_jax.sweep.config import SweepConfig
 
 @dataclasses.dataclass
 class EncoderSpec:
-    """What the sweep needs from an encoder: pure `encode_fn(params, x (N, H, W, C)) -> (N, D)`."""
+    """What the sweep needs from an encoder: pure `encode_fn(params, x (N, H, W, C)) -> (N, D)`.
+
+    network_input: False (an encoder object's `encode_fn`): `x` is [0, 1] pixels, through the
+      chosen preprocessing's resize and crop (`Preprocessing(image)` never normalises). True (a
+      `LoadedModel`: `encode_fn` is its `network_fn`): `x` is the chosen preprocessing's
+      normalised input, as the official COCOA code feeds its networks. Why: the paper's protocol
+      attributes in the network's input space, so GradientSHAP's noise (stdev 0.2) has the scale
+      it had there (IG, RISE, the blur and insertion/deletion are the same on pixels: they are
+      invariant to a per-channel affine map); runs and run hashes stay as they were.
+    """
 
     params: Any
     encode_fn: Callable
     input_shape: tuple
     preprocess: Callable | None = None
+    network_input: bool = False
 
 
 def _expand(path: str | None) -> str | None:
@@ -65,6 +75,9 @@ def resolve_encoder(config: SweepConfig, encoder=None) -> EncoderSpec:
         encoder = load(config.encoder, _expand(config.encoder_dir))
     if isinstance(encoder, EncoderSpec):
         return encoder
+    if callable(getattr(encoder, "network_fn", None)):  # a LoadedModel: the paper's input space
+        return EncoderSpec(encoder.params, encoder.network_fn, tuple(encoder.input_shape),
+                           getattr(encoder, "preprocess", None), network_input=True)
     for attribute in ("params", "encode_fn", "input_shape"):
         if not hasattr(encoder, attribute):
             raise TypeError(f"`encoder` must have `params`, `encode_fn(params, x)` and `input_shape`; "
@@ -74,6 +87,7 @@ def resolve_encoder(config: SweepConfig, encoder=None) -> EncoderSpec:
 
 
 def _preprocess_for(config: SweepConfig, encoder: EncoderSpec):
+    """The chosen `Preprocessing` (None: [0, 1] scaling only)."""
     if config.preprocess == "none":
         return None
     if config.preprocess == "model":
@@ -86,11 +100,28 @@ def _preprocess_for(config: SweepConfig, encoder: EncoderSpec):
     return spec
 
 
+@dataclasses.dataclass(frozen=True)
+class NetworkInput:
+    """One image -> `preprocess.normalize(preprocess(image))`: the raw network's input."""
+
+    preprocess: Any
+
+    def __call__(self, image) -> np.ndarray:
+        return np.asarray(self.preprocess.normalize(self.preprocess(image)), np.float32)
+
+
+def _reader_for(preprocess, encoder: EncoderSpec):
+    """What a dataset applies to each image: [0, 1] pixels, normalised for a `network_input` encoder."""
+    if preprocess is None or not encoder.network_input or getattr(preprocess, "normalize", None) is None:
+        return preprocess
+    return NetworkInput(preprocess)
+
+
 def digits_for_encoder(images: np.ndarray, encoder: EncoderSpec, preprocess=None) -> np.ndarray:
     """The grey 32x32 digits as `encoder` takes them: as they are for a 1-channel encoder; for an
     RGB encoder of the same size, the grey level in all 3 channels, then `preprocess.normalize`
-    (as any RGB dataset is fed). Why: a cheap real dataset for any 32x32 encoder (e.g. CIFAR
-    ResNets in tests); other sizes are refused with a ValueError saying so.
+    for a `network_input` encoder (as any RGB dataset is fed). Why: a cheap real dataset for any
+    32x32 encoder (e.g. CIFAR ResNets in tests); other sizes are refused with a ValueError saying so.
     """
     shape = tuple(encoder.input_shape)
     if tuple(images.shape[1:]) == shape:
@@ -100,7 +131,7 @@ def digits_for_encoder(images: np.ndarray, encoder: EncoderSpec, preprocess=None
                          f"images; the encoder takes {'x'.join(map(str, shape))}: use a dataset of that size "
                          f"(tfds:<name> or folder:<root>)")
     rgb = np.repeat(images, 3, axis=-1)
-    normalize = getattr(preprocess, "normalize", None)
+    normalize = getattr(preprocess, "normalize", None) if encoder.network_input else None
     return rgb if normalize is None else np.asarray(normalize(rgb), np.float32)
 
 
@@ -113,6 +144,7 @@ def resolve_datasets(config: SweepConfig, encoder: EncoderSpec, datasets=None):
         return datasets[config.corpus_split], datasets[config.explicand_split]
     check_dataset_source(config)
     preprocess = _preprocess_for(config, encoder)
+    reader = _reader_for(preprocess, encoder)
     if config.dataset == "digits":
         from cocoa_jax.data.digits import load_digits_split
         from cocoa_jax.data.image_folder import ArrayImages
@@ -124,14 +156,14 @@ def resolve_datasets(config: SweepConfig, encoder: EncoderSpec, datasets=None):
         from cocoa_jax.data.tfds import TfdsImages
         name = config.dataset[len("tfds:"):]
         data_dir = _expand(config.data_dir)
-        return (TfdsImages(name, config.corpus_split, data_dir, preprocess=preprocess),
-                TfdsImages(name, config.explicand_split, data_dir, preprocess=preprocess))
+        return (TfdsImages(name, config.corpus_split, data_dir, preprocess=reader),
+                TfdsImages(name, config.explicand_split, data_dir, preprocess=reader))
     if config.dataset.startswith("folder:"):
         from cocoa_jax.data.image_folder import ImageFolder
         root = _expand(config.dataset[len("folder:"):])
-        corpus_source = ImageFolder(root, config.corpus_split, preprocess=preprocess)
+        corpus_source = ImageFolder(root, config.corpus_split, preprocess=reader)
         return corpus_source, ImageFolder(root, config.explicand_split, class_names=corpus_source.class_names,
-                                          preprocess=preprocess)
+                                          preprocess=reader)
     raise AssertionError("unreachable: check_dataset_source accepts only the forms above")
 
 
@@ -257,3 +289,5 @@ def fingerprint_data(*sources) -> str:
         ends = [0, len(source) - 1] if len(source) else []
         digest.update(np.ascontiguousarray(source.images(ends)).tobytes())
     return digest.hexdigest()[:16]
+
+

@@ -19,8 +19,8 @@ original's (and not to other images'). The pieces:
    asked the other way round: explicand = the original, corpus = its crop view, content = the
    crop's footprint in the original (pixels the view was sampled from).
 
-Array conventions: images NHWC float32 in [0, 1] (the encoder's own normalisation is folded
-into `encode_fn` by the caller). Sample i of a batch uses `jax.random.split(key, n)[i]`.
+Array conventions: images NHWC float32 in [0, 1], as every loaded model's `encode_fn` takes them
+(it applies the model's normalisation inside). Sample i of a batch uses `jax.random.split(key, n)[i]`.
 """
 from __future__ import annotations
 
@@ -148,7 +148,8 @@ def explain_pairs(encode_fn, params, explicands, corpus_images, foil_reps, key, 
     Args:
       encode_fn: pure `encode_fn(params, x (n, H, W, C)) -> (n, D)` (pass the same function
         object to reuse compilations).
-      explicands, corpus_images: (N, H, W, C) in the encoder's input space.
+      explicands, corpus_images: (N, H, W, C) pixels in [0, 1] (a loaded model's `encode_fn`
+        normalises inside).
       foil_reps: (F, D) representations of random images.
       key: PRNG key; method m, explicand i uses split(fold_in(key, methods.stream_id(m)), N)[i]
         (independent of chunking and of which other methods run).

@@ -234,8 +234,8 @@ def batch_pointing_hits(attributions, query_tiles, grid: Sequence[int] = GRID, *
 
 def make_explainer(encode_fn: Callable[[Any, jax.Array], jax.Array], method: str, options: dict | None = None,
                    *, batch_size: int | None = None, mesh=None) -> Callable:
-    """`explain(params, images (N, H, W, C), target (N, K, D), keys (N,))`: every image against
-    its blurred copy (`baselines.gaussian_blur`, the paper's baseline) for its K stacked targets,
+    """`explain(params, images (N, H, W, C), target (N, K, D), keys (N,))`: every image (pixels in
+    [0, 1] for a loaded model's `encode_fn`, which normalises inside) against its blurred copy (`baselines.gaussian_blur`, the paper's baseline) for its K stacked targets,
     through the one pipeline (`cocoa_jax.pipeline.attribute`), images sharded over `mesh` if
     given (e.g. `sharding.local_explicand_mesh(N)`). Returns (N, K, H, W[, C])."""
     from cocoa_jax import baselines, methods, pipeline

@@ -13,6 +13,12 @@ def rel_err(actual, expected) -> float:
     return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
 
 
+def network_reps(model, x) -> np.ndarray:
+    """The raw network of a `LoadedModel` (`network_fn`: input as the torch module takes it, no
+    normalisation inside), jitted: what a parity test compares with the torch reference."""
+    return np.asarray(jax.jit(model.network_fn)(model.params, jnp.asarray(x)))
+
+
 def flax_reps_and_cosine_grad(encode_fn, params, x, direction):
     """reps = encode_fn(params, x) and d/dx sum_n <reps_n/|reps_n|, direction> (one jit)."""
     def target(inputs):

@@ -302,3 +302,33 @@ def test_preprocess_gives_pixels_in_0_1():
         assert x.dtype == np.float32 and x.min() >= 0 and x.max() <= 1
         np.testing.assert_array_equal(x, prep.resize_crop(image))
         np.testing.assert_array_equal(prep.batch([image, image]), np.stack([x, x]))
+
+
+def test_sweep_feeds_a_loaded_model_its_network_input_and_other_encoders_pixels():
+    """The sweep keeps the paper's attribution space for a LoadedModel (network_fn on data
+    normalised as the official code feeds it; run hashes as before) and gives any other encoder
+    object [0, 1] pixels, the convention of encode_fn."""
+    from cocoa_jax.sweep import inputs
+    from cocoa_jax.sweep.config import SweepConfig
+
+    model = _cifar_model()
+    grey = np.random.default_rng(0).uniform(size=(3, 32, 32, 1)).astype(np.float32)
+    spec = inputs.resolve_encoder(SweepConfig(), model)
+    assert spec.network_input and spec.encode_fn is model.network_fn
+    rgb = np.repeat(grey, 3, axis=-1)
+    np.testing.assert_allclose(inputs.digits_for_encoder(grey, spec, pp.CIFAR), _normalise64(model, rgb),
+                               rtol=1e-6, atol=1e-6)
+
+    class Pixels:  # an encoder object of the user's: encode_fn on [0, 1] pixels
+        params, input_shape, preprocess = model.params, (32, 32, 3), pp.CIFAR
+        encode_fn = staticmethod(model.encode_fn)
+
+    other = inputs.resolve_encoder(SweepConfig(), Pixels())
+    assert not other.network_input and other.encode_fn is model.encode_fn
+    np.testing.assert_array_equal(inputs.digits_for_encoder(grey, other, pp.CIFAR), rgb)
+    from PIL import Image
+
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 44, 3), dtype=np.uint8))
+    network_reader = inputs._reader_for(pp.CIFAR, spec)
+    np.testing.assert_allclose(network_reader(image), _normalise64(model, pp.CIFAR(image)), rtol=1e-6, atol=1e-6)
+    assert inputs._reader_for(pp.CIFAR, other) is pp.CIFAR  # pixels

@@ -11,11 +11,19 @@ import os
 import sys
 
 PHASES_ENV = "COCOA_JAX_TEST_PHASES"
+# Tests only: the phase at which the command stops and waits until it is killed, so a kill is
+# sure to land there on any machine (e.g. "unit 1": a sweep process after its first unit).
+HOLD_ENV = "COCOA_JAX_TEST_HOLD"
 PREFIX = "cocoa-jax phase: "
 
 
 def reached(name: str) -> None:
-    """Report phase `name` on stderr (flushed at once), when the tests asked for it."""
+    """Report phase `name` on stderr (flushed at once), when the tests asked for it; hold there
+    when it is the phase `COCOA_JAX_TEST_HOLD` names."""
     if os.environ.get(PHASES_ENV):
         sys.stderr.write(f"{PREFIX}{name}\n")
         sys.stderr.flush()
+    if os.environ.get(HOLD_ENV) == name:
+        import threading
+
+        threading.Event().wait()  # until a signal ends the process

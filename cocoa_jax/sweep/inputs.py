@@ -289,5 +289,3 @@ def fingerprint_data(*sources) -> str:
         ends = [0, len(source) - 1] if len(source) else []
         digest.update(np.ascontiguousarray(source.images(ends)).tobytes())
     return digest.hexdigest()[:16]
-
-

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cocoa_jax import metrics, sharding
+from cocoa_jax import metrics, phases, sharding
 from cocoa_jax import targets as targets_mod
 from cocoa_jax.sweep import inputs
 from cocoa_jax.sweep.config import RANDOM_METHOD, SweepConfig
@@ -571,6 +571,7 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
                 computed.append(unit.unit_id)
                 if on_unit is not None:
                     on_unit(unit.unit_id)
+                phases.reached(f"unit {len(computed)}")  # tests: act after this process's n-th unit
             bar.update(len(group), group[-1].unit_id)
     _barrier("done")
     return SweepResult(store.run_dir, store.config_hash, computed, skipped, time.perf_counter() - start,

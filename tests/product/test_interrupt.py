@@ -306,19 +306,9 @@ def test_sweep_after_units_then_resume(tmp_path, cocoa_jax_cmd):
     from cocoa_jax.sweep.store import open_existing
 
     run_dir = tmp_path / "run"
-    units = run_dir / "units"
-    proc = start_cli(["sweep", run_dir, *TINY_SWEEP], cwd=tmp_path)
-    try:  # the moment: two units saved (the first group); four more units are still to compute
-        assert wait_for(lambda: units.is_dir() and len(os.listdir(units)) >= 2 or proc.poll() is not None,
-                        HANG_GUARD_S)
-        assert proc.poll() is None, "the sweep ended before two units were saved"
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=HANG_GUARD_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    line = _assert_interrupted(Ended(proc.returncode, out, err), "sweep")
+    # The moment: two units saved (the first group); four more are still to compile and compute.
+    ended = _interrupt(["sweep", run_dir, *TINY_SWEEP], tmp_path, "unit 2", [])
+    line = _assert_interrupted(ended, "sweep")
     finished = _sweep_line_finished(line, run_dir)
     _assert_no_temporaries(run_dir / "units")
     _, store = open_existing(str(run_dir))

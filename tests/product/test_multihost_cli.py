@@ -19,6 +19,8 @@ import pytest
 
 from conftest import cli_env, run_cli, start_cli, wait_for
 
+from cocoa_jax.phases import HOLD_ENV
+
 # A tiny protocol: 1 seed, RISE with few masks, few evaluation steps, small corpus and foil.
 TINY = {
     "encoder": "digits", "dataset": "digits", "seeds": [0], "classes": [0, 1], "explicands_per_class": 1,
@@ -40,12 +42,13 @@ def _config(tmp_path, name: str = "tiny", **changes) -> str:
     return str(path)
 
 
-def _start_job(run_dir, config: str, n: int, cwd, extra=(), per_process=None, port=None):
-    """Start the n processes of one job; per_process(i) adds arguments to process i."""
+def _start_job(run_dir, config: str, n: int, cwd, extra=(), per_process=None, port=None, env_of=None):
+    """Start the n processes of one job; per_process(i) adds arguments to process i, env_of(i) its
+    environment (None: the default)."""
     port = port or _free_port()
     return [start_cli(["sweep", run_dir, "--config", config, *COMMON, *extra,
                        "--num-processes", n, "--process-id", i, "--coordinator", f"127.0.0.1:{port}",
-                       *(per_process(i) if per_process else ())], cwd=cwd)
+                       *(per_process(i) if per_process else ())], cwd=cwd, env=env_of(i) if env_of else None)
             for i in range(n)]
 
 
@@ -174,9 +177,12 @@ def test_sigkill_then_restart_with_another_process_count_computes_nothing_twice(
     config = _config(tmp_path, classes=list(range(10)), explicand_batch=1, methods={"rise": {"n_masks": 64}})
     reference = _reference(tmp_path, config)
     run_dir = str(tmp_path / "run")
-    procs = _start_job(run_dir, config, 2, tmp_path)
+    # Process 1 holds after its first unit until killed (cocoa_jax.phases): the kill lands mid-run
+    # on any machine, however fast; process 0 cannot end before it (the job's last barrier).
+    procs = _start_job(run_dir, config, 2, tmp_path,
+                       env_of=lambda i: cli_env(**{HOLD_ENV: "unit 1"}) if i == 1 else None)
     try:
-        assert wait_for(lambda: len(_rows(run_dir, 1)) >= 1 or any(p.poll() is not None for p in procs), 300)
+        assert wait_for(lambda: len(_rows(run_dir, 1)) >= 1 or any(p.poll() is not None for p in procs), 600)
         assert all(p.poll() is None for p in procs), "a process ended before the kill"
         procs[1].send_signal(signal.SIGKILL)
         procs[1].wait()

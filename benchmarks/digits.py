@@ -20,7 +20,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from benchmarks.run import measure_peak, time_call  # noqa: E402
-from cocoa_jax import baselines, methods, models, sharding, targets  # noqa: E402
+from cocoa_jax import explicand_program, meshes, models, targets  # noqa: E402
 from cocoa_jax.data.digits import load_digits_split  # noqa: E402
 
 
@@ -34,10 +34,11 @@ def _targets(model, data, x):
 
 
 def _program(model, method, options, mesh):
-    """jitted (params, x, key, target) -> attributions for one explicand, through the method table."""
+    """jitted (params, x, key, target) -> attributions for one explicand: the explicand step
+    (`explicand_program.attribute_one`) against the paper's baseline."""
     def run(params, x, key, target):
-        f = targets.explain_fn(lambda xb: model.encode_fn(params, xb), target)
-        return methods.attribute(method, f, x, baselines.gaussian_blur(x), key, mesh=mesh, **options)
+        return explicand_program.attribute_one(lambda xb: model.encode_fn(params, xb), target, method, x,
+                                               explicand_program.PAPER_BASELINE(x), key, mesh=mesh, **options)
     return jax.jit(run)
 
 
@@ -64,9 +65,9 @@ def main(argv=None) -> str:
     model, data = models.load("digits"), load_digits_split(seed=0)
     x = jnp.asarray(data.x_test[0])
     parts = _targets(model, data, x)
-    mesh = sharding.make_mesh()
+    mesh = meshes.make_mesh()
     # Inputs of a program whose batches are split over the mesh must live on all its devices.
-    params, x, parts = jax.device_put((model.params, x, parts), sharding.replicated_sharding(mesh))
+    params, x, parts = jax.device_put((model.params, x, parts), meshes.replicated_sharding(mesh))
     peak = measure_peak(512 if args.quick else 4096, repeats)["peak"]
     key = jax.random.key(0)
     rows = []

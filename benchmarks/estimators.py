@@ -35,7 +35,7 @@ import scipy.stats
 from benchmarks import models as M
 from benchmarks.machine import cpu_name
 from benchmarks.run import measure_peak
-from cocoa_jax import attribution, baselines, metrics, models, targets
+from cocoa_jax import baselines, explicand_program, metrics, models, targets
 from cocoa_jax.data.digits import load_digits_split
 
 DEFAULT_PASSES = {"rise": 5000, "gradient_shap": 50, "ig": 50}
@@ -172,15 +172,14 @@ def ladder(method: str, estimator: str, full: bool, quick: bool) -> list[int]:
 
 def _attribute(bench: Bench, method: str, n: int, options: dict):
     """jitted (params, xs (E,...), keys (E,), target) -> (E, 4, H, W[, C])."""
+    name = {"ig": "integrated_gradients"}.get(method, method)  # the method table's name
+    counts = {"rise": "n_masks", "gradient_shap": "n_samples", "integrated_gradients": "n_steps"}
+    batch_size = 100 if method == "rise" else bench.grad_batch
+
     def one(params, x, key, target):
-        f = targets.explain_fn(lambda xb: bench.encode(params, xb), target)
-        blurred = baselines.gaussian_blur(x)
-        if method == "rise":
-            return attribution.rise(f, x, blurred, key, n_masks=n, batch_size=100, **options)
-        if method == "gradient_shap":
-            return attribution.gradient_shap(f, x, blurred[None], key, n_samples=n,
-                                             batch_size=bench.grad_batch, **options)
-        return attribution.integrated_gradients(f, x, blurred, n_steps=n, batch_size=bench.grad_batch, **options)
+        return explicand_program.attribute_one(lambda xb: bench.encode(params, xb), target, name, x,
+                                               explicand_program.PAPER_BASELINE(x), key, batch_size=batch_size,
+                                               **{counts[name]: n}, **options)
     return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0)))
 
 

@@ -10,8 +10,7 @@ import numpy as np
 
 from benchmarks import models as M
 from benchmarks.timing import block, compile_timed, time_call
-from cocoa_jax import baselines, sharding, targets
-from cocoa_jax import methods as _methods
+from cocoa_jax import explicand_program, meshes, targets
 
 try:  # the evaluation module may be absent in older trees
     from cocoa_jax import metrics as _metrics
@@ -58,26 +57,30 @@ class JaxModel:
                 targets.contrastive_label_free(rep, self.foil)]
         return targets.stack(four[:k])
 
+    def explicand_target(self, variables, x, k):
+        """The target of explicand x (K > 1 reads its representation)."""
+        return self.target(self.encode(variables, x[None])[0] if k > 1 else None, k)
+
     def f(self, variables, x, k):
-        rep = self.encode(variables, x[None])[0] if k > 1 else None
-        return targets.explain_fn(lambda xb: self.encode(variables, xb), self.target(rep, k))
+        return targets.explain_fn(lambda xb: self.encode(variables, xb), self.explicand_target(variables, x, k))
 
     # Per-explicand programs: (variables, x, key) -> attribution / curves.
     def program(self, method: str, k: int, sz: dict, mesh):
         def run(variables, x, key):
-            f = self.f(variables, x, k)
-            base = baselines.gaussian_blur(x)
+            base = explicand_program.PAPER_BASELINE(x)
             if method == "insdel":
                 # K attributions of this explicand (random ones: evaluation cost does not depend on them).
                 attr = jax.random.uniform(key, ((k,) if k > 1 else ()) + x.shape[:2])
                 return self.insdel(variables, x, base, attr, k, sz, mesh)
-            return _methods.attribute(method, f, x, base, key, mesh=mesh, **method_options(method, sz))
+            return explicand_program.attribute_one(lambda xb: self.encode(variables, xb),
+                                                   self.explicand_target(variables, x, k), method, x, base, key,
+                                                   mesh=mesh, **method_options(method, sz))
         return run
 
     def insdel(self, variables, x, base, attr, k, sz, mesh=None):
         def encode(xb):
             if mesh is not None:  # split each evaluation batch over the devices (measured +30% on 2 host devices)
-                xb = jax.lax.with_sharding_constraint(xb, sharding.explicand_sharding(mesh))
+                xb = jax.lax.with_sharding_constraint(xb, meshes.explicand_sharding(mesh))
             return self.encode(variables, xb)
         if k == 1:
             measures = self.target(None, 1)
@@ -127,7 +130,7 @@ def jax_measure(jm: JaxModel, method: str, k: int, n_explicands: int, sz: dict, 
         block(call())  # first execution (allocations) not timed
     else:
         program = jm.program(method, k, sz, None)
-        mapper = sharding.ExplicandMap(program, mesh, in_axes=(None, 0, 0))
+        mapper = meshes.ExplicandMap(program, mesh, in_axes=(None, 0, 0))
         start = time.perf_counter()
         block(mapper(jm.variables, xs, keys))
         compile_s = time.perf_counter() - start  # includes one run

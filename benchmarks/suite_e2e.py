@@ -13,8 +13,7 @@ from benchmarks import models as M
 from benchmarks.jax_side import JaxModel, method_options
 from benchmarks.sizes import sizes
 from benchmarks.timing import block, time_call
-from cocoa_jax import baselines, sharding
-from cocoa_jax import methods as _methods
+from cocoa_jax import explicand_program, meshes
 
 
 def section_e2e(quick: bool, mesh, peak: float, scale: int = 1) -> dict:
@@ -36,17 +35,18 @@ def section_e2e(quick: bool, mesh, peak: float, scale: int = 1) -> dict:
     xs_np = rng.uniform(-1, 1, (n_e, size, size, 3)).astype(np.float32)
 
     def protocol(variables, x, key):
-        f = jm.f(variables, x, k)
-        base = baselines.gaussian_blur(x)
+        target = jm.explicand_target(variables, x, k)
+        base = explicand_program.PAPER_BASELINE(x)
         keys = jax.random.split(key, 3)
         attrs = []
         for method, method_key in zip(("integrated_gradients", "gradient_shap", "rise"), keys):
-            maps = _methods.attribute(method, f, x, base, method_key, **method_options(method, sz))
+            maps = explicand_program.attribute_one(lambda xb: jm.encode(variables, xb), target, method, x, base,
+                                                   method_key, **method_options(method, sz))
             attrs.append(maps.mean(-1) if maps.ndim == 4 else maps)  # (K, H, W): channel mean
         all_attrs = jnp.concatenate(attrs)  # (3K, H, W)
         return jm.insdel(variables, x, base, all_attrs, 3 * k, sz)
 
-    mapper = sharding.ExplicandMap(protocol, mesh, in_axes=(None, 0, 0))
+    mapper = meshes.ExplicandMap(protocol, mesh, in_axes=(None, 0, 0))
     keys = jax.random.split(jax.random.key(0), n_e)
     start = time.perf_counter()
     block(mapper(jm.variables, jnp.asarray(xs_np), keys))

@@ -5,11 +5,14 @@ against their baselines for K stacked targets with any method of the table.
     maps = attribute(model.encode_fn, model.params, xs, baselines, target, "rise", keys)
     result = explain_images(model, xs, corpus=corpus_images, foil=foil_images)   # all of it
 
-`attribute` compiles one program per (encoder, method, options, batch size, chunk shape) and
-reuses it: explicands run through one `sharding.ExplicandMap` (the one place that splits, pads
-and joins explicand batches), in fixed-size calls (the last one padded), vmapped, sharded over a
+`attribute` runs the explicand program (`cocoa_jax.explicand_program`, the one program every
+front end uses; compiled once per encoder, method, options, batch size and chunk shape) with this
+front end's parameters: given baselines (default: the paper's GaussianBlur(21, 5) of each
+explicand, `explicand_program.PAPER_BASELINE`), power-of-two encode chunks
+(`explicand_program.PowerOfTwoChunks`) and the key rule `method_keys`. Explicands run in
+fixed-size calls (the last one padded), vmapped, sharded over a
 mesh's devices when one is given (one device otherwise). On CPU the default is ONE explicand per
-device per call (`sharding.default_lanes_per_device`): vmapping explicands over an encoder that
+device per call (`meshes.default_lanes_per_device`): vmapping explicands over an encoder that
 already batches its perturbed inputs made XLA's CPU programs slower (digits encoder: RISE 1.6x, IG and
 GradientSHAP 1.3x, and compiles faster; ResNet-18 unchanged; docs/performance.md). Explicand i's
 randomness is `method_keys(key, method, n)[i]`, so the draws depend neither on the chunk size
@@ -28,7 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cocoa_jax import _checks, baselines as baselines_mod, methods as methods_mod, sharding, targets as targets_mod
+from cocoa_jax import _checks, explicand_program as program_mod, meshes, methods as methods_mod, targets as targets_mod
+from cocoa_jax.explicand_program import method_keys
 
 DEFAULT_TARGETS = ("cocoa", "corpus", "label_free", "contrastive_label_free")
 DEFAULT_METHODS = ("integrated_gradients", "gradient_shap", "rise")
@@ -38,11 +42,6 @@ DEFAULT_METHODS = ("integrated_gradients", "gradient_shap", "rise")
 # Encoding
 
 
-@functools.lru_cache(maxsize=None)
-def _jit(fn):
-    return jax.jit(fn)
-
-
 def _device(array: np.ndarray) -> jax.Array:
     """A host array on the default device, as `jnp.asarray` would put it (uncommitted, same
     values), without the small `stage` program `jnp.asarray` compiles per shape and dtype
@@ -50,18 +49,10 @@ def _device(array: np.ndarray) -> jax.Array:
     return jax.device_put(array)
 
 
-def _bucket(n: int, limit: int) -> int:
-    """Chunk length for n items: the next power of two >= n (at least 8), at most `limit`, so a
-    handful of shapes (compilations) serves every n."""
-    size = 8
-    while size < n and size < limit:
-        size *= 2
-    return min(size, limit)
-
-
 def encode_in_chunks(encode_fn: Callable, params, images, *, chunk_size: int = 256) -> np.ndarray:
-    """(N, H, W, C) -> (N, D) float32 with `encode_fn(params, x)`, in zero-padded fixed-size
-    chunks (memory bounded by `chunk_size`; a few compilations for any N)."""
+    """(N, H, W, C) -> (N, D) float32 with `encode_fn(params, x)`, in padded fixed-size chunks of
+    a power of two (`explicand_program.PowerOfTwoChunks(chunk_size)`: memory bounded by
+    `chunk_size`; a few compilations for any N)."""
     chunk_size = _checks.check_positive_int("chunk_size", chunk_size)
     images = np.asarray(images, np.float32)
     if images.ndim != 4:
@@ -69,21 +60,11 @@ def encode_in_chunks(encode_fn: Callable, params, images, *, chunk_size: int = 2
     n = len(images)
     if n == 0:
         raise ValueError("`images` is empty")
-    size = _bucket(n, chunk_size)
-    padded = np.zeros((-(-n // size) * size, *images.shape[1:]), np.float32)
-    padded[:n] = images
-    jitted = _jit(encode_fn)
-    out = [np.asarray(jitted(params, _device(padded[i:i + size]))) for i in range(0, len(padded), size)]
-    return np.concatenate(out)[:n].astype(np.float32)
+    return program_mod.encode(encode_fn, params, images, program_mod.PowerOfTwoChunks(chunk_size))
 
 
 # ---------------------------------------------------------------------------------------------
 # Attribution
-
-
-def method_keys(key: jax.Array, method: str, n: int) -> jax.Array:
-    """Per-explicand keys of `method`: its own stream (`methods.stream_id`), split n ways."""
-    return _method_keys_jit(key, np.uint32(methods_mod.stream_id(method)), n)
 
 
 def per_explicand(target: targets_mod.Target, n: int) -> targets_mod.Target:
@@ -98,30 +79,9 @@ def per_explicand(target: targets_mod.Target, n: int) -> targets_mod.Target:
     return targets_mod.Target(direction, target.normalize)
 
 
-def _hashable(value):
-    if isinstance(value, (list, tuple)):
-        return tuple(_hashable(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
-    return value
-
-
 @functools.lru_cache(maxsize=None)
 def _one_device_mesh(device) -> jax.sharding.Mesh:
-    return sharding.make_mesh([device])
-
-
-@functools.lru_cache(maxsize=64)
-def _program(encode_fn, method: str, options: tuple, batch_size, mesh, lanes_per_device):
-    """The explicand map: (xs, baselines, directions, keys, params) -> maps, compiled per call shape."""
-    opts = dict(options)
-    normalize = opts.pop("__normalize__")
-
-    def one(x, b, direction, k, params):
-        f = targets_mod.explain_fn(lambda xb: encode_fn(params, xb), targets_mod.Target(direction, normalize))
-        return methods_mod.attribute(method, f, x, b, k, batch_size=batch_size, **opts)
-
-    return sharding.ExplicandMap(one, mesh, in_axes=(0, 0, 0, 0, None), lanes_per_device=lanes_per_device)
+    return meshes.make_mesh([device])
 
 
 def attribute(encode_fn: Callable, params, xs, baselines, target: targets_mod.Target, method: str, keys, *,
@@ -138,9 +98,9 @@ def attribute(encode_fn: Callable, params, xs, baselines, target: targets_mod.Ta
       keys: (N,) PRNG keys, one per explicand (e.g. `method_keys(key, method, N)`).
       batch_size: perturbed inputs per encoder call inside the method.
       chunk_size: explicands per program call, rounded up to a multiple of the mesh's devices
-        (default `sharding.default_lanes_per_device()` per device: 1 on CPU, all N on
+        (default `meshes.default_lanes_per_device()` per device: 1 on CPU, all N on
         accelerators); the last call is padded.
-      mesh: shard each call's explicands over this mesh (`sharding.make_mesh()`; default: one
+      mesh: shard each call's explicands over this mesh (`meshes.make_mesh()`; default: one
         device, this process's first).
     Returns: (N, K, H, W, C) for per-channel methods, (N, K, H, W) otherwise, as float32 NumPy.
     """
@@ -157,20 +117,15 @@ def attribute(encode_fn: Callable, params, xs, baselines, target: targets_mod.Ta
     if jnp.shape(keys)[:1] != (n,):
         raise ValueError(f"`keys` must hold one key per explicand ({n}), got shape {jnp.shape(keys)}")
     mesh = _one_device_mesh(jax.local_devices()[0]) if mesh is None else mesh
-    lanes = "default"  # ExplicandMap's: sharding.default_lanes_per_device()
+    lanes = "default"  # ExplicandMap's: meshes.default_lanes_per_device()
     if chunk_size is not None:
         chunk = min(_checks.check_positive_int("chunk_size", chunk_size), n)
         lanes = -(-chunk // mesh.devices.size)
-    program = _program(encode_fn, method, _hashable({**options, "__normalize__": target.normalize}),
-                       _checks.check_optional_batch_size(batch_size), mesh, lanes)
-    return np.asarray(program(xs, baselines, target.direction, keys, params), np.float32)
-
-
-@functools.partial(jax.jit, static_argnums=2)
-def _method_keys_jit(key, stream, n: int):
-    # Threefry is exact integer arithmetic, so jitted or eager give the same bits; one program
-    # for every method (the stream id an argument) instead of two eager ones per method.
-    return jax.random.split(jax.random.fold_in(key, stream), n)
+    program = program_mod.attribution_program(encode_fn, method, program_mod.hashable(options),
+                                              program_mod.hashable(target.normalize),
+                                              batch_size=_checks.check_optional_batch_size(batch_size), mesh=mesh,
+                                              lanes_per_device=lanes)
+    return np.asarray(program(params, xs, target.direction, keys, baselines), np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,14 +157,6 @@ class Explanation:
     method_names: tuple[str, ...]
     options: dict[str, dict]
     seconds: dict[str, float]
-
-
-@jax.jit
-def _blur(images):
-    # The paper's baseline, GaussianBlur(21, 5), as one program (eagerly: one per einsum; the
-    # same bits). Not done for the targets and scores: jitted, XLA rewrites x / sqrt(y) as
-    # x * rsqrt(y) and their last bits change (measured), so they stay eager.
-    return baselines_mod.gaussian_blur(images, 21, 5.0)
 
 
 def explain_images(model, images, *, corpus=None, foil=None, corpus_reps=None, foil_reps=None,
@@ -268,7 +215,9 @@ def explain_images(model, images, *, corpus=None, foil=None, corpus_reps=None, f
         baselines = np.asarray(baselines, np.float32)
         _checks.check_same_shape("baselines", baselines, "images", images)
     if baselines is None:
-        baselines = np.asarray(_blur(_device(images)))
+        # One program (eagerly: one per einsum; the same bits). Not done for the targets and scores:
+        # jitted, XLA rewrites x / sqrt(y) as x * rsqrt(y) and their last bits change (measured).
+        baselines = np.asarray(program_mod.apply_baseline(program_mod.PAPER_BASELINE, _device(images)))
     # Every image set in ONE encode call: one chunk shape, so one encoder program to trace and
     # compile instead of one per set size (each trace of a Flax encoder costs ~0.1-0.25 s on CPU).
     sets.insert(1, ("baselines", baselines))

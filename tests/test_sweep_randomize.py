@@ -81,14 +81,15 @@ def test_each_seed_gets_its_own_randomized_encoder():
     spec = resolve_encoder(tiny_config(), tiny_encoder())
     programs = SweepPrograms(spec, tiny_config(randomize_model=True), local_mesh(1))
     x = np.asarray(tiny_datasets()["test"].images(np.arange(4)), np.float32)
-    trained = programs.encode(x)
-    programs.use_seed(0)
-    seed0 = programs.encode(x)
-    programs.use_seed(1)
-    seed1 = programs.encode(x)
+    trained = programs.encode(programs.trained, x)
+    seed0 = programs.encode(programs.seed_params(0), x)
+    seed1 = programs.encode(programs.seed_params(1), x)
     assert not np.allclose(seed0, trained) and not np.allclose(seed0, seed1)
     expected = np.asarray(spec.encode_fn(randomize_params(spec.params, jax.random.key(1)), x))
     np.testing.assert_allclose(seed1, expected, rtol=1e-5, atol=1e-6)
+    # No state: asking for seed 1 changed nothing of what seed 0 or the trained encoder give.
+    np.testing.assert_array_equal(programs.encode(programs.seed_params(0), x), seed0)
+    np.testing.assert_array_equal(programs.encode(programs.trained, x), trained)
     plain = SweepPrograms(spec, tiny_config(), local_mesh(1))
-    plain.use_seed(1)  # no-op without randomize_model
-    np.testing.assert_allclose(plain.encode(x), trained, rtol=1e-6, atol=1e-7)
+    assert plain.seed_params(1) is plain.trained  # the trained encoder without randomize_model
+    np.testing.assert_allclose(plain.encode(plain.seed_params(1), x), trained, rtol=1e-6, atol=1e-7)

@@ -1,11 +1,15 @@
-"""The compiled programs of a sweep, owned by one object per run and device mesh.
+"""The compiled programs of a sweep for one encoder, config and device mesh. They hold no state
+that changes: the encoder parameters are an argument of every call (the trained ones, a seed's
+randomised ones or a cascade step's), so a result never depends on the order of calls.
 
-Three programs, each sharded over the explicand axis of a mesh (`cocoa_jax.sharding.ExplicandMap`):
+Three programs, each sharded over the explicand axis of a mesh (`cocoa_jax.meshes.ExplicandMap`):
 
-* encode: images (B, H, W, C) -> representations (B, D) (corpora, foils, explicands, probe data);
-* attribute (one per method): explicands (N, H, W, C), stacked target directions (N, K, D) and keys
-  (N,) -> attributions (N, K, H, W[, C]), through `cocoa_jax.methods` with the blurred explicand as
-  baseline; the K targets share every encoder pass;
+* encode: images (B, H, W, C) -> representations (B, D) (corpora, foils, explicands, probe data),
+  `explicand_program.encode` with the sweep's chunking (`DeviceChunks(eval_batch, devices)`);
+* attribute (one per method): the explicand program (`cocoa_jax.explicand_program`) with the
+  config's blur as baseline rule, stacked target directions (N, K, D) and keys (N,) ->
+  attributions (N, K, H, W[, C]); the K targets share every encoder pass; keys follow
+  `unit_keys`;
 * evaluate: explicands, attributions and the per-explicand measure context -> insertion/deletion
   curves and AUCs of every measure (`cocoa_jax.metrics.insertion_deletion_batch`, one encoder pass
   per ablation step for all measures and all K attributions), plus the maps that are stored.
@@ -16,11 +20,12 @@ programs, not one, so every unit records its attribution and evaluation time sep
 from __future__ import annotations
 
 import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cocoa_jax import baselines, metrics, methods, sharding
+from cocoa_jax import explicand_program, meshes, metrics
 from cocoa_jax import targets as targets_mod
 from cocoa_jax.sweep.config import SweepConfig
 from cocoa_jax.sweep.inputs import EncoderSpec
@@ -32,82 +37,58 @@ class SweepPrograms:
     Args:
       spec: the encoder (`params`, `encode_fn(params, x)`, `input_shape`).
       config: the sweep config (method options, targets, evaluation settings, batch sizes).
-      mesh: a 1-D mesh over this process's devices (`sharding.make_mesh(jax.local_devices())`).
+      mesh: a 1-D mesh over this process's devices (`meshes.make_mesh(jax.local_devices())`).
+
+    Attributes:
+      trained: the encoder's trained parameters, replicated over the mesh.
+      baseline: the baseline rule, `GaussianBlur(config.blur_kernel_size, config.blur_sigma)`.
+      chunks: the encode chunking, `DeviceChunks(config.eval_batch, devices)`.
     """
 
     def __init__(self, spec: EncoderSpec, config: SweepConfig, mesh: jax.sharding.Mesh):
         self.spec, self.config, self.mesh = spec, config, mesh
         self.num_devices = int(mesh.devices.size)
         self.image_shape = tuple(spec.input_shape)
-        self.params = jax.device_put(spec.params, sharding.replicated_sharding(mesh))
-        self.seed = None  # the seed whose (randomised) parameters `params` holds, with randomize_model
+        self.trained = jax.device_put(spec.params, meshes.replicated_sharding(mesh))
         self.cosine = config.similarity == "cosine"
-        self._blur = functools.partial(baselines.gaussian_blur, kernel_size=config.blur_kernel_size,
-                                       sigma=float(config.blur_sigma))
-        encode_fn = spec.encode_fn
-        self._encode = sharding.ExplicandMap(lambda params, xb: encode_fn(params, xb), mesh, in_axes=(None, 0),
-                                             vectorized=True)
-        self._attribute: dict[str, sharding.ExplicandMap] = {}
-        self._evaluate = sharding.ExplicandMap(self._evaluate_batch, mesh, in_axes=(None, None, 0, 0, 0, 0, 0, 0),
+        self.baseline = explicand_program.GaussianBlur(config.blur_kernel_size, float(config.blur_sigma))
+        self.chunks = explicand_program.DeviceChunks(config.eval_batch, self.num_devices)
+        self._evaluate = meshes.ExplicandMap(self._evaluate_batch, mesh, in_axes=(None, None, 0, 0, 0, 0, 0, 0),
                                                vectorized=True)
 
-    def use_seed(self, seed: int) -> None:
-        """With `randomize_model`, switch to seed's randomised encoder,
-        `randomize_params(trained, jax.random.key(seed))` (no-op otherwise, or if it is current).
-        The programs take the parameters as an argument: nothing is recompiled."""
-        if not self.config.randomize_model or self.seed == seed:
-            return
+    def seed_params(self, seed: int):
+        """The parameters a seed's units run on: with `randomize_model`, the randomised encoder
+        `randomize_params(trained, jax.random.key(seed))` (computed on each call: callers keep
+        it), otherwise the trained one. The programs take them as an argument: nothing is
+        recompiled."""
+        if not self.config.randomize_model:
+            return self.trained
         from cocoa_jax.models.randomize import randomize_params
 
         params = randomize_params(self.spec.params, jax.random.key(seed))
-        self.params = jax.device_put(params, sharding.replicated_sharding(self.mesh))
-        self.seed = seed
+        return jax.device_put(params, meshes.replicated_sharding(self.mesh))
 
     # -- encode --------------------------------------------------------------------------
 
-    def chunk_size(self, n: int) -> int:
-        """Images per encode call for n images: equal chunks of at most eval_batch, rounded up to a
-        multiple of 32 x the device count. The rounding bounds both the padding (< 32 images per
-        device) and the number of distinct shapes compiled (eval_batch / (32 x devices))."""
-        quantum = 32 * self.num_devices
-        n_chunks = -(-n // self.config.eval_batch)
-        size = -(-n // n_chunks)
-        return -(-size // quantum) * quantum if size > quantum else -(-size // self.num_devices) * self.num_devices
-
-    def encode(self, images: np.ndarray) -> np.ndarray:
-        """Representations (N, D) float32 of NumPy images (N, H, W, C)."""
-        n = images.shape[0]
-        size = self.chunk_size(n)
-        out = []
-        for start in range(0, n, size):
-            chunk = np.asarray(images[start:start + size], np.float32)
-            real = chunk.shape[0]
-            chunk, _ = sharding.pad_to_multiple(chunk, size)  # bucketed shapes: few compiles
-            out.append(np.asarray(self._encode(self.params, chunk))[:real])
-        return np.concatenate(out).astype(np.float32)
+    def encode(self, params, images: np.ndarray) -> np.ndarray:
+        """Representations (N, D) float32 of NumPy images (N, H, W, C) under `params`."""
+        return explicand_program.encode(self.spec.encode_fn, params, images, self.chunks, mesh=self.mesh)
 
     # -- attribute -----------------------------------------------------------------------
 
-    def attribute_program(self, method: str) -> sharding.ExplicandMap:
-        """(params, xs (N,H,W,C), directions (N,K,D), keys (N,)) -> sharded attributions."""
-        if method not in self._attribute:
-            options = {} if method == methods.RANDOM else self.config.method_options(method)
-            batch_size = self.config.attribution_batch
-            encode_fn, blur = self.spec.encode_fn, self._blur
-            normalize = tuple([self.cosine] * len(self.config.target_columns()))
+    def attribute_program(self, method: str) -> meshes.ExplicandMap:
+        """(params, xs (N,H,W,C), directions (N,K,D), keys (N,)) -> sharded attributions; for a
+        reference map (`config.reference_of`), its one map per explicand as K = 1."""
+        reference = self.config.reference_of(method)
+        if reference is not None:
+            return reference_program(reference, self.mesh)
+        normalize = tuple([self.cosine] * len(self.config.target_columns()))
+        return explicand_program.attribution_program(
+            self.spec.encode_fn, method, explicand_program.hashable(self.config.method_options(method)), normalize,
+            batch_size=self.config.attribution_batch, baseline=self.baseline, mesh=self.mesh, gather=False)
 
-            def attribute_one(params, x, direction, key):
-                target = targets_mod.Target(direction, normalize)
-                f = targets_mod.explain_fn(lambda batch: encode_fn(params, batch), target)
-                maps = methods.attribute(method, f, x, blur(x), key, batch_size=batch_size, **options)
-                return maps[None] if method == methods.RANDOM else maps  # the random map serves one "target"
-
-            self._attribute[method] = sharding.ExplicandMap(attribute_one, self.mesh, in_axes=(None, 0, 0, 0),
-                                                            gather=False)
-        return self._attribute[method]
-
-    def attribute(self, method: str, xs, directions, keys):
-        return self.attribute_program(method)(self.params, xs, directions, keys)
+    def attribute(self, params, method: str, xs, directions, keys):
+        return self.attribute_program(method)(params, xs, directions, keys)
 
     # -- evaluate ------------------------------------------------------------------------
 
@@ -145,7 +126,7 @@ class SweepPrograms:
     def _curves(self, params, measures, xs, attributions):
         config = self.config
         curves, aucs = metrics.insertion_deletion_batch(
-            lambda batch: self.spec.encode_fn(params, batch), measures, xs, jax.vmap(self._blur)(xs), attributions,
+            lambda batch: self.spec.encode_fn(params, batch), measures, xs, jax.vmap(self.baseline)(xs), attributions,
             n_steps=config.eval_steps, absolute=config.eval_absolute, superpixel=config.eval_superpixel,
             batch_size=config.eval_batch)
         stored = {"attributions": attributions}
@@ -155,17 +136,19 @@ class SweepPrograms:
                 stored["attributions_abs"] = jnp.mean(jnp.abs(attributions), axis=-1)
         return curves, aucs, stored
 
-    def evaluate(self, probe, xs, attributions, ccs_directions, majority_class, explicand_class, explicand_reps):
+    def evaluate(self, params, probe, xs, attributions, ccs_directions, majority_class, explicand_class,
+                 explicand_reps):
         """Curves (N, K, 2, S+1, M), AUCs (N, K, 2, M) of `metrics.MEASURE_NAMES`, stored maps.
 
         Args:
+          params: the encoder parameters (`trained`, `seed_params(seed)`).
           probe: the linear probe (shared). xs: (N, H, W, C). attributions: (N, K, H, W[, C]).
           ccs_directions: (N, 2, D) COCOA directions with the unit's foil and a resampled foil.
           majority_class, explicand_class: (N,) int. explicand_reps: (N, D).
           A size study (`config.size_field`): ccs_directions (N, Z, 2, D) and majority_class (N, Z),
           one per size; the last axis of curves and AUCs is then (Z * M), size-major.
         """
-        return self._evaluate(self.params, probe, xs, attributions, ccs_directions, majority_class,
+        return self._evaluate(params, probe, xs, attributions, ccs_directions, majority_class,
                               explicand_class, explicand_reps)
 
 
@@ -178,11 +161,19 @@ def local_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
         if num_devices > len(devices):
             raise ValueError(f"`devices`={num_devices} but this process has only {len(devices)} device(s)")
         devices = devices[:num_devices]
-    return sharding.make_mesh(devices)
+    return meshes.make_mesh(devices)
 
 
-def unit_key(seed: int, class_id: int, method: str) -> jax.Array:
-    """The PRNG key of a unit: seed, then class, then the method's stable stream id."""
-    key = jax.random.fold_in(jax.random.key(seed), class_id)
-    return jax.random.fold_in(key, methods.stream_id(method))
+def unit_keys(seed: int, class_id: int, method: str, n: int) -> jax.Array:
+    """The (n,) keys of a unit's explicands: the explicand program's key rule
+    (`explicand_program.method_keys`) from the unit's root key, fold_in(key(seed), class_id)."""
+    return explicand_program.method_keys(jax.random.fold_in(jax.random.key(seed), class_id), method, n)
 
+
+@functools.lru_cache(maxsize=None)
+def reference_program(reference: metrics.ReferenceMap, mesh: jax.sharding.Mesh) -> meshes.ExplicandMap:
+    """(params, xs (N,H,W,C), directions (N,K,D), keys (N,)) -> (N, 1, H, W) maps of a reference map
+    generator (`metrics.ReferenceMap`), one per explicand from its key, left sharded; params and
+    directions are taken (the attribution programs' signature) and not read."""
+    return meshes.ExplicandMap(lambda params, x, direction, key: reference.fn(key, jnp.shape(x))[None], mesh,
+                                 in_axes=(None, 0, 0, 0), gather=False)

@@ -5,14 +5,14 @@ encoder pass of the attribution method and of the evaluation. Units of one seed 
 are grouped so a group's explicands fill the devices: each group is attributed and evaluated
 by the sharded programs of `cocoa_jax.sweep.programs`, then written unit by unit, atomically.
 
-Randomness is derived from (seed, class, method name) only (`programs.unit_key`), so a unit's
+Randomness is derived from (seed, class, method name) only (`programs.unit_keys`), so a unit's
 result does not depend on the grouping, the device count, the process count or on which other
 units ran before it: a resume gives the same numbers.
 
 Hosts: with several processes (`jax.distributed`), every process first checks that all were
 started with the same run (their run hashes are exchanged before anything is written); process
 0 writes config.json and the probe, reads which units are finished and hands that set to every
-process; the MISSING units are split in contiguous blocks (`sharding.units_for_process`), so a
+process; the MISSING units are split in contiguous blocks (`distributed.units_for_process`), so a
 restart with another process count stays balanced and computes nothing twice. Every process
 writes only its own units and results file, and computes on its own devices.
 """
@@ -31,25 +31,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cocoa_jax import metrics, phases, sharding
+from cocoa_jax import batching, distributed, meshes, metrics, phases
 from cocoa_jax import targets as targets_mod
 from cocoa_jax.sweep import inputs
-from cocoa_jax.sweep.config import RANDOM_METHOD, SweepConfig
-from cocoa_jax.sweep.programs import SweepPrograms, local_mesh, unit_key
+from cocoa_jax.sweep.config import SweepConfig, Unit, plan_units
+from cocoa_jax.sweep.programs import SweepPrograms, local_mesh, unit_keys
 from cocoa_jax.sweep.store import RunStore, unit_row
 
 MEASURE_NAMES = metrics.MEASURE_NAMES
-
-
-@dataclasses.dataclass(frozen=True)
-class Unit:
-    seed: int
-    class_id: int
-    method: str
-
-    @property
-    def unit_id(self) -> str:
-        return f"s{self.seed}_c{self.class_id}_{self.method}"
 
 
 @dataclasses.dataclass
@@ -63,11 +52,6 @@ class SweepResult:
     process_index: int = 0
     process_count: int = 1
     num_devices: int = 1
-
-
-def plan_units(config: SweepConfig, classes) -> list[Unit]:
-    """All units in plan order (seed, class, method): the order hosts split them in."""
-    return [Unit(seed, int(c), m) for seed in config.seeds for c in classes for m in config.method_names]
 
 
 def units_per_group(explicands_per_unit: int, explicand_batch: int, num_devices: int,
@@ -194,12 +178,14 @@ def get_probes(config: SweepConfig, store: RunStore, corpus_source, explicand_so
     probe per seed trained on that seed's randomised encoder (RUN_DIR/probe_s<seed>.npz), and the
     mean of their accuracies."""
     if not config.randomize_model:
-        probe, accuracy = get_probe(config, store, corpus_source, explicand_source, programs.encode, writer=writer)
+        encode = lambda images: programs.encode(programs.trained, images)  # noqa: E731
+        probe, accuracy = get_probe(config, store, corpus_source, explicand_source, encode, writer=writer)
         return {None: probe}, accuracy
     probes, accuracies = {}, []
     for seed in config.seeds:
-        programs.use_seed(seed)
-        probes[seed], accuracy = get_probe(config, store, corpus_source, explicand_source, programs.encode,
+        params = programs.seed_params(seed)
+        probes[seed], accuracy = get_probe(config, store, corpus_source, explicand_source,
+                                           lambda images: programs.encode(params, images),
                                            writer=writer, name=f"probe_s{seed}")
         accuracies.append(accuracy)
     known = [a for a in accuracies if a is not None]
@@ -210,7 +196,8 @@ def get_probes(config: SweepConfig, store: RunStore, corpus_source, explicand_so
 
 
 class UnitRunner:
-    """Computes groups of units with the sweep's programs; caches the current seed's data."""
+    """Computes groups of units with the sweep's programs; keeps the current seed's parameters and
+    data (values computed from the seed alone: which seed ran before changes nothing)."""
 
     def __init__(self, config: SweepConfig, programs: SweepPrograms, corpus_source, explicand_source, probe,
                  classes):
@@ -220,17 +207,26 @@ class UnitRunner:
         self.probes = probe if isinstance(probe, dict) else {None: probe}
         self.classes = classes
         self.image_shape = programs.image_shape
+        self._params: dict[int, object] = {}  # one seed's encoder parameters (`programs.seed_params`)
         self._seed_data: dict[int, inputs.SeedData] = {}
         self._cascade: dict = {}  # randomize_cascade: one seed's steps and their samples' representations
 
     def probe_for(self, seed: int):
         return self.probes[seed] if seed in self.probes else self.probes[None]
 
+    def params_for(self, seed: int):
+        """The encoder parameters of `seed`'s units (`SweepPrograms.seed_params`); one seed kept."""
+        if seed not in self._params:  # keep one seed: groups run seed by seed
+            self._params = {seed: self.programs.seed_params(seed)}
+        return self._params[seed]
+
     def seed_data(self, seed: int) -> inputs.SeedData:
-        self.programs.use_seed(seed)  # randomize_model: the seed's encoder encodes its samples
-        if seed not in self._seed_data:  # keep one seed: groups run seed by seed
+        """`seed`'s samples and their representations under the seed's encoder; one seed kept."""
+        if seed not in self._seed_data:
+            params = self.params_for(seed)
             self._seed_data = {seed: inputs.sample_seed(self.config, seed, self.classes, self.corpus_source,
-                                                        self.explicand_source, self.programs.encode)}
+                                                        self.explicand_source,
+                                                        lambda images: self.programs.encode(params, images))}
         return self._seed_data[seed]
 
     def _unit_inputs(self, unit: Unit) -> dict:
@@ -240,12 +236,12 @@ class UnitRunner:
         index = data.explicand_index[unit.class_id]
         n = len(index)
         xs = np.asarray(self.explicand_source.images(index), np.float32)
-        reps = self.programs.encode(xs)
+        reps = self.programs.encode(self.params_for(unit.seed), xs)
         probe = self.probe_for(unit.seed)
         # Per size of a study (one entry for a plain run): the corpus and foils of that size.
         corpora, foils, foils2 = data.corpus_reps[unit.class_id], data.foil_reps, data.foil2_reps
-        if unit.method == RANDOM_METHOD:
-            directions = np.zeros((n, 1, reps.shape[-1]), np.float32)  # unused by the random map
+        if config.reference_of(unit.method) is not None:
+            directions = np.zeros((n, 1, reps.shape[-1]), np.float32)  # unused by a reference map
         else:
             # One column per target, or per (target, size) for a target that reads the varied corpus /
             # foil (`config.target_columns`); other targets read size 0's (identical) fixed samples.
@@ -261,7 +257,7 @@ class UnitRunner:
         if config.size_field is None:
             ccs, majority = ccs[0], majority[0]
         return dict(
-            xs=xs, directions=directions, keys=jax.random.split(unit_key(unit.seed, unit.class_id, unit.method), n),
+            xs=xs, directions=directions, keys=unit_keys(unit.seed, unit.class_id, unit.method, n),
             ccs=np.broadcast_to(ccs, (n,) + ccs.shape), majority=np.broadcast_to(majority, (n,) + majority.shape),
             pred=np.asarray(probe.predict(jnp.asarray(reps)), np.int32), reps=reps,
             _index=index, _majority=majority)
@@ -274,32 +270,34 @@ class UnitRunner:
         """
         config = self.config
         start = time.perf_counter()
-        self.programs.use_seed(units[0].seed)
+        params = self.params_for(units[0].seed)
         parts = [self._unit_inputs(u) for u in units]
         sizes = [len(p["_index"]) for p in parts]
         batch = {k: (jnp.concatenate([p[k] for p in parts]) if k == "keys" else
                      np.concatenate([p[k] for p in parts]))
                  for k in ("xs", "directions", "keys", "ccs", "majority", "pred", "reps")}
-        batch = {k: sharding.pad_to_multiple(v, capacity)[0] for k, v in batch.items()}
+        batch = {k: batching.pad_to_multiple(v, capacity)[0] for k, v in batch.items()}
         t0 = time.perf_counter()
-        attributions = self.programs.attribute(units[0].method, batch["xs"], batch["directions"], batch["keys"])
+        attributions = self.programs.attribute(params, units[0].method, batch["xs"], batch["directions"],
+                                               batch["keys"])
         attributions = jax.block_until_ready(attributions)
         t1 = time.perf_counter()
-        curves, aucs, stored = self.programs.evaluate(self.probe_for(units[0].seed), batch["xs"], attributions,
+        curves, aucs, stored = self.programs.evaluate(params, self.probe_for(units[0].seed), batch["xs"], attributions,
                                                       batch["ccs"], batch["majority"], batch["pred"], batch["reps"])
         curves, aucs = np.asarray(curves, np.float32), np.asarray(aucs, np.float64)
         stored = {k: np.asarray(v, np.float32) for k, v in stored.items()}
-        is_random = units[0].method == RANDOM_METHOD
+        method = units[0].method
+        explains = config.reference_of(method) is None  # a reference map explains no target
         if config.size_field is not None:
-            curves, aucs, stored = _by_size(config, curves, aucs, stored, is_random)
+            curves, aucs, stored = _by_size(config, curves, aucs, stored, method)
         t2 = time.perf_counter()
-        if config.randomize_cascade and not is_random:  # the cascading randomisation test
+        if config.randomize_cascade and explains:  # the cascading randomisation test
             stored.update(self.cascade_correlations(units, parts, batch, capacity, attributions))
         data = self.seed_data(units[0].seed)
         fractions = metrics.feature_fractions(
             (self.image_shape[0] // config.eval_superpixel) * (self.image_shape[1] // config.eval_superpixel),
             config.eval_steps)
-        target_names = (RANDOM_METHOD,) if is_random else config.targets
+        target_names = config.unit_targets(method)
         share = 1.0 / len(units)
         out, offset = [], 0
         for unit, part, n in zip(units, parts, sizes):
@@ -328,7 +326,7 @@ class UnitRunner:
                        evaluation_seconds=round((t2 - t1) * share, 4),
                        group_units=len(units), devices=self.programs.num_devices)
             out.append((unit, arrays, row))
-        if config.randomize_cascade and not is_random:
+        if config.randomize_cascade and explains:
             for _, arrays, _ in out:
                 arrays["cascade_blocks"] = np.asarray([name for name, _ in self._cascade["steps"][1:]])
         return out
@@ -347,8 +345,8 @@ class UnitRunner:
                 example = jnp.zeros((1,) + tuple(self.image_shape), jnp.float32)
                 self._cascade["order"] = forward_block_order(spec.encode_fn, spec.params, example)[::-1]
             steps = cascading_randomizations(spec.params, jax.random.key(seed), self._cascade["order"])
-            replicated = sharding.replicated_sharding(mesh)
-            self._cascade.update(seed=seed, data={}, steps=[("trained", self.programs.params)] + [
+            replicated = meshes.replicated_sharding(mesh)
+            self._cascade.update(seed=seed, data={}, steps=[("trained", self.programs.trained)] + [
                 (name, jax.device_put(params, replicated)) for name, params in steps])
         return self._cascade["steps"]
 
@@ -364,29 +362,25 @@ class UnitRunner:
         config, seed, method = self.config, units[0].seed, units[0].method
         reference = _map_pair(attributions)
         signed, absolute = [], []
-        trained = self.programs.params
-        try:
-            for j, (_, params) in enumerate(self.cascade_steps(seed)):
-                self.programs.params = params
-                if j not in self._cascade["data"]:  # the step's encoder encodes the seed's samples
-                    self._cascade["data"][j] = inputs.sample_seed(config, seed, self.classes, self.corpus_source,
-                                                                  self.explicand_source, self.programs.encode)
-                data = self._cascade["data"][j]
-                directions = []
-                for unit, part in zip(units, parts):
-                    reps = self.programs.encode(part["xs"])
-                    stacked = targets_mod.stack([
-                        targets_mod.build(t, explicand_reps=reps, corpus_reps=data.corpus_reps[unit.class_id][0],
-                                          foil_reps=data.foil_reps[0], similarity=config.similarity)
-                        for t in config.targets])
-                    directions.append(np.asarray(jnp.broadcast_to(stacked.direction,
-                                                                  (len(reps),) + stacked.direction.shape[-2:])))
-                directions = sharding.pad_to_multiple(np.concatenate(directions), capacity)[0]
-                maps = _map_pair(self.programs.attribute(method, batch["xs"], directions, batch["keys"]))
-                signed.append(spearman(reference[0], maps[0], ndim=2))
-                absolute.append(spearman(reference[1], maps[1], ndim=2))
-        finally:
-            self.programs.params = trained
+        for j, (_, params) in enumerate(self.cascade_steps(seed)):
+            encode = lambda images, params=params: self.programs.encode(params, images)  # noqa: E731
+            if j not in self._cascade["data"]:  # the step's encoder encodes the seed's samples
+                self._cascade["data"][j] = inputs.sample_seed(config, seed, self.classes, self.corpus_source,
+                                                              self.explicand_source, encode)
+            data = self._cascade["data"][j]
+            directions = []
+            for unit, part in zip(units, parts):
+                reps = encode(part["xs"])
+                stacked = targets_mod.stack([
+                    targets_mod.build(t, explicand_reps=reps, corpus_reps=data.corpus_reps[unit.class_id][0],
+                                      foil_reps=data.foil_reps[0], similarity=config.similarity)
+                    for t in config.targets])
+                directions.append(np.asarray(jnp.broadcast_to(stacked.direction,
+                                                              (len(reps),) + stacked.direction.shape[-2:])))
+            directions = batching.pad_to_multiple(np.concatenate(directions), capacity)[0]
+            maps = _map_pair(self.programs.attribute(params, method, batch["xs"], directions, batch["keys"]))
+            signed.append(spearman(reference[0], maps[0], ndim=2))
+            absolute.append(spearman(reference[1], maps[1], ndim=2))
         return {"cascade_spearman": np.stack(signed, axis=1), "cascade_spearman_abs": np.stack(absolute, axis=1)}
 
 
@@ -402,7 +396,7 @@ def _summary(mean_auc, target_names) -> dict:
                 for j, kind in enumerate(metrics.KINDS)} for k, t in enumerate(target_names)}
 
 
-def _by_size(config: SweepConfig, curves, aucs, stored, is_random: bool):
+def _by_size(config: SweepConfig, curves, aucs, stored, method: str):
     """A size study's outputs on the (size, target) grid.
 
     In: curves (N, Kc, 2, S+1, Z*M), aucs (N, Kc, 2, Z*M) over the attribution columns
@@ -411,8 +405,8 @@ def _by_size(config: SweepConfig, curves, aucs, stored, is_random: bool):
     (N, Z, K, 2, S+1, M), size_aucs (N, Z, K, 2, M) and size_<map> (N, Z, K, H, W). Size z of
     target k reads column (k, z) (or the target's single column) and size z's measures."""
     z_count, m_count = len(config.sizes), len(MEASURE_NAMES)
-    columns = [(RANDOM_METHOD, None)] if is_random else config.target_columns()
-    names = [RANDOM_METHOD] if is_random else list(config.targets)
+    columns = config.unit_columns(method)
+    names = list(config.unit_targets(method))
     col = np.array([[columns.index((t, None)) if (t, None) in columns else columns.index((t, z))
                      for t in names] for z in range(z_count)])  # (Z, K)
     curves = curves.reshape(curves.shape[:-1] + (z_count, m_count))  # (N, Kc, 2, S+1, Z, M)
@@ -454,7 +448,7 @@ WORK_TIMEOUT = 7 * 24 * 3600.0
 
 def _barrier(name: str) -> None:
     """Wait until every process reaches `name` (no-op for one process; no device computation)."""
-    sharding.exchange_strings(f"sweep/{name}", "", timeout=WORK_TIMEOUT)
+    distributed.exchange_strings(f"sweep/{name}", "", timeout=WORK_TIMEOUT)
 
 
 def check_same_run(identity: dict, run_hash: str) -> None:
@@ -466,7 +460,7 @@ def check_same_run(identity: dict, run_hash: str) -> None:
     from cocoa_jax.sweep.config import diff_fields
 
     payload = json.dumps({"hash": run_hash, "identity": identity}, sort_keys=True)
-    views = [json.loads(v) for v in sharding.exchange_strings("sweep/run-hash", payload, timeout=START_TIMEOUT)]
+    views = [json.loads(v) for v in distributed.exchange_strings("sweep/run-hash", payload, timeout=START_TIMEOUT)]
     differ = [i for i, v in enumerate(views) if v["hash"] != views[0]["hash"]]
     if differ:
         i = differ[0]
@@ -530,12 +524,12 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
             if len(finished_ids) < len(units):
                 probe, probe_accuracy = get_probes(config, store, corpus_source, explicand_source, programs)
         except Exception as err:  # tell the waiting processes, then fail here as usual
-            sharding.broadcast_string("sweep/ready", json.dumps({"error": f"{type(err).__name__}: {err}"}))
+            distributed.broadcast_string("sweep/ready", json.dumps({"error": f"{type(err).__name__}: {err}"}))
             raise
         # The start barrier: every process uses process 0's finished set (one view, one split).
-        sharding.broadcast_string("sweep/ready", json.dumps({"finished": finished_ids}))
+        distributed.broadcast_string("sweep/ready", json.dumps({"finished": finished_ids}))
     else:
-        ready = json.loads(sharding.broadcast_string("sweep/ready", None, timeout=WORK_TIMEOUT))
+        ready = json.loads(distributed.broadcast_string("sweep/ready", None, timeout=WORK_TIMEOUT))
         if "error" in ready:
             raise ProcessMismatch(f"process 0 could not set up the run in {run_dir}: {ready['error']}")
         finished_ids = ready["finished"]
@@ -546,7 +540,7 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
         programs = SweepPrograms(spec, config, mesh)
     finished = set(finished_ids)
     # Only the missing units are split: balanced whatever the process count was before.
-    mine = sharding.units_for_process([u for u in units if u.unit_id not in finished], index, count)
+    mine = distributed.units_for_process([u for u in units if u.unit_id not in finished], index, count)
     todo = list(mine)
     skipped = list(finished_ids)
     if max_units is not None:
@@ -556,7 +550,7 @@ def run_sweep(config: SweepConfig, run_dir: str, *, encoder=None, datasets=None,
         if probe is None:
             probe, probe_accuracy = get_probes(config, store, corpus_source, explicand_source, programs,
                                                writer=writer)
-        probe = {seed: jax.device_put(p, sharding.replicated_sharding(mesh)) for seed, p in probe.items()}
+        probe = {seed: jax.device_put(p, meshes.replicated_sharding(mesh)) for seed, p in probe.items()}
         runner = UnitRunner(config, programs, corpus_source, explicand_source, probe, classes)
         # A group holds units of one seed and method: at most one per class.
         per_group = min(units_per_group(config.explicands_per_class, config.explicand_batch, programs.num_devices,

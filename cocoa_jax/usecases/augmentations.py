@@ -156,15 +156,15 @@ def explain_pairs(encode_fn, params, explicands, corpus_images, foil_reps, key, 
       methods: names of `cocoa_jax.methods` (default IG, GradientSHAP, RISE); options: {method:
         options}; `shared` keywords (n_steps=..., n_masks=..., grid_size=...) apply to every
         method that has that option; unset options take the signature defaults. All use the
-        explicand blurred with `baselines.gaussian_blur` (21, 5) as baseline.
+        explicand blurred with the paper's baseline (`explicand_program.PAPER_BASELINE`, GaussianBlur(21, 5)).
       chunk_size: explicands per program call (default: the pipeline's, one per call on CPU,
         where vmapping explicands measured 2.7x slower for RISE on the digits views);
         batch_size: perturbed inputs per encoder call; mesh: shard the explicands over it
-        (e.g. `sharding.local_explicand_mesh(N)`).
+        (e.g. `meshes.local_explicand_mesh(N)`).
     Returns: dict with one (N, 2, H, W[, C]) array per method and "scores" (N, 2): target values
       at the explicands (axis 1 is `TARGET_NAMES`).
     """
-    from cocoa_jax import baselines as B
+    from cocoa_jax import explicand_program
     from cocoa_jax import methods as methods_mod
     from cocoa_jax import pipeline
 
@@ -183,11 +183,11 @@ def explain_pairs(encode_fn, params, explicands, corpus_images, foil_reps, key, 
     corpus_reps = encode_in_chunks(encode_fn, params, corpus_images)
     target = pair_target(expl_reps, corpus_reps, foil_reps, similarity)
     scores = np.asarray(jax.vmap(lambda r, t: t(r))(jnp.asarray(expl_reps), target))
-    blurred = np.asarray(B.gaussian_blur(jnp.asarray(xs), 21, 5.0))
+    blurred = np.asarray(explicand_program.apply_baseline(explicand_program.PAPER_BASELINE, jnp.asarray(xs)))
     out = {"scores": scores}
     for method in dict.fromkeys(methods):
         out[method] = pipeline.attribute(encode_fn, params, xs, blurred, target, method,
-                                         pipeline.method_keys(key, method, n), options=options[method],
+                                         explicand_program.method_keys(key, method, n), options=options[method],
                                          batch_size=batch_size, mesh=mesh,
                                          chunk_size=None if chunk_size is None else min(chunk_size, n))
     return out

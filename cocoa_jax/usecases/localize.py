@@ -235,15 +235,16 @@ def batch_pointing_hits(attributions, query_tiles, grid: Sequence[int] = GRID, *
 def make_explainer(encode_fn: Callable[[Any, jax.Array], jax.Array], method: str, options: dict | None = None,
                    *, batch_size: int | None = None, mesh=None) -> Callable:
     """`explain(params, images (N, H, W, C), target (N, K, D), keys (N,))`: every image (pixels in
-    [0, 1] for a loaded model's `encode_fn`, which normalises inside) against its blurred copy (`baselines.gaussian_blur`, the paper's baseline) for its K stacked targets,
-    through the one pipeline (`cocoa_jax.pipeline.attribute`), images sharded over `mesh` if
-    given (e.g. `sharding.local_explicand_mesh(N)`). Returns (N, K, H, W[, C])."""
-    from cocoa_jax import baselines, methods, pipeline
+    [0, 1] for a loaded model's `encode_fn`, which normalises inside) against the paper's baseline
+    (`explicand_program.PAPER_BASELINE`, its GaussianBlur(21, 5)) for its K stacked targets, through
+    the explicand program (`cocoa_jax.pipeline.attribute`), images sharded over `mesh` if given
+    (e.g. `meshes.local_explicand_mesh(N)`). Returns (N, K, H, W[, C])."""
+    from cocoa_jax import explicand_program, methods, pipeline
 
     options = methods.check_options(method, dict(options or {}))
 
     def explain(params, images, target, keys):
-        blurred = baselines.gaussian_blur(jnp.asarray(images))
+        blurred = explicand_program.apply_baseline(explicand_program.PAPER_BASELINE, jnp.asarray(images))
         return pipeline.attribute(encode_fn, params, images, blurred, target, method, keys, options=options,
                                   batch_size=batch_size, mesh=mesh)
 
@@ -251,10 +252,10 @@ def make_explainer(encode_fn: Callable[[Any, jax.Array], jax.Array], method: str
 
 
 def method_keys(key: jax.Array, method: str, n: int) -> jax.Array:
-    """Per-image keys of `method`: its own stream (`methods.stream_id`), split n ways."""
-    from cocoa_jax import pipeline
+    """Per-image keys of `method`: the explicand program's key rule (`explicand_program.method_keys`)."""
+    from cocoa_jax import explicand_program
 
-    return pipeline.method_keys(key, method, n)
+    return explicand_program.method_keys(key, method, n)
 
 
 def centred(method: str) -> bool:

@@ -2,21 +2,35 @@
 
     from cocoa_jax import targets, attribution, baselines
 
-Submodules: `targets` (explanation targets on representations), `attribution`
-(vanilla gradients, Integrated Gradients, SmoothGrad, GradientSHAP, RISE), `baselines`
-(the blurred baseline), `models` (Flax encoders and checkpoint loading).
+The package face: `__all__` lists the public submodules and the names re-exported here, every
+attribution function of `cocoa_jax.attribution` (so every method of the table
+`cocoa_jax.methods.METHODS`: `cocoa_jax.rise`, `cocoa_jax.lime`, ...), the blurred baseline and the
+targets. Submodules: `targets` (explanation targets on representations), `attribution` (the
+methods, one function per explicand), `methods` (the method table and `attribute`), `pipeline`
+(N explicands on devices: `attribute`, `explain_images`), `baselines`, `metrics` (insertion /
+deletion measures), `models` (Flax encoders and checkpoint loading), `sweep` (the evaluation
+protocol), `viz` (figures). Which way to run a method is for whom: docs/api.md.
 Importing cocoa_jax never imports torch or tensorflow.
 """
 # Loaded on first use (PEP 562), so that `cocoa-jax` can take over Ctrl-C before JAX starts
-# (`cocoa_jax.interrupt`) and `cocoa-jax --help` does not load JAX.
+# (`cocoa_jax.interrupt`) and `cocoa-jax --help` does not load JAX. The attribution names are
+# written out (importing `attribution` to read its `__all__` would load JAX); a test keeps them
+# equal to `cocoa_jax.attribution.__all__`.
+_ATTRIBUTION = (
+    "DEFAULT_RISE_BATCH_SIZE", "QUADRATURE_RULES", "RISE_SAMPLERS", "AdaptiveIG", "GradientShapDraws", "Quadrature",
+    "bilinear_upsample_matrix", "gradient_shap", "gradient_shap_draws", "integrated_gradients",
+    "integrated_gradients_adaptive", "kernel_shap", "kernel_shap_coalitions", "lime", "lime_coalitions",
+    "masks_from_grids", "occlusion", "occlusion_windows", "paper_grid_size", "quadrature", "rise",
+    "rise_cell_size", "rise_centered_from_moments", "rise_from_masks", "rise_masks",
+    "smooth_integrated_gradients", "smoothgrad", "superpixel_map", "vanilla_gradients",
+)
 _EXPORTS = {
-    "gradient_shap": "attribution", "integrated_gradients": "attribution", "rise": "attribution",
-    "rise_from_masks": "attribution", "rise_masks": "attribution", "smoothgrad": "attribution",
-    "vanilla_gradients": "attribution", "gaussian_blur": "baselines",
+    **{name: "attribution" for name in _ATTRIBUTION}, "gaussian_blur": "baselines",
     **{name: "targets" for name in ("Target", "cocoa", "contrastive_corpus_similarity", "contrastive_label_free",
                                     "corpus", "explain_fn", "foil_size", "label_free", "stack")},
 }
-__all__ = ["attribution", "baselines", "targets", *_EXPORTS]
+_SUBMODULES = ("attribution", "baselines", "methods", "metrics", "models", "pipeline", "sweep", "targets", "viz")
+__all__ = [*_SUBMODULES, *_EXPORTS]
 
 __version__ = "0.1.0"
 

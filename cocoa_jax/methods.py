@@ -13,8 +13,9 @@ The common signature:
         (ignored by deterministic methods) -> (H, W, C) or (H, W) maps, with a leading K axis
         when f returns (K,).
 
-`random` is the evaluation's random-attribution benchmark (U[0, 1) per pixel, the same map for
-every target); it never calls f.
+Every method here explains a target. The evaluation's random reference (U[0, 1) per pixel, it
+never calls f) is not a method: it is a reference map generator of the evaluation,
+`cocoa_jax.metrics.RANDOM_REFERENCE`.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from cocoa_jax import attribution, metrics
+from cocoa_jax import _checks, attribution
 
 # Keyword arguments of the common signature that are not method options.
 _EXECUTION_ARGS = ("batch_size", "mesh")
@@ -160,11 +161,6 @@ def _vanilla_gradients(f, x, baseline, key, *, batch_size=None, mesh=None):
     return attribution.vanilla_gradients(f, x)
 
 
-def _random(f, x, baseline, key, *, batch_size=None, mesh=None):
-    del f, baseline, batch_size, mesh
-    return metrics.random_attribution(key, jnp.shape(x))
-
-
 def _kernel_shap(f, x, baseline, key, **options):
     return attribution.kernel_shap(f, x, baseline, key, **options)
 
@@ -188,7 +184,6 @@ def _smooth_integrated_gradients(f, x, baseline, key, **options):
     return attribution.smooth_integrated_gradients(f, x, baseline, key, **options)
 
 
-RANDOM = "random"
 METHODS: dict[str, Method] = {}
 
 
@@ -234,18 +229,16 @@ for _method in (
     Method("smooth_integrated_gradients", "SmoothGrad-IG", _smooth_integrated_gradients,
            attribution.smooth_integrated_gradients, True, True,
            summary="IG averaged over noisy inputs (the official smooth_int_grad)"),
-    Method(RANDOM, "Random", _random, None, True, False,
-           summary="U[0, 1) per pixel: the evaluation's random reference (never calls f)"),
 ):
     register(_method)
 
 
 class _LiveNames(collections.abc.Sequence):
-    """Names of the methods that explain a target (all but `random`), read from the table at
-    each use, so methods registered later are included."""
+    """Names of the methods in the table, read from it at each use, so methods registered later
+    are included."""
 
     def _names(self):
-        return tuple(name for name in METHODS if name != RANDOM)
+        return tuple(METHODS)
 
     def __iter__(self):
         return iter(self._names())
@@ -272,7 +265,7 @@ class _LiveNames(collections.abc.Sequence):
         return repr(self._names())
 
 
-# Methods that explain a target (everything but the random benchmark), live.
+# The table's method names, live (every method explains a target).
 ATTRIBUTION_METHODS = _LiveNames()
 
 
@@ -382,7 +375,7 @@ def check_values(name: str, options: dict, image_shape, *, batch_size: int | Non
         raise type(err)(message) from None
 
     try:
-        batch_size = attribution._checks.check_optional_batch_size(batch_size)
+        batch_size = _checks.check_optional_batch_size(batch_size)
     except ValueError as err:
         reraise(err)
     shape = tuple(int(v) for v in image_shape)

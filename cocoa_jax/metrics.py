@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cocoa_jax import _checks
-from cocoa_jax import sharding
+from cocoa_jax import batching
 from cocoa_jax.targets import Target
 
 KINDS = ("insertion", "deletion")
@@ -380,8 +380,8 @@ def ablation_curves(
     masks = jax.vmap(masks_of)(attributions)  # (K, kinds, S + 1, H, W)
     lead = masks.shape[:3]
     inputs = ablated_inputs(x, baseline, masks.reshape((-1,) + masks.shape[3:]))
-    evaluate = lambda b: measures(encode(sharding.shard_batch(b, mesh)))
-    values = sharding.map_in_batches(evaluate, inputs, batch_size, multiple=1 if mesh is None else mesh.size)
+    evaluate = lambda b: measures(encode(batching.shard_batch(b, mesh)))
+    values = batching.map_in_batches(evaluate, inputs, batch_size, multiple=1 if mesh is None else mesh.size)
     values = values.reshape(lead + values.shape[1:])
     return values if stacked else values[0]
 
@@ -431,9 +431,36 @@ def random_attribution(key: jax.Array, image_shape) -> jax.Array:
     return jax.random.uniform(key, tuple(image_shape[:2]))
 
 
+# ----------------------------------------------------------------------------- reference maps
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceMap:
+    """A reference map generator of the evaluation: maps that explain no target and never call the
+    encoder, against which the attribution methods' insertion / deletion AUCs are read (a row of
+    every sweep table, the dashed grey curve of its figures). Not an attribution method
+    (`cocoa_jax.methods`): one map per explicand whatever the targets.
+
+    Attributes:
+      name: the sweep's row, unit and stream name ("random").
+      title: its name in tables and figures.
+      description: how the report's header describes it.
+      fn: (key, image_shape (H, W, C)) -> an (H, W) map.
+    """
+
+    name: str
+    title: str
+    description: str
+    fn: Callable[[jax.Array, tuple], jax.Array]
+
+
+RANDOM_REFERENCE = ReferenceMap("random", "Random", "the random attribution (i.i.d. U[0, 1) pixel scores)",
+                                random_attribution)
+
+
 __all__ = [
     "ARROWS", "DIRECTIONS", "KINDS", "Measures", "ablated_inputs", "ablation_curves", "ablation_masks", "auc",
     "feature_counts", "feature_fractions", "feature_scores", "insertion_deletion", "insertion_deletion_batch",
     "MEASURES", "MEASURE_NAMES", "Measure", "majority_class", "make_measures", "probe_probability",
-    "random_attribution", "representation_shift", "StackedMeasures", "stack_measures", "step_sizes",
+    "random_attribution", "RANDOM_REFERENCE", "ReferenceMap", "representation_shift", "StackedMeasures", "stack_measures", "step_sizes",
 ]

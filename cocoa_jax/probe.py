@@ -153,8 +153,8 @@ def save_probe(probe: LinearProbe, directory: str, metadata: dict | None = None)
 
 def load_probe(directory: str) -> LinearProbe:
     """Restore a probe written by `save_probe` (host-local: the same in every process of a
-    `jax.distributed` job, see `cocoa_jax.models.registry.restore_host_local`)."""
-    from cocoa_jax.models.registry import restore_host_local
+    `jax.distributed` job, see `cocoa_jax.models.restore_host_local`)."""
+    from cocoa_jax.models import restore_host_local
 
     directory = os.path.abspath(directory)
     if not os.path.isdir(directory):

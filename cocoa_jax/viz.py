@@ -11,6 +11,8 @@ heat map, masked image, top mass; `panels_dir` / `save_panels` write one PNG per
 `matplotlib.figure.Figure`; with `path=` it also writes a PNG atomically.
 `plot_attribution_blocks` stacks several such grids in one figure (the `augmentations`
 command: one block per original image). `save_figure` writes any figure atomically.
+The sweep report's figures are drawn here too: `plot_insertion_deletion` (curves.png),
+`plot_size_sensitivity` and `plot_cascade` (its studies; `cocoa_jax.sweep.studies` gives the data).
 
 Nothing here touches `matplotlib.pyplot`: figures are `Figure` objects on their own Agg
 canvas, so the module is safe in scripts, tests, notebooks (display the returned figure) and
@@ -796,6 +798,106 @@ def plot_insertion_deletion(fractions, curves, *, measures: Sequence[tuple[str, 
         fig.suptitle(suptitle, fontsize=TITLE_FONT, y=1 - 0.08 / height)
     if path is not None:
         save_figure(fig, path, dpi=dpi)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweep studies: AUC per corpus / foil size, Spearman correlation per cascade step
+
+
+class Series(NamedTuple):
+    """One line of a study panel: `mean` and 95% half-width `ci` (nan: no band) per x position;
+    `reference` draws it as the dashed grey reference (the random attribution)."""
+
+    label: str
+    mean: np.ndarray
+    ci: np.ndarray
+    reference: bool = False
+
+
+def _study_figure(n_rows: int, n_cols: int, figsize):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(n_rows, n_cols, squeeze=False)
+
+
+def _band(ax, x, series: Series, line) -> None:
+    ci = np.asarray(series.ci, dtype=float)
+    if np.isfinite(ci).any():
+        ax.fill_between(x, series.mean - ci, series.mean + ci, color=line.get_color(), alpha=0.18, linewidth=0)
+
+
+def plot_size_sensitivity(sizes, panels, *, xlabel: str, suptitle: str):
+    """AUC vs corpus / foil size (the paper's Figures 4-7; `cocoa_jax.sweep.studies`): sizes
+    evenly spaced on x, one panel per `panels[row][column]` = (y-label, [Series, ...]), methods in
+    the colour cycle, a reference series dashed grey, one legend below. Returns the Figure."""
+    import matplotlib
+
+    panels = [list(row) for row in panels]
+    fig, axes = _study_figure(len(panels), len(panels[0]), (4.2 * len(panels[0]), 3.2 * len(panels)))
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    x = np.arange(len(sizes), dtype=float)  # evenly spaced sizes: 100 and 120 stay readable
+    handles = {}
+    for i, row in enumerate(panels):
+        for j, (ylabel, lines) in enumerate(row):
+            ax = axes[i, j]
+            colour = 0
+            for series in lines:
+                if series.reference:
+                    style = dict(color="0.4", linestyle=(0, (5, 2)), linewidth=1.8)
+                else:
+                    style = dict(color=colors[colour % len(colors)], linewidth=1.8, marker="o", markersize=3.5)
+                    colour += 1
+                line, = ax.plot(x, series.mean, label=series.label, **style)
+                _band(ax, x, series, line)
+                handles[series.label] = line
+            ax.set_xticks(x)
+            ax.set_xticklabels([str(s) for s in sizes], fontsize=8)
+            ax.set_xlabel(xlabel, fontsize=9)
+            ax.set_ylabel(ylabel, fontsize=9)
+            ax.tick_params(labelsize=8)
+            ax.grid(alpha=0.3)
+    fig.suptitle(suptitle, fontsize=10)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(4, len(handles)), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    return fig
+
+
+def plot_cascade(steps, panels, *, suptitle: str):
+    """Spearman correlation with the trained maps vs cascade step (`cocoa_jax.sweep.studies`):
+    x = steps ("trained", then one more block randomised per step), one panel per
+    `panels[row][column]` = (title, [Series, ...]) (None: left empty) with one line per target in
+    the axes' colour cycle, y in [-1, 1] with the zero line, one legend below. Returns the Figure."""
+    panels = [list(row) for row in panels]
+    fig, axes = _study_figure(len(panels), len(panels[0]), (4.6 * len(panels[0]), 3.0 * len(panels)))
+    x = np.arange(len(steps), dtype=float)
+    handles = {}
+    for j in range(len(panels[0])):  # column by column: the legend lists targets as the first column met them
+        for i, row in enumerate(panels):
+            if row[j] is None:  # no method: an empty panel
+                continue
+            title, lines = row[j]
+            ax = axes[i, j]
+            for series in lines:
+                line, = ax.plot(x, series.mean, marker="o", markersize=3.5, linewidth=1.6, label=series.label)
+                _band(ax, x, series, line)
+                handles.setdefault(series.label, line)
+            ax.axhline(0.0, color="0.5", linewidth=0.8)
+            ax.set_ylim(-1.05, 1.05)
+            ax.set_xticks(x)
+            ax.set_xticklabels(["trained"] + [f"+{s}" for s in steps[1:]], rotation=35, ha="right", fontsize=7)
+            ax.set_title(title, fontsize=9)
+            ax.set_ylabel("Spearman vs trained", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+    fig.suptitle(suptitle, fontsize=9)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(4, len(handles)), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     return fig
 
 

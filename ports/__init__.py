@@ -52,7 +52,7 @@ def convert(arch: str, checkpoint: str, out_dir: str, *, unsafe_unpickle: bool =
     import importlib
     import os
 
-    from cocoa_jax.models.registry import check_out_dir
+    from cocoa_jax.models import check_out_dir
 
     from .common import check_checkpoint_file
 

@@ -16,7 +16,7 @@ import dataclasses
 import re
 from typing import Mapping, Tuple
 
-from cocoa_jax.models import registry
+from cocoa_jax import models
 from cocoa_jax.models.clip import ACTIVATIONS, HEAD_WIDTH, ClipConfig
 from .common import (CheckpointMismatchError, conv_kernel, extract_state_dict, fill_variables,
                      identity, is_torchscript_archive, linear_kernel, load_checkpoint)
@@ -97,7 +97,7 @@ def convert_state_dict(state_dict: Mapping, *, what: str = "CLIP checkpoint", ac
                                       f"vision_head_width {config.vision_head_width} (open_clip ViT-H-14: "
                                       f"--option vision_head_width=80, ViT-g-14: 88, ViT-bigG-14: 104)")
     config = dataclasses.asdict(config)
-    _, abstract = registry.init_abstract(arch, config)
+    _, abstract = models.init_abstract(arch, config)
     variables = fill_variables(abstract, state_dict, clip_key, ignore=_ARCHIVE_SCALARS, what=what, stored_key=stored_key)
     return config, variables
 
@@ -130,7 +130,7 @@ def _converter(arch: str):
                                                stored_key=stored_key)
         notes.append(f"CLIP ViT-{_size_name(config)}/{config['vision_patch_size']} at {config['image_resolution']} px, "
                      f"{config['embed_dim']}-d, activation {config['activation']}")
-        return registry.save(arch, config, variables, out_dir, notes=notes, overwrite=overwrite)
+        return models.save(arch, config, variables, out_dir, notes=notes, overwrite=overwrite)
 
     convert.__name__ = f"convert_{arch}"
     return convert

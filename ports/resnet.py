@@ -10,7 +10,7 @@ import re
 import warnings
 from typing import Mapping, Tuple
 
-from cocoa_jax.models import registry
+from cocoa_jax import models
 from .common import (CheckpointMismatchError, conv_kernel, extract_state_dict, fill_variables,
                      identity, linear_kernel, load_checkpoint, stored_key_lookup)
 
@@ -58,9 +58,9 @@ def convert_state_dict(arch: str, state_dict: Mapping, *, what: str, stored_key=
 
     stored_key: canonical key -> the key in the original file, for error messages.
     """
-    config = dict(registry.ARCHITECTURES[arch].default_config)
+    config = dict(models.ARCHITECTURES[arch].default_config)
     config["num_classes"] = _num_classes(state_dict)
-    _, abstract = registry.init_abstract(arch, config)
+    _, abstract = models.init_abstract(arch, config)
     variables = fill_variables(abstract, _drop_batch_counters(state_dict), torchvision_key, what=what,
                                stored_key=stored_key)
     return config, variables
@@ -79,7 +79,7 @@ def _file_names(raw: Mapping, canonical: Mapping, to_file=lambda key: key):
 
 def _write(arch, state_dict, out_dir, *, what, notes=(), overwrite=False, stored_key=None) -> str:
     config, variables = convert_state_dict(arch, state_dict, what=what, stored_key=stored_key)
-    return registry.save(arch, config, variables, out_dir, notes=notes, overwrite=overwrite)
+    return models.save(arch, config, variables, out_dir, notes=notes, overwrite=overwrite)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,12 +98,12 @@ def convert_simclr_resnet50(checkpoint_path: str, out_dir: str, *, unsafe_unpick
     """
     checkpoint = load_checkpoint(checkpoint_path, unsafe_unpickle=unsafe_unpickle)
     state_dict = simclr_state_dict(checkpoint)
-    notes = (registry.SIMCLR_HEAD_BIAS_NOTE,) if "fc.bias" in state_dict else ()
+    notes = (models.SIMCLR_HEAD_BIAS_NOTE,) if "fc.bias" in state_dict else ()
     names = _file_names(extract_state_dict(checkpoint, checkpoint_path), state_dict)
     out = _write("simclr_resnet50", state_dict, out_dir, what=checkpoint_path, notes=notes,
                  overwrite=overwrite, stored_key=names)
     if notes:
-        warnings.warn(registry.SIMCLR_HEAD_BIAS_NOTE, stacklevel=2)
+        warnings.warn(models.SIMCLR_HEAD_BIAS_NOTE, stacklevel=2)
     return out
 
 

@@ -34,7 +34,7 @@ import dataclasses
 import re
 from typing import Mapping, Tuple
 
-from cocoa_jax.models import registry
+from cocoa_jax import models
 from .common import CheckpointMismatchError, fill_variables, load_checkpoint
 from .resnet import _drop_batch_counters, torchvision_key
 
@@ -184,7 +184,7 @@ def depth_of(state_dict: Mapping) -> Tuple[str, Tuple[int, ...]]:
 
 def convert_state_dict(arch: str, state_dict: Mapping, *, what: str, stored_key=None):
     """Canonical (torchvision-key) state dict -> (config, Flax variables) for torchvision `arch`."""
-    spec = registry.ARCHITECTURES[arch]
+    spec = models.ARCHITECTURES[arch]
     kind, sizes = depth_of(state_dict)
     want = (spec.default_config["block"], tuple(spec.default_config["stage_sizes"]))
     if (kind, sizes) != want:
@@ -197,7 +197,7 @@ def convert_state_dict(arch: str, state_dict: Mapping, *, what: str, stored_key=
     config = dict(spec.default_config)
     if "fc.weight" in state_dict:
         config["num_classes"] = int(state_dict["fc.weight"].shape[0])
-    _, abstract = registry.init_abstract(arch, config)
+    _, abstract = models.init_abstract(arch, config)
     variables = fill_variables(abstract, _drop_batch_counters(state_dict), torchvision_key, what=what,
                                stored_key=stored_key)
     return config, variables
@@ -214,7 +214,7 @@ def _converter(arch: str):
         config, variables = convert_state_dict(arch, canonical, what=checkpoint_path, stored_key=to_file)
         notes = notes + layout_notes + ((f"head: fc {config['num_classes']} classes",)
                                         if config["num_classes"] else ("no head (the checkpoint has no fc)",))
-        return registry.save(arch, config, variables, out_dir, notes=notes, overwrite=overwrite)
+        return models.save(arch, config, variables, out_dir, notes=notes, overwrite=overwrite)
 
     convert.__name__ = f"convert_{arch}"
     convert.__doc__ = f"torchvision {arch} or an SSL checkpoint of its backbone (see `LAYOUTS`) -> `out_dir`."

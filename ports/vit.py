@@ -53,7 +53,7 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from cocoa_jax.models import registry
+from cocoa_jax import models
 from .common import CheckpointMismatchError, conv_kernel, fill_variables, identity, linear_kernel, load_checkpoint
 from .torchvision_resnet import unwrap
 
@@ -304,7 +304,7 @@ def convert_state_dict(arch: str, state_dict: Mapping, *, what="checkpoint", sto
     fields, _ = resampling(layout, config["num_register_tokens"], interpolate_offset=interpolate_offset,
                            interpolate_antialias=interpolate_antialias)
     config.update(fields)
-    _, abstract = registry.init_abstract(arch, config)
+    _, abstract = models.init_abstract(arch, config)
     return config, fill_variables(abstract, state_dict, vit_key, what=what, stored_key=stored_key)
 
 
@@ -339,7 +339,7 @@ def _converter(arch: str):
                   f"{config['patch_size']}, stored grid {config['pos_grid']}x{config['pos_grid']} "
                   f"({config['num_register_tokens']} registers); representation: class token after the final norm",
                   resampling_note)
-        return registry.save(arch, config, variables, out_dir, notes=notes, overwrite=overwrite)
+        return models.save(arch, config, variables, out_dir, notes=notes, overwrite=overwrite)
 
     convert.__name__ = f"convert_{arch}"
     return convert

@@ -391,13 +391,13 @@ def test_cli_converted_encoder_on_photos(tmp_path):
     from PIL import Image
     from skimage import data as skdata
 
-    from cocoa_jax.models import registry
+    from cocoa_jax import models
 
     arch = "simsiam_cifar_resnet18"
-    config = registry.ARCHITECTURES[arch].default_config
-    module, _ = registry.init_abstract(arch, config)
+    config = models.ARCHITECTURES[arch].default_config
+    module, _ = models.init_abstract(arch, config)
     variables = module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), method="init_all")
-    weights = registry.save(arch, config, variables, str(tmp_path / "model"))
+    weights = models.save(arch, config, variables, str(tmp_path / "model"))
     paths = {}
     for name in ("astronaut", "coffee", "chelsea", "rocket"):
         paths[name] = str(tmp_path / f"{name}.png")
@@ -411,7 +411,7 @@ def test_cli_converted_encoder_on_photos(tmp_path):
     assert z["views"].shape == (2, 4, 32, 32, 3) and z["rise"].shape == (2, 4, 2, 32, 32)
     assert np.all(np.isfinite(z["integrated_gradients"])) and np.abs(z["gradient_shap"]).max() > 0
     # The stored originals are the model's resize + crop of the files, in [0, 1] (before normalising).
-    model = registry.load(arch, weights)
+    model = models.load(arch, weights)
     with Image.open(paths["coffee"]) as im:
         np.testing.assert_allclose(z["originals"][1], model.preprocess.resize_crop(im.convert("RGB")), atol=1e-6)
     settings = json.loads((out / "settings.json").read_text())

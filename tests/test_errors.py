@@ -20,7 +20,6 @@ import pytest
 
 from cocoa_jax import models
 from cocoa_jax.cli import main
-from cocoa_jax.models import registry
 from cocoa_jax.models.clip import ClipConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,8 +31,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 def _zeros_model(arch, config):
     """A LoadedModel with all-zero variables of the right shapes (no torch, nothing trained)."""
-    _, abstract = registry.init_abstract(arch, config)
-    return registry.make_loaded(arch, config, jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), abstract))
+    _, abstract = models.init_abstract(arch, config)
+    return models.make_loaded(arch, config, jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), abstract))
 
 
 TINY_CLIP = dataclasses.asdict(ClipConfig(embed_dim=8, image_resolution=32, vision_layers=1, vision_width=64,
@@ -135,22 +134,22 @@ def _damage_config(d):
 
 # (damage, exception, fragments)
 DAMAGE_CASES = {
-    "truncated model.json": (_damage_truncate_json, registry.ModelDirError, ["model.json", "not valid JSON"]),
+    "truncated model.json": (_damage_truncate_json, models.ModelDirError, ["model.json", "not valid JSON"]),
     "missing model.json": (_damage_remove("model.json"), FileNotFoundError, ["model.json"]),
     "missing variables/": (_damage_remove("variables"), FileNotFoundError, ["'variables'"]),
-    "missing _METADATA": (_damage_remove("variables", "_METADATA"), registry.ModelDirError,
+    "missing _METADATA": (_damage_remove("variables", "_METADATA"), models.ModelDirError,
                           ["variables/_METADATA", "missing"]),
-    "missing manifest": (_damage_remove("variables", "manifest.ocdbt"), registry.ModelDirError,
+    "missing manifest": (_damage_remove("variables", "manifest.ocdbt"), models.ModelDirError,
                          ["variables/manifest.ocdbt", "missing"]),
-    "truncated data files": (_damage_data_files, registry.ModelDirError, ["could not be restored"]),
-    "invalid config": (_damage_config, registry.ModelDirError, ["invalid config"]),
+    "truncated data files": (_damage_data_files, models.ModelDirError, ["could not be restored"]),
+    "invalid config": (_damage_config, models.ModelDirError, ["invalid config"]),
 }
 
 
 @pytest.fixture(scope="module")
 def saved_digits(tmp_path_factory, zoo):
     out = str(tmp_path_factory.mktemp("digits_model") / "model")
-    registry.save("digits", registry.DIGITS_CONFIG, zoo["digits"].params, out)
+    models.save("digits", models.DIGITS_CONFIG, zoo["digits"].params, out)
     return out
 
 
@@ -188,13 +187,13 @@ def test_load_argument_errors(arch, directory, exc, fragment):
 def test_save_refuses_non_empty_dir_naming_the_flag(saved_digits, zoo):
     before = sorted(os.listdir(saved_digits))
     with pytest.raises(FileExistsError, match="--overwrite"):
-        registry.save("digits", registry.DIGITS_CONFIG, zoo["digits"].params, saved_digits)
+        models.save("digits", models.DIGITS_CONFIG, zoo["digits"].params, saved_digits)
     assert sorted(os.listdir(saved_digits)) == before
 
 
 def test_digits_is_an_ordinary_architecture():
     assert "digits" in models.list_architectures() and "digits" in models.ARCHITECTURES
-    assert "digits" not in registry.CONVERTIBLE
+    assert "digits" not in models.CONVERTIBLE
     # No import cycle: the network module does not import the registry.
     source = open(os.path.join(REPO, "cocoa_jax", "models", "small_resnet.py")).read()
     assert "registry" not in source.replace("does not import the registry", "")

@@ -320,7 +320,7 @@ def test_cli_clip_path_with_random_small_clip(tmp_path):
     pytest.importorskip("regex")
     from PIL import Image
 
-    from cocoa_jax.models import registry
+    from cocoa_jax import models
     from cocoa_jax.models.tokenizer import ClipTokenizer
 
     try:
@@ -329,10 +329,10 @@ def test_cli_clip_path_with_random_small_clip(tmp_path):
         pytest.skip(f"CLIP BPE vocabulary unavailable: {error}")
     config = dict(embed_dim=32, image_resolution=224, vision_layers=1, vision_width=64, vision_patch_size=32,
                   context_length=77, vocab_size=49408, transformer_width=64, transformer_layers=1)
-    module = registry.ARCHITECTURES["clip_vit_b32"].build(config)
+    module = models.ARCHITECTURES["clip_vit_b32"].build(config)
     variables = module.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)), jnp.zeros((1, 77), jnp.int32),
                             method="init_all")
-    weights = registry.save("clip_vit_b32", config, variables, str(tmp_path / "clip"))
+    weights = models.save("clip_vit_b32", config, variables, str(tmp_path / "clip"))
     image = tmp_path / "img.png"
     Image.fromarray((np.random.default_rng(0).random((240, 260, 3)) * 255).astype(np.uint8)).save(image)
     out = tmp_path / "out"
@@ -344,7 +344,7 @@ def test_cli_clip_path_with_random_small_clip(tmp_path):
     assert z["integrated_gradients"].shape == (1, 3, 224, 224, 3) and z["rise"].shape == (1, 3, 224, 224)
     settings = json.loads((out / "settings.json").read_text())
     assert settings["foil"] == ["cat", "car"] and settings["captions"] == ["This is a photo of a dog"]
-    model = registry.load("clip_vit_b32", weights)
+    model = models.load("clip_vit_b32", weights)
     text = _unit(model.encode_text(["This is a photo of a dog", "This is a photo of a cat",
                                     "This is a photo of a car"]))
     with Image.open(image) as im:

@@ -12,7 +12,6 @@ import pytest
 
 from cocoa_jax import models
 from cocoa_jax.models import preprocessing as pp
-from cocoa_jax.models import registry
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +26,10 @@ def pixels():
 
 def _cifar_model():
     """A SimSiam CIFAR LoadedModel with zero weights: enough for input checks (nothing is run)."""
-    spec = registry.ARCHITECTURES["simsiam_cifar_resnet18"]
-    _, abstract = registry.init_abstract(spec.name, spec.default_config)
+    spec = models.ARCHITECTURES["simsiam_cifar_resnet18"]
+    _, abstract = models.init_abstract(spec.name, spec.default_config)
     variables = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), abstract)
-    return registry.make_loaded(spec.name, spec.default_config, variables)
+    return models.make_loaded(spec.name, spec.default_config, variables)
 
 
 def test_valid_inputs_are_accepted(digits, pixels):
@@ -80,13 +79,13 @@ def test_tolerance_is_a_thousandth_of_the_range(digits, pixels):
 
 def test_architectures_know_their_input_range():
     # What encode_fn takes: [0, 1] pixels for every architecture; what network_fn takes: normalised.
-    for arch, spec in registry.ARCHITECTURES.items():
+    for arch, spec in models.ARCHITECTURES.items():
         assert spec.input_range == ((0.0,) * spec.channels, (1.0,) * spec.channels), arch
-    assert registry.ARCHITECTURES["digits"].network_input_range == ((0.0,), (1.0,))
-    assert registry.ARCHITECTURES["simclr_resnet50"].network_input_range == ((0.0,) * 3, (1.0,) * 3)
+    assert models.ARCHITECTURES["digits"].network_input_range == ((0.0,), (1.0,))
+    assert models.ARCHITECTURES["simclr_resnet50"].network_input_range == ((0.0,) * 3, (1.0,) * 3)
     for arch, prep in (("simsiam_cifar_resnet18", pp.CIFAR), ("resnet18_classifier", pp.IMAGENET),
                        ("clip_vit_b32", pp.CLIP)):
-        low, high = registry.ARCHITECTURES[arch].network_input_range
+        low, high = models.ARCHITECTURES[arch].network_input_range
         np.testing.assert_allclose(low, (0 - np.array(prep.mean)) / np.array(prep.std))
         np.testing.assert_allclose(high, (1 - np.array(prep.mean)) / np.array(prep.std))
         # What the model's own normalisation outputs lies inside, at both ends.
@@ -110,10 +109,10 @@ def test_normalised_model_range_per_channel():
     network_range = model.network_input_range
     x = pp.CIFAR.normalize(raw)
     x[..., 2] = 2.7
-    registry.check_image_values("x", x, network_range, model.name)
+    models.check_image_values("x", x, network_range, model.name)
     x[..., 0] = 2.7
     with pytest.raises(ValueError, match=r"\(channel 0\).*network_fn .* per channel \[-2.429, 2.514\]"):
-        registry.check_image_values("x", x, network_range, model.name)
+        models.check_image_values("x", x, network_range, model.name)
     with pytest.raises(ValueError, match=r"x / 255, then normalise with model.preprocess.normalize"):
         model.network_fn(model.params, raw * 255)
     with pytest.raises(TypeError, match="normalise"):
@@ -181,7 +180,7 @@ TINY_SIZE = 16
 
 
 def _tiny_config(arch):
-    spec = registry.ARCHITECTURES[arch]
+    spec = models.ARCHITECTURES[arch]
     if "clip" in arch:
         return {**spec.default_config, "embed_dim": 8, "image_resolution": TINY_SIZE, "vision_layers": 1,
                 "vision_width": 16, "vision_patch_size": 8, "context_length": 8, "vocab_size": 16,
@@ -214,8 +213,8 @@ def _random_variables(abstract, seed):
 @functools.lru_cache(maxsize=None)
 def _tiny_model(arch):
     config = _tiny_config(arch)
-    _, abstract = registry.init_abstract(arch, config)
-    model = registry.make_loaded(arch, config, _random_variables(abstract, len(arch)))
+    _, abstract = models.init_abstract(arch, config)
+    model = models.make_loaded(arch, config, _random_variables(abstract, len(arch)))
     if model.input_shape[-1] == 3 and model.input_shape[:2] != (TINY_SIZE, TINY_SIZE):
         model = model.with_input_shape((TINY_SIZE, TINY_SIZE, 3))  # ResNets: any size
     return model
@@ -234,11 +233,11 @@ def _normalise64(model, pixels):
     return ((pixels.astype(np.float64) - mean) / std).astype(np.float32)
 
 
-ARCHS = list(registry.ARCHITECTURES)
+ARCHS = list(models.ARCHITECTURES)
 
 
 def test_the_convention_table_covers_every_architecture():
-    assert set(ORIGINAL_NORMALISATION) == set(registry.ARCHITECTURES)
+    assert set(ORIGINAL_NORMALISATION) == set(models.ARCHITECTURES)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -74,7 +74,7 @@ GOOD = [
     ("rise", {}), ("rise", {"n_masks": 2, "grid_size": [32, 32], "keep_prob": 1.0, "centered": True,
                             "antithetic": True, "sampler": "stratified"}),
     ("rise", {"grid_size": (1, 1), "keep_prob": 0.001}),
-    ("smoothgrad", {"n_samples": 1, "stdev": 2}), ("vanilla_gradients", {}), ("random", {}),
+    ("smoothgrad", {"n_samples": 1, "stdev": 2}), ("vanilla_gradients", {}),
     ("kernel_shap", {"n_samples": 20, "superpixel": 8, "efficient": True}),
     ("lime", {"n_samples": 20, "superpixel": 4, "alpha": 0.0, "kernel_width": 0.5}),
     ("occlusion", {"window": (8, 8), "stride": (4, 4)}), ("occlusion", {}),
@@ -85,6 +85,13 @@ GOOD = [
 @pytest.mark.parametrize("name, options", GOOD)
 def test_valid_values_pass(name, options):
     assert methods.check_values(name, options, SHAPE, batch_size=3) == options
+
+
+def test_the_random_reference_is_not_a_method_to_check():
+    """The evaluation's random reference (`metrics.RANDOM_REFERENCE`) has no options: it is not in
+    the method table, and its name is refused like any unknown method's."""
+    with pytest.raises(ValueError, match=r"unknown attribution method 'random'; expected one of \["):
+        methods.check_values("random", {}, SHAPE, batch_size=3)
 
 
 def test_grid_size_is_checked_against_the_real_image_size():
@@ -211,13 +218,13 @@ def test_run_sweep_from_python_refuses_bad_values_before_writing(tmp_path):
 
 def _model_dir(root, arch, **config):
     """A model directory as `cocoa-jax convert` writes it, as far as the checks read it: model.json."""
-    from cocoa_jax.models import registry
+    from cocoa_jax import models
 
     directory = root / arch
     directory.mkdir()
-    meta = {"format": registry.FORMAT_VERSION, "arch": arch,
-            "config": {**registry.ARCHITECTURES[arch].default_config, **config}, "notes": []}
-    (directory / registry.METADATA_FILE).write_text(json.dumps(meta))
+    meta = {"format": models.FORMAT_VERSION, "arch": arch,
+            "config": {**models.ARCHITECTURES[arch].default_config, **config}, "notes": []}
+    (directory / models.METADATA_FILE).write_text(json.dumps(meta))
     return str(directory)
 
 

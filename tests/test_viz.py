@@ -251,14 +251,15 @@ def test_report_curves_figure_bands_are_t_intervals_over_seeds(monkeypatch):
     from matplotlib.collections import PolyCollection
 
     from cocoa_jax.sweep import report as R
+    from cocoa_jax.sweep.config import SweepConfig
 
     fractions = np.linspace(0, 1, 5)
     rng = np.random.default_rng(0)
     per_seed = {(m, t): {s: rng.random((2, 5, 5)) for s in (0, 1, 2)}
                 for m, t in [("integrated_gradients", "cocoa"), ("integrated_gradients", "corpus"),
                              ("rise", "cocoa"), ("rise", "corpus"), ("random", "random")]}
-    config = types.SimpleNamespace(methods={"integrated_gradients": {}, "rise": {}}, targets=("corpus", "cocoa"),
-                                   include_random=True, corpus_mode="same")
+    config = SweepConfig(methods={"integrated_gradients": {}, "rise": {}}, targets=("corpus", "cocoa"),
+                         include_random=True, corpus_mode="same")
     monkeypatch.setattr(R, "seed_curves", lambda run_dir: (config, fractions, per_seed))
     fig = R.curves_figure("unused", measures=("ccs", "corpus_majority_prob"))
     axes = fig.axes

@@ -99,7 +99,7 @@ def validate(args: argparse.Namespace) -> dict:
                              "the digits default draws test and training digits itself")
         channels = 1
     else:
-        from cocoa_jax.models.registry import CONVERTIBLE
+        from cocoa_jax.models import CONVERTIBLE
 
         if args.model not in CONVERTIBLE:
             from cocoa_jax.models.architectures import did_you_mean
@@ -160,7 +160,7 @@ def check_method_values(settings: dict, args) -> dict:
     """{method: options given}, every value checked by the method's own checks on the encoder's
     image shape (digits 32x32x1; a converted model's from its model.json), before any data is read."""
     from cocoa_jax.commands import method_flags
-    from cocoa_jax.models.registry import input_shape_of
+    from cocoa_jax.models import input_shape_of
 
     shape = input_shape_of(settings["model"], None if settings["model"] == "digits" else args.weights)
     if shape is None:

@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cocoa_jax.models.registry import check_out_dir
+    from cocoa_jax.models import check_out_dir
 
     # The cheap checks first: no torch import, nothing read.
     if not os.path.exists(args.checkpoint):
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointMismatchError, NotACheckpointError, UnsafeCheckpointError, FileNotFoundError,
             FileExistsError, ValueError) as err:
         raise UsageError(str(err)) from None
-    from cocoa_jax.models.registry import read_metadata
+    from cocoa_jax.models import read_metadata
 
     for note in read_metadata(out).get("notes", ()):
         print(f"note: {note}")

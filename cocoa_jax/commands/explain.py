@@ -193,14 +193,14 @@ def _check_data_arguments(args, target_names) -> dict:
     """Which mode (demo or files) and everything about the data that can be checked before loading."""
     from cocoa_jax import targets
     from cocoa_jax.data import files
-    from cocoa_jax.models import registry
+    from cocoa_jax import models
 
-    if args.model not in registry.ARCHITECTURES:
+    if args.model not in models.ARCHITECTURES:
         from cocoa_jax.models.architectures import did_you_mean
 
-        raise UsageError(f"--model must be one of {', '.join(registry.list_architectures())}, got {args.model!r}"
+        raise UsageError(f"--model must be one of {', '.join(models.list_architectures())}, got {args.model!r}"
                          f"{did_you_mean(args.model)}")
-    spec = registry.ARCHITECTURES[args.model]
+    spec = models.ARCHITECTURES[args.model]
     if args.weights is None and spec.default_dir is None:
         raise UsageError(f"--model {args.model} needs --weights DIR (the out_dir of `cocoa-jax convert "
                          f"{args.model} CHECKPOINT DIR`)")
@@ -215,7 +215,7 @@ def _check_data_arguments(args, target_names) -> dict:
                   if value is not None]
     demo = not own
     if demo:
-        if args.model != registry.DIGITS:
+        if args.model != models.DIGITS:
             raise UsageError(f"--model {args.model} needs --images PATH (and --corpus/--foil or their text forms); "
                              f"only the digits encoder has a built-in demo")
         return {"demo": True, "corpus_class": _class("--corpus-class", DEMO_DEFAULTS["corpus_class"]
@@ -353,9 +353,9 @@ def run(args: argparse.Namespace) -> int:
     if args.foil_size is not None:
         _positive("--foil-size", args.foil_size)
     setup = _check_data_arguments(args, target_names)
-    from cocoa_jax.models import registry
+    from cocoa_jax import models
 
-    image_shape = registry.input_shape_of(args.model, args.weights)
+    image_shape = models.input_shape_of(args.model, args.weights)
     if image_shape is None:
         raise UsageError(f"--weights {args.weights!r} holds no readable model.json for --model {args.model}")
     options = method_flags.options(args, method_names, image_shape, batch_size=batch_size)

@@ -175,7 +175,7 @@ def check_method_values(s: dict, args) -> dict:
     images that will be explained (224 px CLIP or 64 px 2x2 digit grids)."""
     from cocoa_jax.commands import method_flags
     from cocoa_jax.models.digits_clip import INPUT_SHAPE
-    from cocoa_jax.models.registry import input_shape_of
+    from cocoa_jax.models import input_shape_of
     from cocoa_jax.usecases.localize import GRID
 
     if s["model"] == "clip_vit_b32":

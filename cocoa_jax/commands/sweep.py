@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args):
     """The SweepConfig of the command line; every mistake is a UsageError naming the field."""
-    from cocoa_jax.models.registry import input_shape_of
+    from cocoa_jax.models import input_shape_of
     from cocoa_jax.sweep.config import SweepConfig, apply_overrides, describe_methods, digits_reduced
 
     if args.config:

@@ -17,10 +17,37 @@ see `ports/`, installed as `cocoa_jax_ports`; docs/models.md) and digits (shippe
 its input's shape against `input_shape`; eager calls also refuse non-float dtypes and values
 that are non-finite or outside `input_range` = [0, 1], normalised input included (`check_images(model,
 x)`: call it before jitting, where values cannot be checked). This package never imports torch.
-"""
-from cocoa_jax.models.preprocessing import Preprocessing
-from cocoa_jax.models.registry import (ARCHITECTURES, LoadedModel, ModelDirError, check_images,
-                                       input_shape_of, list_architectures, load, make_loaded, save)
 
-__all__ = ["ARCHITECTURES", "LoadedModel", "ModelDirError", "Preprocessing", "check_images", "input_shape_of",
-           "list_architectures", "load", "make_loaded", "save"]
+The face of the package (`__all__`) gathers three modules, one job each:
+
+  architectures  ArchSpec, Encoders, ARCHITECTURES, CONVERTIBLE, DIGITS, DIGITS_CONFIG,
+                 SIMCLR_HEAD_BIAS_NOTE, list_architectures, spec_of, init_abstract (rebuild a
+                 module from its stored config)
+  loaded         LoadedModel, make_loaded and the input checks check_images, check_image_shape,
+                 check_image_values, check_reps, check_tokens (static shapes: they run unchanged
+                 under jit and vmap; values on eager calls)
+  store          save, load, read_metadata, input_shape_of, restore_host_local, restore_variables,
+                 check_out_dir, check_variables, ModelDirError, FORMAT_VERSION, METADATA_FILE,
+                 VARIABLES_DIR (a converted model is OUT_DIR/model.json + OUT_DIR/variables/, an
+                 orbax checkpoint; `load` needs neither torch nor the original checkpoint)
+
+and `Preprocessing` (preprocessing).
+"""
+from cocoa_jax.models.architectures import (ARCHITECTURES, CONVERTIBLE, DIGITS, DIGITS_CONFIG,
+                                            SIMCLR_HEAD_BIAS_NOTE, ArchSpec, Encoders, init_abstract,
+                                            list_architectures, spec_of)
+from cocoa_jax.models.loaded import (LoadedModel, check_image_shape, check_image_values, check_images,
+                                     check_reps, check_tokens, make_loaded)
+from cocoa_jax.models.preprocessing import Preprocessing
+from cocoa_jax.models.store import (FORMAT_VERSION, METADATA_FILE, VARIABLES_DIR, ModelDirError,
+                                    check_out_dir, check_variables, input_shape_of, load, read_metadata,
+                                    restore_host_local, restore_variables, save)
+
+__all__ = [
+    "ARCHITECTURES", "CONVERTIBLE", "DIGITS", "DIGITS_CONFIG", "FORMAT_VERSION", "METADATA_FILE",
+    "SIMCLR_HEAD_BIAS_NOTE", "VARIABLES_DIR",
+    "ArchSpec", "Encoders", "LoadedModel", "ModelDirError", "Preprocessing",
+    "check_image_shape", "check_image_values", "check_images", "check_out_dir", "check_reps", "check_tokens",
+    "check_variables", "init_abstract", "input_shape_of", "list_architectures", "load", "make_loaded",
+    "read_metadata", "restore_host_local", "restore_variables", "save", "spec_of",
+]

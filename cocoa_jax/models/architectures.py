@@ -2,7 +2,7 @@
 
 `ARCHITECTURES` maps a name to an `ArchSpec` (builder, input shape, preprocessing, how to
 initialise its variables and which pure functions it exposes as `Encoders`). `init_abstract`
-gives a config's abstract variables (shapes only). Re-exported by `cocoa_jax.models.registry`.
+gives a config's abstract variables (shapes only). Re-exported by `cocoa_jax.models`.
 """
 from __future__ import annotations
 

@@ -252,7 +252,7 @@ class DigitsClipModel:
 
     def encode(self, images) -> jax.Array:
         """(N, H, W, 1) float in [0, 1] -> (N, D); shape, dtype and values checked (`check_images`)."""
-        from cocoa_jax.models.registry import check_images
+        from cocoa_jax.models import check_images
 
         check_images(self, images, "images")
         return jax.jit(self.encode_fn)(self.params, jnp.asarray(images, jnp.float32))
@@ -272,7 +272,7 @@ class DigitsClipModel:
 def _checked_image_encode(raw: Callable) -> Callable:
     """`raw` refusing non-float images, and (eager calls only) non-finite or outside [0, 1] ones."""
     def encode_fn(variables, images):
-        from cocoa_jax.models.registry import check_image_values
+        from cocoa_jax.models import check_image_values
 
         check_image_values("images", images, DigitsClipModel.input_range, DigitsClipModel.name)
         return raw(variables, images)
@@ -291,7 +291,7 @@ def load_digits_clip(directory: str | None = None) -> DigitsClipModel:
 
     The architecture is this module's defaults (the checkpoint's shapes must match them).
     """
-    from cocoa_jax.models.registry import restore_host_local
+    from cocoa_jax.models import restore_host_local
 
     directory = os.path.abspath(directory or WEIGHTS_DIR)
     if not os.path.isdir(directory):

@@ -7,7 +7,7 @@ input, is the expert path `network_fn`. Every function checks its input's static
 `input_shape` (rank, spatial size, channels): one unbatched image is refused instead of being
 read as a batch. Eager calls also check dtype and values (`check_images`): normalised input
 given to `encode_fn` (negative values) is refused with the convention named.
-Re-exported by `cocoa_jax.models.registry`.
+Re-exported by `cocoa_jax.models`.
 """
 from __future__ import annotations
 

@@ -138,7 +138,7 @@ def save_encoder(variables, directory: str) -> str:
     """
     import orbax.checkpoint as ocp
 
-    from cocoa_jax.models.files import atomic_directory
+    from cocoa_jax.files import atomic_directory
 
     directory = os.path.abspath(directory)
     os.makedirs(os.path.dirname(directory), exist_ok=True)

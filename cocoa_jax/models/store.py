@@ -8,7 +8,7 @@ A converted model is a directory:
 abstract shapes (so a wrong file fails loudly) and needs neither torch nor the original checkpoint.
 The embedded `digits` encoder is an ordinary entry whose weights ship with the package: its
 directory may also be a bare orbax checkpoint (what `cocoa-jax train-digits` writes).
-Re-exported by `cocoa_jax.models.registry`.
+Re-exported by `cocoa_jax.models`.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cocoa_jax.models.architectures import ARCHITECTURES, SIMCLR_HEAD_BIAS_NOTE, init_abstract, spec_of
-from cocoa_jax.models.files import atomic_directory
+from cocoa_jax.files import atomic_directory
 from cocoa_jax.models.loaded import LoadedModel, make_loaded
 
 FORMAT_VERSION = 1

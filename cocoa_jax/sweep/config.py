@@ -21,10 +21,10 @@ from typing import Any
 
 from cocoa_jax import methods as methods_mod
 from cocoa_jax import targets as targets_mod
+from cocoa_jax.metrics import RANDOM_REFERENCE, ReferenceMap
 
 TARGET_NAMES = tuple(targets_mod.TARGETS)
 METHOD_NAMES = methods_mod.ATTRIBUTION_METHODS
-RANDOM_METHOD = "random"
 CORPUS_MODES = ("same", "different")
 # Bumped when the protocol's computation changes in a way the config does not show
 # (v2: L2 representation shift, |a| per channel for absolute ranking, hashed PRNG streams).
@@ -257,8 +257,25 @@ class SweepConfig:
 
     @property
     def method_names(self) -> tuple[str, ...]:
-        """Methods in run order; the random benchmark last."""
-        return tuple(self.methods) + ((RANDOM_METHOD,) if self.include_random else ())
+        """What the units run, in run order: the methods, then the reference map (`include_random`:
+        the random attribution, `metrics.RANDOM_REFERENCE`) last."""
+        return tuple(self.methods) + ((RANDOM_REFERENCE.name,) if self.include_random else ())
+
+    def reference_of(self, method: str) -> ReferenceMap | None:
+        """The reference map generator a unit named `method` runs (it explains no target and never
+        calls the encoder), None for an attribution method. The one place the sweep tells them apart."""
+        return RANDOM_REFERENCE if self.include_random and method == RANDOM_REFERENCE.name else None
+
+    def unit_targets(self, method: str) -> tuple[str, ...]:
+        """The target names of a unit's results: the config's targets, or the reference map's own
+        name (its one map serves no target)."""
+        reference = self.reference_of(method)
+        return (reference.name,) if reference is not None else tuple(self.targets)
+
+    def unit_columns(self, method: str) -> list[tuple[str, int | None]]:
+        """The attribution columns of a unit of `method` (`target_columns`; one for a reference map)."""
+        reference = self.reference_of(method)
+        return [(reference.name, None)] if reference is not None else self.target_columns()
 
     # -- size studies --------------------------------------------------------------------
 
@@ -451,6 +468,27 @@ def digits_reduced() -> SweepConfig:
     )
 
 
+# ----------------------------------------------------------------------------- the unit plan
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """One unit of work: a seed, a corpus class and a method (or the reference map)."""
+
+    seed: int
+    class_id: int
+    method: str
+
+    @property
+    def unit_id(self) -> str:
+        return f"s{self.seed}_c{self.class_id}_{self.method}"
+
+
+def plan_units(config: SweepConfig, classes) -> list[Unit]:
+    """All units in plan order (seed, class, method): the order hosts split them in."""
+    return [Unit(seed, int(c), m) for seed in config.seeds for c in classes for m in config.method_names]
+
+
 # ----------------------------------------------------------------------------- encoder fields
 # What a researcher sets after `cocoa-jax convert`, checked from model.json alone (no weights
 # loaded, nothing written), so each mistake is one line naming the field(s) to set.
@@ -464,9 +502,9 @@ def check_encoder_fields(config: "SweepConfig") -> None:
     model.json names another architecture (or that holds none), an encoder whose input size the
     data cannot give (the 32x32 grey digits to a 224-px encoder; a named `preprocess` cropping to
     another size). Architecture names themselves are `sweep.inputs.check_encoder_source`'s."""
-    from cocoa_jax.models import registry
+    from cocoa_jax import models
 
-    spec = registry.ARCHITECTURES.get(config.encoder)
+    spec = models.ARCHITECTURES.get(config.encoder)
     if spec is None:
         return
     directory = None if config.encoder_dir is None else os.path.expanduser(config.encoder_dir)
@@ -476,25 +514,25 @@ def check_encoder_fields(config: "SweepConfig") -> None:
                          f"CHECKPOINT OUT_DIR`")
     if directory is not None and os.path.isdir(directory):
         _check_encoder_dir(config, spec, directory)
-    shape = registry.input_shape_of(config.encoder, directory)
+    shape = models.input_shape_of(config.encoder, directory)
     if shape is not None:
         _check_data_fits(config, tuple(shape))
 
 
 def _check_encoder_dir(config, spec, directory: str) -> None:
-    from cocoa_jax.models import registry
+    from cocoa_jax import models
 
-    if not os.path.isfile(os.path.join(directory, registry.METADATA_FILE)):
+    if not os.path.isfile(os.path.join(directory, models.METADATA_FILE)):
         if spec.default_dir is not None:
             return  # a bare checkpoint of a shipped architecture (`cocoa-jax train-digits --out`)
-        raise ValueError(f"config field `encoder_dir` {config.encoder_dir!r} holds no {registry.METADATA_FILE}: "
+        raise ValueError(f"config field `encoder_dir` {config.encoder_dir!r} holds no {models.METADATA_FILE}: "
                          f"set it to the OUT_DIR of `cocoa-jax convert {config.encoder} CHECKPOINT OUT_DIR`")
-    arch = registry.read_metadata(directory)["arch"]  # a damaged model.json: ModelDirError, one line
+    arch = models.read_metadata(directory)["arch"]  # a damaged model.json: ModelDirError, one line
     if arch != config.encoder:
         other = ("drop `encoder_dir` (the shipped weights)" if spec.default_dir is not None
                  else f"set `encoder_dir` to the OUT_DIR of `cocoa-jax convert {config.encoder} ...`")
         raise ValueError(f"config field `encoder_dir` {config.encoder_dir!r} holds a converted {arch!r} model "
-                         f"(its {registry.METADATA_FILE}), not {config.encoder!r}: --set encoder={arch}, or {other}")
+                         f"(its {models.METADATA_FILE}), not {config.encoder!r}: --set encoder={arch}, or {other}")
 
 
 def _check_data_fits(config, shape: tuple) -> None:

@@ -14,181 +14,17 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 
 import numpy as np
 
-from cocoa_jax import methods as methods_mod
-from cocoa_jax import targets as targets_mod
 from cocoa_jax.metrics import KINDS, MEASURE_NAMES, MEASURES
 from cocoa_jax.sparsity import GINI_MODES
-from cocoa_jax.sweep.config import METHOD_NAMES, RANDOM_METHOD, SweepConfig
-from cocoa_jax.sweep.runner import plan_units
-from cocoa_jax.sweep.store import CONFIG_FILE, RESULTS_PATTERN, open_existing
-
-METHOD_TITLES = {name: method.title for name, method in methods_mod.METHODS.items()}
-TARGET_TITLES = dict(targets_mod.TARGET_TITLES, **{RANDOM_METHOD: "Random"})
-MEASURE_TITLES = {name: measure.title for name, measure in MEASURES.items()}
-KIND_SHORT = {"insertion": "ins.", "deletion": "del."}
-
-# Two-sided 97.5% Student t quantiles, df = 1..30 (then the normal 1.96).
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)
-
-
-def ci95_halfwidth(values, axis: int | None = None):
-    """Half-width of the 95% t confidence interval of the mean; nan for fewer than 2 values.
-
-    axis=None: over all values (a float); otherwise along `axis` (an array, e.g. seeds x steps
-    -> one half-width per step, the curves' bands)."""
-    values = np.asarray(values, dtype=np.float64)
-    if axis is None:
-        values, axis = values.ravel(), 0
-    n = values.shape[axis]
-    if n < 2:
-        out = np.full(np.delete(values.shape, axis), np.nan)
-        return float("nan") if out.ndim == 0 else out
-    t = _T975[n - 2] if n - 1 <= len(_T975) else 1.96
-    out = t * values.std(axis=axis, ddof=1) / math.sqrt(n)
-    return float(out) if np.ndim(out) == 0 else out
-
-
-class Run:
-    """A run directory read ONCE for a report: config, rows (each unit file's SHA-256 verified
-    once), per-seed AUC means; unit arrays loaded at most once. Every report function takes a
-    `Run` or a run directory (then it reads one). `identity`: what the run hash covers (encoder
-    weights and data fingerprints); `environment`: where and when the run started (None for runs
-    written before it was recorded)."""
-
-    def __init__(self, run_dir: str):
-        config_dict, store = open_existing(run_dir)
-        self.run_dir = run_dir
-        self.config = SweepConfig.from_dict(config_dict)
-        self.config_hash = store.config_hash
-        self.identity, self.environment = read_record(run_dir)
-        self._store = store
-        self.rows = store.read_rows()
-        self.per_seed = _per_seed_means(self.rows)
-        self._units: dict[str, dict] = {}
-
-    def load_unit(self, row: dict) -> dict:
-        if row["unit"] not in self._units:
-            self._units[row["unit"]] = self._store.load_unit(row)
-        return self._units[row["unit"]]
-
-
-def open_run(run) -> Run:
-    return run if isinstance(run, Run) else Run(run)
-
-
-def _per_seed_means(rows) -> dict:
-    per_seed: dict = {}
-    for row in rows.values():
-        for target, by_kind in row["auc"].items():
-            cell = per_seed.setdefault((row["method"], target), {})
-            for kind, by_measure in by_kind.items():
-                for measure, value in by_measure.items():
-                    seed_values = cell.setdefault((kind, measure), {})
-                    sums = seed_values.setdefault(row["seed"], [0.0, 0])
-                    # Explicand-weighted mean over a seed's classes.
-                    sums[0] += value * row["n_explicands"]
-                    sums[1] += row["n_explicands"]
-    for cell in per_seed.values():
-        for key, seed_values in cell.items():
-            cell[key] = {seed: s / n for seed, (s, n) in seed_values.items()}
-    return per_seed
-
-
-def collect(run):
-    """(config, run, rows, per_seed) of a `Run` or run directory: per_seed is
-    {(method, target): {(kind, measure): {seed: value}}}; `run.load_unit(row)` gives a unit's arrays."""
-    run = open_run(run)
-    return run.config, run, run.rows, run.per_seed
-
-
-def row_order(config: SweepConfig):
-    # Canonical method order (config.json stores the methods dict with sorted keys).
-    methods = sorted(config.methods, key=lambda m: METHOD_NAMES.index(m) if m in METHOD_NAMES else len(METHOD_NAMES))
-    order = [(m, t) for m in methods for t in config.targets]
-    if config.include_random:
-        order.append((RANDOM_METHOD, RANDOM_METHOD))
-    return order
-
-
-def table(run_dir: str, measures=("ccs", "corpus_majority_prob")):
-    """(header, rows of cells, completeness note). Each cell: (mean, ci) or None."""
-    config, store, rows, per_seed = collect(run_dir)
-    columns = [(kind, m) for m in measures for kind in KINDS]
-    body = []
-    for method, target in row_order(config):
-        cells = []
-        for kind, measure in columns:
-            values = per_seed.get((method, target), {}).get((kind, measure), {})
-            seeds = [values[s] for s in config.seeds if s in values]
-            cells.append((float(np.mean(seeds)), ci95_halfwidth(seeds), len(seeds)) if seeds else None)
-        body.append(((method, target), cells))
-    total = len(plan_units(config, config.classes or sorted({r["class_id"] for r in rows.values()})))
-    note = f"{len(rows)} of {total} units finished; run hash {store.config_hash}"
-    return config, columns, body, note
-
-
-def _fmt(cell, best: bool = False) -> str:
-    if cell is None:
-        return "-"
-    mean, ci, n = cell
-    value = f"**{mean:.3f}**" if best else f"{mean:.3f}"
-    return f"{value} ({ci:.3f})" if n > 1 else value
-
-
-def column_header(measure: str, kind: str) -> str:
-    """A column's title, e.g. "representation shift del. (↑)": the measure's own direction."""
-    return f"{MEASURE_TITLES[measure]} {KIND_SHORT[kind]} ({MEASURES[measure].arrow(kind)})"
-
-
-def best_rows(columns, body) -> list[set[int]]:
-    """Per column (kind, measure): the indices of the rows whose mean is the best of the column
-    in the measure's direction (`Measure.better`); ties all count, empty cells never do."""
-    out = []
-    for c, (kind, measure) in enumerate(columns):
-        means = {i: cells[c][0] for i, (_, cells) in enumerate(body) if cells[c] is not None}
-        if not means:
-            out.append(set())
-            continue
-        pick = max if MEASURES[measure].better(kind) == "higher" else min
-        best = pick(means.values())
-        out.append({i for i, v in means.items() if v == best})
-    return out
-
-
-DIRECTION_NOTE = ("↑: higher is better, ↓: lower is better, for each measure and curve (`cocoa_jax.metrics.MEASURES`); "
-                  "representation shift is a distance from the explicand's representation, so for it a LOWER "
-                  "insertion and a HIGHER deletion AUC are better. Bold: the best mean of a column in its direction.")
-
-
-def markdown_table(run_dir: str, measures=("ccs", "corpus_majority_prob"), *, directions_note: bool = True) -> str:
-    """The paper-layout table of `measures` (see the module docstring); `directions_note`: end with
-    the line saying what the arrows and bold mean (`write_report` states it once, in its header)."""
-    config, columns, body, note = table(run_dir, measures)
-    header = ["Method", "Target"] + [column_header(m, k) for k, m in columns]
-    best = best_rows(columns, body)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for i, ((method, target), cells) in enumerate(body):
-        lines.append("| " + " | ".join([METHOD_TITLES.get(method, method),
-                                        "" if method == RANDOM_METHOD else TARGET_TITLES.get(target, target)]
-                                       + [_fmt(c, i in best[j]) for j, c in enumerate(cells)]) + " |")
-    n_seeds = len(config.seeds)
-    lines.append("")
-    if n_seeds > 1:
-        lines.append(f"Mean (95% CI half-width, t over {n_seeds} seeds); corpus mode `{config.corpus_mode}`; {note}.")
-    else:
-        lines.append(f"Mean over the explicands of one seed: no confidence interval (intervals are over seeds, "
-                     f"and one seed gives no spread; run several seeds for them); corpus mode "
-                     f"`{config.corpus_mode}`; {note}.")
-    if directions_note:
-        lines.append(DIRECTION_NOTE)
-    return "\n".join(lines)
+from cocoa_jax.sweep import studies
+from cocoa_jax.sweep.config import SweepConfig, plan_units
+from cocoa_jax.sweep.store import RESULTS_PATTERN
+from cocoa_jax.sweep.tables import (DIRECTION_NOTE, MEASURE_TITLES, METHOD_TITLES, TARGET_TITLES, Run,
+                                    ci95_halfwidth, collect, markdown_table, open_run, row_order, table)
 
 
 def csv_table(run_dir: str, measures=MEASURE_NAMES) -> str:
@@ -241,6 +77,7 @@ def curves_figure(run_dir: str, measures=("ccs", "corpus_majority_prob")):
     columns = [MEASURE_NAMES.index(m) for m in measures]
     curves = {}
     n_seeds = 0
+    reference = None
     # COCOA first (solid line), then corpus, contrastive label-free, label-free.
     rank = {t: i for i, t in enumerate(("cocoa", "corpus", "contrastive_label_free", "label_free"))}
     for method, target in sorted(row_order(config), key=lambda mt: rank.get(mt[1], len(rank))):
@@ -249,14 +86,13 @@ def curves_figure(run_dir: str, measures=("ccs", "corpus_majority_prob")):
             continue
         stacked = np.stack([by_seed[s] for s in sorted(by_seed)])[..., columns]  # (seeds, 2, S+1, M')
         n_seeds = max(n_seeds, len(stacked))
-        label = (RANDOM_METHOD if method == RANDOM_METHOD else METHOD_TITLES.get(method, method))
-        key = (label, None if method == RANDOM_METHOD else TARGET_TITLES.get(target, target))
+        generator = config.reference_of(method)
+        if generator is not None:  # the dashed grey reference curve, no target
+            reference = f"{generator.title} attribution"
+            key = (reference, None)
+        else:
+            key = (METHOD_TITLES.get(method, method), TARGET_TITLES.get(target, target))
         curves[key] = (stacked.mean(axis=0), ci95_halfwidth(stacked, axis=0) if len(stacked) > 1 else None)
-    reference = RANDOM_METHOD if any(m == RANDOM_METHOD for m, _ in curves) else None
-    if reference is not None:
-        curves = {((TARGET_TITLES[RANDOM_METHOD] + " attribution") if m == reference else m, t): v
-                  for (m, t), v in curves.items()}
-        reference = TARGET_TITLES[RANDOM_METHOD] + " attribution"
     return viz.plot_insertion_deletion(
         fractions, curves, measures=[(m, MEASURE_TITLES[m]) for m in measures], kinds=KINDS,
         better=[tuple(MEASURES[m].better(k) for k in KINDS) for m in measures],
@@ -265,16 +101,6 @@ def curves_figure(run_dir: str, measures=("ccs", "corpus_majority_prob")):
 
 
 # ----------------------------------------------------------------------------- header
-
-
-def read_record(run_dir: str) -> tuple[dict, dict | None]:
-    """(identity, environment) that config.json records: what the run hash covers and where and when
-    the run started (`store.run_environment`; None for runs written before it was recorded)."""
-    import json
-
-    with open(os.path.join(run_dir, CONFIG_FILE)) as fh:
-        stored = json.load(fh)
-    return stored.get("identity") or {}, stored.get("environment")
 
 
 def _options_text(options: dict) -> str:
@@ -309,9 +135,8 @@ def header_fields(run) -> list[tuple[str, str]]:
     config, env = run.config, run.environment
     unrecorded = "not recorded (the run predates this record)"
     methods = [f"{METHOD_TITLES.get(m, m)} (`{m}`: {_options_text(config.method_options(m))})"
-               for m in dict.fromkeys(m for m, _ in row_order(config) if m != RANDOM_METHOD)]
-    if config.include_random:
-        methods.append("the random attribution (i.i.d. U[0, 1) pixel scores)")
+               if config.reference_of(m) is None else config.reference_of(m).description
+               for m in dict.fromkeys(m for m, _ in row_order(config))]
     found_classes = sorted({r["class_id"] for r in run.rows.values()})
     classes = (", ".join(map(str, config.classes)) + f" ({len(config.classes)})" if config.classes is not None
                else f"all of the corpus split ({len(found_classes)} in finished units)")
@@ -321,7 +146,7 @@ def header_fields(run) -> list[tuple[str, str]]:
     if config.size_field:
         sizes += f" (size study over `{config.size_field}`)"
     prefix, suffix = RESULTS_PATTERN.split("{index}")
-    processes = sorted(int(os.path.basename(p)[len(prefix):-len(suffix)]) for p in run._store.results_paths())
+    processes = sorted(int(os.path.basename(p)[len(prefix):-len(suffix)]) for p in run.results_paths())
     group_devices = sorted({int(r["devices"]) for r in run.rows.values()})
     report_versions = f"report by cocoa-jax {_version()}, jax {_jax_version()}"
     fields = [
@@ -423,8 +248,6 @@ def write_report(run_dir: str, out_dir: str | None = None, *, gini: str = "absol
                             f"{t['median_attribution_seconds']:.2f} | {t['median_evaluation_seconds']:.2f} | "
                             f"{t['total_seconds']:.1f} |")
     md_parts.append("### Time per unit\n\n" + "\n".join(timing_lines))
-    from cocoa_jax.sweep import studies  # model randomisation (first), size sensitivity, Gini
-
     for title, body in studies.extra_sections(run_dir, gini_absolute):
         part = f"### {title}\n\n{body}"
         if title == "Model randomisation":
@@ -440,3 +263,7 @@ def write_report(run_dir: str, out_dir: str | None = None, *, gini: str = "absol
     studies.add_outputs(run_dir, out_dir, outputs, paths)  # a size study: sensitivity_<corpus|foil>.png/.csv
     outputs.commit()
     return paths
+
+
+__all__ = ["csv_table", "curves_figure", "header_fields", "header_markdown", "plot_curves", "seed_curves",
+           "timing_summary", "write_report"]

@@ -92,14 +92,14 @@ def test_output_location_checked_before_any_work_without_a_mount(tmp_path):
 
 @pytest.mark.parametrize("case", ["no encoder_dir", "224-px encoder on the digits", "encoder_dir of another arch"])
 def test_sweep_encoder_mistakes_are_one_line_before_any_work(tmp_path, converted_model_dir, case):
-    from cocoa_jax.models import registry
+    from cocoa_jax import models
 
     arch, converted = converted_model_dir  # a real `cocoa-jax convert` output (32x32 SimSiam ResNet-18)
     big = tmp_path / "resnet18_224"
     big.mkdir()  # model.json as convert writes it (the checks read nothing else)
-    (big / registry.METADATA_FILE).write_text(json.dumps(
-        {"format": registry.FORMAT_VERSION, "arch": "resnet18",
-         "config": dict(registry.ARCHITECTURES["resnet18"].default_config), "notes": []}))
+    (big / models.METADATA_FILE).write_text(json.dumps(
+        {"format": models.FORMAT_VERSION, "arch": "resnet18",
+         "config": dict(models.ARCHITECTURES["resnet18"].default_config), "notes": []}))
     sets, fragments = {
         "no encoder_dir": (["encoder=resnet18"], ["`encoder_dir` is required", "--set encoder_dir=DIR"]),
         "224-px encoder on the digits": (["encoder=resnet18", f"encoder_dir={big}"],

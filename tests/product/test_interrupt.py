@@ -44,7 +44,7 @@ FILES3 = ("figure.png", "attributions.npz", "settings.json")
 COMMIT = "commit"
 # Moments after which only the outputs' rendering is left: a fast machine may finish first.
 MAY_FINISH = ("write",)
-HANG_GUARD_S = 600  # generous: only a hung command ever waits this long
+HANG_GUARD_S = 1800  # only a hung command waits this long (a loaded 2-core host took 10 min once)
 BAD_MARKERS = ("Traceback", "Exception ignored", "Segmentation fault", "Fatal Python error", "core dumped")
 
 

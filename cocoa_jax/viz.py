@@ -899,19 +899,3 @@ def plot_cascade(steps, panels, *, suptitle: str):
                frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     return fig
-
-
-# ---------------------------------------------------------------------------------------------
-# Earlier entry point (kept for callers of the 0.x API)
-
-def attribution_grid(path, explicands: np.ndarray, rows: Sequence[tuple[str, np.ndarray, bool]],
-                     *, column_titles: Sequence[str] | None = None, title: str | None = None,
-                     legend: str | None = "", dpi: int = 100, scale: str = "row"):
-    """Write a PNG: explicands, then one row per (label, maps (N, H, W[, C]), centre).
-    Same figure as `plot_attributions` (rows share a colour scale); returns `path`."""
-    rows = list(rows)
-    plot_attributions(explicands, [np.asarray(m) for _, m, _ in rows], centre=[bool(c) for _, _, c in rows],
-                      row_titles=[label for label, _, _ in rows], titles=column_titles, suptitle=title,
-                      note=legend is not None, caption=legend or None, scale=scale, path=path, dpi=dpi,
-                      image_label="explicand")
-    return path

@@ -37,7 +37,7 @@ OPTIONS = dict(n_steps=20, n_samples=20, stdev=0.2, n_masks=1000, grid_size=(4, 
 def run(seeds: int, explicands: int) -> dict:
     import jax
 
-    from cocoa_jax import models, sharding
+    from cocoa_jax import meshes, models
     from cocoa_jax.data.digits import load_digits_split
     from cocoa_jax.targets import foil_size
     from cocoa_jax.usecases import augmentations as A
@@ -54,7 +54,7 @@ def run(seeds: int, explicands: int) -> dict:
         foil_reps = A.encode_in_chunks(model.encode_fn, model.params, data.x_train[foil])
         # As `cocoa-jax augmentations` runs: one explicand per device (every core a device).
         out = A.content_share_experiment(model.encode_fn, model.params, data.x_test[expl], foil_reps,
-                                         jax.random.key(seed), mesh=sharding.local_explicand_mesh(explicands),
+                                         jax.random.key(seed), mesh=meshes.local_explicand_mesh(explicands),
                                          **OPTIONS)
         records.append({"seed": seed, "explicand_indices": expl.tolist(), "seconds": time.perf_counter() - t0,
                         **{aug: {"chance": r["chance"].tolist(),
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.seeds < 2 or args.explicands < 1:
         parser.error("--seeds must be >= 2 (for an interval) and --explicands >= 1")
-    from cocoa_jax.sharding import use_every_core
+    from cocoa_jax.meshes import use_every_core
 
     use_every_core()
     import jax

@@ -79,7 +79,7 @@ from benchmarks.suite_precision import section_bf16, section_steps  # noqa: E402
 from benchmarks.suite_rates import section_main  # noqa: E402
 from benchmarks.suite_scaling import section_batch_size, section_devices, worker_devices  # noqa: E402
 from benchmarks.timing import time_call  # noqa: E402,F401  (other benchmarks import it from here)
-from cocoa_jax import sharding  # noqa: E402
+from cocoa_jax import meshes  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -141,7 +141,7 @@ def main(args) -> dict:
         raise SystemExit(f"--skip: unknown sections {sorted(unknown)}")
     model_names = _model_names(args)
     quick, scale = args.quick, args.scale
-    mesh = sharding.make_mesh()
+    mesh = meshes.make_mesh()
     out = {"env": environment(args)}
     if not HAS_METRICS:
         out["env"]["notes"].append("cocoa_jax.metrics absent: insertion/deletion timed as masked forward passes")

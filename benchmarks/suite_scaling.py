@@ -14,7 +14,7 @@ from benchmarks.jax_side import JaxModel, jax_measure
 from benchmarks.roofline import fraction
 from benchmarks.sizes import sizes
 from benchmarks.timing import REPEATS
-from cocoa_jax import sharding
+from cocoa_jax import meshes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,7 +45,7 @@ def worker_devices(quick: bool) -> dict:
     name, spec = _model(quick)
     sz = sizes(quick)[name]
     jm = JaxModel(spec)
-    mesh = sharding.make_mesh()
+    mesh = meshes.make_mesh()
     out = {"devices": jax.device_count()}
     out["rise"] = jax_measure(jm, "rise", 1, 1, sz, mesh, REPEATS)["rate"]
     nan = float("nan")
@@ -61,7 +61,7 @@ def section_devices(quick: bool, peak: float, flops_fwd: float, flops_grad: floa
         cmd = [sys.executable, "-m", "benchmarks.run", "--worker", "devices", "--devices", str(n)]
         if quick:
             cmd.append("--quick")
-        env = dict(os.environ, XLA_FLAGS=sharding.host_device_count_flags(n, os.environ.get("XLA_FLAGS", "")))
+        env = dict(os.environ, XLA_FLAGS=meshes.host_device_count_flags(n, os.environ.get("XLA_FLAGS", "")))
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
             raise RuntimeError(f"device-scaling worker ({n} devices) failed:\n{proc.stderr[-3000:]}")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cocoa_jax import methods, sharding, targets
+from cocoa_jax import meshes, methods, targets
 from cocoa_jax.cli import main
 from cocoa_jax.usecases import augmentations as A
 
@@ -255,7 +255,7 @@ def test_explain_pairs_scores_and_chunk_independence(digits):
                           methods=("rise",), n_masks=16)
     # Default chunking (one per call on CPU) over a one-device mesh: the sharded path, same maps.
     meshed = A.explain_pairs(model.encode_fn, model.params, xs, corpus, foil_reps, jax.random.key(2),
-                             methods=("rise",), n_masks=16, mesh=sharding.make_mesh(jax.local_devices()[:1]))
+                             methods=("rise",), n_masks=16, mesh=meshes.make_mesh(jax.local_devices()[:1]))
     for name in ("scores", "rise"):
         np.testing.assert_allclose(one[name], two[name], atol=1e-5, rtol=1e-5, err_msg=name)
         np.testing.assert_allclose(meshed[name], one[name], atol=1e-5, rtol=1e-5, err_msg=name)

@@ -316,12 +316,12 @@ _MESH_WORKER = r"""
 import os, sys
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 import jax, jax.numpy as jnp, numpy as np
-from cocoa_jax import attribution as A, sharding
+from cocoa_jax import attribution as A, meshes
 rng = np.random.default_rng(6)
 w = jnp.asarray(rng.normal(size=(2, 6, 6, 2)), jnp.float32)
 x = jnp.asarray(rng.uniform(size=(6, 6, 2)), jnp.float32)
 f = lambda z: jnp.tanh(jnp.sum(w * z, axis=(1, 2, 3)) / 5)
-mesh = sharding.make_mesh()
+mesh = meshes.make_mesh()
 assert mesh.size == 8, mesh.size
 key = jax.random.key(7)
 runs = {

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cocoa_jax import sharding
+from cocoa_jax import meshes
 from cocoa_jax.attribution_methods import kernel_shap, kernel_shap_coalitions, superpixel_map
 from cocoa_jax.attribution_methods.kernel_shap import _size_log_probs, solve_anchored
 
@@ -495,7 +495,7 @@ def _worker(out_path: str) -> None:
     from cocoa_jax.attribution_methods import lime, occlusion, smooth_integrated_gradients
 
     assert jax.device_count() == N_DEVICES, jax.devices()
-    mesh = sharding.make_mesh()
+    mesh = meshes.make_mesh()
     x, base, key = jnp.asarray(X), jnp.asarray(BASE), jax.random.key(3)
     cases = {  # counts that do not divide 8 devices, K = 3 and K = 1
         "kernel_shap_k3": lambda m: kernel_shap(f_vec, x, base, key, n_samples=31, superpixel=2, batch_size=10, mesh=m),
@@ -516,7 +516,7 @@ def _worker(out_path: str) -> None:
 @pytest.fixture(scope="module")
 def eight_device_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("methods_sharding") / "results.npz"
-    env = dict(os.environ, XLA_FLAGS=sharding.host_device_count_flags(N_DEVICES), JAX_PLATFORMS="cpu",
+    env = dict(os.environ, XLA_FLAGS=meshes.host_device_count_flags(N_DEVICES), JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, __file__, str(out)], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)

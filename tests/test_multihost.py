@@ -82,24 +82,23 @@ def _digits_problem():
 
 
 def _worker(process_id: int, port: int, out_path: str) -> None:
-    from cocoa_jax import sharding
+    from cocoa_jax import distributed, meshes
 
-    sharding.initialize_distributed(f"127.0.0.1:{port}", N_PROCESSES, process_id)
+    distributed.initialize_distributed(f"127.0.0.1:{port}", N_PROCESSES, process_id)
     import jax
 
     assert jax.process_count() == N_PROCESSES and jax.device_count() == N_PROCESSES * jax.local_device_count()
-    mesh = sharding.make_mesh()
+    mesh = meshes.make_mesh()
     xs, keys, one_explicand, rise_one = _problem()
-    replicated = sharding.replicated_sharding(mesh)
-    x = sharding.global_array(xs[0], replicated)
+    replicated = meshes.replicated_sharding(mesh)
+    x = meshes.global_array(xs[0], replicated)
     single = jax.jit(lambda x_: one_explicand(x_, mesh), out_shardings=replicated)(x)
-    batch = sharding.map_explicands(rise_one, xs, keys, mesh=mesh)
-    units = sharding.units_for_process([f"unit{i}" for i in range(N_UNITS)])
+    batch = meshes.ExplicandMap(rise_one, mesh)(xs, keys)
+    units = distributed.units_for_process([f"unit{i}" for i in range(N_UNITS)])
     from cocoa_jax.sweep.inputs import fingerprint_params
 
     model, digits, digit_keys, rise_digit = _digits_problem()
-    digits_rise = sharding.map_explicands(rise_digit, digits, digit_keys, model.params, in_axes=(0, 0, None),
-                                          mesh=mesh)
+    digits_rise = meshes.ExplicandMap(rise_digit, mesh, in_axes=(0, 0, None))(digits, digit_keys, model.params)
     np.savez(out_path, ig=np.asarray(single["ig"]), rise=np.asarray(single["rise"]), batch=np.asarray(batch),
              digits_rise=np.asarray(digits_rise), weights=fingerprint_params(model.params),
              units=np.array(units, dtype=object), n_devices=jax.device_count(), allow_pickle=True)

@@ -106,14 +106,14 @@ _DEVICES_CHILD = r"""
 import sys, numpy as np, jax, jax.numpy as jnp
 sys.path.insert(0, sys.argv[1])
 import test_pipeline as T
-from cocoa_jax import baselines, pipeline, sharding, targets
+from cocoa_jax import baselines, meshes, pipeline, targets
 assert len(jax.devices()) == 8
 stacked = targets.stack([targets.cocoa(T.encode_fn(T.Toy.params, T.CORPUS), T.encode_fn(T.Toy.params, T.FOIL))])
 blurred = baselines.gaussian_blur(T.XS, 5, 1.0)
 for method in ("integrated_gradients", "rise"):
     keys = pipeline.method_keys(jax.random.key(3), method, len(T.XS))
     one = pipeline.attribute(T.encode_fn, T.Toy.params, T.XS, blurred, stacked, method, keys, options=T.SMALL[method])
-    mesh = sharding.make_mesh()
+    mesh = meshes.make_mesh()
     many = pipeline.attribute(T.encode_fn, T.Toy.params, T.XS, blurred, stacked, method, keys,
                               options=T.SMALL[method], mesh=mesh, chunk_size=3)
     np.testing.assert_allclose(many, one, rtol=1e-4, atol=1e-6)

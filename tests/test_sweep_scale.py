@@ -86,9 +86,9 @@ def _free_port() -> int:
 
 
 def _worker(process_id: int, port: int, run_dir: str, hold: bool) -> None:
-    from cocoa_jax import sharding
+    from cocoa_jax import distributed
 
-    sharding.initialize_distributed(f"127.0.0.1:{port}", N_PROCESSES, process_id, heartbeat_timeout_seconds=10)
+    distributed.initialize_distributed(f"127.0.0.1:{port}", N_PROCESSES, process_id, heartbeat_timeout_seconds=10)
     import test_sweep as ts
 
     def slow(_uid):

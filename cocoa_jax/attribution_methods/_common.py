@@ -5,7 +5,7 @@ Each method explains `f`, a function of ONE input `x` (e.g. (H, W, C)) returning
 
 Performance note (measured on XLA CPU, see benchmarks/): a gradient inside a rolled `lax.scan`
 ran ~2.5x slower than the same work unrolled, so `sum_gradient_terms` unrolls its chunks at trace
-time (forward-only chunks, as in RISE, are a rolled scan, which costs nothing).
+time (forward-only chunks, `batching.sum_forward_terms`, are a rolled scan, which costs nothing).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cocoa_jax import _checks, sharding
+from cocoa_jax import _checks, batching
 
 DEFAULT_RISE_BATCH_SIZE = 100  # masks per forward batch; 64-200 measured flat on CPU
 
@@ -92,12 +92,12 @@ def sum_gradient_terms(f, k, n, batch_size, mesh, make_chunk):
     batched_jacobian = jax.vmap(jacobian(f, k))
     total = None
     # Unrolled on purpose: a gradient inside a rolled scan is ~2.5x slower on XLA CPU.
-    for start, stop in sharding.chunk_ranges(n, batch_size):
+    for start, stop in batching.chunk_ranges(n, batch_size):
         points, multipliers = make_chunk(start, stop)
-        pad = sharding.padding_for(mesh, stop - start)
+        pad = batching.padding_for(mesh, stop - start)
         multipliers = jnp.broadcast_to(multipliers, (stop - start,) + multipliers.shape[1:])
-        points, multipliers = sharding.pad_rows(points, pad), sharding.pad_rows(multipliers, pad, 0.0)
-        grads = batched_jacobian(sharding.shard_batch(points, mesh))  # (B, [K,] *x.shape)
+        points, multipliers = batching.pad_rows(points, pad), batching.pad_rows(multipliers, pad, 0.0)
+        grads = batched_jacobian(batching.shard_batch(points, mesh))  # (B, [K,] *x.shape)
         if k is not None:
             multipliers = jnp.expand_dims(multipliers, 1)
         term = jnp.sum(grads * multipliers, axis=0)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cocoa_jax import _checks, sharding
+from cocoa_jax import _checks, batching
 # Re-used checks of every method (same messages everywhere).
 from cocoa_jax.attribution_methods._common import check_baseline, check_input, num_targets  # noqa: F401
 from cocoa_jax.attribution_methods._common import DEFAULT_RISE_BATCH_SIZE
@@ -93,30 +93,13 @@ def accumulate(f: Callable, x, baseline, labels: np.ndarray, n: int, start: int,
     coalitions_of(indices (B,)) -> (B, M) float {0, 1}.
     stats(z (B, M), inputs (B, H, W, C), scores (B, K'), valid (B,)) -> pytree of sums over B;
     K' = K, or 1 for a scalar f; rows padded for the mesh have valid = 0 (and all-zero z).
-    Full chunks run in a rolled `lax.scan` (forward only), the remainder once.
+    Streamed by `batching.sum_forward_terms`.
     """
-    count = n - start
-    size = min(count, batch_size)
     labels = jnp.asarray(labels)
-
-    def chunk(indices):
-        b = indices.shape[0]
-        pad = sharding.padding_for(mesh, b)
-        z = sharding.pad_rows(coalitions_of(indices), pad, 0.0)
-        valid = (jnp.arange(b + pad) < b).astype(x.dtype)
-        inputs = blend(x, baseline, z[:, labels])
-        scores = as_columns(jax.vmap(f)(sharding.shard_batch(inputs, mesh)))
-        return stats(z, inputs, scores, valid)
-
-    n_full = count // size
-    full = start + jnp.arange(n_full * size).reshape(n_full, size)
-    shapes = jax.eval_shape(chunk, full[0])
-    zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
-    add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)
-    totals, _ = jax.lax.scan(lambda acc, idx: (add(acc, chunk(idx)), None), zeros, full)
-    if count % size:
-        totals = add(totals, chunk(jnp.arange(start + n_full * size, n)))
-    return totals
+    return batching.sum_forward_terms(
+        f, n, batch_size, mesh, coalitions_of, lambda z: blend(x, baseline, z[:, labels]),
+        lambda z, inputs, scores, valid: stats(z, inputs, as_columns(scores), valid.astype(x.dtype)),
+        start=start)
 
 
 def to_map(coefficients: jax.Array, labels: np.ndarray, k: int | None) -> jax.Array:

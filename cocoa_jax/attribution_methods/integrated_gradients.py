@@ -38,7 +38,7 @@ def integrated_gradients(
         a scalar or (K,).
       mesh: split each batch of path points over the devices of this mesh (arrays the
         program reads, e.g. parameters, must then be on all its devices: `jax.device_put(tree,
-        cocoa_jax.sharding.replicated_sharding(mesh))`).
+        cocoa_jax.meshes.replicated_sharding(mesh))`).
     Returns: attributions x.shape (or (K, *x.shape)); with return_delta, (attr, delta).
     """
     x = check_input(x)

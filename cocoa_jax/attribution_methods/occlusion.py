@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cocoa_jax import sharding
+from cocoa_jax import batching
 from cocoa_jax.attribution_methods import _perturbation as P
 
 
@@ -86,20 +86,14 @@ def occlusion(
     inside_r, inside_c = jnp.asarray(inside_r, x.dtype), jnp.asarray(inside_c, x.dtype)
     reference = P.as_columns(jax.vmap(f)(x[None]))[0]  # f(x)
 
-    def chunk(indices):
-        count = indices.shape[0]
-        occluded = inside_r[indices][:, :, None] * inside_c[indices][:, None, :]  # (B, H, W)
-        occluded = sharding.pad_rows(occluded, sharding.padding_for(mesh, count), 0.0)
-        scores = P.as_columns(jax.vmap(f)(sharding.shard_batch(P.blend(x, baseline, 1.0 - occluded), mesh)))
-        drops = (reference - scores) * (jnp.arange(occluded.shape[0]) < count)[:, None]
+    def occluded_of(indices):  # (B, H, W), 1 inside window i
+        return inside_r[indices][:, :, None] * inside_c[indices][:, None, :]
+
+    def terms(occluded, inputs, scores, valid):
+        drops = (reference - P.as_columns(scores)) * valid[:, None]
         return drops.T @ occluded.reshape(occluded.shape[0], -1)  # (K', H * W); padded rows add 0
 
-    size = min(n, batch_size)
-    n_full = n // size
-    full = jnp.arange(n_full * size).reshape(n_full, size)
-    total = jax.lax.scan(lambda acc, idx: (acc + chunk(idx), None),
-                         jnp.zeros(jax.eval_shape(chunk, full[0]).shape, x.dtype), full)[0]
-    if n % size:
-        total = total + chunk(jnp.arange(n_full * size, n))
+    total = batching.sum_forward_terms(f, n, batch_size, mesh, occluded_of,
+                                       lambda occluded: P.blend(x, baseline, 1.0 - occluded), terms)
     maps = total.reshape((-1,) + image_size) / jnp.asarray(coverage, x.dtype)
     return maps[0] if k is None else maps

@@ -1,7 +1,7 @@
 """RISE (Petsiuk et al., 2018): masks generated on device, the estimator and its opt-in variance reduction.
 
 Masks are evaluated in forward batches of at most `batch_size` (None: `DEFAULT_RISE_BATCH_SIZE`);
-forward-only chunks run in a rolled `lax.scan` (no cost on XLA CPU, unlike gradients).
+streamed by `batching.sum_forward_terms` (a rolled scan: no cost on XLA CPU, unlike gradients).
 Opt-in estimators (defaults: the paper's): centred (a control variate), antithetic mask pairs,
 stratified (Latin hypercube) grids; each keeps every mask's marginal distribution.
 """
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cocoa_jax import _checks, sharding
+from cocoa_jax import _checks, batching
 from cocoa_jax.attribution_methods._common import (DEFAULT_RISE_BATCH_SIZE, antithetic_draws, check_baseline,
                                                    check_flag, check_input, num_targets)
 
@@ -175,59 +175,35 @@ def _rise_masks_jit(key, n_masks, image_size, grid_size, keep_prob, dtype):
     return _masks_for_keys(jax.random.split(key, n_masks), image_size, grid_size, keep_prob, dtype)
 
 
+def _blend(x, baseline):
+    """masks (B, H, W) -> inputs (B, H, W, C): x where a mask is 1, the baseline where it is 0."""
+    return jax.vmap(lambda m: x * m[..., None] + baseline * (1.0 - m[..., None]))
+
+
+def _weighted_masks(masks, scores):
+    """sum_b scores_b masks_b: ([K,] H, W), one matrix product scores^T @ masks."""
+    flat = masks.reshape(masks.shape[0], -1)
+    return (scores.T @ flat).reshape(scores.shape[1:] + masks.shape[1:])
+
+
 def _rise_sum(f, x, baseline, n, batch_size, mesh, masks_of) -> jax.Array:
     """sum_i f(x * m_i + baseline * (1 - m_i)) m_i over i in range(n): (H, W) or (K, H, W).
 
-    masks_of(index_array) -> (B, H, W). Forward only, so chunks run in a rolled scan.
+    masks_of(index_array) -> (B, H, W). Zero masks pad a chunk for the mesh: they add nothing.
     """
-    size = min(n, batch_size)
-    blend = jax.vmap(lambda m: x * m[..., None] + baseline * (1.0 - m[..., None]))
-
-    def chunk_sum(indices):
-        # Zero masks pad the batch to a multiple of the device count: they add nothing.
-        masks = sharding.pad_rows(masks_of(indices), sharding.padding_for(mesh, indices.shape[0]), 0.0)
-        scores = jax.vmap(f)(sharding.shard_batch(blend(masks), mesh))  # (B,) or (B, K)
-        flat = masks.reshape(masks.shape[0], -1)
-        # The saliency map is one matrix product: scores^T @ masks.
-        return (scores.T @ flat).reshape(scores.shape[1:] + masks.shape[1:])
-
-    n_full = n // size
-    full_indices = jnp.arange(n_full * size).reshape(n_full, size)
-    first = jax.eval_shape(chunk_sum, full_indices[0])
-    total, _ = jax.lax.scan(lambda acc, idx: (acc + chunk_sum(idx), None),
-                            jnp.zeros(first.shape, first.dtype), full_indices)
-    if n % size:
-        total = total + chunk_sum(jnp.arange(n_full * size, n))
-    return total
+    return batching.sum_forward_terms(f, n, batch_size, mesh, masks_of, _blend(x, baseline),
+                                      lambda masks, inputs, scores, valid: _weighted_masks(masks, scores))
 
 
 def _rise_moments(f, x, baseline, n, batch_size, mesh, masks_of):
     """(sum_i s_i m_i, sum_i s_i, sum_i m_i), s_i = f(x m_i + baseline (1 - m_i)).
 
-    Shapes ([K,] H, W), ([K],), (H, W); one rolled scan over chunks, like `_rise_sum`.
+    Shapes ([K,] H, W), ([K],), (H, W); streamed like `_rise_sum` (padded zero masks get score weight 0).
     """
-    size = min(n, batch_size)
-    blend = jax.vmap(lambda m: x * m[..., None] + baseline * (1.0 - m[..., None]))
+    def terms(masks, inputs, scores, valid):
+        return _weighted_masks(masks, scores), valid.astype(scores.dtype) @ scores, jnp.sum(masks, axis=0)
 
-    def chunk_moments(indices):
-        # Zero masks (score weight 0) pad the batch to a multiple of the device count.
-        count = indices.shape[0]
-        masks = sharding.pad_rows(masks_of(indices), sharding.padding_for(mesh, count), 0.0)
-        scores = jax.vmap(f)(sharding.shard_batch(blend(masks), mesh))  # (B,) or (B, K)
-        valid = (jnp.arange(masks.shape[0]) < count).astype(scores.dtype)
-        flat = masks.reshape(masks.shape[0], -1)
-        weighted = (scores.T @ flat).reshape(scores.shape[1:] + masks.shape[1:])
-        return weighted, valid @ scores, jnp.sum(masks, axis=0)
-
-    n_full = n // size
-    full_indices = jnp.arange(n_full * size).reshape(n_full, size)
-    shapes = jax.eval_shape(chunk_moments, full_indices[0])
-    zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
-    add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)
-    totals, _ = jax.lax.scan(lambda acc, idx: (add(acc, chunk_moments(idx)), None), zeros, full_indices)
-    if n % size:
-        totals = add(totals, chunk_moments(jnp.arange(n_full * size, n)))
-    return totals
+    return batching.sum_forward_terms(f, n, batch_size, mesh, masks_of, _blend(x, baseline), terms)
 
 
 def rise_centered_from_moments(weighted_sum, score_sum, mask_sum, n: int, keep_prob: float) -> jax.Array:

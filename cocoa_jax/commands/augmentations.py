@@ -265,7 +265,7 @@ AXES = {
 
 
 def run(args: argparse.Namespace) -> int:
-    from cocoa_jax.sharding import use_every_core
+    from cocoa_jax.meshes import use_every_core
 
     use_every_core()  # every core a device (before JAX starts): the views run one per device
     settings = validate(args)
@@ -276,7 +276,7 @@ def _run(args, settings) -> int:
     import jax
     import jax.numpy as jnp
 
-    from cocoa_jax import methods, phases, sharding
+    from cocoa_jax import meshes, methods, phases
     from cocoa_jax.commands import method_flags
     from cocoa_jax.usecases import augmentations as A
 
@@ -291,7 +291,7 @@ def _run(args, settings) -> int:
     batch_size = settings["batch_size"] or (500 if settings["model"] == "digits" else 16)
     # One view per device per call (the pipeline's CPU default; digits, 18 views: RISE 65.5 s
     # with 8 views vmapped per call, 23.9 s one per call, 19.0 s one per device on 2 devices).
-    mesh = sharding.local_explicand_mesh(len(originals) * len(settings["augmentations"]))
+    mesh = meshes.local_explicand_mesh(len(originals) * len(settings["augmentations"]))
     options = settings.pop("options")
     settings.update(batch_size=batch_size, devices=1 if mesh is None else int(mesh.devices.size), **record)
     foil_reps = A.encode_in_chunks(encode_fn, model.params, foil_images, chunk_size=64)

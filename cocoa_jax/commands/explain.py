@@ -336,7 +336,7 @@ def _file_inputs(model, setup, args):
 
 
 def run(args: argparse.Namespace) -> int:
-    from cocoa_jax.sharding import use_every_core
+    from cocoa_jax.meshes import use_every_core
 
     # Every core as a device (set before JAX's backends start): explicands run one per device.
     use_every_core()
@@ -375,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
     import jax
     from tqdm.auto import tqdm
 
-    from cocoa_jax import methods, phases, pipeline, sharding, viz
+    from cocoa_jax import meshes, methods, phases, pipeline, viz
     from cocoa_jax import targets as T
     from cocoa_jax.models import load
 
@@ -400,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
 
     # One explicand per device. Measured on the 2-core CPU, 4 explicands: RISE 2.97 s on 2 host
     # devices vs 4.76 s on one, the same bits (docs/performance.md).
-    mesh = sharding.local_explicand_mesh(len(inputs["images"]))
+    mesh = meshes.local_explicand_mesh(len(inputs["images"]))
     preload = viz.preload()  # matplotlib's imports overlap the attributions (joined before the figure)
     phases.reached("compute")
     try:

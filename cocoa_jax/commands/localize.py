@@ -312,7 +312,7 @@ def _clip(s: dict, args, log, mesh):
 
 def run(args: argparse.Namespace) -> int:
     from cocoa_jax.cli import UsageError
-    from cocoa_jax.sharding import use_every_core
+    from cocoa_jax.meshes import use_every_core
 
     use_every_core()  # every core a device (before JAX starts): the grids run one per device
     try:
@@ -324,14 +324,14 @@ def run(args: argparse.Namespace) -> int:
 
     import jax
 
-    from cocoa_jax import sharding
+    from cocoa_jax import meshes
     from cocoa_jax.usecases import localize as L
 
     from cocoa_jax import phases
 
     clip = s["model"] == "clip_vit_b32"
     phases.reached("compute")
-    mesh = sharding.local_explicand_mesh(1 if clip else s["images"])  # one grid per device
+    mesh = meshes.local_explicand_mesh(1 if clip else s["images"])  # one grid per device
     (model, images, attributions, scores, hits, boxes, titles, title, info, extra,
      attribution_seconds) = (_clip if clip else _digits)(s, args, log, mesh)
     attributions = {m: np.asarray(a) for m, a in attributions.items()}

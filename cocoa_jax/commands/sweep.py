@@ -174,7 +174,7 @@ def check_arguments(args, config) -> None:
 def _join_job(coordinator: str, num_processes: int, process_id: int, timeout: float | None) -> None:
     """Join the jax.distributed job, or end the process with ONE error line and status 2 within
     `timeout` s: JAX itself would wait minutes and then abort (SIGABRT, a fatal log)."""
-    from cocoa_jax import sharding
+    from cocoa_jax import distributed
     from cocoa_jax.cli import error_line
 
     def give_up(message: str) -> None:  # from the watchdog thread: the main thread is stuck in JAX
@@ -182,9 +182,9 @@ def _join_job(coordinator: str, num_processes: int, process_id: int, timeout: fl
         os._exit(2)
 
     try:
-        sharding.initialize_distributed(coordinator, num_processes, process_id, on_timeout=give_up,
-                                        initialization_timeout=timeout or sharding.DEFAULT_INIT_TIMEOUT)
-    except sharding.DistributedInitError as err:
+        distributed.initialize_distributed(coordinator, num_processes, process_id, on_timeout=give_up,
+                                        initialization_timeout=timeout or distributed.DEFAULT_INIT_TIMEOUT)
+    except distributed.DistributedInitError as err:
         raise UsageError(str(err)) from None
 
 
@@ -203,7 +203,7 @@ def run(args) -> int:
     config = build_config(args)
     check_arguments(args, config)
     distributed = _distributed_settings(args)
-    from cocoa_jax.sharding import use_every_core
+    from cocoa_jax.meshes import use_every_core
 
     use_every_core(args.devices)
     from cocoa_jax import phases

@@ -196,7 +196,7 @@ def restore_variables(checkpoint_dir: str, abstract, directory: str):
         raise ModelDirError(f"model directory {directory!r}: the checkpoint in "
                             f"{os.path.relpath(checkpoint_dir, directory) or '.'!r} could not be restored "
                             f"(files missing or damaged: {type(err).__name__}: {first})") from None
-    # On this process's default device (as before); `sharding.global_array` places them on a mesh.
+    # On this process's default device (as before); `meshes.global_array` places them on a mesh.
     return jax.tree_util.tree_map(jax.device_put, host)  # device_put: no per-shape conversion program to compile
 
 

@@ -1,4 +1,4 @@
-"""Sharding helpers, and sharded results equal to single-device results.
+"""Meshes and the explicand map (`cocoa_jax.meshes`), and sharded results equal to single-device results.
 
 The multi-device checks run in ONE subprocess with 8 forced CPU host devices (XLA_FLAGS must
 be set before JAX starts, and other tests share this pytest process). The worker is this
@@ -17,86 +17,34 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cocoa_jax import sharding
+from cocoa_jax import meshes
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 N_DEVICES = 8
 
 
-# ----------------------------------------------------------------------------- pure helpers
-
-
-@pytest.mark.parametrize("n_units", [0, 1, 5, 7, 8, 23])
-@pytest.mark.parametrize("count", [1, 2, 3, 8])
-def test_units_for_process_partitions_in_order(n_units, count):
-    units = [f"u{i}" for i in range(n_units)]
-    blocks = [sharding.units_for_process(units, i, count) for i in range(count)]
-    assert [u for block in blocks for u in block] == units  # each unit once, in order
-    sizes = [len(b) for b in blocks]
-    assert max(sizes) - min(sizes) <= 1
-
-
-def test_units_for_process_defaults_to_this_process():
-    assert sharding.units_for_process(range(5)) == list(range(5))  # one process here
-
-
-@pytest.mark.parametrize("index, count, match", [(2, 2, "process_index"), (-1, 2, "process_index"),
-                                                 (0, 0, "process_count"), (True, 2, "process_index")])
-def test_units_for_process_rejects_bad_indices(index, count, match):
-    with pytest.raises(ValueError, match=match):
-        sharding.units_for_process([1, 2, 3], index, count)
-
-
-@pytest.mark.parametrize("use_jax", [False, True])
-def test_pad_to_multiple_repeats_last_entry(use_jax):
-    data = np.arange(10.0).reshape(5, 2)
-    data = jax.numpy.asarray(data) if use_jax else data
-    padded, n = sharding.pad_to_multiple(data, 4)
-    assert n == 5 and padded.shape == (8, 2)
-    np.testing.assert_array_equal(np.asarray(padded)[:5], np.asarray(data))
-    np.testing.assert_array_equal(np.asarray(padded)[5:], np.tile(np.asarray(data)[-1:], (3, 1)))
-    same, n = sharding.pad_to_multiple(data, 5)
-    assert n == 5 and same.shape == (5, 2)
-
-
-def test_pad_to_multiple_typed_keys():
-    keys = jax.random.split(jax.random.key(0), 3)
-    padded, n = sharding.pad_to_multiple(keys, 4)
-    assert n == 3 and padded.shape == (4,)
-    np.testing.assert_array_equal(jax.random.key_data(padded[3]), jax.random.key_data(keys[2]))
-
-
-def test_pad_to_multiple_errors():
-    with pytest.raises(ValueError, match="multiple"):
-        sharding.pad_to_multiple(np.zeros(3), 0)
-    with pytest.raises(ValueError, match="scalar"):
-        sharding.pad_to_multiple(np.float32(1.0), 2)
-    with pytest.raises(ValueError, match="empty"):
-        sharding.pad_to_multiple(np.zeros((0, 2)), 2)
-
-
 def test_make_mesh_is_auto_and_checks_arguments():
-    mesh = sharding.make_mesh()
+    mesh = meshes.make_mesh()
     assert mesh.axis_names == ("batch",) and mesh.devices.size == jax.device_count()
     assert mesh.axis_types == (jax.sharding.AxisType.Auto,)
     with pytest.raises(ValueError, match="devices"):
-        sharding.make_mesh([])
+        meshes.make_mesh([])
     with pytest.raises(ValueError, match="axis_name"):
-        sharding.make_mesh(axis_name="")
+        meshes.make_mesh(axis_name="")
     with pytest.raises(TypeError, match="mesh"):
-        sharding.explicand_sharding("not a mesh")
+        meshes.explicand_sharding("not a mesh")
 
 
 def test_explicand_map_argument_errors():
     fn = lambda a, b: a + b
     with pytest.raises(ValueError, match="in_axes"):
-        sharding.map_explicands(fn, np.zeros(3), np.zeros(3), in_axes=(0,))
+        meshes.ExplicandMap(fn, in_axes=(0,))(np.zeros(3), np.zeros(3))
     with pytest.raises(ValueError, match="at least one argument as batched"):
-        sharding.map_explicands(fn, np.zeros(3), np.zeros(3), in_axes=(None, None))
+        meshes.ExplicandMap(fn, in_axes=(None, None))(np.zeros(3), np.zeros(3))
     with pytest.raises(ValueError, match="leading"):
-        sharding.map_explicands(fn, np.zeros(3), np.zeros(4))
+        meshes.ExplicandMap(fn)(np.zeros(3), np.zeros(4))
     with pytest.raises(TypeError, match="fn"):
-        sharding.ExplicandMap(3)
+        meshes.ExplicandMap(3)
 
 
 @pytest.mark.parametrize("gather", [True, False])
@@ -109,7 +57,7 @@ def test_explicand_map_lanes_per_device_splits_calls(gather):
     want = {"out": np.tanh(xs.astype(np.float64) @ weights), "norm": np.sum(xs.astype(np.float64) ** 2, axis=1)}
     calls = []
     for lanes in (1, 2, 3, None):
-        mapper = sharding.ExplicandMap(fn, sharding.make_mesh(jax.devices()[:1]), (0, None), gather=gather,
+        mapper = meshes.ExplicandMap(fn, meshes.make_mesh(jax.devices()[:1]), (0, None), gather=gather,
                                        lanes_per_device=lanes)
         program = mapper._jitted((0, None))
         mapper._compiled[(0, None)] = lambda *a: calls.append(a[0].shape[0]) or program(*a)
@@ -121,29 +69,29 @@ def test_explicand_map_lanes_per_device_splits_calls(gather):
 
 
 def test_explicand_map_lanes_per_device_default_and_errors():
-    assert sharding.default_lanes_per_device() == (1 if jax.default_backend() == "cpu" else None)
-    assert sharding.ExplicandMap(abs).lanes_per_device == sharding.default_lanes_per_device()
+    assert meshes.default_lanes_per_device() == (1 if jax.default_backend() == "cpu" else None)
+    assert meshes.ExplicandMap(abs).lanes_per_device == meshes.default_lanes_per_device()
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="lanes_per_device"):
-            sharding.ExplicandMap(abs, lanes_per_device=bad)
+            meshes.ExplicandMap(abs, lanes_per_device=bad)
 
 
 @pytest.mark.parametrize("n", [0, -1, 1.5, True, None])
 def test_local_explicand_mesh_rejects_bad_counts(n):
     with pytest.raises(ValueError, match="`n` must be a positive integer"):
-        sharding.local_explicand_mesh(n)
+        meshes.local_explicand_mesh(n)
 
 
 def test_local_explicand_mesh_one_device_is_none():
-    assert sharding.local_explicand_mesh(1) is None
-    assert len(jax.local_devices()) > 1 or sharding.local_explicand_mesh(5) is None
+    assert meshes.local_explicand_mesh(1) is None
+    assert len(jax.local_devices()) > 1 or meshes.local_explicand_mesh(5) is None
 
 
 def test_host_device_count_flags_replaces_earlier_count():
-    flags = sharding.host_device_count_flags(4, "--foo=1 --xla_force_host_platform_device_count=2")
+    flags = meshes.host_device_count_flags(4, "--foo=1 --xla_force_host_platform_device_count=2")
     assert flags == "--foo=1 --xla_force_host_platform_device_count=4"
     with pytest.raises(ValueError, match="count"):
-        sharding.host_device_count_flags(0)
+        meshes.host_device_count_flags(0)
 
 
 # ----------------------------------------------------------------------------- 8 devices vs 1
@@ -156,7 +104,7 @@ def _worker(out_path: str) -> None:
     from cocoa_jax import attribution, targets
 
     assert jax.device_count() == N_DEVICES, jax.devices()
-    mesh = sharding.make_mesh()
+    mesh = meshes.make_mesh()
     rng = np.random.default_rng(0)
     h, w, c, d = 8, 8, 3, 6
     weights = jnp.asarray(rng.normal(size=(h * w * c, d)) / 10, jnp.float32)
@@ -187,6 +135,17 @@ def _worker(out_path: str) -> None:
         "rise_k2_divides": lambda m: attribution.rise(k2, x, base, key, n_masks=16, grid_size=(4, 4),
                                                       batch_size=8, mesh=m),
     }
+    # The streaming forward sum itself: 11 samples from index 2 in chunks of 5, each padded to 8
+    # rows; the count of valid rows (the last entry) must stay 11 on 8 devices.
+    from cocoa_jax import batching
+    rows_table = jnp.asarray(rng.uniform(size=(13, h, w)), jnp.float32)
+
+    def forward_sum(m):
+        def terms(rows, inputs, scores, valid):
+            return jnp.concatenate([(scores.T @ rows.reshape(rows.shape[0], -1)).ravel(), jnp.sum(valid)[None]])
+        return batching.sum_forward_terms(k2, 13, 5, m, lambda idx: rows_table[idx],
+                                          lambda rows: x * rows[..., None], terms, start=2)
+    cases["forward_sum_k2"] = forward_sum
     # Insertion/deletion: 2 kinds x 2 targets x 9 steps = 36 ablated inputs in chunks of 10.
     from cocoa_jax import metrics
     attr2 = jnp.asarray(rng.normal(size=(2, h, w)), jnp.float32)
@@ -217,19 +176,18 @@ def _worker(out_path: str) -> None:
         }
 
     plain = jax.jit(jax.vmap(explain_one, in_axes=(0, 0, None)))(xs, keys, corpus)
-    mapper = sharding.ExplicandMap(explain_one, mesh, (0, 0, None))
+    mapper = meshes.ExplicandMap(explain_one, mesh, (0, 0, None))
     mapped = mapper(xs, keys, corpus)
     # Another length (3 < 8 devices), result kept sharded over the explicand axis.
-    kept = sharding.map_explicands(explain_one, xs[:3], keys[:3], corpus,
-                                   in_axes=(0, 0, None), mesh=mesh, gather=False)
+    kept = meshes.ExplicandMap(explain_one, mesh, (0, 0, None), gather=False)(xs[:3], keys[:3], corpus)
     assert kept["rise"].shape[0] == 3
     # 13 explicands, one per device per call (the CPU default): two calls of 8 lanes, the last
     # padded, joined on the devices; kept sharded and gathered.
     xs13 = jnp.asarray(rng.uniform(size=(13, h, w, c)), jnp.float32)
     keys13 = jax.random.split(jax.random.key(8), 13)
     plain13 = jax.jit(jax.vmap(explain_one, in_axes=(0, 0, None)))(xs13, keys13, corpus)
-    split = sharding.ExplicandMap(explain_one, mesh, (0, 0, None), lanes_per_device=1)
-    split_kept = sharding.ExplicandMap(explain_one, mesh, (0, 0, None), gather=False, lanes_per_device=1)
+    split = meshes.ExplicandMap(explain_one, mesh, (0, 0, None), lanes_per_device=1)
+    split_kept = meshes.ExplicandMap(explain_one, mesh, (0, 0, None), gather=False, lanes_per_device=1)
     joined, joined_kept = split(xs13, keys13, corpus), split_kept(xs13, keys13, corpus)
     assert joined["rise"].shape[0] == 13 and joined_kept["ig"].shape[0] == 13
     for name in ("rise", "ig"):
@@ -244,14 +202,14 @@ def _worker(out_path: str) -> None:
         results[f"explicands3_{name}_sharded"] = np.asarray(kept[name])
     # A command's mesh: one explicand per device, at most the explicand count of devices.
     results["local_mesh_sizes"] = np.array([0 if m is None else m.devices.size for m in
-                                            map(sharding.local_explicand_mesh, (1, 2, 3, 8, 20))])
+                                            map(meshes.local_explicand_mesh, (1, 2, 3, 8, 20))])
     np.savez(out_path, **results)
 
 
 @pytest.fixture(scope="module")
 def eight_device_results(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sharding") / "results.npz"
-    env = dict(os.environ, XLA_FLAGS=sharding.host_device_count_flags(N_DEVICES), JAX_PLATFORMS="cpu",
+    out = tmp_path_factory.mktemp("meshes") / "results.npz"
+    env = dict(os.environ, XLA_FLAGS=meshes.host_device_count_flags(N_DEVICES), JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, __file__, str(out)], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
@@ -260,7 +218,8 @@ def eight_device_results(tmp_path_factory):
         return dict(data)
 
 
-CASES = ["ig_k1", "ig_k2", "gradient_shap_k2", "smoothgrad_k1", "rise_k1", "rise_k2_divides", "insdel_k2"] + [
+CASES = ["ig_k1", "ig_k2", "gradient_shap_k2", "smoothgrad_k1", "rise_k1", "rise_k2_divides", "insdel_k2",
+         "forward_sum_k2"] + [
     f"explicands{v}_{m}" for v in ("", "3", "13", "13kept") for m in ("rise", "ig")]
 
 
@@ -273,6 +232,11 @@ def test_eight_devices_equal_one_device(eight_device_results, case):
     assert np.all(np.isfinite(single)) and np.abs(single).max() > 0  # a non-trivial result
     scale = np.abs(single).max()
     np.testing.assert_allclose(sharded, single, rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.slow  # the 8-device subprocess above
+def test_forward_sum_counts_no_padded_row_on_eight_devices(eight_device_results):
+    assert eight_device_results["forward_sum_k2_sharded"][-1] == 11 == eight_device_results["forward_sum_k2_single"][-1]
 
 
 @pytest.mark.slow  # the 8-device subprocess above

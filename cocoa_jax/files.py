@@ -34,6 +34,9 @@ import time
 # pause ends early when a signal arrives (`cocoa_jax.interrupt` sets `_PAUSE_ENDS`).
 COMMIT_PAUSE_ENV = "COCOA_JAX_TEST_COMMIT_PAUSE"
 _PAUSE_ENDS = threading.Event()
+# Directories being written into their temporary: commits inside one (a library's own, e.g. a
+# checkpoint saved with `atomic_directory` into it) do not pause; the outer commit does.
+_INSIDE_TEMPORARY = [0]
 
 _LOCK = threading.RLock()
 _TEMPORARIES: dict[str, None] = {}  # insertion-ordered set of paths to delete on interrupt
@@ -247,7 +250,7 @@ def rendered(write) -> bytes:
 
 
 def _after_rename(count: int) -> int:
-    if count == 0 and os.environ.get(COMMIT_PAUSE_ENV):
+    if count == 0 and os.environ.get(COMMIT_PAUSE_ENV) and not _INSIDE_TEMPORARY[0]:
         _PAUSE_ENDS.wait(float(os.environ[COMMIT_PAUSE_ENV]))
     return count + 1
 
@@ -294,7 +297,11 @@ class Outputs:
             tmp = temporary_name(path)
             register_temporary(tmp)
             try:
-                yield tmp
+                _INSIDE_TEMPORARY[0] += 1
+                try:
+                    yield tmp
+                finally:
+                    _INSIDE_TEMPORARY[0] -= 1
                 if not os.path.isdir(tmp):
                     raise FileNotFoundError(f"nothing was written to {tmp!r} for {path!r}")
             except BaseException as err:

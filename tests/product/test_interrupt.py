@@ -3,8 +3,8 @@
 Each case starts the command as a subprocess with `COCOA_JAX_TEST_PHASES=1` (`cocoa_jax.phases`:
 the command prints `cocoa-jax phase: NAME` on stderr as it reaches each phase), waits for the
 phase line of its moment (`start`: before the arguments are parsed; `run`: arguments checked,
-imports under way; `load`, `compute`, `method M`, `train`, `convert`, `write`: the command's own
-phases; or "commit": inside the final write, held open by `cocoa_jax.files.COMMIT_PAUSE_ENV` until
+imports under way; `load`, `compute`, `method M`, `train`, `convert`, `unit N`, `write`: the command's
+own phases; or "commit": inside the final write, held open by `cocoa_jax.files.COMMIT_PAUSE_ENV` until
 the signal arrives) and sends one SIGINT. No moment is a number of seconds: the same cases hold on
 a slow or a fast machine. Each checks: exit status 130 (never a signal death, never 139), exactly
 one line containing "interrupted" and it is the last line of stderr (phase lines aside), no

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU benchmark run, under ~8 minutes on one H100/H200-class GPU.
 #
-#   bash benchmarks/gpu.sh             # on a GPU machine; results under $OUT (if set) and benchmarks/
+#   bash benchmarks/gpu.sh             # on a GPU machine; results under $OUT (if set) and benchmarks/results/
 #   bash benchmarks/gpu.sh --dry-run   # on a CPU: the same steps at tiny sizes, nothing required of a GPU
 #
 # Steps (each under its own time limit, progress printed):
@@ -9,12 +9,12 @@
 #      flax, optax, orbax); installs what is missing: from wheels in .whl/ (offline machines: carry
 #      captum as a wheel there), else with pip from the index (jax[cuda12], torch, captum), unless
 #      COCOA_JAX_GPU_NO_PIP=1.
-#   2. python -m benchmarks.run: RISE masks/s, IG and GradientSHAP steps/s, insertion/deletion
+#   2. python -m benchmarks.suites.rates: RISE masks/s, IG and GradientSHAP steps/s, insertion/deletion
 #      evaluations/s of cocoa-jax vs PyTorch + Captum on the same GPU, ResNet-50 and CLIP ViT-B/32
 #      at 224 px, K=1 and K=4, and bf16 vs float32 (counts x --scale 8).
-#   3. python -m benchmarks.protocol: the paper's protocol, cocoa-jax sweep vs the official way
+#   3. python -m benchmarks.suites.protocol: the paper's protocol, cocoa-jax sweep vs the official way
 #      (PyTorch on the same GPU).
-#   4. benchmarks/RESULTS_gpu.md: the device named, both results files, what did not finish.
+#   4. benchmarks/results/RESULTS_gpu.md: the device named, both results files, what did not finish.
 set -u -o pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,7 +29,7 @@ for arg in "$@"; do
 done
 PY="${PYTHON:-python3}"
 [ -x "$REPO/.venv/bin/python" ] && [ "$DRY" = 1 ] && PY="$REPO/.venv/bin/python"
-if [ "$DRY" = 1 ]; then DEST="${OUT:-$(mktemp -d /tmp/cocoa_jax_gpu_dry.XXXXXX)}"; else DEST="${OUT:-$REPO/benchmarks/gpu_out}"; fi
+if [ "$DRY" = 1 ]; then DEST="${OUT:-$(mktemp -d /tmp/cocoa_jax_gpu_dry.XXXXXX)}"; else DEST="${OUT:-$REPO/benchmarks/results/gpu_out}"; fi
 mkdir -p "$DEST"
 LOG="$DEST/gpu_log.txt"
 : > "$LOG"
@@ -107,20 +107,20 @@ else
   # device-independent; the end to end is step 3's protocol.
   SUITE_ARGS=(--models resnet50,clip_vit_b32 --skip devices,batch,steps,e2e --scale 8 --devices 1)
 fi
-say "benchmarks.run ${SUITE_ARGS[*]} (limit ${T_SUITE}s)"
-timeout "$T_SUITE" "$PY" -m benchmarks.run "${SUITE_ARGS[@]}" --out "$SUITE_MD" 2>&1 | tee -a "$LOG" \
+say "benchmarks.suites.rates ${SUITE_ARGS[*]} (limit ${T_SUITE}s)"
+timeout "$T_SUITE" "$PY" -m benchmarks.suites.rates "${SUITE_ARGS[@]}" --out "$SUITE_MD" 2>&1 | tee -a "$LOG" \
   | grep -E "==|K=|peak|wrote|Error|error" || true
 SUITE_RC=${PIPESTATUS[0]}
-say "benchmarks.run exit $SUITE_RC"
+say "benchmarks.suites.rates exit $SUITE_RC"
 
 # ------------------------------------------------------------------ 3. the protocol
 PROTO_MD="$DEST/RESULTS_gpu_protocol.md"
 if [ "$DRY" = 1 ]; then PROTO_ARGS=(--settings quick --skip-devices); else PROTO_ARGS=(--settings issue --skip-devices); fi
-say "benchmarks.protocol ${PROTO_ARGS[*]} (limit ${T_PROTOCOL}s)"
-timeout "$T_PROTOCOL" "$PY" -m benchmarks.protocol "${PROTO_ARGS[@]}" --out "$PROTO_MD" --overwrite 2>&1 \
+say "benchmarks.suites.protocol ${PROTO_ARGS[*]} (limit ${T_PROTOCOL}s)"
+timeout "$T_PROTOCOL" "$PY" -m benchmarks.suites.protocol "${PROTO_ARGS[@]}" --out "$PROTO_MD" --overwrite 2>&1 \
   | tee -a "$LOG" | tail -25
 PROTO_RC=${PIPESTATUS[0]}
-say "benchmarks.protocol exit $PROTO_RC"
+say "benchmarks.suites.protocol exit $PROTO_RC"
 
 # ------------------------------------------------------------------ 4. RESULTS_gpu.md
 RESULT="$DEST/RESULTS_gpu.md"
@@ -148,5 +148,5 @@ with open(out, "w") as fh:
     fh.write("\n".join(lines))
 print(f"wrote {out}")
 EOF
-[ "$DRY" = 0 ] && [ "$DEST" != "$REPO/benchmarks" ] && cp "$RESULT" "$REPO/benchmarks/RESULTS_gpu.md" 2>/dev/null
+[ "$DRY" = 0 ] && [ "$DEST" != "$REPO/benchmarks/results" ] && cp "$RESULT" "$REPO/benchmarks/results/RESULTS_gpu.md" 2>/dev/null
 say "done in $(( $(date +%s) - START )) s; files in $DEST"

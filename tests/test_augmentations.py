@@ -419,10 +419,10 @@ def test_cli_converted_encoder_on_photos(tmp_path):
 
 
 def test_benchmark_summary_means_and_intervals():
-    """benchmarks.augmentations.summarize on hand-built shares: per-seed means, t-intervals (SciPy)."""
+    """benchmarks.suites.augmentations.summarize on hand-built shares: per-seed means, t-intervals (SciPy)."""
     from scipy import stats
 
-    from benchmarks import augmentations as bench
+    from benchmarks.suites import augmentations as bench
 
     rng = np.random.default_rng(0)
     records = []

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from benchmarks.rate_row import HEADER, RateRow
-from benchmarks.roofline import fraction
-from benchmarks.sizes import SCALED, sizes
+from benchmarks.harness.rate_row import HEADER, RateRow
+from benchmarks.harness.roofline import fraction
+from benchmarks.harness.sizes import SCALED, sizes
 
 
 def _row():

@@ -1,6 +1,6 @@
 """The benchmark's converted model pairs run the same weights on both sides.
 
-`benchmarks.models` builds DINOv2 ViT-S/14 and the CLIP ViT-B/16 image tower in PyTorch with
+`benchmarks.harness.models` builds DINOv2 ViT-S/14 and the CLIP ViT-B/16 image tower in PyTorch with
 random weights and converts them with the project's converters; the speed comparison is only
 like for like if both sides then compute the same function. Full size (224 px), one image.
 """
@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from benchmarks import models as M  # noqa: E402
+from benchmarks.harness import models as M  # noqa: E402
 
 torch.set_num_threads(2)
 

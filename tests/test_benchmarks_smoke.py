@@ -23,7 +23,7 @@ def test_quick_benchmark_writes_results(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     env.pop("XLA_FLAGS", None)
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--devices", "2", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.suites.rates", "--quick", "--devices", "2", "--out", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     text = out.read_text()
@@ -50,7 +50,7 @@ def test_quick_digits_benchmark_writes_its_table(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     env.pop("XLA_FLAGS", None)
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.digits", "--quick", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.suites.digits", "--quick", "--out", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     rows = [line for line in out.read_text().splitlines() if line.startswith("| rise") or line.startswith("| integrated_gradients")]

@@ -383,7 +383,7 @@ def test_convert_checks_out_dir_before_reading_the_checkpoint(tmp_path, capsys):
 @pytest.mark.torch
 def test_convert_reports_keys_as_stored_in_the_file(tmp_path, capsys):
     torch = pytest.importorskip("torch")
-    from torch_reference import resnet as ref
+    from tests.reference import resnet as ref
 
     state_dict = ref.CifarResNet18(num_classes=10).state_dict()
     key = "layer2.0.shortcut.0.weight"  # torchvision would call it layer2.0.downsample.0.weight

@@ -349,7 +349,7 @@ def test_options_independent_of_device_count():
 
 
 def test_passes_to_reach_interpolates_in_log_passes():
-    from benchmarks.estimators import passes_to_reach
+    from benchmarks.suites.estimators import passes_to_reach
     assert passes_to_reach([(100, 0.5), (400, 0.9)], 0.7) == pytest.approx(200.0)
     assert passes_to_reach([(100, 0.8), (400, 0.9)], 0.7) == 100.0
     assert passes_to_reach([(100, 0.5), (400, 0.6)], 0.7) is None
@@ -357,7 +357,7 @@ def test_passes_to_reach_interpolates_in_log_passes():
 
 @pytest.mark.slow
 def test_benchmark_quick_smoke(tmp_path):
-    from benchmarks import estimators
+    from benchmarks.suites import estimators
     out_md = tmp_path / "est.md"
     out = estimators.main(["--quick", "--out", str(out_md)])
     text = out_md.read_text()

@@ -20,9 +20,9 @@ from cocoa_jax.models import load, make_loaded  # noqa: E402
 from cocoa_jax.models.clip import ClipConfig  # noqa: E402
 from cocoa_jax_ports import CheckpointMismatchError, convert  # noqa: E402
 from cocoa_jax_ports import clip as port_clip  # noqa: E402
-from benchmarks.torch_models import clip_anytorch_file  # noqa: E402
-from torch_reference.clip import CLIPReference, clip_tokens, openai_clip_model, randomize_  # noqa: E402
-from torch_reference.compare import (flax_reps_and_cosine_grad, network_reps, rel_err,  # noqa: E402
+from tests.reference.torch_models import clip_anytorch_file  # noqa: E402
+from tests.reference.clip import CLIPReference, clip_tokens, openai_clip_model, randomize_  # noqa: E402
+from tests.reference.compare import (flax_reps_and_cosine_grad, network_reps, rel_err,  # noqa: E402
                                      torch_reps_and_cosine_grad)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")

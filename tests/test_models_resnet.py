@@ -21,8 +21,8 @@ import jax  # noqa: E402
 from cocoa_jax.models import load  # noqa: E402
 from cocoa_jax_ports import CheckpointMismatchError, UnsafeCheckpointError, convert  # noqa: E402
 from cocoa_jax_ports import resnet as port_resnet  # noqa: E402
-from torch_reference import resnet as ref  # noqa: E402
-from torch_reference.compare import (flax_reps_and_cosine_grad, network_reps, rel_err,  # noqa: E402
+from tests.reference import resnet as ref  # noqa: E402
+from tests.reference.compare import (flax_reps_and_cosine_grad, network_reps, rel_err,  # noqa: E402
                                      torch_reps_and_cosine_grad)
 
 torch.set_num_threads(2)

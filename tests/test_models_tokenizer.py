@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("ftfy")
 pytest.importorskip("regex")
 
-from benchmarks.torch_models import clip_anytorch_file  # noqa: E402
+from tests.reference.torch_models import clip_anytorch_file  # noqa: E402
 from cocoa_jax.models.tokenizer import ClipTokenizer, find_merges_file  # noqa: E402
 
 CAPTIONS = [

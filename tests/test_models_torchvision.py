@@ -2,8 +2,8 @@
 through the checkpoint layouts of supervised and self-supervised training code.
 
 The reference is torchvision 0.28's resnet.py read from its wheel and executed without
-importing torchvision (`torch_reference.torchvision_source`); without the wheel the tests fall
-back to `torch_reference.resnet` (our restatement of the same layout) and say so in their id.
+importing torchvision (`tests.reference.torchvision_source`); without the wheel the tests fall
+back to `tests.reference.resnet` (our restatement of the same layout) and say so in their id.
 Each SSL case wraps the same backbone the way that project saves it (see
 `cocoa_jax_ports.torchvision_resnet`): the converter must find the backbone, drop and report
 the training-only parts, and give the torchvision representation (pooled feature).
@@ -19,15 +19,15 @@ torch = pytest.importorskip("torch")
 
 from cocoa_jax.models import load  # noqa: E402
 from cocoa_jax_ports import CheckpointMismatchError, convert  # noqa: E402
-from torch_reference import resnet as ref  # noqa: E402
-from torch_reference.compare import (flax_reps_and_cosine_grad, network_reps, rel_err,  # noqa: E402
+from tests.reference import resnet as ref  # noqa: E402
+from tests.reference.compare import (flax_reps_and_cosine_grad, network_reps, rel_err,  # noqa: E402
                                      torch_reps_and_cosine_grad)
-from torch_reference.torchvision_source import load_resnet_module  # noqa: E402
+from tests.reference.torchvision_source import load_resnet_module  # noqa: E402
 
 torch.set_num_threads(2)
 TOL = 1e-5
 TV = load_resnet_module()
-SOURCE = f"torchvision source ({TV.wheel})" if TV else "restatement (torch_reference.resnet)"
+SOURCE = f"torchvision source ({TV.wheel})" if TV else "restatement (tests.reference.resnet)"
 
 
 def _torchvision(depth: int, num_classes=1000, seed=0):

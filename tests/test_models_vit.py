@@ -26,7 +26,7 @@ with warnings.catch_warnings():
 
 from cocoa_jax.models import load, vit  # noqa: E402
 from cocoa_jax_ports import CheckpointMismatchError, convert  # noqa: E402
-from torch_reference.compare import flax_reps_and_cosine_grad, rel_err, torch_reps_and_cosine_grad  # noqa: E402
+from tests.reference.compare import flax_reps_and_cosine_grad, rel_err, torch_reps_and_cosine_grad  # noqa: E402
 
 torch.set_num_threads(2)
 

@@ -1,4 +1,4 @@
-"""`benchmarks.official_scripts`: running the official COCOA scripts, checked on a stand-in checkout.
+"""`benchmarks.official.scripts`: running the official COCOA scripts, checked on a stand-in checkout.
 
 The official checkout is not available here, so a stand-in with the same layout (constants.py,
 attribute.py, eval.py, cl_explain's RISE) records what the launcher gave it: the patched constants,
@@ -22,9 +22,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("captum")
 
-from benchmarks import official_scripts as OS  # noqa: E402
-from benchmarks.protocol import SETTINGS, _child_env  # noqa: E402
-from tests.torch_reference.torchvision_source import find_wheel  # noqa: E402
+from benchmarks.official import scripts as OS  # noqa: E402
+from benchmarks.suites.protocol import SETTINGS, _child_env  # noqa: E402
+from tests.reference.torchvision_source import find_wheel  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TORCHVISION_INSTALLED = importlib.util.find_spec("torchvision") is not None
@@ -161,7 +161,7 @@ def test_protocol_refuses_bad_official_options(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
 
     def run(*flags):
-        return subprocess.run([sys.executable, "-m", "benchmarks.protocol", "--out", str(tmp_path / "r.md"), *flags],
+        return subprocess.run([sys.executable, "-m", "benchmarks.suites.protocol", "--out", str(tmp_path / "r.md"), *flags],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
     for flags, message in ((["--official-site", str(tmp_path)], "--official-site needs --official-scripts"),
@@ -181,9 +181,9 @@ def test_report_states_the_scripts_ratio():
     """analyse/render on the committed protocol results: the scripts' ratio is total / sweep wall."""
     import json
 
-    from benchmarks import protocol
+    from benchmarks.suites import protocol
 
-    out = json.loads((REPO / "benchmarks" / "RESULTS_protocol.json").read_text())
+    out = json.loads((REPO / "benchmarks" / "results" / "RESULTS_protocol.json").read_text())
     if "official_scripts" not in out:
         pytest.skip("the committed protocol results were measured without --official-scripts")
     analysis = protocol.analyse(out)

@@ -21,8 +21,8 @@ from safetensors.torch import save_file  # noqa: E402
 from cocoa_jax.cli import main  # noqa: E402
 from cocoa_jax.models import load  # noqa: E402
 from cocoa_jax_ports import NotACheckpointError, convert  # noqa: E402
-from torch_reference.clip import clip_tokens, openai_clip_model  # noqa: E402
-from torch_reference.compare import flax_reps_and_cosine_grad, rel_err, torch_reps_and_cosine_grad  # noqa: E402
+from tests.reference.clip import clip_tokens, openai_clip_model  # noqa: E402
+from tests.reference.compare import flax_reps_and_cosine_grad, rel_err, torch_reps_and_cosine_grad  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 torch.set_num_threads(2)

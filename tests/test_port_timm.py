@@ -9,7 +9,7 @@ written as timm publishes them (`model.safetensors`) or as `torch.save(model.sta
 (`pytorch_model.bin`), converted with `cocoa_jax_ports.convert`, and representations and
 cosine-target input gradients must agree to < 1e-5 relative.
 
-timm is imported without torchvision (`torch_reference.timm_vit`).
+timm is imported without torchvision (`tests.reference.timm_vit`).
 
 DINOv2 with registers in facebookresearch's layout (`dinov2_vit*14_reg4_pretrain.pth`: the
 checkpoints of the hub's `*_reg` entries, which resample with `interpolate_antialias=True,
@@ -30,7 +30,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from torch_reference import timm_vit as timm_reference  # noqa: E402
+from tests.reference import timm_vit as timm_reference  # noqa: E402
 
 _TIMM = timm_reference.import_timm_vision_transformer()
 if _TIMM is None:
@@ -41,7 +41,7 @@ from safetensors.torch import save_file  # noqa: E402
 
 from cocoa_jax.models import load, vit  # noqa: E402
 from cocoa_jax_ports import CheckpointMismatchError, convert  # noqa: E402
-from torch_reference.compare import flax_reps_and_cosine_grad, rel_err, torch_reps_and_cosine_grad  # noqa: E402
+from tests.reference.compare import flax_reps_and_cosine_grad, rel_err, torch_reps_and_cosine_grad  # noqa: E402
 
 torch.set_num_threads(2)
 

@@ -17,8 +17,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from benchmarks import official_pipeline as O  # noqa: E402
-from benchmarks.torch_side import blur  # noqa: E402
+from tests.reference import official_pipeline as O  # noqa: E402
+from tests.reference.torch_side import blur  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -130,7 +130,7 @@ def test_bad_grad_mode_and_shapes_are_named():
 
 
 def test_profile_config_leaves_the_profile_its_options():
-    from benchmarks import protocol as P
+    from benchmarks.suites import protocol as P
     from cocoa_jax import methods
     from cocoa_jax.sweep.config import SweepConfig
 
@@ -151,7 +151,7 @@ def test_profile_config_leaves_the_profile_its_options():
 
 @pytest.mark.parametrize("value", ["paper", "turbo"])
 def test_estimators_flag_refuses_paper_and_unknown(value):
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.protocol", "--estimators", value, "--out", "/dev/null/x"],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.suites.protocol", "--estimators", value, "--out", "/dev/null/x"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--estimators must be one of ['fast']" in proc.stderr
 
@@ -162,7 +162,7 @@ def test_quick_protocol_benchmark_writes_results(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     env.pop("XLA_FLAGS", None)
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.protocol", "--settings", "quick", "--skip-official",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.suites.protocol", "--settings", "quick", "--skip-official",
                            "--estimators", "fast", "--out", str(out), "--work-dir", str(tmp_path)], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -185,6 +185,6 @@ def test_quick_protocol_benchmark_writes_results(tmp_path):
     assert "**Estimator profile `fast`**" in text and "`--estimators fast` warm" in text
     assert 0 < analysis["roofline"]["cocoa-jax warm"]["evaluation"] < 1
     # A second run may not replace the file silently.
-    again = subprocess.run([sys.executable, "-m", "benchmarks.protocol", "--settings", "quick", "--out", str(out)],
+    again = subprocess.run([sys.executable, "-m", "benchmarks.suites.protocol", "--settings", "quick", "--out", str(out)],
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "--overwrite" in again.stderr

@@ -75,7 +75,7 @@ def converted_model_dir(tmp_path_factory) -> tuple[str, str]:
     saved as the official SimSiam code saves it and converted by the installed `cocoa-jax convert`."""
     torch = pytest.importorskip("torch")
     sys.path.insert(0, os.path.join(REPO, "tests"))
-    from torch_reference import resnet as ref
+    from tests.reference import resnet as ref
 
     root = tmp_path_factory.mktemp("converted")
     torch.manual_seed(0)

@@ -2,7 +2,7 @@
 -layout checkpoint (random weights, released 37 x 37 grid), `cocoa_jax.models.load`, representations
 at the default 224 px against timm's `vit_*_patch14_reg4_dinov2` settings holding the same weights
 (antialiased bicubic resampling of the positional embedding to the output size, as the DINOv2 hub's
-`*_reg` entries do; see tests/torch_reference/timm_vit.py).
+`*_reg` entries do; see tests/reference/timm_vit.py).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from conftest import REPO, run_cli
 
 torch = pytest.importorskip("torch")
 sys.path.insert(0, os.path.join(REPO, "tests"))
-from torch_reference import timm_vit as timm_reference  # noqa: E402
+from tests.reference import timm_vit as timm_reference  # noqa: E402
 
 _TIMM = timm_reference.import_timm_vision_transformer()
 if _TIMM is None:

@@ -258,7 +258,7 @@ def torch_checkpoint(tmp_path_factory):
 
     torch = pytest.importorskip("torch")
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from torch_reference import resnet as ref
+    from tests.reference import resnet as ref
 
     torch.manual_seed(0)
     backbone = ref.randomize_(ref.CifarResNet18(num_classes=None), 7)

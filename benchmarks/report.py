@@ -1,8 +1,8 @@
-"""The suite's results file: the markdown tables of a results dict (`benchmarks.run`), and the
+"""The suite's results file: the markdown tables of a results dict (`benchmarks.suites.rates`), and the
 hand-written findings kept at its end when the file is regenerated."""
 from __future__ import annotations
 
-from benchmarks.rate_row import HEADER, fmt as _fmt
+from benchmarks.harness.rate_row import HEADER, fmt as _fmt
 
 
 def render(out: dict) -> str:

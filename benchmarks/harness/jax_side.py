@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import models as M
-from benchmarks.timing import block, compile_timed, time_call
+from benchmarks.harness import models as M
+from benchmarks.harness.timing import block, compile_timed, time_call
 from cocoa_jax import explicand_program, meshes, targets
 
 try:  # the evaluation module may be absent in older trees

@@ -1,4 +1,4 @@
-"""Work per measurement of `benchmarks.run` and the cells measured, per model.
+"""Work per measurement of `benchmarks.suites.rates` and the cells measured, per model.
 
 Small counts for the 224 px models on CPU: rates are what is compared, and every figure is work
 done / wall time of a warm call. `--scale N` multiplies every count and batch size (accelerators).

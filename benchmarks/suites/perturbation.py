@@ -1,6 +1,6 @@
 """KernelSHAP coalitions/s and Occlusion windows/s, cocoa-jax vs Captum, same machine, same run.
 
-    python -m benchmarks.perturbation [--quick]
+    python -m benchmarks.suites.perturbation [--quick]
 
 Model pair from benchmarks/models.py (random weights; only speed is compared): --quick uses
 the tiny 16 px CIFAR-style ResNet pair, otherwise the CIFAR ResNet-18 pair (32 px). Target:
@@ -11,7 +11,7 @@ Occlusion with 4 x 4 windows, stride 2, every channel occluded together. Times e
 compilation (one warm-up call); the ratio is cocoa-jax throughput / Captum throughput. Roofline:
 XLA's FLOPs of one forward pass of one image x cocoa-jax's forward passes/s / the float32 matmul
 peak measured in the same run (the regression and mask work are left out: they are small).
-Rows go to benchmarks/RESULTS_perturbation.json (not with --quick).
+Rows go to benchmarks/results/RESULTS_perturbation.json (not with --quick).
 """
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import models as M
-from benchmarks.machine import cpu_name
-from benchmarks.roofline import fraction, measure_peak, program_flops
-from benchmarks.torch_side import TorchTarget, forward_fn
+from benchmarks import RESULTS
+from benchmarks.harness import models as M
+from benchmarks.harness.machine import cpu_name
+from benchmarks.harness.roofline import fraction, measure_peak, program_flops
+from tests.reference.torch_side import TorchTarget, forward_fn
 from cocoa_jax.attribution_methods import kernel_shap, occlusion, superpixel_map
 
 
@@ -57,7 +58,7 @@ def main(argv=None) -> list[dict]:
     x = rng.uniform(size=(size, size, 3)).astype(np.float32)
     base = np.zeros_like(x)
     labels = superpixel_map(size, size, 4, 4)
-    peak = measure_peak(256 if args.quick else 4096)  # as benchmarks.run and digits: a small matmul understates the peak
+    peak = measure_peak(256 if args.quick else 4096)  # as benchmarks.suites.rates and digits: a small matmul understates the peak
     forward_flops = program_flops(lambda v, xb: module.apply(v, xb), variables, jnp.asarray(x)[None])
     print(f"float32 matmul peak {peak['peak']:.1f} GFLOP/s; one forward pass {forward_flops / 1e6:.1f} MFLOP",
           flush=True)
@@ -110,7 +111,7 @@ def main(argv=None) -> list[dict]:
         record = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_name(),
                       cpus=os.cpu_count(), load_avg_1min=os.getloadavg()[0], peak_gflops=peak, jax=jax.__version__,
                       torch=torch.__version__, n_samples=n_samples, batch=batch, rows=rows)
-        path = os.path.join(os.path.dirname(__file__), "RESULTS_perturbation.json")
+        path = os.path.join(RESULTS, "RESULTS_perturbation.json")
         with open(path + ".tmp", "w") as fh:
             json.dump(record, fh, indent=1)
         os.replace(path + ".tmp", path)

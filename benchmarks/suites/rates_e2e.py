@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import models as M
-from benchmarks.jax_side import JaxModel, method_options
-from benchmarks.sizes import sizes
-from benchmarks.timing import block, time_call
+from benchmarks.harness import models as M
+from benchmarks.harness.jax_side import JaxModel, method_options
+from benchmarks.harness.sizes import sizes
+from benchmarks.harness.timing import block, time_call
 from cocoa_jax import explicand_program, meshes
 
 
@@ -22,7 +22,7 @@ def section_e2e(quick: bool, mesh, peak: float, scale: int = 1) -> dict:
     K targets per pass) vs the official way (one explicand at a time, each target separately)."""
     import torch
 
-    from benchmarks import torch_side as T
+    from tests.reference import torch_side as T
 
     name = "tiny_resnet" if quick else "resnet18_cifar"
     spec = M.tiny_spec() if quick else M.SPECS[name]

@@ -1,6 +1,6 @@
 """Where `cocoa-jax explain`'s time goes: first run (empty compilation cache) vs repeated run.
 
-    python -m benchmarks.explain_first_run [--repeats 2] [--profiles paper,fast] [--out PATH] [--quick]
+    python -m benchmarks.suites.explain_first_run [--repeats 2] [--profiles paper,fast] [--out PATH] [--quick]
 
 Runs the INSTALLED `cocoa-jax explain` (no arguments: the digits encoder, 4 explicands, 4 targets,
 IG / GradientSHAP / RISE) as a user does, in a subprocess, with `$COCOA_JAX_CACHE_DIR` pointing at
@@ -12,7 +12,7 @@ the phases `settings.json` records (load = model + data, targets = encoding corp
 explicands + baselines, one entry per method = its compile (when not cached) + compute, write =
 figure + files), start-up = wall -
 the command's own total (interpreter, imports, argument checks), the process's CPU seconds (user +
-system, all threads), and the 1-minute load average before the run. Writes benchmarks/RESULTS_explain.md and a .json beside it.
+system, all threads), and the 1-minute load average before the run. Writes benchmarks/results/RESULTS_explain.md and a .json beside it.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from benchmarks import RESULTS
 
 
 def _cli() -> list[str]:
@@ -61,12 +61,12 @@ def run_once(out_dir: str, cache: str, profile: str, extra_env=None, quick: bool
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.explain_first_run", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.suites.explain_first_run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--profiles", default="paper,fast")
     parser.add_argument("--no-threshold", action="store_true", help="skip the min-compile-time comparison")
     parser.add_argument("--quick", action="store_true", help="a tiny explain (smoke test)")
-    parser.add_argument("--out", default=os.path.join(HERE, "RESULTS_explain.md"))
+    parser.add_argument("--out", default=os.path.join(RESULTS, "RESULTS_explain.md"))
     args = parser.parse_args(argv)
     profiles = [p for p in args.profiles.split(",") if p]
     scratch = tempfile.mkdtemp(prefix="cj_first_run_")
@@ -100,7 +100,7 @@ def write(rows: list[dict], path: str) -> None:
     lines = [f"# `cocoa-jax explain`: first run vs repeated run ({time.strftime('%Y-%m-%d')})", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
              f"{platform.python_version()}; shared machine: the 1-minute load average before each run is listed. "
-             f"Seconds, min / median over runs. `python -m benchmarks.explain_first_run`.", "",
+             f"Seconds, min / median over runs. `python -m benchmarks.suites.explain_first_run`.", "",
              "| profile | mode | runs | load avg | " + " | ".join(phases) + " |",
              "|---|---|---|---|" + "---|" * len(phases)]
     keys = []

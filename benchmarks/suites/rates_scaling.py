@@ -9,14 +9,14 @@ import sys
 
 import jax
 
-from benchmarks import models as M
-from benchmarks.jax_side import JaxModel, jax_measure
-from benchmarks.roofline import fraction
-from benchmarks.sizes import sizes
-from benchmarks.timing import REPEATS
+from benchmarks import REPO
+from benchmarks.harness import models as M
+from benchmarks.harness.jax_side import JaxModel, jax_measure
+from benchmarks.harness.roofline import fraction
+from benchmarks.harness.sizes import sizes
+from benchmarks.harness.timing import REPEATS
 from cocoa_jax import meshes
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _model(quick: bool):
@@ -58,7 +58,7 @@ def section_devices(quick: bool, peak: float, flops_fwd: float, flops_grad: floa
     rows = []
     counts = (2,) if quick else (1, 2, 4)
     for n in counts:
-        cmd = [sys.executable, "-m", "benchmarks.run", "--worker", "devices", "--devices", str(n)]
+        cmd = [sys.executable, "-m", "benchmarks.suites.rates", "--worker", "devices", "--devices", str(n)]
         if quick:
             cmd.append("--quick")
         env = dict(os.environ, XLA_FLAGS=meshes.host_device_count_flags(n, os.environ.get("XLA_FLAGS", "")))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from benchmarks.roofline import fraction
+from benchmarks.harness.roofline import fraction
 
 UNIT = {"rise": "masks/s", "integrated_gradients": "steps/s", "gradient_shap": "steps/s", "insdel": "evals/s"}
 

@@ -1,11 +1,11 @@
 """The official COCOA scripts THEMSELVES, timed on the protocol benchmark's data and weights.
 
-`benchmarks.protocol --official-scripts REPO` calls `run_official_scripts`: REPO is a checkout of
+`benchmarks.suites.protocol --official-scripts REPO` calls `run_official_scripts`: REPO is a checkout of
 suinleelab/cl-explainability (not shipped with cocoa-jax; clone it yourself). For each method and
 target in `scripts/run_loop.py`'s order it runs `scripts/attribute.py` and then `scripts/eval.py`
 with the arguments `scripts/run.py` gives them for one seed and same-class explicands, each in a
 fresh Python process, as run.py does. The scripts are not edited; a launcher
-(`python -m benchmarks.official_scripts SCRIPT ARGS...`, configured by the environment variable
+(`python -m benchmarks.official.scripts SCRIPT ARGS...`, configured by the environment variable
 below) points them at this run's files and setting, then runs the script as `__main__`:
 
 * `constants.DATA_PATH` / `ENCODER_PATH` / `RESULT_PATH` -> the scratch directory (they are the
@@ -41,7 +41,7 @@ import time
 import numpy as np
 
 # run_loop.py's order of methods and targets, its attribution batch sizes (eval.py always runs 32).
-from benchmarks.official_pipeline import ATTRIBUTION_BATCH, METHODS, TARGETS
+from tests.reference.official_pipeline import ATTRIBUTION_BATCH, METHODS, TARGETS
 
 LAUNCH_ENV = "COCOA_JAX_OFFICIAL_LAUNCH"
 SEED = 123  # constants.SEED_LIST[0]
@@ -115,7 +115,7 @@ def commands(s: dict, on_gpu: bool) -> list[tuple[str, str, str, list[str]]]:
 def _launch(config: dict, args: list[str], env: dict, what: str) -> float:
     """Seconds of one launcher process (cwd: the checkout, as run.py runs the scripts)."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.official_scripts"] + args, cwd=config["repo"],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.official.scripts"] + args, cwd=config["repo"],
                           env=dict(env, **{LAUNCH_ENV: json.dumps(config)}), capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
@@ -136,7 +136,7 @@ def probe_imports(repo: str, site: str | None, env: dict) -> str | None:
 
 def run_official_scripts(repo: str, site: str | None, s: dict, n_classes: int, image_root: str, checkpoint: str,
                          scratch: str, on_gpu: bool, env: dict, log=print) -> dict:
-    """Time every script invocation; seconds by phase as `benchmarks.protocol` reports them."""
+    """Time every script invocation; seconds by phase as `benchmarks.suites.protocol` reports them."""
     base = os.path.join(scratch, "official_scripts")
     config = {"repo": os.path.abspath(repo), "site": os.path.abspath(site) if site else None,
               "data": os.path.join(base, "data"), "encoders": os.path.join(base, "encoders"),

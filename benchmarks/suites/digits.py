@@ -1,10 +1,10 @@
-"""Rates of the embedded digits encoder: `python -m benchmarks.digits [--quick]`.
+"""Rates of the embedded digits encoder: `python -m benchmarks.suites.digits [--quick]`.
 
 RISE masks/s and IG gradient steps/s for one explicand, K=1 and K=4 targets (COCOA, corpus,
 label-free, contrastive label-free). Reference in the same run: our own slower path, the K=4
 targets run one at a time (4 scalar targets, as the official code does). Roofline fraction:
 XLA cost-analysis FLOPs of one unit x rate / float32 matmul peak measured in the same run.
-Appends its table to benchmarks/RESULTS_digits.md (or --out).
+Appends its table to benchmarks/results/RESULTS_digits.md (or --out).
 """
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ if __name__ == "__main__" and "jax" not in sys.modules:  # before JAX starts: on
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from benchmarks.run import measure_peak, time_call  # noqa: E402
+from benchmarks import RESULTS  # noqa: E402
+from benchmarks.harness.roofline import measure_peak  # noqa: E402
+from benchmarks.harness.timing import time_call  # noqa: E402
 from cocoa_jax import explicand_program, meshes, models, targets  # noqa: E402
 from cocoa_jax.data.digits import load_digits_split  # noqa: E402
 
@@ -56,9 +58,9 @@ def _unit_flops(model, method, k):
 
 
 def main(argv=None) -> str:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.digits", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.suites.digits", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "RESULTS_digits.md"))
+    parser.add_argument("--out", default=os.path.join(RESULTS, "RESULTS_digits.md"))
     args = parser.parse_args(argv)
     sizes = {"masks": 200, "steps": 8} if args.quick else {"masks": 2000, "steps": 50}
     repeats = 1 if args.quick else 3
@@ -93,7 +95,7 @@ def main(argv=None) -> str:
     text = header + "\n".join(rows) + "\n"
     print(text)
     with open(args.out, "w") as fh:
-        fh.write(f"Written by `python -m benchmarks.digits`; jax {jax.__version__}.\n\n" + text)
+        fh.write(f"Written by `python -m benchmarks.suites.digits`; jax {jax.__version__}.\n\n" + text)
     return text
 
 

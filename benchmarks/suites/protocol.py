@@ -1,6 +1,6 @@
 """The paper's protocol end to end: `cocoa-jax sweep` against the official pipeline's work.
 
-    python -m benchmarks.protocol [--settings issue|paper|quick] [--devices N] [--out PATH]
+    python -m benchmarks.suites.protocol [--settings issue|paper|quick] [--devices N] [--out PATH]
                                   [--skip-official] [--classes N] [--overwrite]
                                   [--official-scripts REPO [--official-site DIR]]
 
@@ -15,16 +15,16 @@ Then it times, in this order:
   (a) `cocoa-jax sweep` as a subprocess, cold (fresh run dir and compile cache) and warm (fresh
       run dir, the cold run's compile cache); phases from the unit rows (attribution,
       evaluation) and the rest (start-up, compiling, corpus/foil encoding = total - phases);
-  (b) the official pipeline's work restated in PyTorch (`benchmarks.official_pipeline`) on the
+  (b) the official pipeline's work restated in PyTorch (`tests.reference.official_pipeline`) on the
       same data and weights, on the same device kind, by phase;
   (b') with --official-scripts REPO: the official scripts THEMSELVES from a checkout of
-      suinleelab/cl-explainability (`benchmarks.official_scripts`), same data and weights;
+      suinleelab/cl-explainability (`benchmarks.official.scripts`), same data and weights;
   (c) encoder passes per explicand on each side by phase, and the speed-up they allow (the
       bound: official forward-equivalents / cocoa-jax forward-equivalents, a backward pass
       weighted by its FLOPs relative to a forward pass from XLA's cost analysis) next to the
       measured ratio and the fraction of the bound reached;
   (d) the FLOP roofline fraction of each phase (XLA cost-analysis FLOPs per image x images /
-      seconds / the float32 matmul peak measured in the same run, `benchmarks.run.measure_peak`);
+      seconds / the float32 matmul peak measured in the same run, `benchmarks.harness.roofline.measure_peak`);
   (e) on a CPU backend: 1 vs 2 forced host devices for a whole sweep, cold and warm (`--devices
       1|2`; the (a) runs are reused for their own device count; not with `--settings quick`).
 
@@ -33,7 +33,7 @@ Settings: `issue` = the issue's (1 class, 2 explicands, corpus 100, foil 100, 4 
 paper's (25 explicands per class, foil 1500, RISE 5000; `--classes`, default 1); `quick` = tiny
 sizes for the smoke test. Nothing is downloaded. Works from the repository root with
 `PYTHONPATH=.` and cocoa-jax not installed (the CLI runs as `python -m cocoa_jax` with this
-interpreter). Writes benchmarks/RESULTS_protocol[_SETTINGS].md (or --out) and a .json beside it.
+interpreter). Writes benchmarks/results/RESULTS_protocol[_SETTINGS].md (or --out) and a .json beside it.
 """
 from __future__ import annotations
 
@@ -52,9 +52,9 @@ import time
 
 import numpy as np
 
-from benchmarks.machine import cpu_name
+from benchmarks import REPO, RESULTS
+from benchmarks.harness.machine import cpu_name
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCH = "simsiam_cifar_resnet18"
 # cocoa-jax method names <-> the official scripts' names.
 METHODS = {"integrated_gradients": "int_grad", "gradient_shap": "gradient_shap", "rise": "rise"}
@@ -71,12 +71,12 @@ SETTINGS = {
 
 
 def _parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.protocol", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.suites.protocol", description=__doc__.split("\n\n")[0])
     parser.add_argument("--settings", choices=sorted(SETTINGS), default="issue")
     parser.add_argument("--devices", type=int, default=None, metavar="N",
                         help="devices for the timed cocoa-jax sweeps (default: the sweep's own, all local devices)")
     parser.add_argument("--classes", type=int, default=None, metavar="N", help="classes (default: 1)")
-    parser.add_argument("--out", default=None, help="results markdown (default benchmarks/RESULTS_protocol[_S].md)")
+    parser.add_argument("--out", default=None, help="results markdown (default benchmarks/results/RESULTS_protocol[_S].md)")
     parser.add_argument("--work-dir", default=None, help="scratch parent directory (default: a new temp dir)")
     parser.add_argument("--skip-official", action="store_true", help="time cocoa-jax only (no ratio)")
     parser.add_argument("--skip-devices", action="store_true", help="skip (e), 1 vs 2 host devices")
@@ -88,7 +88,7 @@ def _parse_args(argv=None):
                              "fast), cold and warm, against the same official run")
     parser.add_argument("--official-scripts", default=None, metavar="REPO",
                         help="also time the official scripts THEMSELVES from this checkout of "
-                             "suinleelab/cl-explainability (benchmarks.official_scripts; not with --settings quick)")
+                             "suinleelab/cl-explainability (benchmarks.official.scripts; not with --settings quick)")
     parser.add_argument("--official-site", default=None, metavar="DIR",
                         help="a `pip install --target` directory with torchvision, pytorch-lightning and "
                              "torchmetrics for the official scripts")
@@ -109,7 +109,7 @@ def _parse_args(argv=None):
     if args.official_site is not None and args.official_scripts is None:
         parser.error("--official-site needs --official-scripts REPO")
     if args.official_scripts is not None and args.worker is None:
-        from benchmarks import official_scripts
+        from benchmarks.official import scripts as official_scripts
 
         problem = official_scripts.check_repo(args.official_scripts) \
             or official_scripts.check_settings(SETTINGS[args.settings])
@@ -121,7 +121,7 @@ def _parse_args(argv=None):
             parser.error(f"--official-scripts / --official-site: {problem}")
     if args.out is None:
         suffix = "" if args.settings == "issue" else f"_{args.settings}"
-        args.out = os.path.join(REPO, "benchmarks", f"RESULTS_protocol{suffix}.md")
+        args.out = os.path.join(RESULTS, f"RESULTS_protocol{suffix}.md")
     if args.worker is None and os.path.exists(args.out) and not args.overwrite:
         parser.error(f"{args.out} exists; pass --overwrite to replace it (or --out PATH)")
     return args
@@ -149,7 +149,7 @@ def _run(cmd, env, what: str, timeout: float = 7200) -> tuple[subprocess.Complet
 
 
 def _worker(name: str, payload: dict, env: dict) -> dict:
-    proc, _ = _run([sys.executable, "-m", "benchmarks.protocol", "--worker", name, "--worker-args",
+    proc, _ = _run([sys.executable, "-m", "benchmarks.suites.protocol", "--worker", name, "--worker-args",
                     json.dumps(payload), "--out", os.devnull], env, f"worker {name}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -211,7 +211,7 @@ def build_image_folder(root: str, min_train: int, seed: int = 0) -> dict:
 
 
 def _torch_encoder():
-    from benchmarks.torch_models import CifarResNet18, randomize_
+    from tests.reference.torch_models import CifarResNet18, randomize_
     return CifarResNet18, randomize_
 
 
@@ -279,7 +279,7 @@ def worker_roofline(payload: dict) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from benchmarks.run import measure_peak
+    from benchmarks.harness.roofline import measure_peak
     from cocoa_jax import models
 
     model = models.load(ARCH, payload["encoder_dir"])
@@ -370,7 +370,7 @@ def cocoa_jax_passes(s: dict, n_classes: int) -> dict:
 
 
 def official_settings(s: dict, classes: list):
-    from benchmarks.official_pipeline import Settings
+    from tests.reference.official_pipeline import Settings
     return Settings(classes=tuple(classes), explicands=s["explicands"], corpus_size=s["corpus"], foil_size=s["foil"],
                     ig_steps=s["ig_steps"], gs_samples=s["gs_samples"], rise_masks=s["rise_masks"],
                     eval_steps=s["eval_steps"])
@@ -379,7 +379,7 @@ def official_settings(s: dict, classes: list):
 def run_official_side(s: dict, classes: list, root: str, checkpoint: str, device: str, grad_mode: str) -> dict:
     import torch
 
-    from benchmarks import official_pipeline as O
+    from tests.reference import official_pipeline as O
     from cocoa_jax.data.image_folder import ImageFolder
     from cocoa_jax.models.preprocessing import CIFAR
 
@@ -551,7 +551,7 @@ def render(out: dict) -> str:
         ratios = a["scripts_ratio"]
         lines += [f"**Against the official scripts themselves** (`scripts/attribute.py` + `scripts/eval.py` from "
                   f"{scripts['repo']} at {scripts['commit'][:7]}, one process per script as `scripts/run.py` runs them, "
-                  f"`benchmarks.official_scripts`): {scripts['seconds']['total']:.1f} s, **{ratios['cold']:.1f}x cold, "
+                  f"`benchmarks.official.scripts`): {scripts['seconds']['total']:.1f} s, **{ratios['cold']:.1f}x cold, "
                   f"{ratios['warm']:.1f}x warm**"
                   + (f"; `--estimators {profile['name']}` {a['profile']['scripts_ratio']['cold']:.1f}x cold, "
                      f"{a['profile']['scripts_ratio']['warm']:.1f}x warm" if profile else "")
@@ -567,7 +567,7 @@ def render(out: dict) -> str:
                   f"over the paper profile {pa['over_paper']['cold']:.2f}x cold, {pa['over_paper']['warm']:.2f}x warm"
                   + (f"; **over the official pipeline {pa['ratio']['cold']:.1f}x cold, {pa['ratio']['warm']:.1f}x "
                      f"warm** (pass-count bound {pa['bound']:.1f}x)" if "ratio" in pa else "")
-                  + ". Quality at equal settings is `benchmarks.estimator_profiles`' question (a trained encoder; "
+                  + ". Quality at equal settings is `benchmarks.suites.estimator_profiles`' question (a trained encoder; "
                     "this one has random weights).", ""]
     lines += ["## Encoder passes per explicand (images through the encoder; forward / backward)", "",
               "| phase | official | cocoa-jax |", "|---|---|---|"]
@@ -645,7 +645,7 @@ def main(args) -> dict:
     info = _worker("env", {}, env)
     out["env"] = dict(info, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                       machine=_machine(info["backend"], info["device_kind"]),
-                      command="python -m benchmarks.protocol " + " ".join(sys.argv[1:]))
+                      command="python -m benchmarks.suites.protocol " + " ".join(sys.argv[1:]))
     print(f"protocol benchmark ({args.settings}): JAX {info['backend']} ({info['device_kind']}); {info['versions']}",
           flush=True)
 
@@ -714,14 +714,14 @@ def main(args) -> dict:
         if device == "cuda":
             torch.cuda.empty_cache()
     else:
-        from benchmarks.official_pipeline import expected_passes
+        from tests.reference.official_pipeline import expected_passes
         out["passes"]["official"] = expected_passes(official_settings(s, classes))
         out["notes"].append("official side not run (--skip-official): its pass counts are the closed form "
                             "`official_pipeline.expected_passes`; no measured ratio")
 
     # (b') the official scripts themselves, same data and weights.
     if args.official_scripts:
-        from benchmarks.official_scripts import run_official_scripts
+        from benchmarks.official.scripts import run_official_scripts
         print(f"  official scripts from {args.official_scripts} ...", flush=True)
         out["official_scripts"] = run_official_scripts(args.official_scripts, args.official_site, s, n_classes, root,
                                                        checkpoint, scratch, info["backend"] == "gpu", env)

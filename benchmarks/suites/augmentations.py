@@ -1,6 +1,6 @@
 """Paper Section 4.2, measured: does COCOA put its positive attribution on the original's content?
 
-    python -m benchmarks.augmentations [--seeds 5] [--explicands 64] [--out runs/augmentations_benchmark.json]
+    python -m benchmarks.suites.augmentations [--seeds 5] [--explicands 64] [--out runs/augmentations_benchmark.json]
 
 On the embedded digits encoder, for every seed: `--explicands` random test digits, a foil of
 1060 random training digits (`targets.foil_size(0.01, 0.05, nonnegative=True)`), and
@@ -101,7 +101,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.augmentations", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.suites.augmentations", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--explicands", type=int, default=64, help="test digits per seed (default 64: 320 in all)")
     parser.add_argument("--out", default=os.path.join("runs", "augmentations_benchmark.json"))

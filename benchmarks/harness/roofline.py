@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.timing import time_call
+from benchmarks.harness.timing import time_call
 
 
 def measure_peak(n: int, repeats: int = 3) -> dict:

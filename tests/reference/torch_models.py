@@ -1,9 +1,9 @@
 """The SimSiam CIFAR ResNet-18 in PyTorch, with the state-dict key names of the real checkpoints.
 
 The layout `cocoa-jax convert simsiam_cifar_resnet18` reads (3x3 stem, no max-pool, `shortcut`
-projections, `avg_pool2d(out, 4)`, head `fc`): `benchmarks.protocol` saves a random one in the
-official linear-eval checkpoint format and runs the official pipeline on it. (The benchmarks' own
-copy: benchmarks do not import from tests/; `benchmarks.models` has torch ResNets with other key
+projections, `avg_pool2d(out, 4)`, head `fc`): `benchmarks.suites.protocol` saves a random one in the
+official linear-eval checkpoint format and runs the official pipeline on it; the ResNet tests
+compare the Flax port with it. (`benchmarks.harness.models` has torch ResNets with other key
 names, for timing only.) Imports torch: import this module lazily.
 """
 from __future__ import annotations

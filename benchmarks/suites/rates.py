@@ -1,4 +1,4 @@
-"""cocoa-jax benchmark suite: one command, `python -m benchmarks.run [--quick] [--out PATH]`.
+"""The rates suite: cocoa-jax vs PyTorch on one machine, `python -m benchmarks rates [--quick] [--out PATH]`.
 
 Measures, for CIFAR ResNet-18 (32 px), ResNet-50, the CLIP ViT-B/32 image tower, DINOv2
 ViT-S/14 and the CLIP ViT-B/16 image tower (224 px), random weights: RISE masks/s, IG and
@@ -16,12 +16,13 @@ passes; Captum: K forward-backward passes, one target per call).
 
 On CPU, cocoa-jax runs over `--devices` forced host devices (default: the core count, set
 before JAX starts): measured, one XLA CPU device leaves part of the cores idle.
-Writes benchmarks/RESULTS.md (or --out) and a .json beside it; prints the tables.
+Writes benchmarks/results/RESULTS.md (or --out) and a .json beside it; prints the tables.
 
-This file is the driver (flags, which sections run, the results files). The harness: sizes
-(`sizes`), timing (`timing`), the roofline (`roofline`), the table row (`rate_row`), the two
-sides (`jax_side`, `torch_side`, models in `models`), the sections (`suite_rates`,
-`suite_scaling`, `suite_precision`, `suite_e2e`) and the markdown (`run_report`).
+This file runs the suite (flags, which sections run, the results files). The harness
+(`benchmarks/harness/`): sizes, timing, the roofline, the table row (`rate_row`), the cocoa-jax
+side (`jax_side`), the PyTorch side's rates (`torch_rates`, timing the reference
+`tests/reference/torch_side.py`), models (`models`); the sections (`rates_table`, `rates_scaling`,
+`rates_precision`, `rates_e2e`, beside this file) and the markdown (`benchmarks/report.py`).
 """
 from __future__ import annotations
 
@@ -37,9 +38,9 @@ SECTIONS = ("main", "batch", "devices", "bf16", "steps", "e2e")
 
 
 def _parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.suites.rates", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, < ~1 min (smoke test)")
-    parser.add_argument("--out", default=None, help="results markdown path (default benchmarks/RESULTS.md)")
+    parser.add_argument("--out", default=None, help="results markdown path (default benchmarks/results/RESULTS.md)")
     parser.add_argument("--devices", type=int, default=None,
                         help="forced CPU host devices for cocoa-jax (default: os.cpu_count())")
     parser.add_argument("--models", default=None, help="comma-separated subset of models")
@@ -69,19 +70,18 @@ if __name__ == "__main__" and "jax" not in sys.modules:
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks import models as M  # noqa: E402
-from benchmarks.jax_side import HAS_METRICS, JaxModel  # noqa: E402
-from benchmarks.machine import cpu_name  # noqa: E402
-from benchmarks.roofline import measure_peak  # noqa: E402,F401  (other benchmarks import it from here)
-from benchmarks.run_report import kept_findings, render  # noqa: E402
-from benchmarks.suite_e2e import section_e2e  # noqa: E402
-from benchmarks.suite_precision import section_bf16, section_steps  # noqa: E402
-from benchmarks.suite_rates import section_main  # noqa: E402
-from benchmarks.suite_scaling import section_batch_size, section_devices, worker_devices  # noqa: E402
-from benchmarks.timing import time_call  # noqa: E402,F401  (other benchmarks import it from here)
+from benchmarks import RESULTS  # noqa: E402
+from benchmarks.harness import models as M  # noqa: E402
+from benchmarks.harness.jax_side import HAS_METRICS, JaxModel  # noqa: E402
+from benchmarks.harness.machine import cpu_name  # noqa: E402
+from benchmarks.harness.roofline import measure_peak  # noqa: E402
+from benchmarks.report import kept_findings, render  # noqa: E402
+from benchmarks.suites.rates_e2e import section_e2e  # noqa: E402
+from benchmarks.suites.rates_precision import section_bf16, section_steps  # noqa: E402
+from benchmarks.suites.rates_table import section_main  # noqa: E402
+from benchmarks.suites.rates_scaling import section_batch_size, section_devices, worker_devices  # noqa: E402
 from cocoa_jax import meshes  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def torch_device(choice: str = "auto") -> str:
@@ -110,7 +110,7 @@ def environment(args) -> dict:
                     f"torch {torch.__version__}, captum {captum_v}, numpy {np.__version__}",
         "devices": f"{jax.device_count()} x {jax.devices()[0].platform}",
         "torch_threads": torch.get_num_threads(),
-        "command": " ".join(["python -m benchmarks.run"] + (sys.argv[1:] if args is ARGS else
+        "command": " ".join(["python -m benchmarks.suites.rates"] + (sys.argv[1:] if args is ARGS else
                                                               (["--quick"] if args.quick else []))),
         "notes": [],
     }
@@ -134,7 +134,7 @@ def main(args) -> dict:
         print(json.dumps(worker_devices(args.quick)))
         return {}
     t_start = time.perf_counter()
-    out_path = args.out or os.path.join(REPO, "benchmarks", "RESULTS.md")
+    out_path = args.out or os.path.join(RESULTS, "RESULTS.md")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = skip - set(SECTIONS)
     if unknown:

@@ -1,4 +1,4 @@
-"""Quality vs encoder passes of the opt-in estimators: `python -m benchmarks.estimators [--quick]`.
+"""Quality vs encoder passes of the opt-in estimators: `python -m benchmarks.suites.estimators [--quick]`.
 
 For each model (the embedded digits encoder; CIFAR ResNet-18 and a reduced CLIP ViT image tower,
 random weights) and the 4 targets stacked (label-free, contrastive label-free, corpus, COCOA;
@@ -14,7 +14,7 @@ the end-to-end speed-up per explicand (passes ratio x measured passes/s ratio).
 
 Units: a pass is one masked forward pass (RISE) or one path point / sample with the gradients
 of all 4 targets (GradientSHAP, IG). Times exclude compilation. Writes
-benchmarks/RESULTS_estimators.md (or --out), a .json and a .png beside it.
+benchmarks/results/RESULTS_estimators.md (or --out), a .json and a .png beside it.
 """
 from __future__ import annotations
 
@@ -32,9 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from benchmarks import models as M
-from benchmarks.machine import cpu_name
-from benchmarks.run import measure_peak
+from benchmarks import RESULTS
+from benchmarks.harness import models as M
+from benchmarks.harness.machine import cpu_name
+from benchmarks.harness.roofline import measure_peak
 from cocoa_jax import baselines, explicand_program, metrics, models, targets
 from cocoa_jax.data.digits import load_digits_split
 
@@ -334,7 +335,7 @@ def render(out: dict) -> str:
              "about 10 on 2 cores during the run); every option does the same encoder work per pass, so "
              "the passes ratio is the reliable speed-up. For the same reason the matmul peak measured "
              "here is depressed and the roofline column exceeds 100% in places: treat it as relative "
-             "only (benchmarks/RESULTS.md has roofline fractions from a quiet machine). "
+             "only (benchmarks/results/RESULTS.md has roofline fractions from a quiet machine). "
              "Insertion/deletion AUCs use "
              f"{out['benches'][0]['insdel_steps'] if out['benches'] else 20} steps.", ""]
     for b in out["benches"]:
@@ -421,9 +422,9 @@ def environment(command: str) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.estimators", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.suites.estimators", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: digits only, 1 explicand, tiny counts")
-    parser.add_argument("--out", default=None, help="Markdown output (default benchmarks/RESULTS_estimators.md; "
+    parser.add_argument("--out", default=None, help="Markdown output (default benchmarks/results/RESULTS_estimators.md; "
                                                     "with --quick runs/estimators/RESULTS_quick.md)")
     parser.add_argument("--models", nargs="+", choices=["digits", "resnet18", "clip"], default=None)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -443,17 +444,16 @@ def main(argv=None) -> dict:
                                            and s["estimator"] != "default")
         _write_outputs(out, os.path.splitext(args.render)[0] + ".md")
         return out
-    here = os.path.dirname(os.path.abspath(__file__))
     out_path = args.out or (os.path.join("runs", "estimators", "RESULTS_quick.md") if args.quick
-                            else os.path.join(here, "RESULTS_estimators.md"))
+                            else os.path.join(RESULTS, "RESULTS_estimators.md"))
     if os.path.exists(out_path) and not args.overwrite:
-        print(f"python -m benchmarks.estimators: error: {out_path} exists (pass --overwrite)", file=sys.stderr)
+        print(f"python -m benchmarks.suites.estimators: error: {out_path} exists (pass --overwrite)", file=sys.stderr)
         raise SystemExit(2)
     start = time.perf_counter()
     log = lambda msg: print(msg, flush=True)
     peak = measure_peak(512 if args.quick else 2048, 1 if args.quick else 3)["peak"]
     log(f"matmul peak {peak:.1f} GFLOP/s")
-    command = "python -m benchmarks.estimators" + (" --quick" if args.quick else "") + (
+    command = "python -m benchmarks.suites.estimators" + (" --quick" if args.quick else "") + (
         f" --models {' '.join(args.models)}" if args.models else "")
     out = {"environment": environment(command), "peak_gflops": peak, "benches": []}
     for bench in build_benches(args.quick, args.models):

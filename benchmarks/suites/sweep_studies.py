@@ -1,6 +1,6 @@
 """A corpus-size study as ONE sweep vs one sweep per size, on the embedded digits encoder.
 
-    python -m benchmarks.sweep_studies OUT_DIR [--sizes 1,5,20,50,100,120] [--devices 2]
+    python -m benchmarks.suites.sweep_studies OUT_DIR [--sizes 1,5,20,50,100,120] [--devices 2]
 
 Tiny settings (2 corpus classes x 2 explicands, 1 seed, IG 8 steps, RISE 200 masks, 16 ablation
 steps, foil 200), no persistent compile cache. Each sweep is one `cocoa-jax sweep` command (a fresh

@@ -219,7 +219,7 @@ def init_torch(spec: ModelSpec, seed: int = 0, channels_last: bool = False):
 
 def _clip_anytorch_model():
     """clip-anytorch's `model.py` (openai/CLIP's model code)."""
-    from benchmarks.torch_models import clip_anytorch_file
+    from tests.reference.torch_models import clip_anytorch_file
     module = clip_anytorch_file("model")
     if module is None:
         raise ImportError("clip-anytorch is not installed (pip install --no-deps clip-anytorch)")

@@ -115,7 +115,7 @@ def openai_clip_model(config: dict, seed: int, gelu: bool = False):
     after `.float()`. gelu: QuickGELU swapped for torch.nn.GELU, open_clip's standard CLIP (same
     layout). Skips the calling test when clip-anytorch is not installed."""
     import pytest
-    from benchmarks.torch_models import clip_anytorch_file
+    from tests.reference.torch_models import clip_anytorch_file
     clip_model = clip_anytorch_file("model")
     if clip_model is None:
         pytest.skip("clip-anytorch not installed (pip install --no-deps clip-anytorch)")

@@ -1,6 +1,6 @@
 """Estimator profiles `paper` vs `fast` on a small digits sweep: wall time and the AUC table.
 
-    python -m benchmarks.estimator_profiles [--seeds 0,1,2] [--classes 0,1,2] [--out PATH] [--quick]
+    python -m benchmarks.suites.estimator_profiles [--seeds 0,1,2] [--classes 0,1,2] [--out PATH] [--quick]
 
 Runs the INSTALLED `cocoa-jax sweep` twice on the reduced digits protocol (docs/sweep.md) with the
 paper's estimator counts (methods = {} each: IG 50 steps, GradientSHAP 50 samples, RISE 5000
@@ -10,7 +10,7 @@ compilation cache (both are first runs), the profiles' order alternating over `-
 Reports both wall times and their ratio, the attribution seconds per method (from the units'
 rows), and for every cell (method x target x insertion/deletion x measure) of the AUC table
 whether fast's mean over seeds lies inside paper's 95% confidence interval over seeds (Student t,
-as `cocoa-jax report`). Writes benchmarks/RESULTS_profiles.md and a .json beside it.
+as `cocoa-jax report`). Writes benchmarks/results/RESULTS_profiles.md and a .json beside it.
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from benchmarks import RESULTS
+
 PAPER_METHODS = {"integrated_gradients": {}, "gradient_shap": {}, "rise": {}}
 
 
@@ -83,13 +84,13 @@ def attribution_seconds(run_dir: str) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.estimator_profiles",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.suites.estimator_profiles",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--classes", default="0,1,2")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny counts (smoke test)")
-    parser.add_argument("--out", default=os.path.join(HERE, "RESULTS_profiles.md"))
+    parser.add_argument("--out", default=os.path.join(RESULTS, "RESULTS_profiles.md"))
     parser.add_argument("--rewrite", action="store_true", help="only rewrite --out from its .json")
     parser.add_argument("--code", default=None,
                         help="run `python -m cocoa_jax` from this checkout (PYTHONPATH) instead of the installed one")
@@ -155,7 +156,7 @@ def write(result: dict, path: str) -> None:
     walls = result["walls"]
     ratio = min(walls["paper"]) / min(walls["fast"])
     lines = [f"# Estimator profiles on a digits sweep ({time.strftime('%Y-%m-%d')})", "",
-             f"`python -m benchmarks.estimator_profiles`: `cocoa-jax sweep` on the reduced digits protocol, seeds "
+             f"`python -m benchmarks.suites.estimator_profiles`: `cocoa-jax sweep` on the reduced digits protocol, seeds "
              f"{result['seeds']}, classes {result['classes']}, 5 explicands per class, the paper's counts "
              f"(`methods` = {{}} each), `estimators` paper vs fast, each a first run (empty compilation cache). "
              f"Machine: {os.cpu_count()} CPUs, shared (1-minute load average before each sweep: "

@@ -1,6 +1,6 @@
 """Pointing game for cross-modal localisation on the shipped digits dual encoder (paper Sec. 4.3).
 
-    python -m benchmarks.localize [--seeds 5] [--images 100] [--n-steps 16] [--n-samples 16] [--n-masks 500]
+    python -m benchmarks.suites.localize [--seeds 5] [--images 100] [--n-steps 16] [--n-samples 16] [--n-masks 500]
 
 Each seed draws `--images` 2x2 grids of four held-out digits of different classes (64x64) with a
 random queried tile; COCOA's corpus is the query caption "This is a photo of a {digit}", its

@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import models as M
-from benchmarks.jax_side import JaxModel
-from benchmarks.sizes import sizes
-from benchmarks.timing import REPEATS, block, compile_timed, time_call
+from benchmarks.harness import models as M
+from benchmarks.harness.jax_side import JaxModel
+from benchmarks.harness.sizes import sizes
+from benchmarks.harness.timing import REPEATS, block, compile_timed, time_call
 from cocoa_jax import attribution, baselines
 
 

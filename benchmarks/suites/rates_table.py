@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from benchmarks import models as M
-from benchmarks.jax_side import JaxModel, jax_measure
-from benchmarks.rate_row import RateRow
-from benchmarks.sizes import sizes
-from benchmarks.timing import REPEATS
+from benchmarks.harness import models as M
+from benchmarks.harness.jax_side import JaxModel, jax_measure
+from benchmarks.harness.rate_row import RateRow
+from benchmarks.harness.sizes import sizes
+from benchmarks.harness.timing import REPEATS
 
 
 def spec_of(name: str) -> M.ModelSpec:
@@ -18,7 +18,7 @@ def spec_of(name: str) -> M.ModelSpec:
 def section_main(model_names, quick: bool, mesh, peak: float, out: dict, scale: int = 1,
                  torch_device: str = "cpu") -> list:
     """RateRows of every model's cells; records each model's FLOPs per unit in out["flops"]."""
-    from benchmarks.torch_side import torch_measure
+    from benchmarks.harness.torch_rates import torch_measure
 
     rows = []
     torch_cache: dict = {}

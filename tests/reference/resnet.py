@@ -75,9 +75,9 @@ class TorchvisionResNet(nn.Module):
         return self.fc(x) if apply_head else x
 
 
-# The SimSiam CIFAR ResNet-18 and the randomiser live once, with the benchmarks that also save
-# it as a checkpoint (benchmarks never import from tests/; tests may import from benchmarks).
-from benchmarks.torch_models import CifarBasicBlock, CifarResNet18, randomize_  # noqa: E402,F401
+# The SimSiam CIFAR ResNet-18 and the randomiser live once (torch_models.py), also used by the
+# protocol benchmark, which saves it as a checkpoint.
+from tests.reference.torch_models import CifarBasicBlock, CifarResNet18, randomize_  # noqa: E402,F401
 
 
 def resnet50(num_classes=1000):

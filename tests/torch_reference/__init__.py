@@ -1,1 +1,0 @@
-"""PyTorch reference models written for cocoa-jax's tests (not imported by the library)."""

@@ -9,6 +9,10 @@ a distance from the explicand, is ↓ for insertion and ↑ for deletion). Cells
 seeds and the half-width of the 95% confidence interval (Student t over seeds), "0.422
 (0.006)"; the best mean of a column, in its direction, in bold. A seed's value is the mean
 over all its explicands (every corpus class).
+
+The run is read once through `tables` (shared with `studies`, whose sections `write_report`
+adds); figures are drawn by `cocoa_jax.viz`. Nothing here loads the runner, its programs or
+the devices: a report needs only the run directory.
 """
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 Each command module (`cocoa_jax.commands.<name>`) defines `add_arguments(parser)` and
 `run(args) -> int`; it is imported only when its command runs (`cocoa-jax --help` loads no JAX).
 
-Errors: a command reports a user mistake by raising `UsageError(message)`; `main` prints
+Errors: a command reports a user mistake by raising `UsageError(message)`
+(`cocoa_jax.commands.errors`, the commands' side: this module imports it, never the reverse); `main` prints
 `cocoa-jax CMD: error: message` on stderr and returns 2, without a traceback. Command-line
 mistakes (unknown flag or command, wrong type, missing argument) are answered the same way by
 the command's own parser, with a close match suggested, exit status 2.
@@ -27,6 +28,8 @@ import errno
 import importlib
 import sys
 
+from cocoa_jax.commands.errors import USAGE_ERROR_STATUS, UsageError, error_line, fail, flag_errors
+
 # command name -> (module, one-line help)
 COMMANDS = {
     "explain": ("cocoa_jax.commands.explain",
@@ -43,29 +46,8 @@ COMMANDS = {
                           "re-train the embedded digits image-text dual encoder (CLIP loss)"),
 }
 
-USAGE_ERROR_STATUS = 2   # argparse's status for a bad command line
 MACHINE_FAULT_STATUS = 1  # the machine failed the work (full disk, read-only file system ...)
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what shells report for Ctrl-C
-
-
-class UsageError(Exception):
-    """A mistake the user can fix (bad argument, missing file, existing output).
-
-    `main` prints it as `cocoa-jax CMD: error: MESSAGE` on stderr and exits with status 2.
-    The message should name the argument and what was expected.
-    """
-
-
-def error_line(command: str | None, message: str) -> str:
-    """The one-line error format of every command: `cocoa-jax CMD: error: message`."""
-    prog = f"cocoa-jax {command}" if command else "cocoa-jax"
-    return f"{prog}: error: {message}"
-
-
-def fail(command: str | None, message: str) -> int:
-    """Print `error_line(command, message)` on stderr and return the usage-error status (2)."""
-    print(error_line(command, message), file=sys.stderr)
-    return USAGE_ERROR_STATUS
 
 
 # errno of an OSError that says the machine (disk, mount, permissions), not the command, failed.
@@ -245,10 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         # The persistent compilation cache, for every command (no JAX import of its own).
         from cocoa_jax import compile_cache
 
-        try:
+        with flag_errors(None):
             compile_cache.configure(args.command, getattr(args, "compile_cache", None))
-        except ValueError as err:
-            raise UsageError(str(err)) from None
         phases.reached("run")
         return int(module.run(args) or 0)
     except UsageError as err:

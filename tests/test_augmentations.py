@@ -223,6 +223,27 @@ def test_positive_share_on_a_hand_built_case():
         A.positive_share(a, mask[:2])
 
 
+def test_view_content_shares_against_numpy():
+    """(M, N, A, K) shares of the command's content_share array, from a float64 NumPy loop."""
+    rng = np.random.default_rng(3)
+    n, a, k, h, w = 2, 3, 2, 4, 5
+    valid = rng.random((n, a, h, w)) > 0.4
+    attributions = {"integrated_gradients": rng.normal(size=(n, a, k, h, w, 3)).astype(np.float32),
+                    "rise": rng.normal(size=(n, a, k, h, w)).astype(np.float32)}
+    views = A.View(np.zeros((n, a, h, w, 3), np.float32), np.zeros((n, a, h, w, 2), np.float32), valid)
+    result = A.AugmentationResult(("original", "flip", "erase"), views, attributions, np.zeros((n, a, k)))
+    got = A.view_content_shares(result, ("rise", "integrated_gradients"))
+    expected = np.zeros((2, n, a, k))
+    for mi, (name, centred) in enumerate((("rise", True), ("integrated_gradients", False))):
+        for i, j, t in np.ndindex(n, a, k):
+            pixel = np.asarray(attributions[name][i, j, t], np.float64)
+            pixel = pixel.sum(-1) if pixel.ndim == 3 else pixel - pixel.mean()
+            positive = np.maximum(pixel, 0)
+            expected[mi, i, j, t] = positive[valid[i, j]].sum() / positive.sum()
+    assert got.shape == (2, n, a, k)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
 def test_pixel_attribution_sums_channels_and_centres_rise():
     ig = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
     np.testing.assert_array_equal(A.pixel_attribution(ig, "integrated_gradients"), ig.sum(-1))

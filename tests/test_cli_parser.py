@@ -124,6 +124,52 @@ def test_command_modules_keep_the_contract():
         assert callable(module.add_arguments) and callable(module.run), name
 
 
+def _imported_modules(path):
+    """Every module a Python file imports (absolute names; `from . import x` resolved in commands)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the commands package (level 1) or cocoa_jax (level 2)
+                base = ".".join(["cocoa_jax", "commands"][:3 - node.level] + ([base] if base else []))
+            names.add(base)
+            names |= {f"{base}.{alias.name}" for alias in node.names}
+    return names
+
+
+def test_commands_never_import_the_dispatcher():
+    """cli.py dispatches the commands: it imports them (and their UsageError), never the reverse."""
+    import pathlib
+
+    import cocoa_jax.commands
+
+    folder = pathlib.Path(cocoa_jax.commands.__file__).parent
+    sources = sorted(folder.glob("*.py"))
+    assert len(sources) >= len(cli.COMMANDS)
+    upward = {p.name: sorted(n for n in _imported_modules(p) if n == "cocoa_jax.cli" or n.startswith("cocoa_jax.cli."))
+              for p in sources}
+    assert not any(upward.values()), upward
+    assert cli.UsageError is cocoa_jax.commands.errors.UsageError  # the dispatcher catches the commands' error
+    # the check itself sees an upward import, in every spelling
+    for line in ("from cocoa_jax.cli import UsageError", "import cocoa_jax.cli", "from cocoa_jax import cli",
+                 "from .. import cli", "def f():\n    from cocoa_jax.cli import fail"):
+        assert "cocoa_jax.cli" in _imported_modules_of_text(line), line
+
+
+def _imported_modules_of_text(text):
+    import pathlib
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = pathlib.Path(folder) / "m.py"
+        path.write_text(text)
+        return _imported_modules(path)
+
+
 # ------------------------------------------------------------------ flags with one meaning each
 
 def _command_parsers():

@@ -246,7 +246,7 @@ def test_ctrl_c_is_one_line_and_status_130(capsys, monkeypatch):
 
 
 def test_usage_error_helper_format(capsys):
-    from cocoa_jax.cli import UsageError, error_line, fail
+    from cocoa_jax.commands.errors import UsageError, error_line, fail
 
     assert error_line("sweep", "bad") == "cocoa-jax sweep: error: bad"
     assert fail("report", "no such run") == 2

@@ -51,11 +51,11 @@ def test_each_mode_reads_its_raw_values(mode_files, name):
         want = expected
         if want.shape[-1] != channels:
             want = want @ LUMA[:, None] if channels == 1 else np.repeat(want, 3, -1)
-        got, notes = files.read("--images", [path], (*MODEL, channels))
+        got, notes = files.read([path], (*MODEL, channels))
         # Mode I from a 12-bit PGM: Pillow has rounded its values to 0..65535 (0.5 / 65535 at most).
         atol = 0.5 / 65535 + 2e-6 if name == "I" else 2e-6
         np.testing.assert_allclose(got[0], np_resize(want, MODEL), atol=atol, rtol=0)
-        assert notes == ((f"--images: {path} ({SOURCE[1]}x{SOURCE[0]} px): first frame of 3",)
+        assert notes == ((f"{path} ({SOURCE[1]}x{SOURCE[0]} px): first frame of 3",)
                          if name == "animated" else ())
 
 
@@ -87,7 +87,7 @@ def test_sixteen_bit_png_equals_its_8_bit_copy(tmp_path):
     ramp = np.linspace(0, 65535, 16 * 16).reshape(16, 16).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "deep.png")
     Image.fromarray(np.round(ramp / 257.0).astype(np.uint8)).save(tmp_path / "flat.png")
-    got, _ = files.read("--images", [str(tmp_path / "deep.png"), str(tmp_path / "flat.png")], (16, 16, 1))
+    got, _ = files.read([str(tmp_path / "deep.png"), str(tmp_path / "flat.png")], (16, 16, 1))
     assert got[0].min() == 0.0 and got[0].max() == 1.0
     assert np.abs(got[0] - got[1]).max() <= 0.5 / 255 + 1e-6
 
@@ -98,7 +98,7 @@ def test_alpha_background_is_a_parameter(mode_files):
         raw = np.asarray(image, np.float64) / 255.0
     rgb, alpha = raw[..., :3], raw[..., 3:]
     for background in (0.0, 1.0, 0.5):
-        got, _ = files.read("--images", [path], (*SOURCE, 3), background=background)
+        got, _ = files.read([path], (*SOURCE, 3), background=background)
         np.testing.assert_allclose(got[0], composite(rgb, alpha, background), atol=1e-6)
     with pytest.raises(ValueError, match="background"):
         pixels.to_float(Image.new("RGBA", (2, 2)), background=2.0)
@@ -127,19 +127,19 @@ def test_exif_orientation_is_applied(tmp_path):
         np.testing.assert_allclose(pixels.to_float(image), np.rot90(stored, -1), atol=1e-7)
     deep = RNG.integers(0, 65536, (5, 7)).astype(np.uint16)
     Image.fromarray(deep).save(tmp_path / "o16.png", exif=exif)
-    got, _ = files.read("--images", [str(tmp_path / "o16.png")], (7, 5, 1))
+    got, _ = files.read([str(tmp_path / "o16.png")], (7, 5, 1))
     np.testing.assert_allclose(got[0, ..., 0], np.rot90(deep, -1) / 65535.0, atol=1e-7)
 
 
 def test_values_without_a_full_scale_are_refused(tmp_path):
     Image.fromarray(np.arange(12, dtype=np.int32).reshape(3, 4) - 5).save(tmp_path / "int32.tif")
-    with pytest.raises(ValueError, match=r"--images: cannot read image .*int32.tif.*32-bit signed integer TIFF"):
-        files.read("--images", [str(tmp_path / "int32.tif")], (4, 4, 1))
+    with pytest.raises(ValueError, match=r"^cannot read image .*int32.tif.*32-bit signed integer TIFF"):
+        files.read([str(tmp_path / "int32.tif")], (4, 4, 1))
     with pytest.raises(ValueError, match="mode I .* from memory has no known bit depth"):
         pixels.to_float(Image.fromarray(np.zeros((2, 2), np.int32)))
     Image.fromarray(np.full((3, 4), 2.5, np.float32)).save(tmp_path / "hdr.tif")
     with pytest.raises(ValueError, match=r"mode F image holds values in \[2.5, 2.5\]; float pixels must lie in"):
-        files.read("--images", [str(tmp_path / "hdr.tif")], (4, 4, 1))
+        files.read([str(tmp_path / "hdr.tif")], (4, 4, 1))
     with pytest.raises(ValueError, match="NaN"):
         pixels.to_float(Image.fromarray(np.full((2, 2), np.nan, np.float32)))
     with pytest.raises(ValueError, match="image mode 'HSV' is not supported"):
@@ -159,7 +159,7 @@ def test_model_resize_crop_takes_full_depth_and_resizes_in_float(tmp_path):
     want = resized[top:top + 12, left:left + 12]
     with Image.open(tmp_path / "deep.png") as image:  # a PIL image of mode I;16 ...
         np.testing.assert_allclose(pipe.resize_crop(image), want, atol=2e-6)
-    got, notes = files.read("--images", [str(tmp_path / "deep.png")], (12, 12, 3), pipe)  # ... or the file
+    got, notes = files.read([str(tmp_path / "deep.png")], (12, 12, 3), pipe)  # ... or the file
     np.testing.assert_allclose(got[0], want, atol=2e-6)
     assert notes == ()
 
@@ -185,19 +185,19 @@ def test_tiny_and_extreme_aspect_images_are_noted_or_refused(tmp_path):
     for name, (h, w) in (("tiny", (3, 3)), ("strip", (10, 200)), ("plain", (30, 34)), ("needle", (2, 300))):
         Image.fromarray(RNG.integers(0, 256, (h, w), dtype=np.uint8)).save(tmp_path / f"{name}.png")
     paths = [str(tmp_path / f"{n}.png") for n in ("tiny", "strip", "plain")]
-    got, notes = files.read("--images", paths, (32, 32, 1))
+    got, notes = files.read(paths, (32, 32, 1))
     assert got.shape == (3, 32, 32, 1)
-    assert notes == (f"--images: {paths[0]} (3x3 px): upscaled 10.7x; stretched to 32x32",
-                     f"--images: {paths[1]} (200x10 px): aspect 20.0:1; stretched to 32x32")
-    _, notes = files.read("--corpus", paths, (224, 224, 3), pp.IMAGENET)
-    assert notes == (f"--corpus: {paths[0]} (3x3 px): upscaled 85.3x; shorter side to 256, then the center "
+    assert notes == (f"{paths[0]} (3x3 px): upscaled 10.7x; stretched to 32x32",
+                     f"{paths[1]} (200x10 px): aspect 20.0:1; stretched to 32x32")
+    _, notes = files.read(paths, (224, 224, 3), pp.IMAGENET)
+    assert notes == (f"{paths[0]} (3x3 px): upscaled 85.3x; shorter side to 256, then the center "
                      f"224x224 crop keeps 88% of its long side",
-                     f"--corpus: {paths[1]} (200x10 px): upscaled 25.6x; aspect 20.0:1; shorter side to 256, "
+                     f"{paths[1]} (200x10 px): upscaled 25.6x; aspect 20.0:1; shorter side to 256, "
                      f"then the center 224x224 crop keeps 4% of its long side",
-                     f"--corpus: {paths[2]} (34x30 px): upscaled 8.5x; shorter side to 256, then the center "
+                     f"{paths[2]} (34x30 px): upscaled 8.5x; shorter side to 256, then the center "
                      f"224x224 crop keeps 77% of its long side")
-    with pytest.raises(ValueError, match=r"--images: cannot read image .*needle.png.*aspect 150:1 exceeds 100:1"):
-        files.read("--images", [str(tmp_path / "needle.png")], (32, 32, 1))
+    with pytest.raises(ValueError, match=r"^cannot read image .*needle.png.*aspect 150:1 exceeds 100:1"):
+        files.read([str(tmp_path / "needle.png")], (32, 32, 1))
 
 
 # --- other readers of image files --------------------------------------------------------------

@@ -28,9 +28,9 @@ import time
 
 import numpy as np
 
-from cocoa_jax.cli import UsageError  # the one error path of every command: one line, exit 2
+from cocoa_jax.commands.errors import UsageError, flag_errors, with_flag  # one line, exit 2
 from cocoa_jax.records import environment_record
-from cocoa_jax.commands.checks import parse_names
+from cocoa_jax.commands.checks import parse_names, positive
 
 COMMAND = "augmentations"
 DEFAULT_OUT = os.path.join("runs", "augmentations")
@@ -71,20 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------- validation
 
 
-def _positive(option, value):
-    if value is None or int(value) <= 0:
-        raise UsageError(f"{option} must be a positive integer, got {value}")
-    return int(value)
-
-
 def _files(option, paths):
     """Image files, folders or globs -> the image files (as `explain --images` reads them)."""
     from cocoa_jax.data import files
 
-    try:
-        return files.expand(option, paths)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    with flag_errors(option):
+        return files.expand(paths)
 
 
 def validate(args: argparse.Namespace) -> dict:
@@ -127,7 +119,7 @@ def validate(args: argparse.Namespace) -> dict:
         "model": "digits" if digits else args.model, "weights": args.weights or ("shipped" if digits else None),
         "augmentations": list(views), "skipped_augmentations": skipped,
         "methods": list(method_flags.selected(args)),
-        "batch_size": _positive("--batch-size", args.batch_size) if args.batch_size is not None else None,
+        "batch_size": positive("--batch-size", args.batch_size) if args.batch_size is not None else None,
         "seed": int(args.seed), "similarity": "cosine",
     }
     if settings["seed"] < 0:
@@ -135,10 +127,10 @@ def validate(args: argparse.Namespace) -> dict:
     if digits:
         from cocoa_jax.data.digits import N_TEST_DEFAULT
 
-        settings["explicands"] = _positive("--explicands", args.explicands)
+        settings["explicands"] = positive("--explicands", args.explicands)
         if settings["explicands"] > N_TEST_DEFAULT:
             raise UsageError(f"--explicands must be at most {N_TEST_DEFAULT} (the test digits), got {args.explicands}")
-        settings["foil_size"] = _positive("--foil-size", args.foil_size) if args.foil_size is not None else None
+        settings["foil_size"] = positive("--foil-size", args.foil_size) if args.foil_size is not None else None
     else:
         settings["images"] = _files("--images", args.images)
         settings["foil_images"] = _files("--foil", args.foil)
@@ -193,28 +185,26 @@ def digits_inputs(settings):
 
 
 def file_inputs(settings):
-    """(model, encode_fn, originals (N, H, W, 3) in [0, 1], foil images, record) from image files."""
-    from PIL import Image
+    """(model, encode_fn, originals (N, H, W, 3) in [0, 1], foil images, record) from image files,
+    read as `explain` reads them (`cocoa_jax.data.files.read`, through the model's resize and crop)."""
+    import sys
 
     from cocoa_jax import models
+    from cocoa_jax.data import files
 
     model = models.load(settings["model"], settings["weights"])
-    prep = model.preprocess
 
-    def read(paths):
-        images = []
-        for path in paths:
-            try:
-                with Image.open(path) as im:
-                    images.append(prep.resize_crop(im))  # any PIL mode, read at full bit depth
-            except (OSError, ValueError) as err:
-                raise UsageError(f"cannot read image {path!r}: {err}") from None
-        return np.stack(images).astype(np.float32)
+    def read(flag, paths):
+        with flag_errors(flag):
+            images, notes = files.read(paths, model.input_shape, model.preprocess)
+        for note in with_flag(flag, notes):  # an unusual resize or frame: one line each, never silent
+            print(f"cocoa-jax augmentations: note: {note}", file=sys.stderr)
+        return images
 
     # Augment [0, 1] pixels: the model's encode_fn normalises inside (the explained function).
     encode_fn = model.encode_fn
     record = {"titles": [os.path.basename(p) for p in settings["images"]], "foil_size": len(settings["foil_images"])}
-    return model, encode_fn, read(settings["images"]), read(settings["foil_images"]), record
+    return model, encode_fn, read("--images", settings["images"]), read("--foil", settings["foil_images"]), record
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -274,7 +264,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args, settings) -> int:
     import jax
-    import jax.numpy as jnp
 
     from cocoa_jax import meshes, methods, phases
     from cocoa_jax.commands import method_flags
@@ -307,11 +296,7 @@ def _run(args, settings) -> int:
         batch_size=batch_size, mesh=mesh)
     timings["explain"] = round(time.perf_counter() - t0, 3)
 
-    shares = []
-    for method in settings["methods"]:
-        maps = A.pixel_attribution(result.attributions[method], method)
-        shares.append(np.asarray(A.positive_share(maps, jnp.asarray(result.views.valid)[:, :, None])))
-    shares = np.stack(shares)  # (M, N, A, K)
+    shares = A.view_content_shares(result, settings["methods"])  # (M, N, A, K)
     phases.reached("write")
 
     t0 = time.perf_counter()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from cocoa_jax.cli import UsageError
+from cocoa_jax.commands.errors import UsageError
 
 
 def parse_names(option: str, value, allowed) -> tuple[str, ...]:

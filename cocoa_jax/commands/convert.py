@@ -10,7 +10,7 @@ import argparse
 import os
 import time
 
-from cocoa_jax.cli import UsageError
+from cocoa_jax.commands.errors import UsageError, flag_errors
 
 ARCHS = ("simclr_resnet50", "simsiam_cifar_resnet18", "resnet18_classifier", "clip_vit_b32", "clip_vit",
          "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "dino_vit", "dinov2_vit")
@@ -67,10 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"checkpoint {args.checkpoint!r} does not exist")
     if not os.path.isfile(args.checkpoint):
         raise UsageError(f"checkpoint {args.checkpoint!r} is not a file")
-    try:
+    with flag_errors(None, FileExistsError):
         check_out_dir(os.path.abspath(args.out_dir), overwrite=args.overwrite)
-    except FileExistsError as err:
-        raise UsageError(str(err)) from None
     from cocoa_jax.commands.checks import output_location
 
     output_location("OUT_DIR", args.out_dir, replaced_whole=True)  # writable, before torch loads
@@ -91,12 +89,10 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     phases.reached("convert")
-    try:
+    with flag_errors(None, CheckpointMismatchError, NotACheckpointError, UnsafeCheckpointError,
+                     FileNotFoundError, FileExistsError, ValueError):
         out = convert(args.arch, args.checkpoint, args.out_dir, unsafe_unpickle=args.unsafe_unpickle,
                       overwrite=args.overwrite, options=options)
-    except (CheckpointMismatchError, NotACheckpointError, UnsafeCheckpointError, FileNotFoundError,
-            FileExistsError, ValueError) as err:
-        raise UsageError(str(err)) from None
     from cocoa_jax.models import read_metadata
 
     for note in read_metadata(out).get("notes", ()):

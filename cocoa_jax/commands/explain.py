@@ -29,13 +29,14 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import NamedTuple
 
 import numpy as np
 
-from cocoa_jax.cli import UsageError
+from cocoa_jax.commands.errors import UsageError, flag_errors, with_flag
 from cocoa_jax.records import environment_record
 from cocoa_jax.commands import method_flags
-from cocoa_jax.commands.checks import output_location, parse_names
+from cocoa_jax.commands.checks import output_location, parse_names, positive
 from cocoa_jax.files import Outputs
 
 DEFAULT_TARGETS = ("cocoa", "corpus", "label_free", "contrastive_label_free")
@@ -107,12 +108,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------------------
 # Argument checks (all run before any work)
 
-def _positive(option: str, value) -> int:
-    if value is None or int(value) <= 0:
-        raise UsageError(f"{option} must be a positive integer, got {value}")
-    return int(value)
-
-
 def _class(option: str, value) -> int:
     if not 0 <= int(value) < N_CLASSES:
         raise UsageError(f"{option} must be a digit class in 0..{N_CLASSES - 1}, got {value}")
@@ -131,35 +126,8 @@ def check_out_dir(out: str, overwrite: bool) -> str:
     return output_location("--out", out)  # writable (or creatable), before any work
 
 
-def select(labels_train: np.ndarray, labels_test: np.ndarray, *, corpus_class: int, explicand_class: int,
-           n_explicands: int, corpus_size: int, foil_size: int | None, seed: int):
-    """Seeded choice of explicand (test), corpus and foil (train) indices.
-
-    The corpus is `corpus_size` training images of `corpus_class`; the foil is drawn uniformly
-    from the remaining training images (any class), without replacement. Returns sorted int
-    arrays (explicands, corpus, foil) and whether the foil size was capped.
-    """
-    rng = np.random.default_rng(seed)
-    pool = np.flatnonzero(labels_test == explicand_class)
-    if n_explicands > len(pool):
-        raise UsageError(f"--explicands={n_explicands} exceeds the {len(pool)} test images of class {explicand_class}")
-    explicands = np.sort(rng.choice(pool, n_explicands, replace=False))
-    pool = np.flatnonzero(labels_train == corpus_class)
-    if corpus_size > len(pool):
-        raise UsageError(f"--corpus-size={corpus_size} exceeds the {len(pool)} training images of class {corpus_class}")
-    corpus = np.sort(rng.choice(pool, corpus_size, replace=False))
-    rest = np.setdiff1d(np.arange(len(labels_train)), corpus)
-    capped = False
-    if foil_size is None:
-        from cocoa_jax.targets import foil_size as required_foil_size
-
-        foil_size = required_foil_size(0.01, 0.05, nonnegative=True)  # eq. C.3: ReLU reps are >= 0
-        if foil_size > len(rest):
-            foil_size, capped = len(rest), True
-    elif foil_size > len(rest):
-        raise UsageError(f"--foil-size={foil_size} exceeds the {len(rest)} training images outside the corpus")
-    foil = np.sort(rng.choice(rest, foil_size, replace=False))
-    return explicands, corpus, foil, capped
+# Library argument names in selection errors -> the flags they come from.
+SELECTION_FLAGS = {"n_explicands": "--explicands", "corpus_size": "--corpus-size", "foil_size": "--foil-size"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,9 +188,9 @@ def _check_data_arguments(args, target_names) -> dict:
                              f"only the digits encoder has a built-in demo")
         return {"demo": True, "corpus_class": _class("--corpus-class", DEMO_DEFAULTS["corpus_class"]
                                                       if args.corpus_class is None else args.corpus_class),
-                "explicands": _positive("--explicands", DEMO_DEFAULTS["explicands"]
+                "explicands": positive("--explicands", DEMO_DEFAULTS["explicands"]
                                         if args.explicands is None else args.explicands),
-                "corpus_size": _positive("--corpus-size", DEMO_DEFAULTS["corpus_size"]
+                "corpus_size": positive("--corpus-size", DEMO_DEFAULTS["corpus_size"]
                                          if args.corpus_size is None else args.corpus_size),
                 "explicand_class": None if args.explicand_class is None
                 else _class("--explicand-class", args.explicand_class)}
@@ -244,26 +212,27 @@ def _check_data_arguments(args, target_names) -> dict:
         raise UsageError(f"--targets {','.join(target_names)} need a corpus: --corpus PATH (or --corpus-text)")
     if "foil_reps" in needs and args.foil is None and args.foil_text is None:
         raise UsageError(f"--targets {','.join(target_names)} need a foil: --foil PATH (or --foil-text)")
-    try:
-        found = {name: files.expand(flag, getattr(args, name)) if getattr(args, name) is not None else None
-                 for name, flag in (("images", "--images"), ("corpus", "--corpus"), ("foil", "--foil"))}
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    found = {}
+    for name in ("images", "corpus", "foil"):
+        with flag_errors(f"--{name}"):
+            found[name] = None if getattr(args, name) is None else files.expand(getattr(args, name))
     return {"demo": False, **{f"{k}_files": v for k, v in found.items()},
             "corpus_text": args.corpus_text, "foil_text": args.foil_text}
 
 
 def _digits_inputs(model, setup, args):
     """Demo: explicand, corpus and foil images from the digits split, with their indices."""
+    from cocoa_jax.data import selection
     from cocoa_jax.data.digits import load_digits_split
 
     data = load_digits_split(seed=0)  # the split the encoder was trained on (train images only)
     corpus_class = setup["corpus_class"]
     explicand_class = corpus_class if setup["explicand_class"] is None else setup["explicand_class"]
-    foil_arg = None if args.foil_size is None else _positive("--foil-size", args.foil_size)
-    expl_idx, corpus_idx, foil_idx, capped = select(
-        data.y_train, data.y_test, corpus_class=corpus_class, explicand_class=explicand_class,
-        n_explicands=setup["explicands"], corpus_size=setup["corpus_size"], foil_size=foil_arg, seed=args.seed)
+    foil_arg = None if args.foil_size is None else positive("--foil-size", args.foil_size)
+    with flag_errors(None, names=SELECTION_FLAGS):
+        expl_idx, corpus_idx, foil_idx, capped = selection.choose_digits(
+            data.y_train, data.y_test, corpus_class=corpus_class, explicand_class=explicand_class,
+            n_explicands=setup["explicands"], corpus_size=setup["corpus_size"], foil_size=foil_arg, seed=args.seed)
     weights = "shipped weights" if args.weights is None else f"weights {args.weights}"
     return dict(
         images=data.x_test[expl_idx], corpus=data.x_train[corpus_idx], foil=data.x_train[foil_idx],
@@ -280,17 +249,14 @@ def _digits_inputs(model, setup, args):
 
 def _file_inputs(model, setup, args):
     """Own data: the files named on the command line, read at the model's input size."""
-    from cocoa_jax.data import files
-    from cocoa_jax.targets import foil_size as required_foil_size
+    from cocoa_jax.data import files, selection
 
     def read(flag, paths):
         import sys
 
-        try:
-            pixels, notes = files.read(flag, paths, model.input_shape, model.preprocess)
-        except ValueError as err:
-            raise UsageError(str(err)) from None
-        for note in notes:  # an unusual resize or frame: one line each, never silent
+        with flag_errors(flag):
+            pixels, notes = files.read(paths, model.input_shape, model.preprocess)
+        for note in with_flag(flag, notes):  # an unusual resize or frame: one line each, never silent
             print(f"cocoa-jax explain: note: {note}", file=sys.stderr)
         return pixels
 
@@ -309,13 +275,8 @@ def _file_inputs(model, setup, args):
         out["corpus_text"] = "none"
     if setup["foil_files"] is not None:
         pool = setup["foil_files"]
-        size = args.foil_size
-        if size is None:
-            size = min(required_foil_size(0.01, 0.05, nonnegative=True), len(pool))
-        elif _positive("--foil-size", size) > len(pool):
-            raise UsageError(f"--foil-size={size} exceeds the {len(pool)} foil images given")
-        chosen = sorted(np.random.default_rng(args.seed).choice(len(pool), size, replace=False))
-        foil_files = [pool[i] for i in chosen]
+        with flag_errors(None, names=SELECTION_FLAGS):
+            foil_files = [pool[i] for i in selection.draw_foil(len(pool), args.foil_size, args.seed)]
         out["foil"] = read("--foil", foil_files)
         out["foil_text"] = f"{len(foil_files)} of {len(pool)} images drawn at random"
         out["arrays"]["foil_files"] = np.array(foil_files)
@@ -335,12 +296,20 @@ def _file_inputs(model, setup, args):
 # The command
 
 
-def run(args: argparse.Namespace) -> int:
-    from cocoa_jax.meshes import use_every_core
+class Checked(NamedTuple):
+    """Every argument, checked and resolved before any work."""
 
-    # Every core as a device (set before JAX's backends start): explicands run one per device.
-    use_every_core()
-    # Validate everything before any heavy import or computation.
+    targets: tuple[str, ...]
+    methods: tuple[str, ...]
+    options: dict            # method -> option values (flags, then the --estimators profile)
+    batch_size: int | None
+    setup: dict              # the data: the demo's numbers, or the files and captions
+    image_shape: tuple
+    out: str                 # absolute --out, proven writable
+
+
+def check_arguments(args: argparse.Namespace) -> Checked:
+    """Every check, before any heavy import or computation: a mistake is a UsageError naming the flag."""
     target_names = parse_names("--targets", args.targets, _target_names())
     method_names = method_flags.selected(args)
     from cocoa_jax.targets import SIMILARITIES
@@ -349,9 +318,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--similarity must be one of {', '.join(SIMILARITIES)}, got {args.similarity!r}")
     if int(args.seed) < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
-    batch_size = None if args.batch_size is None else _positive("--batch-size", args.batch_size)
+    batch_size = None if args.batch_size is None else positive("--batch-size", args.batch_size)
     if args.foil_size is not None:
-        _positive("--foil-size", args.foil_size)
+        positive("--foil-size", args.foil_size)
     setup = _check_data_arguments(args, target_names)
     from cocoa_jax import models
 
@@ -371,24 +340,77 @@ def run(args: argparse.Namespace) -> int:
     out = check_out_dir(args.out, args.overwrite)
     if batch_size is None and max(image_shape[:2]) > 64:
         batch_size = 32  # bounded memory for ImageNet-size encoders
+    return Checked(target_names, method_names, options, batch_size, setup, image_shape, out)
+
+
+def load_inputs(args: argparse.Namespace, setup: dict):
+    """The model and the images to explain (demo split or the user's files)."""
+    from cocoa_jax.models import load
+
+    with flag_errors("--weights", FileNotFoundError, ValueError):
+        model = load(args.model, args.weights)
+    return model, (_digits_inputs if setup["demo"] else _file_inputs)(model, setup, args)
+
+
+def figure_rows(result, target_names, method_names):
+    """Rows of the figure: target x method, each (method, title, (N, H, W[, C]) maps)."""
+    from cocoa_jax import methods
+    from cocoa_jax import targets as T
+
+    return [(m, f"{T.TARGET_TITLES[t]}\n{methods.get(m).title}".replace("Contrastive ", "Contrastive\n"),
+             result.maps[m][:, target_names.index(t)]) for t in target_names for m in method_names]
+
+
+FIGURE_NOTE = ("red = supports the target (positive attribution), blue = opposes it; rows are "
+               "target x method, each row on one shared symmetric colour scale (+-m, m = the "
+               "{clip:g}th percentile of the row's nonzero |values|, larger values saturate; "
+               "numbers on its colour "
+               "bar); per-channel maps are averaged over channels; maps of "
+               "centred methods (RISE) are shown minus their mean (they carry the mean score as an offset)")
+
+
+def settings_record(args, checked: Checked, inputs, gaps, devices: int, timings) -> dict:
+    """settings.json: what was run, on what data, the axes of every array, timings, versions."""
+    from cocoa_jax import methods, viz
+
+    return {
+        "model": args.model, "weights": args.weights or "shipped", **inputs["record"],
+        "targets": list(checked.targets), "methods": list(checked.methods), "similarity": args.similarity,
+        "method_options": {m: {k: list(v) if isinstance(v, tuple) else v
+                               for k, v in methods.resolved_options(m, o, checked.image_shape).items()
+                               if k != "feature_mask"}
+                           for m, o in checked.options.items()},
+        "estimators": args.estimators,
+        "baseline": "gaussian_blur(kernel_size=21, sigma=5.0) of the [0, 1] pixels", "seed": args.seed,
+        "batch_size": checked.batch_size,
+        "devices": devices,
+        "arrays": {"file": "attributions.npz", "axes": array_axes(checked.methods, demo=checked.setup["demo"])},
+        "figure": FIGURE_NOTE.format(clip=viz.DEFAULT_CLIP),
+        "max_abs_completeness_gap": max(gaps) if gaps else None,
+        "timings_s": timings,
+        **environment_record(),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from cocoa_jax.meshes import use_every_core
+
+    # Every core as a device (set before JAX's backends start): explicands run one per device.
+    use_every_core()
+    checked = check_arguments(args)
+    target_names, method_names, out = checked.targets, checked.methods, checked.out
 
     import jax
     from tqdm.auto import tqdm
 
-    from cocoa_jax import meshes, methods, phases, pipeline, viz
-    from cocoa_jax import targets as T
-    from cocoa_jax.models import load
+    from cocoa_jax import meshes, phases, pipeline, viz
 
     t_start = time.perf_counter()
     bar = tqdm(total=2 + len(method_names), desc="cocoa-jax explain", unit="step", disable=args.quiet)
     timings = {}
     t0 = time.perf_counter()
     phases.reached("load")
-    try:
-        model = load(args.model, args.weights)
-    except (FileNotFoundError, ValueError) as err:
-        raise UsageError(f"--weights: {err}") from None
-    inputs = (_digits_inputs if setup["demo"] else _file_inputs)(model, setup, args)
+    model, inputs = load_inputs(args, checked.setup)
     timings["load"] = round(time.perf_counter() - t0, 3)
     bar.update(1)
 
@@ -403,14 +425,12 @@ def run(args: argparse.Namespace) -> int:
     mesh = meshes.local_explicand_mesh(len(inputs["images"]))
     preload = viz.preload()  # matplotlib's imports overlap the attributions (joined before the figure)
     phases.reached("compute")
-    try:
+    with flag_errors(None):  # data the model cannot take (range, size): one line
         result = pipeline.explain_images(
             model, inputs["images"], corpus=inputs.get("corpus"), foil=inputs.get("foil"),
             corpus_reps=inputs.get("corpus_reps"), foil_reps=inputs.get("foil_reps"), targets=target_names,
-            methods=method_names, options=options, key=jax.random.key(args.seed), similarity=args.similarity,
-            batch_size=batch_size, on_method=on_method, mesh=mesh)
-    except ValueError as err:  # data the model cannot take (range, size): one line
-        raise UsageError(str(err)) from None
+            methods=method_names, options=checked.options, key=jax.random.key(args.seed),
+            similarity=args.similarity, batch_size=checked.batch_size, on_method=on_method, mesh=mesh)
     timings["targets"] = round(result.seconds["targets"], 3)
     phases.reached("write")
 
@@ -422,47 +442,24 @@ def run(args: argparse.Namespace) -> int:
                   scores=result.scores, baseline_scores=result.baseline_scores, **inputs["arrays"],
                   target_names=np.array(target_names), method_names=np.array(method_names))
     outputs.add_npz(os.path.join(out, "attributions.npz"), arrays)
-    # Rows: target x method, each row on one shared colour scale (numbers on its colour bar);
-    # centred methods' rows minus their mean (the table's `centred` flag, applied by viz).
-    row_keys = [(t, m) for t in target_names for m in method_names]
-    row_titles = [f"{T.TARGET_TITLES[t]}\n{methods.get(m).title}".replace("Contrastive ", "Contrastive\n")
-                  for t, m in row_keys]
-    row_maps = [result.maps[m][:, target_names.index(t)] for t, m in row_keys]
+    # Each row on one shared colour scale (numbers on its colour bar); centred methods' rows minus
+    # their mean (the table's `centred` flag, applied by viz).
+    rows = figure_rows(result, target_names, method_names)
     preload.join()
     suptitle = (f"Explaining {inputs['encoder']}\ncorpus: {inputs['corpus_text']}; foil: {inputs['foil_text']}; "
                 f"baseline: blurred explicand")
     outputs.add_rendered(os.path.join(out, "figure.png"), lambda f: viz.plot_attributions(
-        np.asarray(inputs["images"]), row_maps, method=[m for _, m in row_keys], titles=inputs["titles"],
-        row_titles=row_titles, scale="row", clip=viz.DEFAULT_CLIP, suptitle=suptitle, image_label="explicand",
-        path=f))
+        np.asarray(inputs["images"]), [maps for _, _, maps in rows], method=[m for m, _, _ in rows],
+        titles=inputs["titles"], row_titles=[title for _, title, _ in rows], scale="row", clip=viz.DEFAULT_CLIP,
+        suptitle=suptitle, image_label="explicand", path=f))
     timings["write"] = round(time.perf_counter() - t0, 3)
     bar.update(1)
     bar.close()
     timings["total"] = round(time.perf_counter() - t_start, 3)
 
     gaps = [float(np.max(np.abs(v))) for v in extras.values()]
-    settings = {
-        "model": args.model, "weights": args.weights or "shipped", **inputs["record"],
-        "targets": list(target_names), "methods": list(method_names), "similarity": args.similarity,
-        "method_options": {m: {k: list(v) if isinstance(v, tuple) else v
-                               for k, v in methods.resolved_options(m, o, image_shape).items() if k != "feature_mask"}
-                           for m, o in options.items()},
-        "estimators": args.estimators,
-        "baseline": "gaussian_blur(kernel_size=21, sigma=5.0) of the [0, 1] pixels", "seed": args.seed,
-        "batch_size": batch_size,
-        "devices": 1 if mesh is None else int(mesh.devices.size),
-        "arrays": {"file": "attributions.npz", "axes": array_axes(method_names, demo=setup["demo"])},
-        "figure": "red = supports the target (positive attribution), blue = opposes it; rows are "
-                  "target x method, each row on one shared symmetric colour scale (+-m, m = the "
-                  f"{viz.DEFAULT_CLIP:g}th percentile of the row's nonzero |values|, larger values saturate; "
-                  "numbers on its colour "
-                  "bar); per-channel maps are averaged over channels; maps of "
-                  "centred methods (RISE) are shown minus their mean (they carry the mean score as an offset)",
-        "max_abs_completeness_gap": max(gaps) if gaps else None,
-        "timings_s": timings,
-        **environment_record(),
-    }
-    outputs.add_json(os.path.join(out, "settings.json"), settings)
+    devices = 1 if mesh is None else int(mesh.devices.size)
+    outputs.add_json(os.path.join(out, "settings.json"), settings_record(args, checked, inputs, gaps, devices, timings))
     outputs.commit()
     print(f"wrote {os.path.join(out, 'figure.png')}, attributions.npz and settings.json "
           f"in {timings['total']:.1f} s")

@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from cocoa_jax.commands.checks import positive
 from cocoa_jax.records import environment_record
 
 COMMAND = "localize"
@@ -71,12 +72,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------------------
 # Argument checks (all before any heavy work)
 
-def _positive(option: str, value) -> int:
-    if value is None or int(value) <= 0:
-        raise ValueError(f"{option} must be a positive integer, got {value}")
-    return int(value)
-
-
 def digit_index(option: str, name: str) -> int:
     """'7' or 'seven' (any case) -> 7."""
     from cocoa_jax.models.digits_clip import DIGIT_WORDS
@@ -100,12 +95,12 @@ def _one_image(args) -> str:
     from cocoa_jax.data import files
 
     try:
-        found = files.expand("--images", args.images)
+        found = files.expand(args.images)
     except ValueError as err:
         if " ".join(args.images).isdigit():
             raise ValueError(f"--images takes image files; the number of digit grids is --explicands "
                              f"{' '.join(args.images)}") from None
-        raise
+        raise ValueError(f"--images: {err}") from None
     if len(found) != 1:
         raise ValueError(f"--images names {len(found)} images; localize explains one per run")
     return found[0]
@@ -122,7 +117,7 @@ def check_args(args) -> dict:
     from cocoa_jax.commands import method_flags
 
     s = {"model": args.model, "methods": method_flags.selected(args),
-         "batch_size": None if args.batch_size is None else _positive("--batch-size", args.batch_size)}
+         "batch_size": None if args.batch_size is None else positive("--batch-size", args.batch_size)}
     if int(args.seed) < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     if args.weights is not None and not os.path.isdir(args.weights):
@@ -146,7 +141,7 @@ def check_args(args) -> dict:
     else:
         if args.image is not None:
             raise ValueError("--image is only for --model clip_vit_b32 (digits grids are generated)")
-        s["images"] = _positive("--explicands", args.explicands)
+        s["images"] = positive("--explicands", args.explicands)
         s["query"] = None if args.query is None else digit_index("--query", args.query)
         if args.foil is not None:
             if s["query"] is None:
@@ -235,21 +230,14 @@ def _digits(s: dict, args, log, mesh):
     class_reps = class_text_embeddings(model)  # (10, D) "This is a photo of a {digit}"
     options = s["options"]
     t0 = time.perf_counter()
-    if s["foil"] is None:
-        attributions, hits, target = L.localize_grids(model.encode_fn, model.params, class_reps, grids, method_key,
-                                                      options, batch_size=s["batch_size"], mesh=mesh)
-        foil_captions = "the other nine digits"
-    else:
-        image_reps = model.encode(grids.images)
-        corpus = class_reps[s["query"]][None]
-        foil = class_reps[np.asarray(s["foil"])]
-        target = jax.vmap(lambda r: L.localization_target(r, corpus, foil))(image_reps)
-        attributions, hits = {}, {}
-        for m in s["methods"]:
-            explain = L.make_explainer(model.encode_fn, m, options[m], batch_size=s["batch_size"], mesh=mesh)
-            attributions[m] = explain(model.params, grids.images, target, L.method_keys(method_key, m, s["images"]))
-            hits[m] = L.batch_pointing_hits(attributions[m], grids.query_tiles, centre=L.centred(m))
+    target = None  # the default: each grid's query against the other nine digits' captions
+    foil_captions = "the other nine digits"
+    if s["foil"] is not None:  # the query against the captions of the digits named
+        corpus, foil = class_reps[s["query"]][None], class_reps[np.asarray(s["foil"])]
+        target = jax.vmap(lambda r: L.localization_target(r, corpus, foil))(model.encode(grids.images))
         foil_captions = ", ".join(digits_clip.DIGIT_WORDS[d] for d in s["foil"])
+    attributions, hits, target = L.localize_grids(model.encode_fn, model.params, class_reps, grids, method_key,
+                                                  options, batch_size=s["batch_size"], mesh=mesh, target=target)
     jax.block_until_ready(attributions)
     seconds = time.perf_counter() - t0
     images = np.asarray(grids.images)
@@ -311,14 +299,12 @@ def _clip(s: dict, args, log, mesh):
 
 
 def run(args: argparse.Namespace) -> int:
-    from cocoa_jax.cli import UsageError
+    from cocoa_jax.commands.errors import UsageError, flag_errors
     from cocoa_jax.meshes import use_every_core
 
     use_every_core()  # every core a device (before JAX starts): the grids run one per device
-    try:
+    with flag_errors(None):
         s = check_args(args)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
     log = (lambda *a: None) if args.quiet else print
     t_start = time.perf_counter()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from cocoa_jax.cli import UsageError
+from cocoa_jax.commands.errors import UsageError
 
 
 def _option_names(names) -> dict[str, list[str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from cocoa_jax.cli import UsageError
+from cocoa_jax.commands.errors import UsageError, flag_errors
 from cocoa_jax.metrics import MEASURE_NAMES
 from cocoa_jax.sparsity import GINI_MODES
 
@@ -61,11 +61,9 @@ def run(args) -> int:
 
     from cocoa_jax.sweep import report
 
-    try:
+    with flag_errors(None, FileNotFoundError, ValueError):
         table = report.markdown_table(args.run_dir, measures)
         paths = report.write_report(args.run_dir, args.out, gini=args.gini)
-    except (FileNotFoundError, ValueError) as err:
-        raise UsageError(str(err)) from None
     print(table)
     print("\nwritten:", ", ".join(paths.values()))
     return 0

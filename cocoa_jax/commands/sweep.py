@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from cocoa_jax.cli import UsageError
+from cocoa_jax.commands.errors import UsageError, flag_errors
 
 ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
 
@@ -83,21 +83,17 @@ def build_config(args):
             raise UsageError(f"--config {args.config!r} must hold a JSON object of config fields")
     else:
         base = (SweepConfig() if args.paper else digits_reduced()).to_dict()
-    try:
+    with flag_errors(None):
         data = apply_overrides(base, args.set)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
     before = base.get("methods", SweepConfig().methods)
     dropped = [name for name in (before if isinstance(before, dict) else {})
                if name not in (data.get("methods") or {})]
-    try:
+    with flag_errors(None, ValueError, TypeError):
         config = SweepConfig.from_dict(data)
         # Option values need the image shape: the encoder's, read without loading weights.
         image_shape = input_shape_of(config.encoder, config.encoder_dir)
         if image_shape is not None:
             config.check_method_values(image_shape)
-    except (ValueError, TypeError) as err:
-        raise UsageError(str(err)) from None
     if dropped:  # a whole-table --set methods={...} replaced the table: say what is left out
         print(f"cocoa-jax sweep: {describe_methods(config.methods, dropped)}", file=sys.stderr)
     return config
@@ -165,27 +161,23 @@ def check_arguments(args, config) -> None:
                              f"Results never mix: use a new run directory (or the old settings)")
     from cocoa_jax import compile_cache
 
-    try:
+    with flag_errors(None):
         compile_cache.check_flag(args.compile_cache, allow_auto=True)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
 
 
 def _join_job(coordinator: str, num_processes: int, process_id: int, timeout: float | None) -> None:
     """Join the jax.distributed job, or end the process with ONE error line and status 2 within
     `timeout` s: JAX itself would wait minutes and then abort (SIGABRT, a fatal log)."""
     from cocoa_jax import distributed
-    from cocoa_jax.cli import error_line
+    from cocoa_jax.commands.errors import error_line
 
     def give_up(message: str) -> None:  # from the watchdog thread: the main thread is stuck in JAX
         print(error_line("sweep", message), file=sys.stderr, flush=True)
         os._exit(2)
 
-    try:
+    with flag_errors(None, distributed.DistributedInitError):
         distributed.initialize_distributed(coordinator, num_processes, process_id, on_timeout=give_up,
                                         initialization_timeout=timeout or distributed.DEFAULT_INIT_TIMEOUT)
-    except distributed.DistributedInitError as err:
-        raise UsageError(str(err)) from None
 
 
 def _finished_detail(run_dir: str) -> str:
@@ -219,13 +211,12 @@ def run(args) -> int:
     from cocoa_jax.sweep.runner import ProcessMismatch, count_finished
     from cocoa_jax.sweep.store import RunDirMismatch
 
-    try:
-        result = run_sweep(config, args.run_dir, progress=not args.no_progress, max_units=args.max_units,
-                           devices=args.devices,
-                           # None: the cache `cocoa_jax.compile_cache` set up (the user cache by default)
-                           compile_cache=None if args.compile_cache in (None, "none") else args.compile_cache)
-    except (RunDirMismatch, ProcessMismatch, ModelDirError, FileNotFoundError) as err:
-        raise UsageError(str(err)) from None  # a damaged or missing model / data file: one line
+    try:  # a damaged or missing model / data file: one line
+        with flag_errors(None, RunDirMismatch, ProcessMismatch, ModelDirError, FileNotFoundError):
+            result = run_sweep(config, args.run_dir, progress=not args.no_progress, max_units=args.max_units,
+                               devices=args.devices,
+                               # None: the cache `cocoa_jax.compile_cache` set up (the user cache by default)
+                               compile_cache=None if args.compile_cache in (None, "none") else args.compile_cache)
     except jax.errors.JaxRuntimeError as err:
         if distributed is None:
             raise

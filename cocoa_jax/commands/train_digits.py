@@ -16,7 +16,7 @@ import dataclasses
 import os
 import time
 
-from cocoa_jax.cli import UsageError
+from cocoa_jax.commands.errors import UsageError, flag_errors
 from cocoa_jax.files import Outputs
 from cocoa_jax.training import environment_record
 from cocoa_jax.training.simclr import SimCLRConfig
@@ -93,10 +93,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = SimCLRConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                        warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
                        temperature=args.temperature, seed=args.seed)
-    try:
+    with flag_errors(None, TypeError, ValueError):
         cfg.validate()
-    except (TypeError, ValueError) as err:
-        raise UsageError(str(err)) from None
     out = output_dir(args.out, replace_shipped=args.replace_shipped, overwrite=args.overwrite)
     from cocoa_jax.commands.checks import output_location
 

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
         output_location("--out", out, replaced_whole=True)  # the checkpoint's folder is writable, before training
     except ValueError as error:
-        from cocoa_jax.cli import UsageError  # the one error path: one line, exit 2
+        from cocoa_jax.commands.errors import UsageError  # the one error path: one line, exit 2
 
         raise UsageError(_flag_names(str(error))) from None
 

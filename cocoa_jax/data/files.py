@@ -8,7 +8,8 @@ the model's own resize and crop when it has one (`model.preprocess`), else (the 
 converted to the model's channel count and stretched bilinearly. Normalisation (mean/std)
 is NOT applied here: every loaded model takes [0, 1] pixels and normalises inside its
 `encode_fn`, so blurring, masking and attributions happen on pixels.
-Every problem is a ValueError naming the argument and the file.
+Every problem is a ValueError naming the file; notes and errors know nothing of the command line
+(a command prefixes them with its flag, `cocoa_jax.commands.errors.flag_errors`).
 """
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ from cocoa_jax.data import pixels
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-def expand(option: str, paths: Sequence[str]) -> list[str]:
+def expand(paths: Sequence[str]) -> list[str]:
     """Files, folders (their image files, sorted, not recursive) and glob patterns -> image files.
 
-    `option` names the argument in errors (e.g. "--images"). Duplicates are kept once, in order.
+    Duplicates are kept once, in order. ValueError naming the path that finds nothing.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -37,17 +38,17 @@ def expand(option: str, paths: Sequence[str]) -> list[str]:
             found = sorted(os.path.join(path, name) for name in os.listdir(path)
                            if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(path, name)))
             if not found:
-                raise ValueError(f"{option}: folder {raw!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+                raise ValueError(f"folder {raw!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
             out += found
         elif os.path.isfile(path):
             out.append(path)
         elif glob.has_magic(path):
             found = sorted(p for p in glob.glob(path) if os.path.isfile(p))
             if not found:
-                raise ValueError(f"{option}: pattern {raw!r} matches no files")
+                raise ValueError(f"pattern {raw!r} matches no files")
             out += found
         else:
-            raise ValueError(f"{option}: no such file or folder {raw!r}")
+            raise ValueError(f"no such file or folder {raw!r}")
     return [os.path.abspath(p) for p in dict.fromkeys(out)]
 
 
@@ -55,10 +56,10 @@ class ReadImages(NamedTuple):
     """What `read` returns: the pixels and one line of note per file that was read unusually."""
 
     pixels: np.ndarray          # (N, H, W, C) float32 in [0, 1]
-    notes: tuple[str, ...]      # e.g. "--images: a.png (4x4 px): upscaled 8.0x to 32x32"
+    notes: tuple[str, ...]      # e.g. "a.png (4x4 px): upscaled 8.0x; stretched to 32x32"
 
 
-def read(option: str, paths: Sequence[str], input_shape, preprocess=None, *,
+def read(paths: Sequence[str], input_shape, preprocess=None, *,
          background: float = pixels.WHITE) -> ReadImages:
     """Image files -> `ReadImages`: (N, H, W, C) float32 in [0, 1] for a model with `input_shape`
     (H, W, C), and notes.
@@ -86,20 +87,20 @@ def read(option: str, paths: Sequence[str], input_shape, preprocess=None, *,
             else:
                 out = pixels.resize(decoded, (height, width), "bilinear")
         except (OSError, UnidentifiedImageError, ValueError) as err:
-            raise ValueError(f"{option}: cannot read image {path!r} ({type(err).__name__}: {err})") from None
+            raise ValueError(f"cannot read image {path!r} ({type(err).__name__}: {err})") from None
         if frames > 1:
             remarks.insert(0, f"first frame of {frames}")
         if remarks:
-            notes.append(f"{option}: {path} ({decoded.shape[1]}x{decoded.shape[0]} px): {'; '.join(remarks)}")
+            notes.append(f"{path} ({decoded.shape[1]}x{decoded.shape[0]} px): {'; '.join(remarks)}")
         out = np.asarray(out, np.float32)
         if out.ndim == 2:
             out = out[..., None]
         if out.shape != (height, width, channels):
-            raise ValueError(f"{option}: image {path!r} became {out.shape} after preprocessing, but the model "
+            raise ValueError(f"image {path!r} became {out.shape} after preprocessing, but the model "
                              f"takes {(height, width, channels)}")
         images.append(out)
     if not images:
-        raise ValueError(f"{option}: no images")
+        raise ValueError("no images")
     return ReadImages(np.stack(images), tuple(notes))
 
 

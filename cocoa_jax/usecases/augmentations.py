@@ -48,7 +48,7 @@ __all__ = [
     # the experiment (this module)
     "METHODS", "TARGET_NAMES", "AugmentationResult", "content_share_experiment", "encode_in_chunks",
     "explain_augmentations", "explain_pairs", "make_views", "method_options", "pair_target",
-    "pixel_attribution", "positive_share",
+    "pixel_attribution", "positive_share", "view_content_shares",
     # augmentations with provenance (`augment_ops`)
     "AUGMENTATIONS", "AUGMENTATION_TITLES", "COLOR_AUGMENTATIONS", "CROP_RATIO", "CROP_SCALE", "ERASE_RATIO",
     "ERASE_SCALE", "ERASE_VALUE", "JITTER", "JitterParams", "View", "applicable_augmentations", "augment",
@@ -241,6 +241,14 @@ def explain_augmentations(encode_fn, params, originals, foil_reps, key, *, augme
     unflat = lambda arr: arr.reshape(n, a, *arr.shape[1:])
     attributions = {m: unflat(out[m]) for m in out if m != "scores"}
     return AugmentationResult(names, views, attributions, unflat(out["scores"]))
+
+
+def view_content_shares(result: AugmentationResult, methods: Sequence[str]) -> np.ndarray:
+    """(M, N, A, K) share of each method's positive attribution on the pixels of each view that
+    carry original content (`View.valid`), M in `methods` order (`positive_share`)."""
+    valid = jnp.asarray(result.views.valid)[:, :, None]
+    return np.stack([np.asarray(positive_share(pixel_attribution(result.attributions[m], m), valid))
+                     for m in methods])
 
 
 def content_share_experiment(encode_fn, params, originals, foil_reps, key, *, methods=METHODS,

@@ -269,17 +269,20 @@ def centred(method: str) -> bool:
 def localize_grids(encode_fn, params, class_text_reps, grids: Grids, key: jax.Array,
                    method_options: dict[str, dict], *, similarity: str = "cosine",
                    batch_size: int | None = None, chunk: int | None = None, grid: Sequence[int] = GRID,
-                   mesh=None):
+                   mesh=None, target: targets.Target | None = None):
     """Attributions and pointing-game hits for a batch of grids, every method, the 3 targets.
 
     class_text_reps: (M, D) query-caption embeddings of the M classes; method_options:
     {method name: options}. Images are processed `chunk` at a time (default: all at once),
-    sharded over `mesh` if given.
+    sharded over `mesh` if given. `target`: the stacked per-image targets (N, 3, D) to explain
+    instead of each grid's class query against the other classes (e.g. `localization_target`
+    with a chosen foil); class_text_reps and similarity are then unused.
     Returns (attributions {method: (N, K, H, W[, C])}, hits {method: (N, K, 2)}, target (N, K, D)).
     """
     n = grids.images.shape[0]
-    image_reps = jax.jit(encode_fn)(params, grids.images)
-    target = class_query_targets(image_reps, class_text_reps, grids.query_labels, similarity)
+    if target is None:
+        image_reps = jax.jit(encode_fn)(params, grids.images)
+        target = class_query_targets(image_reps, class_text_reps, grids.query_labels, similarity)
     chunk = n if chunk is None else _checks.check_positive_int("chunk", chunk)
     attributions, hits = {}, {}
     for method, options in method_options.items():

@@ -97,18 +97,15 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = ClipConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                      warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed)
-    try:
+    from cocoa_jax.commands.checks import output_location
+    from cocoa_jax.commands.errors import flag_errors
+
+    with flag_errors(None, names=_flag_names):  # the config's field names -> the flags
         cfg.validate()
         if args.batch_size > 1297:
             raise ValueError(f"batch_size must be at most 1297 (the training images), got {args.batch_size}")
         out = resolve_out(args, digits_clip.WEIGHTS_DIR)
-        from cocoa_jax.commands.checks import output_location
-
         output_location("--out", out, replaced_whole=True)  # the checkpoint's folder is writable, before training
-    except ValueError as error:
-        from cocoa_jax.commands.errors import UsageError  # the one error path: one line, exit 2
-
-        raise UsageError(_flag_names(str(error))) from None
 
     import jax
     import numpy as np

@@ -91,20 +91,27 @@ def _unit_arrays(run_dir):
     return {uid: store.load_unit(row) for uid, row in rows.items()}
 
 
-def test_full_run_then_rerun_skips_everything(tmp_path):
-    first = run_tiny(tmp_path / "run")
+@pytest.fixture(scope="module")
+def full_tiny_run(tmp_path_factory):
+    """(run_dir, result) of one uninterrupted tiny sweep, read by several tests of this module."""
+    run_dir = tmp_path_factory.mktemp("full_tiny") / "run"
+    return run_dir, run_tiny(run_dir)
+
+
+def test_full_run_then_rerun_skips_everything(full_tiny_run):
+    run_dir, first = full_tiny_run
     n_units = 2 * 2 * 3  # seeds x classes x (IG, RISE, random)
     assert len(first.computed) == n_units and not first.skipped
-    second = run_tiny(tmp_path / "run")
+    second = run_tiny(run_dir)
     assert second.computed == [] and len(second.skipped) == n_units
-    arrays = _unit_arrays(tmp_path / "run")
+    arrays = _unit_arrays(run_dir)
     ig = arrays["s0_c1_integrated_gradients"]
     assert ig["attributions"].shape == (3, 4, 16, 16)  # N explicands, K=4 targets
     assert ig["curves"].shape == (3, 4, 2, 9, 5)
     assert np.isfinite(ig["aucs"]).all()
     assert arrays["s0_c1_random"]["attributions"].shape == (3, 1, 16, 16)
     # Report: table rows = 2 methods x 4 targets + random.
-    paths = report_mod.write_report(str(tmp_path / "run"))
+    paths = report_mod.write_report(str(run_dir))
     text = open(paths["markdown"]).read()
     assert "COCOA" in text and "Random" in text
     assert len(open(paths["csv"]).read().strip().splitlines()) == 1 + 2 * 4 + 1
@@ -164,8 +171,8 @@ test_sweep.run_tiny({run_dir!r}, on_unit=hold_before_the_last)
 
 
 @pytest.mark.slow  # a killed subprocess sweep (~17 s)
-def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
-    reference = run_tiny(tmp_path / "reference")
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, full_tiny_run):
+    reference_dir, reference = full_tiny_run
     run_dir = tmp_path / "killed"
     code = _CHILD.format(tests=os.path.dirname(os.path.abspath(__file__)), run_dir=str(run_dir),
                          n_total=len(reference.computed))
@@ -198,7 +205,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     finished_units = [r["unit"] for r in rows if "unit" in r]
     assert sorted(finished_units) == sorted(reference.computed)  # one row per unit
     # Same numbers as the uninterrupted run.
-    expected, got = _unit_arrays(tmp_path / "reference"), _unit_arrays(run_dir)
+    expected, got = _unit_arrays(reference_dir), _unit_arrays(run_dir)
     for uid in reference.computed:
         for name in ("attributions", "curves", "aucs"):
             np.testing.assert_allclose(got[uid][name], expected[uid][name], rtol=1e-6, atol=1e-7, err_msg=uid)

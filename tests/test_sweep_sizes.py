@@ -29,6 +29,16 @@ def run(config, run_dir):
     return rows, {uid: store.load_unit(row) for uid, row in rows.items()}
 
 
+# The corpus-size study (sizes 1 and 5) that two tests read: run once per module.
+CORPUS_STUDY = dict(corpus_size=[1, 5])
+
+
+@pytest.fixture(scope="module")
+def corpus_study(tmp_path_factory):
+    """(rows, units) of the tiny corpus-size study `small(**CORPUS_STUDY)`."""
+    return run(small(**CORPUS_STUDY), tmp_path_factory.mktemp("corpus_study") / "study")
+
+
 def test_int_configs_keep_their_run_hash_and_lists_get_another():
     assert tiny_config().config_hash() == OLD_HASHES["tiny"]
     assert digits_reduced().config_hash() == OLD_HASHES["digits_reduced"]
@@ -102,8 +112,11 @@ def test_draws_are_nested_and_equal_to_one_size_studies():
 
 
 @pytest.mark.parametrize("field,sizes", [("corpus_size", [1, 5]), ("foil_size", [4, 12])])
-def test_one_pass_equals_separate_one_size_runs(tmp_path, field, sizes):
-    rows, units = run(small(**{field: sizes}), tmp_path / "study")
+def test_one_pass_equals_separate_one_size_runs(tmp_path, request, field, sizes):
+    if field == "corpus_size":
+        rows, units = request.getfixturevalue("corpus_study")  # the same config, run once
+    else:
+        rows, units = run(small(**{field: sizes}), tmp_path / "study")
     n_measures = 5
     ig = units["s0_c1_integrated_gradients"]
     assert ig["size_curves"].shape == (2, 2, 4, 2, 5, n_measures)  # N, Z, K, kinds, S+1, M
@@ -129,11 +142,11 @@ def test_one_pass_equals_separate_one_size_runs(tmp_path, field, sizes):
     assert not np.allclose(maps[:, 0, 3], maps[:, 1, 3])  # COCOA
 
 
-def test_each_size_is_evaluated_with_its_own_corpus(tmp_path):
+def test_each_size_is_evaluated_with_its_own_corpus(corpus_study):
     """Deletion step 0 is the intact explicand: its ccs must be COCOA of THAT size's corpus and foil,
     recomputed here from the stored draw, for every target's curve (label-free ones included)."""
-    config = small(corpus_size=[1, 5])
-    _, units = run(config, tmp_path / "study")
+    config = small(**CORPUS_STUDY)
+    _, units = corpus_study
     ig = units["s0_c1_integrated_gradients"]
     encoder, data = tiny_encoder(), tiny_datasets()
     data_seed = inputs.sample_seed(config, 0, [1], data["train"], data["test"],
@@ -152,16 +165,16 @@ def test_report_writes_the_sensitivity_figure_table_and_gini(tmp_path):
     from cocoa_jax.sparsity import gini_index
     from cocoa_jax.sweep import report, studies
 
-    config = small(corpus_size=[1, 5], seeds=(0, 1))
-    _, units = run(config, tmp_path / "study")
-    paths = report.write_report(str(tmp_path / "study"))
+    study_dir = tmp_path / "study"
+    _, units = run(small(**CORPUS_STUDY, seeds=(0, 1)), study_dir)
+    paths = report.write_report(str(study_dir))
     assert paths["sensitivity_plot"].endswith("sensitivity_corpus.png")
     with open(paths["sensitivity_plot"], "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     text = open(paths["markdown"]).read()
     assert "Corpus size sensitivity" in text and "corpus 1 | corpus 5" in text and "Gini" in text
     # The table's cell = mean over seeds of each seed's mean AUC at that size (one class here).
-    _, sizes, tables = studies.sensitivity_table(str(tmp_path / "study"), ("ccs",))
+    _, sizes, tables = studies.sensitivity_table(str(study_dir), ("ccs",))
     measure, kind, body = tables[0]
     cells = dict(body)[("integrated_gradients", "cocoa")]
     for z in range(2):
@@ -175,6 +188,6 @@ def test_report_writes_the_sensitivity_figure_table_and_gini(tmp_path):
     # raw-value formula on request.
     maps = units["s1_c1_integrated_gradients"]["attributions"][:, 2]  # corpus target
     for absolute in (True, False):
-        gini = studies.gini_per_seed(str(tmp_path / "study"), absolute=absolute)
+        gini = studies.gini_per_seed(str(study_dir), absolute=absolute)
         expected = np.mean([float(gini_index(np.asarray(m, np.float64), absolute=absolute)) for m in maps])
         assert gini[("integrated_gradients", "corpus")][1] == pytest.approx(expected, rel=1e-9)

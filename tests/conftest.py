@@ -54,3 +54,16 @@ def _jax_persistent_cache_back_to_the_start_after_each_test():
 
         if compilation_cache.is_initialized():
             compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep_run(tmp_path_factory):
+    """(run_dir, result) of ONE uninterrupted sweep of test_sweep.tiny_config(), run once per
+    session for every test that reads that run (a whole tiny sweep costs ~15-30 s on 2 cores).
+    Tests may add a report to it; a test that changes units or rows works on a copy
+    (shutil.copytree)."""
+    import test_sweep
+
+    run_dir = tmp_path_factory.mktemp("tiny_sweep") / "run"
+    return run_dir, test_sweep.run_tiny(run_dir)
+

@@ -1,17 +1,16 @@
 """`cocoa-jax report` reads and verifies a run once, and its tables equal a fresh read's."""
 import os
+import shutil
 
 import pytest
 
 from cocoa_jax.sweep import report, store
 
-from test_sweep import run_tiny
-
 
 @pytest.mark.slow  # a whole tiny sweep + report
-def test_write_report_reads_and_hashes_each_unit_once(tmp_path, monkeypatch):
+def test_write_report_reads_and_hashes_each_unit_once(tmp_path, monkeypatch, tiny_sweep_run):
     run_dir = str(tmp_path / "run")
-    run_tiny(run_dir)
+    shutil.copytree(tiny_sweep_run[0], run_dir)  # a whole tiny sweep, run once per session (conftest)
     # A separate read, for comparison (report.md states the arrows' meaning once, in its header).
     fresh = report.markdown_table(run_dir, ("corpus_majority_prob",), directions_note=False)
     calls = {"read_rows": 0, "sha256": 0, "load": 0}
@@ -43,12 +42,12 @@ def test_write_report_reads_and_hashes_each_unit_once(tmp_path, monkeypatch):
     assert os.path.isfile(paths["plot"])
 
 
-def test_rows_follow_the_one_row_definition(tmp_path):
+def test_rows_follow_the_one_row_definition(tmp_path, tiny_sweep_run):
     """Rows written by the runner carry exactly UnitRow's fields; a row lacking one is not trusted."""
     import json
 
     run_dir = str(tmp_path / "run")
-    run_tiny(run_dir)
+    shutil.copytree(tiny_sweep_run[0], run_dir)  # a private copy: this test damages a row
     run = report.Run(run_dir)
     for row in run.rows.values():
         assert set(row) <= set(store.ROW_FIELDS)

@@ -91,15 +91,8 @@ def _unit_arrays(run_dir):
     return {uid: store.load_unit(row) for uid, row in rows.items()}
 
 
-@pytest.fixture(scope="module")
-def full_tiny_run(tmp_path_factory):
-    """(run_dir, result) of one uninterrupted tiny sweep, read by several tests of this module."""
-    run_dir = tmp_path_factory.mktemp("full_tiny") / "run"
-    return run_dir, run_tiny(run_dir)
-
-
-def test_full_run_then_rerun_skips_everything(full_tiny_run):
-    run_dir, first = full_tiny_run
+def test_full_run_then_rerun_skips_everything(tiny_sweep_run):
+    run_dir, first = tiny_sweep_run  # one uninterrupted run, shared by the session (conftest)
     n_units = 2 * 2 * 3  # seeds x classes x (IG, RISE, random)
     assert len(first.computed) == n_units and not first.skipped
     second = run_tiny(run_dir)
@@ -171,8 +164,8 @@ test_sweep.run_tiny({run_dir!r}, on_unit=hold_before_the_last)
 
 
 @pytest.mark.slow  # a killed subprocess sweep (~17 s)
-def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, full_tiny_run):
-    reference_dir, reference = full_tiny_run
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, tiny_sweep_run):
+    reference_dir, reference = tiny_sweep_run
     run_dir = tmp_path / "killed"
     code = _CHILD.format(tests=os.path.dirname(os.path.abspath(__file__)), run_dir=str(run_dir),
                          n_total=len(reference.computed))

@@ -134,13 +134,9 @@ def _parse(log: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    import test_sweep as ts
-
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    ts.run_sweep(ts.tiny_config(), str(run_dir), encoder=ts.tiny_encoder(), datasets=ts.tiny_datasets(),
-                 progress=False, compile_cache=None)
-    return run_dir
+def reference(tiny_sweep_run):
+    """The one-process run of ts.tiny_config() (shared by the session, see conftest)."""
+    return tiny_sweep_run[0]
 
 
 def _results_units(path):

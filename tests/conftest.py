@@ -57,13 +57,33 @@ def _jax_persistent_cache_back_to_the_start_after_each_test():
 
 
 @pytest.fixture(scope="session")
-def tiny_sweep_run(tmp_path_factory):
-    """(run_dir, result) of ONE uninterrupted sweep of test_sweep.tiny_config(), run once per
-    session for every test that reads that run (a whole tiny sweep costs ~15-30 s on 2 cores).
+def shared_sweep(tmp_path_factory):
+    """run(config) -> (run_dir, result): a sweep of `config` on test_sweep's tiny encoder and data, run ONCE
+    per session for every test that reads that run (a whole tiny sweep costs ~10-30 s on 2 cores).
     Tests may add a report to it; a test that changes units or rows works on a copy
     (shutil.copytree)."""
+    import json
+
+    import test_sweep
+    from cocoa_jax.sweep import run_sweep
+
+    runs = {}
+
+    def run(config):
+        key = json.dumps(config.to_dict(), sort_keys=True)
+        if key not in runs:
+            run_dir = tmp_path_factory.mktemp("shared_sweep") / "run"
+            result = run_sweep(config, str(run_dir), encoder=test_sweep.tiny_encoder(),
+                               datasets=test_sweep.tiny_datasets(), progress=False, compile_cache=None)
+            runs[key] = (run_dir, result)
+        return runs[key]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep_run(shared_sweep):
+    """(run_dir, result) of ONE uninterrupted sweep of test_sweep.tiny_config()."""
     import test_sweep
 
-    run_dir = tmp_path_factory.mktemp("tiny_sweep") / "run"
-    return run_dir, test_sweep.run_tiny(run_dir)
-
+    return shared_sweep(test_sweep.tiny_config())

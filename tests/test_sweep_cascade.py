@@ -137,15 +137,15 @@ def _run(config, run_dir, **kwargs):
 
 
 @pytest.mark.slow  # three tiny sweeps
-def test_cascade_step0_is_the_trained_map_and_last_step_is_the_randomized_run(tmp_path):
+def test_cascade_step0_is_the_trained_map_and_last_step_is_the_randomized_run(tmp_path, shared_sweep):
     seed = 3
-    config = tiny_config(classes=(1,), explicands_per_class=2, seeds=(seed,), include_random=False,
-                         methods={"integrated_gradients": {"n_steps": 3}}, eval_steps=4)
+    # test_sweep_randomize's config: its plain and randomized runs are shared (conftest shared_sweep).
+    config = tiny_config(classes=(1,), explicands_per_class=2, seeds=(seed,),
+                         methods={"integrated_gradients": {"n_steps": 3}}, eval_steps=4, explicand_batch=2)
     _run(config.replace(randomize_cascade=True), tmp_path / "cascade")
-    _run(config, tmp_path / "trained")
-    _run(config.replace(randomize_model=True), tmp_path / "randomized")
     uid = f"s{seed}_c1_integrated_gradients"
-    cascade, trained, randomized = (_arrays(tmp_path / name)[uid] for name in ("cascade", "trained", "randomized"))
+    cascade = _arrays(tmp_path / "cascade")[uid]
+    trained, randomized = (_arrays(shared_sweep(c)[0])[uid] for c in (config, config.replace(randomize_model=True)))
     # The cascade adds arrays; the trained encoder's results are those of the plain run.
     for key in ("attributions", "curves", "aucs"):
         np.testing.assert_array_equal(cascade[key], trained[key], err_msg=key)

@@ -39,25 +39,30 @@ def test_gini_raw_values_is_the_official_formula():
     np.testing.assert_allclose(float(gini_index(np.eye(7)[2], absolute=False)), 1 - 1 / 7, rtol=1e-6)
 
 
-def _run(config, run_dir, encoder):
-    run_sweep(config, str(run_dir), encoder=encoder, datasets=tiny_datasets(), progress=False, compile_cache=None)
+def _arrays(run_dir):
     _, store = open_existing(str(run_dir))
     return {uid: store.load_unit(row) for uid, row in store.read_rows(warn=False).items()}
 
 
+def _run(config, run_dir, encoder):
+    run_sweep(config, str(run_dir), encoder=encoder, datasets=tiny_datasets(), progress=False, compile_cache=None)
+    return _arrays(run_dir)
+
+
 @pytest.mark.slow  # two tiny sweeps
-def test_randomized_run_equals_a_run_of_the_randomized_encoder(tmp_path):
+def test_randomized_run_equals_a_run_of_the_randomized_encoder(tmp_path, shared_sweep):
     """randomize_model: seed s explains randomize_params(params, key(s)), sampling, attribution,
     evaluation and the probe included: the same numbers as a plain run given that encoder."""
     seed = 3
     config = tiny_config(classes=(1,), explicands_per_class=2, seeds=(seed,),
                          methods={"integrated_gradients": {"n_steps": 3}}, eval_steps=4, explicand_batch=2)
-    randomized = _run(config.replace(randomize_model=True), tmp_path / "randomized", tiny_encoder())
-    assert os.path.exists(tmp_path / "randomized" / f"probe_s{seed}.npz")
+    # The plain and the randomized runs are shared with test_sweep_cascade (conftest shared_sweep).
+    randomized_dir, trained_dir = (shared_sweep(c)[0] for c in (config.replace(randomize_model=True), config))
+    randomized, trained = _arrays(randomized_dir), _arrays(trained_dir)
+    assert os.path.exists(randomized_dir / f"probe_s{seed}.npz")
     by_hand = TinyEncoder()
     by_hand.params = randomize_params(tiny_encoder().params, jax.random.key(seed))
     reference = _run(config, tmp_path / "by_hand", by_hand)
-    trained = _run(config, tmp_path / "trained", tiny_encoder())
     for uid in ("s3_c1_integrated_gradients", "s3_c1_random"):
         for key in ("attributions", "curves", "aucs"):
             np.testing.assert_allclose(randomized[uid][key], reference[uid][key], rtol=1e-5, atol=1e-6,
@@ -66,12 +71,12 @@ def test_randomized_run_equals_a_run_of_the_randomized_encoder(tmp_path):
                            trained["s3_c1_integrated_gradients"]["attributions"])
     from cocoa_jax.sweep import report
 
-    paths = report.write_report(str(tmp_path / "randomized"))
+    paths = report.write_report(str(randomized_dir))
     text = open(paths["markdown"]).read()
     # After the header (which says so too), the randomisation section comes first.
     assert text.startswith("# Sweep report\n") and "model randomisation (per seed)" in text
     assert text[text.index("### "):].startswith("### Model randomisation") and "randomize_params" in text
-    assert "Model randomisation" not in open(report.write_report(str(tmp_path / "trained"))["markdown"]).read()
+    assert "Model randomisation" not in open(report.write_report(str(trained_dir))["markdown"]).read()
 
 
 def test_each_seed_gets_its_own_randomized_encoder():

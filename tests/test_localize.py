@@ -224,7 +224,7 @@ def run_dir(tmp_path_factory):
 
 
 @pytest.mark.slow  # a whole CLI run; tests/product covers localize quickly
-def test_cli_default_writes_figure_npz_settings(run_dir, model, data):
+def test_cli_default_writes_figure_npz_settings(run_dir, model, data, capsys):
     from PIL import Image
 
     with Image.open(run_dir / "figure.png") as im:
@@ -254,14 +254,24 @@ def test_cli_default_writes_figure_npz_settings(run_dir, model, data):
                 assert z[f"hits_{m}"][i, k, 0] == (tiles.ravel()[np.argmax(heat)] == z["query_tiles"][i])
                 mass = np.bincount(tiles.ravel(), np.maximum(heat, 0).ravel(), 4)
                 assert z[f"hits_{m}"][i, k, 1] == (mass.max() > 0 and np.argmax(mass) == z["query_tiles"][i])
+    # A whole run's outputs are refused as they stand (no --overwrite), nothing touched.
+    _assert_refuses_to_overwrite(run_dir, capsys)
 
 
-def test_cli_refuses_to_overwrite(run_dir, capsys):
-    before = (run_dir / "settings.json").read_bytes()
-    assert main(["localize", *TINY, "--out", str(run_dir)]) == 2
+def _assert_refuses_to_overwrite(out, capsys):
+    before = (out / "settings.json").read_bytes()
+    assert main(["localize", *TINY, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cocoa-jax localize: error:") and "--overwrite" in err and "\n" not in err
-    assert (run_dir / "settings.json").read_bytes() == before
+    assert (out / "settings.json").read_bytes() == before
+
+
+def test_cli_refuses_to_overwrite(tmp_path, capsys):
+    """Earlier outputs in --out are refused before any work (the check reads which files exist; the
+    slow test above checks the same refusal on a whole run's outputs)."""
+    for name in ("figure.png", "attributions.npz", "settings.json"):
+        (tmp_path / name).write_bytes(b"an earlier run's " + name.encode())
+    _assert_refuses_to_overwrite(tmp_path, capsys)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -18,9 +18,9 @@ import cocoa_jax
 from cocoa_jax.sweep import report
 from cocoa_jax.sweep.store import open_existing
 
-from test_sweep import tiny_config, tiny_datasets, tiny_encoder
+from test_sweep import tiny_config, tiny_encoder
 
-pytestmark = pytest.mark.slow  # one whole tiny sweep (~30 s on 2 shared cores), shared by the file
+pytestmark = pytest.mark.slow  # one whole tiny sweep (~30 s on 2 shared cores), shared by the session (conftest)
 
 # Written out here, not read from the measure table: the paper's similarity / probability measures
 # rise with inserted evidence; representation shift is a distance from the explicand.
@@ -32,13 +32,9 @@ CONFIG = dict(methods={"integrated_gradients": {"n_steps": 4}, "rise": {"n_masks
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from cocoa_jax.sweep import run_sweep
-
-    path = str(tmp_path_factory.mktemp("reads_right") / "run")
-    run_sweep(tiny_config(**CONFIG), path, encoder=tiny_encoder(), datasets=tiny_datasets(), progress=False,
-              compile_cache=None)
-    return path
+def run_dir(shared_sweep):
+    # Run once per session (conftest): this config is test_sweep's tiny run, which other files read too.
+    return str(shared_sweep(tiny_config(**CONFIG))[0])
 
 
 @pytest.fixture(scope="module")

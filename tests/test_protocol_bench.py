@@ -183,7 +183,10 @@ def test_quick_protocol_benchmark_writes_results(tmp_path):
     assert all(profile["sweep"][run]["units"] == 3 for run in ("cold", "warm"))
     assert profile["passes"]["attribution:rise"]["forward"] == 2 * 416
     assert "**Estimator profile `fast`**" in text and "`--estimators fast` warm" in text
-    assert 0 < analysis["roofline"]["cocoa-jax warm"]["evaluation"] < 1
+    # A ratio of two timings (the phase's FLOP rate over a matmul peak measured in the same run): a
+    # loaded host can push it past 1, so only its presence and sign are asserted, not its size.
+    fraction = analysis["roofline"]["cocoa-jax warm"]["evaluation"]
+    assert math.isfinite(fraction) and fraction > 0
     # A second run may not replace the file silently.
     again = subprocess.run([sys.executable, "-m", "benchmarks.suites.protocol", "--settings", "quick", "--out", str(out)],
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)

@@ -414,7 +414,7 @@ def resolved_options(name: str, options: dict | None = None, image_shape=None) -
 
 # Estimator profiles: named option sets applied under a run's explicit options. `paper` is the
 # signature defaults bit for bit (no options); `fast` the cheaper estimators that measured at
-# least as accurate against high-count references (docs/estimators.md, benchmarks/RESULTS_estimators.md):
+# least as accurate against high-count references (docs/estimators.md, benchmarks/results/RESULTS_estimators.md):
 # centred RISE with 416 masks (1/12 of 5000; Spearman 0.96-0.98 vs the paper's 0.23-0.67 on three
 # encoders), IG with 16 Gauss-Legendre steps (Spearman >= 0.999 vs a 64-256-step reference);
 # GradientSHAP unchanged (no cheaper option reached its 50-sample quality).

@@ -96,7 +96,7 @@ def integrated_gradients_adaptive(
     run that stops at n points cost exactly n gradient points (plus the two end values of f). The
     result at n points equals `integrated_gradients(..., method="riemann_trapezoid", n_steps=n)`.
     On ReLU encoders the trapezoid rule closes the gap faster than Gauss-Legendre
-    (benchmarks/RESULTS.md), which is why it is the rule here.
+    (benchmarks/results/RESULTS.md), which is why it is the rule here.
 
     Eager, not jit-able (the number of steps depends on values); every level runs as a jitted
     program. min_steps / max_steps are rounded up to 2^j + 1.

@@ -99,3 +99,14 @@ def test_the_import_reader_sees_known_imports():
     assert "attribution_methods._common" in EDGES["attribution_methods.rise"]  # relative or absolute
     assert "commands.errors" in EDGES["cli"]                      # from cocoa_jax.commands.errors import ...
     assert sum(len(t) for t in EDGES.values()) > 100
+
+
+def test_test_files_have_unique_basenames():
+    """pytest's default import mode cannot collect two test files of one basename (tests/ and
+    tests/product/ have no __init__.py): the whole suite stops at collection, although each file
+    passes alone."""
+    tests = pathlib.Path(__file__).resolve().parent
+    seen = {}
+    for path in sorted(tests.rglob("test_*.py")):
+        assert path.name not in seen, f"{path} and {seen[path.name]} share a basename"
+        seen[path.name] = path

@@ -27,7 +27,6 @@ import re
 import shutil
 import socket
 import threading
-import time
 
 # Tests only: seconds to pause inside a commit after its first file is in place, so a signal
 # can be sent mid-commit (the commit must still complete, then the command exits 130). The

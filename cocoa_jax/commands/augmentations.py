@@ -22,15 +22,14 @@ error before that leaves --out as it was):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 import numpy as np
 
-from cocoa_jax.commands.errors import UsageError, flag_errors, with_flag  # one line, exit 2
+from cocoa_jax.commands.errors import UsageError, flag_errors  # one line, exit 2
 from cocoa_jax.records import environment_record
-from cocoa_jax.commands.checks import parse_names, positive
+from cocoa_jax.commands.checks import parse_names, positive, read_images
 
 COMMAND = "augmentations"
 DEFAULT_OUT = os.path.join("runs", "augmentations")
@@ -187,19 +186,12 @@ def digits_inputs(settings):
 def file_inputs(settings):
     """(model, encode_fn, originals (N, H, W, 3) in [0, 1], foil images, record) from image files,
     read as `explain` reads them (`cocoa_jax.data.files.read`, through the model's resize and crop)."""
-    import sys
-
     from cocoa_jax import models
-    from cocoa_jax.data import files
 
     model = models.load(settings["model"], settings["weights"])
 
     def read(flag, paths):
-        with flag_errors(flag):
-            images, notes = files.read(paths, model.input_shape, model.preprocess)
-        for note in with_flag(flag, notes):  # an unusual resize or frame: one line each, never silent
-            print(f"cocoa-jax augmentations: note: {note}", file=sys.stderr)
-        return images
+        return read_images("augmentations", flag, paths, model)
 
     # Augment [0, 1] pixels: the model's encode_fn normalises inside (the explained function).
     encode_fn = model.encode_fn

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
+import sys
 
-from cocoa_jax.commands.errors import UsageError
+from cocoa_jax.commands.errors import UsageError, flag_errors, with_flag
 
 
 def parse_names(option: str, value, allowed) -> tuple[str, ...]:
@@ -45,3 +46,16 @@ def output_location(option: str, path, *, replaced_whole: bool = False) -> str:
             err = f"cannot be created: {where} is a file, not a directory"
         raise UsageError(f"{option} {os.fspath(path)!r} {err}") from None
     return target
+
+
+def read_images(command: str, flag: str, paths, model):
+    """Image files of flag `flag` read for `model` (`data.files.read`): library errors become a
+    UsageError naming the flag, and each unusual resize or frame is one note line on stderr, never
+    silent. Returns (N, H, W, C) [0, 1] pixels."""
+    from cocoa_jax.data import files
+
+    with flag_errors(flag):
+        pixels, notes = files.read(paths, model.input_shape, model.preprocess)
+    for note in with_flag(flag, notes):
+        print(f"cocoa-jax {command}: note: {note}", file=sys.stderr)
+    return pixels

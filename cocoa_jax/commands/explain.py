@@ -33,10 +33,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cocoa_jax.commands.errors import UsageError, flag_errors, with_flag
+from cocoa_jax.commands.errors import UsageError, flag_errors
 from cocoa_jax.records import environment_record
 from cocoa_jax.commands import method_flags
-from cocoa_jax.commands.checks import output_location, parse_names, positive
+from cocoa_jax.commands.checks import output_location, parse_names, positive, read_images
 from cocoa_jax.files import Outputs
 
 DEFAULT_TARGETS = ("cocoa", "corpus", "label_free", "contrastive_label_free")
@@ -249,16 +249,10 @@ def _digits_inputs(model, setup, args):
 
 def _file_inputs(model, setup, args):
     """Own data: the files named on the command line, read at the model's input size."""
-    from cocoa_jax.data import files, selection
+    from cocoa_jax.data import selection
 
     def read(flag, paths):
-        import sys
-
-        with flag_errors(flag):
-            pixels, notes = files.read(paths, model.input_shape, model.preprocess)
-        for note in with_flag(flag, notes):  # an unusual resize or frame: one line each, never silent
-            print(f"cocoa-jax explain: note: {note}", file=sys.stderr)
-        return pixels
+        return read_images("explain", flag, paths, model)
 
     out = dict(images=read("--images", setup["images_files"]), corpus=None, foil=None, corpus_reps=None,
                foil_reps=None, titles=[os.path.basename(p) for p in setup["images_files"]],

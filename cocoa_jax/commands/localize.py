@@ -21,7 +21,6 @@ three files together at the end, or none of them (Ctrl-C or an error before that
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -299,7 +298,7 @@ def _clip(s: dict, args, log, mesh):
 
 
 def run(args: argparse.Namespace) -> int:
-    from cocoa_jax.commands.errors import UsageError, flag_errors
+    from cocoa_jax.commands.errors import flag_errors
     from cocoa_jax.meshes import use_every_core
 
     use_every_core()  # every core a device (before JAX starts): the grids run one per device

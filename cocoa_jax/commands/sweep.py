@@ -208,7 +208,7 @@ def run(args) -> int:
 
     from cocoa_jax.models import ModelDirError
     from cocoa_jax.sweep import run_sweep
-    from cocoa_jax.sweep.runner import ProcessMismatch, count_finished
+    from cocoa_jax.sweep.runner import ProcessMismatch
     from cocoa_jax.sweep.store import RunDirMismatch
 
     try:  # a damaged or missing model / data file: one line

@@ -7,6 +7,7 @@ flags README shows, and checks exit codes, stderr and the files written.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -52,6 +53,21 @@ def run_cli(args, *, cwd, timeout: float = 600, env: dict | None = None) -> subp
     """Run `cocoa-jax ARGS...` to completion; returns the CompletedProcess (text mode)."""
     return subprocess.run([cocoa_jax_executable(), *map(str, args)], cwd=cwd, env=env or cli_env(),
                           capture_output=True, text=True, timeout=timeout)
+
+
+TINY_SWEEP = {"seeds": [0], "classes": [3], "explicands_per_class": 2, "foil_size": 8, "eval_steps": 4,
+              "probe_train_size": 200, "probe_test_size": 100,
+              "methods": {"integrated_gradients": {"n_steps": 3}}}
+
+
+def tiny_sweep_flags(**fields) -> list[str]:
+    """`--set` flags of a tiny sweep on the shipped digits encoder (`fields` override or add config
+    fields), without a progress bar: what the product tests of sweep and report run."""
+    config = {**TINY_SWEEP, **fields}
+    flags = []
+    for name, value in config.items():
+        flags += ["--set", f"{name}={json.dumps(value, separators=(',', ':'))}"]
+    return flags + ["--no-progress"]
 
 
 def start_cli(args, *, cwd, env: dict | None = None) -> subprocess.Popen:

@@ -10,15 +10,12 @@ import pytest
 
 import cocoa_jax
 
-from conftest import cli_env, run_cli
+from conftest import cli_env, run_cli, tiny_sweep_flags
 
 
 @pytest.mark.slow  # ~40-70 s on 2 shared cores (probe training, compiles in two subprocesses)
 def test_report_header_and_directions_on_a_real_run(tmp_path):
-    tiny = ["--set", "seeds=[0,1]", "--set", "classes=[3]", "--set", "explicands_per_class=2",
-            "--set", "corpus_size=5", "--set", "foil_size=8", "--set", "eval_steps=4",
-            "--set", "probe_train_size=200", "--set", "probe_test_size=100",
-            "--set", 'methods={"integrated_gradients": {"n_steps": 3}}', "--no-progress"]
+    tiny = tiny_sweep_flags(seeds=[0, 1], corpus_size=5)
     run_dir = tmp_path / "runs" / "digits"
     sweep = run_cli(["sweep", run_dir, *tiny], cwd=tmp_path, env=cli_env())
     assert sweep.returncode == 0, f"stdout:\n{sweep.stdout}\nstderr:\n{sweep.stderr}"

@@ -4,16 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import cli_env, run_cli
+from conftest import cli_env, run_cli, tiny_sweep_flags
 
 
 @pytest.mark.slow  # ~35-60 s on 2 shared cores (probe training, compiles in a subprocess)
 def test_corpus_size_study_writes_the_sensitivity_figure(tmp_path):
     """`cocoa-jax sweep RUN --set corpus_size=[1,5] ... --report` on the shipped digits encoder."""
-    tiny = ["--set", "corpus_size=[1,5]", "--set", "seeds=[0]", "--set", "classes=[3]",
-            "--set", "explicands_per_class=2", "--set", "foil_size=8", "--set", "eval_steps=4",
-            "--set", "probe_train_size=200", "--set", "probe_test_size=100",
-            "--set", 'methods={"integrated_gradients": {"n_steps": 3}}', "--no-progress"]
+    tiny = tiny_sweep_flags(corpus_size=[1, 5])
     run_dir = tmp_path / "runs" / "corpus"
     proc = run_cli(["sweep", run_dir, *tiny, "--report"], cwd=tmp_path, env=cli_env())
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
@@ -27,6 +24,5 @@ def test_corpus_size_study_writes_the_sensitivity_figure(tmp_path):
     with np.load(run_dir / "units" / "s0_c3_integrated_gradients.npz") as unit:
         assert unit["size_aucs"].shape[:3] == (2, 2, 4) and list(unit["sizes"]) == [1, 5]
     # The int form of the same run is another run (today's draws): refused in this directory.
-    again = run_cli(["sweep", run_dir, *[a if a != "corpus_size=[1,5]" else "corpus_size=5" for a in tiny]],
-                    cwd=tmp_path, env=cli_env())
+    again = run_cli(["sweep", run_dir, *tiny_sweep_flags(corpus_size=5)], cwd=tmp_path, env=cli_env())
     assert again.returncode == 2 and "corpus_size" in again.stderr, again.stderr

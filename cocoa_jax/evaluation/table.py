@@ -22,18 +22,25 @@ The contract of a metric function (read by every metric file):
     The function is pure JAX: `evaluate` vmaps it over explicands and jits it. It must not
     branch on traced values in Python; options are static Python values.
 
-`Context` (a pytree: `target`, `baseline`, `mask`, `alternative_target` are per-explicand data
-and vmapped with the explicand; the callables and `batch_size` are static):
+`Context` (a pytree: `target`, `baseline`, `mask`, `segments`, `alternative_target` are
+per-explicand data vmapped with the explicand; `params` and `randomized_params` are shared data;
+the callables, `batch_size` and `num_segments` are static):
 
-    ctx.score(images (B, H, W, C)) -> (B, K)   the K target values, ONE encoder pass for all K
-    ctx.score_many(images (P, H, W, C)) -> (P, K)  the same in chunks of `ctx.batch_size`
+    ctx.encode(images (B, H, W, C), params=None) -> (B, D)   encode_fn(params or ctx.params, images)
+    ctx.score(images (B, H, W, C), params=None) -> (B, K)    the K target values, ONE encoder pass
+    ctx.score_many(images (P, H, W, C)) -> (P, K)            the same in chunks of `ctx.batch_size`
     ctx.target          a stacked `targets.Target` of K targets (ctx.num_targets = K)
     ctx.baseline        (H, W, C) the image removed pixels take (the blurred explicand by default)
-    ctx.mask            (H, W) float {0, 1} localisation mask, or None   (`needs_mask`)
-    ctx.explain(x, key, encode=None) -> (K, H, W[, C])  the explainer's maps of x for the same
-                        K targets under `encode` (default: ctx.encode)     (`needs_explainer`)
-    ctx.randomized_encodes  tuple of encode functions of randomised models, e.g. a cascade
-                        (`needs_randomized_model`)
+    ctx.mask            (H, W) float {0, 1} localisation mask, or None          (`needs_mask`)
+    ctx.segments        (H, W) int32 superpixel ids in [0, ctx.num_segments), or None (`needs_segments`;
+                        None: the metric falls back on its own regular grid)
+    ctx.explain(x, key, params=None) -> (K, H, W[, C])  the explainer's maps of x for the same K
+                        targets under `params` (default ctx.params)             (`needs_explainer`);
+                        the explainer is `explainer(encode, target, x, baseline, key)`, e.g.
+                        `evaluation.method_explainer("integrated_gradients", n_steps=16)` (any method
+                        of `cocoa_jax.methods`)
+    ctx.randomized_params  tuple of parameter pytrees of randomised models for `ctx.encode_fn`, e.g.
+                        a cascade (`needs_randomized_model`)
     ctx.alternative_target  a stacked Target of K other targets of the same kind, or None
                         (`needs_alternative_target`, for random logit)
 
@@ -73,8 +80,9 @@ class Metric:
       uses_key: the score depends on `key` (random perturbations).
       needs_explainer: the metric calls `ctx.explain` (sensitivity, MPRT).
       needs_mask: the metric reads `ctx.mask` (localisation).
-      needs_randomized_model: the metric reads `ctx.randomized_encodes` (MPRT).
+      needs_randomized_model: the metric reads `ctx.randomized_params` (MPRT).
       needs_alternative_target: the metric reads `ctx.alternative_target` (random logit).
+      needs_segments: the metric reads `ctx.segments` when given (IROF).
     """
 
     name: str
@@ -91,6 +99,7 @@ class Metric:
     needs_mask: bool = False
     needs_randomized_model: bool = False
     needs_alternative_target: bool = False
+    needs_segments: bool = False
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -149,35 +158,44 @@ class Context:
 
     target: Target
     baseline: jax.Array
+    params: Any = ()
     mask: jax.Array | None = None
+    segments: jax.Array | None = None
     alternative_target: Target | None = None
-    encode: Callable = dataclasses.field(default=None, metadata=dict(static=True))
+    randomized_params: tuple = ()
+    encode_fn: Callable = dataclasses.field(default=None, metadata=dict(static=True))
     explainer: Callable | None = dataclasses.field(default=None, metadata=dict(static=True))
-    randomized_encodes: tuple = dataclasses.field(default=(), metadata=dict(static=True))
     batch_size: int | None = dataclasses.field(default=None, metadata=dict(static=True))
+    num_segments: int | None = dataclasses.field(default=None, metadata=dict(static=True))
 
     @property
     def num_targets(self) -> int:
         return len(self.target.normalize)
 
-    def score(self, images: jax.Array) -> jax.Array:
+    def encode(self, images: jax.Array, params: Any = None) -> jax.Array:
+        """(B, H, W, C) -> (B, D) under `params` (default: the model's own)."""
+        return self.encode_fn(self.params if params is None else params, images)
+
+    def score(self, images: jax.Array, params: Any = None) -> jax.Array:
         """(B, H, W, C) -> (B, K): one encoder pass, K target values."""
-        return self.target(self.encode(images))
+        return self.target(self.encode(images, params))
 
     def score_many(self, images: jax.Array) -> jax.Array:
         """(P, H, W, C) -> (P, K), `batch_size` images per encoder call (rolled `lax.map`)."""
         return batching.map_in_batches(self.score, images, self.batch_size)
 
-    def explain(self, x: jax.Array, key: jax.Array, encode: Callable | None = None) -> jax.Array:
-        """The explainer's (K, H, W[, C]) maps of x for the K targets under `encode` (default ctx.encode)."""
+    def explain(self, x: jax.Array, key: jax.Array, params: Any = None) -> jax.Array:
+        """The explainer's (K, H, W[, C]) maps of x for the K targets under `params` (default ctx.params)."""
         if self.explainer is None:
             raise ValueError("this metric needs an explainer: pass `explainer=` to evaluate")
-        return self.explainer(self.encode if encode is None else encode, self.target, x, self.baseline, key)
+        params = self.params if params is None else params
+        return self.explainer(lambda images: self.encode_fn(params, images), self.target, x, self.baseline, key)
 
 
 jax.tree_util.register_dataclass(
-    Context, data_fields=["target", "baseline", "mask", "alternative_target"],
-    meta_fields=["encode", "explainer", "randomized_encodes", "batch_size"])
+    Context, data_fields=["target", "baseline", "params", "mask", "segments", "alternative_target",
+                          "randomized_params"],
+    meta_fields=["encode_fn", "explainer", "batch_size", "num_segments"])
 
 
 __all__ = ["ARROWS", "Context", "DIRECTIONS", "FAMILIES", "METRICS", "Metric", "get", "pixel_scores", "register"]

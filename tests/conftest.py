@@ -64,7 +64,7 @@ def shared_sweep(tmp_path_factory):
     (shutil.copytree)."""
     import json
 
-    import test_sweep
+    from tests.support import tiny_sweep as test_sweep
     from cocoa_jax.sweep import run_sweep
 
     runs = {}
@@ -84,6 +84,6 @@ def shared_sweep(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_sweep_run(shared_sweep):
     """(run_dir, result) of ONE uninterrupted sweep of test_sweep.tiny_config()."""
-    import test_sweep
+    from tests.support import tiny_sweep as test_sweep
 
     return shared_sweep(test_sweep.tiny_config())

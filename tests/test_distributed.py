@@ -1,7 +1,7 @@
 """Multi-host coordination helpers that run in one process (`cocoa_jax.distributed`).
 
 The multi-process paths (forming the job, exchanging strings) are tested in
-tests/test_multihost.py and tests/test_sweep_scale.py.
+tests/test_multihost.py and tests/sweep/test_sweep_scale.py.
 """
 from __future__ import annotations
 

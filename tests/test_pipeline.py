@@ -10,26 +10,8 @@ import pytest
 
 from cocoa_jax import baselines, methods, pipeline, targets
 
-SHAPE = (12, 12, 2)  # the default blur (21, 5) needs > 10 px
-RNG = np.random.default_rng(0)
-PROJ = jnp.asarray(RNG.normal(size=(int(np.prod(SHAPE)), 6)), jnp.float32)
-
-
-def encode_fn(params, xb):
-    return jax.nn.softplus(xb.reshape(xb.shape[0], -1) @ params["w"])
-
-
-class Toy:
-    params = {"w": PROJ}
-    encode_fn = staticmethod(encode_fn)
-    input_shape = SHAPE
-
-
-XS = jnp.asarray(RNG.uniform(size=(5, *SHAPE)), jnp.float32)
-CORPUS = jnp.asarray(RNG.uniform(size=(7, *SHAPE)), jnp.float32)
-FOIL = jnp.asarray(RNG.uniform(size=(9, *SHAPE)) * 0.5, jnp.float32)
-SMALL = {"integrated_gradients": {"n_steps": 8}, "gradient_shap": {"n_samples": 6},
-         "rise": {"n_masks": 16, "grid_size": (2, 2)}, "kernel_shap": {"n_samples": 12, "superpixel": 4}}
+from tests.support.paths import REPO
+from tests.support.toy_pipeline import CORPUS, FOIL, PROJ, RNG, SHAPE, SMALL, XS, Toy, encode_fn  # noqa: F401
 
 
 def test_encode_in_chunks_equals_one_call_for_any_chunk():
@@ -105,7 +87,7 @@ def test_explain_images_refusals():
 _DEVICES_CHILD = r"""
 import sys, numpy as np, jax, jax.numpy as jnp
 sys.path.insert(0, sys.argv[1])
-import test_pipeline as T
+from tests.support import toy_pipeline as T
 from cocoa_jax import baselines, meshes, pipeline, targets
 assert len(jax.devices()) == 8
 stacked = targets.stack([targets.cocoa(T.encode_fn(T.Toy.params, T.CORPUS), T.encode_fn(T.Toy.params, T.FOIL))])
@@ -123,7 +105,7 @@ print("ok")
 
 def test_attribute_on_8_devices_equals_1():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = str(REPO)
     proc = subprocess.run([sys.executable, "-c", _DEVICES_CHILD, here], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

@@ -2,7 +2,7 @@
 
 One command on the shipped digits encoder (1-channel 32x32 input, no resize/crop of its own:
 files are read to grey floats, then stretched bilinearly): the explicands it saves equal an
-independent NumPy conversion of the raw values written (tests/image_modes.py), and its unusual
+independent NumPy conversion of the raw values written (tests/support/image_modes.py), and its unusual
 reads (animation, tiny, extreme aspect) are one line each on stderr.
 """
 from __future__ import annotations
@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
-from tests.image_modes import LUMA, SOURCE, mode_cases, np_resize
+from tests.support.image_modes import LUMA, SOURCE, mode_cases, np_resize
 
 INPUT = (32, 32)  # the digits encoder's input (cocoa_jax.models.small_resnet.INPUT_SHAPE)
 
 
-@pytest.mark.slow  # one whole explain run (27 s on the 2-core host); tests/test_image_files.py covers the reader
+@pytest.mark.slow  # one whole explain run (27 s on the 2-core host); tests/data/test_image_files.py covers the reader
 def test_explain_reads_every_mode_as_it_is(tmp_path):
     rng = np.random.default_rng(1)
     folder = tmp_path / "odd"

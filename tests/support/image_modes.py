@@ -1,4 +1,4 @@
-"""Independent references for reading image files, shared by tests/test_image_files.py and
+"""Independent references for reading image files, shared by tests/data/test_image_files.py and
 tests/product/test_user_images.py: PIL's resampling written as NumPy matrices, and one file per
 PIL mode written from known raw values with its expected float conversion (NumPy formulas)."""
 from __future__ import annotations

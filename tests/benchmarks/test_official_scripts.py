@@ -26,7 +26,7 @@ from benchmarks.official import scripts as OS  # noqa: E402
 from benchmarks.suites.protocol import SETTINGS, _child_env  # noqa: E402
 from tests.reference.torchvision_source import find_wheel  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 TORCHVISION_INSTALLED = importlib.util.find_spec("torchvision") is not None
 
 _RECORDER = '''

@@ -19,7 +19,7 @@ from cocoa_jax import meshes
 from cocoa_jax.attribution_methods import kernel_shap, kernel_shap_coalitions, superpixel_map
 from cocoa_jax.attribution_methods.kernel_shap import _size_log_probs, solve_anchored
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 H, W, C = 4, 6, 2
 RNG = np.random.default_rng(0)
 WEIGHTS = RNG.normal(size=(3, H * W * C)) / 2

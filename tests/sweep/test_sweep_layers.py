@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SWEEP = ROOT / "cocoa_jax" / "sweep"
 MODULES = sorted(p.stem for p in SWEEP.glob("*.py") if p.stem != "__init__")
 # What a report must not load: the runner and its programs, the explicand map, meshes and hosts.

@@ -3,7 +3,7 @@
 open_clip publishes each model twice, `open_clip_pytorch_model.bin` (torch.save) and
 `open_clip_model.safetensors`, holding the same state dict; its OpenAI-architecture CLIPs use
 OpenAI's key names. The reference is openai/CLIP's own `build_model` (clip-anytorch's
-`model.py`, loaded by path as tests/test_models_clip.py does), with `nn.GELU` in place of
+`model.py`, loaded by path as tests/models/test_models_clip.py does), with `nn.GELU` in place of
 QuickGELU for open_clip's GELU models; random weights at reduced size, written with
 `safetensors.torch.save_file` and converted with `cocoa-jax convert`.
 """

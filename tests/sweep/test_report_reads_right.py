@@ -18,7 +18,7 @@ import cocoa_jax
 from cocoa_jax.sweep import report
 from cocoa_jax.sweep.store import open_existing
 
-from test_sweep import tiny_config, tiny_encoder
+from tests.support.tiny_sweep import tiny_config, tiny_encoder
 
 pytestmark = pytest.mark.slow  # one whole tiny sweep (~30 s on 2 shared cores), shared by the session (conftest)
 

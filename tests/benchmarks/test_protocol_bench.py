@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 from tests.reference import official_pipeline as O  # noqa: E402
 from tests.reference.torch_side import blur  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 class _TinyEncoder(torch.nn.Module):

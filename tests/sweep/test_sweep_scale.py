@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 TESTS = pathlib.Path(__file__).resolve().parent
 N_PROCESSES = 2
 
@@ -51,7 +51,7 @@ def _assert_same_results(got_dir, expected_dir, rtol=1e-5):
 
 _DEVICES_CHILD = r"""
 import sys, jax
-import test_sweep as ts
+from tests.support import tiny_sweep as ts
 assert jax.local_device_count() == 8, jax.local_devices()
 for devices, batch, out in ((1, 2, sys.argv[1]), (8, 6, sys.argv[2]), (3, 4, sys.argv[3])):
     config = ts.tiny_config(explicand_batch=batch)
@@ -89,7 +89,7 @@ def _worker(process_id: int, port: int, run_dir: str, hold: bool) -> None:
     from cocoa_jax import distributed
 
     distributed.initialize_distributed(f"127.0.0.1:{port}", N_PROCESSES, process_id, heartbeat_timeout_seconds=10)
-    import test_sweep as ts
+    from tests.support import tiny_sweep as ts
 
     def slow(_uid):
         if process_id == 1 and hold:

@@ -8,10 +8,10 @@ from cocoa_jax import targets as targets_mod
 from cocoa_jax.sweep import SweepConfig, digits_reduced, inputs, run_sweep
 from cocoa_jax.sweep.store import open_existing
 
-from test_sweep import tiny_config, tiny_datasets, tiny_encoder
+from tests.support.tiny_sweep import tiny_config, tiny_datasets, tiny_encoder
 
 # Hashes of int configs BEFORE size studies existed: existing run directories must stay valid.
-OLD_HASHES = {"tiny": "487d2a89e872e40f", "digits_reduced": "3dfb1c3ec5c5f0b3", "paper": "49689c1dc810930e"}
+from tests.support.run_hashes import OLD_HASHES
 
 
 def small(**changes) -> SweepConfig:

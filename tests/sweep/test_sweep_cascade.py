@@ -16,8 +16,8 @@ from cocoa_jax.models.randomize import cascading_randomizations, forward_block_o
 from cocoa_jax.sweep import SweepConfig, run_sweep
 from cocoa_jax.sweep.store import open_existing
 
-from test_sweep import tiny_config, tiny_datasets, tiny_encoder
-from test_sweep_sizes import OLD_HASHES
+from tests.support.tiny_sweep import tiny_config, tiny_datasets, tiny_encoder
+from tests.support.run_hashes import OLD_HASHES
 
 
 # ----------------------------------------------------------------------------- rank correlation

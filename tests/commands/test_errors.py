@@ -22,7 +22,7 @@ from cocoa_jax import models
 from cocoa_jax.cli import main
 from cocoa_jax.models.clip import ClipConfig
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # orbax's aborted background reads of a damaged checkpoint report "Event loop is closed" late.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

@@ -27,7 +27,7 @@ from tests.reference.compare import (flax_reps_and_cosine_grad, network_reps, re
 
 torch.set_num_threads(2)
 TOL = 1e-5
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class _SimSiamPretrain(torch.nn.Module):

@@ -19,70 +19,9 @@ from cocoa_jax.sweep import SweepConfig, run_sweep
 from cocoa_jax.sweep import report as report_mod
 from cocoa_jax.sweep.store import RunDirMismatch, open_existing
 
-IMAGE_SHAPE = (16, 16, 1)
-N_CLASSES = 3
-
-
-class TinyConvEncoder(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        h = nn.relu(nn.Conv(4, (3, 3), strides=(2, 2))(x))
-        h = h.reshape(h.shape[0], -1)
-        return nn.relu(nn.Dense(8)(h))
-
-
-class TinyEncoder:
-    """Random-weight encoder with the attributes the sweep needs."""
-
-    def __init__(self):
-        module = TinyConvEncoder()
-        self.params = module.init(jax.random.key(1), jnp.zeros((1,) + IMAGE_SHAPE))
-        self.encode_fn = module.apply
-        self.input_shape = IMAGE_SHAPE
-        self.preprocess = None
-
-
-def tiny_datasets():
-    """Class-dependent blobs so classes are separable for the probe."""
-    rng = np.random.default_rng(0)
-
-    def make(n):
-        labels = np.arange(n) % N_CLASSES
-        yy, xx = np.mgrid[0:16, 0:16]
-        images = np.zeros((n,) + IMAGE_SHAPE, np.float32)
-        for i, c in enumerate(labels):
-            cy, cx = 4 + 4 * c, 4 + 3 * c
-            images[i, ..., 0] = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8.0)
-        images += 0.1 * rng.random(images.shape).astype(np.float32)
-        return ArrayImages(images, labels)
-
-    return {"train": make(60), "test": make(30)}
-
-
-def tiny_config(**changes) -> SweepConfig:
-    base = dict(encoder="custom:tiny", dataset="custom:blobs", classes=(0, 1), explicands_per_class=3,
-                corpus_size=5, foil_size=12, seeds=(0, 1),
-                methods={"integrated_gradients": {"n_steps": 4}, "rise": {"n_masks": 24}},
-                blur_kernel_size=5, blur_sigma=1.0, eval_steps=8, explicand_batch=2, eval_batch=64)
-    base.update(changes)
-    return SweepConfig(**base)
-
-
-_ENCODER = None
-
-
-def tiny_encoder() -> TinyEncoder:
-    # One instance per process: the sweep caches compiled functions per encode_fn.
-    global _ENCODER
-    if _ENCODER is None:
-        _ENCODER = TinyEncoder()
-    return _ENCODER
-
-
-def run_tiny(run_dir, **kwargs):
-    kwargs.setdefault("compile_cache", None)  # the cache is process-global: tests leave it off
-    return run_sweep(tiny_config(), str(run_dir), encoder=tiny_encoder(), datasets=tiny_datasets(),
-                     progress=False, **kwargs)
+from tests.support.paths import REPO
+from tests.support.tiny_sweep import (IMAGE_SHAPE, N_CLASSES, TinyConvEncoder, TinyEncoder,  # noqa: F401
+                                      run_tiny, tiny_config, tiny_datasets, tiny_encoder)
 
 
 def _unit_arrays(run_dir):
@@ -150,8 +89,8 @@ def test_corrupted_and_partial_files_are_recomputed(tmp_path):
 
 _CHILD = r"""
 import sys, threading
-sys.path.insert(0, {tests!r})
-import test_sweep
+sys.path.insert(0, {repo!r})
+from tests.support import tiny_sweep as test_sweep
 done = []
 def hold_before_the_last(uid):
     # The kill lands wherever the run is once 3 units are saved; holding after the last but one
@@ -167,9 +106,9 @@ test_sweep.run_tiny({run_dir!r}, on_unit=hold_before_the_last)
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, tiny_sweep_run):
     reference_dir, reference = tiny_sweep_run
     run_dir = tmp_path / "killed"
-    code = _CHILD.format(tests=os.path.dirname(os.path.abspath(__file__)), run_dir=str(run_dir),
+    code = _CHILD.format(repo=str(REPO), run_dir=str(run_dir),
                          n_total=len(reference.computed))
-    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo_root = str(REPO)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo_root, os.environ.get("PYTHONPATH", "")]))
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              env=env, cwd=repo_root)

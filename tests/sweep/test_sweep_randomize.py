@@ -12,7 +12,7 @@ from cocoa_jax.sparsity import gini_index
 from cocoa_jax.sweep import run_sweep
 from cocoa_jax.sweep.store import open_existing
 
-from test_sweep import TinyEncoder, tiny_config, tiny_datasets, tiny_encoder
+from tests.support.tiny_sweep import TinyEncoder, tiny_config, tiny_datasets, tiny_encoder
 
 
 def official_gini(a):

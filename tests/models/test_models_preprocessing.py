@@ -89,7 +89,7 @@ def test_models_package_does_not_import_torch():
     code = ("import sys, cocoa_jax, cocoa_jax.models, cocoa_jax.models.tokenizer, cocoa_jax.commands.convert\n"
             "bad = [m for m in ('torch', 'tensorflow', 'torchvision') if m in sys.modules]\n"
             "assert not bad, bad\n")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo)
     assert result.returncode == 0, result.stderr
 

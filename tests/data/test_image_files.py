@@ -9,14 +9,14 @@ from PIL import Image
 from cocoa_jax.data import files, pixels
 from cocoa_jax.data.image_folder import ImageFolder, to_unit_range
 from cocoa_jax.models import preprocessing as pp
-from tests.image_modes import (LUMA, MODEL, SOURCE, composite, mode_cases, np_resize, palette,
+from tests.support.image_modes import (LUMA, MODEL, SOURCE, composite, mode_cases, np_resize, palette,
                                resize_matrix)
 
 RNG = np.random.default_rng(0)
 
 
 def test_reference_resize_is_pils_resize():
-    """The reference (tests/image_modes.py) is PIL's resampling: equal to PIL's float (mode F) resize, and to its 8-bit
+    """The reference (tests/support/image_modes.py) is PIL's resampling: equal to PIL's float (mode F) resize, and to its 8-bit
     resize up to that one's rounding (after each of its two passes: up to 1/255)."""
     plane = RNG.random(SOURCE)
     for kind, resample in (("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC)):

@@ -1,0 +1,1 @@
+"""Shared test helpers (tiny encoders, toy data, run hashes, image-mode references): modules, not tests."""

@@ -1,0 +1,241 @@
+"""`evaluate`: score attribution maps from anywhere with metrics of the table, N explicands at once.
+
+    scores = evaluate(model, images, maps, metrics=("deletion", "road_morf"), corpus=corpus, foil=foil,
+                      targets=("cocoa",), key=jax.random.key(0))
+    scores["deletion"]   # (N, K) numpy: explicand n, target k
+
+One program per call: every requested metric of one explicand is traced together, vmapped over
+explicands and sharded over the mesh's devices (`meshes.ExplicandMap`). The K targets share each
+encoder pass. Explicand n's key is `fold_in(key, n)` (`explicand_keys`), so scores do not depend on
+the batch size, the device count or which other explicands are in the call.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cocoa_jax import _checks, baselines as baselines_mod, meshes, methods as methods_mod, targets as targets_mod
+from cocoa_jax.evaluation import table
+from cocoa_jax.pipeline import encode_in_chunks
+
+BASELINES = ("blur", "black", "zeros")
+
+
+def explicand_keys(key: jax.Array, n: int) -> jax.Array:
+    """The per-explicand keys of `evaluate`: fold_in(key, i) for i < n, (n,) key array."""
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
+
+
+def method_explainer(name: str, **options) -> Callable:
+    """An explainer for sensitivity / randomisation metrics from a method of `cocoa_jax.methods`:
+    (encode, target, x, baseline, key) -> (K, H, W[, C]) maps of x for the K stacked targets."""
+    methods_mod.get(name)
+    methods_mod.check_options(name, options)
+
+    def explainer(encode, target, x, baseline, key):
+        return methods_mod.attribute(name, targets_mod.explain_fn(encode, target), x, baseline, key, **options)
+
+    return explainer
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+
+def maps_with_target_axis(maps, image_shape, k: int | None = None) -> np.ndarray:
+    """`maps` as (N, K', H, W[, C]) float32, K' = 1 for one map per explicand (it is then scored
+    against every target). Accepted: (N, H, W), (N, H, W, C), (N, K, H, W), (N, K, H, W, C)
+    (`cocoa-jax explain`'s attributions.npz arrays), H, W (and C) those of the images. Refuses
+    NaN / inf and maps that are all zeros, naming the explicand (and target)."""
+    maps = np.asarray(maps)
+    if not np.issubdtype(maps.dtype, np.number) or np.issubdtype(maps.dtype, np.complexfloating):
+        raise ValueError(f"`maps` must be a real array, got dtype {maps.dtype}")
+    n, (height, width, channels) = image_shape[0], image_shape[1:]
+    expected = f"(N={n}, H={height}, W={width}), (N, H, W, C={channels}), (N, K, H, W) or (N, K, H, W, C)"
+    shape = maps.shape
+    if maps.ndim == 3 and shape[1:] == (height, width):
+        maps = maps[:, None]
+    elif maps.ndim == 4 and shape[1:] == (height, width, channels):
+        maps = maps[:, None]
+    elif not ((maps.ndim == 4 and shape[2:] == (height, width))
+              or (maps.ndim == 5 and shape[2:] == (height, width, channels))):
+        raise ValueError(f"`maps` must have shape {expected}, got {shape}")
+    if maps.shape[0] != n:
+        raise ValueError(f"`maps` has {maps.shape[0]} explicands, `images` has {n}")
+    if k is not None and maps.shape[1] not in (1, k):
+        raise ValueError(f"`maps` has {maps.shape[1]} maps per explicand; expected 1 or the {k} targets")
+    bad = ~np.isfinite(maps)
+    if bad.any():
+        i, j = np.argwhere(bad)[0][:2]
+        raise ValueError(f"`maps` has NaN or inf values (first at explicand {i}, map {j})")
+    flat = maps.reshape(maps.shape[0], maps.shape[1], -1)
+    zero = ~np.any(flat != 0, axis=-1)
+    if zero.any():
+        i, j = np.argwhere(zero)[0]
+        raise ValueError(f"`maps` is all zeros at explicand {i}, map {j}: a constant map ranks nothing")
+    return maps.astype(np.float32)
+
+
+def check_metrics(names, options=None) -> tuple[tuple[str, ...], dict[str, dict]]:
+    """Metric names (known, no duplicates) and their resolved options; errors name the argument."""
+    names = (names,) if isinstance(names, str) else tuple(names)
+    if not names:
+        raise ValueError(f"`metrics` is empty; give at least one of {sorted(table.METRICS)}")
+    for name in names:
+        if name not in table.METRICS:
+            raise ValueError(f"`metrics` has unknown metric {name!r}; expected one of {sorted(table.METRICS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"`metrics` has duplicates: {list(names)}")
+    options = dict(options or {})
+    for name in options:
+        if name not in names:
+            raise ValueError(f"`options` has metric {name!r}, which is not in `metrics` {list(names)}")
+    return names, {name: table.METRICS[name].resolved_options(options.get(name)) for name in names}
+
+
+def _baselines(baseline, images: np.ndarray) -> np.ndarray:
+    if isinstance(baseline, str):
+        _checks.check_choice("baseline", baseline, BASELINES)
+        if baseline == "blur":  # the paper's GaussianBlur(21, 5) of each explicand
+            return np.asarray(jax.jit(jax.vmap(baselines_mod.gaussian_blur))(images))
+        if baseline == "black":  # Quantus's "black": the explicand's minimum over pixels and channels
+            return np.broadcast_to(images.min(axis=(1, 2, 3), keepdims=True), images.shape).astype(np.float32)
+        return np.zeros_like(images)
+    baseline = np.asarray(baseline, np.float32)
+    _checks.check_same_shape("baseline", baseline, "images", images)
+    _checks.check_finite("baseline", baseline)
+    return baseline
+
+
+def _encoder(model) -> tuple[Callable, Any]:
+    """(encode_fn(params, x), params) of a LoadedModel-like object or of a plain encode(x)."""
+    if hasattr(model, "encode_fn") and hasattr(model, "params"):
+        return model.encode_fn, model.params
+    if callable(model):
+        return (lambda params, x: model(x)), ()
+    raise TypeError(f"`model` must be a LoadedModel (encode_fn and params) or an encode function "
+                    f"(B, H, W, C) -> (B, D), got {type(model).__name__}")
+
+
+def _target(target, names, n, encode_fn, params, images, corpus, foil, corpus_reps, foil_reps, similarity):
+    if target is not None:
+        if not isinstance(target, targets_mod.Target):
+            raise TypeError(f"`target` must be a cocoa_jax.targets.Target, got {type(target).__name__}")
+        if target.num_targets is None:
+            target = targets_mod.stack([target])
+        direction = jnp.asarray(target.direction)
+        if direction.ndim == 2:
+            direction = jnp.broadcast_to(direction, (n,) + direction.shape)
+        if direction.ndim != 3 or direction.shape[0] != n:
+            raise ValueError(f"`target` direction must be (K, D) or (N={n}, K, D), got {tuple(target.direction.shape)}")
+        return targets_mod.Target(direction, target.normalize)
+    for name, value in (("corpus", corpus), ("foil", foil)):
+        if value is not None:
+            _checks.check_array(name, value, ndim=4)
+            if np.shape(value)[1:] != images.shape[1:]:
+                raise ValueError(f"`{name}` images must have the explicands' shape {images.shape[1:]}, "
+                                 f"got {np.shape(value)[1:]}")
+    encode = lambda batch: encode_in_chunks(encode_fn, params, np.asarray(batch, np.float32))
+    reps = dict(explicand_reps=encode(images),
+                corpus_reps=corpus_reps if corpus is None else encode(corpus),
+                foil_reps=foil_reps if foil is None else encode(foil))
+    stacked = targets_mod.build_stacked(tuple(names), similarity=similarity, **reps)
+    direction = jnp.asarray(stacked.direction)
+    direction = direction if direction.ndim == 3 else jnp.broadcast_to(direction, (n,) + direction.shape)
+    return targets_mod.Target(direction, stacked.normalize)
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def evaluate(model, images, maps, *, metrics: Sequence[str], target: targets_mod.Target | None = None,
+             targets: Sequence[str] = ("cocoa",), corpus=None, foil=None, corpus_reps=None, foil_reps=None,
+             similarity: str = "cosine", key: jax.Array | None = None, baseline="blur",
+             options: Mapping[str, Mapping[str, Any]] | None = None, batch_size: int | None = None,
+             mesh: jax.sharding.Mesh | None = None, explainer: Callable | None = None, masks=None,
+             segments=None, alternative_target: targets_mod.Target | None = None,
+             randomized_params: Sequence[Any] = ()) -> dict[str, np.ndarray]:
+    """Score maps of N explicands with metrics of `table.METRICS`.
+
+    Args:
+      model: a `cocoa_jax.models.LoadedModel` (or any object with `encode_fn(params, x)` and
+        `params`), or an encode function (B, H, W, C) -> (B, D).
+      images: (N, H, W, C) explicands, as the encoder takes them.
+      maps: (N, H, W[, C]) one map per explicand (scored against every target) or (N, K, H, W[, C])
+        one per target, from any library (`maps_with_target_axis`).
+      metrics: names of `table.METRICS`; options: {metric: {option: value}} over the defaults.
+      target: a `targets.Target` (single, (K, D) stacked, or (N, K, D) per explicand); or, without
+        it, `targets` (names of `targets.TARGETS`) built from corpus / foil images (encoded here) or
+        corpus_reps / foil_reps, with `similarity`.
+      key: PRNG key (required when a metric draws: `Metric.uses_key`); explicand n uses fold_in(key, n).
+      baseline: "blur" (the paper's GaussianBlur(21, 5)), "black" (each image's minimum, Quantus's
+        default), "zeros", or (N, H, W, C) images: what removed pixels take.
+      batch_size: perturbed steps per encoder call per explicand (None: all at once).
+      mesh: explicands sharded over its devices (default: one local device per explicand, at most
+        all local devices).
+      explainer: `explainer(encode, target, x, baseline, key)` for metrics with `needs_explainer`
+        (`method_explainer(name, **options)`); masks: (N, H, W) localisation masks (`needs_mask`);
+        segments: (N, H, W) int superpixel ids (`needs_segments`; default: the metric's grid);
+        alternative_target: a Target like `target` (`needs_alternative_target`);
+        randomized_params: parameter pytrees of randomised models (`needs_randomized_model`).
+    Returns: {metric: (N, K) float numpy scores}; the table's `direction` says which way is better.
+    """
+    names, resolved = check_metrics(metrics, options)
+    records = [table.METRICS[name] for name in names]
+    encode_fn, params = _encoder(model)
+    images = np.asarray(images, np.float32)
+    _checks.check_array("images", images, ndim=4)
+    _checks.check_finite("images", images)
+    n = images.shape[0]
+    if n == 0:
+        raise ValueError("`images` is empty")
+    maps = maps_with_target_axis(maps, images.shape)
+    batch_size = _checks.check_optional_batch_size(batch_size)
+    needs = {"uses_key": ("key", key), "needs_explainer": ("explainer", explainer), "needs_mask": ("masks", masks),
+             "needs_randomized_model": ("randomized_params", tuple(randomized_params) or None),
+             "needs_alternative_target": ("alternative_target", alternative_target)}
+    for record in records:
+        for flag, (argument, value) in needs.items():
+            if getattr(record, flag) and value is None:
+                raise ValueError(f"metric {record.name!r} needs `{argument}`")
+    if masks is not None:
+        masks = np.asarray(masks, np.float32)
+        _checks.check_array("masks", masks, ndim=3)
+        if masks.shape != images.shape[:3]:
+            raise ValueError(f"`masks` must have shape (N, H, W) = {images.shape[:3]}, got {masks.shape}")
+    num_segments = None
+    if segments is not None:
+        segments = np.asarray(segments)
+        if segments.shape != images.shape[:3] or not np.issubdtype(segments.dtype, np.integer) or segments.min() < 0:
+            raise ValueError(f"`segments` must be non-negative integer ids of shape (N, H, W) = {images.shape[:3]}, "
+                             f"got {segments.dtype} {segments.shape}")
+        segments = segments.astype(np.int32)
+        num_segments = int(segments.max()) + 1
+    base = _baselines(baseline, images)
+    target = _target(target, targets, n, encode_fn, params, images, corpus, foil, corpus_reps, foil_reps, similarity)
+    k = target.num_targets
+    if maps.shape[1] not in (1, k):
+        raise ValueError(f"`maps` has {maps.shape[1]} maps per explicand; expected 1 or the {k} targets")
+    maps = np.broadcast_to(maps, (n, k) + maps.shape[2:])
+    if alternative_target is not None:
+        alternative_target = _target(alternative_target, (), n, None, None, images, None, None, None, None, similarity)
+    keys = explicand_keys(jax.random.key(0) if key is None else key, n)
+    if mesh is None:
+        mesh = meshes.local_explicand_mesh(n) or meshes.make_mesh(jax.local_devices()[:1])
+
+    def one(x, m, explicand_key, t, b, mask, seg, alt, shared_params, random_params):
+        ctx = table.Context(t, b, shared_params, mask, seg, alt, tuple(random_params), encode_fn=encode_fn,
+                            explainer=explainer, batch_size=batch_size, num_segments=num_segments)
+        return {record.name: record.fn(ctx, x, m, explicand_key, **resolved[record.name]) for record in records}
+
+    per_explicand = lambda value: None if value is None else 0
+    program = meshes.ExplicandMap(one, mesh, in_axes=(0, 0, 0, 0, 0, per_explicand(masks), per_explicand(segments),
+                                                      per_explicand(alternative_target), None, None))
+    out = program(images, maps, keys, target, base, masks, segments, alternative_target, params,
+                  tuple(randomized_params))
+    return {name: np.asarray(out[name]) for name in names}
+
+
+__all__ = ["BASELINES", "check_metrics", "evaluate", "explicand_keys", "maps_with_target_axis", "method_explainer"]

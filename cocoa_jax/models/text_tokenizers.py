@@ -1,0 +1,153 @@
+"""Tokenizers of checkpoints' `tokenizer.json` (WordPiece, SentencePiece/Unigram, BPE), through
+Hugging Face's `tokenizers` package (the `text` extra: pip install 'cocoa-jax[text]').
+
+`TextTokenizer` reads one tokenizer.json and gives what the encoders take: ids padded to a fixed
+length with the pad id (one compiled program for every batch), the attention mask, the token
+strings and which tokens are special ([CLS], [SEP], <s>, </s>, padding). Inputs longer than
+`context_length` are truncated as transformers' tokenizers do with `truncation=True,
+max_length=context_length`: the text is cut, the special tokens are kept. The truncation and
+padding settings stored inside tokenizer.json are ignored (transformers overrides them too).
+
+    tok = TextTokenizer.from_file("model_dir/tokenizer.json", context_length=256, pad_token="[PAD]")
+    batch = tok.batch(["a photo of a dog", "東京"])   # ids, mask, special: (N, 256); tokens: lists
+    ids = tok(["a photo of a dog"])                  # (N, 256) int32, as ClipTokenizer's __call__
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+TOKENIZER_FILE = "tokenizer.json"  # its name in a checkpoint and in a converted model's directory
+
+
+def _require_tokenizers():
+    try:
+        import tokenizers
+    except ImportError:
+        raise ImportError("reading a tokenizer.json needs the `tokenizers` package: "
+                          "pip install 'cocoa-jax[text]' (or pip install tokenizers)") from None
+    return tokenizers
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenBatch:
+    """Tokenized texts, padded to one length L.
+
+    ids: (N, L) int32, padded with the pad id. mask: (N, L) int32, 1 for a real token (special
+    tokens included), 0 for padding. special: (N, L) bool, True for special tokens and padding.
+    tokens: per text, its token strings (special tokens included, padding not).
+    truncated: per text, whether it was cut to fit.
+    """
+
+    ids: np.ndarray
+    mask: np.ndarray
+    special: np.ndarray
+    tokens: Tuple[Tuple[str, ...], ...]
+    truncated: Tuple[bool, ...]
+
+
+class TextTokenizer:
+    """One tokenizer.json, with a fixed context length and pad token (see the module docstring).
+
+    context_length: the longest encoding in tokens, special tokens included.
+    pad_token: the padding token's string (must be in the vocabulary).
+    lowercase: lower-case texts before tokenizing (sentence-transformers' do_lower_case; a
+      tokenizer that lower-cases does it in its own normaliser regardless).
+    """
+
+    def __init__(self, tokenizer_json: str, *, context_length: int, pad_token: str, lowercase: bool = False):
+        tokenizers = _require_tokenizers()
+        if not isinstance(context_length, (int, np.integer)) or context_length < 2:
+            raise ValueError(f"context_length must be an integer >= 2, got {context_length!r}")
+        try:
+            self._tokenizer = tokenizers.Tokenizer.from_str(tokenizer_json)
+        except Exception as err:  # the Rust side raises a plain Exception with its parse error
+            raise ValueError(f"not a valid tokenizer.json ({type(err).__name__}: "
+                             f"{(str(err).splitlines() or [''])[0][:160]})") from None
+        self.pad_id = self._tokenizer.token_to_id(pad_token)
+        if self.pad_id is None:
+            raise ValueError(f"pad_token {pad_token!r} is not in the tokenizer's vocabulary")
+        self.pad_token = pad_token
+        self.context_length = int(context_length)
+        self.lowercase = bool(lowercase)
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(self.context_length)
+
+    @classmethod
+    def from_file(cls, path: str, **kwargs) -> "TextTokenizer":
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"tokenizer file {path!r} does not exist")
+        with open(path, encoding="utf-8") as f:
+            return cls(f.read(), **kwargs)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def token_id(self, token: str) -> Optional[int]:
+        """The id of a token string, or None when the vocabulary lacks it."""
+        return self._tokenizer.token_to_id(token)
+
+    def _encode_all(self, texts: Sequence[str]):
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise TypeError(f"texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
+        texts = [t.lower() if self.lowercase else t for t in texts]
+        return self._tokenizer.encode_batch(texts, add_special_tokens=True)
+
+    def encode(self, text: str) -> List[int]:
+        """The ids of one text, special tokens included, truncated to context_length, unpadded."""
+        return list(self._encode_all([text])[0].ids)
+
+    def tokens(self, text: str) -> List[str]:
+        """The token strings of one text, as `encode` (special tokens included)."""
+        return list(self._encode_all([text])[0].tokens)
+
+    def batch(self, texts: Union[str, Sequence[str]], length: Optional[int] = None) -> TokenBatch:
+        """Tokenize `texts`, padded to `length` (default context_length)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        length = self.context_length if length is None else int(length)
+        if not 1 <= length <= self.context_length:
+            raise ValueError(f"length must be in [1, {self.context_length}] (the context length), got {length}")
+        encodings = self._encode_all(texts)
+        n = len(texts)
+        ids = np.full((n, length), self.pad_id, np.int32)
+        mask = np.zeros((n, length), np.int32)
+        special = np.ones((n, length), bool)
+        tokens, truncated = [], []
+        for row, enc in enumerate(encodings):
+            if len(enc.ids) > length:
+                raise ValueError(f"text {row} has {len(enc.ids)} tokens, more than length={length}; "
+                                 f"pass a larger length (at most {self.context_length})")
+            k = len(enc.ids)
+            ids[row, :k] = enc.ids
+            mask[row, :k] = 1
+            special[row, :k] = np.asarray(enc.special_tokens_mask, bool)
+            tokens.append(tuple(enc.tokens))
+            truncated.append(bool(enc.overflowing))
+        return TokenBatch(ids, mask, special, tuple(tokens), tuple(truncated))
+
+    def __call__(self, texts: Union[str, Sequence[str]], context_length: Optional[int] = None) -> np.ndarray:
+        """(N, context_length) int32 ids padded with the pad id (the shape ClipTokenizer gives)."""
+        return self.batch(texts, context_length).ids
+
+    def decode(self, ids) -> str:
+        return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
+
+
+def read_json(path: str) -> dict:
+    """A JSON object from `path`; ValueError naming the file when it is not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path!r} is not valid JSON ({type(err).__name__})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path!r} must hold a JSON object, got {type(value).__name__}")
+    return value

@@ -12,6 +12,8 @@ from typing import Any, Callable, Mapping, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
+from cocoa_jax.attribution_methods import token_drop
+from cocoa_jax.models import bert
 from cocoa_jax.models import preprocessing as pp
 from cocoa_jax.models.clip import CLIP, ClipConfig
 from cocoa_jax.models import small_resnet
@@ -35,6 +37,8 @@ class ArchSpec:
       inputs outside it (`check_images`).
     network_input_range: the same for the raw network (`network_fn`, the expert path): [0, 1]
       pixels through `preprocess.normalize`, ((0 - mean) / std, (1 - mean) / std).
+    images: False for a text-only encoder (`sentence_bert`): no image input, `encode` refuses.
+    tokenizer: (config, model directory) -> the model's tokenizer, or None (CLIP: its BPE).
     """
 
     name: str
@@ -48,6 +52,8 @@ class ArchSpec:
     channels: int = 3
     init: Callable[[Any, Mapping[str, Any], Tuple[int, int, int]], Any] = None  # see _init_image
     encoders: Callable[[Any, Mapping[str, Any]], "Encoders"] = None             # see _image_encoders
+    images: bool = True
+    tokenizer: Optional[Callable[[Mapping[str, Any], Optional[str]], Any]] = None
 
     def __post_init__(self):
         if self.init is None:
@@ -68,14 +74,22 @@ class ArchSpec:
 class Encoders:
     """The raw (unchecked) pure functions of one architecture; `make_loaded` adds the checks.
 
-    encode(params, x) -> (N, dim); head(params, reps) -> logits or None; text(params, tokens)
-    -> (N, dim) or None, with tokens up to `context_length` long."""
+    encode(params, x) -> (N, dim), or None for a text-only encoder; head(params, reps) -> logits
+    or None; text(params, tokens) -> (N, dim) or None, with tokens up to `context_length` long.
+    Text in token-embedding space (what gradient methods attribute over): embed_tokens(params,
+    ids (N, L)) -> (N, L, E); encode_embeddings(params, embeddings (N, L, E), mask (N, L)) ->
+    (N, dim), positions added inside, mask 0 = the token is neither attended to nor pooled."""
 
-    encode: Callable[[Any, jax.Array], jax.Array]
+    encode: Optional[Callable[[Any, jax.Array], jax.Array]]
     dim: int
     head: Optional[Callable[[Any, jax.Array], jax.Array]] = None
     text: Optional[Callable[[Any, jax.Array], jax.Array]] = None
     context_length: Optional[int] = None
+    tokens: Optional[token_drop.TokenAccess] = None  # ViTs: kept-token encode and attention maps (raw input)
+    # Model modes a method may ask for (`Method.model_mode`): {"lrp": encode with the AttnLRP rules' backward}.
+    modes: Mapping[str, Callable[[Any, jax.Array], jax.Array]] = dataclasses.field(default_factory=dict)
+    embed_tokens: Optional[Callable[[Any, jax.Array], jax.Array]] = None
+    encode_embeddings: Optional[Callable[[Any, jax.Array, jax.Array], jax.Array]] = None
 
 
 def _init_image(module, config, shape):
@@ -92,15 +106,72 @@ def _image_encoders(module, config) -> Encoders:
     return Encoders(lambda params, x: module.apply(params, x), module.representation_dim, head)
 
 
+def _attention_stack(state) -> jax.Array:
+    """The sown attention weights of every block, in block order: (layers, N, heads, L, L)."""
+    found = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state["intermediates"]):
+        names = [str(getattr(part, "key", "")) for part in path]
+        block = next(name for name in reversed(names) if name.rsplit("_", 1)[-1].isdigit())
+        found.append((int(block.rsplit("_", 1)[-1]), leaf))
+    return jnp.stack([leaf for _, leaf in sorted(found, key=lambda item: item[0])])
+
+
+def _token_access(module, patch_size: int, prefix: int, method=None) -> token_drop.TokenAccess:
+    """Kept-token encode and attention maps of a ViT module (`keep` its second argument)."""
+    def encode(params, x, keep):
+        return module.apply(params, x, keep, method=method)
+
+    def attention(params, x):
+        return _attention_stack(module.apply(params, x, method=method, mutable=["intermediates"])[1])
+
+    return token_drop.TokenAccess(encode, attention, patch_size, prefix)
+
+
+def _vit_encoders(module, config) -> Encoders:
+    lrp = module.clone(lrp=True)
+    return dataclasses.replace(_image_encoders(module, config), tokens=_token_access(
+        module, int(config["patch_size"]), 1 + int(config.get("num_register_tokens", 0))),
+        modes={"lrp": lambda params, x: lrp.apply(params, x)})
+
+
 def _init_clip(module, config, shape):
     tokens = jnp.zeros((1, config["context_length"]), jnp.int32)
     return module.init(jax.random.key(0), jnp.zeros((1, *shape), jnp.float32), tokens, method="init_all")
 
 
 def _clip_encoders(module, config) -> Encoders:
+    lrp = module.clone(lrp=True)
     return Encoders(lambda params, x: module.apply(params, x, method="encode_image"), int(config["embed_dim"]),
                     text=lambda params, tokens: module.apply(params, tokens, method="encode_text"),
-                    context_length=int(config["context_length"]))
+                    context_length=int(config["context_length"]),
+                    tokens=_token_access(module, int(config["vision_patch_size"]), 1, method="encode_image"),
+                    modes={"lrp": lambda params, x: lrp.apply(params, x, method="encode_image")})
+
+
+def _init_sentence_bert(module, config, shape):
+    return module.init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32))
+
+
+def _sentence_bert_encoders(module, config) -> Encoders:
+    return Encoders(None, module.config.dim,
+                    text=lambda params, ids: module.apply(params, ids, method="encode_text"),
+                    context_length=int(config["context_length"]),
+                    embed_tokens=lambda params, ids: module.apply(params, ids, method="embed_tokens"),
+                    encode_embeddings=lambda params, words, mask: module.apply(params, words, mask,
+                                                                               method="encode_embeddings"))
+
+
+def _sentence_bert_tokenizer(config, directory):
+    """The converted model's tokenizer.json (copied there by `cocoa-jax convert sentence_bert`)."""
+    import os
+
+    from cocoa_jax.models.text_tokenizers import TOKENIZER_FILE, TextTokenizer
+
+    if directory is None:
+        raise ValueError("this sentence_bert model has no directory to read its tokenizer.json from: "
+                         "load it with cocoa_jax.models.load('sentence_bert', OUT_DIR)")
+    return TextTokenizer.from_file(os.path.join(directory, TOKENIZER_FILE), context_length=int(config["context_length"]),
+                                   pad_token=config["pad_token"], lowercase=bool(config.get("lowercase", False)))
 
 
 def _init_digits(module, config, shape):
@@ -135,6 +206,10 @@ def _torchvision_resnet(name: str, block: str, stage_sizes, dim: int):
 
 def _build_clip(config):
     return CLIP(ClipConfig(**config))
+
+
+def _build_sentence_bert(config):
+    return bert.SentenceBert(bert.config_from_dict(config))
 
 
 def _build_digits(config):
@@ -175,17 +250,24 @@ ARCHITECTURES = {
         "dino_vit", "DINO ViT (facebookresearch/dino; S/B, patch 8/16, size read from the checkpoint); "
                     "class token after the final norm",
         {**vit.DEFAULT_CONFIG, "patch_size": 16, "pos_grid": 14, "layer_scale": False},
-        _build_vit, _vit_input_shape, pp.IMAGENET_BICUBIC),
+        _build_vit, _vit_input_shape, pp.IMAGENET_BICUBIC, encoders=_vit_encoders),
     "dinov2_vit": ArchSpec(
         "dinov2_vit", "DINOv2 ViT (facebookresearch/dinov2; S/B/L/g, patch 14, with or without registers); "
                       "class token after the final norm",
-        dict(vit.DEFAULT_CONFIG), _build_vit, _vit_input_shape, pp.IMAGENET_BICUBIC),
+        dict(vit.DEFAULT_CONFIG), _build_vit, _vit_input_shape, pp.IMAGENET_BICUBIC, encoders=_vit_encoders),
     "clip_vit": ArchSpec(
         "clip_vit", "CLIP ViT of any size (OpenAI or open_clip; B/32, B/16, L/14, L/14@336 ...) image + text "
                     "encoders; joint embedding",
         dataclasses.asdict(ClipConfig()),
         _build_clip, lambda c: (c["image_resolution"], c["image_resolution"], 3), pp.CLIP, any_size=False,
         init=_init_clip, encoders=_clip_encoders),
+    "sentence_bert": ArchSpec(
+        "sentence_bert", "BERT-family sentence encoder as sentence-transformers packs it (all-MiniLM, BGE, E5, "
+                         "GTE; XLM-RoBERTa layout): BertModel, pooling (mean/CLS/max ...), optional L2 "
+                         "normalisation; text only",
+        dataclasses.asdict(bert.BertConfig()), _build_sentence_bert, lambda c: (), None, any_size=False,
+        init=_init_sentence_bert, encoders=_sentence_bert_encoders, images=False,
+        tokenizer=_sentence_bert_tokenizer),
     DIGITS: ArchSpec(
         DIGITS, "SimCLR SmallResNet on scikit-learn digits (shipped); 128-d; 32x32x1 in [0, 1]",
         DIGITS_CONFIG, _build_digits, lambda c: small_resnet.INPUT_SHAPE, None,

@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cocoa_jax.attribution_methods import lrp_rules
+
 LN_EPSILON = 1e-5
 HEAD_WIDTH = 64  # CLIP uses width // 64 attention heads in both towers (open_clip: text always)
 ACTIVATIONS = {
@@ -60,9 +62,9 @@ class ClipConfig:
         return max(self.transformer_width // HEAD_WIDTH, 1)
 
 
-def _layer_norm(name: str | None = None) -> nn.LayerNorm:
+def _layer_norm(name: str | None = None, lrp: bool = False) -> nn.Module:
     # use_fast_variance=False: E[(x-mu)^2], as torch computes it (E[x^2]-mu^2 loses digits).
-    return nn.LayerNorm(epsilon=LN_EPSILON, use_fast_variance=False, name=name)
+    return lrp_rules.ops(lrp).layer_norm(LN_EPSILON, name)
 
 
 class MultiHeadAttention(nn.Module):
@@ -70,42 +72,48 @@ class MultiHeadAttention(nn.Module):
 
     width: int
     heads: int
+    lrp: bool = False  # LRP mode: the rules' backward (lrp_rules.Ops), the same forward
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         n, length, _ = x.shape
         head_dim = self.width // self.heads
-        qkv = nn.Dense(3 * self.width, name="in_proj")(x)
+        op = lrp_rules.ops(self.lrp)
+        qkv = op.linear(nn.Dense(3 * self.width, name="in_proj")(x))
         q, k, v = jnp.split(qkv, 3, axis=-1)
         split = lambda t: t.reshape(n, length, self.heads, head_dim)
         q, k, v = split(q), split(k), split(v)
-        logits = jnp.einsum("nqhd,nkhd->nhqk", q / jnp.sqrt(jnp.float32(head_dim)), k)
+        logits = op.einsum("nqhd,nkhd->nhqk", q / jnp.sqrt(jnp.float32(head_dim)), k)
         if mask is not None:
             logits = jnp.where(mask, logits, -jnp.inf)
-        weights = jax.nn.softmax(logits, axis=-1)
-        out = jnp.einsum("nhqk,nkhd->nqhd", weights, v).reshape(n, length, self.width)
-        return nn.Dense(self.width, name="out_proj")(out)
+        weights = op.softmax(logits, axis=-1)
+        self.sow("intermediates", "attention", weights)  # (N, heads, L, L); read by rollout, else a no-op
+        out = op.einsum("nhqk,nkhd->nqhd", weights, v).reshape(n, length, self.width)
+        return op.linear(nn.Dense(self.width, name="out_proj")(out))
 
 
 class MLP(nn.Module):
     width: int
     activation: str = "quick_gelu"
+    lrp: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = nn.Dense(4 * self.width, name="c_fc")(x)
-        return nn.Dense(self.width, name="c_proj")(ACTIVATIONS[self.activation](h))
+        op = lrp_rules.ops(self.lrp)
+        h = op.linear(nn.Dense(4 * self.width, name="c_fc")(x))
+        return op.linear(nn.Dense(self.width, name="c_proj")(op.activation(ACTIVATIONS[self.activation], h)))
 
 
 class ResidualAttentionBlock(nn.Module):
     width: int
     heads: int
     activation: str = "quick_gelu"
+    lrp: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        x = x + MultiHeadAttention(self.width, self.heads, name="attn")(_layer_norm("ln_1")(x), mask)
-        return x + MLP(self.width, self.activation, name="mlp")(_layer_norm("ln_2")(x))
+        x = x + MultiHeadAttention(self.width, self.heads, self.lrp, name="attn")(_layer_norm("ln_1", self.lrp)(x), mask)
+        return x + MLP(self.width, self.activation, self.lrp, name="mlp")(_layer_norm("ln_2", self.lrp)(x))
 
 
 class Transformer(nn.Module):
@@ -115,11 +123,13 @@ class Transformer(nn.Module):
     layers: int
     heads: int
     activation: str = "quick_gelu"
+    lrp: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         for i in range(self.layers):
-            x = ResidualAttentionBlock(self.width, self.heads, self.activation, name=f"resblocks_{i}")(x, mask)
+            x = ResidualAttentionBlock(self.width, self.heads, self.activation, self.lrp,
+                                       name=f"resblocks_{i}")(x, mask)
         return x
 
 
@@ -127,13 +137,17 @@ class VisionTransformer(nn.Module):
     """(N, R, R, 3) -> (N, embed_dim): patch conv, class token, ln_pre, blocks, ln_post, proj."""
 
     config: ClipConfig
+    lrp: bool = False  # LRP mode (AttnLRP): every operation's backward is its rule, the forward unchanged
 
     @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def __call__(self, images: jax.Array, keep: jax.Array | None = None) -> jax.Array:
+        """keep: optional (N, n_keep) int patch indices (row-major): only those patch tokens enter
+        ln_pre and the blocks, gathered after the position embedding (the class token always kept)."""
         c = self.config
         p = c.vision_patch_size
-        x = nn.Conv(c.vision_width, (p, p), strides=(p, p), padding="VALID", use_bias=False,
-                    name="conv1")(images)
+        op = lrp_rules.ops(self.lrp)
+        x = op.linear(nn.Conv(c.vision_width, (p, p), strides=(p, p), padding="VALID", use_bias=False,
+                              name="conv1")(images))
         n = x.shape[0]
         x = x.reshape(n, -1, c.vision_width)  # row-major patches, as torch's flatten(2)
         grid = c.image_resolution // p
@@ -142,11 +156,15 @@ class VisionTransformer(nn.Module):
                                 (grid * grid + 1, c.vision_width))
         cls = jnp.broadcast_to(class_embedding.astype(x.dtype), (n, 1, c.vision_width))
         x = jnp.concatenate([cls, x], axis=1) + positional
-        x = _layer_norm("ln_pre")(x)
-        x = Transformer(c.vision_width, c.vision_layers, c.vision_heads, c.activation, name="transformer")(x)
-        x = _layer_norm("ln_post")(x[:, 0, :])
+        if keep is not None:
+            x = jnp.concatenate([x[:, :1], jnp.take_along_axis(x[:, 1:], keep[:, :, None].astype(jnp.int32), axis=1)],
+                                axis=1)
+        x = _layer_norm("ln_pre", self.lrp)(x)
+        x = Transformer(c.vision_width, c.vision_layers, c.vision_heads, c.activation, self.lrp,
+                        name="transformer")(x)
+        x = _layer_norm("ln_post", self.lrp)(x[:, 0, :])
         proj = self.param("proj", nn.initializers.normal(0.02), (c.vision_width, c.embed_dim))
-        return x @ proj
+        return op.linear(x @ proj)
 
 
 class TextTransformer(nn.Module):
@@ -177,14 +195,15 @@ class CLIP(nn.Module):
     """Both towers plus the learned `logit_scale` (kept so the conversion loses nothing)."""
 
     config: ClipConfig = ClipConfig()
+    lrp: bool = False  # LRP mode of the image tower (AttnLRP); the text tower is unchanged
 
     def setup(self):
-        self.visual = VisionTransformer(self.config)
+        self.visual = VisionTransformer(self.config, self.lrp)
         self.text = TextTransformer(self.config)
         self.logit_scale = self.param("logit_scale", nn.initializers.constant(4.6052), ())
 
-    def encode_image(self, images: jax.Array) -> jax.Array:
-        return self.visual(images)
+    def encode_image(self, images: jax.Array, keep: jax.Array | None = None) -> jax.Array:
+        return self.visual(images, keep)
 
     def encode_text(self, tokens: jax.Array) -> jax.Array:
         return self.text(tokens)

@@ -52,6 +52,12 @@ class LoadedModel:
         L <= context_length.
       config: the module's hyper-parameters as stored in model.json.
       notes: caveats recorded at conversion (e.g. SimCLR's random head bias).
+      embed_tokens_fn: text encoders in token-embedding space (what gradient methods attribute
+        over): pure `embed_tokens_fn(params, tokens (N, L) int) -> (N, L, E)`, or None.
+      encode_embeddings_fn: pure `encode_embeddings_fn(params, embeddings (N, L, E), mask (N, L))
+        -> (N, D)`; positions are added inside, mask 0 = a token neither attended to nor pooled;
+        `encode_text_fn(p, t) == encode_embeddings_fn(p, embed_tokens_fn(p, t), t != pad id)`.
+      directory: the model directory it was loaded from (where a text encoder's tokenizer is).
     """
 
     name: str
@@ -66,6 +72,14 @@ class LoadedModel:
     encode_text_fn: Optional[Callable[[Any, jax.Array], jax.Array]] = None
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     notes: Tuple[str, ...] = ()
+    embed_tokens_fn: Optional[Callable[[Any, jax.Array], jax.Array]] = None
+    encode_embeddings_fn: Optional[Callable[[Any, jax.Array, jax.Array], jax.Array]] = None
+    directory: Optional[str] = None
+
+    @property
+    def images(self) -> bool:
+        """False for a text-only encoder (no image input)."""
+        return spec_of(self.name).images
 
     def encode(self, x) -> jax.Array:
         """(N, H, W, C) float pixels in [0, 1] -> (N, D) with this model's params (jit-compiled,
@@ -73,6 +87,8 @@ class LoadedModel:
 
         `x` is checked first (`check_images`): shape, a float dtype, finite values in [0, 1].
         """
+        if not self.images:
+            raise ValueError(_TEXT_ONLY.format(name=self.name))
         check_images(self, x)
         return _jit(self.encode_fn)(self.params, jnp.asarray(x, jnp.float32))
 
@@ -96,6 +112,9 @@ class LoadedModel:
         head = "" if self.head_fn is None else ", head"
         text = "" if self.encode_text_fn is None else ", text encoder"
         expert = "" if _normalizer(self.preprocess) is None else "; network_fn: the raw network on normalised input"
+        if not self.images:
+            return (f"LoadedModel({self.name!r}, text only: (N, L <= {self.config.get('context_length')}) token ids "
+                    f"or (N, L, E) token embeddings + (N, L) mask; output: (N, {self.representation_dim}))")
         return (f"LoadedModel({self.name!r}, input: {self.input_convention}; output: (N, "
                 f"{self.representation_dim}){head}{text}{expert})")
 
@@ -121,9 +140,13 @@ class LoadedModel:
         return _jit(self.encode_text_fn)(self.params, jnp.asarray(tokens, jnp.int32))
 
     def tokenizer(self, merges_path: Optional[str] = None):
-        """CLIP only: the byte-level BPE tokenizer (see `cocoa_jax.models.tokenizer`)."""
+        """The text encoder's tokenizer: CLIP's byte-level BPE (`cocoa_jax.models.tokenizer`;
+        merges_path is its file), or the model's own tokenizer.json (`text_tokenizers.TextTokenizer`)."""
         if self.encode_text_fn is None:
             raise ValueError(f"model {self.name!r} has no text encoder")
+        if spec_of(self.name).tokenizer is not None:
+            return _cached_model_tokenizer(self.name, self.directory, tuple(sorted(
+                (k, v) for k, v in self.config.items() if isinstance(v, (str, int, float, bool, type(None))))))
         return _cached_tokenizer(merges_path)
 
     def with_input_shape(self, input_shape) -> "LoadedModel":
@@ -313,6 +336,24 @@ def _checked_encode(raw, input_shape, model_name, preprocess):
     return encode_fn
 
 
+def _with_token_access(encode_fn, access, preprocess):
+    """`encode_fn.token_access`: the ViT's `token_drop.TokenAccess` on [0, 1] pixels (normalised
+    inside, as `encode_fn`), which the explicand program reads for token-level methods."""
+    if access is not None:
+        normalize = _normalizer(preprocess) or (lambda x: x)
+        encode_fn.token_access = dataclasses.replace(
+            access, encode=lambda params, x, keep: access.encode(params, normalize(x), keep),
+            attention=lambda params, x: access.attention(params, normalize(x)))
+    return encode_fn
+
+
+def _with_modes(encode_fn, modes, input_shape, model_name, preprocess):
+    """`encode_fn.modes`: {mode: the same checked encode with the network in that mode} (e.g.
+    "lrp" for AttnLRP), which the explicand program reads for methods with a `model_mode`."""
+    encode_fn.modes = {mode: _checked_encode(raw, input_shape, model_name, preprocess) for mode, raw in modes.items()}
+    return encode_fn
+
+
 def _checked_network(raw, input_shape, model_name):
     """`network_fn`: the raw network's input (normalised), checked against its range."""
     input_range = spec_of(model_name).network_input_range
@@ -341,6 +382,52 @@ def _checked_text(raw, context_length):
     return encode_text_fn
 
 
+_TEXT_ONLY = ("model {name!r} encodes text only: it takes no images (use encode_text, encode_text_fn or "
+              "encode_embeddings_fn)")
+
+
+def _text_only_images(model_name):
+    """encode_fn / network_fn of a text-only encoder: refuse, naming what to use instead."""
+    def refuse(params, x):
+        raise ValueError(_TEXT_ONLY.format(name=model_name))
+
+    return refuse
+
+
+def _checked_embed_tokens(raw, context_length):
+    def embed_tokens_fn(params, tokens):
+        check_tokens("tokens", tokens, context_length)
+        return raw(params, tokens)
+
+    return embed_tokens_fn
+
+
+def check_embeddings(embeddings, mask, context_length: int) -> None:
+    """`embeddings` (N, L, E) floats and `mask` (N, L) with 1 <= L <= context_length."""
+    shape, mask_shape = tuple(np.shape(embeddings)), tuple(np.shape(mask))
+    if len(shape) != 3 or not 1 <= shape[1] <= context_length:
+        raise ValueError(f"`embeddings` must have shape (N, L, E) with L <= {context_length} (the context "
+                         f"length), got {shape}")
+    if not jnp.issubdtype(_dtype_of(embeddings), jnp.floating):
+        raise TypeError(f"`embeddings` must be floats, got dtype {_dtype_of(embeddings)}")
+    if mask_shape != shape[:2]:
+        raise ValueError(f"`mask` must have shape (N, L) = {shape[:2]} (one entry per token of `embeddings`), "
+                         f"got {mask_shape}")
+
+
+def _checked_embeddings(raw, context_length):
+    def encode_embeddings_fn(params, embeddings, mask):
+        check_embeddings(embeddings, mask, context_length)
+        return raw(params, embeddings, mask)
+
+    return encode_embeddings_fn
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_model_tokenizer(arch, directory, config_items):
+    return spec_of(arch).tokenizer(dict(config_items), directory)
+
+
 @functools.lru_cache(maxsize=None)
 def _cached_tokenizer(merges_path):
     from cocoa_jax.models.tokenizer import ClipTokenizer
@@ -355,20 +442,39 @@ def _jit(fn):
 
 
 def make_loaded(arch: str, config: Mapping[str, Any], variables, notes=(), *,
-                input_shape: Optional[Tuple[int, int, int]] = None) -> LoadedModel:
+                input_shape: Optional[Tuple[int, int, int]] = None, directory: Optional[str] = None) -> LoadedModel:
     """Wrap module + variables of `arch` as a `LoadedModel` (input checks included).
 
     input_shape: accept (N, *input_shape) images instead of the native shape (see
     `LoadedModel.with_input_shape`).
+    directory: the model directory (a text encoder reads its tokenizer there).
     """
     spec = spec_of(arch)
     module = spec.build(config)
     fns = spec.encoders(module, config)
+    if not spec.images:
+        return _text_only_loaded(arch, spec, module, fns, config, variables, notes, directory)
     head_fn = None if fns.head is None else _checked_head(fns.head, fns.dim)
     encode_text_fn = None if fns.text is None else _checked_text(fns.text, int(fns.context_length))
     shape = tuple(input_shape or spec.input_shape(config))
     return LoadedModel(name=arch, module=module, params=variables, representation_dim=fns.dim,
                        input_shape=shape, preprocess=spec.preprocess,
-                       encode_fn=_checked_encode(fns.encode, shape, arch, spec.preprocess),
+                       encode_fn=_with_modes(_with_token_access(_checked_encode(fns.encode, shape, arch, spec.preprocess),
+                                                                fns.tokens, spec.preprocess),
+                                             fns.modes, shape, arch, spec.preprocess),
                        network_fn=_checked_network(fns.encode, shape, arch), head_fn=head_fn,
-                       encode_text_fn=encode_text_fn, config=dict(config), notes=tuple(notes))
+                       encode_text_fn=encode_text_fn, config=dict(config), notes=tuple(notes),
+                       embed_tokens_fn=None if fns.embed_tokens is None else _checked_embed_tokens(
+                           fns.embed_tokens, int(fns.context_length)),
+                       encode_embeddings_fn=None if fns.encode_embeddings is None else _checked_embeddings(
+                           fns.encode_embeddings, int(fns.context_length)), directory=directory)
+
+
+def _text_only_loaded(arch, spec, module, fns, config, variables, notes, directory) -> LoadedModel:
+    """A text-only encoder's `LoadedModel`: text and token-embedding functions; images refused."""
+    length = int(fns.context_length)
+    return LoadedModel(name=arch, module=module, params=variables, representation_dim=fns.dim, input_shape=(),
+                       preprocess=None, encode_fn=_text_only_images(arch), network_fn=_text_only_images(arch),
+                       encode_text_fn=_checked_text(fns.text, length), config=dict(config), notes=tuple(notes),
+                       embed_tokens_fn=_checked_embed_tokens(fns.embed_tokens, length),
+                       encode_embeddings_fn=_checked_embeddings(fns.encode_embeddings, length), directory=directory)

@@ -42,6 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cocoa_jax.attribution_methods import lrp_rules
+
 LN_EPSILON = 1e-6
 BICUBIC_A = -0.75  # torch's bicubic coefficient
 
@@ -121,20 +123,29 @@ def interpolation_matrices(grid_h: int, grid_w: int, stored: int, offset: float,
     return (build(grid_h, stored, scales[0]), build(grid_w, stored, scales[1]))
 
 
+def gather_patches(tokens: jax.Array, keep: jax.Array) -> jax.Array:
+    """(N, P, D) patch tokens, (N, n_keep) int indices -> (N, n_keep, D): the kept tokens (token drop)."""
+    return jnp.take_along_axis(tokens, keep[:, :, None].astype(jnp.int32), axis=1)
+
+
 class Attention(nn.Module):
     dim: int
     heads: int
     qkv_bias: bool = True
+    lrp: bool = False  # LRP mode: the rules' backward (lrp_rules.Ops), the same forward
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         n, length, _ = x.shape
         head_dim = self.dim // self.heads
-        q, k, v = jnp.split(nn.Dense(3 * self.dim, use_bias=self.qkv_bias, name="qkv")(x), 3, axis=-1)
+        op = lrp_rules.ops(self.lrp)
+        q, k, v = jnp.split(op.linear(nn.Dense(3 * self.dim, use_bias=self.qkv_bias, name="qkv")(x)), 3, axis=-1)
         split = lambda t: t.reshape(n, length, self.heads, head_dim)
-        logits = jnp.einsum("nqhd,nkhd->nhqk", split(q) * head_dim**-0.5, split(k))
-        out = jnp.einsum("nhqk,nkhd->nqhd", jax.nn.softmax(logits, axis=-1), split(v))
-        return nn.Dense(self.dim, name="proj")(out.reshape(n, length, self.dim))
+        logits = op.einsum("nqhd,nkhd->nhqk", split(q) * head_dim**-0.5, split(k))
+        weights = op.softmax(logits, axis=-1)
+        self.sow("intermediates", "attention", weights)  # (N, heads, L, L); read by rollout, else a no-op
+        out = op.einsum("nhqk,nkhd->nqhd", weights, split(v))
+        return op.linear(nn.Dense(self.dim, name="proj")(out.reshape(n, length, self.dim)))
 
 
 class LayerScale(nn.Module):
@@ -149,19 +160,26 @@ class FFN(nn.Module):
     dim: int
     hidden: int
     kind: str = "mlp"
+    lrp: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        op = lrp_rules.ops(self.lrp)
         if self.kind == "mlp":
-            return nn.Dense(self.dim, name="fc2")(nn.gelu(nn.Dense(self.hidden, name="fc1")(x), approximate=False))
+            h = op.activation(_exact_gelu, op.linear(nn.Dense(self.hidden, name="fc1")(x)))
+            return op.linear(nn.Dense(self.dim, name="fc2")(h))
         if self.kind == "swiglu":
-            a, b = jnp.split(nn.Dense(2 * self.hidden, name="w12")(x), 2, axis=-1)
-            return nn.Dense(self.dim, name="w3")(jax.nn.silu(a) * b)
+            a, b = jnp.split(op.linear(nn.Dense(2 * self.hidden, name="w12")(x)), 2, axis=-1)
+            return op.linear(nn.Dense(self.dim, name="w3")(op.multiply(op.activation(jax.nn.silu, a), b)))
         raise ValueError(f"ffn must be 'mlp' or 'swiglu', got {self.kind!r}")
 
 
-def _layer_norm(name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=LN_EPSILON, use_fast_variance=False, name=name)
+def _exact_gelu(h):
+    return nn.gelu(h, approximate=False)
+
+
+def _layer_norm(name: str, lrp: bool = False) -> nn.Module:
+    return lrp_rules.ops(lrp).layer_norm(LN_EPSILON, name)
 
 
 class Block(nn.Module):
@@ -171,12 +189,13 @@ class Block(nn.Module):
     ffn: str = "mlp"
     layer_scale: bool = False
     qkv_bias: bool = True
+    lrp: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = Attention(self.dim, self.heads, self.qkv_bias, name="attn")(_layer_norm("norm1")(x))
+        y = Attention(self.dim, self.heads, self.qkv_bias, self.lrp, name="attn")(_layer_norm("norm1", self.lrp)(x))
         x = x + (LayerScale(self.dim, name="ls1")(y) if self.layer_scale else y)
-        y = FFN(self.dim, self.ffn_hidden, self.ffn, name="mlp")(_layer_norm("norm2")(x))
+        y = FFN(self.dim, self.ffn_hidden, self.ffn, self.lrp, name="mlp")(_layer_norm("norm2", self.lrp)(x))
         return x + (LayerScale(self.dim, name="ls2")(y) if self.layer_scale else y)
 
 
@@ -184,16 +203,20 @@ class ViT(nn.Module):
     """(N, H, W, 3) -> (N, embed_dim) class token after the final norm. See the module docstring."""
 
     config: Mapping[str, Any]
+    lrp: bool = False  # LRP mode (AttnLRP): every operation's backward is its rule, the forward unchanged
 
     @property
     def representation_dim(self) -> int:
         return int(self.config["embed_dim"])
 
     @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def __call__(self, images: jax.Array, keep: jax.Array | None = None) -> jax.Array:
+        """keep: optional (N, n_keep) int patch indices (row-major): only those patch tokens enter
+        the blocks, gathered after the position embedding (class and register tokens always kept)."""
         c = self.config
         dim, p, grid = int(c["embed_dim"]), int(c["patch_size"]), int(c["pos_grid"])
-        x = nn.Conv(dim, (p, p), strides=(p, p), padding="VALID", name="patch_embed_proj")(images)
+        x = lrp_rules.ops(self.lrp).linear(
+            nn.Conv(dim, (p, p), strides=(p, p), padding="VALID", name="patch_embed_proj")(images))
         n, gh, gw, _ = x.shape
         x = x.reshape(n, gh * gw, dim)
         cls_token = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, dim))
@@ -211,14 +234,17 @@ class ViT(nn.Module):
                                    precision=jax.lax.Precision.HIGHEST)
             pos = jnp.concatenate([pos_embed[:, :1], patch_pos.reshape(1, gh * gw, dim)], axis=1)
         x = jnp.concatenate([jnp.broadcast_to(cls_token, (n, 1, dim)), x], axis=1) + pos
+        if keep is not None:
+            x = jnp.concatenate([x[:, :1], gather_patches(x[:, 1:], keep)], axis=1)
         registers = int(c.get("num_register_tokens", 0))
         if registers:
             reg = self.param("register_tokens", nn.initializers.normal(1e-6), (1, registers, dim))
             x = jnp.concatenate([x[:, :1], jnp.broadcast_to(reg, (n, registers, dim)), x[:, 1:]], axis=1)
         for i in range(int(c["depth"])):
             x = Block(dim, int(c["num_heads"]), int(c["ffn_hidden"]), c.get("ffn", "mlp"),
-                      bool(c.get("layer_scale", False)), bool(c.get("qkv_bias", True)), name=f"blocks_{i}")(x)
-        return _layer_norm("norm")(x[:, 0])
+                      bool(c.get("layer_scale", False)), bool(c.get("qkv_bias", True)), self.lrp,
+                      name=f"blocks_{i}")(x)
+        return _layer_norm("norm", self.lrp)(x[:, 0])
 
     def init_all(self, images: jax.Array) -> jax.Array:
         return self(images)

@@ -30,11 +30,12 @@ def tiny_model(arch: str, seed: int = 0):
     config = CASES[arch]
     spec = architectures.spec_of(arch)
     module = spec.build(config)
-    variables = spec.init(module, config, tuple(spec.input_shape(config)))
+    # only the shapes: eager Flax init compiles every op once (seconds per model)
+    variables = jax.eval_shape(lambda: spec.init(module, config, tuple(spec.input_shape(config))))
     leaves, tree = jax.tree_util.tree_flatten_with_path(variables)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    leaves = [0.3 * jax.random.normal(k, leaf.shape, leaf.dtype) + (1.0 if "scale" in str(path[-1]) else 0.0)
-              for k, (path, leaf) in zip(keys, leaves)]
+    rng = np.random.default_rng(seed)
+    leaves = [(0.3 * rng.standard_normal(leaf.shape) + float("scale" in str(path[-1]))).astype(leaf.dtype)
+              for path, leaf in leaves]
     variables = jax.tree_util.tree_unflatten(tree, leaves)
     return loaded.make_loaded(arch, config, variables)
 

@@ -34,7 +34,7 @@ from cocoa_jax import _checks, attribution
 # Keyword arguments of the common signature that are not method options.
 _EXECUTION_ARGS = ("batch_size", "mesh")
 # Options a caller of `attribute` never sets: they change the return type.
-_HIDDEN_ARGS = ("return_delta",)
+_HIDDEN_ARGS = ("return_delta", "return_passes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +90,14 @@ OPTION_SPECS: dict[str, OptionSpec] = {
     "kernel_width": OptionSpec("LIME similarity kernel width", float, "W"),
     "window": OptionSpec("Occlusion window, N or HxW pixels (default: an 8x8 grid of windows)", parse_pair, "N"),
     "stride": OptionSpec("Occlusion stride, N or HxW pixels (default: the window)", parse_pair, "N"),
+    "tolerance": OptionSpec("sample in rounds and stop when the map's relative standard error is below this "
+                            "(RISE, GradientSHAP, SmoothGrad, SmoothGrad-IG; the count is then the budget; "
+                            "default: off, the fixed count)", float, "TOL"),
+    "head_fusion": OptionSpec("rollout: how heads are fused per block, mean, max or min", str, "NAME"),
+    "removal": OptionSpec("RISE / Occlusion: how a patch is removed, blend (with the baseline) or token_drop "
+                          "(ViTs: the patch's token is left out of the sequence)", str, "HOW"),
+    "round_size": OptionSpec("samples per round with --tolerance (default: RISE 100, SmoothGrad-IG 5, others 10)",
+                             int, "N"),
 }
 
 
@@ -113,6 +121,16 @@ class Method:
       option_specs: help/parsing of options `OPTION_SPECS` does not know (registered methods).
       auto_options: `fn(image_shape) -> {option: value}`, what options left at None resolve to
         for an image shape (RISE's paper grid, Occlusion's window), so records state them.
+      passes: `fn(resolved options, image_shape) -> (forward, gradient)`, the encoder passes of
+        one explicand (images through the encoder without / with a backward pass); what
+        `cocoa_jax.cost` previews and tests/test_cost.py counts.
+      model_mode: the encoder mode `f` must be built in (None: the plain encoder): "lrp" for
+        AttnLRP, whose gradient x input is relevance only through the LRP rules' backward; the
+        explicand program builds f from `encode_fn.modes[model_mode]` (models that lack the mode
+        are refused, naming the method).
+      token_access: `fn(options) -> bool`, whether the method with these options reads a ViT's
+        tokens (token drop, attention maps): `f` must then be a `token_drop.TokenScorer`, which
+        the explicand program builds once from the encoder's `encode_fn.token_access`.
     """
 
     name: str
@@ -126,6 +144,9 @@ class Method:
     summary: str = ""
     option_specs: Mapping[str, OptionSpec] = dataclasses.field(default_factory=dict)
     auto_options: Callable[[tuple], dict] | None = None
+    passes: Callable[[Mapping[str, Any], tuple], tuple[int, int]] | None = None
+    token_access: Callable[[Mapping[str, Any]], bool] | None = None
+    model_mode: str | None = None
 
     def option_spec(self, option: str) -> OptionSpec:
         if option in self.option_specs:
@@ -174,6 +195,16 @@ def _occlusion(f, x, baseline, key, **options):
     return attribution.occlusion(f, x, baseline, **options)
 
 
+def _rollout(f, x, baseline, key, *, batch_size=None, mesh=None, **options):
+    del batch_size, mesh  # one forward pass reading the attention maps
+    return attribution.rollout(f, x, baseline, key, **options)
+
+
+def _attn_lrp(f, x, baseline, key, *, batch_size=None, mesh=None):
+    del baseline, key, batch_size, mesh  # one forward and one backward: nothing to batch or shard
+    return attribution.attn_lrp(f, x)
+
+
 def _occlusion_window(shape):
     from cocoa_jax.attribution_methods.occlusion import default_window
 
@@ -182,6 +213,41 @@ def _occlusion_window(shape):
 
 def _smooth_integrated_gradients(f, x, baseline, key, **options):
     return attribution.smooth_integrated_gradients(f, x, baseline, key, **options)
+
+
+# Encoder passes of one explicand, `Method.passes`: (forward-only images, images with a gradient).
+def _path_points(options, shape):
+    from cocoa_jax.attribution_methods.quadrature import quadrature
+
+    return 0, len(quadrature(options["method"], options["n_steps"]).alphas)
+
+
+def _kernel_shap_passes(options, shape):
+    from cocoa_jax.attribution_methods._perturbation import feature_labels
+    from cocoa_jax.attribution_methods.kernel_shap import enumerates
+
+    m = feature_labels(shape, options["superpixel"], options["feature_mask"])[1]
+    if m == 1:
+        return 2, 0  # f(x) and f(baseline) only
+    return (2 ** m if enumerates(options["n_samples"], m, options["efficient"]) else options["n_samples"]), 0
+
+
+def _lime_passes(options, shape):
+    return 1 + options["n_samples"], 0  # f(x) centres the scores
+
+
+def _occlusion_passes(options, shape):
+    from cocoa_jax.attribution_methods.occlusion import occlusion_windows
+
+    return 1 + len(occlusion_windows(tuple(shape[:2]), options["window"], options["stride"])), 0
+
+
+def _smooth_ig_passes(options, shape):
+    return 0, options["n_samples"] * _path_points(options, shape)[1]
+
+
+def _drops_tokens(options) -> bool:
+    return options.get("removal") == "token_drop"
 
 
 METHODS: dict[str, Method] = {}
@@ -208,27 +274,39 @@ def register(method: Method, *, replace: bool = False) -> Method:
 
 for _method in (
     Method("integrated_gradients", "IG", _integrated_gradients, attribution.integrated_gradients, False, True,
-           complete=True, summary="path integral of gradients from the blurred baseline; deterministic, complete"),
+           complete=True, passes=_path_points, summary="path integral of gradients from the blurred baseline; deterministic, complete"),
     Method("gradient_shap", "GradientSHAP", _gradient_shap, attribution.gradient_shap, True, True,
+           passes=lambda options, shape: (0, options["n_samples"]),
            summary="expected gradients at noisy random path points (Captum's GradientShap)"),
     Method("rise", "RISE", _rise, attribution.rise, True, False, centred=True,
            auto_options=lambda shape: {"grid_size": tuple(attribution.paper_grid_size(shape))},
+           passes=lambda options, shape: (options["n_masks"], 0), token_access=_drops_tokens,
            summary="mean score under random upsampled masks; black-box; add centered=True for fewer masks"),
     Method("smoothgrad", "SmoothGrad", _smoothgrad, attribution.smoothgrad, True, True,
+           passes=lambda options, shape: (0, options["n_samples"]),
            summary="gradients averaged over noisy copies of the input"),
     Method("vanilla_gradients", "Gradients", _vanilla_gradients, attribution.vanilla_gradients, False, True,
+           passes=lambda options, shape: (0, 1),
            summary="one input gradient; the cheapest, noisiest map"),
-    Method("kernel_shap", "KernelSHAP", _kernel_shap, attribution.kernel_shap, True, False,
+    Method("kernel_shap", "KernelSHAP", _kernel_shap, attribution.kernel_shap, True, False, passes=_kernel_shap_passes,
            summary="Shapley values of (super)pixels by weighted regression (Captum's KernelShap); "
                    "efficient=True sums to f(x) - f(baseline)"),
-    Method("lime", "LIME", _lime, attribution.lime, True, False,
+    Method("lime", "LIME", _lime, attribution.lime, True, False, passes=_lime_passes,
            summary="sparse local linear surrogate (Lasso) of (super)pixels; a few salient regions"),
     Method("occlusion", "Occlusion", _occlusion, attribution.occlusion, False, False,
            auto_options=lambda shape: {"window": _occlusion_window(shape), "stride": _occlusion_window(shape)},
+           passes=_occlusion_passes, token_access=_drops_tokens,
            summary="score drop when each window is blurred; deterministic, one pass per window"),
     Method("smooth_integrated_gradients", "SmoothGrad-IG", _smooth_integrated_gradients,
-           attribution.smooth_integrated_gradients, True, True,
+           attribution.smooth_integrated_gradients, True, True, passes=_smooth_ig_passes,
            summary="IG averaged over noisy inputs (the official smooth_int_grad)"),
+    Method("attn_lrp", "AttnLRP", _attn_lrp, attribution.attn_lrp, False, True, model_mode="lrp",
+           passes=lambda options, shape: (0, 1),
+           summary="LRP relevance of a ViT (AttnLRP rules) in one forward and one backward pass; ViT ports only"),
+    Method("rollout", "Rollout", _rollout, attribution.rollout, False, False,
+           passes=lambda options, shape: (1, 0), token_access=lambda options: True,
+           summary="attention rollout (class token over patches, 0.5 A + 0.5 I per block); one forward pass; "
+                   "ViT ports only; the same map for every target"),
 ):
     register(_method)
 
@@ -278,6 +356,12 @@ def pixel_map(name: str, maps, *, centre: bool = True):
     if centre and method.centred:
         maps = maps - maps.mean(axis=(-2, -1), keepdims=True)
     return maps
+
+
+def reads_tokens(name: str, options: Mapping[str, Any]) -> bool:
+    """Whether method `name` with `options` needs `f` with token access (`Method.token_access`)."""
+    method = get(name)
+    return method.token_access is not None and bool(method.token_access(dict(options)))
 
 
 def get(name: str) -> Method:
@@ -348,6 +432,14 @@ def _dummy_scores(x):
     return jnp.stack([jnp.sum(x), jnp.mean(x)])
 
 
+def _dummy_token_scores(shape):
+    # 1-px patches (the real patch size is the model's): the checks that need none run.
+    from cocoa_jax.attribution_methods import token_drop
+
+    length = 1 + shape[0] * shape[1]
+    return token_drop.TokenScorer(lambda x, keep: _dummy_scores(x), lambda x: jnp.ones((1, 1, length, length)), 1)
+
+
 def check_values(name: str, options: dict, image_shape, *, batch_size: int | None = None,
                  names: str | Mapping[str, str] | None = None) -> dict:
     """Validate the VALUES of `options` for method `name` on (H, W, C) images, before any work.
@@ -389,7 +481,8 @@ def check_values(name: str, options: dict, image_shape, *, batch_size: int | Non
     def trace(x, baseline):
         # batch_size is checked above by the methods' own check and plays no part in the other
         # checks; tracing one batch keeps the cost flat (unrolled chunks would scale with n/batch).
-        return method.fn(_dummy_scores, x, baseline, jax.random.key(0), batch_size=None, **options)
+        f = _dummy_token_scores(shape) if reads_tokens(name, options) else _dummy_scores
+        return method.fn(f, x, baseline, jax.random.key(0), batch_size=None, **options)
 
     try:
         jax.eval_shape(trace, image, image)
@@ -443,8 +536,30 @@ def attribute(name: str, f: Callable, x, baseline, key, *, batch_size: int | Non
               mesh: jax.sharding.Mesh | None = None, **options):
     """Run method `name` in the common signature (see the module docstring)."""
     method = get(name)
-    check_options(name, options)
+    hidden = {option: value for option, value in options.items() if option in _HIDDEN_ARGS}
+    check_options(name, {option: value for option, value in options.items() if option not in hidden})
+    for option in hidden:
+        # Hidden options change the return type; only methods whose function has them take them.
+        if method.source is None or option not in inspect.signature(method.source).parameters:
+            raise ValueError(f"`{option}` is not an option of method {name!r}")
     return method.fn(f, x, baseline, key, batch_size=batch_size, mesh=mesh, **options)
+
+
+# Options added after runs were stored, and the value that leaves a run as it was: left out of a
+# run's identity (the sweep's run hash) at that value, so earlier runs keep their hash.
+OFF_VALUES: dict[str, Any] = {"tolerance": None, "round_size": None}
+
+
+def identity_options(resolved: Mapping[str, Any]) -> dict[str, Any]:
+    """Resolved options without those at their `OFF_VALUES` value (what a run hash covers)."""
+    return {k: v for k, v in resolved.items() if not (k in OFF_VALUES and v == OFF_VALUES[k])}
+
+
+def reports_passes(name: str) -> bool:
+    """Whether method `name` takes `return_passes=True` (then it returns (maps, passes used ()
+    int32): its sampling can stop early, `attribution_methods.adaptive`)."""
+    method = get(name)
+    return method.source is not None and "return_passes" in inspect.signature(method.source).parameters
 
 
 def stream_id(name: str) -> int:

@@ -83,14 +83,16 @@ def jacobian(f: Callable, k: int | None) -> Callable:
     return jax.grad(f) if k is None else jax.jacrev(f)
 
 
-def sum_gradient_terms(f, k, n, batch_size, mesh, make_chunk):
+def sum_gradient_terms(f, k, n, batch_size, mesh, make_chunk, *, squares: bool = False):
     """sum_i multiplier_i * grad f(point_i) over i in range(n), in unrolled chunks.
 
     make_chunk(start, stop) -> (points (B, *x.shape), multipliers broadcastable to
-    (B, *x.shape)). Returns x.shape, or (K, *x.shape).
+    (B, *x.shape)). Returns x.shape, or (K, *x.shape); with `squares`, also the sum of the
+    squared terms (the running moments of `adaptive`): a pair.
     """
     batched_jacobian = jax.vmap(jacobian(f, k))
     total = None
+    total_sq = None
     # Unrolled on purpose: a gradient inside a rolled scan is ~2.5x slower on XLA CPU.
     for start, stop in batching.chunk_ranges(n, batch_size):
         points, multipliers = make_chunk(start, stop)
@@ -102,7 +104,10 @@ def sum_gradient_terms(f, k, n, batch_size, mesh, make_chunk):
             multipliers = jnp.expand_dims(multipliers, 1)
         term = jnp.sum(grads * multipliers, axis=0)
         total = term if total is None else total + term
-    return total
+        if squares:
+            square = jnp.sum((grads * multipliers) ** 2, axis=0)
+            total_sq = square if total_sq is None else total_sq + square
+    return (total, total_sq) if squares else total
 
 
 def broadcast_to_rank(values: jax.Array, rank: int) -> jax.Array:

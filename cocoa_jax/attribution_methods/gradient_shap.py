@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cocoa_jax import _checks
+from cocoa_jax.attribution_methods import adaptive
 from cocoa_jax.attribution_methods._common import (antithetic_draws, broadcast_to_rank, check_flag, check_input,
                                                    check_stdev, num_targets, sum_gradient_terms)
 
@@ -80,6 +81,9 @@ def gradient_shap(
     mesh: jax.sharding.Mesh | None = None,
     antithetic: bool = False,
     stratified_alpha: bool = False,
+    tolerance: float | None = None,
+    round_size: int | None = None,
+    return_passes: bool = False,
 ) -> jax.Array:
     """GradientSHAP, the estimator of Captum's `GradientShap`.
 
@@ -95,6 +99,10 @@ def gradient_shap(
       stratified_alpha: opt-in. Draw j's alpha is uniform in [j, j + 1) / n_draws (n_draws =
         n_samples, or n_samples // 2 with antithetic) instead of in [0, 1).
       Both keep the expectation exactly; they reduce the variance from alpha and the noise.
+      tolerance: None (off: exactly n_samples), or stop after the first round of `round_size`
+        samples (None: 10) whose relative standard error of the map is <= tolerance
+        (`adaptive`); n_samples is then the budget. Needs i.i.d. draws (no antithetic /
+        stratified_alpha). return_passes: also return the gradient passes used, a () int32.
     """
     x = check_input(x)
     _checks.check_array("baselines", baselines, ndim=x.ndim + 1)
@@ -113,6 +121,23 @@ def gradient_shap(
     keys = jax.random.split(key, n_draws)
     draw = functools.partial(_gradient_shap_draw, x_shape=x.shape, n_baselines=baselines.shape[0],
                              stdev=stdev, dtype=x.dtype)
+    tolerance = adaptive.check_tolerance(tolerance)
+    round_size = adaptive.check_round_size(round_size, adaptive.DEFAULT_ROUND_SIZES["gradient"], n_samples)
+    return_passes = check_flag("return_passes", return_passes)
+    if tolerance is not None:
+        if antithetic or stratified_alpha:
+            raise ValueError("`tolerance` needs i.i.d. draws: antithetic=False and stratified_alpha=False")
+
+        def chunk_of(samples, lo, hi):
+            draws = jax.vmap(draw)(keys[samples])
+            chosen = baselines[draws.baseline_index]
+            delta = x + draws.noise - chosen
+            return chosen + broadcast_to_rank(draws.alpha, x.ndim) * delta, delta
+
+        maps, used = adaptive.gradient_mean_in_rounds(f, k, x, chunk_of, points_per_sample=1, budget=n_samples,
+                                                      round_size=round_size, tolerance=tolerance,
+                                                      batch_size=batch_size, mesh=mesh)
+        return (maps, used) if return_passes else maps
 
     def make_chunk(start, stop):
         # Drawn per sample key, so the draws do not depend on the chunking.
@@ -125,4 +150,5 @@ def gradient_shap(
         points = chosen + broadcast_to_rank(draws.alpha, x.ndim) * delta
         return points, delta / n_samples
 
-    return sum_gradient_terms(f, k, n_samples, batch_size, mesh, make_chunk)
+    maps = sum_gradient_terms(f, k, n_samples, batch_size, mesh, make_chunk)
+    return (maps, jnp.int32(n_samples)) if return_passes else maps

@@ -7,8 +7,9 @@ import jax
 import jax.numpy as jnp
 
 from cocoa_jax import _checks
-from cocoa_jax.attribution_methods._common import (broadcast_to_rank, check_baseline, check_input, check_stdev,
-                                                   num_targets, sum_gradient_terms)
+from cocoa_jax.attribution_methods import adaptive
+from cocoa_jax.attribution_methods._common import (broadcast_to_rank, check_baseline, check_flag, check_input,
+                                                   check_stdev, num_targets, sum_gradient_terms)
 from cocoa_jax.attribution_methods.quadrature import quadrature
 
 
@@ -24,6 +25,9 @@ def smooth_integrated_gradients(
     method: str = "gausslegendre",
     batch_size: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    tolerance: float | None = None,
+    round_size: int | None = None,
+    return_passes: bool = False,
 ) -> jax.Array:
     """mean_i IG(f, x + stdev * eps_i, baseline), eps_i ~ N(0, I): x.shape or (K, *x.shape).
 
@@ -34,6 +38,10 @@ def smooth_integrated_gradients(
     path from the baseline, the maps averaged. Sample i's noise draws from
     `jax.random.split(key, n_samples)[i]`; the n_samples * n_steps path points are evaluated
     in gradient batches of at most `batch_size` (None: all at once), split over `mesh`.
+    tolerance: None (off: exactly n_samples), or stop after the first round of `round_size`
+    noisy inputs (None: 5) whose relative standard error of the map is <= tolerance
+    (`adaptive`); n_samples is then the budget. return_passes: also return the gradient passes
+    used (noisy inputs x path points), a () int32.
     """
     x = check_input(x)
     baseline = check_baseline("baseline", baseline, x)
@@ -47,6 +55,20 @@ def smooth_integrated_gradients(
     weights = jnp.asarray(rule.weights, x.dtype)
     keys = jax.random.split(key, n_samples)
     noise_of = jax.vmap(lambda sample_key: jax.random.normal(sample_key, x.shape, x.dtype))
+    tolerance = adaptive.check_tolerance(tolerance)
+    round_size = adaptive.check_round_size(round_size, adaptive.DEFAULT_ROUND_SIZES["smooth_ig"], n_samples)
+    return_passes = check_flag("return_passes", return_passes)
+    if tolerance is not None:
+        def chunk_of(samples, lo, hi):
+            # One noisy input's path points lo..hi-1: IG_i = path_i * sum_j w_j grad f(baseline + a_j path_i).
+            path = x + stdev * noise_of(keys[samples]) - baseline  # (1, *x.shape)
+            a = broadcast_to_rank(alphas[lo:hi], x.ndim)
+            return baseline + a * path, broadcast_to_rank(weights[lo:hi], x.ndim) * path
+
+        maps, used = adaptive.gradient_mean_in_rounds(f, k, x, chunk_of, points_per_sample=n_points,
+                                                      budget=n_samples, round_size=round_size, tolerance=tolerance,
+                                                      batch_size=batch_size, mesh=mesh)
+        return (maps, used * n_points) if return_passes else maps
 
     def make_chunk(start, stop):
         # Flat index t = sample * n_points + step; the noise depends on the sample only.
@@ -57,4 +79,5 @@ def smooth_integrated_gradients(
         # IG_i = path_i * sum_j w_j grad f(baseline + a_j path_i): the path factor moves inside.
         return baseline + a * path, w * path / n_samples
 
-    return sum_gradient_terms(f, k, n_samples * n_points, batch_size, mesh, make_chunk)
+    maps = sum_gradient_terms(f, k, n_samples * n_points, batch_size, mesh, make_chunk)
+    return (maps, jnp.int32(n_samples * n_points)) if return_passes else maps

@@ -352,7 +352,8 @@ class SweepConfig:
         data = self.to_dict()
         for name in EXECUTION_FIELDS:
             data.pop(name)
-        data["methods"] = {name: _jsonable(self.method_options(name)) for name in self.methods}
+        data["methods"] = {name: _jsonable(methods_mod.identity_options(self.method_options(name)))
+                           for name in self.methods}
         if not self.randomize_model:
             data.pop("randomize_model")  # the default is not hashed: earlier runs keep their hash
         if not self.randomize_cascade:

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from cocoa_jax import baselines as baselines_mod, batching, meshes, methods as methods_mod, targets as targets_mod
+from cocoa_jax.attribution_methods import token_drop
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,14 +154,47 @@ def attribute_one(encode: Callable[[jax.Array], jax.Array], target: targets_mod.
                                  batch_size=batch_size, mesh=mesh, **options)
 
 
+def encode_fn_for(encode_fn: Callable, method: str) -> Callable:
+    """The encode function `method` runs on: `encode_fn` itself, or, for a method with a
+    `model_mode` (AttnLRP: "lrp"), the same model in that mode, `encode_fn.modes[mode]` (set by
+    `models.make_loaded` for the architectures that have it). Read once per program."""
+    mode = methods_mod.get(method).model_mode
+    if mode is None:
+        return encode_fn
+    modes = getattr(encode_fn, "modes", None) or {}
+    if mode not in modes:
+        raise ValueError(f"method {method!r} needs an encoder with a {mode!r} mode (the ported ViTs: dino_vit, "
+                         f"dinov2_vit, clip_vit, loaded with cocoa_jax.models); this encoder has "
+                         f"{sorted(modes) or 'no modes'}")
+    return modes[mode]
+
+
+def token_access_for(encode_fn: Callable, method: str, options: dict):
+    """`encode_fn.token_access` when `method` with `options` reads a ViT's tokens, else None; an
+    encoder without token access is refused, naming the method."""
+    if not methods_mod.reads_tokens(method, options):
+        return None
+    access = getattr(encode_fn, "token_access", None)
+    if access is None:
+        raise ValueError(f"method {method!r} with options {options} needs a ViT encoder with token access (the "
+                         f"ported dino_vit, dinov2_vit, clip_vit loaded with cocoa_jax.models); this encoder has none")
+    return access
+
+
 def explicand_fn(encode_fn: Callable, method: str, options: tuple, normalize, batch_size: int | None,
                  baseline: Callable | None) -> Callable:
     """ONE explicand: `(params, x, direction (K, D), key[, b]) -> maps (K, H, W[, C])`. With a
-    `baseline` rule the baseline is `baseline(x)`; without, `b` is given."""
+    `baseline` rule the baseline is `baseline(x)`; without, `b` is given. A method whose options
+    read the ViT's tokens (`methods.reads_tokens`: token drop, rollout) explains the
+    `token_drop.TokenScorer` built from `encode_fn.token_access`."""
     opts = dict(options)
+    access = token_access_for(encode_fn, method, opts)
 
     def one(params, x, direction, key, b=None):
         b = baseline(x) if baseline is not None else b
+        if access is not None:
+            f = token_drop.token_scorer(access, params, targets_mod.Target(direction, normalize))
+            return methods_mod.attribute(method, f, x, b, key, batch_size=batch_size, **opts)
         return attribute_one(lambda xb: encode_fn(params, xb), targets_mod.Target(direction, normalize), method, x, b,
                              key, batch_size=batch_size, **opts)
 
@@ -186,6 +220,6 @@ def attribution_program(encode_fn: Callable, method: str, options: tuple, normal
       baseline: the baseline rule (e.g. `GaussianBlur(...)`), or None for given baselines.
       mesh, lanes_per_device, gather: see `meshes.ExplicandMap`.
     """
-    one = explicand_fn(encode_fn, method, options, normalize, batch_size, baseline)
+    one = explicand_fn(encode_fn_for(encode_fn, method), method, options, normalize, batch_size, baseline)
     in_axes = (None, 0, 0, 0) if baseline is not None else (None, 0, 0, 0, 0)
     return meshes.ExplicandMap(one, mesh, in_axes=in_axes, lanes_per_device=lanes_per_device, gather=gather)

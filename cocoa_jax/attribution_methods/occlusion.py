@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cocoa_jax import batching
-from cocoa_jax.attribution_methods import _perturbation as P
+from cocoa_jax.attribution_methods import _perturbation as P, token_drop
 
 
 def _check_pair(name: str, value, image_size) -> tuple[int, int]:
@@ -48,6 +48,7 @@ def occlusion(
     stride=None,
     batch_size: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    removal: str = "blend",
 ) -> jax.Array:
     """Occlusion: per pixel, the mean of f(x) - f(x with a window set to the baseline) over the
     windows covering it. (H, W), or (K, H, W) for K targets.
@@ -65,8 +66,13 @@ def occlusion(
       stride: (h, w) or an int; None: the window (non-overlapping windows, Captum's
         default stride is 1).
       batch_size: occluded inputs per forward batch (None: 100).
+      removal: "blend" (the window takes the baseline's values) or "token_drop" (ViTs, `f` a
+        `token_drop.TokenScorer`: the window's patch tokens are dropped, window and stride in
+        multiples of the patch size, `token_drop.occlusion_tokens`; baseline unused).
     """
     del key
+    if token_drop.check_removal(removal) == "token_drop":
+        return token_drop.occlusion_tokens(f, x, window=window, stride=stride, batch_size=batch_size, mesh=mesh)
     x, baseline = P.check_rank3(x, baseline)
     image_size = tuple(x.shape[:2])
     window = default_window(image_size) if window is None else _check_pair("window", window, image_size)

@@ -12,9 +12,10 @@ from cocoa_jax.evaluation.table import (ARROWS, DIRECTIONS, FAMILIES, METRICS, C
                                         register)
 # Each family module registers its metrics when imported: the table is complete once this package is.
 from cocoa_jax.evaluation import faithfulness  # noqa: E402,F401
+from cocoa_jax.evaluation import complexity, localisation, randomisation, robustness  # noqa: E402,F401
 from cocoa_jax.evaluation.evaluate import (BASELINES, check_metrics, evaluate, explicand_keys,  # noqa: E402
                                            maps_with_target_axis, method_explainer)
 
 __all__ = ["ARROWS", "BASELINES", "Context", "DIRECTIONS", "FAMILIES", "METRICS", "Metric", "check_metrics",
-           "evaluate", "explicand_keys", "faithfulness", "get", "maps_with_target_axis", "method_explainer",
-           "pixel_scores", "register"]
+           "complexity", "evaluate", "explicand_keys", "faithfulness", "get", "localisation",
+           "maps_with_target_axis", "method_explainer", "pixel_scores", "randomisation", "register", "robustness"]

@@ -1,0 +1,79 @@
+"""Robustness metrics: how much a map changes when the explicand moves a little.
+
+Max- and average-sensitivity (Yeh et al., On the (in)fidelity and sensitivity of explanations,
+NeurIPS 2019; Quantus 0.6's `MaxSensitivity` / `AvgSensitivity` with their defaults):
+
+    ratio_s = || a - explain(x + eps_s) ||_2 / || a ||_2,   eps_s ~ U[-r, r]^(H W C) i.i.d.,
+    max_sensitivity = max_s ratio_s,    avg_sensitivity = mean_s ratio_s,   s = 1..S,
+
+per target, norms over every value of the map (pixels and channels). Lower is better. `a` is the
+map being scored; `explain` is the evaluation's explainer (any method of `cocoa_jax.methods`,
+`evaluation.method_explainer`), run for the same K targets at each perturbed input: one explainer call
+per noise sample serves all K targets. Perturbed explanations use key `fold_in(key, s)`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from cocoa_jax.evaluation.table import Metric, register
+
+
+def uniform_noise(key: jax.Array, n_samples: int, shape, radius: float) -> jax.Array:
+    """(n_samples, *shape) draws of U[-radius, radius] (Quantus's `uniform_noise` ball)."""
+    return jax.random.uniform(key, (n_samples,) + tuple(shape), minval=-radius, maxval=radius)
+
+
+def sensitivity_ratios(explain: Callable, x: jax.Array, maps: jax.Array, noise: jax.Array,
+                       key: jax.Array | None = None) -> jax.Array:
+    """||maps - explain(x + noise_s, key_s)|| / ||maps|| per noise sample and target.
+
+    explain: (image (H, W, C), key) -> (K, ...) maps shaped like `maps`;  x: (H, W, C);
+    maps: (K, ...);  noise: (S, H, W, C);  key_s = fold_in(key, s) (key None: key 0).
+    Returns (S, K). The S explanations run one after another (`lax.map`), so memory is one
+    explanation's whatever S is.
+    """
+    key = jax.random.key(0) if key is None else key
+    flat = maps.reshape(maps.shape[0], -1)
+    norm = jnp.linalg.norm(flat, axis=-1)
+
+    def one(args):
+        s, eps = args
+        perturbed = explain(x + eps, jax.random.fold_in(key, s)).reshape(flat.shape)
+        return jnp.linalg.norm(flat - perturbed, axis=-1) / norm
+
+    return jax.lax.map(one, (jnp.arange(noise.shape[0]), noise))
+
+
+def _ratios(ctx, x, maps, key, n_samples, radius):
+    noise_key, explain_key = jax.random.split(key)
+    noise = uniform_noise(noise_key, n_samples, x.shape, radius)
+    return sensitivity_ratios(lambda image, k: ctx.explain(image, k), x, maps, noise, explain_key)
+
+
+def max_sensitivity(ctx, x, maps, key, *, n_samples: int = 200, radius: float = 0.2) -> jax.Array:
+    """The metric function (table contract): max over `n_samples` noise draws of the ratio, (K,)."""
+    return jnp.max(_ratios(ctx, x, maps, key, n_samples, radius), axis=0)
+
+
+def avg_sensitivity(ctx, x, maps, key, *, n_samples: int = 200, radius: float = 0.2) -> jax.Array:
+    """The metric function (table contract): mean over `n_samples` noise draws of the ratio, (K,)."""
+    return jnp.mean(_ratios(ctx, x, maps, key, n_samples, radius), axis=0)
+
+
+_YEH = "Yeh et al., On the (in)fidelity and sensitivity of explanations, NeurIPS 2019"
+register(Metric(
+    "max_sensitivity", "Max-sensitivity", "robustness", "lower", max_sensitivity,
+    summary="largest relative change of the map under uniform input noise of radius r",
+    reference=_YEH, quantus="quantus.MaxSensitivity", options={"n_samples": 200, "radius": 0.2},
+    uses_key=True, needs_explainer=True))
+register(Metric(
+    "avg_sensitivity", "Average sensitivity", "robustness", "lower", avg_sensitivity,
+    summary="mean relative change of the map under uniform input noise of radius r",
+    reference=_YEH, quantus="quantus.AvgSensitivity", options={"n_samples": 200, "radius": 0.2},
+    uses_key=True, needs_explainer=True))
+
+
+__all__ = ["avg_sensitivity", "max_sensitivity", "sensitivity_ratios", "uniform_noise"]

@@ -29,7 +29,8 @@ _EXPORTS = {
     **{name: "targets" for name in ("Target", "cocoa", "contrastive_corpus_similarity", "contrastive_label_free",
                                     "corpus", "explain_fn", "foil_size", "label_free", "stack")},
 }
-_SUBMODULES = ("attribution", "baselines", "methods", "metrics", "models", "pipeline", "sweep", "targets", "viz")
+_SUBMODULES = ("attribution", "baselines", "methods", "metrics", "models", "pipeline", "sweep", "targets", "text",
+               "viz")
 __all__ = [*_SUBMODULES, *_EXPORTS]
 
 __version__ = "0.1.0"

@@ -221,7 +221,10 @@ def explain_images(model, images, *, corpus=None, foil=None, corpus_reps=None, f
     # Every image set in ONE encode call: one chunk shape, so one encoder program to trace and
     # compile instead of one per set size (each trace of a Flax encoder costs ~0.1-0.25 s on CPU).
     sets.insert(1, ("baselines", baselines))
-    reps = encode_in_chunks(encode_fn, params, np.concatenate([v for _, v in sets]))
+    # Chunks bounded by the batch (at least 32 images: forward only) when one is set, so the
+    # encoder's memory is set by the batch, never by the corpus or foil size.
+    reps = encode_in_chunks(encode_fn, params, np.concatenate([v for _, v in sets]),
+                            chunk_size=256 if batch_size is None else max(int(batch_size), 32))
     bounds = np.cumsum([0] + [len(v) for _, v in sets])
     reps = {name: reps[a:b] for (name, _), a, b in zip(sets, bounds[:-1], bounds[1:])}
     explicand_reps, baseline_reps = reps["explicands"], reps["baselines"]
@@ -246,3 +249,11 @@ def explain_images(model, images, *, corpus=None, foil=None, corpus_reps=None, f
         if on_method is not None:
             on_method(name, seconds[name])
     return Explanation(maps, scores, baseline_scores, gaps, baselines, tuple(targets), names, options, seconds)
+
+
+def explain_texts(model, texts, **kwargs):
+    """`explain_images` for sentences: token attributions (`cocoa_jax.text.pipeline.explain_texts`, whose
+    docstring lists the arguments); imported on first use so image work never loads the text modules."""
+    from cocoa_jax.text.pipeline import explain_texts as explain
+
+    return explain(model, texts, **kwargs)

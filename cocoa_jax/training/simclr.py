@@ -201,7 +201,7 @@ def train_simclr(model, images: np.ndarray, cfg: SimCLRConfig, *, variables=None
     init_key, shuffle_key, aug_key = jax.random.split(root, 3)
     if variables is None:
         variables = model.init(init_key, images[:2], train=False)
-    optimizer, step = _optimizer_and_step(model, cfg)
+    optimizer, step = _optimizer_and_step(model, dataclasses.replace(cfg, seed=0))  # the step never reads the seed
     state = TrainState(variables["params"], variables["batch_stats"],
                        optimizer.init(variables["params"]))
 

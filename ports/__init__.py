@@ -27,11 +27,15 @@ CONVERTERS = {
     "resnet152": "torchvision_resnet:convert_resnet152",
     "dino_vit": "vit:convert_dino_vit",
     "dinov2_vit": "vit:convert_dinov2_vit",
+    "sentence_bert": "bert:convert_sentence_bert",
 }
+# Architectures whose CHECKPOINT is a model directory (config.json, weights, tokenizer.json, ...).
+DIRECTORY_CHECKPOINTS = ("sentence_bert",)
 # Settings a converter cannot read off the weights (`--option KEY=VALUE`; see each module).
 OPTIONS = {"clip_vit_b32": ("activation", "vision_head_width"), "clip_vit": ("activation", "vision_head_width"),
            "dino_vit": ("num_heads", "image_size", "layout", "interpolate_offset", "interpolate_antialias"),
-           "dinov2_vit": ("num_heads", "image_size", "layout", "interpolate_offset", "interpolate_antialias")}
+           "dinov2_vit": ("num_heads", "image_size", "layout", "interpolate_offset", "interpolate_antialias"),
+           "sentence_bert": ("pooling", "normalize", "context_length")}
 
 
 def convert(arch: str, checkpoint: str, out_dir: str, *, unsafe_unpickle: bool = False,
@@ -63,12 +67,17 @@ def convert(arch: str, checkpoint: str, out_dir: str, *, unsafe_unpickle: bool =
     if unknown:
         allowed = ", ".join(OPTIONS.get(arch, ())) or "none"
         raise ValueError(f"unknown option {unknown[0]!r} for {arch} (options: {allowed})")
-    check_checkpoint_file(checkpoint)
+    if arch in DIRECTORY_CHECKPOINTS:
+        if not os.path.isdir(checkpoint):
+            raise FileNotFoundError(f"checkpoint {checkpoint!r} is not a directory: {arch} converts a model "
+                                    f"directory (config.json, model.safetensors, tokenizer.json, ...)")
+    else:
+        check_checkpoint_file(checkpoint)
     check_out_dir(os.path.abspath(out_dir), overwrite=overwrite)
     module_name, fn_name = CONVERTERS[arch].split(":")
     fn = getattr(importlib.import_module(f".{module_name}", __name__), fn_name)
     return fn(checkpoint, out_dir, unsafe_unpickle=unsafe_unpickle, overwrite=overwrite, **options)
 
 
-__all__ = ["CONVERTERS", "OPTIONS", "CheckpointMismatchError", "NotACheckpointError", "UnsafeCheckpointError",
+__all__ = ["CONVERTERS", "DIRECTORY_CHECKPOINTS", "OPTIONS", "CheckpointMismatchError", "NotACheckpointError", "UnsafeCheckpointError",
            "convert"]

@@ -13,7 +13,8 @@ import time
 from cocoa_jax.commands.errors import UsageError, flag_errors
 
 ARCHS = ("simclr_resnet50", "simsiam_cifar_resnet18", "resnet18_classifier", "clip_vit_b32", "clip_vit",
-         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "dino_vit", "dinov2_vit")
+         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "dino_vit", "dinov2_vit", "sentence_bert")
+DIRECTORY_CHECKPOINTS = ("sentence_bert",)  # CHECKPOINT is a model directory (as cocoa_jax_ports says)
 
 EPILOG = """checkpoint formats:
   simclr_resnet50         resnet50-1x.pth from tonylins/simclr-converter ({'state_dict': ...})
@@ -40,6 +41,11 @@ EPILOG = """checkpoint formats:
                           interpolate_offset=0.1 / interpolate_antialias=false (that resampling;
                           default: as the DINOv2 hub models, antialiased to the output size for
                           register checkpoints and timm's layout, offset 0.1 otherwise)
+  sentence_bert           a DIRECTORY: a sentence-transformers model (all-MiniLM-L6-v2, BGE, E5, GTE;
+                          XLM-RoBERTa layout): config.json, model.safetensors or pytorch_model.bin,
+                          tokenizer.json, modules.json, 1_Pooling/config.json; options
+                          pooling=mean|cls|max|... and normalize=true|false (needed without
+                          modules.json), context_length=N; reading tokenizer.json needs the text extra
 Any of them may be a .safetensors file (needs the package safetensors, in the ports extra).
 """
 
@@ -65,7 +71,11 @@ def run(args: argparse.Namespace) -> int:
     # The cheap checks first: no torch import, nothing read.
     if not os.path.exists(args.checkpoint):
         raise UsageError(f"checkpoint {args.checkpoint!r} does not exist")
-    if not os.path.isfile(args.checkpoint):
+    if args.arch in DIRECTORY_CHECKPOINTS:
+        if not os.path.isdir(args.checkpoint):
+            raise UsageError(f"checkpoint {args.checkpoint!r} is not a directory ({args.arch} converts a model "
+                             f"directory: config.json, model.safetensors, tokenizer.json, ...)")
+    elif not os.path.isfile(args.checkpoint):
         raise UsageError(f"checkpoint {args.checkpoint!r} is not a file")
     with flag_errors(None, FileExistsError):
         check_out_dir(os.path.abspath(args.out_dir), overwrite=args.overwrite)

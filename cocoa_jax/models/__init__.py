@@ -12,7 +12,9 @@ One pixel convention: every loaded model takes float pixels in [0, 1], channels 
 
 Architectures (`list_architectures()`): simclr_resnet50, simsiam_cifar_resnet18,
 resnet18_classifier, clip_vit_b32, clip_vit (any CLIP ViT, OpenAI or open_clip), resnet18/34/50/
-101/152 (torchvision or SSL backbones), dino_vit, dinov2_vit (converted with `cocoa-jax convert`,
+101/152 (torchvision or SSL backbones), dino_vit, dinov2_vit, sentence_bert (a text-only BERT-family
+sentence encoder: all-MiniLM, BGE, E5, GTE checkpoints, see `models.bert`; its tokenizer.json read by `TextTokenizer`;
+`embed_tokens_fn` / `encode_embeddings_fn` work in token-embedding space) (converted with `cocoa-jax convert`,
 see `ports/`, installed as `cocoa_jax_ports`; docs/models.md) and digits (shipped; `load("digits")`). Every encode/head function checks
 its input's shape against `input_shape`; eager calls also refuse non-float dtypes and values
 that are non-finite or outside `input_range` = [0, 1], normalised input included (`check_images(model,
@@ -24,21 +26,22 @@ The face of the package (`__all__`) gathers three modules, one job each:
                  SIMCLR_HEAD_BIAS_NOTE, list_architectures, spec_of, init_abstract (rebuild a
                  module from its stored config)
   loaded         LoadedModel, make_loaded and the input checks check_images, check_image_shape,
-                 check_image_values, check_reps, check_tokens (static shapes: they run unchanged
-                 under jit and vmap; values on eager calls)
+                 check_image_values, check_reps, check_tokens, check_embeddings (static shapes:
+                 they run unchanged under jit and vmap; values on eager calls)
   store          save, load, read_metadata, input_shape_of, restore_host_local, restore_variables,
                  check_out_dir, check_variables, ModelDirError, FORMAT_VERSION, METADATA_FILE,
                  VARIABLES_DIR (a converted model is OUT_DIR/model.json + OUT_DIR/variables/, an
                  orbax checkpoint; `load` needs neither torch nor the original checkpoint)
 
-and `Preprocessing` (preprocessing).
+and `Preprocessing` (preprocessing), `TextTokenizer` and `TokenBatch` (text_tokenizers).
 """
 from cocoa_jax.models.architectures import (ARCHITECTURES, CONVERTIBLE, DIGITS, DIGITS_CONFIG,
                                             SIMCLR_HEAD_BIAS_NOTE, ArchSpec, Encoders, init_abstract,
                                             list_architectures, spec_of)
-from cocoa_jax.models.loaded import (LoadedModel, check_image_shape, check_image_values, check_images,
-                                     check_reps, check_tokens, make_loaded)
+from cocoa_jax.models.loaded import (LoadedModel, check_embeddings, check_image_shape, check_image_values,
+                                     check_images, check_reps, check_tokens, make_loaded)
 from cocoa_jax.models.preprocessing import Preprocessing
+from cocoa_jax.models.text_tokenizers import TextTokenizer, TokenBatch
 from cocoa_jax.models.store import (FORMAT_VERSION, METADATA_FILE, VARIABLES_DIR, ModelDirError,
                                     check_out_dir, check_variables, input_shape_of, load, read_metadata,
                                     restore_host_local, restore_variables, save)
@@ -46,8 +49,8 @@ from cocoa_jax.models.store import (FORMAT_VERSION, METADATA_FILE, VARIABLES_DIR
 __all__ = [
     "ARCHITECTURES", "CONVERTIBLE", "DIGITS", "DIGITS_CONFIG", "FORMAT_VERSION", "METADATA_FILE",
     "SIMCLR_HEAD_BIAS_NOTE", "VARIABLES_DIR",
-    "ArchSpec", "Encoders", "LoadedModel", "ModelDirError", "Preprocessing",
-    "check_image_shape", "check_image_values", "check_images", "check_out_dir", "check_reps", "check_tokens",
+    "ArchSpec", "Encoders", "LoadedModel", "ModelDirError", "Preprocessing", "TextTokenizer", "TokenBatch",
+    "check_embeddings", "check_image_shape", "check_image_values", "check_images", "check_out_dir", "check_reps", "check_tokens",
     "check_variables", "init_abstract", "input_shape_of", "list_architectures", "load", "make_loaded",
     "read_metadata", "restore_host_local", "restore_variables", "save", "spec_of",
 ]

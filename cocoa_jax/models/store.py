@@ -59,13 +59,14 @@ class ModelDirError(ValueError):
 
 
 def save(arch: str, config: Mapping[str, Any], variables, out_dir: str, notes=(),
-         overwrite: bool = False) -> str:
+         overwrite: bool = False, files: Optional[Mapping[str, str]] = None) -> str:
     """Write a converted model to `out_dir` (see module docstring); returns the absolute path.
 
     `variables` must match the abstract variables of `arch` with `config` exactly (structure,
     shapes, float32 dtype); anything else is a ValueError naming the leaf. A non-empty `out_dir`
     is refused unless `overwrite` (`--overwrite` on the command line). The model is written to
     a temporary sibling directory and moved into place, so a failure leaves no partial model.
+    files: {file name: text} written beside model.json (a text encoder's tokenizer.json).
     """
     import orbax.checkpoint as ocp
 
@@ -82,6 +83,11 @@ def save(arch: str, config: Mapping[str, Any], variables, out_dir: str, notes=()
         meta = {"format": FORMAT_VERSION, "arch": arch, "config": dict(config), "notes": list(notes)}
         with open(os.path.join(tmp_dir, METADATA_FILE), "w") as f:
             json.dump(meta, f, indent=2)
+        for name, text in (files or {}).items():
+            if os.path.basename(name) != name or name in (METADATA_FILE, VARIABLES_DIR):
+                raise ValueError(f"files: {name!r} must be a plain file name other than {METADATA_FILE}")
+            with open(os.path.join(tmp_dir, name), "w", encoding="utf-8") as f:
+                f.write(text)
     return out_dir
 
 
@@ -252,4 +258,4 @@ def load(arch: str, directory: Optional[str] = None) -> LoadedModel:
     variables = restore_variables(checkpoint_dir, abstract, directory)
     if SIMCLR_HEAD_BIAS_NOTE in notes:
         warnings.warn(SIMCLR_HEAD_BIAS_NOTE, stacklevel=2)
-    return make_loaded(arch, config, variables, notes)
+    return make_loaded(arch, config, variables, notes, directory=directory)

@@ -92,6 +92,19 @@ class TextTokenizer:
         """The id of a token string, or None when the vocabulary lacks it."""
         return self._tokenizer.token_to_id(token)
 
+    def id_to_token(self, token_id: int) -> str:
+        """The vocabulary string of an id (sub-word marks kept: "##s", "\u2581the", "\u0120the")."""
+        token = self._tokenizer.id_to_token(int(token_id))
+        if token is None:
+            raise ValueError(f"token id {token_id} is not in the vocabulary (size {self.vocab_size})")
+        return token
+
+    @property
+    def special_ids(self) -> Tuple[int, ...]:
+        """The ids the tokenizer adds around every text ([CLS]/[SEP], <s>/</s>: what it gives for the
+        empty string) and the pad id: never content. [UNK] and [MASK] are not among them."""
+        return tuple(sorted(set(self._encode_all([""])[0].ids) | {self.pad_id}))
+
     def _encode_all(self, texts: Sequence[str]):
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:

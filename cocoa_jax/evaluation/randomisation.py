@@ -19,7 +19,10 @@ any fixed order (Spearman, histograms: order-free). The randomised models are th
                  (`ctx.alternative_target`, e.g. COCOA with another class's corpus) instead of another
                  logit (Sixt et al., When explanations lie, ICML 2020; Quantus `RandomLogit`); both
                  maps' pixel means divided by their max |.|, the SSIM of the row-major flattened
-                 maps with a window of 7 values as Quantus computes it; lower is better.
+                 maps with a window of 7 values as Quantus computes it; lower is better. Quantus's
+                 default divides by the max over the whole BATCH (`normalise_by_max` over all axes),
+                 so its scores depend on the batch; here each map by its own max (Quantus with
+                 normalise_func_kwargs={"normalise_axes": (1, 2, 3)}).
 
 `aggregate` of the MPRTs: "last" (default: the fully randomised model, Quantus's
 `return_last_correlation`) or "mean" over the cascade steps. Quantus's `return_average_correlation`
@@ -62,6 +65,7 @@ def spearman(a: jax.Array, b: jax.Array) -> jax.Array:
 def histogram_entropy(values: jax.Array, n_bins: int) -> jax.Array:
     """Entropy (nats) of the histogram of the values in `n_bins` equal bins over [min, max] (the
     last bin closed, as `np.histogram`): (..., n) -> (...)."""
+    values = jnp.asarray(values)
     low = jnp.min(values, axis=-1, keepdims=True)
     high = jnp.max(values, axis=-1, keepdims=True)
     width = jnp.where(high > low, high - low, 1.0)
@@ -76,6 +80,7 @@ def ssim_1d(a: jax.Array, b: jax.Array, window: int = 7) -> jax.Array:
     structural_similarity` computes it for 1-D input: uniform window of `window` values, sample
     covariances, K1 = 0.01, K2 = 0.03, data range max(a, b) - min(a, b), the mean over the
     positions whose window lies inside the signal. n >= window."""
+    a, b = jnp.asarray(a), jnp.asarray(b)
     n = a.shape[-1]
     if n < window:
         raise ValueError(f"SSIM needs maps of at least {window} values, got {n}")

@@ -54,12 +54,17 @@ def jax_logits(params: dict, images: jax.Array) -> jax.Array:
     return h @ params["fc"]["w"] + params["fc"]["b"]
 
 
-def gradient_maps(params: dict, images_nhwc, labels) -> np.ndarray:
-    """Channel-mean input gradients of logit `labels[n]`: (N, H, W) float32."""
+@jax.jit
+def _gradient_maps(params, images, labels):
     def one(image, label):
         return jnp.mean(jax.grad(lambda im: jax_logits(params, im[None])[0, label])(image), axis=-1)
 
-    return np.asarray(jax.vmap(one)(jnp.asarray(images_nhwc), jnp.asarray(labels)))
+    return jax.vmap(one)(images, labels)
+
+
+def gradient_maps(params: dict, images_nhwc, labels) -> np.ndarray:
+    """Channel-mean input gradients of logit `labels[n]`: (N, H, W) float32 (one compiled program)."""
+    return np.asarray(_gradient_maps(params, jnp.asarray(images_nhwc, jnp.float32), jnp.asarray(labels)))
 
 
 def quantus_explain_func(record: list | None = None):

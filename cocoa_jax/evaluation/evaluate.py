@@ -7,10 +7,11 @@
 One program per call: every requested metric of one explicand is traced together, vmapped over
 explicands and sharded over the mesh's devices (`meshes.ExplicandMap`). The K targets share each
 encoder pass. Explicand n's key is `fold_in(key, n)` (`explicand_keys`), so scores do not depend on
-the batch size, the device count or which other explicands are in the call.
+the batch size or the device count.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -22,6 +23,7 @@ from cocoa_jax.evaluation import table
 from cocoa_jax.pipeline import encode_in_chunks
 
 BASELINES = ("blur", "black", "zeros")
+_blur = jax.jit(jax.vmap(baselines_mod.gaussian_blur))
 
 
 def explicand_keys(key: jax.Array, n: int) -> jax.Array:
@@ -99,7 +101,7 @@ def _baselines(baseline, images: np.ndarray) -> np.ndarray:
     if isinstance(baseline, str):
         _checks.check_choice("baseline", baseline, BASELINES)
         if baseline == "blur":  # the paper's GaussianBlur(21, 5) of each explicand
-            return np.asarray(jax.jit(jax.vmap(baselines_mod.gaussian_blur))(images))
+            return np.asarray(_blur(images))
         if baseline == "black":  # Quantus's "black": the explicand's minimum over pixels and channels
             return np.broadcast_to(images.min(axis=(1, 2, 3), keepdims=True), images.shape).astype(np.float32)
         return np.zeros_like(images)
@@ -109,12 +111,18 @@ def _baselines(baseline, images: np.ndarray) -> np.ndarray:
     return baseline
 
 
+@functools.lru_cache(maxsize=16)
+def _params_ignored(encode: Callable) -> Callable:
+    """encode(x) as encode_fn(params, x), one wrapper per function (compiled programs are reused)."""
+    return lambda params, x: encode(x)
+
+
 def _encoder(model) -> tuple[Callable, Any]:
     """(encode_fn(params, x), params) of a LoadedModel-like object or of a plain encode(x)."""
     if hasattr(model, "encode_fn") and hasattr(model, "params"):
         return model.encode_fn, model.params
     if callable(model):
-        return (lambda params, x: model(x)), ()
+        return _params_ignored(model), ()
     raise TypeError(f"`model` must be a LoadedModel (encode_fn and params) or an encode function "
                     f"(B, H, W, C) -> (B, D), got {type(model).__name__}")
 
@@ -148,6 +156,30 @@ def _target(target, names, n, encode_fn, params, images, corpus, foil, corpus_re
 
 
 # ----------------------------------------------------------------------------- evaluate
+
+_PROGRAMS: dict = {}  # the last few compiled programs, by everything static in them
+
+
+def _program(encode_fn, explainer, names, resolved, batch_size, num_segments, mesh, given) -> meshes.ExplicandMap:
+    """The per-explicand program of `evaluate` over the mesh, kept for the next call with the same
+    static parts (the same encoder function object, metrics, options, batch size, mesh)."""
+    cache_key = (encode_fn, explainer, names, repr(sorted(resolved.items())), batch_size, num_segments, mesh, given)
+    if cache_key in _PROGRAMS:
+        return _PROGRAMS[cache_key]
+    records = [table.METRICS[name] for name in names]
+
+    def one(x, m, explicand_key, t, b, mask, seg, alt, shared_params, random_params):
+        ctx = table.Context(t, b, shared_params, mask, seg, alt, tuple(random_params), encode_fn=encode_fn,
+                            explainer=explainer, batch_size=batch_size, num_segments=num_segments)
+        return {record.name: record.fn(ctx, x, m, explicand_key, **resolved[record.name]) for record in records}
+
+    axis = lambda is_given: 0 if is_given else None
+    program = meshes.ExplicandMap(one, mesh, in_axes=(0, 0, 0, 0, 0, *map(axis, given), None, None))
+    if len(_PROGRAMS) >= 8:
+        _PROGRAMS.pop(next(iter(_PROGRAMS)))
+    _PROGRAMS[cache_key] = program
+    return program
+
 
 
 def evaluate(model, images, maps, *, metrics: Sequence[str], target: targets_mod.Target | None = None,
@@ -225,14 +257,8 @@ def evaluate(model, images, maps, *, metrics: Sequence[str], target: targets_mod
     if mesh is None:
         mesh = meshes.local_explicand_mesh(n) or meshes.make_mesh(jax.local_devices()[:1])
 
-    def one(x, m, explicand_key, t, b, mask, seg, alt, shared_params, random_params):
-        ctx = table.Context(t, b, shared_params, mask, seg, alt, tuple(random_params), encode_fn=encode_fn,
-                            explainer=explainer, batch_size=batch_size, num_segments=num_segments)
-        return {record.name: record.fn(ctx, x, m, explicand_key, **resolved[record.name]) for record in records}
-
-    per_explicand = lambda value: None if value is None else 0
-    program = meshes.ExplicandMap(one, mesh, in_axes=(0, 0, 0, 0, 0, per_explicand(masks), per_explicand(segments),
-                                                      per_explicand(alternative_target), None, None))
+    program = _program(encode_fn, explainer, names, resolved, batch_size, num_segments, mesh,
+                       tuple(value is not None for value in (masks, segments, alternative_target)))
     out = program(images, maps, keys, target, base, masks, segments, alternative_target, params,
                   tuple(randomized_params))
     return {name: np.asarray(out[name]) for name in names}

@@ -1,0 +1,160 @@
+"""`evaluation.evaluate`: argument checks (one-line errors naming the argument), map layouts, K targets
+sharing passes, targets built from corpus / foil, and invariance of scores to batch size and devices."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cocoa_jax import evaluation, targets
+
+H = W = 12
+C = 2
+N = 3
+KEY = jax.random.key(11)
+METRICS = ("deletion", "pixel_flipping", "road_morf", "faithfulness_correlation", "irof")
+OPTIONS = {"deletion": {"n_steps": 8}, "pixel_flipping": {"features_in_step": 12},
+           "road_morf": {"percentages": [20, 60]}, "faithfulness_correlation": {"nr_runs": 6, "subset_size": 24},
+           "irof": {"cell": 4}}
+
+
+def options(names):
+    return {name: OPTIONS[name] for name in names}
+
+
+def _weights():
+    rng = np.random.default_rng(0)
+    return jnp.asarray(rng.normal(0, 0.3, (H * W * C, 6)), jnp.float32)
+
+
+def encode(x):
+    return jnp.tanh(x.reshape(x.shape[0], -1) @ _weights())
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(1)
+    images = rng.uniform(size=(N, H, W, C)).astype(np.float32)
+    maps = rng.normal(size=(N, 2, H, W)).astype(np.float32)
+    directions = rng.normal(size=(2, 6)).astype(np.float32)
+    target = targets.stack([targets.Target(jnp.asarray(directions[0]), True),
+                            targets.Target(jnp.asarray(directions[1]), False)])
+    scores = evaluation.evaluate(encode, images, maps, target=target, metrics=METRICS, options=OPTIONS, key=KEY)
+    return dict(images=images, maps=maps, target=target, directions=directions, scores=scores)
+
+
+def test_every_metric_gives_finite_n_by_k_scores(data):
+    for name in METRICS:
+        assert data["scores"][name].shape == (N, 2), name
+        assert np.all(np.isfinite(data["scores"][name])), name
+
+
+def test_the_k_targets_share_a_call_and_each_equals_its_own_run(data):
+    """Target k's column equals a run with target k alone and its map alone."""
+    k, names = 1, ("deletion", "faithfulness_correlation", "irof")
+    alone = evaluation.evaluate(encode, data["images"], data["maps"][:, k],
+                                target=targets.Target(jnp.asarray(data["directions"][k]), False),
+                                metrics=names, options=options(names), key=KEY)
+    for name in names:
+        np.testing.assert_allclose(alone[name][:, 0], data["scores"][name][:, k], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_scores_do_not_depend_on_batch_size(data):
+    names = ("pixel_flipping", "road_morf", "faithfulness_correlation")  # the metrics that chunk their steps
+    chunked = evaluation.evaluate(encode, data["images"], data["maps"], target=data["target"], metrics=names,
+                                  options=options(names), key=KEY, batch_size=3)
+    for name in names:
+        np.testing.assert_allclose(chunked[name], data["scores"][name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_one_map_per_explicand_is_scored_against_every_target(data):
+    one = data["maps"][:, 0]
+    a = evaluation.evaluate(encode, data["images"], one, target=data["target"], metrics=("deletion",),
+                            options=options(["deletion"]))
+    b = evaluation.evaluate(encode, data["images"], np.stack([one, one], 1), target=data["target"],
+                            metrics=("deletion",), options=options(["deletion"]))
+    np.testing.assert_array_equal(a["deletion"], b["deletion"])
+
+
+def test_targets_by_name_from_corpus_and_foil_images():
+    rng = np.random.default_rng(2)
+    images, corpus, foil = (rng.uniform(size=(m, H, W, C)).astype(np.float32) for m in (2, 4, 5))
+    maps = rng.normal(size=(2, H, W)).astype(np.float32)
+    by_name = evaluation.evaluate(encode, images, maps, targets=("cocoa", "label_free"), corpus=corpus, foil=foil,
+                                  metrics=("deletion",), options=options(["deletion"]))["deletion"]
+    cocoa = targets.cocoa(encode(corpus), encode(foil))
+    for i in range(2):
+        given = targets.stack([cocoa, targets.label_free(encode(images[i:i + 1])[0])])
+        one = evaluation.evaluate(encode, images[i:i + 1], maps[i:i + 1], target=given, metrics=("deletion",),
+                                  options=options(["deletion"]))["deletion"]
+        np.testing.assert_allclose(by_name[i], one[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("maps, message", [
+    (np.ones((N, H + 1, W)), r"`maps` must have shape"),
+    (np.ones((N + 1, H, W)), r"`maps` has 4 explicands, `images` has 3"),
+    (np.where(np.arange(H * W).reshape(H, W) == 5, np.nan, 1.0)[None].repeat(N, 0), r"`maps` has NaN or inf"),
+    (np.concatenate([np.ones((2, H, W)), np.zeros((1, H, W))]), r"`maps` is all zeros at explicand 2, map 0"),
+])
+def test_bad_maps_give_one_line_errors_naming_the_argument(maps, message):
+    images = np.zeros((N, H, W, C), np.float32)
+    with pytest.raises(ValueError, match=message) as err:
+        evaluation.evaluate(encode, images, maps, target=targets.Target(jnp.ones(6), True), metrics=("deletion",))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(metrics=("nope",)), r"`metrics` has unknown metric 'nope'"),
+    (dict(metrics=()), r"`metrics` is empty"),
+    (dict(metrics=("road_morf",)), r"metric 'road_morf' needs `key`"),
+    (dict(metrics=("deletion",), options={"deletion": {"steps": 3}}), r"metric 'deletion' has no option \['steps'\]"),
+    (dict(metrics=("deletion",), options={"irof": {}}), r"`options` has metric 'irof', which is not in `metrics`"),
+    (dict(metrics=("deletion",), baseline="grey"), r"baseline"),
+])
+def test_bad_arguments_are_refused_before_work(kwargs, message):
+    images = np.zeros((N, H, W, C), np.float32)
+    with pytest.raises(ValueError, match=message):
+        evaluation.evaluate(encode, images, np.ones((N, H, W)), target=targets.Target(jnp.ones(6), True), **kwargs)
+
+
+def test_the_table_records_directions_and_quantus_names():
+    for record in evaluation.METRICS.values():
+        assert record.direction in ("higher", "lower") and record.arrow in ("↑", "↓")
+        assert record.reference and record.summary
+    assert evaluation.get("road_morf").quantus == "quantus.ROAD"
+    with pytest.raises(ValueError, match="already registered"):
+        evaluation.register(evaluation.get("deletion"))
+
+
+_DEVICES_SCRIPT = textwrap.dedent("""
+    import sys
+    import jax, numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from cocoa_jax import evaluation, meshes, targets
+    import test_evaluate as t
+    rng = np.random.default_rng(1)
+    images = rng.uniform(size=(t.N, t.H, t.W, t.C)).astype(np.float32)
+    maps = rng.normal(size=(t.N, t.H, t.W)).astype(np.float32)
+    target = targets.Target(jax.numpy.asarray(rng.normal(size=6), jax.numpy.float32), True)
+    run = lambda mesh: evaluation.evaluate(t.encode, images, maps, target=target, metrics=t.METRICS,
+                                           options=t.OPTIONS, key=t.KEY, mesh=mesh)
+    assert jax.device_count() == 2
+    one, two = run(meshes.make_mesh(jax.devices()[:1])), run(meshes.make_mesh(jax.devices()))
+    for name in t.METRICS:
+        np.testing.assert_allclose(one[name], two[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    print("DEVICES_OK")
+""")
+
+
+@pytest.mark.slow
+def test_scores_do_not_depend_on_the_device_count():
+    """One subprocess with 2 forced CPU host devices: a 1-device mesh and a 2-device mesh agree."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    here = os.path.dirname(os.path.abspath(__file__))
+    done = subprocess.run([sys.executable, "-c", _DEVICES_SCRIPT, here], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=os.path.dirname(os.path.dirname(here)))
+    assert "DEVICES_OK" in done.stdout, done.stderr[-3000:]

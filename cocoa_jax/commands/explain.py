@@ -92,7 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default); fast = centred RISE with 416 masks and IG with 16 steps, measured as "
                              "accurate (docs/estimators.md); option flags override it")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="perturbed inputs per encoder call (default: all at once up to 64 px, else 32)")
+                        help="perturbed inputs per encoder call (default: all at once up to 64 px, else the "
+                             "largest power of two <= 32 whose programs fit a quarter of the free memory, at "
+                             "most 2 GB, from a probe of the model: cocoa_jax.cost)")
+    parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                        help="time budget in seconds: checked and stated in the cost preview (not yet "
+                             "enforced: the adaptive sampling mode will turn it into a pass budget)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument("--overwrite", action="store_true",
@@ -332,9 +337,52 @@ def check_arguments(args: argparse.Namespace) -> Checked:
             except (TypeError, ValueError) as err:
                 raise UsageError(f"--estimators {args.estimators}: {err} (method {m})") from None
     out = check_out_dir(args.out, args.overwrite)
-    if batch_size is None and max(image_shape[:2]) > 64:
-        batch_size = 32  # bounded memory for ImageNet-size encoders
+    if args.budget is not None and not args.budget > 0:
+        raise UsageError(f"--budget must be a number of seconds > 0, got {args.budget}")
     return Checked(target_names, method_names, options, batch_size, setup, image_shape, out)
+
+
+def cost_preview(args, checked: Checked, model, n_explicands: int, lanes: int):
+    """The default batch (ImageNet-size images: from a probe of the model and the free memory)
+    and, unless --quiet, the cost preview on stderr (`cocoa_jax.cost`). Returns (checked with its
+    batch size, the Estimate or None when quiet with nothing to decide)."""
+    import sys
+
+    from cocoa_jax import cost, methods
+
+    large = max(checked.image_shape[:2]) > 64
+    if args.quiet and not (large and checked.batch_size is None):
+        return checked, None
+    counted = [m for m in checked.methods if methods.get(m).passes is not None]
+    passes = {m: cost.method_passes(m, checked.options.get(m), checked.image_shape) for m in counted}
+    gradient = any(p.gradient for p in passes.values())
+    # A small probe batch on large images (its memory extrapolates linearly, `Probe.bytes_at`).
+    probe = cost.probe(model.encode_fn, model.params, checked.image_shape, batch=min(checked.batch_size or 32,
+                       4 if large else 64), k=len(checked.targets), gradient=gradient)
+    batch_size = checked.batch_size
+    if batch_size is None and large:
+        batch_size = cost.default_batch_size(probe, lanes=lanes, gradient=gradient)  # memory set by the batch
+        checked = checked._replace(batch_size=batch_size)
+
+    def est(options):
+        batches = {m: cost.effective_batch(m, options.get(m), checked.image_shape, batch_size) for m in passes}
+        per = {m: cost.method_passes(m, options.get(m), checked.image_shape) for m in passes}
+        maps = {m: n_explicands * len(checked.targets) * int(np.prod(checked.image_shape[:2]))
+                * (checked.image_shape[2] if methods.get(m).per_channel else 1) * 4 for m in passes}
+        return cost.estimate(per, n_explicands, probe, batch=batches, lanes=lanes,
+                             resident_bytes=cost.rss_bytes() or 0, map_bytes=maps)
+
+    estimate = est(checked.options)
+    if not args.quiet:
+        cheaper = {}
+        if args.estimators == "paper":
+            cheaper["--estimators fast"] = est({m: methods.with_profile("fast", m, checked.options.get(m))
+                                                for m in counted})
+        lines = cost.preview_lines(estimate, cheaper=cheaper)
+        lines.append(f"cost: batch {batch_size or 'all'} perturbed inputs per encoder call"
+                     + (f"; budget {args.budget:g} s (stated, not yet enforced)" if args.budget else ""))
+        print("\n".join(lines), file=sys.stderr, flush=True)
+    return checked, estimate
 
 
 def load_inputs(args: argparse.Namespace, setup: dict):
@@ -400,23 +448,28 @@ def run(args: argparse.Namespace) -> int:
     from cocoa_jax import meshes, phases, pipeline, viz
 
     t_start = time.perf_counter()
-    bar = tqdm(total=2 + len(method_names), desc="cocoa-jax explain", unit="step", disable=args.quiet)
     timings = {}
     t0 = time.perf_counter()
     phases.reached("load")
     model, inputs = load_inputs(args, checked.setup)
     timings["load"] = round(time.perf_counter() - t0, 3)
-    bar.update(1)
-
-    def on_method(name, seconds):
-        timings[name] = round(seconds, 3)
-        phases.reached(f"method {name}")
-        bar.set_postfix_str(f"{name} {seconds:.1f}s")
-        bar.update(1)
 
     # One explicand per device. Measured on the 2-core CPU, 4 explicands: RISE 2.97 s on 2 host
     # devices vs 4.76 s on one, the same bits (docs/performance.md).
     mesh = meshes.local_explicand_mesh(len(inputs["images"]))
+    checked, estimate = cost_preview(args, checked, model, len(inputs["images"]),
+                                     1 if mesh is None else int(mesh.devices.size))
+    # Progress in forward-pass units (a gradient pass weighs what the probe measured), so the
+    # remaining time is right from the first method on.
+    work = {m: max(int(round(estimate.work(m))), 1) if estimate and m in estimate.passes else 1 for m in method_names}
+    bar = tqdm(total=sum(work.values()), desc="cocoa-jax explain", unit="pass", disable=args.quiet)
+
+    def on_method(name, seconds):
+        timings[name] = round(seconds, 3)
+        phases.reached(f"method {name}")
+        passes = estimate.passes[name].total * estimate.n_explicands if estimate and name in estimate.passes else 0
+        bar.set_postfix_str(f"{name} {seconds:.1f}s" + (f", {passes / max(seconds, 1e-9):.0f} passes/s" if passes else ""))
+        bar.update(work[name])
     preload = viz.preload()  # matplotlib's imports overlap the attributions (joined before the figure)
     phases.reached("compute")
     with flag_errors(None):  # data the model cannot take (range, size): one line
@@ -447,7 +500,6 @@ def run(args: argparse.Namespace) -> int:
         titles=inputs["titles"], row_titles=[title for _, title, _ in rows], scale="row", clip=viz.DEFAULT_CLIP,
         suptitle=suptitle, image_label="explicand", path=f))
     timings["write"] = round(time.perf_counter() - t0, 3)
-    bar.update(1)
     bar.close()
     timings["total"] = round(time.perf_counter() - t_start, 3)
 

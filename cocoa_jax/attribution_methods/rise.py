@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cocoa_jax import _checks, batching
+from cocoa_jax.attribution_methods import adaptive, token_drop
 from cocoa_jax.attribution_methods._common import (DEFAULT_RISE_BATCH_SIZE, antithetic_draws, check_baseline,
                                                    check_flag, check_input, num_targets)
 
@@ -260,7 +261,8 @@ def paper_grid_size(image_size) -> tuple[int, int]:
 def rise(f: Callable, x: jax.Array, baseline: jax.Array, key: jax.Array, *, n_masks: int = 5000,
          grid_size=None, keep_prob: float = 0.5, batch_size: int | None = None,
          mesh: jax.sharding.Mesh | None = None, centered: bool = False, antithetic: bool = False,
-         sampler: str = "bernoulli") -> jax.Array:
+         sampler: str = "bernoulli", tolerance: float | None = None, round_size: int | None = None,
+         return_passes: bool = False, removal: str = "blend") -> jax.Array:
     """RISE (Petsiuk et al., 2018) with masks generated on device, chunk by chunk.
 
     Equals `rise_from_masks(f, x, baseline, rise_masks(key, n_masks, x.shape[:2], grid_size,
@@ -279,6 +281,14 @@ def rise(f: Callable, x: jax.Array, baseline: jax.Array, key: jax.Array, *, n_ma
         the same number of grids).
     Each mask keeps its default marginal distribution, so antithetic / stratified do not
     change the expectation; with either, centred RISE's constant is exact only up to O(1/n).
+
+    Sampling until the map is stable (`adaptive`): `tolerance` (None: off, exactly `n_masks`
+    masks) stops after the first round of `round_size` masks (None: 100) whose relative standard
+    error of the map is <= tolerance; `n_masks` is then the budget. Needs i.i.d. masks (no
+    antithetic / stratified). `return_passes`: also return the masks used, a () int32.
+    removal: "blend" (masked pixels take the baseline's values) or "token_drop" (ViTs, `f` a
+      `token_drop.TokenScorer`: each mask keeps round(keep_prob * P) of the P patch tokens,
+      `token_drop.rise_tokens`; grid_size and baseline unused, i.i.d. masks only).
     Returns: (H, W), or (K, H, W) for K targets.
     """
     x, baseline, keep_prob, batch_size = _check_rise_inputs(x, baseline, keep_prob, batch_size)
@@ -287,7 +297,27 @@ def rise(f: Callable, x: jax.Array, baseline: jax.Array, key: jax.Array, *, n_ma
     n_masks = _checks.check_positive_int("n_masks", n_masks)
     image_size, grid_size, keep_prob = _check_rise_args(tuple(x.shape[:2]), grid_size, keep_prob)
     antithetic, sampler, centered = _check_rise_options(n_masks, antithetic, sampler, centered)
-    num_targets(f, x)
+    k = num_targets(f, x)
+    tolerance = adaptive.check_tolerance(tolerance)
+    round_size = adaptive.check_round_size(round_size, adaptive.DEFAULT_ROUND_SIZES["rise"], n_masks)
+    return_passes = check_flag("return_passes", return_passes)
+    if token_drop.check_removal(removal) == "token_drop":
+        if tolerance is not None or antithetic or sampler != "bernoulli":
+            raise ValueError("`removal`='token_drop' draws i.i.d. token sets: tolerance=None, antithetic=False "
+                             "and sampler='bernoulli'")
+        maps = token_drop.rise_tokens(f, x, key, n_masks=n_masks, keep_prob=keep_prob, batch_size=batch_size,
+                                      mesh=mesh, centered=centered)
+        return (maps, jnp.int32(n_masks)) if return_passes else maps
+    if tolerance is not None:
+        if antithetic or sampler != "bernoulli":
+            raise ValueError("`tolerance` needs i.i.d. masks: antithetic=False and sampler='bernoulli'")
+        keys = jax.random.split(key, n_masks)
+        maps, used = adaptive.rise_in_rounds(
+            f, k, x, lambda idx: _masks_for_keys(keys[idx], image_size, grid_size, keep_prob, x.dtype),
+            _blend(x, baseline), budget=n_masks, round_size=round_size, keep_prob=keep_prob, centered=centered,
+            tolerance=tolerance, batch_size=batch_size, mesh=mesh)
+        return (maps, used) if return_passes else maps
+    passes = lambda maps: (maps, jnp.int32(n_masks)) if return_passes else maps
     if antithetic or sampler != "bernoulli":
         masks_of = _option_masks_of(key, n_masks, image_size, grid_size, keep_prob, x.dtype, antithetic, sampler)
     else:
@@ -295,7 +325,7 @@ def rise(f: Callable, x: jax.Array, baseline: jax.Array, key: jax.Array, *, n_ma
         masks_of = lambda idx: _masks_for_keys(keys[idx], image_size, grid_size, keep_prob, x.dtype)
     if centered:
         moments = _rise_moments(f, x, baseline, n_masks, batch_size, mesh, masks_of)
-        return rise_centered_from_moments(*moments, n_masks, keep_prob)
+        return passes(rise_centered_from_moments(*moments, n_masks, keep_prob))
     total = _rise_sum(f, x, baseline, n_masks, batch_size, mesh, masks_of)
-    return total / (n_masks * keep_prob)
+    return passes(total / (n_masks * keep_prob))
 

@@ -44,6 +44,8 @@ COMMANDS = {
                  "localise a text query in an image with a dual image-text encoder (paper Sec. 4.3)"),
     "train-digits-clip": ("cocoa_jax.commands.train_digits_clip",
                           "re-train the embedded digits image-text dual encoder (CLIP loss)"),
+    "evaluate": ("cocoa_jax.commands.evaluate",
+                 "score attribution maps from any library with the metric table (faithfulness, ...)"),
 }
 
 MACHINE_FAULT_STATUS = 1  # the machine failed the work (full disk, read-only file system ...)

@@ -1,0 +1,259 @@
+"""`cocoa-jax evaluate`: score attribution maps from any library with the metric table.
+
+    cocoa-jax evaluate --model resnet50 --weights converted/mocov3 --images dogs/ --maps maps.npz \
+        --corpus corpus_dogs/ --foil random_images/ --metrics deletion,road_morf,irof
+    cocoa-jax evaluate --maps runs/explain/attributions.npz --images dogs/ --corpus ... --foil ...
+
+--maps is an .npz file holding either
+  * `maps`: one array (N, H, W[, C]) (one map per explicand, scored against every target) or
+    (N, K, H, W[, C]) (one per target), from any library; or
+  * the arrays `cocoa-jax explain` writes (attributions.npz): one (N, K, H, W[, C]) array per method
+    named in `method_names`, with `target_names` (the K axis; --targets defaults to them),
+    `explicands` (used when --images is not given) and `baselines` (used unless --baseline).
+--maps-key picks arrays of the file by name.
+
+Every argument is checked before any work; a mistake is one line on stderr, exit status 2. Writes
+to --out (default runs/evaluate), all together at the end or none (`files.Outputs`):
+  scores.csv  one row per (maps, target): each metric's mean over explicands and 95% CI half-width
+  scores.md   the same table with each metric's direction (↑ higher is better, ↓ lower is better)
+  scores.npz  the per-explicand scores, `<maps>/<metric>` (N, K), with `target_names`
+The work is `cocoa_jax.evaluation.evaluate`, the same call the API offers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from cocoa_jax.commands.checks import output_location, parse_names, positive, read_images
+from cocoa_jax.commands.errors import UsageError, flag_errors
+
+DEFAULT_OUT = os.path.join("runs", "evaluate")
+DEFAULT_METRICS = ("insertion", "deletion")
+OUTPUT_FILES = ("scores.csv", "scores.md", "scores.npz")
+MAPS_KEY = "maps"  # the documented key of a plain array of maps
+
+
+def _metric_names() -> tuple[str, ...]:
+    from cocoa_jax import evaluation
+
+    return tuple(evaluation.METRICS)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from cocoa_jax.models import list_architectures
+
+    parser.add_argument("--maps", required=True, metavar="FILE.npz",
+                        help=f"maps to score: an .npz with `{MAPS_KEY}` (N, H, W[, C]) or (N, K, H, W[, C]), or "
+                             "`cocoa-jax explain`'s attributions.npz")
+    parser.add_argument("--maps-key", default=None, metavar="NAMES",
+                        help="comma-separated arrays of --maps to score (default: `maps`, else every method of "
+                             "an explain file)")
+    parser.add_argument("--model", default="digits", metavar="ARCH",
+                        help=f"architecture, one of {', '.join(list_architectures())} (default digits, shipped)")
+    parser.add_argument("--weights", default=None, metavar="DIR", help="model directory (as for explain)")
+    parser.add_argument("--images", nargs="+", action="extend", default=None, metavar="PATH",
+                        help="explicands: image files, folders or globs, in the maps' order (default: the "
+                             "`explicands` array of --maps)")
+    parser.add_argument("--corpus", nargs="+", action="extend", default=None, metavar="PATH",
+                        help="corpus images (targets cocoa, corpus)")
+    parser.add_argument("--foil", nargs="+", action="extend", default=None, metavar="PATH",
+                        help="foil images (targets cocoa, contrastive_label_free), all of them")
+    parser.add_argument("--targets", default=None,
+                        help="comma-separated targets of cocoa_jax.targets (default: --maps' target_names, "
+                             "else cocoa)")
+    parser.add_argument("--similarity", default="cosine", choices=("cosine", "dot"), help="cosine (paper) or dot")
+    parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
+                        help="comma-separated metrics of cocoa_jax.evaluation.METRICS (docs/metrics.md; default "
+                             f"{','.join(DEFAULT_METRICS)})")
+    parser.add_argument("--metric-options", default=None, metavar="JSON",
+                        help='options over the defaults, e.g. \'{"pixel_flipping": {"features_in_step": 16}}\'')
+    parser.add_argument("--baseline", default=None, choices=("blur", "black", "zeros"),
+                        help="what removed pixels take: blur (the paper's GaussianBlur(21, 5); default, or the "
+                             "`baselines` of an explain file), black (each image's minimum, Quantus's default), zeros")
+    parser.add_argument("--batch-size", type=int, default=None, help="perturbed steps per encoder call (default all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random metrics (default 0)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
+    from cocoa_jax.commands import quiet
+
+    quiet.add_argument(parser)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks (before any work)
+
+
+def read_maps_file(path: str, keys=None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """({name: maps array}, {extra arrays: target_names, explicands, baselines}) of a --maps file."""
+    if not os.path.isfile(path):
+        raise UsageError(f"--maps {path!r} is not a file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--maps {path!r} is not a readable .npz file ({err})") from None
+    if keys is None:
+        if MAPS_KEY in arrays:
+            keys = (MAPS_KEY,)
+        elif "method_names" in arrays:
+            keys = tuple(str(name) for name in arrays["method_names"])
+        else:
+            raise UsageError(f"--maps {path!r} has no `{MAPS_KEY}` array and no `method_names` (arrays: "
+                             f"{', '.join(sorted(arrays)) or 'none'}); pass --maps-key")
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise UsageError(f"--maps {path!r} has no array {', '.join(map(repr, missing))} (arrays: "
+                         f"{', '.join(sorted(arrays))})")
+    extras = {k: arrays[k] for k in ("target_names", "explicands", "baselines") if k in arrays}
+    return {k: arrays[k] for k in keys}, extras
+
+
+def check_arguments(args) -> dict:
+    """Every flag checked and resolved; raises UsageError naming the flag."""
+    from cocoa_jax import evaluation, models, targets
+    from cocoa_jax.data import files
+
+    keys = None if args.maps_key is None else tuple(k.strip() for k in args.maps_key.split(",") if k.strip())
+    if keys is not None and not keys:
+        raise UsageError("--maps-key is empty")
+    maps, extras = read_maps_file(args.maps, keys)
+    if args.model not in models.ARCHITECTURES:
+        raise UsageError(f"--model must be one of {', '.join(models.list_architectures())}, got {args.model!r}")
+    default_targets = ",".join(str(t) for t in extras["target_names"]) if "target_names" in extras else "cocoa"
+    target_names = parse_names("--targets", args.targets or default_targets, targets.TARGETS)
+    metrics = parse_names("--metrics", args.metrics, _metric_names())
+    options = {}
+    if args.metric_options is not None:
+        try:
+            options = json.loads(args.metric_options)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"--metric-options is not JSON ({err})") from None
+        if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+            raise UsageError('--metric-options must be {"metric": {"option": value}}')
+    with flag_errors("--metric-options"):
+        evaluation.check_metrics(metrics, options)
+    needs = {"corpus": ("cocoa", "corpus"), "foil": ("cocoa", "contrastive_label_free")}
+    found = {}
+    for name in ("images", "corpus", "foil"):
+        value = getattr(args, name)
+        with flag_errors(f"--{name}"):
+            found[name] = None if value is None else files.expand(value)
+    for name, users in needs.items():
+        if found[name] is None and any(t in users for t in target_names):
+            raise UsageError(f"--{name} is required by the target(s) "
+                             f"{', '.join(t for t in target_names if t in users)}")
+    if found["images"] is None and "explicands" not in extras:
+        raise UsageError("--images is required: --maps holds no `explicands` array")
+    for flag, record in (("--metrics", r) for r in map(evaluation.get, metrics)):
+        for need, what in (("needs_explainer", "an explainer"), ("needs_mask", "localisation masks"),
+                           ("needs_randomized_model", "randomised models"),
+                           ("needs_alternative_target", "an alternative target")):
+            if getattr(record, need):
+                raise UsageError(f"{flag}: {record.name!r} needs {what}, which this command does not take yet; "
+                                 f"use cocoa_jax.evaluation.evaluate")
+    batch_size = None if args.batch_size is None else positive("--batch-size", args.batch_size)
+    out = output_location("--out", args.out)
+    existing = [n for n in OUTPUT_FILES if os.path.exists(os.path.join(out, n))]
+    if existing and not args.overwrite:
+        raise UsageError(f"--out {out!r} already holds {', '.join(existing)} from an earlier run; choose another "
+                         f"--out or pass --overwrite")
+    return dict(maps=maps, extras=extras, targets=target_names, metrics=metrics, options=options, files=found,
+                batch_size=batch_size, out=out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+
+
+def summary_rows(scores: dict, target_names, metrics) -> list[dict]:
+    """One row per (maps, target): each metric's mean over explicands, 95% CI half-width and n."""
+    from cocoa_jax.sweep.tables import ci95_halfwidth
+
+    rows = []
+    for maps_name, by_metric in scores.items():
+        for k, target in enumerate(target_names):
+            row = {"maps": maps_name, "target": target}
+            for metric in metrics:
+                values = by_metric[metric][:, k].astype(np.float64)
+                row[metric] = (float(np.mean(values)), ci95_halfwidth(values), len(values))
+            rows.append(row)
+    return rows
+
+
+def csv_text(rows, metrics) -> str:
+    header = ["maps", "target"] + [f"{m}{suffix}" for m in metrics for suffix in ("", "_ci95", "_n")]
+    lines = [",".join(header)]
+    for row in rows:
+        cells = [row["maps"], row["target"]]
+        for m in metrics:
+            mean, ci, n = row[m]
+            cells += [repr(mean), repr(ci), str(n)]
+        lines.append(",".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def markdown_text(rows, metrics) -> str:
+    from cocoa_jax import evaluation
+
+    records = [evaluation.get(m) for m in metrics]
+    header = ["Maps", "Target"] + [f"{r.title} ({r.arrow})" for r in records]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["maps"], row["target"]] + [f"{row[m][0]:.4g} ({row[m][1]:.2g})" for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    n = rows[0][metrics[0]][2] if rows else 0
+    lines += ["", f"Mean over {n} explicands (95% CI half-width, t). ↑: higher is better, ↓: lower is better "
+                  "(`cocoa_jax.evaluation.METRICS`, docs/metrics.md)."]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def run(args: argparse.Namespace) -> int:
+    checked = check_arguments(args)
+
+    import jax
+
+    from cocoa_jax import evaluation
+    from cocoa_jax.files import Outputs
+    from cocoa_jax.models import load
+
+    with flag_errors("--weights", FileNotFoundError, ValueError):
+        model = load(args.model, args.weights)
+    found, extras = checked["files"], checked["extras"]
+    images = (read_images("evaluate", "--images", found["images"], model) if found["images"] is not None
+              else np.asarray(extras["explicands"], np.float32))
+    corpus = None if found["corpus"] is None else read_images("evaluate", "--corpus", found["corpus"], model)
+    foil = None if found["foil"] is None else read_images("evaluate", "--foil", found["foil"], model)
+    baseline = args.baseline or ("given" if "baselines" in extras and found["images"] is None else "blur")
+    if baseline == "given":
+        baseline = np.asarray(extras["baselines"], np.float32)
+    for name, maps in checked["maps"].items():  # shapes checked before the first evaluation
+        with flag_errors(f"--maps {name}"):
+            evaluation.maps_with_target_axis(maps, images.shape, len(checked["targets"]))
+    scores = {}
+    for name, maps in checked["maps"].items():
+        if not args.quiet:
+            print(f"cocoa-jax evaluate: scoring {name} ({', '.join(checked['metrics'])})", file=sys.stderr)
+        with flag_errors(f"--maps {name}"):
+            scores[name] = evaluation.evaluate(model, images, maps, metrics=checked["metrics"],
+                                               targets=checked["targets"], corpus=corpus, foil=foil,
+                                               similarity=args.similarity, key=jax.random.key(args.seed),
+                                               baseline=baseline, options=checked["options"],
+                                               batch_size=checked["batch_size"])
+    rows = summary_rows(scores, checked["targets"], checked["metrics"])
+    outputs, out = Outputs(), checked["out"]
+    outputs.add_text(os.path.join(out, "scores.csv"), csv_text(rows, checked["metrics"]))
+    outputs.add_text(os.path.join(out, "scores.md"), markdown_text(rows, checked["metrics"]))
+    arrays = {f"{name}/{metric}": values for name, by in scores.items() for metric, values in by.items()}
+    outputs.add_npz(os.path.join(out, "scores.npz"), {**arrays, "target_names": np.array(checked["targets"])})
+    outputs.commit()
+    print(markdown_text(rows, checked["metrics"]), end="")
+    print(f"wrote {os.path.join(out, 'scores.csv')}, scores.md and scores.npz")
+    return 0

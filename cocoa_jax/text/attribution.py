@@ -62,7 +62,7 @@ def baseline_vector(encoder: TextEncoder, params, baseline="default") -> jax.Arr
     has none, as CLIP and the digits encoder), "zero", "pad" (the padding token's embedding), or
     an int token id.
     """
-    table_row = lambda i: encoder.embed_fn(params, jnp.asarray([[i]], jnp.int32))[0, 0]
+    table_row = lambda i: jnp.asarray(encoder.embed_fn(params, jnp.asarray([[i]], jnp.int32))[0, 0])
     if isinstance(baseline, (int, np.integer)) and not isinstance(baseline, bool):
         return table_row(int(baseline))
     if baseline not in BASELINES:
@@ -91,7 +91,7 @@ def sentence_fn(encoder: TextEncoder, params, ids, content, target, *, perturbat
     """f(one input) -> target scores of the sentence `ids` (T,) with its `content` tokens (C,) taken from
     the input: (C, E) embeddings (gradient methods), (C, 1, E) (replace) or (C, 1, 1) keep values (drop)."""
     ids = jnp.asarray(ids, jnp.int32)
-    embeddings = encoder.embed_fn(params, ids[None])[0]           # (T, E)
+    embeddings = jnp.asarray(encoder.embed_fn(params, ids[None])[0])   # (T, E); params may be NumPy
     keep = ids != encoder.pad_id                                   # (T,)
 
     def encode(e, k):
@@ -107,7 +107,7 @@ def sentence_fn(encoder: TextEncoder, params, ids, content, target, *, perturbat
 def token_inputs(encoder: TextEncoder, params, ids, content, baseline_vec, *, perturbation: bool,
                  strategy: str = "drop"):
     """(x, baseline) of `sentence_fn`'s input for the method kind and strategy."""
-    embeddings = encoder.embed_fn(params, jnp.asarray(ids, jnp.int32)[None])[0][content]   # (C, E)
+    embeddings = jnp.asarray(encoder.embed_fn(params, jnp.asarray(ids, jnp.int32)[None])[0])[content]   # (C, E)
     base = jnp.broadcast_to(baseline_vec, embeddings.shape).astype(embeddings.dtype)
     if not perturbation:
         return embeddings, base

@@ -36,7 +36,7 @@ def token_insertion_deletion(encoder: TextEncoder, params, ids, content, scores,
     scores = jnp.asarray(scores)
     if scores.shape[-1] != n or scores.ndim not in (1, 2):
         raise ValueError(f"`scores` must have shape (C,) or (K, C) with C = {n} content tokens, got {scores.shape}")
-    embeddings = encoder.embed_fn(params, ids[None])[0]
+    embeddings = jnp.asarray(encoder.embed_fn(params, ids[None])[0])
     keep = ids != encoder.pad_id
     x = embeddings[content][:, None, :]                                   # (C, 1, E)
     blank = jnp.broadcast_to(baseline_vector(encoder, params, baseline), x.shape).astype(x.dtype)

@@ -1,0 +1,63 @@
+"""The installed `cocoa-jax evaluate` on the shipped digits encoder: maps from "another library" (a
+plain `maps` array in an .npz), the table (csv + md) with 95% CIs and direction arrows, the raw
+per-explicand scores; and its one-line usage errors before any work (in process, no subprocess)."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cocoa_jax import cli
+from cocoa_jax.sweep.tables import ci95_halfwidth
+
+from conftest import cli_env, run_cli
+
+METRICS = "deletion,pixel_flipping,faithfulness_correlation"
+OPTIONS = '{"pixel_flipping": {"features_in_step": 128}, "faithfulness_correlation": {"nr_runs": 8, "subset_size": 64}}'
+
+
+def _inputs(tmp_path, maps):
+    rng = np.random.default_rng(0)
+    for folder, n in (("images", 3), ("corpus", 4), ("foil", 5)):
+        (tmp_path / folder).mkdir()
+        for i in range(n):
+            Image.fromarray((rng.uniform(size=(32, 32)) * 255).astype(np.uint8)).save(tmp_path / folder / f"{i}.png")
+    np.savez(tmp_path / "maps.npz", maps=maps)
+    return ["--maps", tmp_path / "maps.npz", "--images", tmp_path / "images", "--corpus", tmp_path / "corpus",
+            "--foil", tmp_path / "foil", "--metrics", METRICS, "--metric-options", OPTIONS]
+
+
+@pytest.mark.slow  # one subprocess: the digits encoder, one compiled program (~10-40 s on 2 shared cores)
+def test_evaluate_writes_the_table_with_cis_and_directions(tmp_path):
+    maps = np.random.default_rng(1).normal(size=(3, 32, 32)).astype(np.float32)
+    proc = run_cli(["evaluate", *_inputs(tmp_path, maps), "--out", tmp_path / "out"], cwd=tmp_path, env=cli_env())
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "| Maps | Target | Deletion AUC (↓) | Pixel flipping (↓) | Faithfulness correlation (↑) |" in proc.stdout
+    raw = np.load(tmp_path / "out" / "scores.npz")
+    assert list(raw["target_names"]) == ["cocoa"]
+    with open(tmp_path / "out" / "scores.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    for metric in METRICS.split(","):
+        values = raw[f"maps/{metric}"][:, 0]
+        assert values.shape == (3,) and np.all(np.isfinite(values))
+        np.testing.assert_allclose(float(row[metric]), values.mean(), rtol=1e-6)
+        np.testing.assert_allclose(float(row[f"{metric}_ci95"]), ci95_halfwidth(values), rtol=1e-6)
+        assert row[f"{metric}_n"] == "3"
+    assert "↑: higher is better, ↓: lower is better" in (tmp_path / "out" / "scores.md").read_text()
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(maps=np.zeros((3, 32, 32))), "--maps maps: `maps` is all zeros at explicand 0, map 0"),
+    (dict(maps=np.ones((3, 16, 16))), "--maps maps: `maps` must have shape"),
+    (dict(flags=["--metrics", "deletion,nope"]), "--metrics: unknown name(s) 'nope'"),
+    (dict(flags=["--metric-options", '{"deletion": {"steps": 2}}']), "--metric-options: metric 'deletion' has no option"),
+    (dict(flags=["--targets", "cocoa", "--maps-key", "other"]), "has no array 'other'"),
+])
+def test_usage_errors_are_one_line_and_write_nothing(tmp_path, capsys, change, message):
+    flags = _inputs(tmp_path, change.get("maps", np.ones((3, 32, 32), np.float32)))
+    status = cli.main(["evaluate", *map(str, flags), *change.get("flags", []), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and err[-1].startswith("cocoa-jax evaluate: error: ") and message in err[-1], err
+    assert not (tmp_path / "out").exists()

@@ -135,8 +135,11 @@ def probe_imports(repo: str, site: str | None, env: dict) -> str | None:
 
 
 def run_official_scripts(repo: str, site: str | None, s: dict, n_classes: int, image_root: str, checkpoint: str,
-                         scratch: str, on_gpu: bool, env: dict, log=print) -> dict:
-    """Time every script invocation; seconds by phase as `benchmarks.suites.protocol` reports them."""
+                         scratch: str, on_gpu: bool, env: dict, log=print, pairs=None) -> dict:
+    """Time every script invocation; seconds by phase as `benchmarks.suites.protocol` reports them.
+
+    `pairs`: a set of (method, target) to run (default: all of `commands`, what the benchmark times);
+    the tests run a few, each process costs a PyTorch start-up."""
     base = os.path.join(scratch, "official_scripts")
     config = {"repo": os.path.abspath(repo), "site": os.path.abspath(site) if site else None,
               "data": os.path.join(base, "data"), "encoders": os.path.join(base, "encoders"),
@@ -147,6 +150,8 @@ def run_official_scripts(repo: str, site: str | None, s: dict, n_classes: int, i
     seconds = {f"attribution:{m}": 0.0 for m in METHODS} | {"evaluation": 0.0}
     invocations = []
     for script, method, target, argv in commands(s, on_gpu):
+        if pairs is not None and (method, target) not in pairs:
+            continue
         t = _launch(config, [script] + argv, env, f"{script} {method} {target}")
         seconds["evaluation" if script == "eval.py" else f"attribution:{method}"] += t
         invocations.append({"script": script, "method": method, "target": target, "seconds": t})

@@ -35,6 +35,8 @@ BAD_VALUES = {
     "kernel_width": [0.0, -1.0, math.inf],
     "window": [[0, 4], [40, 40], [4], "4x4"],
     "stride": [[0, 4], [4]],
+    "tolerance": [-0.1, math.nan, math.inf, "x", True],
+    "round_size": [0, -1, 2.5, True],
 }
 COMBINATIONS = [
     ("integrated_gradients", {"method": "riemann_left", "n_steps": 1}, "n_steps"),
@@ -43,6 +45,9 @@ COMBINATIONS = [
     ("smoothgrad", {"antithetic": True, "n_samples": 3}, "n_samples"),
     ("rise", {"antithetic": True, "n_masks": 7}, "n_masks"),
     ("rise", {"centered": True, "n_masks": 1}, "n_masks"),
+    ("rise", {"tolerance": 0.1, "sampler": "stratified"}, "tolerance"),
+    ("gradient_shap", {"tolerance": 0.1, "stratified_alpha": True}, "tolerance"),
+    ("smoothgrad", {"tolerance": 0.1, "antithetic": True, "n_samples": 4}, "tolerance"),
 ]
 CASES = [(name, {option: value}, option) for name in methods.METHODS for option in methods.defaults(name)
          for value in BAD_VALUES[option]] + COMBINATIONS

@@ -28,9 +28,10 @@ CONVERTERS = {
     "dino_vit": "vit:convert_dino_vit",
     "dinov2_vit": "vit:convert_dinov2_vit",
     "sentence_bert": "bert:convert_sentence_bert",
+    "siglip": "siglip:convert_siglip",
 }
 # Architectures whose CHECKPOINT is a model directory (config.json, weights, tokenizer.json, ...).
-DIRECTORY_CHECKPOINTS = ("sentence_bert",)
+DIRECTORY_CHECKPOINTS = ("sentence_bert", "siglip")
 # Settings a converter cannot read off the weights (`--option KEY=VALUE`; see each module).
 OPTIONS = {"clip_vit_b32": ("activation", "vision_head_width"), "clip_vit": ("activation", "vision_head_width"),
            "dino_vit": ("num_heads", "image_size", "layout", "interpolate_offset", "interpolate_antialias"),

@@ -13,8 +13,9 @@ import time
 from cocoa_jax.commands.errors import UsageError, flag_errors
 
 ARCHS = ("simclr_resnet50", "simsiam_cifar_resnet18", "resnet18_classifier", "clip_vit_b32", "clip_vit",
-         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "dino_vit", "dinov2_vit", "sentence_bert")
-DIRECTORY_CHECKPOINTS = ("sentence_bert",)  # CHECKPOINT is a model directory (as cocoa_jax_ports says)
+         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "dino_vit", "dinov2_vit", "sentence_bert",
+         "siglip")
+DIRECTORY_CHECKPOINTS = ("sentence_bert", "siglip")  # CHECKPOINT is a model directory (as cocoa_jax_ports says)
 
 EPILOG = """checkpoint formats:
   simclr_resnet50         resnet50-1x.pth from tonylins/simclr-converter ({'state_dict': ...})
@@ -46,6 +47,8 @@ EPILOG = """checkpoint formats:
                           tokenizer.json, modules.json, 1_Pooling/config.json; options
                           pooling=mean|cls|max|... and normalize=true|false (needed without
                           modules.json), context_length=N; reading tokenizer.json needs the text extra
+  siglip                  a DIRECTORY: a transformers SiglipModel (config.json, model.safetensors,
+                          tokenizer.json if any); not SigLIP 2's NaFlex models, not big_vision .npz
 Any of them may be a .safetensors file (needs the package safetensors, in the ports extra).
 """
 

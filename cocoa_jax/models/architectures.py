@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from cocoa_jax.attribution_methods import token_drop
 from cocoa_jax.models import bert
+from cocoa_jax.models import siglip
 from cocoa_jax.models import preprocessing as pp
 from cocoa_jax.models.clip import CLIP, ClipConfig
 from cocoa_jax.models import small_resnet
@@ -162,16 +163,35 @@ def _sentence_bert_encoders(module, config) -> Encoders:
 
 
 def _sentence_bert_tokenizer(config, directory):
-    """The converted model's tokenizer.json (copied there by `cocoa-jax convert sentence_bert`)."""
+    """The converted model's tokenizer.json (copied there by `cocoa-jax convert sentence_bert|siglip`)."""
     import os
 
     from cocoa_jax.models.text_tokenizers import TOKENIZER_FILE, TextTokenizer
 
-    if directory is None:
-        raise ValueError("this sentence_bert model has no directory to read its tokenizer.json from: "
-                         "load it with cocoa_jax.models.load('sentence_bert', OUT_DIR)")
+    if directory is None or config.get("pad_token") is None:
+        raise ValueError("this model has no tokenizer.json (or no directory to read it from): load it with "
+                         "cocoa_jax.models.load(ARCH, OUT_DIR) from a conversion that had one, or pass token ids")
     return TextTokenizer.from_file(os.path.join(directory, TOKENIZER_FILE), context_length=int(config["context_length"]),
                                    pad_token=config["pad_token"], lowercase=bool(config.get("lowercase", False)))
+
+
+def _build_siglip(config):
+    fields = {f.name for f in dataclasses.fields(siglip.SiglipConfig)}
+    return siglip.SigLIP(siglip.SiglipConfig(**{k: v for k, v in config.items() if k in fields}))
+
+
+def _init_siglip(module, config, shape):
+    ids = jnp.zeros((1, int(config["context_length"])), jnp.int32)
+    return module.init(jax.random.key(0), jnp.zeros((1, *shape), jnp.float32), ids, method="init_all")
+
+
+def _siglip_encoders(module, config) -> Encoders:
+    return Encoders(lambda params, x: module.apply(params, x, method="encode_image"), int(config["vision_width"]),
+                    text=lambda params, ids: module.apply(params, ids, method="encode_text"),
+                    context_length=int(config["context_length"]),
+                    embed_tokens=lambda params, ids: module.apply(params, ids, method="embed_tokens"),
+                    encode_embeddings=lambda params, words, mask: module.apply(params, words, mask,
+                                                                               method="encode_embeddings"))
 
 
 def _init_digits(module, config, shape):
@@ -268,6 +288,12 @@ ARCHITECTURES = {
         dataclasses.asdict(bert.BertConfig()), _build_sentence_bert, lambda c: (), None, any_size=False,
         init=_init_sentence_bert, encoders=_sentence_bert_encoders, images=False,
         tokenizer=_sentence_bert_tokenizer),
+    "siglip": ArchSpec(
+        "siglip", "SigLIP (Hugging Face SiglipModel layout, any size) image tower (MAP head; its width is "
+                  "the image representation) + text tower (last position, head); mean = std = 0.5",
+        dataclasses.asdict(siglip.SiglipConfig()), _build_siglip, lambda c: (c["image_size"], c["image_size"], 3),
+        pp.Preprocessing(resize=224, crop=224, interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3),
+        any_size=False, init=_init_siglip, encoders=_siglip_encoders, tokenizer=_sentence_bert_tokenizer),
     DIGITS: ArchSpec(
         DIGITS, "SimCLR SmallResNet on scikit-learn digits (shipped); 128-d; 32x32x1 in [0, 1]",
         DIGITS_CONFIG, _build_digits, lambda c: small_resnet.INPUT_SHAPE, None,

@@ -30,6 +30,7 @@ import numpy as np
 
 from cocoa_jax import _checks
 from cocoa_jax import batching
+from cocoa_jax.attribution_methods import token_drop
 from cocoa_jax.targets import Target
 
 KINDS = ("insertion", "deletion")
@@ -343,6 +344,8 @@ def ablation_curves(
     superpixel=1,
     batch_size: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    removal: str = "blend",
+    tokens: token_drop.KeptEncoder | None = None,
 ) -> jax.Array:
     """Insertion and/or deletion curves of one explicand.
 
@@ -359,6 +362,9 @@ def ablation_curves(
         `lax.map`, which costs nothing for forward-only work.
       mesh: split each batch of ablated inputs over the devices of this mesh (measured on
         2 CPU host devices, ResNet-18: 97 -> 126 evaluations/s).
+      removal: "blend" (removed pixels take the baseline's values) or "token_drop" (ViTs: removed
+        patches' tokens are left out, `tokens` a `token_drop.KeptEncoder`; features are the
+        patches, `superpixel`, `baseline`, `batch_size` and `mesh` unused; `_token_drop_curves`).
     Returns: (len(kinds), n_steps + 1, M), or (K, len(kinds), n_steps + 1, M).
     """
     kinds = _check_kinds(kinds)
@@ -371,6 +377,9 @@ def ablation_curves(
     stacked = attribution.ndim == 4 or (attribution.ndim == 3 and attribution.shape != x.shape)
     batch_size = _checks.check_optional_batch_size(batch_size)
     attributions = attribution if stacked else attribution[None]
+    if token_drop.check_removal(removal) == "token_drop":
+        values = _token_drop_curves(tokens, measures, x, attributions, kinds, n_steps, absolute)
+        return values if stacked else values[0]
 
     def masks_of(attr):  # -> (len(kinds), S + 1, H, W)
         scores = feature_scores(attr, x.shape, absolute=absolute, superpixel=superpixel)
@@ -386,24 +395,56 @@ def ablation_curves(
     return values if stacked else values[0]
 
 
+def _token_drop_curves(tokens, measures, x, attributions, kinds, n_steps: int, absolute: bool) -> jax.Array:
+    """(K, kinds, S + 1, M) curves by token drop: step s keeps the c_s most important patches
+    (insertion) or all but them (deletion), c_s = feature_counts(P, n_steps)[s], a patch's score
+    the mean of its p x p pixels. Each (kind, step) is one encoder call of the K maps with its own
+    static token count (so a program holds up to 2 (n_steps + 1) token counts)."""
+    if not isinstance(tokens, token_drop.KeptEncoder):
+        raise TypeError(f"`tokens` must be a token_drop.KeptEncoder with removal='token_drop' (a ViT's "
+                        f"token_drop.kept_encoder(encode_fn.token_access, params)), got {type(tokens).__name__}")
+    p = tokens.patch_size
+    grid = token_drop.patch_grid(x.shape[:2], p)
+    covered = (grid[0] * p, grid[1] * p) + tuple(x.shape[2:])
+    scores = jax.vmap(lambda a: feature_scores(a[:covered[0], :covered[1]], covered, absolute=absolute,
+                                               superpixel=p))(attributions)  # (K, P)
+    order = jnp.argsort(-scores, axis=-1, stable=True).astype(jnp.int32)  # most important first
+    xs = jnp.broadcast_to(x, (order.shape[0],) + x.shape)
+    curves = []
+    for kind in kinds:
+        steps = []
+        for count in feature_counts(grid[0] * grid[1], n_steps):
+            keep = order[:, :count] if kind == "insertion" else order[:, count:]
+            steps.append(measures(tokens.encode(xs, jnp.sort(keep, axis=-1))))  # (K, M)
+        curves.append(jnp.stack(steps, axis=1))  # (K, S + 1, M)
+    return jnp.stack(curves, axis=1)
+
+
 def insertion_deletion(encode, measures, x, baseline, attribution, *, n_steps: int = 50,
                        absolute: bool = False, superpixel=1, batch_size: int | None = None,
-                       mesh: jax.sharding.Mesh | None = None):
+                       mesh: jax.sharding.Mesh | None = None, removal: str = "blend",
+                       tokens: token_drop.KeptEncoder | None = None):
     """Curves and AUCs for both kinds.
 
     Returns (curves, aucs): curves ([K,] 2, n_steps + 1, M) with kind 0 = insertion and
     1 = deletion; aucs ([K,] 2, M), trapezoid over the fraction of features.
     """
     curves = ablation_curves(encode, measures, x, baseline, attribution, kinds=KINDS, n_steps=n_steps,
-                             absolute=absolute, superpixel=superpixel, batch_size=batch_size, mesh=mesh)
+                             absolute=absolute, superpixel=superpixel, batch_size=batch_size, mesh=mesh,
+                             removal=removal, tokens=tokens)
     height, width = x.shape[0], x.shape[1]
+    if removal == "token_drop":  # the features are the patches
+        grid = token_drop.patch_grid((height, width), tokens.patch_size)
+        fractions = feature_fractions(grid[0] * grid[1], n_steps)
+        return curves, auc(curves, fractions)
     sh, sw = _check_superpixel(superpixel, height, width)
     fractions = feature_fractions((height // sh) * (width // sw), n_steps)
     return curves, auc(curves, fractions)
 
 
 def insertion_deletion_batch(encode, measures, xs, baselines, attributions, *, n_steps: int = 50,
-                             absolute: bool = False, superpixel=1, batch_size: int | None = None):
+                             absolute: bool = False, superpixel=1, batch_size: int | None = None,
+                             removal: str = "blend", tokens: token_drop.KeptEncoder | None = None):
     """`insertion_deletion` for a batch of N explicands, as one program (jit- and shard-ready).
 
     Args:
@@ -414,6 +455,7 @@ def insertion_deletion_batch(encode, measures, xs, baselines, attributions, *, n
       xs, baselines: (N, H, W, C); attributions: (N, [K,] H, W[, C]).
       batch_size: ablated inputs per encoder call over the whole batch (None: all at once);
         each call holds the same step chunk of every explicand.
+      removal, tokens: see `ablation_curves` (token drop: `tokens` shared by the explicands).
     Returns (curves (N, [K,] 2, n_steps + 1, M), aucs (N, [K,] 2, M)).
     """
     xs = jnp.asarray(xs)
@@ -422,7 +464,8 @@ def insertion_deletion_batch(encode, measures, xs, baselines, attributions, *, n
     n = xs.shape[0]
     per_explicand = None if batch_size is None else max(1, _checks.check_positive_int("batch_size", batch_size) // n)
     one = lambda x, b, a, m: insertion_deletion(encode, m, x, b, a, n_steps=n_steps, absolute=absolute,
-                                                superpixel=superpixel, batch_size=per_explicand)
+                                                superpixel=superpixel, batch_size=per_explicand, removal=removal,
+                                                tokens=tokens)
     return jax.vmap(one)(xs, baselines, attributions, measures)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from cocoa_jax import _checks, batching
 from cocoa_jax.attribution_methods import _perturbation as P
 
-__all__ = ["REMOVALS", "TokenAccess", "TokenScorer", "token_scorer", "patch_grid", "kept_count", "draw_kept",
+__all__ = ["REMOVALS", "TokenAccess", "TokenScorer", "KeptEncoder", "token_scorer", "kept_encoder", "patch_grid", "kept_count", "draw_kept",
            "kept_masks", "to_pixels", "rise_tokens", "occlusion_tokens", "pass_flops"]
 
 # How a perturbation method removes a patch: blend its pixels with the baseline (the default,
@@ -67,6 +67,20 @@ class TokenScorer:
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.score(x, None)
+
+
+@dataclasses.dataclass(frozen=True)
+class KeptEncoder:
+    """A batch encoder on kept tokens, what token-drop insertion/deletion evaluates:
+    encode(x (B, H, W, C), keep (B, n_keep) int) -> (B, D); patch_size: p."""
+
+    encode: Callable
+    patch_size: int
+
+
+def kept_encoder(access: TokenAccess, params: Any) -> KeptEncoder:
+    """`access.encode` with `params` bound, as a `KeptEncoder`."""
+    return KeptEncoder(lambda x, keep: access.encode(params, x, keep), int(access.patch_size))
 
 
 def token_scorer(access: TokenAccess, params: Any, target: Callable) -> TokenScorer:

@@ -132,3 +132,24 @@ def test_patch_maps_upsample_nearest_and_zero_beyond_the_grid():
     pixels = np.asarray(token_drop.to_pixels(patch_maps, 2, (5, 7)))
     np.testing.assert_array_equal(pixels[:4, :6], np.kron(np.arange(6.0).reshape(2, 3), np.ones((2, 2))))
     assert not pixels[4:].any() and not pixels[:, 6:].any()
+
+
+def test_insertion_deletion_by_token_drop_against_numpy(setup):
+    """Steps of 4 patches (n_steps=4 on 16): insertion keeps the top 4s patches, deletion all but
+    them; curves from the NumPy forward, AUCs by the trapezoid over 0, 1/4, ..., 1."""
+    from cocoa_jax import metrics
+
+    model, x, directions = setup
+    patch_scores = np.random.default_rng(7).permutation(16).astype(np.float32)  # distinct: one order
+    attribution_map = np.kron(patch_scores.reshape(GRID, GRID), np.ones((T.PATCH, T.PATCH))).astype(np.float32)
+    measures = lambda reps: reps @ jnp.asarray(directions).T  # (B, D) -> (B, 2)
+    curves, aucs = jax.jit(lambda params: metrics.insertion_deletion(
+        None, measures, x, x, attribution_map, n_steps=4, removal="token_drop",
+        tokens=token_drop.kept_encoder(model.encode_fn.token_access, params)))(model.params)
+    order = np.argsort(-patch_scores, kind="stable")
+    expected = np.stack([[_numpy_score(model, x, directions, np.sort(order[:c] if kind == 0 else order[c:]))
+                          for c in (0, 4, 8, 12, 16)] for kind in (0, 1)])  # (2, 5, 2)
+    np.testing.assert_allclose(curves, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(aucs, ((expected[:, 1:] + expected[:, :-1]) / 2 * 0.25).sum(1), rtol=1e-4, atol=1e-4)
+    with pytest.raises(TypeError, match="KeptEncoder"):
+        metrics.insertion_deletion(None, measures, x, x, attribution_map, n_steps=4, removal="token_drop")

@@ -56,7 +56,7 @@ FIELD_TYPES = {
     "include_random": _BOOL, "blur_kernel_size": _INT, "blur_sigma": _NUM, "eval_steps": _INT,
     "eval_absolute": _BOOL, "eval_superpixel": _INT, "probe_dir": _OPT_STR, "probe_train_size": _OPT_INT,
     "probe_test_size": _OPT_INT, "randomize_model": _RANDOMIZE, "randomize_cascade": _BOOL, "explicand_batch": _INT, "attribution_batch": _OPT_INT, "eval_batch": _INT,
-    "estimators": _STR,
+    "estimators": _STR, "metrics": _STR_LIST,
 }
 
 
@@ -130,6 +130,10 @@ class SweepConfig:
       estimators: estimator profile under `methods` (`cocoa_jax.methods.PROFILES`): "paper"
         (default: the signature defaults; left out of the run hash, so earlier runs keep theirs)
         or "fast" (centred RISE, 416 masks; IG 16 steps); options in `methods` override it.
+      metrics: names of `cocoa_jax.evaluation.METRICS` (docs/metrics.md) scored on every unit's maps
+        against its targets with the blurred baseline, default options, key fold_in(key(seed),
+        class): optional columns of the report with CIs and directions. Empty (default) is left out
+        of the run hash.
     """
 
     encoder: str = "digits"
@@ -164,6 +168,7 @@ class SweepConfig:
     attribution_batch: int | None = None
     eval_batch: int = 512
     estimators: str = "paper"
+    metrics: tuple[str, ...] = ()
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -171,6 +176,7 @@ class SweepConfig:
         # Normalise sequences to tuples so equal configs hash equally.
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "metrics", tuple(self.metrics))
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
         object.__setattr__(self, "methods", {name: dict(options) if isinstance(options, dict) else options
@@ -242,6 +248,24 @@ class SweepConfig:
                              f"got {self.estimators!r}")
         if self.classes is not None and not self.classes:
             raise ValueError("config field `classes` is empty (use null for all classes)")
+        self.check_metrics()
+
+    def check_metrics(self) -> None:
+        """`metrics`: names of `cocoa_jax.evaluation.METRICS` the sweep can give what they read (the
+        unit's explicands, maps, targets and blurred baseline; no explainer, mask or other model)."""
+        from cocoa_jax import evaluation
+
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ValueError(f"config field `metrics` has duplicates: {list(self.metrics)}")
+        for name in self.metrics:
+            if name not in evaluation.METRICS:
+                raise ValueError(f"config field `metrics` has {name!r}, not one of {sorted(evaluation.METRICS)}")
+            record = evaluation.get(name)
+            unmet = [flag for flag in ("needs_explainer", "needs_mask", "needs_randomized_model",
+                                       "needs_alternative_target") if getattr(record, flag)]
+            if unmet:
+                raise ValueError(f"config field `metrics` has {name!r}, which the sweep cannot run ({unmet[0]}); "
+                                 f"use cocoa_jax.evaluation.evaluate")
 
     def check_method_values(self, image_shape) -> None:
         """Check every method option VALUE for (H, W, C) images (`methods.check_values`), with
@@ -360,6 +384,12 @@ class SweepConfig:
             data.pop("randomize_cascade")  # likewise
         if self.estimators == "paper":
             data.pop("estimators")  # likewise
+        if self.metrics:  # the metrics with their (default) options; none: not hashed, earlier runs keep theirs
+            from cocoa_jax import evaluation
+
+            data["metrics"] = {name: _jsonable(evaluation.get(name).resolved_options()) for name in self.metrics}
+        else:
+            data.pop("metrics")
         data["protocol_version"] = PROTOCOL_VERSION
         data["method_streams"] = {name: methods_mod.stream_id(name) for name in self.method_names}
         return data

@@ -28,7 +28,8 @@ from cocoa_jax.sweep import studies
 from cocoa_jax.sweep.config import SweepConfig, plan_units
 from cocoa_jax.sweep.store import RESULTS_PATTERN
 from cocoa_jax.sweep.tables import (DIRECTION_NOTE, MEASURE_TITLES, METHOD_TITLES, TARGET_TITLES, Run,
-                                    ci95_halfwidth, collect, markdown_table, open_run, row_order, table)
+                                    ci95_halfwidth, collect, markdown_table, metrics_markdown_table, open_run,
+                                    row_order, table)
 
 
 def csv_table(run_dir: str, measures=MEASURE_NAMES) -> str:
@@ -245,6 +246,8 @@ def write_report(run_dir: str, out_dir: str | None = None, *, gini: str = "absol
                             ("Explicand predicted probability", ("explicand_pred_prob",)),
                             ("Representation shift", ("rep_shift",))):
         md_parts.append(f"### {title}\n\n" + markdown_table(run_dir, measures, directions_note=False))
+    if run_dir.config.metrics:  # the optional metric columns (config `metrics`)
+        md_parts.append("### Metrics\n\n" + metrics_markdown_table(run_dir))
     timing = timing_summary(run_dir)
     timing_lines = ["| Method | units | median s/unit | attribution s | evaluation s | total s |", "|---|---|---|---|---|---|"]
     for method, t in timing.items():

@@ -293,6 +293,7 @@ class UnitRunner:
         t2 = time.perf_counter()
         if config.randomize_cascade and explains:  # the cascading randomisation test
             stored.update(self.cascade_correlations(units, parts, batch, capacity, attributions))
+        metric_scores = self.metric_scores(units, parts, sizes, batch, attributions, params) if explains else None
         data = self.seed_data(units[0].seed)
         fractions = metrics.feature_fractions(
             (self.image_shape[0] // config.eval_superpixel) * (self.image_shape[1] // config.eval_superpixel),
@@ -318,6 +319,8 @@ class UnitRunner:
                 extra = dict(size_field=config.size_field, sizes=list(config.sizes),
                              auc_by_size={str(size): _summary(size_aucs[z], target_names)
                                           for z, size in enumerate(config.sizes)})
+            if metric_scores is not None:  # (n, K) per metric; the report reads them from the unit file
+                arrays.update({f"metric_{name}": values for name, values in metric_scores[unit].items()})
             summary = _summary(arrays["aucs"].mean(axis=0), target_names)  # (K, 2, M)
             row = unit_row(seed=unit.seed, class_id=unit.class_id, method=unit.method, targets=list(target_names),
                        measures=list(MEASURE_NAMES), n_explicands=n, auc=summary, **extra,
@@ -329,6 +332,34 @@ class UnitRunner:
         if config.randomize_cascade and explains:
             for _, arrays, _ in out:
                 arrays["cascade_blocks"] = np.asarray([name for name, _ in self._cascade["steps"][1:]])
+        return out
+
+    # -- metrics (cocoa_jax.evaluation) -------------------------------------------------------
+
+    def metric_scores(self, units: list[Unit], parts, sizes, batch, attributions, params) -> dict | None:
+        """{unit: {metric: (n, K)}} of the config's `metrics` on each unit's maps, one
+        `evaluation.evaluate` call per unit (its explicands, stacked targets and blurred baseline;
+        key fold_in(key(seed), class_id), so scores do not depend on how units are grouped)."""
+        config = self.config
+        if not config.metrics:
+            return None
+        import types
+
+        from cocoa_jax import evaluation
+
+        model = types.SimpleNamespace(encode_fn=self.programs.spec.encode_fn, params=params)
+        normalize = tuple(config.similarity == "cosine" for _ in range(np.shape(batch["directions"])[1]))
+        maps = np.asarray(attributions)
+        out, offset = {}, 0
+        for unit, part, n in zip(units, parts, sizes):
+            rows = slice(offset, offset + n)
+            offset += n
+            xs = np.asarray(batch["xs"][rows])
+            target = targets_mod.Target(jnp.asarray(batch["directions"][rows]), normalize)
+            out[unit] = evaluation.evaluate(model, xs, maps[rows], metrics=config.metrics, target=target,
+                                            baseline=np.asarray(jax.vmap(self.programs.baseline)(xs)),
+                                            key=jax.random.fold_in(jax.random.key(unit.seed), unit.class_id),
+                                            mesh=self.programs.mesh)
         return out
 
     # -- randomize_cascade ---------------------------------------------------------------

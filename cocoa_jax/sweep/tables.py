@@ -202,6 +202,63 @@ def markdown_table(run_dir: str, measures=("ccs", "corpus_majority_prob"), *, di
     return "\n".join(lines)
 
 
+def metric_cells(run) -> tuple[SweepConfig, list, list]:
+    """The config's `metrics` (cocoa_jax.evaluation) per (method, target) row: (config, metrics,
+    [((method, target), [cell per metric])]), a cell (mean over seeds, 95% t half-width, seeds) of
+    the seed's explicand-weighted mean over its classes, read from the units' `metric_<name>` arrays
+    (n, K); the reference map's row is not scored (it explains no target)."""
+    config, run, rows, _ = collect(run)
+    sums: dict = {}
+    for row in rows.values():
+        if config.reference_of(row["method"]) is not None:
+            continue
+        arrays = run.load_unit(row)
+        for name in config.metrics:
+            if f"metric_{name}" not in arrays:
+                continue
+            values = np.asarray(arrays[f"metric_{name}"], np.float64)  # (n, K)
+            for k, target in enumerate(row["targets"]):
+                acc = sums.setdefault((row["method"], target, name), {}).setdefault(row["seed"], [0.0, 0])
+                acc[0] += float(values[:, k].sum())
+                acc[1] += values.shape[0]
+    body = []
+    for method, target in row_order(config):
+        if config.reference_of(method) is not None:
+            continue
+        cells = []
+        for name in config.metrics:
+            seeds = [s / n for s, n in sums.get((method, target, name), {}).values()]
+            cells.append((float(np.mean(seeds)), ci95_halfwidth(seeds), len(seeds)) if seeds else None)
+        body.append(((method, target), cells))
+    return config, list(config.metrics), body
+
+
+def metrics_markdown_table(run) -> str:
+    """The `metrics` table (empty string for a run without them): one column per metric with its
+    direction arrow, bold the best mean of a column in that direction."""
+    from cocoa_jax import evaluation
+
+    config, names, body = metric_cells(run)
+    if not names:
+        return ""
+    records = [evaluation.get(name) for name in names]
+    header = ["Method", "Target"] + [f"{r.title} ({r.arrow})" for r in records]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    best = []
+    for c, record in enumerate(records):
+        means = {i: cells[c][0] for i, (_, cells) in enumerate(body) if cells[c] is not None}
+        pick = max if record.direction == "higher" else min
+        best.append({i for i, v in means.items() if means and v == pick(means.values())})
+    for i, ((method, target), cells) in enumerate(body):
+        lines.append("| " + " | ".join(row_titles(config, method, target)
+                                       + [format_cell(c, i in best[j]) for j, c in enumerate(cells)]) + " |")
+    n_seeds = len(config.seeds)
+    lines += ["", (f"Mean (95% CI half-width, t over {n_seeds} seeds)" if n_seeds > 1 else
+                   "Mean over the explicands of one seed (no interval: intervals are over seeds)")
+              + "; metrics of `cocoa_jax.evaluation` (docs/metrics.md), ↑ higher / ↓ lower is better."]
+    return "\n".join(lines)
+
+
 __all__ = ["DIRECTION_NOTE", "KIND_SHORT", "MEASURE_TITLES", "METHOD_TITLES", "TARGET_TITLES", "Run", "best_rows",
-           "ci95_halfwidth", "collect", "column_header", "format_cell", "markdown_table", "open_run", "read_record",
+           "ci95_halfwidth", "collect", "column_header", "format_cell", "markdown_table", "metric_cells", "metrics_markdown_table", "open_run", "read_record",
            "row_order", "row_titles", "table"]

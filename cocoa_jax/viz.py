@@ -899,3 +899,51 @@ def plot_cascade(steps, panels, *, suptitle: str):
                frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Token attributions (`cocoa-jax explain --text`, the PNG twin of cocoa_jax.text.html)
+
+
+def token_rgb(value: float, scale: float) -> tuple[float, float, float]:
+    """A token's colour in [0, 1]^3 on its row's scale: white at 0, red (1, 0, 0) at +scale, blue at -scale
+    (the same colours as the HTML page)."""
+    a = 0.0 if scale <= 0 else float(np.clip(abs(value) / scale, 0.0, 1.0))
+    return (1.0, 1.0 - a, 1.0 - a) if value >= 0 else (1.0 - a, 1.0 - a, 1.0)
+
+
+def plot_token_attributions(rows, *, suptitle: str = "", path=None):
+    """One line of coloured tokens per row, each row on its own symmetric scale (+-max |score|, printed at
+    the row's end). rows: sequence of (title, tokens (C,) str, scores (C,)). Returns the Figure; with `path`
+    also writes a PNG atomically."""
+    rows = list(rows)
+    if not rows:
+        raise ValueError("`rows` is empty")
+    for i, (_, tokens, scores) in enumerate(rows):
+        if len(tokens) != len(np.ravel(scores)):
+            raise ValueError(f"`rows[{i}]` has {len(tokens)} tokens but {len(np.ravel(scores))} scores")
+    width = max(sum(len(t) + 2 for t in tokens) for _, tokens, _ in rows)
+    fig, axes = _study_figure(1, 1, (min(4.0 + 0.12 * width, 30.0), 0.9 + 0.45 * len(rows)))
+    ax = axes[0, 0]
+    ax.set_axis_off()
+    ax.set_xlim(0, 1)
+    ax.set_ylim(len(rows), -0.5)
+    renderer = fig.canvas.get_renderer()
+    extent = lambda label: label.get_window_extent(renderer=renderer).transformed(ax.transAxes.inverted())
+    titles = [ax.text(0.0, r, title, fontsize=SMALL, va="center", ha="left") for r, (title, _, _) in enumerate(rows)]
+    start = max(extent(t).width for t in titles) + 0.02   # tokens begin right of the longest row title
+    for r, (title, tokens, scores) in enumerate(rows):
+        scores = np.asarray(scores, np.float64).ravel()
+        scale = float(np.abs(scores).max()) if scores.size else 0.0
+        x = start
+        for token, value in zip(tokens, scores):
+            face = token_rgb(value, scale)
+            label = ax.text(x, r, token, fontsize=FONT, va="center", ha="left", color="white" if min(face) < 0.4 else "black",
+                            bbox=dict(boxstyle="square,pad=0.25", facecolor=face, edgecolor="none"))
+            x += extent(label).width + 0.012
+        ax.text(x + 0.01, r, f"scale ±{format_value(scale)}", fontsize=SMALL, va="center", ha="left", color="0.3")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=FONT)
+    if path is not None:
+        save_figure(fig, path)
+    return fig

@@ -64,6 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "model ships with cocoa-jax), or a `cocoa-jax train-digits --out DIR` checkpoint")
     data.add_argument("--images", nargs="+", action="extend", default=None, metavar="PATH",
                       help="explicands: image files, folders or glob patterns (default: digits test images)")
+    data.add_argument("--text", nargs="+", action="extend", default=None, metavar="TEXT",
+                      help="explain sentences instead of images (token attributions; docs/text.md): digits "
+                           "dual encoder by default, or --model clip_vit --weights DIR")
+    data.add_argument("--text-file", default=None, metavar="FILE", help="sentences to explain, one per line")
     data.add_argument("--corpus", nargs="+", action="extend", default=None, metavar="PATH",
                       help="corpus images: files, folders or globs (with --images)")
     data.add_argument("--corpus-text", nargs="+", action="extend", default=None, metavar="TEXT",
@@ -439,6 +443,10 @@ def run(args: argparse.Namespace) -> int:
 
     # Every core as a device (set before JAX's backends start): explicands run one per device.
     use_every_core()
+    if args.text is not None or args.text_file is not None:  # sentences: token attributions
+        from cocoa_jax.commands import explain_text
+
+        return explain_text.run(args)
     checked = check_arguments(args)
     target_names, method_names, out = checked.targets, checked.methods, checked.out
 

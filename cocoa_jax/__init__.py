@@ -8,7 +8,8 @@ attribution function of `cocoa_jax.attribution` (so every method of the table
 targets. Submodules: `targets` (explanation targets on representations), `attribution` (the
 methods, one function per explicand), `methods` (the method table and `attribute`), `pipeline`
 (N explicands on devices: `attribute`, `explain_images`), `baselines`, `metrics` (insertion /
-deletion measures), `models` (Flax encoders and checkpoint loading), `sweep` (the evaluation
+deletion measures), `evaluation` (scoring maps from anywhere with the metric table: `evaluate`),
+`models` (Flax encoders and checkpoint loading), `sweep` (the evaluation
 protocol), `viz` (figures). Which way to run a method is for whom: docs/api.md.
 Importing cocoa_jax never imports torch or tensorflow.
 """
@@ -18,7 +19,7 @@ Importing cocoa_jax never imports torch or tensorflow.
 # equal to `cocoa_jax.attribution.__all__`.
 _ATTRIBUTION = (
     "DEFAULT_RISE_BATCH_SIZE", "QUADRATURE_RULES", "RISE_SAMPLERS", "AdaptiveIG", "GradientShapDraws", "Quadrature",
-    "bilinear_upsample_matrix", "gradient_shap", "gradient_shap_draws", "integrated_gradients",
+    "attn_lrp", "bilinear_upsample_matrix", "gradient_shap", "gradient_shap_draws", "integrated_gradients",
     "integrated_gradients_adaptive", "kernel_shap", "kernel_shap_coalitions", "lime", "lime_coalitions",
     "masks_from_grids", "occlusion", "occlusion_windows", "paper_grid_size", "quadrature", "rise",
     "rise_cell_size", "rise_centered_from_moments", "rise_from_masks", "rise_masks",
@@ -29,8 +30,8 @@ _EXPORTS = {
     **{name: "targets" for name in ("Target", "cocoa", "contrastive_corpus_similarity", "contrastive_label_free",
                                     "corpus", "explain_fn", "foil_size", "label_free", "stack")},
 }
-_SUBMODULES = ("attribution", "baselines", "methods", "metrics", "models", "pipeline", "sweep", "targets", "text",
-               "viz")
+_SUBMODULES = ("attribution", "baselines", "evaluation", "methods", "metrics", "models", "pipeline", "sweep",
+               "targets", "text", "viz")
 __all__ = [*_SUBMODULES, *_EXPORTS]
 
 __version__ = "0.1.0"

@@ -197,11 +197,10 @@ def _patch_pair(name: str, value, patch_size: int, grid) -> tuple[int, int]:
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = (value, value)
     if (not isinstance(value, (tuple, list)) or len(value) != 2
-            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0 or v % patch_size
-                   for v in value)):
-        raise ValueError(f"`{name}` with removal='token_drop' must be a positive multiple of the patch size "
-                         f"{patch_size} px (or an (h, w) pair of them), got {value!r}")
-    out = (int(value[0]) // patch_size, int(value[1]) // patch_size)
+            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0 for v in value)):
+        raise ValueError(f"`{name}` must be a positive integer or an (h, w) pair of pixels, got {value!r}")
+    # pixels -> whole patches, at least one (Occlusion's pixel default, 1/8 of the image, maps too)
+    out = tuple(max(1, int(round(int(v) / patch_size))) for v in value)
     if out[0] > grid[0] or out[1] > grid[1]:
         raise ValueError(f"`{name}` {tuple(value)} must not exceed the patch grid {grid} x {patch_size} px")
     return out
@@ -213,8 +212,8 @@ def occlusion_tokens(f: Callable, x: jax.Array, *, window=None, stride=None, bat
     the windows covering it. Windows are whole blocks of patches (`occlusion_starts`), so each
     pass keeps P - window patches.
 
-    window, stride: pixels, multiples of the patch size p (an int or an (h, w) pair); window None:
-    max(1, grid // 8) patches per side; stride None: the window. Returns (H, W), or (K, H, W),
+    window, stride: pixels (an int or an (h, w) pair), rounded to whole patches of p px (at least
+    one); window None: max(1, grid // 8) patches per side; stride None: the window. Returns (H, W), or (K, H, W),
     upsampled nearest from patches (`to_pixels`).
     """
     f = require_scorer(f, "Occlusion with removal='token_drop'")

@@ -82,12 +82,13 @@ def test_kept_tokens_are_uniform_subsets():
 
 
 def test_occlusion_token_drop_against_numpy(setup):
-    """Windows of 3 x 3 patches at stride 2 on the 4 x 4 grid: starts 0 and 1 (the last window
-    moved in so it stays whole), four windows, each pass keeping 7 of 16 tokens."""
+    """Windows of 3 x 3 patches at stride 2 on the 4 x 4 grid (11 px and 9 px round to 3 and 2
+    patches of 4 px): starts 0 and 1 (the last window moved in so it stays whole), four windows,
+    each pass keeping 7 of 16 tokens."""
     model, x, directions = setup
     maps = np.asarray(jax.jit(lambda params: attribution.occlusion(
         token_drop.token_scorer(model.encode_fn.token_access, params, lambda r: jnp.asarray(directions) @ r),
-        x, x, window=12, stride=8, removal="token_drop"))(model.params))
+        x, x, window=11, stride=9, removal="token_drop"))(model.params))
     reference = _numpy_score(model, x, directions)
     total, cover = np.zeros((2, GRID, GRID)), np.zeros((GRID, GRID))
     for r in (0, 1):
@@ -117,8 +118,8 @@ def test_errors_name_what_is_needed(setup):
         attribution.rise(plain_f, x, x, jax.random.key(0), n_masks=4, removal="token_drop")
     with pytest.raises(ValueError, match="`removal`"):
         attribution.occlusion(plain_f, x, x, removal="drop")
-    with pytest.raises(ValueError, match="multiple of the patch size"):
-        attribution.occlusion(_scorer(model, directions), x, x, window=6, removal="token_drop")
+    with pytest.raises(ValueError, match="must not exceed the patch grid"):
+        attribution.occlusion(_scorer(model, directions), x, x, window=20, removal="token_drop")
     with pytest.raises(ValueError, match="token access"):
         pipeline.attribute(lambda params, xb: xb.reshape(xb.shape[0], -1), None, x[None], x[None],
                            targets.Target(jnp.ones((1, x.size)), (False,)), "rise", jax.random.key(0)[None],

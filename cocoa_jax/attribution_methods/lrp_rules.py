@@ -6,10 +6,11 @@ gradient of the output times the input IS the LRP relevance ("Gradient x Input f
 if the cotangent `g` at an operation's output satisfies relevance_out = g * out, the rule's
 cotangent `g_in` at its input satisfies relevance_in = g_in * in.
 
-  epsilon(z)             linear layers (dense, conv, the projection): put it on the layer's
+  epsilon(z, eps)        linear layers (dense, conv, the projection): put it on the layer's
                          OUTPUT z = W x + b; backward g -> g * z / (z + eps sign z), so the
                          linear layer's own gradient then gives R_x = x * W^T (R_z / (z + eps sign z))
                          (the epsilon rule; the bias keeps b * R_z / (z + ...), its share).
+                         The ports use eps = LINEAR_EPSILON = 0 (lxt's choice): the plain gradient.
   identity(fn, x)        element-wise activations (GELU, quick-GELU, SiLU): R_in = R_out, i.e.
                          backward g -> g * fn(x) / (x + tiny sign x).
   softmax(x, axis)       the AttnLRP softmax rule R_in = x * (R_out - s * sum R_out), which in
@@ -37,10 +38,11 @@ import jax.numpy as jnp
 __all__ = ["LINEAR_EPSILON", "ACTIVATION_EPSILON", "epsilon", "identity", "softmax", "bilinear", "layer_norm",
            "LayerNorm", "Ops", "ops"]
 
-# The epsilon of the linear layers' rule: small against pre-activations of trained networks
-# (|z| ~ 0.1-10) so maps are gradient x input up to ~1e-6 relative, large enough that a
-# pre-activation at exactly 0 passes no relevance instead of dividing by 0.
-LINEAR_EPSILON = 1e-6
+# The epsilon the ports' LRP mode gives the linear layers' rule: 0, as lxt 2.1's AttnLRP (its
+# Gradient x Input form at eps -> 0 is the layer's plain gradient; no division happens, so
+# nothing needs stabilising). An eps > 0 also damps neurons with |z| ~ eps: 1e-6 moved the map of
+# a tiny random DINOv2 by 1.5e-3 relative (float64, measured 2026-12-07), more than lxt parity allows.
+LINEAR_EPSILON = 0.0
 # The stabiliser of the identity rule's fn(x) / x at x = 0 (lxt's 1e-10: relevance, not a prior).
 ACTIVATION_EPSILON = 1e-10
 
@@ -56,7 +58,8 @@ def _signed(x, eps):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def epsilon(z: jax.Array, eps: float = LINEAR_EPSILON) -> jax.Array:
-    """Identity forward; backward g -> g * z / (z + eps sign z). Apply to z = W x + b."""
+    """Identity forward; backward g -> g * z / (z + eps sign z) (g itself at eps = 0, also where
+    z = 0). Apply to z = W x + b."""
     return z
 
 
@@ -65,6 +68,8 @@ def _epsilon_fwd(z, eps):
 
 
 def _epsilon_bwd(eps, z, g):
+    if eps == 0:
+        return (g,)
     return (g * (z / _signed(z, eps)),)
 
 

@@ -33,6 +33,13 @@ def test_epsilon_rule_on_a_linear_layer():
     expected = np.einsum("ni,ij,nj->ni", x, w, r_out / (z + eps * np.where(z >= 0, 1, -1)))
     got, = _relevance_in(lambda a: lrp_rules.epsilon(a @ jnp.asarray(w) + jnp.asarray(b), eps), c, x)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    # eps = 0 (the ports' LINEAR_EPSILON): the plain gradient, also where z = 0 (no 0 / 0).
+    zero = np.zeros((1, 3))
+    got0, = _relevance_in(lambda a: lrp_rules.epsilon(a @ jnp.asarray(w), 0.0), c[:1], np.vstack([x[:1]]))
+    np.testing.assert_allclose(got0, x[:1] * (c[:1] @ w.T), rtol=1e-12)
+    with jax.enable_x64(True):
+        g = jax.grad(lambda z: jnp.sum(jnp.asarray(c[:1]) * lrp_rules.epsilon(z, 0.0)))(jnp.asarray(zero))
+    np.testing.assert_array_equal(np.asarray(g), c[:1])
     # Forward unchanged: the same bits as the plain layer.
     z32 = jnp.asarray(z, jnp.float32)
     assert np.array_equal(np.asarray(lrp_rules.epsilon(z32)), np.asarray(z32))

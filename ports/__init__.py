@@ -30,8 +30,9 @@ CONVERTERS = {
     "sentence_bert": "bert:convert_sentence_bert",
     "siglip": "siglip:convert_siglip",
 }
-# Architectures whose CHECKPOINT is a model directory (config.json, weights, tokenizer.json, ...).
-DIRECTORY_CHECKPOINTS = ("sentence_bert", "siglip")
+# Architectures whose CHECKPOINT is a model directory (config.json, weights, tokenizer.json, ...),
+# with the file suffixes they also take (siglip: big_vision's .npz).
+DIRECTORY_CHECKPOINTS = {"sentence_bert": (), "siglip": (".npz",)}
 # Settings a converter cannot read off the weights (`--option KEY=VALUE`; see each module).
 OPTIONS = {"clip_vit_b32": ("activation", "vision_head_width"), "clip_vit": ("activation", "vision_head_width"),
            "dino_vit": ("num_heads", "image_size", "layout", "interpolate_offset", "interpolate_antialias"),
@@ -69,7 +70,8 @@ def convert(arch: str, checkpoint: str, out_dir: str, *, unsafe_unpickle: bool =
         allowed = ", ".join(OPTIONS.get(arch, ())) or "none"
         raise ValueError(f"unknown option {unknown[0]!r} for {arch} (options: {allowed})")
     if arch in DIRECTORY_CHECKPOINTS:
-        if not os.path.isdir(checkpoint):
+        if not os.path.isdir(checkpoint) and not (os.path.isfile(checkpoint)
+                                                  and str(checkpoint).endswith(DIRECTORY_CHECKPOINTS[arch] or "/")):
             raise FileNotFoundError(f"checkpoint {checkpoint!r} is not a directory: {arch} converts a model "
                                     f"directory (config.json, model.safetensors, tokenizer.json, ...)")
     else:

@@ -5,7 +5,7 @@ Sizes are read off the weights; the head counts and the LayerNorm epsilon from c
 (`vision_config` / `text_config`). Only `hidden_act` "gelu_pytorch_tanh" (every released SigLIP)
 is accepted. tokenizer.json, when the directory has one, is copied (with the pad token of
 tokenizer_config.json) so `model.encode_text(["a photo of a dog"])` works; without it the text
-tower takes token ids. The big_vision `.npz` layout is not read here.
+tower takes token ids. `convert_big_vision_siglip` reads big_vision's `.npz` (below) into the same model.
 """
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ import os
 import re
 from typing import Mapping, Tuple
 
+import numpy as np
+
 from cocoa_jax import models
 from cocoa_jax.models.siglip import SiglipConfig
 from cocoa_jax.models.text_tokenizers import TOKENIZER_FILE, TextTokenizer, read_json
 from .bert import _weights_file
-from .common import (CheckpointMismatchError, conv_kernel, extract_state_dict, fill_variables, identity,
+from .common import (CheckpointMismatchError, NotACheckpointError, conv_kernel, extract_state_dict, fill_variables, identity,
                      linear_kernel, load_checkpoint)
 
 ARCH = "siglip"
@@ -96,7 +98,10 @@ def infer_config(state_dict: Mapping, hf: Mapping) -> SiglipConfig:
 
 
 def convert_siglip(directory: str, out_dir: str, *, unsafe_unpickle: bool = False, overwrite: bool = False) -> str:
-    """A transformers SiglipModel directory -> `out_dir` (model.json, variables/, tokenizer.json if any)."""
+    """A transformers SiglipModel directory (or a big_vision .npz file) -> `out_dir` (model.json,
+    variables/, tokenizer.json if any)."""
+    if os.path.isfile(directory) and directory.endswith(".npz"):
+        return convert_big_vision_siglip(directory, out_dir, unsafe_unpickle=unsafe_unpickle, overwrite=overwrite)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"checkpoint {directory!r} is not a directory: siglip converts a transformers "
                                 f"SiglipModel directory (config.json, model.safetensors)")
@@ -129,3 +134,143 @@ def convert_siglip(directory: str, out_dir: str, *, unsafe_unpickle: bool = Fals
                  f"{config.vision_layers}, text {config.text_width}-d x {config.text_layers} -> "
                  f"{config.projection_size}-d, context {config.context_length}")
     return models.save(ARCH, config_dict, variables, out_dir, notes=notes, overwrite=overwrite, files=files)
+
+
+# --------------------------------------------------------------------------------------------
+# big_vision's .npz layout (SigLIP and SigLIP 2's standard, non-NaFlex, checkpoints)
+#
+# Learned from google-research/big_vision at 0127fb6 (models/vit.py, models/proj/image_text/
+# two_towers.py and text_transformer.py; not copied): a two-towers tree "img", "txt", "t", "b"
+# flattened with "/" (an optional leading "params/" is accepted). Flax names: img/embedding (patch
+# conv), img/pos_embedding (1, N, D), img/Transformer/encoderblock_{i} (or one scanned
+# "encoderblock" with a leading depth axis)/{LayerNorm_0, MultiHeadDotProductAttention_0/{query,
+# key,value,out}, LayerNorm_1, MlpBlock_0/{Dense_0, Dense_1}}, img/Transformer/encoder_norm,
+# img/MAPHead_0/{probe, MultiHeadDotProductAttention_0, LayerNorm_0, MlpBlock_0}; txt/Embed_0,
+# txt/pos_embedding, txt/Encoder_0/encoderblock_{i} ..., txt/Encoder_0/encoder_norm, txt/head.
+# Attention kernels are DenseGeneral: query/key/value (D, heads, head_dim), out (heads, head_dim, D).
+# They are rewritten into the transformers layout and converted by the same key table.
+
+def _npz_blocks(tree: Mapping, prefix: str):
+    """{index: {name: array}} of the encoder blocks under `prefix` (per-block or scanned)."""
+    blocks = {}
+    pattern = re.compile(re.escape(prefix) + r"encoderblock(?:_(\d+))?/(.+)$")
+    for key, value in tree.items():
+        match = pattern.match(key)
+        if not match:
+            continue
+        index, rest = match.groups()
+        if index is None:  # scanned: one tree, leading axis = depth
+            for i in range(value.shape[0]):
+                blocks.setdefault(i, {})[rest] = value[i]
+        else:
+            blocks.setdefault(int(index), {})[rest] = value
+    if sorted(blocks) != list(range(len(blocks))) or not blocks:
+        raise CheckpointMismatchError(f"big_vision checkpoint: no contiguous encoder blocks under {prefix!r}")
+    return blocks
+
+
+def _attention_to_hf(get, prefix, out_prefix):
+    """DenseGeneral q/k/v/out of one MultiHeadDotProductAttention -> transformers' 2-D Linear layout."""
+    out = {}
+    for name, hf in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
+        kernel = get(f"{prefix}{name}/kernel")
+        out[f"{out_prefix}{hf}.weight"] = kernel.reshape(kernel.shape[0], -1).T
+        out[f"{out_prefix}{hf}.bias"] = get(f"{prefix}{name}/bias").reshape(-1)
+    kernel = get(f"{prefix}out/kernel")
+    out[f"{out_prefix}out_proj.weight"] = kernel.reshape(-1, kernel.shape[-1]).T
+    out[f"{out_prefix}out_proj.bias"] = get(f"{prefix}out/bias")
+    return out, kernel.shape[0]
+
+
+def _dense(get, prefix, hf_prefix):
+    return {f"{hf_prefix}.weight": get(f"{prefix}/kernel").T, f"{hf_prefix}.bias": get(f"{prefix}/bias")}
+
+
+def _norm(get, prefix, hf_prefix):
+    return {f"{hf_prefix}.weight": get(f"{prefix}/scale"), f"{hf_prefix}.bias": get(f"{prefix}/bias")}
+
+
+def big_vision_to_hf(tree: Mapping, what: str = "big_vision checkpoint"):
+    """{big_vision key: array} -> ({transformers SiglipModel key: array}, vision heads, text heads)."""
+    tree = {k[len("params/"):] if k.startswith("params/") else k: v for k, v in tree.items()}
+    used = set()
+
+    def get(key):
+        if key not in tree:
+            raise CheckpointMismatchError(f"{what}: missing key {key!r}")
+        used.add(key)
+        return tree[key]
+
+    hf = {}
+    hf["vision_model.embeddings.patch_embedding.weight"] = get("img/embedding/kernel").transpose(3, 2, 0, 1)
+    hf["vision_model.embeddings.patch_embedding.bias"] = get("img/embedding/bias")
+    hf["vision_model.embeddings.position_embedding.weight"] = get("img/pos_embedding").reshape(
+        -1, tree["img/pos_embedding"].shape[-1])
+    heads = {}
+    for tower, prefix, hf_tower in (("vision", "img/Transformer/", "vision_model"),
+                                    ("text", "txt/Encoder_0/", "text_model")):
+        for i, block in _npz_blocks(tree, prefix).items():
+            for name in block:
+                used.add(f"{prefix}encoderblock_{i}/{name}")
+                used.add(f"{prefix}encoderblock/{name}")
+            bget = lambda key, block=block: block[key]
+            base = f"{hf_tower}.encoder.layers.{i}."
+            attention, heads[tower] = _attention_to_hf(bget, "MultiHeadDotProductAttention_0/", base + "self_attn.")
+            hf.update(attention)
+            hf.update(_norm(bget, "LayerNorm_0", base + "layer_norm1"))
+            hf.update(_norm(bget, "LayerNorm_1", base + "layer_norm2"))
+            hf.update(_dense(bget, "MlpBlock_0/Dense_0", base + "mlp.fc1"))
+            hf.update(_dense(bget, "MlpBlock_0/Dense_1", base + "mlp.fc2"))
+        hf.update(_norm(get, f"{prefix}encoder_norm", f"{hf_tower}.{'post_layernorm' if tower == 'vision' else 'final_layer_norm'}"))
+    head = "img/MAPHead_0/"
+    hf["vision_model.head.probe"] = get(head + "probe")
+    attention, _ = _attention_to_hf(get, head + "MultiHeadDotProductAttention_0/", "map.")
+    hf["vision_model.head.attention.in_proj_weight"] = np.concatenate(
+        [attention[f"map.{p}_proj.weight"] for p in "qkv"], axis=0)
+    hf["vision_model.head.attention.in_proj_bias"] = np.concatenate([attention[f"map.{p}_proj.bias"] for p in "qkv"])
+    hf["vision_model.head.attention.out_proj.weight"] = attention["map.out_proj.weight"]
+    hf["vision_model.head.attention.out_proj.bias"] = attention["map.out_proj.bias"]
+    hf.update(_norm(get, head + "LayerNorm_0", "vision_model.head.layernorm"))
+    hf.update(_dense(get, head + "MlpBlock_0/Dense_0", "vision_model.head.mlp.fc1"))
+    hf.update(_dense(get, head + "MlpBlock_0/Dense_1", "vision_model.head.mlp.fc2"))
+    hf["text_model.embeddings.token_embedding.weight"] = get("txt/Embed_0/embedding")
+    hf["text_model.embeddings.position_embedding.weight"] = get("txt/pos_embedding").reshape(
+        -1, tree["txt/pos_embedding"].shape[-1])
+    hf.update(_dense(get, "txt/head", "text_model.head"))
+    hf["logit_scale"] = np.asarray(get("t")).reshape(1)
+    hf["logit_bias"] = np.asarray(tree["b"]).reshape(1) if "b" in tree else np.zeros(1, np.float32)
+    used.add("b")
+    if "img/head/kernel" in tree:
+        raise CheckpointMismatchError(f"{what}: the image tower has a head (img/head): not the SigLIP layout "
+                                      f"(its image representation is the MAP head's output)")
+    unexpected = sorted(set(tree) - used)
+    if unexpected:
+        raise CheckpointMismatchError(f"{what}: unexpected key(s) not used by the model: {unexpected[:5]}")
+    return hf, heads["vision"], heads["text"]
+
+
+def convert_big_vision_siglip(npz_path: str, out_dir: str, *, unsafe_unpickle: bool = False,
+                              overwrite: bool = False) -> str:
+    """A big_vision SigLIP / SigLIP 2 (non-NaFlex) `.npz` -> `out_dir` (no tokenizer: token ids only)."""
+    import torch
+
+    del unsafe_unpickle  # an .npz holds arrays only (np.load(allow_pickle=False))
+    if not os.path.isfile(npz_path):
+        raise FileNotFoundError(f"checkpoint {npz_path!r} is not a file (a big_vision .npz)")
+    try:
+        with np.load(npz_path, allow_pickle=False) as archive:
+            tree = {k: np.asarray(archive[k]) for k in archive.files}
+    except (ValueError, OSError) as err:
+        raise NotACheckpointError(f"checkpoint {npz_path!r} is not a readable .npz ({type(err).__name__})") from None
+    hf, vision_heads, text_heads = big_vision_to_hf(tree, npz_path)
+    state_dict = {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in hf.items()}
+    config = infer_config(state_dict, {"vision_config": {"num_attention_heads": vision_heads},
+                                       "text_config": {"num_attention_heads": text_heads}})
+    config_dict = {**dataclasses.asdict(config), "pad_token": None}
+    _, abstract = models.init_abstract(ARCH, config_dict)
+    variables = fill_variables(abstract, state_dict, siglip_key, what=npz_path)
+    notes = ["big_vision .npz (SigLIP / SigLIP 2 standard layout): no tokenizer (big_vision tokenizes with "
+             "SentencePiece / Gemma; pass token ids padded with id 1, EOS)",
+             f"SigLIP {config.image_size} px patch {config.patch_size}, vision {config.vision_width}-d x "
+             f"{config.vision_layers}, text {config.text_width}-d x {config.text_layers} -> {config.projection_size}-d"]
+    return models.save(ARCH, config_dict, variables, out_dir, notes=notes, overwrite=overwrite)

@@ -15,7 +15,7 @@ from cocoa_jax.commands.errors import UsageError, flag_errors
 ARCHS = ("simclr_resnet50", "simsiam_cifar_resnet18", "resnet18_classifier", "clip_vit_b32", "clip_vit",
          "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "dino_vit", "dinov2_vit", "sentence_bert",
          "siglip")
-DIRECTORY_CHECKPOINTS = ("sentence_bert", "siglip")  # CHECKPOINT is a model directory (as cocoa_jax_ports says)
+DIRECTORY_CHECKPOINTS = {"sentence_bert": (), "siglip": (".npz",)}  # a model directory, or a file with these suffixes
 
 EPILOG = """checkpoint formats:
   simclr_resnet50         resnet50-1x.pth from tonylins/simclr-converter ({'state_dict': ...})
@@ -48,7 +48,8 @@ EPILOG = """checkpoint formats:
                           pooling=mean|cls|max|... and normalize=true|false (needed without
                           modules.json), context_length=N; reading tokenizer.json needs the text extra
   siglip                  a DIRECTORY: a transformers SiglipModel (config.json, model.safetensors,
-                          tokenizer.json if any); not SigLIP 2's NaFlex models, not big_vision .npz
+                          tokenizer.json if any), or a big_vision SigLIP / SigLIP 2 .npz
+                          (webli_*.npz, siglip2_*.npz; token ids only); not NaFlex models
 Any of them may be a .safetensors file (needs the package safetensors, in the ports extra).
 """
 
@@ -75,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.exists(args.checkpoint):
         raise UsageError(f"checkpoint {args.checkpoint!r} does not exist")
     if args.arch in DIRECTORY_CHECKPOINTS:
-        if not os.path.isdir(args.checkpoint):
+        if not os.path.isdir(args.checkpoint) and not (os.path.isfile(args.checkpoint) and args.checkpoint.endswith(
+                DIRECTORY_CHECKPOINTS[args.arch] or "/")):
             raise UsageError(f"checkpoint {args.checkpoint!r} is not a directory ({args.arch} converts a model "
                              f"directory: config.json, model.safetensors, tokenizer.json, ...)")
     elif not os.path.isfile(args.checkpoint):

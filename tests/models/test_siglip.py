@@ -66,3 +66,34 @@ def test_text_features_and_embedding_gradients_match(pair):
     assert _rel(model.encode_text(ids), ref) < TOL and _rel(grad, ref_grad) < TOL, _rel(grad, ref_grad)
     with pytest.raises(ValueError, match="no tokenizer.json"):
         model.encode_text(["a photo"])
+
+
+@pytest.mark.parametrize("scanned", [False, True], ids=["per_block", "scanned"])
+def test_big_vision_npz_layout_gives_the_same_model(pair, tmp_path, scanned):
+    """The same random weights written in big_vision's .npz layout (per-block or scanned), converted
+    through `convert siglip FILE.npz`: image and text features equal transformers' forward."""
+    reference, from_hf = pair
+    path = siglip_side.save_big_vision_npz(reference, str(tmp_path / "webli.npz"), scanned=scanned)
+    assert main(["convert", "siglip", path, str(tmp_path / "out")]) == 0
+    model = models.load("siglip", str(tmp_path / "out"))
+    assert {k: model.config[k] for k in siglip_side.SMALL} == siglip_side.SMALL
+    x = np.random.default_rng(2).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+    ref, _ = siglip_side.image_features_and_grad(reference, np.asarray(model.preprocess.normalize(x)), np.zeros((2, 32)))
+    assert _rel(model.encode(x), ref) < TOL
+    ids = np.random.default_rng(3).integers(2, 60, size=(2, 12)).astype(np.int32)
+    ref_text, _ = siglip_side.text_features_and_grad(reference, ids, np.zeros((2, 24)))
+    assert _rel(model.encode_text(ids), ref_text) < TOL
+    for a, b in zip(jax.tree_util.tree_leaves(model.params), jax.tree_util.tree_leaves(from_hf.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+def test_big_vision_npz_errors_name_the_key(pair, tmp_path):
+    reference, _ = pair
+    path = siglip_side.save_big_vision_npz(reference, str(tmp_path / "full.npz"))
+    with np.load(path) as archive:
+        tree = {k: archive[k] for k in archive.files if k != "img/MAPHead_0/probe"}
+    np.savez(tmp_path / "broken.npz", **tree)
+    assert main(["convert", "siglip", str(tmp_path / "broken.npz"), str(tmp_path / "out")]) == 2
+    from cocoa_jax_ports import CheckpointMismatchError, convert
+    with pytest.raises(CheckpointMismatchError, match="missing key 'img/MAPHead_0/probe'"):
+        convert("siglip", str(tmp_path / "broken.npz"), str(tmp_path / "out2"))

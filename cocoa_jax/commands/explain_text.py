@@ -23,7 +23,7 @@ import numpy as np
 
 from cocoa_jax.commands.errors import UsageError, flag_errors
 from cocoa_jax.commands import method_flags
-from cocoa_jax.commands.checks import output_location, parse_names, read_images
+from cocoa_jax.commands.checks import output_location, parse_names, positive, read_images
 from cocoa_jax.files import Outputs
 
 TEXT_OUTPUT_FILES = ("tokens.html", "tokens.png", "attributions.npz", "settings.json")
@@ -76,8 +76,9 @@ def check(args: argparse.Namespace) -> dict:
         raise UsageError(f"--similarity must be one of {', '.join(targets.SIMILARITIES)}, got {args.similarity!r}")
     if int(args.seed) < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    batch_size = None if args.batch_size is None else positive("--batch-size", args.batch_size)
     method_names = method_flags.selected(args)
-    options = method_flags.options(args, method_names, (64, 1, 1))  # values checked on a 64-token sentence
+    options = method_flags.options(args, method_names, (64, 1, 1), batch_size=batch_size)  # on a 64-token sentence
     out = os.path.abspath(args.out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out!r} exists and is not a directory")
@@ -92,7 +93,7 @@ def check(args: argparse.Namespace) -> dict:
             if getattr(args, what) is not None:
                 with flag_errors(f"--{what}"):
                     files[what] = data_files.expand(getattr(args, what))
-    return dict(texts=texts, targets=target_names, methods=method_names, options=options,
+    return dict(texts=texts, targets=target_names, methods=method_names, options=options, batch_size=batch_size,
                 out=output_location("--out", out), files=files)
 
 
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             model, checked["texts"], corpus=encoder_texts["corpus"], foil=encoder_texts["foil"],
             corpus_reps=reps["corpus"], foil_reps=reps["foil"], targets=checked["targets"],
             methods=checked["methods"], options=checked["options"], key=jax.random.key(args.seed),
-            similarity=args.similarity, batch_size=args.batch_size, on_method=done)
+            similarity=args.similarity, batch_size=checked["batch_size"], on_method=done)
     out = checked["out"]
     outputs = Outputs()
     outputs.add_bytes(os.path.join(out, "tokens.html"), html.token_page(result, "cocoa-jax explain --text").encode())

@@ -42,7 +42,8 @@ def test_explain_text_usage_errors(tmp_path):
             (["--text", "a seven", "--foil-text", "a one"], "need a corpus"),
             (["--text", "a seven", "--model", "resnet50", "--corpus-text", "x"], "text tower"),
             (["--text-file", str(tmp_path / "missing.txt"), "--corpus-text", "x", "--foil-text", "y"], "--text-file"),
-            (["--text", "a seven", "--images", "x.png", "--corpus-text", "x", "--foil-text", "y"], "--images")):
+            (["--text", "a seven", "--images", "x.png", "--corpus-text", "x", "--foil-text", "y"], "--images"),
+            (["--text", "a seven", "--corpus-text", "x", "--foil-text", "y", "--batch-size", "0"], "--batch-size")):
         with pytest.raises(UsageError, match=message):
             explain_text.check(cli.parse(["explain", *argv, "--out", str(tmp_path / "out")]))
     assert not (tmp_path / "out").exists()

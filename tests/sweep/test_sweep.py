@@ -218,20 +218,54 @@ CLI_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("argv,match", CLI_ERRORS)
-def test_cli_errors_are_one_line_exit_2_and_write_nothing(tmp_path, argv, match):
-    run_dir, missing = tmp_path / "run", tmp_path / "missing"
-    argv = [a.replace("{run}", str(run_dir)).replace("{missing}", str(missing)) for a in argv]
-    if argv[0] == "report":
-        run_dir.mkdir()
-    before = sorted(p.name for p in tmp_path.rglob("*"))
-    proc = _cli(argv, tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"cocoa-jax {argv[0]}: error:") and match in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
-    assert not (tmp_path / "missing").exists()
+# All cases in ONE child process (each a fresh `cli.main` call with its own stderr): the exit status
+# and the one line are the command's, without a cold start of Python and JAX per case.
+_CLI_ERRORS_CHILD = r"""
+import contextlib, io, json, sys
+from cocoa_jax import cli
+results = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            status = cli.main(argv)
+        except SystemExit as exit_:
+            status = exit_.code
+    results.append([status, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def cli_error_runs(tmp_path_factory):
+    """case index -> (argv, files before, exit status, stderr, the case's folder)."""
+    cases = []
+    for i, (argv, _) in enumerate(CLI_ERRORS):
+        folder = tmp_path_factory.mktemp(f"cli_error_{i}")
+        run_dir, missing = folder / "run", folder / "missing"
+        argv = [a.replace("{run}", str(run_dir)).replace("{missing}", str(missing)) for a in argv]
+        if argv[0] == "report":
+            run_dir.mkdir()
+        cases.append((argv, sorted(p.name for p in folder.rglob("*")), folder))
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", _CLI_ERRORS_CHILD, json.dumps([c[0] for c in cases])],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {i: (argv, before, status, err, folder) for i, ((argv, before, folder), (status, err))
+            in enumerate(zip(cases, results))}
+
+
+@pytest.mark.parametrize("case", range(len(CLI_ERRORS)), ids=[m for _, m in CLI_ERRORS])
+def test_cli_errors_are_one_line_exit_2_and_write_nothing(cli_error_runs, case):
+    argv, before, status, stderr, folder = cli_error_runs[case]
+    match = CLI_ERRORS[case][1]
+    assert status == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"cocoa-jax {argv[0]}: error:") and match in lines[0], stderr
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in folder.rglob("*")) == before  # nothing written
+    assert not (folder / "missing").exists()
 
 
 def test_cli_refuses_a_run_dir_of_another_config_before_any_work(tmp_path):

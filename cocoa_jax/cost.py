@@ -43,6 +43,8 @@ __all__ = [
     "preview_lines",
     "LONG_RUN_S",
     "total_work",
+    "Plan",
+    "plan",
 ]
 
 LONG_RUN_S = 180.0  # beyond ~3 minutes the preview says which option cuts the time
@@ -344,3 +346,54 @@ def total_work(est: Estimate, names: Sequence[str]) -> float:
     return float(sum(est.work(name) for name in names))
 
 
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a command decides and says before the work: the batch (None: all at once), the
+    estimate, and the preview lines (empty when quiet)."""
+
+    batch_size: int | None
+    estimate: Estimate
+    lines: list
+
+
+def plan(encode_fn: Callable, params, image_shape, options: Mapping[str, Mapping], *, n_explicands: int, k: int,
+         lanes: int = 1, batch_size: int | None = None, cheaper_profile: str | None = "fast",
+         budget_s: float | None = None, quiet: bool = False) -> Plan:
+    """Probe the model, choose the batch, estimate, and write the preview of a run of the methods
+    in `options` ({method: options}) on `n_explicands` (H, W, C) images for `k` stacked targets.
+
+    Images over 64 px with `batch_size` None get `default_batch_size` (memory set by the batch);
+    smaller ones keep None (all at once, the programs as before). The probe runs on a batch of
+    4 (large images) or 32. `cheaper_profile`: the estimator profile whose saving the preview
+    states past `LONG_RUN_S` (None: none). Methods with no `Method.passes` are left out."""
+    shape = tuple(int(v) for v in image_shape)
+    large = max(shape[:2]) > 64
+    counted = [m for m in options if methods_mod.get(m).passes is not None]
+    per = {m: method_passes(m, options.get(m), shape) for m in counted}
+    gradient = any(p.gradient for p in per.values())
+    probe_result = probe(encode_fn, params, shape, batch=min(batch_size or 32, 4 if large else 64), k=k,
+                         gradient=gradient)
+    if batch_size is None and large:
+        batch_size = default_batch_size(probe_result, lanes=lanes, gradient=gradient)
+
+    def estimate_of(values):
+        passes = {m: method_passes(m, values.get(m), shape) for m in counted}
+        batches = {m: effective_batch(m, values.get(m), shape, batch_size) for m in counted}
+        maps = {m: n_explicands * k * shape[0] * shape[1] * (shape[2] if methods_mod.get(m).per_channel else 1) * 4
+                for m in counted}
+        return estimate(passes, n_explicands, probe_result, batch=batches, lanes=lanes,
+                        resident_bytes=rss_bytes() or 0, map_bytes=maps)
+
+    est = estimate_of(dict(options))
+    lines = []
+    if not quiet:
+        cheaper = {}
+        if cheaper_profile is not None:
+            cheaper[f"--estimators {cheaper_profile}"] = estimate_of(
+                {m: methods_mod.with_profile(cheaper_profile, m, options.get(m)) for m in counted})
+        lines = preview_lines(est, cheaper=cheaper)
+        lines.append(f"cost: batch {batch_size or 'all'} perturbed inputs per encoder call"
+                     + (f"; budget {budget_s:g} s (stated, not yet enforced)" if budget_s else ""))
+    return Plan(batch_size, est, lines)

@@ -348,45 +348,22 @@ def check_arguments(args: argparse.Namespace) -> Checked:
 
 def cost_preview(args, checked: Checked, model, n_explicands: int, lanes: int):
     """The default batch (ImageNet-size images: from a probe of the model and the free memory)
-    and, unless --quiet, the cost preview on stderr (`cocoa_jax.cost`). Returns (checked with its
-    batch size, the Estimate or None when quiet with nothing to decide)."""
+    and, unless --quiet, the cost preview on stderr (`cocoa_jax.cost.plan`). Returns (checked with
+    its batch size, the Estimate, or None when quiet with nothing to decide)."""
     import sys
 
-    from cocoa_jax import cost, methods
+    from cocoa_jax import cost
 
-    large = max(checked.image_shape[:2]) > 64
-    if args.quiet and not (large and checked.batch_size is None):
+    if args.quiet and not (max(checked.image_shape[:2]) > 64 and checked.batch_size is None):
         return checked, None
-    counted = [m for m in checked.methods if methods.get(m).passes is not None]
-    passes = {m: cost.method_passes(m, checked.options.get(m), checked.image_shape) for m in counted}
-    gradient = any(p.gradient for p in passes.values())
-    # A small probe batch on large images (its memory extrapolates linearly, `Probe.bytes_at`).
-    probe = cost.probe(model.encode_fn, model.params, checked.image_shape, batch=min(checked.batch_size or 32,
-                       4 if large else 64), k=len(checked.targets), gradient=gradient)
-    batch_size = checked.batch_size
-    if batch_size is None and large:
-        batch_size = cost.default_batch_size(probe, lanes=lanes, gradient=gradient)  # memory set by the batch
-        checked = checked._replace(batch_size=batch_size)
-
-    def est(options):
-        batches = {m: cost.effective_batch(m, options.get(m), checked.image_shape, batch_size) for m in passes}
-        per = {m: cost.method_passes(m, options.get(m), checked.image_shape) for m in passes}
-        maps = {m: n_explicands * len(checked.targets) * int(np.prod(checked.image_shape[:2]))
-                * (checked.image_shape[2] if methods.get(m).per_channel else 1) * 4 for m in passes}
-        return cost.estimate(per, n_explicands, probe, batch=batches, lanes=lanes,
-                             resident_bytes=cost.rss_bytes() or 0, map_bytes=maps)
-
-    estimate = est(checked.options)
-    if not args.quiet:
-        cheaper = {}
-        if args.estimators == "paper":
-            cheaper["--estimators fast"] = est({m: methods.with_profile("fast", m, checked.options.get(m))
-                                                for m in counted})
-        lines = cost.preview_lines(estimate, cheaper=cheaper)
-        lines.append(f"cost: batch {batch_size or 'all'} perturbed inputs per encoder call"
-                     + (f"; budget {args.budget:g} s (stated, not yet enforced)" if args.budget else ""))
-        print("\n".join(lines), file=sys.stderr, flush=True)
-    return checked, estimate
+    plan = cost.plan(model.encode_fn, model.params, checked.image_shape,
+                     {m: checked.options.get(m, {}) for m in checked.methods}, n_explicands=n_explicands,
+                     k=len(checked.targets), lanes=lanes, batch_size=checked.batch_size,
+                     cheaper_profile="fast" if args.estimators == "paper" else None, budget_s=args.budget,
+                     quiet=args.quiet)
+    if plan.lines:
+        print("\n".join(plan.lines), file=sys.stderr, flush=True)
+    return checked._replace(batch_size=plan.batch_size), plan.estimate
 
 
 def load_inputs(args: argparse.Namespace, setup: dict):

@@ -91,13 +91,13 @@ OPTION_SPECS: dict[str, OptionSpec] = {
     "window": OptionSpec("Occlusion window, N or HxW pixels (default: an 8x8 grid of windows)", parse_pair, "N"),
     "stride": OptionSpec("Occlusion stride, N or HxW pixels (default: the window)", parse_pair, "N"),
     "tolerance": OptionSpec("sample in rounds and stop when the map's relative standard error is below this "
-                            "(RISE, GradientSHAP, SmoothGrad, SmoothGrad-IG; the count is then the budget; "
+                            "(RISE, GradientSHAP, SmoothGrad, SmoothGrad-IG, KernelSHAP; the count is then the budget; "
                             "default: off, the fixed count)", float, "TOL"),
     "head_fusion": OptionSpec("rollout: how heads are fused per block, mean, max or min", str, "NAME"),
     "removal": OptionSpec("RISE / Occlusion: how a patch is removed, blend (with the baseline) or token_drop "
                           "(ViTs: the patch's token is left out of the sequence)", str, "HOW"),
-    "round_size": OptionSpec("samples per round with --tolerance (default: RISE 100, SmoothGrad-IG 5, others 10)",
-                             int, "N"),
+    "round_size": OptionSpec("samples per round with --tolerance (default: RISE 100, KernelSHAP 200, "
+                             "SmoothGrad-IG 5, others 10)", int, "N"),
 }
 
 

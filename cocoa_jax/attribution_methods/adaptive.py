@@ -43,11 +43,11 @@ from cocoa_jax.attribution_methods._common import sum_gradient_terms
 
 __all__ = ["Moments", "check_tolerance", "check_round_size", "round_moments", "merge_moments",
            "standard_error", "relative_error", "sample_in_rounds", "rise_in_rounds", "gradient_mean_in_rounds",
-           "DEFAULT_ROUND_SIZES"]
+           "regression_in_rounds", "DEFAULT_ROUND_SIZES"]
 
 # Samples per round when `round_size` is None: RISE's default forward batch, and for gradient
 # methods a few passes (an error check per round costs a few map-sized operations).
-DEFAULT_ROUND_SIZES = {"rise": 100, "gradient": 10, "smooth_ig": 5}
+DEFAULT_ROUND_SIZES = {"rise": 100, "gradient": 10, "smooth_ig": 5, "kernel_shap": 200}
 
 
 class Moments(NamedTuple):
@@ -274,3 +274,42 @@ def gradient_mean_in_rounds(f: Callable, k: int | None, x: jax.Array, chunk_of: 
     (n, total, _), used = sample_in_rounds(round_fn, init, error_of, budget=budget, round_size=round_size,
                                            tolerance=tolerance)
     return total / n.astype(x.dtype), used
+
+
+# ----------------------------------------------------------------------------- regressions
+
+
+def regression_in_rounds(round_stats: Callable, solve: Callable, init_stats, *, budget: int, round_size: int,
+                         tolerance: float) -> tuple[jax.Array, jax.Array]:
+    """A regression fitted from summed statistics, in rounds until its coefficients are stable.
+
+    round_stats(start () int32, n_valid () int32) -> stats (a pytree of sums, e.g. a weighted Gram
+      matrix and moments) of samples start .. start + round_size - 1, only the first n_valid real.
+    solve(stats) -> coefficients (M, K'). The estimate solves the summed stats of every round.
+    Its error, by batch means: each round's own solution is one draw, their spread over R rounds
+    gives SE = std / sqrt(R) per coefficient (exact for a mean, first order for a regression:
+    rounds should hold several samples per unknown); the error is max over columns k of
+    ||SE_k||_2 / ||coef_k||_2, per feature (equal-sized features weigh as the pixels would).
+    Returns (coefficients of the summed stats, samples used).
+    """
+    add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)
+    shape = jax.eval_shape(solve, init_stats)
+    zeros = jnp.zeros(shape.shape, shape.dtype)
+
+    def round_fn(state, start, n_valid):
+        stats, rounds = state
+        r = round_stats(start, n_valid)
+        coef = solve(r)
+        # A short last round (the budget's remainder) is no draw of the same estimator: it only
+        # adds to the fit (the run stops there anyway).
+        full = (n_valid == round_size).astype(jnp.float32)
+        return add(stats, r), merge_moments(rounds, round_moments(full, coef, coef ** 2))
+
+    def error_of(state):
+        stats, rounds = state
+        return relative_error(solve(stats).T, standard_error(rounds.m2, rounds.count).T, targets=True)
+
+    init = (init_stats, Moments(jnp.float32(0.0), zeros, zeros))
+    (stats, _), used = sample_in_rounds(round_fn, init, error_of, budget=budget, round_size=round_size,
+                                        tolerance=tolerance)
+    return solve(stats), used

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from cocoa_jax import _checks
-from cocoa_jax.attribution_methods import _perturbation as P
+from cocoa_jax.attribution_methods import _perturbation as P, adaptive
+from cocoa_jax.attribution_methods._common import check_flag
 
 # Captum's KernelShap gives the all-ones and all-zeros coalitions this weight (`inf_weight`).
 CAPTUM_ANCHOR_WEIGHT = 1e6
@@ -163,6 +164,9 @@ def kernel_shap(
     efficient: bool = False,
     batch_size: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    tolerance: float | None = None,
+    round_size: int | None = None,
+    return_passes: bool = False,
 ) -> jax.Array:
     """KernelSHAP over pixel features: each feature's value on its pixels, (H, W) or (K, H, W).
 
@@ -203,6 +207,11 @@ def kernel_shap(
         solve grow as M^2 (M features): use superpixels on large images.
       batch_size: perturbed inputs per forward batch (None: 100).
       mesh: split each batch over the devices of this mesh.
+      tolerance: None (off: exactly n_samples), or sampled coalitions in rounds of `round_size`
+        (None: 200) until the relative standard error of the coefficients, by batch means over
+        rounds (`adaptive.regression_in_rounds`), is <= tolerance; n_samples is then the budget.
+        Enumerated runs are exact and ignore it. return_passes: also return the forward passes
+        used (anchors included), a () int32.
     Returns: (H, W), or (K, H, W) for K targets.
     """
     x, baseline = P.check_rank3(x, baseline)
@@ -214,10 +223,14 @@ def kernel_shap(
     batch_size = P.check_batch_size(batch_size)
     labels, m = P.feature_labels(x.shape, superpixel, feature_mask)
     k = P.num_targets(f, x)
+    tolerance = adaptive.check_tolerance(tolerance)
+    round_size = adaptive.check_round_size(round_size, adaptive.DEFAULT_ROUND_SIZES["kernel_shap"], n_samples - 2)
+    return_passes = check_flag("return_passes", return_passes)
     y_ends = P.ends(f, x, baseline)  # (2, K'): f(x), f(baseline)
     delta = y_ends[0] - y_ends[1]
     if m == 1:
-        return P.to_map(delta[None], labels, k)
+        maps = P.to_map(delta[None], labels, k)
+        return (maps, jnp.int32(2)) if return_passes else maps
 
     if enumerates(n_samples, m, efficient):
         n_evaluated = 2 ** m
@@ -244,7 +257,23 @@ def kernel_shap(
         wa = a * (weights_of(z) * valid)[:, None]
         return wa.T @ a, wa.T @ (scores - y_ends[1])
 
-    gram, moments = P.accumulate(f, x, baseline, labels, n_evaluated, 2, batch_size, mesh, coalitions_of, stats)
     inv_weight = 0.0 if efficient else 1.0 / CAPTUM_ANCHOR_WEIGHT
+    if tolerance is not None and not enumerates(n_samples, m, efficient):
+        def round_stats(start, n_valid):
+            # A row: the coalition and its weight (0 beyond the budget), sample 2 + start + local.
+            def rows_of(local):
+                valid = (local < n_valid).astype(x.dtype)
+                return jnp.concatenate([coalitions_of(2 + start + local), valid[:, None]], axis=1)
+
+            return P.accumulate(f, x, baseline, labels, round_size, 0, batch_size, mesh, rows_of,
+                                lambda z, inputs, scores, valid: stats(z[:, :m], inputs, scores, valid * z[:, m]))
+
+        init = (jnp.zeros((m + 1, m + 1), x.dtype), jnp.zeros((m + 1, y_ends.shape[1]), x.dtype))
+        phi, used = adaptive.regression_in_rounds(round_stats, lambda s: solve_anchored(*s, delta, inv_weight), init,
+                                                  budget=n_samples - 2, round_size=round_size, tolerance=tolerance)
+        maps = P.to_map(phi, labels, k)
+        return (maps, used + 2) if return_passes else maps
+    gram, moments = P.accumulate(f, x, baseline, labels, n_evaluated, 2, batch_size, mesh, coalitions_of, stats)
     phi = solve_anchored(gram, moments, delta, inv_weight)
-    return P.to_map(phi, labels, k)
+    maps = P.to_map(phi, labels, k)
+    return (maps, jnp.int32(n_evaluated)) if return_passes else maps

@@ -238,10 +238,10 @@ def test_tolerance_off_is_the_fixed_count_bit_for_bit():
 
 
 def test_the_method_table_offers_the_options_and_reports_passes():
-    for name in ("rise", "gradient_shap", "smoothgrad", "smooth_integrated_gradients"):
+    for name in ("rise", "gradient_shap", "smoothgrad", "smooth_integrated_gradients", "kernel_shap"):
         assert methods.defaults(name)["tolerance"] is None and methods.reports_passes(name)
         assert methods.get(name).option_spec("tolerance").parse("0.05") == 0.05
-    assert not methods.reports_passes("integrated_gradients")
+    assert not methods.reports_passes("integrated_gradients") and not methods.reports_passes("lime")
     assert "return_passes" not in methods.defaults("rise")
     # The run identity (sweep hash) leaves the options out while off, keeps them when set.
     resolved = methods.resolved_options("rise")
@@ -293,3 +293,46 @@ def test_same_key_same_map_and_passes_on_one_and_eight_devices():
     proc = subprocess.run([sys.executable, "-c", _MESH_WORKER], capture_output=True, text=True, env=env,
                           timeout=600, cwd=REPO)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+def kernel_shap_reference(n: int, round_size: int, superpixel: int):
+    """Captum's KernelSHAP fit in float64 NumPy (weighted least squares with an intercept, anchors
+    weighted 1e6) on the run's coalitions: every round's own fit and the fit of all rounds so far."""
+    from cocoa_jax.attribution_methods._perturbation import feature_labels
+
+    labels, m = feature_labels(X.shape, superpixel, None)
+    z = np.asarray(A.kernel_shap_coalitions(KEY, n, m), np.float64)
+    pixel = z[:, labels]
+    y = f_np(B[None] + pixel[..., None] * (X - B)[None])  # a feature off takes the baseline
+
+    def fit(rows):
+        zz = np.concatenate([z[:2], z[rows]])
+        yy = np.concatenate([y[:2], y[rows]])
+        w = np.sqrt(np.concatenate([[1e6, 1e6], np.ones(len(rows))]))
+        design = np.concatenate([np.ones((len(zz), 1)), zz], axis=1) * w[:, None]
+        return np.linalg.lstsq(design, yy * w[:, None], rcond=None)[0][1:]  # (M, K)
+
+    rounds = [np.arange(2 + r * round_size, 2 + (r + 1) * round_size) for r in range((n - 2) // round_size)]
+    own = [fit(rows) for rows in rounds]
+    errors, cumulative = [], []
+    for j in range(len(rounds)):
+        phi = fit(np.concatenate(rounds[:j + 1]))
+        cumulative.append(phi)
+        if j == 0:
+            errors.append(np.inf)
+            continue
+        se = np.std(own[:j + 1], axis=0, ddof=1) / np.sqrt(j + 1)
+        errors.append(np.max(np.linalg.norm(se, axis=0) / np.linalg.norm(phi, axis=0)))
+    return np.asarray(errors), cumulative, labels
+
+
+def test_kernel_shap_stops_where_the_float64_batch_means_reference_does():
+    budget, rounds, superpixel = 2 + 12 * 30, 30, 2
+    errors, cumulative, labels = kernel_shap_reference(budget, rounds, superpixel)
+    tol, j = tolerance_between_rounds(errors)
+    maps, used = jax.jit(lambda: A.kernel_shap(f_jax, XJ, BJ, KEY, n_samples=budget, superpixel=superpixel,
+                                               tolerance=tol, round_size=rounds, batch_size=16,
+                                               return_passes=True))()
+    assert int(used) == 2 + (j + 1) * rounds  # the anchors are passes too
+    expected = np.moveaxis(cumulative[j][labels], -1, 0)
+    np.testing.assert_allclose(np.asarray(maps), expected, rtol=1e-3, atol=2e-4)

@@ -101,7 +101,7 @@ def _neighbour_sum(values: jax.Array) -> jax.Array:
     return total
 
 
-def linear_imputation(x: jax.Array, removed: jax.Array, *, tol: float = 1e-7, maxiter: int | None = None):
+def linear_imputation(x: jax.Array, removed: jax.Array, *, tol: float = 1e-6, maxiter: int | None = None):
     """ROAD's linear imputation (Rong et al., 2022): removed pixels (H, W) bool of x (H, W, C) take
     the values v solving, at every removed pixel i, S_i v_i = sum_j w_ij v_j over its in-frame
     neighbours j (kept neighbours at their value in x; S_i the sum of those neighbours' weights):
@@ -116,9 +116,10 @@ def linear_imputation(x: jax.Array, removed: jax.Array, *, tol: float = 1e-7, ma
         u_in = u * inside
         return inside * (frame * u_in - _neighbour_sum(u_in)) + keep * u
 
-    size = x.shape[0] * x.shape[1]
-    solution, _ = jax.scipy.sparse.linalg.cg(operator, rhs, x0=rhs, tol=tol,
-                                             maxiter=size if maxiter is None else maxiter)
+    # CG needs O(H + W) iterations on this grid Laplacian (measured: 4 n for n x n images, 95% removed,
+    # to float32 precision); 8 (H + W) is a cap, the tolerance stops it first.
+    cap = min(x.shape[0] * x.shape[1], 8 * (x.shape[0] + x.shape[1]))
+    solution, _ = jax.scipy.sparse.linalg.cg(operator, rhs, x0=rhs, tol=tol, maxiter=cap if maxiter is None else maxiter)
     return x * keep + solution * inside
 
 

@@ -6,6 +6,8 @@ ranks the C x H x W elements of a map broadcast over channels; with C = 1 that i
 cocoa-jax uses), maps are continuous (no ties: NumPy's argsort is not stable) and the baseline is
 Quantus's "black". All of cocoa-jax's metrics come from ONE `evaluate` call (one program).
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -97,50 +99,60 @@ def test_linear_imputation_equals_quantus():
     np.testing.assert_array_equal(got[~removed], x[~removed])
 
 
+PERCENTAGES = [5, 25, 50, 75, 95]
+
+
+@pytest.fixture(scope="module")
+def road(setup):
+    """cocoa-jax's ROAD curves of the N explicands (noise 0), both orders, each one jitted program."""
+    target = targets.stack([setup["target"]])
+    encode = side.jax_encode(setup["w"])
+    images = jnp.asarray(setup["images"])
+    contexts = evaluation.Context(jax.tree_util.tree_map(lambda d: jnp.broadcast_to(d, (N,) + d.shape), target),
+                                  jnp.broadcast_to(images.min(axis=(1, 2, 3), keepdims=True), images.shape),
+                                  encode_fn=lambda p, b: encode(b))
+
+    @functools.lru_cache(maxsize=None)  # each (order, noise) computed once for the module
+    def curves(order, noise=0.0):
+        one = lambda ctx, x, m: faithfulness.road_curve(ctx, x, m[None], KEY, order=order, percentages=PERCENTAGES,
+                                                        noise=noise)[0]
+        return np.asarray(jax.jit(jax.vmap(one))(contexts, images, jnp.asarray(setup["maps"])))  # (N, P)
+
+    return curves
+
+
 @pytest.mark.parametrize("order", ["morf", "lerf"])
-def test_road_accuracy_equals_quantus_at_a_threshold(setup, order):
+def test_road_accuracy_equals_quantus_at_a_threshold(setup, road, order):
     """ROAD scores a class decision (argmax == label), here an embedding target: the curve's target
     values, thresholded at c, must give Quantus's accuracy per percentage ([target, c] logits).
     LeRF is Quantus's ROAD (MoRF only) on the negated maps. Noise 0 on both sides."""
-    percentages = [5, 25, 50, 75, 95]
-    ctx = evaluation.Context(targets.stack([setup["target"]]), None, encode_fn=lambda p, x: side.jax_encode(setup["w"])(x))
-    curves = []
-    for image, m in zip(setup["images"], setup["maps"]):
-        x = jnp.asarray(image)
-        base = jnp.full_like(x, image.min())
-        ctx_n = evaluation.Context(ctx.target, base, encode_fn=ctx.encode_fn)
-        curves.append(np.asarray(faithfulness.road_curve(ctx_n, x, jnp.asarray(m)[None], KEY, order=order,
-                                                         percentages=percentages, noise=0.0))[0])
-    curves = np.stack(curves)  # (N, P)
+    curves = road(order)  # (N, P)
     values = np.sort(curves.ravel())
     gaps = np.diff(values)
     middle = len(values) // 2
     i = middle - 2 + int(np.argmax(gaps[middle - 2: middle + 2]))  # the widest gap near the median
     assert gaps[i] > 1e-4
     threshold = 0.5 * (values[i] + values[i + 1])
-    metric = quantus.ROAD(noise=0.0, percentages=percentages, **COMMON)
+    metric = quantus.ROAD(noise=0.0, percentages=PERCENTAGES, **COMMON)
     maps = setup["maps"] if order == "morf" else -setup["maps"]
     accuracy = side.run(metric, setup["w"], setup["images"], maps, threshold=threshold)
-    expected = np.array([accuracy[p] for p in percentages])
+    expected = np.array([accuracy[p] for p in PERCENTAGES])
     np.testing.assert_array_equal((curves > threshold).mean(0), expected)
     assert 0 < expected.mean() < 1  # the threshold splits the values
 
 
-def test_road_score_is_the_mean_of_its_curve_and_noise_has_its_scale(setup):
+def test_road_noise_is_normal_with_its_scale_on_the_removed_pixels(setup, road):
+    """With noise, a percentage's input is the noiseless imputation plus noise * N(0, 1) drawn from
+    fold_in(key, percentage index) on the removed pixels: the target there equals a direct score."""
+    noisy, clean = road("morf", 0.05), road("morf")
+    assert np.all(noisy != clean)
     w, image = setup["w"], setup["images"][0]
     x = jnp.asarray(image)
-    ctx = evaluation.Context(targets.stack([setup["target"]]), jnp.full_like(x, image.min()),
-                             encode_fn=lambda p, b: side.jax_encode(w)(b))
-    m = jnp.asarray(setup["maps"][0])[None]
-    curve = faithfulness.road_curve(ctx, x, m, KEY, percentages=[50], noise=0.05)
-    np.testing.assert_allclose(faithfulness.road_morf(ctx, x, m, KEY, percentages=[50], noise=0.05), curve.mean(-1))
-    # The noise of a percentage: N(0, 0.05^2) per removed value (here 128 of them).
     ranks = np.argsort(np.argsort(-np.asarray(setup["maps"][0]).ravel(), kind="stable"), kind="stable")
-    removed = jnp.asarray((ranks < 128).reshape(side.HEIGHT, side.WIDTH))
-    clean = faithfulness.linear_imputation(x, removed)
-    draw = 0.05 * jax.random.normal(jax.random.fold_in(KEY, 0), x.shape)
-    diff = np.asarray(draw)[np.asarray(removed)]
-    assert 0.04 < diff.std() < 0.06
-    noisy = jnp.where(removed[..., None], clean + draw, x)
-    expected = float(ctx.score(noisy[None])[0, 0])
-    np.testing.assert_allclose(float(curve[0, 0]), expected, rtol=1e-5, atol=1e-6)
+    removed = jnp.asarray((ranks < int(side.HEIGHT * side.WIDTH * 25 / 100)).reshape(side.HEIGHT, side.WIDTH))
+    draw = 0.05 * jax.random.normal(jax.random.fold_in(KEY, 1), x.shape)
+    assert 0.035 < float(np.asarray(draw)[np.asarray(removed)].std()) < 0.065
+    imputed = jax.jit(faithfulness.linear_imputation)(x, removed)
+    target = targets.stack([setup["target"]])
+    expected = float(target(side.jax_encode(w)(jnp.where(removed[..., None], imputed + draw, x)[None]))[0, 0])
+    np.testing.assert_allclose(noisy[0, 1], expected, rtol=1e-5, atol=1e-5)

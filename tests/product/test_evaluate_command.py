@@ -61,3 +61,27 @@ def test_usage_errors_are_one_line_and_write_nothing(tmp_path, capsys, change, m
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and err[-1].startswith("cocoa-jax evaluate: error: ") and message in err[-1], err
     assert not (tmp_path / "out").exists()
+
+
+def test_explain_attributions_npz_is_read_with_its_targets_explicands_and_baselines(tmp_path):
+    """`cocoa-jax explain`'s attributions.npz (one (N, K, H, W[, C]) array per method in
+    `method_names`, with target_names / explicands / baselines) is read as it is written."""
+    from cocoa_jax.commands import evaluate as command
+
+    rng = np.random.default_rng(2)
+    arrays = {"integrated_gradients": rng.normal(size=(2, 2, 32, 32, 1)), "rise": rng.normal(size=(2, 2, 32, 32)),
+              "method_names": np.array(["integrated_gradients", "rise"]), "target_names": np.array(["cocoa", "corpus"]),
+              "explicands": rng.uniform(size=(2, 32, 32, 1)), "baselines": rng.uniform(size=(2, 32, 32, 1)),
+              "scores": rng.normal(size=(2, 2))}
+    np.savez(tmp_path / "attributions.npz", **arrays)
+    maps, extras = command.read_maps_file(str(tmp_path / "attributions.npz"))
+    assert list(maps) == ["integrated_gradients", "rise"] and sorted(extras) == ["baselines", "explicands",
+                                                                                 "target_names"]
+    np.testing.assert_array_equal(maps["rise"], arrays["rise"])
+    only, _ = command.read_maps_file(str(tmp_path / "attributions.npz"), ("rise",))
+    assert list(only) == ["rise"]
+    with pytest.raises(command.UsageError, match="has no array 'lime'"):
+        command.read_maps_file(str(tmp_path / "attributions.npz"), ("lime",))
+    np.savez(tmp_path / "other.npz", stuff=np.ones(3))
+    with pytest.raises(command.UsageError, match="has no `maps` array and no `method_names`"):
+        command.read_maps_file(str(tmp_path / "other.npz"))

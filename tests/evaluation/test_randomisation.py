@@ -165,3 +165,26 @@ def test_records_and_missing_inputs(setup):
         Q.run_metric(table.get("mprt"), _ctx(setup, []), x, maps[:, None], jax.random.key(0))
     with pytest.raises(ValueError, match="`aggregate` must be one of"):
         Q.run_metric(table.get("mprt"), _ctx(setup, [params]), x, maps[:, None], jax.random.key(0), aggregate="max")
+
+
+@pytest.mark.slow
+def test_evaluate_scores_do_not_depend_on_the_batch(setup):
+    """Through `evaluate` (jit, vmap over explicands): explicand n's smooth MPRT (random noise, an
+    explainer, a randomised model, an alternative target unused) is the same in a batch of 4 and of 2."""
+    import types
+
+    from cocoa_jax import evaluation
+
+    x, y, model, params, maps = setup
+    encoder = types.SimpleNamespace(encode_fn=Q.jax_logits, params=params)
+    last = randomisation.cascade_params(Q.jax_logits, params, jax.random.key(2), jnp.asarray(x[:1]))[-1]
+
+    def scores(count):
+        return evaluation.evaluate(encoder, x[:count], maps[:count], metrics=("smooth_mprt",),
+                                   target=Q.one_hot_targets(y[:count]), key=jax.random.key(8), baseline="zeros",
+                                   options={"smooth_mprt": {"n_samples": 2}}, explainer=Q.pixel_explainer(),
+                                   randomized_params=(last,))["smooth_mprt"]
+
+    full, part = scores(4), scores(2)
+    assert full.shape == (4, 1) and np.all(np.abs(full) <= 1)
+    np.testing.assert_allclose(part, full[:2], atol=1e-6)

@@ -330,8 +330,9 @@ def preview_lines(est: Estimate, *, cheaper: Mapping[str, Estimate] | None = Non
     (`cheaper`: {'--estimators fast': its Estimate}) saying how much it cuts."""
     lines = [f"cost: {_what(name, per)} per explicand x {est.n_explicands}, ~{_duration(est.seconds[name])}"
              for name, per in est.passes.items()]
-    lines.append(f"cost: ~{_duration(est.total_s)} in all (probe: {est.probe.forward_s * 1e3:.1f} ms per forward, "
-                 f"{est.probe.gradient_s * 1e3:.1f} ms per gradient pass, {est.lanes} explicand(s) at a time); "
+    timed = f"{est.probe.forward_s * 1e3:.1f} ms per forward" + (
+        f", {est.probe.gradient_s * 1e3:.1f} ms per gradient pass" if est.probe.gradient_s else "")
+    lines.append(f"cost: ~{_duration(est.total_s)} in all (probe: {timed}, {est.lanes} explicand(s) at a time); "
                  f"expected peak memory ~{_size(est.peak_bytes)}")
     if est.total_s > limit_s:
         for option, other in (cheaper or {}).items():

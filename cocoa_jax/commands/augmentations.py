@@ -277,6 +277,16 @@ def _run(args, settings) -> int:
     settings.update(batch_size=batch_size, devices=1 if mesh is None else int(mesh.devices.size), **record)
     foil_reps = A.encode_in_chunks(encode_fn, model.params, foil_images, chunk_size=64)
     timings["load"] = round(time.perf_counter() - t_start, 3)
+    if not args.quiet:  # the cost before the work (stderr): passes, estimate, peak memory
+        import sys
+
+        from cocoa_jax import cost
+
+        plan = cost.plan(encode_fn, model.params, np.shape(originals)[1:], options or
+                         {m: {} for m in settings["methods"]}, n_explicands=len(originals) * len(settings["augmentations"]),
+                         k=len(A.TARGET_NAMES), lanes=1 if mesh is None else int(mesh.devices.size),
+                         batch_size=batch_size, cheaper_profile=None)
+        print("\n".join(plan.lines), file=sys.stderr, flush=True)
     say(f"{len(originals)} original(s) x {len(settings['augmentations'])} view(s), methods "
         f"{', '.join(settings['methods'])}, foil of {len(foil_images)}")
 

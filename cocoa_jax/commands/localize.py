@@ -228,6 +228,15 @@ def _digits(s: dict, args, log, mesh):
     grids = L.sample_grids(grid_key, data.x_test, data.y_test, s["images"], query_class=s["query"])
     class_reps = class_text_embeddings(model)  # (10, D) "This is a photo of a {digit}"
     options = s["options"]
+    if not args.quiet:  # the cost before the work (stderr): passes, estimate, peak memory
+        import sys
+
+        from cocoa_jax import cost
+
+        plan = cost.plan(model.encode_fn, model.params, grids.images.shape[1:], options, n_explicands=s["images"],
+                         k=len(L.TARGET_NAMES), lanes=1 if mesh is None else int(mesh.devices.size),
+                         batch_size=s["batch_size"], cheaper_profile=None)
+        print("\n".join(plan.lines), file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     target = None  # the default: each grid's query against the other nine digits' captions
     foil_captions = "the other nine digits"

@@ -7,7 +7,7 @@ import html
 
 import numpy as np
 
-from cocoa_jax import files
+from cocoa_jax import files, methods
 from cocoa_jax.targets import TARGET_TITLES
 
 __all__ = ["token_colour", "token_page", "write_token_page"]
@@ -37,7 +37,8 @@ def token_page(explanation, title: str = "Token attributions") -> str:
     for i, tokens in enumerate(explanation.tokens):
         for k, target in enumerate(explanation.target_names):
             for method in explanation.method_names:
-                label = f"sentence {i + 1} / {TARGET_TITLES.get(target, target)} / {method}"
+                title = methods.METHODS[method].title if method in methods.METHODS else method
+                label = f"sentence {i + 1} / {TARGET_TITLES.get(target, target)} / {title}"
                 rows.append(_row(label, tokens, explanation.scores_by_method[method][i][k]))
     style = ("body{font-family:sans-serif} th{text-align:left;padding-right:1em;font-weight:normal}"
              ".tok{display:inline-block;padding:4px 6px;margin:1px;font-size:20px} .scale{padding-left:1em}")

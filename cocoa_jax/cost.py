@@ -45,6 +45,7 @@ __all__ = [
     "total_work",
     "Plan",
     "plan",
+    "pass_lines",
 ]
 
 LONG_RUN_S = 180.0  # beyond ~3 minutes the preview says which option cuts the time
@@ -398,3 +399,27 @@ def plan(encode_fn: Callable, params, image_shape, options: Mapping[str, Mapping
         lines.append(f"cost: batch {batch_size or 'all'} perturbed inputs per encoder call"
                      + (f"; budget {budget_s:g} s (stated, not yet enforced)" if budget_s else ""))
     return Plan(batch_size, est, lines)
+
+
+def pass_lines(options: Mapping[str, Mapping], image_shape, *, explicands: int, where: str, eval_steps: int | None = None,
+               maps: int = 1, references: int = 0) -> list[str]:
+    """Preview lines of passes only (no probe: a command whose encoder loads later, the sweep):
+    per method, its passes per explicand and, with `eval_steps`, the insertion/deletion passes of
+    its `maps` maps (one per target); `references` more maps per explicand are evaluated (the
+    random reference); `where` names what `explicands` counts ("per class and seed")."""
+    shape = tuple(int(v) for v in image_shape)
+    lines, total = [], Passes()
+    evaluation = evaluation_passes(eval_steps, maps=maps) if eval_steps else Passes()
+    for name in options:
+        if methods_mod.get(name).passes is None:
+            continue
+        per = method_passes(name, options.get(name), shape)
+        total = total + (per + evaluation) * explicands
+        lines.append(f"cost: {_what(name, per)} per explicand"
+                     + (f", evaluation {evaluation.forward} forward passes" if eval_steps else ""))
+    if eval_steps and references:
+        reference = evaluation_passes(eval_steps, maps=maps) * references
+        total = total + reference * explicands
+        lines.append(f"cost: random reference: evaluation {reference.forward} forward passes per explicand")
+    lines.append(f"cost: {explicands} explicand(s) {where}: {total.forward} forward + {total.gradient} gradient passes")
+    return lines

@@ -148,3 +148,13 @@ def test_bad_arguments_name_the_argument():
         cost.estimate({}, 0, make_probe())
     with pytest.raises(ValueError, match="unknown attribution method"):
         cost.method_passes("nope", {}, SHAPE)
+
+
+def test_pass_lines_totals():
+    lines = cost.pass_lines({"integrated_gradients": {"n_steps": 3}, "rise": {"n_masks": 10, "grid_size": (2, 2)}},
+                            SHAPE, explicands=2, where="in all", eval_steps=4, maps=3, references=1)
+    evaluation = 3 * 2 * 5  # 3 maps x 2 kinds x (4 + 1) points
+    assert lines[0] == f"cost: IG: 3 gradient passes per explicand, evaluation {evaluation} forward passes"
+    assert lines[2] == f"cost: random reference: evaluation {evaluation} forward passes per explicand"
+    forward = 2 * (10 + 3 * evaluation)
+    assert lines[-1] == f"cost: 2 explicand(s) in all: {forward} forward + {2 * 3} gradient passes"

@@ -127,6 +127,24 @@ def _distributed_settings(args):
     return coordinator, num_processes, process_id
 
 
+def _cost_preview(config) -> None:
+    """Passes per method and explicand, evaluation included, before the work (stderr; no probe:
+    the encoder loads inside the sweep). Silenced by --no-progress."""
+    from cocoa_jax import cost, methods, models
+
+    directory = None if config.encoder_dir is None else os.path.expanduser(config.encoder_dir)
+    shape = models.input_shape_of(config.encoder, directory)
+    if shape is None:
+        return
+    options = {m: methods.with_profile(config.estimators, m, o) for m, o in config.methods.items()}
+    per_class = config.explicands_per_class * len(config.seeds)
+    explicands, where = ((per_class * len(config.classes), "in all") if config.classes
+                         else (per_class, "per class"))
+    lines = cost.pass_lines(options, shape, explicands=explicands, where=where, eval_steps=config.eval_steps,
+                            maps=len(config.targets), references=int(bool(config.include_random)))
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
 def check_arguments(args, config) -> None:
     """Everything that can be checked before JAX starts and before any work."""
     from cocoa_jax.commands.checks import output_location
@@ -211,6 +229,8 @@ def run(args) -> int:
     from cocoa_jax.sweep.runner import ProcessMismatch
     from cocoa_jax.sweep.store import RunDirMismatch
 
+    if not args.no_progress:
+        _cost_preview(config)
     try:  # a damaged or missing model / data file: one line
         with flag_errors(None, RunDirMismatch, ProcessMismatch, ModelDirError, FileNotFoundError):
             result = run_sweep(config, args.run_dir, progress=not args.no_progress, max_units=args.max_units,

@@ -37,6 +37,8 @@ BAD_VALUES = {
     "stride": [[0, 4], [4]],
     "tolerance": [-0.1, math.nan, math.inf, "x", True],
     "round_size": [0, -1, 2.5, True],
+    "removal": ["tokens", 3],
+    "head_fusion": ["median", 1],
 }
 COMBINATIONS = [
     ("integrated_gradients", {"method": "riemann_left", "n_steps": 1}, "n_steps"),

@@ -154,3 +154,32 @@ def test_converter_errors_name_what_is_wrong(converted, tmp_path):
     with pytest.raises(ValueError, match="unknown option 'activation'"):
         convert("sentence_bert", st_dir, str(tmp_path / "f"), options={"activation": "gelu"})
     assert main(["convert", "sentence_bert", str(dense / "config.json"), str(tmp_path / "g")]) == 2
+
+
+@pytest.mark.slow
+def test_plugs_into_the_text_attribution_interface(converted):
+    """A `cocoa_jax.text.TextEncoder` built from the loaded model's halves (as docs/text.md's Encoders
+    section says): explain_texts' IG is complete and the special tokens are not attributed."""
+    from cocoa_jax.text.encoders import TextEncoder
+    from cocoa_jax.text.pipeline import explain_texts
+
+    _, model = converted["bert_mean"]
+    tok = model.tokenizer()
+
+    def tokenize(texts):
+        batch = tok.batch(list(texts))
+        return batch.ids[:, :int(batch.mask.sum(axis=1).max())]
+
+    table = np.asarray(model.params["params"]["word_embeddings"]["embedding"])
+    encoder = TextEncoder(name=model.name, params=model.params, embed_fn=model.embed_tokens_fn,
+                          encode_embeddings_fn=model.encode_embeddings_fn, tokenize=tokenize,
+                          token_strings=lambda ids: [tok.id_to_token(i) for i in np.asarray(ids)],
+                          pad_id=tok.pad_id, special_ids=tok.special_ids, baseline_id=model.config["mask_token_id"],
+                          embedding_scale=float(np.sqrt(np.mean(table ** 2))),
+                          context_length=int(model.config["context_length"]))
+    result = explain_texts(encoder, ["the red ball", "a photo of a dog"], corpus=["a dog runs"],
+                           foil=["the cat"], targets=("cocoa",), methods=("integrated_gradients",),
+                           options={"integrated_gradients": {"n_steps": 64}})
+    assert result.tokens == [["the", "red", "ball"], ["a", "photo", "of", "a", "dog"]]
+    gaps = np.abs(result.completeness_gaps["integrated_gradients"])
+    assert gaps.max() < 1e-3 * max(np.abs(result.scores - result.baseline_scores).max(), 1e-6), gaps

@@ -15,6 +15,7 @@ torch, transformers and sentence-transformers are imported inside the functions 
 """
 from __future__ import annotations
 
+import functools
 import os
 
 # [PAD] first (id 0) as in BERT's vocabularies; words, sub-words, accents, CJK characters, an emoji.
@@ -105,16 +106,23 @@ def save_random_sentence_model(out_dir: str, *, kind: str = "bert", pooling="mea
     return out_dir
 
 
+@functools.lru_cache(maxsize=8)
+def _sentence_transformer(model_dir: str):
+    _offline()
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(model_dir, device="cpu")
+    st.eval()
+    return st
+
+
 def reference_outputs(model_dir: str, ids, mask, direction):
     """sentence-transformers on `model_dir`: (embeddings (N, D), d<embedding, direction>/d word
     embeddings (N, L, H)), float64 numpy. ids, mask: (N, L) integer arrays; direction: (N, D)."""
     _offline()
     import numpy as np
     import torch
-    from sentence_transformers import SentenceTransformer
-
-    st = SentenceTransformer(model_dir, device="cpu")
-    st.eval()
+    st = _sentence_transformer(model_dir)
     transformer = st[0]
     hf = transformer.model if hasattr(transformer, "model") else transformer.auto_model
     ids_t = torch.as_tensor(np.asarray(ids), dtype=torch.long)
@@ -133,7 +141,6 @@ def encode_texts(model_dir: str, texts):
     """sentence-transformers' own `encode` (its tokenizer, truncation and pooling): (N, D) float64."""
     _offline()
     import numpy as np
-    from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(model_dir, device="cpu")
+    st = _sentence_transformer(model_dir)
     return np.asarray(st.encode(list(texts), convert_to_numpy=True, batch_size=64), np.float64)

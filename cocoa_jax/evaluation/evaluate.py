@@ -46,11 +46,11 @@ def method_explainer(name: str, **options) -> Callable:
 # ----------------------------------------------------------------------------- argument checks
 
 
-def maps_with_target_axis(maps, image_shape, k: int | None = None) -> np.ndarray:
+def maps_with_target_axis(maps, image_shape, k: int | None = None, *, allow_zero: bool = False) -> np.ndarray:
     """`maps` as (N, K', H, W[, C]) float32, K' = 1 for one map per explicand (it is then scored
     against every target). Accepted: (N, H, W), (N, H, W, C), (N, K, H, W), (N, K, H, W, C)
     (`cocoa-jax explain`'s attributions.npz arrays), H, W (and C) those of the images. Refuses
-    NaN / inf and maps that are all zeros, naming the explicand (and target)."""
+    NaN / inf and (unless `allow_zero`) maps that are all zeros, naming the explicand (and map)."""
     maps = np.asarray(maps)
     if not np.issubdtype(maps.dtype, np.number) or np.issubdtype(maps.dtype, np.complexfloating):
         raise ValueError(f"`maps` must be a real array, got dtype {maps.dtype}")
@@ -74,7 +74,7 @@ def maps_with_target_axis(maps, image_shape, k: int | None = None) -> np.ndarray
         raise ValueError(f"`maps` has NaN or inf values (first at explicand {i}, map {j})")
     flat = maps.reshape(maps.shape[0], maps.shape[1], -1)
     zero = ~np.any(flat != 0, axis=-1)
-    if zero.any():
+    if zero.any() and not allow_zero:
         i, j = np.argwhere(zero)[0]
         raise ValueError(f"`maps` is all zeros at explicand {i}, map {j}: a constant map ranks nothing")
     return maps.astype(np.float32)
@@ -188,7 +188,7 @@ def evaluate(model, images, maps, *, metrics: Sequence[str], target: targets_mod
              options: Mapping[str, Mapping[str, Any]] | None = None, batch_size: int | None = None,
              mesh: jax.sharding.Mesh | None = None, explainer: Callable | None = None, masks=None,
              segments=None, alternative_target: targets_mod.Target | None = None,
-             randomized_params: Sequence[Any] = ()) -> dict[str, np.ndarray]:
+             randomized_params: Sequence[Any] = (), allow_zero_maps: bool = False) -> dict[str, np.ndarray]:
     """Score maps of N explicands with metrics of `table.METRICS`.
 
     Args:
@@ -212,6 +212,8 @@ def evaluate(model, images, maps, *, metrics: Sequence[str], target: targets_mod
         segments: (N, H, W) int superpixel ids (`needs_segments`; default: the metric's grid);
         alternative_target: a Target like `target` (`needs_alternative_target`);
         randomized_params: parameter pytrees of randomised models (`needs_randomized_model`).
+      allow_zero_maps: score all-zero maps instead of refusing them (a method's own output in a
+        sweep, e.g. the gradients of a dead encoder: a ranking by pixel order, correlations NaN).
     Returns: {metric: (N, K) float numpy scores}; the table's `direction` says which way is better.
     """
     names, resolved = check_metrics(metrics, options)
@@ -223,7 +225,7 @@ def evaluate(model, images, maps, *, metrics: Sequence[str], target: targets_mod
     n = images.shape[0]
     if n == 0:
         raise ValueError("`images` is empty")
-    maps = maps_with_target_axis(maps, images.shape)
+    maps = maps_with_target_axis(maps, images.shape, allow_zero=allow_zero_maps)
     batch_size = _checks.check_optional_batch_size(batch_size)
     needs = {"uses_key": ("key", key), "needs_explainer": ("explainer", explainer), "needs_mask": ("masks", masks),
              "needs_randomized_model": ("randomized_params", tuple(randomized_params) or None),

@@ -359,7 +359,7 @@ class UnitRunner:
             out[unit] = evaluation.evaluate(model, xs, maps[rows], metrics=config.metrics, target=target,
                                             baseline=np.asarray(jax.vmap(self.programs.baseline)(xs)),
                                             key=jax.random.fold_in(jax.random.key(unit.seed), unit.class_id),
-                                            mesh=self.programs.mesh)
+                                            mesh=self.programs.mesh, allow_zero_maps=True)
         return out
 
     # -- randomize_cascade ---------------------------------------------------------------

@@ -107,6 +107,17 @@ def test_bad_maps_give_one_line_errors_naming_the_argument(maps, message):
     assert "\n" not in str(err.value)
 
 
+def test_allow_zero_maps_scores_a_constant_map_by_pixel_order():
+    """The sweep scores its methods' own maps, all-zero ones included: ranked by pixel order."""
+    images = np.random.default_rng(3).uniform(size=(1, H, W, C)).astype(np.float32)
+    target = targets.Target(jnp.ones(6), True)
+    zero = evaluation.evaluate(encode, images, np.zeros((1, H, W)), target=target, metrics=("deletion",),
+                               options=options(["deletion"]), allow_zero_maps=True)["deletion"]
+    order = -np.arange(H * W, dtype=np.float32).reshape(1, H, W)  # the same order, written out
+    np.testing.assert_allclose(zero, evaluation.evaluate(encode, images, order, target=target, metrics=("deletion",),
+                                                         options=options(["deletion"]))["deletion"], rtol=1e-6)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(metrics=("nope",)), r"`metrics` has unknown metric 'nope'"),
     (dict(metrics=()), r"`metrics` is empty"),

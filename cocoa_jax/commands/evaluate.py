@@ -148,6 +148,13 @@ def check_arguments(args) -> dict:
                              f"{', '.join(t for t in target_names if t in users)}")
     if found["images"] is None and "explicands" not in extras:
         raise UsageError("--images is required: --maps holds no `explicands` array")
+    # The maps' shape against the model's input and the explicand count, before anything is loaded.
+    image_shape = models.input_shape_of(args.model, args.weights)
+    n = len(found["images"]) if found["images"] is not None else len(extras["explicands"])
+    if image_shape is not None:
+        for name, array in maps.items():
+            with flag_errors(f"--maps {name}"):
+                evaluation.maps_with_target_axis(array, (n,) + tuple(image_shape), len(target_names))
     for flag, record in (("--metrics", r) for r in map(evaluation.get, metrics)):
         for need, what in (("needs_explainer", "an explainer"), ("needs_mask", "localisation masks"),
                            ("needs_randomized_model", "randomised models"),

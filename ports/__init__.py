@@ -73,7 +73,8 @@ def convert(arch: str, checkpoint: str, out_dir: str, *, unsafe_unpickle: bool =
         if not os.path.isdir(checkpoint) and not (os.path.isfile(checkpoint)
                                                   and str(checkpoint).endswith(DIRECTORY_CHECKPOINTS[arch] or "/")):
             raise FileNotFoundError(f"checkpoint {checkpoint!r} is not a directory: {arch} converts a model "
-                                    f"directory (config.json, model.safetensors, tokenizer.json, ...)")
+                                    f"directory (config.json, model.safetensors, tokenizer.json, ...)"
+                                    f"{''.join(' or a ' + s + ' file' for s in DIRECTORY_CHECKPOINTS[arch])}")
     else:
         check_checkpoint_file(checkpoint)
     check_out_dir(os.path.abspath(out_dir), overwrite=overwrite)

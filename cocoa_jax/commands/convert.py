@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.isdir(args.checkpoint) and not (os.path.isfile(args.checkpoint) and args.checkpoint.endswith(
                 DIRECTORY_CHECKPOINTS[args.arch] or "/")):
             raise UsageError(f"checkpoint {args.checkpoint!r} is not a directory ({args.arch} converts a model "
-                             f"directory: config.json, model.safetensors, tokenizer.json, ...)")
+                             f"directory: config.json, model.safetensors, tokenizer.json, ..."
+                             f"{''.join(', or a ' + s + ' file' for s in DIRECTORY_CHECKPOINTS[args.arch])})")
     elif not os.path.isfile(args.checkpoint):
         raise UsageError(f"checkpoint {args.checkpoint!r} is not a file")
     with flag_errors(None, FileExistsError):

@@ -1,0 +1,112 @@
+"""Peak resident memory of `cocoa-jax explain` on random-weight ImageNet encoders at 224 px.
+
+    python -m benchmarks explain_memory [--archs resnet18,resnet50] [--extra "--n-masks 200 ..."]
+        [--out benchmarks/results/RESULTS_explain_memory.json]
+
+For each architecture: random weights built with the project's own model code (`spec.init`, no
+download) saved as a model directory, two scikit-image photos as explicands (astronaut, coffee),
+two as corpus (chelsea, rocket) and five as foil; then ONE `cocoa-jax explain` run as a child
+process (defaults, plus `--extra` flags). A row: the child's peak resident memory (ru_maxrss of
+the waited child, = VmHWM), its wall seconds, and what the cost preview expected (its batch and
+its "expected peak memory" line). The goal of issue 27 is < 4 GB with defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+PHOTOS = {"photos": ("astronaut", "coffee"), "corpus": ("chelsea", "rocket"),
+          "foil": ("cat", "hubble_deep_field", "immunohistochemistry", "retina", "rocket")}
+
+
+def write_inputs(root: str) -> None:
+    """Explicand, corpus and foil folders of scikit-image photos under `root`."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    for folder, names in PHOTOS.items():
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+        for name in names:
+            Image.fromarray(np.asarray(getattr(skimage.data, name)())).save(os.path.join(root, folder, name + ".png"))
+
+
+def write_random_model(arch: str, out_dir: str) -> str:
+    """A model directory of `arch` with the random initial weights of its Flax module."""
+    from cocoa_jax.models import architectures, store
+
+    spec = architectures.spec_of(arch)
+    config = dict(spec.default_config)
+    module = spec.build(config)
+    variables = spec.init(module, config, tuple(spec.input_shape(config)))
+    return store.save(arch, config, variables, out_dir, notes=["random weights (benchmarks.suites.explain_memory)"])
+
+
+def parse_preview(stderr: str) -> dict:
+    """The cost preview's expected peak memory (GB) and batch, from the child's stderr."""
+    text = stderr.replace("\r", "\n")
+    peak = re.search(r"expected peak memory ~([0-9.]+) (MB|GB)", text)
+    batch = re.search(r"cost: batch (\w+) perturbed", text)
+    expected = None if peak is None else float(peak.group(1)) / (1024 if peak.group(2) == "MB" else 1)
+    return {"expected_peak_gb": expected, "batch": None if batch is None else batch.group(1)}
+
+
+def measure(arch: str, root: str, extra: list[str]) -> dict:
+    """One `cocoa-jax explain` child on `arch` with random weights: peak RSS, seconds, preview."""
+    weights = write_random_model(arch, os.path.join(root, f"{arch}_random"))
+    command = [sys.executable, "-m", "cocoa_jax", "explain", "--model", arch, "--weights", weights,
+               "--images", os.path.join(root, "photos"), "--corpus", os.path.join(root, "corpus"),
+               "--foil", os.path.join(root, "foil"), "--out", os.path.join(root, f"out_{arch}"), *extra]
+    with tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS (ru_maxrss, KiB)
+        seconds = time.perf_counter() - t0
+        err.seek(0)
+        stderr = err.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"explain on {arch} failed ({os.waitstatus_to_exitcode(status)}): {stderr[-2000:]}")
+    return {"arch": arch, "extra": extra, "peak_rss_gb": usage.ru_maxrss / 1024 ** 2, "seconds": seconds,
+            **parse_preview(stderr)}
+
+
+def row(record: dict) -> str:
+    """A Markdown row: arch, flags, peak RSS, expected peak, batch, seconds, goal met."""
+    extra = " ".join(record["extra"]) or "defaults"
+    expected = "-" if record["expected_peak_gb"] is None else f"{record['expected_peak_gb']:.1f}"
+    return (f"| {record['arch']} | {extra} | {record['peak_rss_gb']:.1f} | {expected} | {record['batch']} | "
+            f"{record['seconds']:.0f} | {'yes' if record['peak_rss_gb'] < 4 else 'no'} |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", default="resnet18,resnet50")
+    parser.add_argument("--extra", default="", help="more explain flags, one string (e.g. \"--n-masks 200\")")
+    parser.add_argument("--out", default=os.path.join("benchmarks", "results", "RESULTS_explain_memory.json"))
+    args = parser.parse_args(argv)
+    extra = shlex.split(args.extra)
+    records = []
+    with tempfile.TemporaryDirectory() as root:
+        write_inputs(root)
+        for arch in args.archs.split(","):
+            records.append(measure(arch, root, extra))
+            print(row(records[-1]), flush=True)
+    from benchmarks.harness.machine import cpu_name
+
+    with open(args.out, "w") as fh:
+        json.dump({"cpu": cpu_name(), "cores": os.cpu_count(), "records": records}, fh, indent=2)
+    print("| arch | flags | peak RSS GB | preview GB | batch | s | < 4 GB |")
+    for record in records:
+        print(row(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -46,9 +46,9 @@ def _metric_names() -> tuple[str, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cocoa_jax.models import list_architectures
 
-    parser.add_argument("--maps", required=True, metavar="FILE.npz",
-                        help=f"maps to score: an .npz with `{MAPS_KEY}` (N, H, W[, C]) or (N, K, H, W[, C]), or "
-                             "`cocoa-jax explain`'s attributions.npz")
+    parser.add_argument("--maps", default=None, metavar="FILE.npz",
+                        help=f"(required) maps to score: an .npz with `{MAPS_KEY}` (N, H, W[, C]) or "
+                             "(N, K, H, W[, C]), or `cocoa-jax explain`'s attributions.npz")
     parser.add_argument("--maps-key", default=None, metavar="NAMES",
                         help="comma-separated arrays of --maps to score (default: `maps`, else every method of "
                              "an explain file)")
@@ -117,6 +117,14 @@ def check_arguments(args) -> dict:
     from cocoa_jax import evaluation, models, targets
     from cocoa_jax.data import files
 
+    # The output location first: nothing is read before it is known to be writable.
+    out = output_location("--out", args.out)
+    existing = [n for n in OUTPUT_FILES if os.path.exists(os.path.join(out, n))]
+    if existing and not args.overwrite:
+        raise UsageError(f"--out {out!r} already holds {', '.join(existing)} from an earlier run; choose another "
+                         f"--out or pass --overwrite")
+    if args.maps is None:
+        raise UsageError("--maps is required: an .npz of the maps to score")
     keys = None if args.maps_key is None else tuple(k.strip() for k in args.maps_key.split(",") if k.strip())
     if keys is not None and not keys:
         raise UsageError("--maps-key is empty")
@@ -163,11 +171,6 @@ def check_arguments(args) -> dict:
                 raise UsageError(f"{flag}: {record.name!r} needs {what}, which this command does not take yet; "
                                  f"use cocoa_jax.evaluation.evaluate")
     batch_size = None if args.batch_size is None else positive("--batch-size", args.batch_size)
-    out = output_location("--out", args.out)
-    existing = [n for n in OUTPUT_FILES if os.path.exists(os.path.join(out, n))]
-    if existing and not args.overwrite:
-        raise UsageError(f"--out {out!r} already holds {', '.join(existing)} from an earlier run; choose another "
-                         f"--out or pass --overwrite")
     return dict(maps=maps, extras=extras, targets=target_names, metrics=metrics, options=options, files=found,
                 batch_size=batch_size, out=out)
 

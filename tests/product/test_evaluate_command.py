@@ -54,10 +54,13 @@ def test_evaluate_writes_the_table_with_cis_and_directions(tmp_path):
     (dict(flags=["--metrics", "deletion,nope"]), "--metrics: unknown name(s) 'nope'"),
     (dict(flags=["--metric-options", '{"deletion": {"steps": 2}}']), "--metric-options: metric 'deletion' has no option"),
     (dict(flags=["--targets", "cocoa", "--maps-key", "other"]), "has no array 'other'"),
+    (dict(flags=["--maps"]), "--maps is required"),
 ])
 def test_usage_errors_are_one_line_and_write_nothing(tmp_path, capsys, change, message):
-    flags = _inputs(tmp_path, change.get("maps", np.ones((3, 32, 32), np.float32)))
-    status = cli.main(["evaluate", *map(str, flags), *change.get("flags", []), "--out", str(tmp_path / "out")])
+    flags = [str(f) for f in _inputs(tmp_path, change.get("maps", np.ones((3, 32, 32), np.float32)))]
+    if change.get("flags") == ["--maps"]:  # no --maps at all
+        flags, change = flags[2:], {}
+    status = cli.main(["evaluate", *flags, *change.get("flags", []), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and err[-1].startswith("cocoa-jax evaluate: error: ") and message in err[-1], err
     assert not (tmp_path / "out").exists()

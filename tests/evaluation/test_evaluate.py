@@ -169,3 +169,16 @@ def test_scores_do_not_depend_on_the_device_count():
     done = subprocess.run([sys.executable, "-c", _DEVICES_SCRIPT, here], env=env, capture_output=True, text=True,
                           timeout=600, cwd=os.path.dirname(os.path.dirname(here)))
     assert "DEVICES_OK" in done.stdout, done.stderr[-3000:]
+
+
+def test_map_layouts_get_a_target_axis():
+    shape = (N, H, W, C)
+    ones = lambda *s: np.ones(s, np.float32)
+    assert evaluation.maps_with_target_axis(ones(N, H, W), shape).shape == (N, 1, H, W)
+    assert evaluation.maps_with_target_axis(ones(N, H, W, C), shape).shape == (N, 1, H, W, C)
+    assert evaluation.maps_with_target_axis(ones(N, 4, H, W), shape).shape == (N, 4, H, W)
+    assert evaluation.maps_with_target_axis(ones(N, 4, H, W, C), shape, 4).shape == (N, 4, H, W, C)
+    with pytest.raises(ValueError, match="`maps` has 3 maps per explicand; expected 1 or the 4 targets"):
+        evaluation.maps_with_target_axis(ones(N, 3, H, W), shape, 4)
+    with pytest.raises(ValueError, match="`maps` must be a real array"):
+        evaluation.maps_with_target_axis(np.full((N, H, W), "a"), shape)

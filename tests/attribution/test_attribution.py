@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cocoa_jax import attribution, methods, targets
+from tests.support.toy_tokens import toy_token_scorer
 from tests.support.toy_attribution import FREQ, RNG, SHAPE, W, f_sin, f_tanh, f_vec, grad_tanh_np, jac_vec_np
 
 
@@ -18,7 +19,9 @@ def _small_options(name):
 
 def _run_method(name):
     options = _small_options(name)
-    return lambda f, x, b, key, bs: methods.attribute(name, f, x, b, key, batch_size=bs, **options)
+    # Methods that read a ViT's tokens (rollout) explain a toy TokenScorer around the same f.
+    wrap = toy_token_scorer if methods.reads_tokens(name, options) else (lambda f: f)
+    return lambda f, x, b, key, bs: methods.attribute(name, wrap(f), x, b, key, batch_size=bs, **options)
 
 
 METHODS = {name: _run_method(name) for name in methods.ATTRIBUTION_METHODS}

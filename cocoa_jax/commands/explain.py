@@ -36,7 +36,7 @@ import numpy as np
 from cocoa_jax.commands.errors import UsageError, flag_errors
 from cocoa_jax.records import environment_record
 from cocoa_jax.commands import method_flags
-from cocoa_jax.commands.checks import output_location, parse_names, positive, read_images
+from cocoa_jax.commands.checks import image_encoder, output_location, parse_names, positive, read_images
 from cocoa_jax.files import Outputs
 
 DEFAULT_TARGETS = ("cocoa", "corpus", "label_free", "contrastive_label_free")
@@ -177,6 +177,7 @@ def _check_data_arguments(args, target_names) -> dict:
 
         raise UsageError(f"--model must be one of {', '.join(models.list_architectures())}, got {args.model!r}"
                          f"{did_you_mean(args.model)}")
+    image_encoder("--model", args.model, instead="explain its sentences with --text/--text-file")
     spec = models.ARCHITECTURES[args.model]
     if args.weights is None and spec.default_dir is None:
         raise UsageError(f"--model {args.model} needs --weights DIR (the out_dir of `cocoa-jax convert "
@@ -453,7 +454,7 @@ def run(args: argparse.Namespace) -> int:
         timings[name] = round(seconds, 3)
         phases.reached(f"method {name}")
         passes = estimate.passes[name].total * estimate.n_explicands if estimate and name in estimate.passes else 0
-        bar.set_postfix_str(f"{name} {seconds:.1f}s" + (f", {passes / max(seconds, 1e-9):.0f} passes/s" if passes else ""))
+        bar.set_postfix_str(f"{name} {seconds:.1f}s" + (f", {passes / max(seconds, 1e-9):.3g} passes/s" if passes else ""))
         bar.update(work[name])
     preload = viz.preload()  # matplotlib's imports overlap the attributions (joined before the figure)
     phases.reached("compute")

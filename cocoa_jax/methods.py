@@ -547,7 +547,7 @@ def attribute(name: str, f: Callable, x, baseline, key, *, batch_size: int | Non
 
 # Options added after runs were stored, and the value that leaves a run as it was: left out of a
 # run's identity (the sweep's run hash) at that value, so earlier runs keep their hash.
-OFF_VALUES: dict[str, Any] = {"tolerance": None, "round_size": None}
+OFF_VALUES: dict[str, Any] = {"tolerance": None, "round_size": None, "removal": "blend"}
 
 
 def identity_options(resolved: Mapping[str, Any]) -> dict[str, Any]:

@@ -190,6 +190,7 @@ def explain_images(model, images, *, corpus=None, foil=None, corpus_reps=None, f
     names = tuple(dict.fromkeys(methods))
     for name in names:
         methods_mod.get(name)
+        program_mod.encode_fn_for(encode_fn, name)  # a model mode the encoder lacks (AttnLRP): refused before work
     for name in (options or {}):
         if name not in names:
             raise ValueError(f"`options` has method {name!r}, which is not in `methods` {list(names)}")

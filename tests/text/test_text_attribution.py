@@ -124,6 +124,16 @@ def test_exact_shapley_and_occlusion_over_dropped_tokens(digits, target):
     occlusion = TA.token_scores(digits, digits.params, ids, content, target, "occlusion", key)
     expected = np.stack([f[full] - f[tuple(i for i in full if i != j)] for j in full], axis=1)
     np.testing.assert_allclose(np.asarray(occlusion), expected, atol=2e-5)
+    # strategy="replace": token j takes the baseline embedding (zero), the others and the mask unchanged
+    replaced = TA.token_scores(digits, digits.params, ids, content, target, "occlusion", key, strategy="replace")
+    emb = np.asarray(digits.embed_fn(digits.params, jnp.asarray(ids)[None]))
+    blanked = np.repeat(emb, n + 1, axis=0)
+    for j in range(n):
+        blanked[j + 1, content[j]] = 0.0
+    reps = digits.encode_embeddings_fn(digits.params, jnp.asarray(blanked),
+                                       jnp.broadcast_to(jnp.asarray(ids != 0), (n + 1, len(ids))))
+    values = np.asarray(jax.vmap(target)(reps), np.float64)
+    np.testing.assert_allclose(np.asarray(replaced), (values[0] - values[1:]).T, atol=2e-5)
 
 
 def test_token_insertion_deletion_against_a_recomputation(digits, target):

@@ -15,7 +15,6 @@ the end (none on an error or Ctrl-C); every argument checked first.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from cocoa_jax.commands.errors import UsageError, flag_errors  # one line, exit 2
 from cocoa_jax.records import environment_record
-from cocoa_jax.commands.checks import parse_names, positive, read_images
+from cocoa_jax.commands.checks import image_encoder, parse_names, positive, read_images
 
 COMMAND = "augmentations"
 DEFAULT_OUT = os.path.join("runs", "augmentations")
@@ -92,6 +92,7 @@ def validate(args: argparse.Namespace) -> dict:
     else:
         from cocoa_jax.models import CONVERTIBLE
 
+        image_encoder("--model", args.model, choices=CONVERTIBLE + ("digits",))
         if args.model not in CONVERTIBLE:
             from cocoa_jax.models.architectures import did_you_mean
 

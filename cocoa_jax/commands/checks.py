@@ -59,3 +59,23 @@ def read_images(command: str, flag: str, paths, model):
     for note in with_flag(flag, notes):
         print(f"cocoa-jax {command}: note: {note}", file=sys.stderr)
     return pixels
+
+
+def image_encoder(option: str, arch, *, choices=None, instead: str = "") -> None:
+    """Refuse `arch` where the command encodes images and the architecture takes none (its
+    `ArchSpec.images` is False: a sentence encoder), before any weights or files are read.
+
+    UsageError `OPTION ARCH encodes text only; ...` naming the image encoders to choose from
+    (`choices`, default every architecture; those without image input left out) and, when given,
+    what else to do (`instead`, e.g. explain's text mode). Names not in the table pass: the
+    command's own check lists its choices.
+    """
+    from cocoa_jax.models import ARCHITECTURES
+
+    spec = ARCHITECTURES.get(arch) if isinstance(arch, str) else None
+    if spec is None or spec.images:
+        return
+    usable = [name for name in (ARCHITECTURES if choices is None else choices)
+              if name not in ARCHITECTURES or ARCHITECTURES[name].images]
+    raise UsageError(f"{option} {arch} encodes text only; this command takes images: choose an image encoder "
+                     f"({', '.join(usable)}){f', or {instead}' if instead else ''}")

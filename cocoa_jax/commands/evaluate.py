@@ -28,7 +28,7 @@ import sys
 
 import numpy as np
 
-from cocoa_jax.commands.checks import output_location, parse_names, positive, read_images
+from cocoa_jax.commands.checks import image_encoder, output_location, parse_names, positive, read_images
 from cocoa_jax.commands.errors import UsageError, flag_errors
 
 DEFAULT_OUT = os.path.join("runs", "evaluate")
@@ -123,6 +123,7 @@ def check_arguments(args) -> dict:
     if existing and not args.overwrite:
         raise UsageError(f"--out {out!r} already holds {', '.join(existing)} from an earlier run; choose another "
                          f"--out or pass --overwrite")
+    image_encoder("--model", args.model)
     if args.maps is None:
         raise UsageError("--maps is required: an .npz of the maps to score")
     keys = None if args.maps_key is None else tuple(k.strip() for k in args.maps_key.split(",") if k.strip())

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from cocoa_jax.commands.checks import positive
+from cocoa_jax.commands.checks import image_encoder, positive
 from cocoa_jax.records import environment_record
 
 COMMAND = "localize"
@@ -107,6 +107,7 @@ def _one_image(args) -> str:
 
 def check_args(args) -> dict:
     """Validate every argument; returns the resolved settings. Raises ValueError (one line)."""
+    image_encoder("--model", args.model, choices=MODELS)
     if args.model not in MODELS:
         import difflib
 

@@ -68,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args):
     """The SweepConfig of the command line; every mistake is a UsageError naming the field."""
+    from cocoa_jax.commands.checks import image_encoder
     from cocoa_jax.models import input_shape_of
     from cocoa_jax.sweep.config import SweepConfig, apply_overrides, describe_methods, digits_reduced
 
@@ -90,6 +91,7 @@ def build_config(args):
                if name not in (data.get("methods") or {})]
     with flag_errors(None, ValueError, TypeError):
         config = SweepConfig.from_dict(data)
+        image_encoder("config field `encoder`", config.encoder)
         # Option values need the image shape: the encoder's, read without loading weights.
         image_shape = input_shape_of(config.encoder, config.encoder_dir)
         if image_shape is not None:

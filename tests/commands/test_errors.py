@@ -713,6 +713,66 @@ def test_every_writing_command_checks_its_output_location_before_any_work(tmp_pa
     assert _tree(tmp_path) == ["ckpt.pth", "file", "run", "run/config.json"]
 
 
+TEXT_ONLY_COMMANDS = {  # image command -> argv naming the text-only sentence_bert (WEIGHTS: its model.json)
+    "explain": ["explain", "--quiet", "--model", "sentence_bert", "--weights", "WEIGHTS", "--images", "IMG",
+                "--corpus", "IMG", "--foil", "IMG", "--out", "OUT"],
+    "augmentations": ["augmentations", "--quiet", "--model", "sentence_bert", "--weights", "WEIGHTS",
+                      "--images", "IMG", "--foil", "IMG", "--out", "OUT"],
+    "localize": ["localize", "--quiet", "--model", "sentence_bert", "--weights", "WEIGHTS", "--image", "IMG",
+                 "--query", "dog", "--out", "OUT"],
+    "evaluate": ["evaluate", "--model", "sentence_bert", "--weights", "WEIGHTS", "--images", "IMG",
+                 "--corpus", "IMG", "--foil", "IMG", "--maps", "MAPS", "--out", "OUT"],
+    "sweep": ["sweep", "OUT", "--no-progress", "--set", "encoder=sentence_bert", "--set", "encoder_dir=WEIGHTS"],
+}
+
+
+def _text_only_files(tmp_path):
+    """A sentence_bert directory as far as the checks read it (model.json), an image and maps."""
+    import json
+
+    weights = tmp_path / "sentence_bert"
+    weights.mkdir()
+    meta = {"format": models.FORMAT_VERSION, "arch": "sentence_bert",
+            "config": dict(models.ARCHITECTURES["sentence_bert"].default_config), "notes": []}
+    (weights / models.METADATA_FILE).write_text(json.dumps(meta))
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "img.png")
+    np.savez(tmp_path / "maps.npz", maps=np.zeros((1, 32, 32, 3), np.float32))
+    return {"WEIGHTS": str(weights), "IMG": str(tmp_path / "img.png"), "MAPS": str(tmp_path / "maps.npz"),
+            "OUT": str(tmp_path / "out")}
+
+
+@pytest.mark.parametrize("command", list(TEXT_ONLY_COMMANDS))
+def test_image_commands_refuse_a_text_only_encoder_up_front(tmp_path, capsys, monkeypatch, command):
+    """`ArchSpec.images` False (sentence_bert): one line naming the flag and the image encoders to
+    choose from, status 2, before the weights are read (there are none) and nothing written."""
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # restored after the test
+    where = _text_only_files(tmp_path)
+    before = _tree(tmp_path)
+    argv = [where.get(a, a).replace("=WEIGHTS", f"={where['WEIGHTS']}") for a in TEXT_ONLY_COMMANDS[command]]
+    status, _, err = _run_cli(capsys, argv)
+    assert status == 2, err
+    flag = "config field `encoder`" if command == "sweep" else "--model"
+    _assert_one_line_error(err, command, [f"{flag} sentence_bert encodes text only; ", "choose an image encoder ("])
+    named = err.split("choose an image encoder (")[1].split(")")[0].split(", ")
+    assert "sentence_bert" not in named and all(models.ARCHITECTURES[n].images for n in named
+                                                if n in models.ARCHITECTURES), named
+    assert ("siglip" in named) == (command in ("explain", "augmentations", "evaluate", "sweep")), named
+    assert ("--text" in err) == (command == "explain"), err
+    assert _tree(tmp_path) == before
+
+
+def test_explain_text_mode_is_not_refused_for_a_text_only_encoder(tmp_path, capsys):
+    """The refusal is the image mode's: with --text the run goes to the text checks (here a bad
+    --seed, or a text mode without sentence_bert yet), never to `encodes text only`."""
+    where = _text_only_files(tmp_path)
+    status, _, err = _run_cli(capsys, ["explain", "--quiet", "--model", "sentence_bert", "--weights",
+                                       where["WEIGHTS"], "--text", "a dog", "--corpus-text", "a cat",
+                                       "--foil-text", "a car", "--seed", "-1", "--out", where["OUT"]])
+    assert status == 2 and "encodes text only" not in err and err.startswith("cocoa-jax explain: error: "), err
+
+
 # ----------------------------------------------------------------------------- packaging
 
 @pytest.mark.slow

@@ -16,13 +16,11 @@ once to warm up, times a second run, and reads XLA's compiled memory analysis of
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from typing import Callable, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from cocoa_jax import _checks, methods as methods_mod, targets as targets_mod
@@ -162,10 +160,11 @@ def probe(encode_fn: Callable, params, image_shape, *, batch: int, k: int = 1, g
     batch = _checks.check_positive_int("batch", batch)
     k = _checks.check_positive_int("k", k)
     shape = tuple(int(v) for v in image_shape)
-    kx, kd = jax.random.split(jax.random.key(seed))
-    xs = jax.random.uniform(kx, (batch,) + shape, jnp.float32)
+    # NumPy draws: no extra small programs to compile for the probe's inputs.
+    rng = np.random.default_rng(seed)
+    xs = jax.device_put(rng.uniform(size=(batch,) + shape).astype(np.float32))
     dim = jax.eval_shape(encode_fn, params, xs[:1]).shape[-1]
-    target = targets_mod.Target(jax.random.normal(kd, (k, dim), jnp.float32), (True,) * k)
+    target = targets_mod.Target(jax.device_put(rng.normal(size=(k, dim)).astype(np.float32)), (True,) * k)
 
     def scores(p, xb):
         return jax.vmap(targets_mod.explain_fn(lambda images: encode_fn(p, images), target))(xb)
@@ -368,14 +367,14 @@ def plan(encode_fn: Callable, params, image_shape, options: Mapping[str, Mapping
 
     Images over 64 px with `batch_size` None get `default_batch_size` (memory set by the batch);
     smaller ones keep None (all at once, the programs as before). The probe runs on a batch of
-    4 (large images) or 32. `cheaper_profile`: the estimator profile whose saving the preview
+    4 (large images) or 8. `cheaper_profile`: the estimator profile whose saving the preview
     states past `LONG_RUN_S` (None: none). Methods with no `Method.passes` are left out."""
     shape = tuple(int(v) for v in image_shape)
     large = max(shape[:2]) > 64
     counted = [m for m in options if methods_mod.get(m).passes is not None]
     per = {m: method_passes(m, options.get(m), shape) for m in counted}
     gradient = any(p.gradient for p in per.values())
-    probe_result = probe(encode_fn, params, shape, batch=min(batch_size or 32, 4 if large else 64), k=k,
+    probe_result = probe(encode_fn, params, shape, batch=min(batch_size or 8, 4 if large else 8), k=k,
                          gradient=gradient)
     if batch_size is None and large:
         batch_size = default_batch_size(probe_result, lanes=lanes, gradient=gradient)

@@ -205,6 +205,7 @@ def test_same_key_same_map_and_passes_for_every_batch_size():
         np.testing.assert_allclose(np.asarray(maps), np.asarray(out[0][0]), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_budget_is_honoured_exactly_and_spent_equals_the_fixed_count():
     # tolerance 0 is never met: the run spends the budget (not a multiple of the round) and no more.
     @jax.jit

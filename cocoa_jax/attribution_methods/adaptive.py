@@ -47,7 +47,7 @@ __all__ = ["Moments", "check_tolerance", "check_round_size", "round_moments", "m
 
 # Samples per round when `round_size` is None: RISE's default forward batch, and for gradient
 # methods a few passes (an error check per round costs a few map-sized operations).
-DEFAULT_ROUND_SIZES = {"rise": 100, "gradient": 10, "smooth_ig": 5, "kernel_shap": 200}
+DEFAULT_ROUND_SIZES = {"rise": 100, "gradient": 10, "smooth_ig": 5, "kernel_shap": 200, "lime": 200}
 
 
 class Moments(NamedTuple):

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from cocoa_jax import _checks
-from cocoa_jax.attribution_methods import _perturbation as P
+from cocoa_jax.attribution_methods import _perturbation as P, adaptive
+from cocoa_jax.attribution_methods._common import check_flag
 
 LASSO_MAX_SWEEPS = 1000  # sklearn Lasso's max_iter
 LASSO_TOL = 1e-6  # stop when a sweep moves no coefficient by more than tol * max |coef|
@@ -107,6 +108,9 @@ def lime(
     kernel_width: float = 1.0,
     batch_size: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    tolerance: float | None = None,
+    round_size: int | None = None,
+    return_passes: bool = False,
 ) -> jax.Array:
     """LIME over pixel features: each feature's Lasso coefficient on its pixels, (H, W) or (K, H, W).
 
@@ -124,6 +128,10 @@ def lime(
     The Lasso is solved by coordinate descent on the M x M weighted Gram matrix, to a tighter
     tolerance than sklearn's default (so on the same samples the two agree to sklearn's
     tolerance). K targets share the coalitions, forward passes and Gram matrix.
+    tolerance: None (off: exactly n_samples), or samples in rounds of `round_size` (None: 200)
+    until the relative standard error of the coefficients, by batch means over rounds (each
+    round's own Lasso; `adaptive.regression_in_rounds`), is <= tolerance; n_samples is then the
+    budget. return_passes: also return the forward passes used (f(x) included), a () int32.
 
     Returns: (H, W), or (K, H, W) for K targets.
     """
@@ -134,6 +142,9 @@ def lime(
     batch_size = P.check_batch_size(batch_size)
     labels, m = P.feature_labels(x.shape, superpixel, feature_mask)
     k = P.num_targets(f, x)
+    tolerance = adaptive.check_tolerance(tolerance)
+    round_size = adaptive.check_round_size(round_size, adaptive.DEFAULT_ROUND_SIZES["lime"], n_samples)
+    return_passes = check_flag("return_passes", return_passes)
     keys = jax.random.split(key, n_samples)
     shift = P.as_columns(jax.vmap(f)(x[None]))[0]  # f(x): only centres the scores
 
@@ -146,9 +157,30 @@ def lime(
         wz = z * w[:, None]
         return jnp.sum(w), jnp.sum(wz, axis=0), wz.T @ z, w @ y, wz.T @ y
 
-    s_w, s_z, s_zz, s_y, s_zy = P.accumulate(f, x, baseline, labels, n_samples, 0, batch_size, mesh,
-                                             coalitions_of, stats)
-    z_mean, y_mean = s_z / s_w, s_y / s_w
-    gram = s_zz / s_w - jnp.outer(z_mean, z_mean)
-    cross = s_zy / s_w - jnp.outer(z_mean, y_mean)
-    return P.to_map(lasso_gram(gram, cross, alpha), labels, k)
+    def solve(sums):
+        s_w, s_z, s_zz, s_y, s_zy = sums
+        z_mean, y_mean = s_z / s_w, s_y / s_w
+        gram = s_zz / s_w - jnp.outer(z_mean, z_mean)
+        cross = s_zy / s_w - jnp.outer(z_mean, y_mean)
+        return lasso_gram(gram, cross, alpha)
+
+    if tolerance is not None:
+        def round_stats(start, n_valid):
+            # A row: the coalition and its weight (0 beyond the budget), sample start + local.
+            def rows_of(local):
+                valid = (local < n_valid).astype(x.dtype)
+                return jnp.concatenate([coalitions_of(start + local), valid[:, None]], axis=1)
+
+            return P.accumulate(f, x, baseline, labels, round_size, 0, batch_size, mesh, rows_of,
+                                lambda z, inputs, scores, valid: stats(z[:, :m], inputs, scores, valid * z[:, m]))
+
+        kk = shift.shape[0]
+        init = (jnp.zeros((), x.dtype), jnp.zeros((m,), x.dtype), jnp.zeros((m, m), x.dtype), jnp.zeros((kk,), x.dtype),
+                jnp.zeros((m, kk), x.dtype))
+        coefficients, used = adaptive.regression_in_rounds(round_stats, solve, init, budget=n_samples,
+                                                           round_size=round_size, tolerance=tolerance)
+        maps = P.to_map(coefficients, labels, k)
+        return (maps, used + 1) if return_passes else maps
+    sums = P.accumulate(f, x, baseline, labels, n_samples, 0, batch_size, mesh, coalitions_of, stats)
+    maps = P.to_map(solve(sums), labels, k)
+    return (maps, jnp.int32(n_samples + 1)) if return_passes else maps

@@ -239,10 +239,10 @@ def test_tolerance_off_is_the_fixed_count_bit_for_bit():
 
 
 def test_the_method_table_offers_the_options_and_reports_passes():
-    for name in ("rise", "gradient_shap", "smoothgrad", "smooth_integrated_gradients", "kernel_shap"):
+    for name in ("rise", "gradient_shap", "smoothgrad", "smooth_integrated_gradients", "kernel_shap", "lime"):
         assert methods.defaults(name)["tolerance"] is None and methods.reports_passes(name)
         assert methods.get(name).option_spec("tolerance").parse("0.05") == 0.05
-    assert not methods.reports_passes("integrated_gradients") and not methods.reports_passes("lime")
+    assert not methods.reports_passes("integrated_gradients") and not methods.reports_passes("occlusion")
     assert "return_passes" not in methods.defaults("rise")
     # The run identity (sweep hash) leaves the options out while off, keeps them when set.
     resolved = methods.resolved_options("rise")
@@ -325,6 +325,46 @@ def kernel_shap_reference(n: int, round_size: int, superpixel: int):
         se = np.std(own[:j + 1], axis=0, ddof=1) / np.sqrt(j + 1)
         errors.append(np.max(np.linalg.norm(se, axis=0) / np.linalg.norm(phi, axis=0)))
     return np.asarray(errors), cumulative, labels
+
+
+def lime_reference(n: int, round_size: int, superpixel: int):
+    """LIME in float64 with sklearn's weighted Lasso (alpha 0.01, cosine kernel of width 1) on the
+    run's coalitions: every round's own fit and the fit of all rounds so far, and the errors."""
+    from sklearn.linear_model import Lasso
+
+    from cocoa_jax.attribution_methods._perturbation import feature_labels
+
+    labels, m = feature_labels(X.shape, superpixel, None)
+    z = np.asarray(A.lime_coalitions(KEY, n, m), np.float64)
+    inputs = B[None] + z[:, labels][..., None] * (X - B)[None]
+    flat = inputs.reshape(n, -1)
+    cos = flat @ X.ravel() / (np.linalg.norm(flat, axis=1) * np.linalg.norm(X))
+    w, y = np.exp(-(1 - cos) ** 2 / 2), f_np(inputs)
+
+    def fit(rows):
+        lasso = lambda col: Lasso(alpha=0.01, tol=1e-12, max_iter=100000).fit(z[rows], y[rows, col],
+                                                                             sample_weight=w[rows]).coef_
+        return np.stack([lasso(0), lasso(1)], axis=1)  # (M, K)
+
+    rounds = [np.arange(r * round_size, (r + 1) * round_size) for r in range(n // round_size)]
+    own = [fit(rows) for rows in rounds]
+    errors, cumulative = [np.inf], [own[0]]
+    for j in range(1, len(rounds)):
+        phi = fit(np.concatenate(rounds[:j + 1]))
+        cumulative.append(phi)
+        se = np.std(own[:j + 1], axis=0, ddof=1) / np.sqrt(j + 1)
+        errors.append(np.max(np.linalg.norm(se, axis=0) / np.linalg.norm(phi, axis=0)))
+    return np.asarray(errors), cumulative, labels
+
+
+def test_lime_stops_where_the_float64_sklearn_batch_means_reference_does():
+    budget, rounds, superpixel = 12 * 30, 30, 2
+    errors, cumulative, labels = lime_reference(budget, rounds, superpixel)
+    tol, j = tolerance_between_rounds(errors)
+    maps, used = jax.jit(lambda: A.lime(f_jax, XJ, BJ, KEY, n_samples=budget, superpixel=superpixel,
+                                        tolerance=tol, round_size=rounds, batch_size=16, return_passes=True))()
+    assert int(used) == 1 + (j + 1) * rounds  # f(x), which centres the scores, is a pass too
+    np.testing.assert_allclose(np.asarray(maps), np.moveaxis(cumulative[j][labels], -1, 0), rtol=1e-3, atol=2e-4)
 
 
 def test_kernel_shap_stops_where_the_float64_batch_means_reference_does():

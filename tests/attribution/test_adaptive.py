@@ -1,5 +1,7 @@
 """Sampling until the map is stable (`attribution_methods.adaptive`): the stopping rule against a
-float64 NumPy reference of the same estimator on the same draws, the stop never earlier than the
+float64 NumPy reference of the same estimator on the same draws (RISE plain and centred,
+GradientSHAP, SmoothGrad, SmoothGrad-IG; KernelSHAP and LIME by batch means against Captum's
+weighted least squares and sklearn's weighted Lasso per round), the stop never earlier than the
 closed-form error needs (on average over seeds), vmap lanes that keep their own stop, invariance
 to batch size and device count, the budget honoured exactly, and tolerance off = the fixed count."""
 from __future__ import annotations

@@ -91,12 +91,12 @@ OPTION_SPECS: dict[str, OptionSpec] = {
     "window": OptionSpec("Occlusion window, N or HxW pixels (default: an 8x8 grid of windows)", parse_pair, "N"),
     "stride": OptionSpec("Occlusion stride, N or HxW pixels (default: the window)", parse_pair, "N"),
     "tolerance": OptionSpec("sample in rounds and stop when the map's relative standard error is below this "
-                            "(RISE, GradientSHAP, SmoothGrad, SmoothGrad-IG, KernelSHAP; the count is then the budget; "
+                            "(RISE, GradientSHAP, SmoothGrad, SmoothGrad-IG, KernelSHAP, LIME; the count is then the budget; "
                             "default: off, the fixed count)", float, "TOL"),
     "head_fusion": OptionSpec("rollout: how heads are fused per block, mean, max or min", str, "NAME"),
-    "removal": OptionSpec("RISE / Occlusion: how a patch is removed, blend (with the baseline) or token_drop "
+    "removal": OptionSpec("RISE / Occlusion / KernelSHAP: how a patch is removed, blend (with the baseline) or token_drop "
                           "(ViTs: the patch's token is left out of the sequence)", str, "HOW"),
-    "round_size": OptionSpec("samples per round with --tolerance (default: RISE 100, KernelSHAP 200, "
+    "round_size": OptionSpec("samples per round with --tolerance (default: RISE 100, KernelSHAP and LIME 200, "
                              "SmoothGrad-IG 5, others 10)", int, "N"),
 }
 
@@ -289,6 +289,7 @@ for _method in (
            passes=lambda options, shape: (0, 1),
            summary="one input gradient; the cheapest, noisiest map"),
     Method("kernel_shap", "KernelSHAP", _kernel_shap, attribution.kernel_shap, True, False, passes=_kernel_shap_passes,
+           token_access=_drops_tokens,
            summary="Shapley values of (super)pixels by weighted regression (Captum's KernelShap); "
                    "efficient=True sums to f(x) - f(baseline)"),
     Method("lime", "LIME", _lime, attribution.lime, True, False, passes=_lime_passes,

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cocoa_jax import _checks
-from cocoa_jax.attribution_methods import _perturbation as P, adaptive
+from cocoa_jax.attribution_methods import _perturbation as P, adaptive, token_drop
 from cocoa_jax.attribution_methods._common import check_flag
 
 # Captum's KernelShap gives the all-ones and all-zeros coalitions this weight (`inf_weight`).
@@ -167,6 +167,7 @@ def kernel_shap(
     tolerance: float | None = None,
     round_size: int | None = None,
     return_passes: bool = False,
+    removal: str = "blend",
 ) -> jax.Array:
     """KernelSHAP over pixel features: each feature's value on its pixels, (H, W) or (K, H, W).
 
@@ -212,8 +213,19 @@ def kernel_shap(
         rounds (`adaptive.regression_in_rounds`), is <= tolerance; n_samples is then the budget.
         Enumerated runs are exact and ignore it. return_passes: also return the forward passes
         used (anchors included), a () int32.
+      removal: "blend" (a feature off takes the baseline's pixels) or "token_drop" (ViTs, `f` a
+        `token_drop.TokenScorer`: features are blocks of whole patches, off = their tokens
+        dropped, coalition sizes stratified, `token_drop.kernel_shap_tokens`; no enumeration,
+        feature_mask or tolerance).
     Returns: (H, W), or (K, H, W) for K targets.
     """
+    if token_drop.check_removal(removal) == "token_drop":
+        if feature_mask is not None or tolerance is not None:
+            raise ValueError("`removal`='token_drop' takes superpixel blocks of patches: feature_mask=None and "
+                             "tolerance=None")
+        maps = token_drop.kernel_shap_tokens(f, x, key, n_samples=n_samples, superpixel=superpixel,
+                                             efficient=efficient, batch_size=batch_size, mesh=mesh)
+        return (maps, jnp.int32(n_samples)) if return_passes else maps
     x, baseline = P.check_rank3(x, baseline)
     n_samples = _checks.check_positive_int("n_samples", n_samples)
     if n_samples < 3:

@@ -29,7 +29,7 @@ from cocoa_jax import _checks, batching
 from cocoa_jax.attribution_methods import _perturbation as P
 
 __all__ = ["REMOVALS", "TokenAccess", "TokenScorer", "KeptEncoder", "token_scorer", "kept_encoder", "patch_grid", "kept_count", "draw_kept",
-           "kept_masks", "to_pixels", "rise_tokens", "occlusion_tokens", "pass_flops"]
+           "kept_masks", "to_pixels", "rise_tokens", "occlusion_tokens", "size_counts", "kernel_shap_tokens", "pass_flops"]
 
 # How a perturbation method removes a patch: blend its pixels with the baseline (the default,
 # every encoder) or drop its token (ViTs, f a `TokenScorer`).
@@ -244,6 +244,96 @@ def occlusion_tokens(f: Callable, x: jax.Array, *, window=None, stride=None, bat
         lambda idx: idx[:, None].astype(jnp.int32), lambda idx: idx, terms)
     maps = total / jnp.asarray(dropped.sum(0), x.dtype)
     maps = to_pixels(maps.reshape((-1,) + grid), p, x.shape[:2])
+    return maps[0] if k is None else maps
+
+
+# Token-drop KernelSHAP compiles one encoder program per coalition size (M - 1 of them).
+MAX_TOKEN_SHAP_FEATURES = 65
+
+
+def size_counts(n_features: int, n_draws: int) -> np.ndarray:
+    """(M - 1,) coalitions of each size k = 1..M-1 among `n_draws`: n_draws x p(k), p(k) ∝
+    (M - 1) / (k (M - k)) (KernelSHAP's size distribution), rounded by largest remainder (ties:
+    the smaller size) so they sum to n_draws. Sizes stratified, not drawn: each size is a
+    fixed token count, one static shape."""
+    k = np.arange(1, n_features)
+    share = (n_features - 1) / (k * (n_features - k))
+    exact = n_draws * share / share.sum()
+    counts = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[:n_draws - counts.sum()]] += 1
+    return counts
+
+
+def _feature_blocks(grid, superpixel, patch_size: int):
+    """(M, s_h s_w) patch indices of each feature: blocks of whole patches (`superpixel` pixels
+    rounded to patches, at least one), row-major; the grid must divide into them."""
+    block = _patch_pair("superpixel", superpixel, patch_size, grid)
+    if grid[0] % block[0] or grid[1] % block[1]:
+        raise ValueError(f"`superpixel` of {block} patches with removal='token_drop' must divide the patch grid "
+                         f"{grid}")
+    rows, cols = grid[0] // block[0], grid[1] // block[1]
+    ids = np.arange(grid[0] * grid[1]).reshape(rows, block[0], cols, block[1]).transpose(0, 2, 1, 3)
+    return ids.reshape(rows * cols, block[0] * block[1]).astype(np.int32), (rows, cols), block
+
+
+def kernel_shap_tokens(f: Callable, x: jax.Array, key: jax.Array, *, n_samples: int, superpixel=1,
+                       efficient: bool = False, batch_size: int | None = None,
+                       mesh: jax.sharding.Mesh | None = None) -> jax.Array:
+    """KernelSHAP by token drop: a feature is a block of whole patches (`superpixel` pixels
+    rounded to patches), turning it off drops its tokens; "all off" keeps no patch token.
+
+    Samples 0 and 1 are the anchors (every feature / none); the n_samples - 2 others are
+    stratified by size (`size_counts`), each size one static token count: sample i of size k
+    keeps the first k features of a random permutation from `jax.random.split(key, n_samples)[i]`.
+    The weighted regression is KernelSHAP's (`kernel_shap.solve_anchored`: Captum's soft anchors,
+    or with `efficient` the exact constraint). One encoder program per size, so M is at most
+    `MAX_TOKEN_SHAP_FEATURES` (65): at 224 px, ViT-S/14's 16 x 16 patches need superpixel >= 28
+    px (8 x 8 features), ViT-B/16's 14 x 14 need >= 32 px (7 x 7).
+    Returns (H, W) or (K, H, W), feature values on their patches' pixels (`to_pixels`).
+    """
+    from cocoa_jax.attribution_methods.kernel_shap import CAPTUM_ANCHOR_WEIGHT, solve_anchored
+
+    f = require_scorer(f, "KernelSHAP with removal='token_drop'")
+    x = P.check_input(x, rank=3)
+    grid = patch_grid(x.shape[:2], f.patch_size)
+    blocks, feature_grid, block = _feature_blocks(grid, superpixel, f.patch_size)
+    m = blocks.shape[0]
+    if not 2 <= m <= MAX_TOKEN_SHAP_FEATURES:
+        raise ValueError(f"`superpixel` with removal='token_drop' gives {m} features (blocks of {block} patches on "
+                         f"the {grid} patch grid); it needs 2..{MAX_TOKEN_SHAP_FEATURES} (one encoder program per "
+                         f"coalition size): use larger superpixels")
+    n_samples = _checks.check_positive_int("n_samples", n_samples)
+    if n_samples < 3:
+        raise ValueError(f"`n_samples` must be >= 3 (two anchors + random coalitions), got {n_samples}")
+    batch_size = P.check_batch_size(batch_size)
+    k = P.num_targets(f, x)
+    ends = P.as_columns(jnp.stack([f(x), f.score(x, jnp.zeros((0,), jnp.int32))]))  # (2, K')
+    delta = ends[0] - ends[1]
+    keys = jax.random.split(key, n_samples)
+    blocks_j = jnp.asarray(blocks)
+
+    def stats(feats, _keep, scores, valid):
+        z = kept_masks(feats, m, x.dtype) * valid[:, None].astype(x.dtype)
+        a = jnp.concatenate([valid[:, None].astype(x.dtype), z], axis=1)
+        return a.T @ a, a.T @ ((P.as_columns(scores) - ends[1]) * valid[:, None].astype(x.dtype))
+
+    gram = jnp.zeros((m + 1, m + 1), x.dtype)
+    moments = jnp.zeros((m + 1, ends.shape[1]), x.dtype)
+    start = 2
+    for size, count in zip(range(1, m), size_counts(m, n_samples - 2)):
+        if count == 0:
+            continue
+        feats_of = lambda idx, size=size: jax.vmap(lambda kk: jax.random.permutation(kk, m)[:size])(keys[idx])
+        tokens_of = lambda feats: jnp.sort(blocks_j[feats].reshape(feats.shape[0], -1), axis=-1)
+        g, mo = batching.sum_forward_terms(_scores_of(f, x), start + int(count), batch_size, mesh,
+                                           lambda idx, fo=feats_of: fo(idx).astype(jnp.int32), tokens_of, stats,
+                                           start=start)
+        gram, moments, start = gram + g, moments + mo, start + int(count)
+    phi = solve_anchored(gram, moments, delta, 0.0 if efficient else 1.0 / CAPTUM_ANCHOR_WEIGHT)  # (M, K')
+    patch_values = jnp.zeros((grid[0] * grid[1], phi.shape[1]), x.dtype).at[blocks.reshape(-1)].set(
+        jnp.repeat(phi, blocks.shape[1], axis=0))
+    maps = to_pixels(jnp.moveaxis(patch_values, -1, 0).reshape((-1,) + grid), f.patch_size, x.shape[:2])
     return maps[0] if k is None else maps
 
 

@@ -116,6 +116,8 @@ def test_errors_name_what_is_needed(setup):
                            options={"n_masks": 4, "removal": "token_drop"})
     assert methods.reads_tokens("rise", {"removal": "token_drop"}) and not methods.reads_tokens("rise", {})
     methods.check_values("rise", {"removal": "token_drop", "n_masks": 8}, (T.SIZE, T.SIZE, 3))
+    with pytest.raises(ValueError, match="needs 2..65"):  # one program per coalition size: refused up front
+        methods.check_values("kernel_shap", {"removal": "token_drop"}, (3 * T.SIZE, 3 * T.SIZE, 3))
 
 
 def test_patch_maps_upsample_nearest_and_zero_beyond_the_grid():
@@ -145,3 +147,33 @@ def test_insertion_deletion_by_token_drop_against_numpy(setup):
     np.testing.assert_allclose(aucs, ((expected[:, 1:] + expected[:, :-1]) / 2 * 0.5).sum(1), rtol=1e-4, atol=1e-4)
     with pytest.raises(TypeError, match="KeptEncoder"):
         metrics.insertion_deletion(None, measures, x, x, attribution_map, n_steps=2, removal="token_drop")
+
+
+def test_kernel_shap_token_drop_is_the_constrained_regression(setup):
+    """4 features of 2 x 2 patches (superpixel 8 px); 10 random coalitions stratified by size
+    (4, 3, 3 of sizes 1, 2, 3); efficient=True: min ||Z phi - (y - y_off)||^2 with sum(phi) =
+    y_all - y_off, solved in float64 from the NumPy forward's scores (KKT system)."""
+    model, x, directions = setup
+    n_samples, key = 12, jax.random.key(9)
+    assert token_drop.size_counts(4, 10).tolist() == [4, 3, 3]
+    maps = np.asarray(jax.jit(lambda params: attribution.kernel_shap(
+        token_drop.token_scorer(model.encode_fn.token_access, params, lambda r: jnp.asarray(directions) @ r),
+        x, x, key, n_samples=n_samples, superpixel=8, efficient=True, batch_size=3, removal="token_drop"))(
+        model.params))
+    features = [np.array([0, 1, 4, 5]), np.array([2, 3, 6, 7]), np.array([8, 9, 12, 13]), np.array([10, 11, 14, 15])]
+    keys = jax.random.split(key, n_samples)
+    sizes = [1] * 4 + [2] * 3 + [3] * 3  # samples 2..11
+    rows = np.zeros((10, 4))
+    for i, size in enumerate(sizes):
+        rows[i, np.asarray(jax.random.permutation(keys[2 + i], 4))[:size]] = 1.0
+    y_all = _numpy_score(model, x, directions)
+    y_off = _numpy_score(model, x, directions, np.zeros(0, int))
+    y = np.stack([_numpy_score(model, x, directions, np.sort(np.concatenate([features[j] for j in np.flatnonzero(r)])))
+                  for r in rows]) - y_off
+    kkt = np.block([[rows.T @ rows, np.ones((4, 1))], [np.ones((1, 4)), np.zeros((1, 1))]])
+    phi = np.linalg.solve(kkt, np.concatenate([rows.T @ y, (y_all - y_off)[None]]))[:4]  # (4, K)
+    expected = np.zeros((2, 16))
+    for j, patches in enumerate(features):
+        expected[:, patches] = phi[j][:, None]
+    np.testing.assert_allclose(maps, _pixels(expected.reshape(2, GRID, GRID)), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(maps.sum((1, 2)) / (2 * T.PATCH) ** 2, y_all - y_off, rtol=1e-4, atol=1e-4)

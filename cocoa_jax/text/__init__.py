@@ -4,11 +4,11 @@ tokens), `evaluation` (token insertion / deletion), `pipeline` (`explain_texts`)
 from cocoa_jax.text.attribution import (BASELINES, NOISE_FRACTION, STRATEGIES, baseline_vector, content_positions,
                                         token_scores)
 from cocoa_jax.text.encoders import TextEncoder, clip_text_encoder, digits_text_encoder, text_encoder
-from cocoa_jax.text.evaluation import token_insertion_deletion
+from cocoa_jax.text.evaluation import evaluate_explanation, token_insertion_deletion
 from cocoa_jax.text.pipeline import DEFAULT_TEXT_METHODS, TextExplanation, explain_texts
 
 __all__ = [
     "BASELINES", "DEFAULT_TEXT_METHODS", "NOISE_FRACTION", "STRATEGIES", "TextEncoder", "TextExplanation",
     "baseline_vector", "clip_text_encoder", "content_positions", "digits_text_encoder", "explain_texts",
-    "text_encoder", "token_insertion_deletion", "token_scores",
+    "evaluate_explanation", "text_encoder", "token_insertion_deletion", "token_scores",
 ]

@@ -763,6 +763,22 @@ def test_image_commands_refuse_a_text_only_encoder_up_front(tmp_path, capsys, mo
     assert _tree(tmp_path) == before
 
 
+def test_the_refusal_reads_the_capability_flag_not_the_name(monkeypatch):
+    """`image_encoder` follows `ArchSpec.images`: siglip marked text-only is refused (and left out of
+    the choices), sentence_bert marked image-capable passes."""
+    from cocoa_jax.commands.checks import image_encoder
+    from cocoa_jax.commands.errors import UsageError
+
+    table = dict(models.ARCHITECTURES)
+    table["siglip"] = dataclasses.replace(table["siglip"], images=False)
+    table["sentence_bert"] = dataclasses.replace(table["sentence_bert"], images=True)
+    monkeypatch.setattr(models, "ARCHITECTURES", table)
+    image_encoder("--model", "sentence_bert")
+    with pytest.raises(UsageError, match=r"^--model siglip encodes text only; ") as info:
+        image_encoder("--model", "siglip")
+    assert "siglip" not in str(info.value).split("(")[1] and "sentence_bert" in str(info.value)
+
+
 def test_explain_text_mode_is_not_refused_for_a_text_only_encoder(tmp_path, capsys):
     """The refusal is the image mode's: with --text the run goes to the text checks (here a bad
     --seed, or a text mode without sentence_bert yet), never to `encodes text only`."""

@@ -195,6 +195,8 @@ def explain_images(model, images, *, corpus=None, foil=None, corpus_reps=None, f
         if name not in names:
             raise ValueError(f"`options` has method {name!r}, which is not in `methods` {list(names)}")
     options = {name: dict((options or {}).get(name, {})) for name in names}
+    for name in names:  # token-level options (rollout, token drop) on an encoder without token access
+        program_mod.token_access_for(encode_fn, name, options[name])
     key = jax.random.key(0) if key is None else key
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -177,3 +177,23 @@ def test_kernel_shap_token_drop_is_the_constrained_regression(setup):
         expected[:, patches] = phi[j][:, None]
     np.testing.assert_allclose(maps, _pixels(expected.reshape(2, GRID, GRID)), rtol=2e-3, atol=2e-3)
     np.testing.assert_allclose(maps.sum((1, 2)) / (2 * T.PATCH) ** 2, y_all - y_off, rtol=1e-4, atol=1e-4)
+
+
+def test_explain_images_refuses_token_options_before_encoding():
+    """An encoder without token access: refused naming the method, before any image is encoded."""
+    import types
+
+    calls = []
+
+    def encode_fn(params, xb):
+        calls.append(1)
+        return xb.reshape(xb.shape[0], -1)
+
+    model = types.SimpleNamespace(encode_fn=encode_fn, params=None)
+    images = np.zeros((1, 8, 8, 3), np.float32)
+    with pytest.raises(ValueError, match="'rollout'.*token access"):
+        pipeline.explain_images(model, images, targets=["label_free"], methods=["rollout"])
+    with pytest.raises(ValueError, match="'rise'.*token access"):
+        pipeline.explain_images(model, images, targets=["label_free"], methods=["rise"],
+                                options={"rise": {"removal": "token_drop"}})
+    assert not calls

@@ -107,8 +107,12 @@ def test_estimate_arithmetic():
     assert est.seconds["rise"] == pytest.approx(3 * 100 * 0.01 / 2)
     assert est.seconds["integrated_gradients"] == pytest.approx(3 * 16 * 0.05 / 2)
     assert est.total_s == pytest.approx(1.5 + 1.2)
-    # Programs: forward 1000 + 8 x 200 = 2600, gradient 1000 + 2 x 900 = 2800; two lanes at once.
-    assert est.peak_bytes == 5000 + 2 * 2800 + 18
+    # Programs: forward 1000 + 8 x 200 = 2600; gradient: its unrolled chunks hold all 16 points,
+    # 1000 + 16 x 900 = 15400 (one batch: 1000 + 2 x 900 = 2800); two lanes at once.
+    assert est.peak_bytes == 5000 + 2 * 15400 + 18
+    rolled = cost.estimate(passes, 3, probe, batch=batch, lanes=2, resident_bytes=5000,
+                           map_bytes={"rise": 7, "integrated_gradients": 11}, unrolled_gradients=False)
+    assert rolled.peak_bytes == 5000 + 2 * 2800 + 18
     assert est.work("integrated_gradients") == pytest.approx(3 * 16 * 5.0)  # gradient = 5 forward
     lines = cost.preview_lines(est, limit_s=1.0, cheaper={"--fewer": cost.estimate(
         {"rise": cost.Passes(10, 0)}, 3, probe, lanes=2)})

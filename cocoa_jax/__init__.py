@@ -22,7 +22,7 @@ _ATTRIBUTION = (
     "attn_lrp", "bilinear_upsample_matrix", "gradient_shap", "gradient_shap_draws", "integrated_gradients",
     "integrated_gradients_adaptive", "kernel_shap", "kernel_shap_coalitions", "lime", "lime_coalitions",
     "masks_from_grids", "occlusion", "occlusion_windows", "paper_grid_size", "quadrature", "rise",
-    "rise_cell_size", "rise_centered_from_moments", "rise_from_masks", "rise_masks",
+    "rise_cell_size", "rise_centered_from_moments", "rise_from_masks", "rise_masks", "rollout",
     "smooth_integrated_gradients", "smoothgrad", "superpixel_map", "vanilla_gradients",
 )
 _EXPORTS = {

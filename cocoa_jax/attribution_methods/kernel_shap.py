@@ -223,8 +223,10 @@ def kernel_shap(
         if feature_mask is not None or tolerance is not None:
             raise ValueError("`removal`='token_drop' takes superpixel blocks of patches: feature_mask=None and "
                              "tolerance=None")
-        maps = token_drop.kernel_shap_tokens(f, x, key, n_samples=n_samples, superpixel=superpixel,
-                                             efficient=efficient, batch_size=batch_size, mesh=mesh)
+        inv_weight = 0.0 if efficient else 1.0 / CAPTUM_ANCHOR_WEIGHT
+        maps = token_drop.kernel_shap_tokens(
+            f, x, key, n_samples=n_samples, superpixel=superpixel, batch_size=batch_size, mesh=mesh,
+            solve=lambda gram, moments, delta: solve_anchored(gram, moments, delta, inv_weight))
         return (maps, jnp.int32(n_samples)) if return_passes else maps
     x, baseline = P.check_rank3(x, baseline)
     n_samples = _checks.check_positive_int("n_samples", n_samples)

@@ -277,8 +277,8 @@ def _feature_blocks(grid, superpixel, patch_size: int):
     return ids.reshape(rows * cols, block[0] * block[1]).astype(np.int32), (rows, cols), block
 
 
-def kernel_shap_tokens(f: Callable, x: jax.Array, key: jax.Array, *, n_samples: int, superpixel=1,
-                       efficient: bool = False, batch_size: int | None = None,
+def kernel_shap_tokens(f: Callable, x: jax.Array, key: jax.Array, *, n_samples: int, solve: Callable,
+                       superpixel=1, batch_size: int | None = None,
                        mesh: jax.sharding.Mesh | None = None) -> jax.Array:
     """KernelSHAP by token drop: a feature is a block of whole patches (`superpixel` pixels
     rounded to patches), turning it off drops its tokens; "all off" keeps no patch token.
@@ -286,14 +286,13 @@ def kernel_shap_tokens(f: Callable, x: jax.Array, key: jax.Array, *, n_samples: 
     Samples 0 and 1 are the anchors (every feature / none); the n_samples - 2 others are
     stratified by size (`size_counts`), each size one static token count: sample i of size k
     keeps the first k features of a random permutation from `jax.random.split(key, n_samples)[i]`.
-    The weighted regression is KernelSHAP's (`kernel_shap.solve_anchored`: Captum's soft anchors,
-    or with `efficient` the exact constraint). One encoder program per size, so M is at most
+    solve(gram (M+1, M+1), moments (M+1, K'), delta (K',)) -> (M, K'): KernelSHAP's regression
+    (`kernel_shap` passes `solve_anchored`: Captum's soft anchors, or efficient's constraint).
+    One encoder program per size, so M is at most
     `MAX_TOKEN_SHAP_FEATURES` (65): at 224 px, ViT-S/14's 16 x 16 patches need superpixel >= 28
     px (8 x 8 features), ViT-B/16's 14 x 14 need >= 32 px (7 x 7).
     Returns (H, W) or (K, H, W), feature values on their patches' pixels (`to_pixels`).
     """
-    from cocoa_jax.attribution_methods.kernel_shap import CAPTUM_ANCHOR_WEIGHT, solve_anchored
-
     f = require_scorer(f, "KernelSHAP with removal='token_drop'")
     x = P.check_input(x, rank=3)
     grid = patch_grid(x.shape[:2], f.patch_size)
@@ -330,7 +329,7 @@ def kernel_shap_tokens(f: Callable, x: jax.Array, key: jax.Array, *, n_samples: 
                                            lambda idx, fo=feats_of: fo(idx).astype(jnp.int32), tokens_of, stats,
                                            start=start)
         gram, moments, start = gram + g, moments + mo, start + int(count)
-    phi = solve_anchored(gram, moments, delta, 0.0 if efficient else 1.0 / CAPTUM_ANCHOR_WEIGHT)  # (M, K')
+    phi = solve(gram, moments, delta)  # (M, K')
     patch_values = jnp.zeros((grid[0] * grid[1], phi.shape[1]), x.dtype).at[blocks.reshape(-1)].set(
         jnp.repeat(phi, blocks.shape[1], axis=0))
     maps = to_pixels(jnp.moveaxis(patch_values, -1, 0).reshape((-1,) + grid), f.patch_size, x.shape[:2])

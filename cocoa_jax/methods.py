@@ -47,6 +47,7 @@ class OptionSpec:
     parse: Callable[[str], Any] | None = None
     metavar: str | None = None
     flag: str | None = None
+    none: str = "auto"  # how a default of None reads in help ("auto": chosen by the method; "off")
 
 
 def parse_pair(text: str) -> tuple[int, int]:
@@ -92,7 +93,7 @@ OPTION_SPECS: dict[str, OptionSpec] = {
     "stride": OptionSpec("Occlusion stride, N or HxW pixels (default: the window)", parse_pair, "N"),
     "tolerance": OptionSpec("sample in rounds and stop when the map's relative standard error is below this "
                             "(RISE, GradientSHAP, SmoothGrad, SmoothGrad-IG, KernelSHAP, LIME; the count is then the budget; "
-                            "default: off, the fixed count)", float, "TOL"),
+                            "default: off, the fixed count)", float, "TOL", none="off"),
     "head_fusion": OptionSpec("rollout: how heads are fused per block, mean, max or min", str, "NAME"),
     "removal": OptionSpec("RISE / Occlusion / KernelSHAP: how a patch is removed, blend (with the baseline) or token_drop "
                           "(ViTs: the patch's token is left out of the sequence)", str, "HOW"),

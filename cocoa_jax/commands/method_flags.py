@@ -38,7 +38,8 @@ def _default_text(option, owners) -> str:
     values = []
     for name in owners:
         default = methods.defaults(name)[option]
-        values.append(f"{methods.get(name).title} {'auto' if default is None else default}")
+        none = methods.OPTION_SPECS[option].none if option in methods.OPTION_SPECS else "auto"
+        values.append(f"{methods.get(name).title} {none if default is None else default}")
     return "defaults: " + ", ".join(values)
 
 

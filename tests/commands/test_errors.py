@@ -692,6 +692,7 @@ WRITING_COMMANDS = {  # command -> argv with OUT standing for the output locatio
     "convert": ["convert", "simsiam_cifar_resnet18", "CKPT", "OUT"],
     "train-digits": ["train-digits", "--quiet", "--out", "OUT"],
     "train-digits-clip": ["train-digits-clip", "--out", "OUT"],
+    "evaluate": ["evaluate", "--maps", "CKPT", "--out", "OUT"],
 }
 
 

@@ -457,11 +457,17 @@ def make_loaded(arch: str, config: Mapping[str, Any], variables, notes=(), *,
     head_fn = None if fns.head is None else _checked_head(fns.head, fns.dim)
     encode_text_fn = None if fns.text is None else _checked_text(fns.text, int(fns.context_length))
     shape = tuple(input_shape or spec.input_shape(config))
+    # The table's preprocessing is for its usual size; a checkpoint of another native size (read
+    # from its config) crops its own size, or model.preprocess(image) could not feed the model.
+    # An input_shape asked for explicitly (cheap tests at 64 px) keeps the table's.
+    preprocess = spec.preprocess
+    if preprocess is not None and input_shape is None and shape[0] == shape[1]:
+        preprocess = preprocess.at_size(shape[0])
     return LoadedModel(name=arch, module=module, params=variables, representation_dim=fns.dim,
-                       input_shape=shape, preprocess=spec.preprocess,
-                       encode_fn=_with_modes(_with_token_access(_checked_encode(fns.encode, shape, arch, spec.preprocess),
-                                                                fns.tokens, spec.preprocess),
-                                             fns.modes, shape, arch, spec.preprocess),
+                       input_shape=shape, preprocess=preprocess,
+                       encode_fn=_with_modes(_with_token_access(_checked_encode(fns.encode, shape, arch, preprocess),
+                                                                fns.tokens, preprocess),
+                                             fns.modes, shape, arch, preprocess),
                        network_fn=_checked_network(fns.encode, shape, arch), head_fn=head_fn,
                        encode_text_fn=encode_text_fn, config=dict(config), notes=tuple(notes),
                        embed_tokens_fn=None if fns.embed_tokens is None else _checked_embed_tokens(

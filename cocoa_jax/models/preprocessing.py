@@ -87,6 +87,15 @@ class Preprocessing:
         if (self.mean is None) != (self.std is None):
             raise ValueError("mean and std must both be given or both be None")
 
+    def at_size(self, size: int) -> "Preprocessing":
+        """The same pipeline for a model whose native input is `size` px (CLIP L/14@336, SigLIP 384,
+        a ViT converted at 518): crop `size`, the resize scaled by the same factor as the table's
+        (CLIP: resize = crop; ImageNet: 256/224 of the crop)."""
+        size = int(size)
+        if size == self.crop:
+            return self
+        return dataclasses.replace(self, resize=int(round(self.resize * size / self.crop)), crop=size)
+
     def resize_crop(self, image, *, background: float = 1.0) -> np.ndarray:
         """Image -> float32 (crop, crop, 3) in [0, 1].
 

@@ -107,3 +107,32 @@ def test_digits_entry_returns_loaded_model():
     reps = np.asarray(model.encode(x))
     assert reps.shape == (2, model.representation_dim)
     np.testing.assert_allclose(reps, np.asarray(model.encode_fn(model.params, x)), rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_of_another_native_size_preprocesses_to_its_own_size():
+    """A CLIP converted at 48 px (as L/14@336 is at 336): model.preprocess crops 48 px, resizing the
+    shorter side to 48 with bicubic as OpenAI CLIP's _transform(48) does (PIL on 8-bit values here:
+    an independent statement, within the float-vs-8-bit rounding of the project's reader)."""
+    import jax
+    import jax.numpy as jnp
+
+    config = dict(embed_dim=16, image_resolution=48, vision_layers=1, vision_width=32, vision_patch_size=16,
+                  context_length=8, vocab_size=64, transformer_width=32, transformer_layers=1)
+    module = models.ARCHITECTURES["clip_vit"].build(config)
+    variables = module.init(jax.random.key(0), jnp.zeros((1, 48, 48, 3)), jnp.zeros((1, 8), jnp.int32),
+                            method="init_all")
+    from cocoa_jax.models.loaded import make_loaded
+
+    model = make_loaded("clip_vit", config, variables)
+    assert (model.preprocess.resize, model.preprocess.crop) == (48, 48) and model.input_shape == (48, 48, 3)
+    rgb = (np.random.default_rng(1).random((70, 90, 3)) * 255).astype(np.uint8)
+    image = Image.fromarray(rgb)
+    small = np.asarray(image.resize((61, 48), Image.BICUBIC), np.float64) / 255  # shorter side 48, long floored
+    left = int(round((61 - 48) / 2.0))
+    reference = small[:, left:left + 48]
+    got = np.asarray(model.preprocess(image))
+    assert got.shape == (48, 48, 3)
+    np.testing.assert_allclose(got, reference, atol=2.5 / 255)
+    assert np.isfinite(np.asarray(model.encode(got[None]))).all()  # the pixels feed the model
+    # An input shape asked for explicitly keeps the table's preprocessing (cheap tests at other sizes).
+    assert models.ARCHITECTURES["clip_vit"].preprocess.crop == 224

@@ -162,23 +162,33 @@ def test_token_insertion_deletion_against_a_recomputation(digits, target):
     np.testing.assert_allclose(np.asarray(aucs)[:, 0], np.trapezoid(expected, fractions, axis=1), atol=1e-5)
 
 
+SEVENS = ["a handwritten seven", "a handwritten 7", "the number seven"]    # 3 tokens each: one program
+SEVENS_CORPUS = ["a photo of the digit 7", "this is a photo of a seven", "a scan of a handwritten 7"]
+
+
+@pytest.fixture(scope="module")
+def sevens(digits):
+    """One explain_texts run shared by the pipeline and evaluation-table tests (one IG program)."""
+    return explain_texts(digits, SEVENS, corpus=SEVENS_CORPUS, foil=FOIL, targets=("cocoa", "label_free"),
+                         methods=("integrated_gradients",), options={"integrated_gradients": {"n_steps": 16}})
+
+
 @pytest.mark.slow
-def test_explain_texts_equals_token_scores(digits):
-    texts = ["a handwritten seven", "a handwritten 7", "the number two"]   # 3 tokens each: one program
-    result = explain_texts(digits, texts, corpus=CORPUS, foil=FOIL, targets=("cocoa", "label_free"),
-                           methods=("integrated_gradients",), options={"integrated_gradients": {"n_steps": 16}})
+def test_explain_texts_equals_token_scores(digits, sevens):
+    result = sevens
     assert result.tokens[1] == ["a", "handwritten", "7"] and result.ids.shape == (3, 3)
     assert set(result.scores_by_method) == {"integrated_gradients"}
     assert np.abs(result.completeness_gaps["integrated_gradients"]).max() < 1e-3   # 16 steps
-    reps = digits.encode(texts)
-    one = targets.stack([targets.cocoa(digits.encode(CORPUS), digits.encode(FOIL)), targets.label_free(reps[2])])
+    reps = digits.encode(SEVENS)
+    one = targets.stack([targets.cocoa(digits.encode(SEVENS_CORPUS), digits.encode(FOIL)),
+                         targets.label_free(reps[2])])
     direct = TA.token_scores(digits, digits.params, result.ids[2], result.content[2], one, "integrated_gradients",
                              jax.random.key(0), options={"n_steps": 16})
     np.testing.assert_allclose(result.scores_by_method["integrated_gradients"][2], np.asarray(direct), atol=1e-6)
     with pytest.raises(ValueError, match="strategy"):
-        explain_texts(digits, texts, corpus=CORPUS, foil=FOIL, strategy="mask")
+        explain_texts(digits, SEVENS, corpus=CORPUS, foil=FOIL, strategy="mask")
     with pytest.raises(ValueError, match="baseline"):
-        explain_texts(digits, texts, corpus=CORPUS, foil=FOIL, baseline="blank")
+        explain_texts(digits, SEVENS, corpus=CORPUS, foil=FOIL, baseline="blank")
 
 
 @pytest.mark.slow
@@ -201,18 +211,14 @@ def test_cross_modal_corpus_of_digit_images_points_at_the_digit_word():
 
 
 @pytest.mark.slow
-def test_the_text_evaluation_table_ranks_ig_above_random(digits):
-    """The small offline text sweep: digit-7 captions, corpus = other 7 captions, foil = other digits'.
-    IG's tokens raise the COCOA measure faster than random ones when inserted, and drop it faster when deleted."""
-    from cocoa_jax.models import digits_clip as dc
+def test_the_text_evaluation_table_ranks_ig_above_random(digits, sevens):
+    """The small offline text sweep: digit-7 captions explained against other 7 captions (corpus) and other
+    digits' captions (foil). IG's tokens raise the COCOA measure faster than random ones when inserted, and
+    drop it faster when deleted."""
     from cocoa_jax.text.evaluation import evaluate_explanation
 
-    texts, corpus = [dc.caption(t, 7) for t in dc.TEMPLATES[:2]], [dc.caption(t, 7) for t in dc.TEMPLATES[2:]]
-    foil = [dc.caption(t, d) for t in dc.TEMPLATES for d in range(10) if d != 7]
-    result = explain_texts(digits, texts, corpus=corpus, foil=foil, targets=("cocoa",),
-                           methods=("integrated_gradients",), options={"integrated_gradients": {"n_steps": 16}})
-    measures = metrics.make_measures(["ccs"], ccs=targets.cocoa(digits.encode(corpus), digits.encode(foil)))
-    table = evaluate_explanation(digits, result, measures, n_random=3)
+    measures = metrics.make_measures(["ccs"], ccs=targets.cocoa(digits.encode(SEVENS_CORPUS), digits.encode(FOIL)))
+    table = evaluate_explanation(digits, sevens, measures, target="cocoa", n_random=3)
     assert set(table) == {"integrated_gradients", "random"} and table["random"].shape == (2, 1)
     assert table["integrated_gradients"][0, 0] > table["random"][0, 0]     # insertion: higher is better
     assert table["integrated_gradients"][1, 0] < table["random"][1, 0]     # deletion: lower is better

@@ -8,14 +8,15 @@ output unit y_n of the encoder: Quantus's "logit" y_n, here a dot-product Target
 e_{y_n} (the same number). K = 1 and, for the faithfulness metrics, K = 4 targets per explicand
 (Quantus is called once per target, as it scores one label per call; cocoa-jax scores all K from
 every encoder pass). Both sides get the same (N, H, W) maps, Quantus's "black" baseline and the
-same work per explicand (steps, samples, subsets: `settings` below). Explainers: cocoa-jax's
+same work per explicand (steps, samples, subsets: `settings` below; pixel flipping excepted, where
+Quantus makes 3x the steps: it flips channel elements, not pixels). Explainers: cocoa-jax's
 vanilla gradients, Quantus's `quantus.explain(method="Saliency")` (Captum). The randomisation
 metrics score the fully randomised model only (Quantus skip_layers=True / return_last_correlation;
 cocoa-jax aggregate="last"); cocoa-jax's cascade is `randomisation.cascade_params`.
 
 Rates are explicand-target pairs per second (N K / wall seconds); cocoa-jax's time excludes
-compilation (one warm-up call, then the median of --repeats calls; `evaluate` recompiles per call
-unless its program is cached, which the first-call column shows). Roofline (faithfulness only):
+compilation (one warm-up call, then the median of --repeats calls; the first call, compilation
+included, is its own column). Roofline (faithfulness only):
 XLA's FLOPs of one forward pass x forward passes/s / the float32 matmul peak measured in this run.
 Rows go to benchmarks/results/RESULTS_metrics_vs_quantus.{json,md} (not with --quick).
 """
@@ -42,13 +43,16 @@ def settings(size: int) -> dict:
     """{metric: (cocoa-jax options, Quantus class, Quantus kwargs, forward passes per explicand or None,
     extra evaluate kwargs names)}: the same work on both sides for (size x size) images."""
     n = size * size
-    step = max(1, n // 64)
+    flip = max(1, n // 16)
     patch = max(2, size // 8)
     subset = max(4, n // 16)
     return {
-        "pixel_flipping": ({"features_in_step": step}, "PixelFlipping", {"features_in_step": step,
+        # Quantus flips the 3 H W elements of the map broadcast over channels, features_in_step at a time,
+        # and requires features_in_step to divide H W: it makes 3x the steps of cocoa-jax, which flips
+        # `flip` whole pixels per step (pixel rows of the results say so)
+        "pixel_flipping": ({"features_in_step": flip}, "PixelFlipping", {"features_in_step": flip,
                                                                           "perturb_baseline": "black"},
-                           n // step + 1, ()),
+                           n // flip + 1, ()),
         "region_perturbation_morf": ({"patch_size": patch, "regions_evaluation": 16}, "RegionPerturbation",
                                      {"patch_size": patch, "regions_evaluation": 16, "perturb_baseline": "black",
                                       "order": "morf"}, 17, ()),
@@ -128,6 +132,13 @@ def main(argv=None) -> list[dict]:
     def quantus_explain(model, inputs, targets, **kwargs):
         return quantus.explain(model, inputs, targets, method="Saliency", **kwargs)
 
+    out = args.out or (None if args.quick else RESULTS)
+
+    def record(load):
+        return dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_name(), cpus=os.cpu_count(),
+                    load_avg_1min=load, peak_gflops=peak, jax=jax.__version__, torch=torch.__version__,
+                    quantus=quantus.__version__, model=spec.name, n=n, settings={m: table[m][0] for m in names})
+
     rows = []
     for name in names:
         options, cls, q_kwargs, passes, extras = table[name]
@@ -170,18 +181,13 @@ def main(argv=None) -> list[dict]:
                        ours_first_call_s=first,
                        roofline=(fraction(forward_flops, passes * n / t_ours, peak["peak"]) if passes else None))
             rows.append(row)
+            if out:  # after every row: a run cut short keeps what it measured
+                write(out, rows, record(os.getloadavg()[0]))
             roof = f", roofline {row['roofline']:.1%}" if row["roofline"] is not None else ""
             print(f"{name:26s} K={k}: cocoa-jax {row['ours_per_s']:9.2f}/s (first call {first:.1f} s), "
                   f"Quantus {row['quantus_per_s']:9.2f}/s, ratio {row['ratio']:.1f}x{roof}", flush=True)
-    load = os.getloadavg()[0]
     print(f"(jax {jax.__version__}, torch {torch.__version__}, quantus {quantus.__version__}; "
-          f"{os.cpu_count()} CPUs, 1-min load {load:.1f})")
-    out = args.out or (None if args.quick else RESULTS)
-    if out:
-        write(out, rows, dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_name(),
-                              cpus=os.cpu_count(), load_avg_1min=load, peak_gflops=peak, jax=jax.__version__,
-                              torch=torch.__version__, quantus=quantus.__version__, model=spec.name, n=n,
-                              settings={m: table[m][0] for m in names}))
+          f"{os.cpu_count()} CPUs, 1-min load {os.getloadavg()[0]:.1f})")
     return rows
 
 
@@ -201,6 +207,9 @@ def write(folder: str, rows: list[dict], record: dict) -> None:
              f"{record['date']}, {record['cpu']} ({record['cpus']} CPUs, 1-min load {record['load_avg_1min']:.1f}: "
              f"a shared, loaded machine; ratios are same-run), {record['model']}, N = {record['n']} explicands; "
              f"explicand-target pairs per second. Written by `python -m benchmarks metrics_vs_quantus`.", "",
+             "pixel_flipping: Quantus flips the 3 H W elements of the map broadcast over channels and needs "
+             "features_in_step to divide H W, so it makes 3x the steps (forward passes) of cocoa-jax, which flips "
+             "whole pixels; the other rows do the same work on both sides.", "",
              "| metric | family | K | cocoa-jax /s | Quantus /s | ratio | cocoa-jax first call s | roofline |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -24,6 +24,8 @@ any fixed order (Spearman, histograms: order-free). The randomised models are th
                  so its scores depend on the batch; here each map by its own max (Quantus with
                  normalise_func_kwargs={"normalise_axes": (1, 2, 3)}).
 
+Maps per channel (K, H, W, C) and per pixel (K, H, W) are compared as channel means (`comparable`).
+
 `aggregate` of the MPRTs: "last" (default: the fully randomised model, Quantus's
 `return_last_correlation`) or "mean" over the cascade steps. Quantus's `return_average_correlation`
 also averages in the unrandomised model's correlation (its loop skips a key "orig" that is named
@@ -105,6 +107,17 @@ def _flat(maps):
     return maps.reshape(maps.shape[0], -1)
 
 
+def comparable(maps: jax.Array, other: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The scored maps and an explainer's maps on one footing: when one of them is per channel
+    (K, H, W, C) and the other per pixel (K, H, W), the per-channel one becomes its channel mean
+    (`pixel_scores`); otherwise both as they are."""
+    if maps.ndim == other.ndim + 1:
+        return pixel_scores(maps), other
+    if other.ndim == maps.ndim + 1:
+        return maps, pixel_scores(other)
+    return maps, other
+
+
 def _max_normalised(maps):
     """Each map divided by its max |value| (Quantus's normalise_by_max); a zero map stays zero."""
     peak = jnp.max(jnp.abs(maps), axis=-1, keepdims=True)
@@ -144,12 +157,12 @@ def _step_maps(ctx, x, key, explain, aggregate):
 
 def correlations_with(maps, others, *, absolute: bool = True) -> jax.Array:
     """Spearman of each map with each step's map: maps (K, ...), others [J of (K, ...)] -> (J, K)."""
-    ref = _flat(maps)
-    ref = jnp.abs(ref) if absolute else ref
     out = []
     for other in others:
-        other = _flat(other)
-        out.append(spearman(ref, jnp.abs(other) if absolute else other))
+        ref, other = (_flat(m) for m in comparable(maps, other))
+        if absolute:
+            ref, other = jnp.abs(ref), jnp.abs(other)
+        out.append(spearman(ref, other))
     return jnp.stack(out)
 
 
@@ -198,6 +211,7 @@ def efficient_mprt(ctx, x, maps, key, *, n_bins: int = 100) -> jax.Array:
     """Relative rise of the histogram entropy from the scored maps to the fully randomised
     model's maps, (K,)."""
     (last,) = _step_maps(ctx, x, key, lambda image, k, enc: ctx.explain(image, k, params=enc), "last")
+    maps, last = comparable(maps, last)
     before = histogram_entropy(_flat(maps), n_bins)
     after = histogram_entropy(_flat(last), n_bins)
     return (after - before) / before
@@ -242,5 +256,5 @@ register(Metric(
     uses_key=True, needs_explainer=True, needs_alternative_target=True))
 
 
-__all__ = ["AGGREGATES", "average_ranks", "cascade_params", "correlations_with", "efficient_mprt", "histogram_entropy",
+__all__ = ["AGGREGATES", "average_ranks", "cascade_params", "comparable", "correlations_with", "efficient_mprt", "histogram_entropy",
            "mprt", "random_logit", "smooth_mprt", "smooth_noise", "smoothed", "spearman", "ssim_1d"]

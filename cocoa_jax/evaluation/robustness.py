@@ -18,6 +18,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from cocoa_jax.evaluation.randomisation import comparable
 from cocoa_jax.evaluation.table import Metric, register
 
 
@@ -31,18 +32,18 @@ def sensitivity_ratios(explain: Callable, x: jax.Array, maps: jax.Array, noise: 
     """||maps - explain(x + noise_s, key_s)|| / ||maps|| per noise sample and target.
 
     explain: (image (H, W, C), key) -> (K, ...) maps shaped like `maps`;  x: (H, W, C);
-    maps: (K, ...);  noise: (S, H, W, C);  key_s = fold_in(key, s) (key None: key 0).
+    maps: (K, ...);  noise: (S, H, W, C);  key_s = fold_in(key, s) (key None: key 0). Per-channel
+    and per-pixel maps are compared as channel means (`randomisation.comparable`).
     Returns (S, K). The S explanations run one after another (`lax.map`), so memory is one
     explanation's whatever S is.
     """
     key = jax.random.key(0) if key is None else key
-    flat = maps.reshape(maps.shape[0], -1)
-    norm = jnp.linalg.norm(flat, axis=-1)
 
     def one(args):
         s, eps = args
-        perturbed = explain(x + eps, jax.random.fold_in(key, s)).reshape(flat.shape)
-        return jnp.linalg.norm(flat - perturbed, axis=-1) / norm
+        a, perturbed = comparable(maps, explain(x + eps, jax.random.fold_in(key, s)))
+        a, perturbed = a.reshape(a.shape[0], -1), perturbed.reshape(a.shape[0], -1)
+        return jnp.linalg.norm(a - perturbed, axis=-1) / jnp.linalg.norm(a, axis=-1)
 
     return jax.lax.map(one, (jnp.arange(noise.shape[0]), noise))
 

@@ -85,3 +85,17 @@ def test_records():
         record = table.get(name)
         assert record.direction == "lower" and record.needs_explainer and record.uses_key
         assert record.options == {"n_samples": 200, "radius": 0.2}  # Quantus's defaults
+
+
+def test_per_channel_explainer_against_per_pixel_maps():
+    """An explainer with (K, H, W, C) maps scoring (K, H, W) maps: compared as channel means."""
+    rng = np.random.default_rng(2)
+    x = rng.uniform(size=(4, 4, 3)).astype(np.float32)
+    maps = rng.normal(size=(2, 4, 4)).astype(np.float32)
+    weights = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
+    noise = rng.uniform(-0.1, 0.1, size=(3, 4, 4, 3)).astype(np.float32)
+    got = np.asarray(robustness.sensitivity_ratios(lambda image, k: weights * image, x, maps, noise))
+    for s in range(3):
+        moved = (weights * (x + noise[s])).mean(axis=-1).astype(np.float64)
+        want = np.linalg.norm((maps - moved).reshape(2, -1), axis=1) / np.linalg.norm(maps.reshape(2, -1), axis=1)
+        np.testing.assert_allclose(got[s], want, rtol=1e-5)

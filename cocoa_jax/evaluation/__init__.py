@@ -13,8 +13,20 @@ from cocoa_jax.evaluation.table import (ARROWS, DIRECTIONS, FAMILIES, METRICS, C
 # Each family module registers its metrics when imported: the table is complete once this package is.
 from cocoa_jax.evaluation import faithfulness  # noqa: E402,F401
 from cocoa_jax.evaluation import complexity, localisation, randomisation, robustness  # noqa: E402,F401
-from cocoa_jax.evaluation.evaluate import (BASELINES, check_metrics, evaluate, explicand_keys,  # noqa: E402
-                                           maps_with_target_axis, method_explainer)
+
+# `evaluate` and its helpers run models (meshes, the pipeline): loaded on first use, so reading the
+# table (the sweep's config checks, report) does not import the device layer.
+_RUNNERS = ("BASELINES", "check_metrics", "evaluate", "explicand_keys", "maps_with_target_axis", "method_explainer")
+
+
+def __getattr__(name):
+    if name in _RUNNERS:
+        import importlib
+
+        module = importlib.import_module("cocoa_jax.evaluation.scoring")
+        globals().update({n: getattr(module, n) for n in _RUNNERS})
+        return globals()[name]
+    raise AttributeError(f"module 'cocoa_jax.evaluation' has no attribute {name!r}")
 
 __all__ = ["ARROWS", "BASELINES", "Context", "DIRECTIONS", "FAMILIES", "METRICS", "Metric", "check_metrics",
            "complexity", "evaluate", "explicand_keys", "faithfulness", "get", "localisation",

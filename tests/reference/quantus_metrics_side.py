@@ -107,7 +107,7 @@ def one_hot_targets(labels):
 
 def pixel_explainer(method: str = "vanilla_gradients", **options):
     """cocoa-jax's explainer of method `method` with channel-mean (K, H, W) maps, like Quantus's maps."""
-    from cocoa_jax.evaluation.evaluate import method_explainer
+    from cocoa_jax.evaluation.scoring import method_explainer
     from cocoa_jax.evaluation.table import pixel_scores
 
     explain = method_explainer(method, **options)

@@ -178,6 +178,7 @@ _WORKER = """
 """
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_two_processes_writing_one_cache_both_succeed(tmp_path):
     """Two processes compile the same 12 programs into one empty cache at the same moment; both
     succeed without warnings, and a third loads all 12 from the cache."""

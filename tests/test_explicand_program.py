@@ -58,6 +58,7 @@ def test_encode_with_and_without_a_mesh_equals_one_call():
         np.testing.assert_allclose(P.encode(encode_fn, Toy.params, x, chunks, mesh=mesh), want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("method", ["integrated_gradients", "rise"])
 def test_baseline_rule_inside_the_program_equals_per_explicand_calls(method):
     """The sweep's form (blur rule inside, maps left on the devices) == the method table called per

@@ -56,6 +56,7 @@ def test_registered_method_through_the_pipeline_equals_its_definition(toy):
         np.testing.assert_allclose(got[i, 0], 2.0 * 0.5 * x * grad, rtol=2e-2, atol=2e-4)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_registered_method_in_explain_and_the_sweep_config(toy, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["explain", "--methods", "input_x_gradient,rise", "--option", "input_x_gradient.scale=3",

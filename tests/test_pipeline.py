@@ -26,6 +26,7 @@ def test_encode_in_chunks_equals_one_call_for_any_chunk():
         pipeline.encode_in_chunks(encode_fn, Toy.params, x[0])
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("method", [m if m in ("integrated_gradients", "rise") else pytest.param(m, marks=pytest.mark.slow)
                                     for m in sorted(SMALL)])
 def test_attribute_equals_per_explicand_calls_for_any_chunk(method):
@@ -103,6 +104,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_attribute_on_8_devices_equals_1():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
     here = str(REPO)

@@ -3,10 +3,12 @@ import pathlib
 import re
 
 import numpy as np
+import pytest
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_readme_api_example_runs(tmp_path):
     text = README.read_text()
     section = text[text.index("## API example"):]

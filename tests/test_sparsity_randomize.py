@@ -99,6 +99,7 @@ def test_randomize_leaf_under_jit():
     np.testing.assert_allclose(float(out.mean()), float(leaf.mean()), atol=0.1)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_cascading_randomizes_from_the_top_down():
     params = _params()
     steps = cascading_randomizations(params, jax.random.key(4))

@@ -130,6 +130,7 @@ def rise_run(n, **options):
 # ----------------------------------------------------------------------------- the stopping rule
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("centred", [False, True], ids=["plain", "centred"])
 def test_rise_stops_where_the_float64_reference_does(centred):
     budget, rounds = 400, 20
@@ -142,6 +143,7 @@ def test_rise_stops_where_the_float64_reference_does(centred):
     np.testing.assert_allclose(np.asarray(maps), estimate((j + 1) * rounds), rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("name", list(RUNS))
 def test_gradient_methods_stop_where_the_float64_reference_does(name):
     budget, rounds = 60, 3
@@ -196,6 +198,7 @@ def test_the_stop_is_never_earlier_than_the_closed_form_error_needs_on_average_a
 # ----------------------------------------------------------------------------- invariance, budget, off
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_same_key_same_map_and_passes_for_every_batch_size():
     budget, rounds = 160, 16
     errors, _ = rise_reference(budget, rounds, True)
@@ -222,6 +225,7 @@ def test_the_budget_is_honoured_exactly_and_spent_equals_the_fixed_count():
     np.testing.assert_allclose(np.asarray(sg), np.asarray(sg_fixed), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_tolerance_off_is_the_fixed_count_bit_for_bit():
     # The options at None take the fixed-count code path unchanged (one program for the four runs).
     gs = RUNS["gradient_shap"]
@@ -359,6 +363,7 @@ def lime_reference(n: int, round_size: int, superpixel: int):
     return np.asarray(errors), cumulative, labels
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_lime_stops_where_the_float64_sklearn_batch_means_reference_does():
     budget, rounds, superpixel = 12 * 30, 30, 2
     errors, cumulative, labels = lime_reference(budget, rounds, superpixel)
@@ -369,6 +374,7 @@ def test_lime_stops_where_the_float64_sklearn_batch_means_reference_does():
     np.testing.assert_allclose(np.asarray(maps), np.moveaxis(cumulative[j][labels], -1, 0), rtol=1e-3, atol=2e-4)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_kernel_shap_stops_where_the_float64_batch_means_reference_does():
     budget, rounds, superpixel = 2 + 12 * 30, 30, 2
     errors, cumulative, labels = kernel_shap_reference(budget, rounds, superpixel)

@@ -64,6 +64,7 @@ def _network(model, lrp: bool):
     return lambda params, x: module.apply(params, x, method=method)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("case", list(CASES))
 def test_lrp_mode_forward_is_the_plain_forward_bit_for_bit(case):
     model, _ = tiny(case)
@@ -98,6 +99,7 @@ def _recording(rule_name, record):
     return rule
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("case", list(CASES))
 def test_conservation_up_to_biases_softmax_and_epsilon(case, monkeypatch):
     model, _ = tiny(case)
@@ -123,6 +125,7 @@ def test_conservation_up_to_biases_softmax_and_epsilon(case, monkeypatch):
     assert abs(pixels - value) > 1e-6
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("case", list(CASES))
 def test_equals_lxt_on_the_same_weights(case):
     pytest.importorskip("torch")
@@ -147,6 +150,7 @@ def test_equals_lxt_on_the_same_weights(case):
         assert np.linalg.norm(plain - theirs) > 1e-2 * np.linalg.norm(theirs)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_method_through_the_explicand_program_k_targets_share_the_forward():
     model, _ = tiny("dinov2_registers")
     xs = _images(2, seed=4)

@@ -36,7 +36,7 @@ def test_every_method_of_the_table_is_covered():
 
 
 # The perturbation methods' own test files keep quick invariance checks; here they run in the full suite.
-QUICK = {"integrated_gradients", "gradient_shap", "rise", "smoothgrad", "vanilla_gradients"}
+QUICK = {"integrated_gradients", "vanilla_gradients"}  # the others take 10-20 s each: full suite only
 BY_SPEED = [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in sorted(METHODS)]
 
 
@@ -117,6 +117,7 @@ def test_bad_inputs_raise_clear_errors(x, baseline, call, error, match):
         call(x, baseline)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_bfloat16_inputs_are_accepted(x, baseline):
     """bf16 perturbations work end to end (np.issubdtype does not know bfloat16 is floating)."""
     attr = attribution.integrated_gradients(f_tanh, x.astype(jnp.bfloat16), baseline.astype(jnp.bfloat16), n_steps=8)

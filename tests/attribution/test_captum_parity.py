@@ -71,6 +71,7 @@ def models():
                 to_torch=to_torch, from_torch=from_torch)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("method", ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
                                     "riemann_trapezoid"])
 def test_integrated_gradients_equals_captum(models, method):

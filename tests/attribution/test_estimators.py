@@ -67,6 +67,7 @@ def _exact_rise(f, x, b, keep_prob):
 N_MC = 20000
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("keep_prob", [0.5, 0.3])
 @pytest.mark.parametrize("options", [{}, {"antithetic": True}, {"sampler": "stratified"},
                                      {"antithetic": True, "sampler": "stratified"}])
@@ -101,6 +102,7 @@ def test_rise_centered_is_exactly_unbiased_for_two_iid_masks():
     np.testing.assert_allclose(expectation, exact - mean_score[:, None, None], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_rise_centered_matches_float64_formula_on_given_masks():
     x, b, f = _rise_case()
     masks = np.asarray(A.rise_masks(KEY, 37, (H, W), GRID))
@@ -129,6 +131,7 @@ def _grids_of(n, size, keep_prob, sampler):
     return np.round(r_inv @ masks @ r_inv.T)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("keep_prob", [0.5, 0.25])
 def test_rise_stratified_keeps_every_cell_in_n_times_keep_prob_grids(keep_prob):
     """Latin hypercube: in every cell exactly n * keep_prob draws fall below keep_prob."""
@@ -153,6 +156,7 @@ def test_option_defaults_in_signatures():
             assert params[name].default == default
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_rise_default_masks_are_the_papers_iid_draws():
     """Restated draw: mask i = grid uniform(split(split(key, n)[i])[0]) < p, shift from [1]."""
     n, image, grid, p = 9, (10, 10), (3, 3), 0.5
@@ -205,6 +209,7 @@ def _quadratic():
     return a, c, f
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_gradient_shap_draws_structure():
     d = A.gradient_shap_draws(KEY, 12, D, 3, 0.2, antithetic=True, stratified_alpha=True)
     np.testing.assert_allclose(np.asarray(d.alpha[0::2] + d.alpha[1::2]), 1.0, atol=1e-6)
@@ -219,6 +224,7 @@ def test_gradient_shap_draws_structure():
     np.testing.assert_array_equal(np.asarray(s.noise), np.asarray(default.noise))
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("options", [{}, {"antithetic": True}, {"stratified_alpha": True},
                                      {"antithetic": True, "stratified_alpha": True}])
 def test_gradient_shap_option_expectation_closed_form(options):
@@ -271,6 +277,7 @@ def _small_f():
     return (lambda z: jnp.tanh(jnp.sum(w * z, axis=(1, 2, 3)) / 5)), x, x * 0.2
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("options", [{"centered": True},
                                      {"centered": True, "antithetic": True, "sampler": "stratified"}])
 def test_rise_options_independent_of_batch_size(options):

@@ -8,6 +8,7 @@ from cocoa_jax import attribution, methods, targets
 from tests.support.toy_attribution import FREQ, RNG, SHAPE, W, f_sin, f_tanh, f_vec, grad_tanh_np, jac_vec_np
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_gradient_shap_matches_numpy_monte_carlo_with_same_draws(x):
     baselines = jnp.asarray(RNG.uniform(size=(4,) + SHAPE), jnp.float32)
     key = jax.random.PRNGKey(3)

@@ -74,6 +74,7 @@ def test_ig_delta_is_completeness_gap(x, baseline):
 # --------------------------------------------------------------------------- GradientSHAP, SmoothGrad
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_adaptive_ig_stops_at_the_first_nested_grid_meeting_the_tolerance(x, baseline):
     """Result at n points = the trapezoid rule at n points; the previous (half) grid missed the
     tolerance; the gap is the completeness gap computed independently."""

@@ -80,6 +80,7 @@ run = jax.jit(lambda f, x, key, n, efficient=False, batch_size=None: kernel_shap
 # ----------------------------------------------------------------------------- Captum, same draws
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.torch
 @pytest.mark.parametrize("n", [5, 60])  # 5: 3 random coalitions for 7 unknowns, the minimum-norm fit
 def test_equals_captum_kernel_shap_on_the_same_coalitions(n):
@@ -148,6 +149,7 @@ def test_error_to_exact_shapley_falls_with_n_samples():
     assert errors[0] > 2.5 * errors[2]
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_efficient_is_exact_once_every_coalition_fits():
     """efficient=True: 2^M - 1 samples are sampled (an estimate), 2^M enumerate every coalition
     with the Shapley kernel: the exact Shapley values of this non-additive f (M = 6, K = 3)."""
@@ -160,6 +162,7 @@ def test_efficient_is_exact_once_every_coalition_fits():
     assert np.abs(sampled - exact).max() > 1e-3 * np.abs(exact).max()  # so the test can fail
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_efficient_sums_equal_the_score_difference_exactly():
     attr = run(f_vec, X, jax.random.key(3), 50, True)
     delta = value_np(f_vec, (1,) * M) - value_np(f_vec, (0,) * M)
@@ -177,6 +180,7 @@ def f_additive(x):
     return jnp.sum(jnp.sin(jnp.asarray(GAINS, x.dtype) * x))
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("efficient", [False, True])
 def test_additive_model_recovered_exactly(efficient):
     exact = exact_shapley(f_additive)
@@ -220,6 +224,7 @@ def lstsq_constrained(z, weights, y, delta):
     return np.linalg.lstsq(kkt, rhs, rcond=None)[0][:m]
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("kind", ["full", "two_features", "few_rows", "duplicate_columns", "weighted_two_features"])
 def test_solver_is_the_weighted_least_squares_whatever_the_rank(kind):
     """`solve_anchored` (float32) vs float64 lstsq on the explicit rows: Captum's anchor weight
@@ -315,6 +320,7 @@ def test_efficient_is_the_exact_shapley_value_for_few_features(name):
     np.testing.assert_allclose(ours.sum(0), delta, rtol=2e-6, atol=2e-6 * scale)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("name, n", [("basic_m2", 3), ("interacting_m2", 3), ("interacting_m3", 3),
                                      ("interacting_m3", 5), ("interacting_m4", 6), ("interacting_m4", 12)])
 def test_efficient_with_few_sampled_coalitions_is_the_constrained_fit(name, n):
@@ -336,6 +342,7 @@ def test_efficient_with_few_sampled_coalitions_is_the_constrained_fit(name, n):
     np.testing.assert_allclose(ours.sum(0), delta, rtol=2e-6, atol=2e-6 * np.abs(delta).max())
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.torch
 @pytest.mark.parametrize("name", ["basic_m2", "basic_m3", "interacting_m2", "interacting_m3"])
 def test_default_equals_captum_for_few_features(name):
@@ -447,6 +454,7 @@ def test_batch_size_jit_and_k_stacking_invariance():
     assert eager.shape == (3, H, W) and run(f_scalar, X, key, 37).shape == (H, W)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("n, efficient", [(30, False), (2 ** M, True)])  # sampled; enumerated
 def test_vmap_over_explicands(n, efficient):
     xs = jnp.asarray(RNG.uniform(size=(3, H, W, C)), jnp.float32)
@@ -456,6 +464,7 @@ def test_vmap_over_explicands(n, efficient):
         np.testing.assert_allclose(batched[i], run(f_vec, xs[i], keys[i], n, efficient), rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_feature_mask_equals_superpixel():
     key = jax.random.key(9)
     a = run(f_vec, X, key, 30)

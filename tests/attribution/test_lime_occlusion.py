@@ -74,6 +74,7 @@ LABELS_1 = np.zeros((H, W), int)  # one feature
 LABELS_2 = (np.arange(W)[None] >= 3).repeat(H, 0).astype(int)  # two features
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.torch
 @pytest.mark.parametrize("labels, n, alpha", [(LABELS_1, 3, 0.01), (LABELS_2, 3, 0.0), (LABELS, 3, 0.01),
                                               (LABELS, 5, 0.0), (LABELS, 1, 0.01)],

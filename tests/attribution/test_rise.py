@@ -32,6 +32,7 @@ def test_rise_from_masks_matches_numpy_loop(x, baseline):
                                    rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_rise_equals_rise_from_its_masks(x, baseline):
     key = jax.random.PRNGKey(7)
     masks = attribution.rise_masks(key, 30, SHAPE[:2], (2, 3), 0.5)

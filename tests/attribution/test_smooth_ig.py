@@ -79,6 +79,7 @@ def test_matches_captum_noise_tunnel_in_expectation():
     assert np.mean(z_bad) > 2.0
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_invariances():
     key = jax.random.key(3)
     ref = run(f_vec, X, key, 5)

@@ -149,6 +149,7 @@ def test_insertion_deletion_by_token_drop_against_numpy(setup):
         metrics.insertion_deletion(None, measures, x, x, attribution_map, n_steps=2, removal="token_drop")
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_kernel_shap_token_drop_is_the_constrained_regression(setup):
     """4 features of 2 x 2 patches (superpixel 8 px); 10 random coalitions stratified by size
     (4, 3, 3 of sizes 1, 2, 3); efficient=True: min ||Z phi - (y - y_off)||^2 with sum(phi) =

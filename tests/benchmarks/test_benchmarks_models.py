@@ -25,6 +25,7 @@ def _needs(name):
         pytest.skip("clip-anytorch not installed (pip install --no-deps clip-anytorch)")
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("name", ["dinov2_vits14", "clip_vit_b16"])
 def test_paired_models_compute_the_same_representations(name):
     _needs(name)

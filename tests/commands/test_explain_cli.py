@@ -29,6 +29,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_writes_figure_npz_and_settings(run_dir):
     from PIL import Image
 
@@ -83,6 +84,7 @@ def test_selection_and_scores_match_a_direct_computation(run_dir):
                                atol=1e-6)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_vmapped_per_explicand_rise_matches_a_single_run(run_dir):
     """RISE for explicand 1, label-free target, recomputed alone (no vmap) with the same key."""
     z = np.load(run_dir / "attributions.npz")

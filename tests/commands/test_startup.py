@@ -66,6 +66,7 @@ def test_explain_images_refuses_empty_or_misshapen_sets():
                                 methods=["vanilla_gradients"])
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_explain_estimators_fast_with_an_explicit_flag_on_top(tmp_path):
     from cocoa_jax.cli import main
 

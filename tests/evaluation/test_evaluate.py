@@ -47,6 +47,7 @@ def data():
     return dict(images=images, maps=maps, target=target, directions=directions, scores=scores)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_every_metric_gives_finite_n_by_k_scores(data):
     for name in METRICS:
         assert data["scores"][name].shape == (N, 2), name
@@ -63,6 +64,7 @@ def test_the_k_targets_share_a_call_and_each_equals_its_own_run(data):
         np.testing.assert_allclose(alone[name][:, 0], data["scores"][name][:, k], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_scores_do_not_depend_on_batch_size(data):
     names = ("pixel_flipping", "road_morf", "faithfulness_correlation")  # the metrics that chunk their steps
     chunked = evaluation.evaluate(encode, data["images"], data["maps"], target=data["target"], metrics=names,
@@ -80,6 +82,7 @@ def test_one_map_per_explicand_is_scored_against_every_target(data):
     np.testing.assert_array_equal(a["deletion"], b["deletion"])
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_targets_by_name_from_corpus_and_foil_images():
     rng = np.random.default_rng(2)
     images, corpus, foil = (rng.uniform(size=(m, H, W, C)).astype(np.float32) for m in (2, 4, 5))

@@ -75,6 +75,7 @@ def test_linear_imputation_makes_each_removed_pixel_its_neighbours_weighted_mean
     np.testing.assert_allclose(v[~removed], x[~removed], atol=1e-7)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_road_lerf_is_morf_on_the_negated_map_and_pixel_flipping_counts_steps(world):
     ctx, x = world["ctx"], jnp.asarray(world["x"], jnp.float32)
     maps = jnp.asarray(world["maps"], jnp.float32)

@@ -97,6 +97,7 @@ def test_smooth_mprt_equals_quantus_with_its_noise(setup, monkeypatch):
     np.testing.assert_allclose(ours, np.asarray(theirs, np.float64), atol=1e-5)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_smooth_mprt_metric_is_its_pieces(setup):
     """The registered function = spearman(|a|, |mean_i explain_last(x + eps_i)|), eps from smooth_noise."""
     x, y, model, params, maps = setup
@@ -125,6 +126,7 @@ def test_efficient_mprt_equals_quantus(setup):
     np.testing.assert_allclose(ours, np.asarray(theirs, np.float64), atol=1e-5)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_the_cascade_is_the_sweeps(setup):
     """cascade_params: the steps of cascading_randomizations in the traced top-down order; the last
     one is randomize_params of the same key."""

@@ -50,6 +50,7 @@ def test_equals_quantus_with_the_same_noise(setup, cls, reduce):
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_metric_functions_float64_statement(setup):
     """The registered functions: ratio_s = ||a - explain(x + eps_s)|| / ||a|| with eps from the key's
     uniform draws, recomputed here in float64 from the gradient maps of the perturbed inputs."""
@@ -66,6 +67,7 @@ def test_metric_functions_float64_statement(setup):
         np.testing.assert_allclose([got_max[i, 0], got_avg[i, 0]], [ratios.max(), ratios.mean()], rtol=1e-4)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_batched_equals_one_explicand_alone(setup):
     """Explicand i scored in a vmapped, jitted batch = scored alone with key fold_in(key, i)."""
     x, y, model, params, maps, ctx = setup

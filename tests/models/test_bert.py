@@ -97,6 +97,7 @@ def test_encode_text_equals_sentence_transformers_encode(converted):
         assert model.tokenizer().batch(TEXTS).truncated == (False, False, False, True)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_masked_tokens_change_nothing(converted):
     """A masked token's embedding and the padded length do not change the representation."""
     _, model = converted["bert_all_modes"]

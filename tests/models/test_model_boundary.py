@@ -245,6 +245,7 @@ def test_the_convention_table_covers_every_architecture():
     assert set(ORIGINAL_NORMALISATION) == set(ARCHS)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_encode_fn_takes_pixels_and_normalises_inside(arch):
     model = _tiny_model(arch)

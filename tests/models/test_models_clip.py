@@ -189,6 +189,7 @@ SIZES = {
 }
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("size", sorted(SIZES))
 def test_other_vit_sizes_match_openai_build_model(size, tmp_path):
     config = SIZES[size]
@@ -208,6 +209,7 @@ def test_other_vit_sizes_match_openai_build_model(size, tmp_path):
     assert _compare_text(model, reference, clip_tokens(2, 3)) < TOL
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_open_clip_gelu_training_checkpoint(tmp_path):
     """open_clip's epoch_K.pt ({'epoch','name','state_dict': module.*}) of a GELU model: converted
     with --option activation=gelu it matches; with the QuickGELU default it does not."""

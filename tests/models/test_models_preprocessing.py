@@ -109,6 +109,7 @@ def test_digits_entry_returns_loaded_model():
     np.testing.assert_allclose(reps, np.asarray(model.encode_fn(model.params, x)), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_a_checkpoint_of_another_native_size_preprocesses_to_its_own_size():
     """A CLIP converted at 48 px (as L/14@336 is at 336): model.preprocess crops 48 px, resizing the
     shorter side to 48 with bicubic as OpenAI CLIP's _transform(48) does (PIL on 8-bit values here:

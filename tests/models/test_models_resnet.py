@@ -106,6 +106,7 @@ CASES = {"simclr": _simclr, "simsiam_lincls": _simsiam_lincls, "simsiam_pretrain
 
 
 # The ResNet-50 case is the long one; the four ResNet-18 formats stay in the quick set.
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c == "simclr" else c
                                   for c in sorted(CASES)])
 def test_converted_resnet_matches_torch(case, tmp_path, recwarn):
@@ -201,6 +202,7 @@ def test_round_trip_is_bit_identical(tmp_path):
     np.testing.assert_array_equal(restored["params"]["fc"]["kernel"], sd["fc.weight"].numpy().T)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_load_needs_no_torch(tmp_path):
     arch, path, *_ = _simsiam_pretrain(tmp_path)
     convert(arch, str(path), str(tmp_path / "out"))

@@ -144,6 +144,7 @@ def resnet18():
     return _torchvision(18, num_classes=10, seed=0)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_ssl_layouts_resnet18(layout, resnet18, tmp_path):
     checkpoint, prefix, fragments, has_head = LAYOUTS[layout](resnet18)

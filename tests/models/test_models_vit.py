@@ -89,6 +89,7 @@ def test_bicubic_matrix_is_torch_interpolate(out, stored, offset):
     np.testing.assert_allclose(actual, expected[0].numpy(), rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_dinov2_state_dict_interpolated(tmp_path):
     """dinov2_vits14_pretrain.pth layout (plain state dict with mask_token), 42 px: 3x3 grid from 4x4."""
     reference = _reference(0)

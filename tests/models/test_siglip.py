@@ -38,6 +38,7 @@ def test_config_read_off_the_weights(pair):
     assert model.representation_dim == 32 and model.input_shape == (32, 32, 3)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_image_features_and_pixel_gradients_match(pair):
     reference, model = pair
     rng = np.random.default_rng(0)
@@ -52,6 +53,7 @@ def test_image_features_and_pixel_gradients_match(pair):
     np.testing.assert_allclose(np.asarray(model.encode(x)), ref, rtol=1e-5, atol=1e-6)  # [0, 1] pixels
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_text_features_and_embedding_gradients_match(pair):
     reference, model = pair
     rng = np.random.default_rng(1)
@@ -68,6 +70,7 @@ def test_text_features_and_embedding_gradients_match(pair):
         model.encode_text(["a photo"])
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("scanned", [False, True], ids=["per_block", "scanned"])
 def test_big_vision_npz_layout_gives_the_same_model(pair, tmp_path, scanned):
     """The same random weights written in big_vision's .npz layout (per-block or scanned), converted

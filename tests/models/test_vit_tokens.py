@@ -32,6 +32,7 @@ def runs():
     return out
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_dropped_tokens_equal_masked_keys(runs, arch):
     model, xs, full, kept, every, _ = runs[arch]

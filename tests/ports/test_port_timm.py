@@ -109,6 +109,7 @@ def test_antialias_matrix_is_torch_interpolate(out_hw, stored, offset):
     np.testing.assert_allclose(actual, expected[0].numpy(), rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_dinov2_safetensors_interpolated(tmp_path):
     """vit_small_patch14_dinov2-like (class row in pos_embed, LayerScale), model.safetensors, 42 px
     from a 4x4 grid. Its keys are facebookresearch's too: without layout=timm it converts with a
@@ -159,6 +160,7 @@ def test_dinov2_giant_swiglu_packed(tmp_path):
     assert model.config["ffn"] == "swiglu"
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_dino_v1_with_classifier_head(tmp_path):
     """vit_small_patch16_224.dino-like (patch 16, no LayerScale) saved with a 10-way head (dropped,
     reported), pytorch_model.bin; 48 px from a 64 px / 16 grid."""

@@ -74,6 +74,7 @@ def test_explain_exactly_as_readme(tmp_path):
     assert {name: os.path.getmtime(out / name) for name in EXPLAIN_FILES} == before
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_explain_small_then_overwrite(tmp_path):
     args = ["explain", "--explicands", "2", "--n-steps", "4", "--n-samples", "4", "--n-masks", "200",
             "--out", "small", "--quiet"]
@@ -104,6 +105,7 @@ def test_localize_examples_in_the_order_shown(tmp_path):
         _png_ok(tmp_path / "runs" / folder / "figure.png")
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_localize_small(tmp_path):
     proc = run_cli(["localize", "--explicands", "1", "--query", "7", "--foil", "1", "--foil", "4", "--n-steps", "4",
                     "--n-samples", "4", "--n-masks", "100", "--quiet", "--out", "loc"], cwd=tmp_path)
@@ -135,6 +137,7 @@ def _photos(folder, names=("astronaut", "coffee", "chelsea", "rocket")):
     return paths
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_augmentations_on_a_converted_model_and_photos(tmp_path, converted_model_dir):
     """A converted checkpoint (random weights, real SimSiam format) on image files."""
     arch, model_dir = converted_model_dir
@@ -173,6 +176,7 @@ def test_augmentations_on_every_core_equals_one_device(tmp_path):
             np.testing.assert_allclose(every[k], one[k], rtol=1e-5, atol=1e-6 * scale, err_msg=k)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_sweep_report_resume(tmp_path):
     """docs/sweep.md's commands on a tiny config: sweep --report, re-run (resumes), report."""
     tiny = ["--set", "seeds=[0]", "--set", "classes=[1,7]", "--set", "explicands_per_class=2",
@@ -216,6 +220,7 @@ def test_version_and_python_m(tmp_path):
     assert installed.stdout.startswith("cocoa-jax ")
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_explain_own_model_and_images(tmp_path, converted_model_dir):
     """docs/cli.md's 'explain your encoder': a converted checkpoint, folders and globs of photos."""
     arch, model_dir = converted_model_dir

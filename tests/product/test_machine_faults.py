@@ -90,6 +90,7 @@ def test_output_location_checked_before_any_work_without_a_mount(tmp_path):
     assert files_under(tmp_path) == ["file"]
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("case", ["no encoder_dir", "224-px encoder on the digits", "encoder_dir of another arch"])
 def test_sweep_encoder_mistakes_are_one_line_before_any_work(tmp_path, converted_model_dir, case):
     from cocoa_jax import models
@@ -116,6 +117,7 @@ def test_sweep_encoder_mistakes_are_one_line_before_any_work(tmp_path, converted
 
 # ----------------------------------------------------------------------------- read-only and full file systems
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_read_only_file_system_refused_before_any_work(tmp_path):
     with tmpfs(tmp_path / "ro", "1m", read_only=True) as mount:
         for argv, command, flag in (

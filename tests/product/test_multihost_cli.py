@@ -125,6 +125,7 @@ def test_two_processes_on_the_shipped_digits_encoder_equal_one_process(tmp_path)
     _assert_same_results(run_dir, reference)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("process_id", [1, 0], ids=["coordinator_unreachable", "peer_never_joins"])
 def test_unreachable_coordinator_or_missing_peer_is_one_line_and_exit_2(tmp_path, process_id):
     timeout = 5
@@ -142,6 +143,7 @@ def test_unreachable_coordinator_or_missing_peer_is_one_line_and_exit_2(tmp_path
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_processes_with_different_configs_are_refused_and_write_nothing(tmp_path):
     run_dir = tmp_path / "run"
     results = _finish(_start_job(run_dir, _config(tmp_path), 2, tmp_path,

@@ -30,6 +30,7 @@ def _unit_arrays(run_dir):
     return {uid: store.load_unit(row) for uid, row in rows.items()}
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_full_run_then_rerun_skips_everything(tiny_sweep_run):
     run_dir, first = tiny_sweep_run  # one uninterrupted run, shared by the session (conftest)
     n_units = 2 * 2 * 3  # seeds x classes x (IG, RISE, random)
@@ -50,6 +51,7 @@ def test_full_run_then_rerun_skips_everything(tiny_sweep_run):
     assert os.path.getsize(paths["plot"]) > 0
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_changed_config_never_mixes(tmp_path):
     run_tiny(tmp_path / "run", max_units=1)
     with pytest.raises(RunDirMismatch, match="another config"):
@@ -66,6 +68,7 @@ def test_changed_config_never_mixes(tmp_path):
     assert len(run_tiny(tmp_path / "run", max_units=1).skipped) == 1
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_corrupted_and_partial_files_are_recomputed(tmp_path):
     run_dir = tmp_path / "run"
     run_tiny(run_dir, max_units=3)
@@ -173,6 +176,7 @@ def test_unknown_top_level_field_lists_the_valid_ones():
         SweepConfig.from_dict(dict(tiny_config().to_dict(), sedes=[0]))
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_mismatch_refusal_names_the_fields_that_differ(tmp_path):
     run_tiny(tmp_path / "run", max_units=1)
     with pytest.raises(RunDirMismatch) as info:
@@ -184,6 +188,7 @@ def test_mismatch_refusal_names_the_fields_that_differ(tmp_path):
     assert "{" not in message.split("differs in:")[1].split("methods.")[0]  # fields, not hash dictionaries
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_method_streams_are_stable_when_methods_are_added(tmp_path):
     """A unit's draws depend on its method's name only: adding a method changes no other result."""
     rise_only = tiny_config(methods={"rise": {"n_masks": 24}}, include_random=False)
@@ -256,6 +261,7 @@ def cli_error_runs(tmp_path_factory):
             in enumerate(zip(cases, results))}
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("case", range(len(CLI_ERRORS)), ids=[m for _, m in CLI_ERRORS])
 def test_cli_errors_are_one_line_exit_2_and_write_nothing(cli_error_runs, case):
     argv, before, status, stderr, folder = cli_error_runs[case]

@@ -79,6 +79,7 @@ def test_forward_block_order_reads_the_traced_forward_pass():
     assert order == ["z_first", "a_second", "unused"]
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_cascade_steps_randomise_from_the_top_and_end_at_full_randomisation():
     encoder = _digits()
     params, key = encoder.params, jax.random.key(5)

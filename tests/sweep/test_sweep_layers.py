@@ -98,6 +98,7 @@ for name in sys.argv[1].split(","):
 """
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_each_sweep_module_imports_alone():
     """Each module imported first, with no cocoa_jax module loaded (a circle shows only for some
     first imports; one interpreter, cocoa_jax's modules dropped between imports); the report, its

@@ -111,6 +111,7 @@ def test_draws_are_nested_and_equal_to_one_size_studies():
     assert plain.corpus_draw is None
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("field,sizes", [("corpus_size", [1, 5]), ("foil_size", [4, 12])])
 def test_one_pass_equals_separate_one_size_runs(tmp_path, request, field, sizes):
     if field == "corpus_size":
@@ -161,6 +162,7 @@ def test_each_size_is_evaluated_with_its_own_corpus(corpus_study):
     assert not np.allclose(ig["size_curves"][:, 0, 0, 1, 0, ccs_col], ig["size_curves"][:, 1, 0, 1, 0, ccs_col])
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_report_writes_the_sensitivity_figure_table_and_gini(tmp_path):
     from cocoa_jax.sparsity import gini_index
     from cocoa_jax.sweep import report, studies

@@ -49,6 +49,7 @@ def target(digits):
                           targets.corpus(digits.encode(CORPUS))])
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_the_embedding_half_is_the_tower(digits, clip):
     texts = ["this is a photo of a seven", "a 7"]
     from cocoa_jax.models.digits_clip import load_digits_clip
@@ -64,6 +65,7 @@ def test_the_embedding_half_is_the_tower(digits, clip):
     assert list(TA.content_positions(encoder, ids[0])) == [1, 2, 3, 4, 5]  # SOT, EOT and padding excluded
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_integrated_gradients_is_complete(digits, target):
     ids = digits.tokenize(["this is a photo of a seven"])[0]
     content = TA.content_positions(digits, ids)
@@ -77,6 +79,7 @@ def test_integrated_gradients_is_complete(digits, target):
     np.testing.assert_allclose(np.asarray(scores).sum(-1), np.asarray(f(x) - f(base)), atol=2e-5)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_a_dropped_token_has_no_influence(digits, clip):
     for encoder in (digits, clip_text_encoder(clip)):
         ids = jnp.asarray(encoder.tokenize(["this is a photo of a seven"])[0])
@@ -136,6 +139,7 @@ def test_exact_shapley_and_occlusion_over_dropped_tokens(digits, target):
     np.testing.assert_allclose(np.asarray(replaced), (values[0] - values[1:]).T, atol=2e-5)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_token_insertion_deletion_against_a_recomputation(digits, target):
     ids = digits.tokenize(["this is a photo of a seven"])[0]
     content = TA.content_positions(digits, ids)

@@ -24,6 +24,7 @@ TINY = dict(embed_dim=16, image_resolution=32, vision_layers=1, vision_width=64,
 BASELINE_ID = 269  # any ordinary token: LayerIntegratedGradients takes baseline ids, not embeddings
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_token_ig_equals_captum_layer_integrated_gradients():
     from cocoa_jax.models.tokenizer import find_merges_file
     try:

@@ -55,6 +55,7 @@ def test_rot90_matches_numpy_and_provenance(rgb):
         A.rot90(jax.random.key(0), rgb[:20])
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_resized_crop_matches_scikit_image(rgb, seed):
     from skimage.transform import resize
@@ -72,6 +73,7 @@ def test_resized_crop_matches_scikit_image(rgb, seed):
     np.testing.assert_array_equal(np.asarray(A.footprint(view.source, view.valid, (H, W))), box)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_crop_box_follows_torchvision_sampling():
     boxes = np.asarray(jax.vmap(lambda k: A.crop_box(k, 64, 64))(jax.random.split(jax.random.key(3), 400)))
     top, left, h, w = boxes.T
@@ -96,6 +98,7 @@ def test_crop_flip_is_flip_of_crop(rgb):
     assert_provenance_reproduces(view, rgb)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_erase_matches_numpy_and_masks_the_box(rgb):
     key = jax.random.key(7)
     top, left, h, w = (int(v) for v in A.erase_box(key, H, W))
@@ -153,6 +156,7 @@ def test_color_jitter_matches_numpy_reference(rgb, order):
     np.testing.assert_allclose(got, jitter_reference(rgb, order, 0.13, 1.4, 0.6, -0.15), atol=2e-5)
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_jitter_params_ranges_and_view(rgb):
     draws = jax.vmap(A.jitter_params)(jax.random.split(jax.random.key(0), 500))
     assert np.all(np.sort(np.asarray(draws.order), axis=1) == np.arange(4))
@@ -178,6 +182,7 @@ def test_colour_ops_refuse_one_channel():
 # ----------------------------------------------------------------------------- keys, batches, checks
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 @pytest.mark.parametrize("name", ["crop", "crop_flip", "erase", "color_jitter"])
 def test_same_key_same_view_and_batch_equals_singles(rgb, name):
     images = np.stack([rgb, rgb[::-1], 1 - rgb])

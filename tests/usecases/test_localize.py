@@ -134,6 +134,7 @@ def test_compose_grid_and_tile_map_hand_computed():
         L.compose_grid(tiles[:3])
 
 
+@pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_sample_grids_contents_and_reproducibility(data):
     g = L.sample_grids(jax.random.key(0), data.x_test, data.y_test, 6)
     labels, idx = np.asarray(g.tile_labels), np.asarray(g.tile_indices)

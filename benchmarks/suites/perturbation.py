@@ -16,7 +16,6 @@ Rows go to benchmarks/results/RESULTS_perturbation.json (not with --quick).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -28,18 +27,10 @@ from benchmarks import RESULTS
 from benchmarks.harness import models as M
 from benchmarks.harness.machine import cpu_name
 from benchmarks.harness.roofline import fraction, measure_peak, program_flops
+from benchmarks.harness.timing import time_call
 from tests.reference.torch_side import TorchTarget, forward_fn
 from cocoa_jax.attribution_methods import kernel_shap, occlusion, superpixel_map
-
-
-def _seconds(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # warm-up / compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+from cocoa_jax import files
 
 
 def main(argv=None) -> list[dict]:
@@ -95,8 +86,8 @@ def main(argv=None) -> list[dict]:
 
         for name, ours, theirs, units in (("KernelSHAP", lambda: ks(x), run_captum_ks, n_samples),
                                           ("Occlusion", lambda: occ(x), run_captum_occ, n_windows)):
-            t_ours = _seconds(ours, repeats)
-            t_captum = _seconds(theirs, repeats)
+            t_ours = time_call(ours, repeats)
+            t_captum = time_call(theirs, repeats)
             row = dict(method=name, model=spec.name, k=k, units=units, ours_per_s=units / t_ours,
                        captum_per_s=units / t_captum, ratio=t_captum / t_ours,
                        roofline=fraction(forward_flops, units / t_ours, peak["peak"]))
@@ -111,10 +102,7 @@ def main(argv=None) -> list[dict]:
         record = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_name(),
                       cpus=os.cpu_count(), load_avg_1min=os.getloadavg()[0], peak_gflops=peak, jax=jax.__version__,
                       torch=torch.__version__, n_samples=n_samples, batch=batch, rows=rows)
-        path = os.path.join(RESULTS, "RESULTS_perturbation.json")
-        with open(path + ".tmp", "w") as fh:
-            json.dump(record, fh, indent=1)
-        os.replace(path + ".tmp", path)
+        files.atomic_write_json(os.path.join(RESULTS, "RESULTS_perturbation.json"), record, indent=1)
     return rows
 
 

@@ -16,7 +16,6 @@ the same run. Rows go to benchmarks/results/RESULTS_text.json (not with --quick)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -28,6 +27,7 @@ from benchmarks import RESULTS
 from benchmarks.harness.machine import cpu_name
 from benchmarks.harness.roofline import fraction, measure_peak, program_flops
 from benchmarks.harness.timing import time_call
+from cocoa_jax import files
 
 BASELINE_ID = 269
 WORDS = 12
@@ -107,10 +107,7 @@ def main(argv=None) -> list[dict]:
         record = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_name(), cpus=os.cpu_count(),
                       load_avg_1min=os.getloadavg()[0], peak_gflops=peak, jax=jax.__version__,
                       torch=torch.__version__, rows=rows)
-        path = os.path.join(RESULTS, "RESULTS_text.json")
-        with open(path + ".tmp", "w") as fh:
-            json.dump(record, fh, indent=1)
-        os.replace(path + ".tmp", path)
+        files.atomic_write_json(os.path.join(RESULTS, "RESULTS_text.json"), record, indent=1)
     return rows
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from benchmarks import RESULTS
 from benchmarks.harness.machine import cpu_name
 from benchmarks.harness.roofline import fraction, measure_peak
+from benchmarks.harness.timing import time_call
 from cocoa_jax import attribution, targets
 from cocoa_jax.attribution_methods import token_drop
 from cocoa_jax.models import architectures, loaded, vit
@@ -60,16 +61,6 @@ def random_model(arch: str, config) -> loaded.LoadedModel:
     module = spec.build(config)
     variables = jax.jit(lambda: spec.init(module, config, tuple(spec.input_shape(config))))()
     return loaded.make_loaded(arch, config, variables)
-
-
-def _seconds(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # warm-up / compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def rows_for(label: str, model, n_masks: int, batch: int, repeats: int, peak: float) -> list[dict]:
@@ -103,7 +94,7 @@ def rows_for(label: str, model, n_masks: int, batch: int, repeats: int, peak: fl
     for name, fn, passes in (("rise_blend", blend, n_masks), ("rise_token_drop", dropped, n_masks),
                              ("rollout", rollout, 1)):
         program = jax.jit(fn)
-        seconds = _seconds(lambda: program(model.params, x), repeats)
+        seconds = time_call(lambda: program(model.params, x), repeats)
         per_pass = flops["rollout" if name == "rollout" else name.split("_", 1)[1]]
         rows.append(dict(model=label, arch=model.name, image=size, tokens=n_patches, method=name, k=K,
                          passes=passes, explicands_per_s=1.0 / seconds, flops_per_pass=per_pass,

@@ -1,7 +1,8 @@
 """Faithfulness metrics: does removing what a map calls important change the target most?
 
-Every function follows the metric contract of `cocoa_jax.evaluation.table` (one explicand, K maps
-scored against their K targets, (K,) out). Features are pixels ranked by the channel mean of the
+Every function follows the metric contract of `cocoa_jax.evaluation.table` (one explicand, M maps
+scored against K targets, M = K (map k on target k) or M = 1 (one map on every target), (K,)
+out). Features are pixels ranked by the channel mean of the
 map (`table.pixel_scores`); a removed pixel takes `ctx.baseline` in every channel (Quantus's
 "black" is `evaluate(..., baseline="black")`, the explicand's minimum). Where Quantus 0.6 differs
 (it ranks the C x H x W elements of a map broadcast over channels; it scores a class logit or
@@ -9,7 +10,11 @@ probability, here it is an embedding target), docs/metrics.md says so; with one 
 logit equal to the target they agree (tests/evaluation/test_faithfulness_quantus.py).
 
 Perturbed inputs are built inside each encoder chunk (`score_steps`), so nothing of size
-steps x image is held at once.
+steps x image is held at once. Encoder passes, per explicand: one per perturbed input, and every
+pass is read by all K targets. With one map (M = 1) each step has ONE input for the K targets;
+with M = K maps the K inputs of a step differ (each map its own order) and share a call, not a
+pass. Faithfulness correlation's random subsets do not depend on the map: its R + 1 passes serve
+every map and target whatever M (docs/metrics.md, "Passes shared across targets").
 """
 from __future__ import annotations
 
@@ -28,26 +33,42 @@ _ROAD_OFFSETS = ((1, 1, 1 / 12), (0, 1, 1 / 6), (-1, 1, 1 / 12), (1, -1, 1 / 12)
 # ----------------------------------------------------------------------------- shared pieces
 
 
-def score_steps(ctx: Context, build, n_steps: int) -> jax.Array:
-    """Target values of K perturbed inputs per step, each map's input scored on its own target.
+def score_steps(ctx: Context, build, n_steps: int, n_maps: int) -> jax.Array:
+    """Target values of the perturbed inputs of `n_steps` steps, M = `n_maps` inputs per step.
 
-    build(steps (b,) int) -> (b, K, H, W, C): the inputs of steps `steps`, input k for map k.
-    Returns (K, n_steps): value of target k at step s. `ctx.batch_size` steps per encoder call.
+    build(steps (b,) int) -> (b, M, H, W, C): the inputs of steps `steps`, input m built from map m.
+    M = 1 (one map for every target): each step's ONE input is encoded once and read by all K
+    targets. M = K: input k is read on target k; the K inputs of a step go through the encoder in
+    the same call (one dispatch, K times the images: different maps, different inputs).
+    Returns (K, n_steps): the value of target k at step s. At most `ctx.batch_size` images per
+    encoder call (`ctx.batch_size // M` steps).
     """
     k = ctx.num_targets
+    if n_maps not in (1, k):
+        raise ValueError(f"`n_maps` must be 1 or the {k} targets, got {n_maps}")
 
     def chunk(steps):
         inputs = build(steps)
         b = inputs.shape[0]
-        values = ctx.score(inputs.reshape((b * k,) + inputs.shape[2:])).reshape(b, k, k)
+        values = ctx.score(inputs.reshape((b * n_maps,) + inputs.shape[2:])).reshape(b, n_maps, k)
+        if n_maps == 1:
+            return values[:, 0]  # (b, K): the one input on every target
         return jnp.diagonal(values, axis1=1, axis2=2)  # (b, K): input k on target k
 
-    per_call = None if ctx.batch_size is None else max(1, ctx.batch_size // k)
+    per_call = None if ctx.batch_size is None else max(1, ctx.batch_size // n_maps)
     return batching.map_in_batches(chunk, jnp.arange(n_steps), per_call).T
 
 
+def _per_target(curves: jax.Array) -> jax.Array:
+    """(M, S, K) curves of M maps read on K targets -> (K, S): the one map's curve on every target
+    (M = 1), or map k's curve on target k (M = K)."""
+    if curves.shape[0] == 1:
+        return curves[0].T
+    return jnp.diagonal(curves, axis1=0, axis2=2).T
+
+
 def _ranks(scores: jax.Array, descending: bool = True) -> jax.Array:
-    """(K, F) scores -> (K, F) int rank of each feature, 0 = first removed (stable: ties by index)."""
+    """(M, F) scores -> (M, F) int rank of each feature, 0 = first removed (stable: ties by index)."""
     order = jnp.argsort(-scores if descending else scores, axis=-1, stable=True)
     f = scores.shape[-1]
     return jnp.zeros_like(order).at[jnp.arange(order.shape[0])[:, None], order].set(
@@ -74,8 +95,8 @@ def _ablation_auc(kind):
         sh, sw = (superpixel, superpixel) if isinstance(superpixel, int) else superpixel
         curves = metrics.ablation_curves(ctx.encode, ctx.target, x, ctx.baseline, maps, kinds=(kind,),
                                          n_steps=n_steps, absolute=absolute, superpixel=superpixel,
-                                         batch_size=ctx.batch_size)  # (K, 1, S + 1, K)
-        curves = jnp.diagonal(curves[:, 0], axis1=0, axis2=2).T  # (K, S + 1): map k on target k
+                                         batch_size=ctx.batch_size)  # (M, 1, S + 1, K)
+        curves = _per_target(curves[:, 0])  # (K, S + 1)
         fractions = metrics.feature_fractions((height // sh) * (width // sw), n_steps)
         return metrics.auc(curves[..., None], fractions)[:, 0]
     fn.__name__ = f"{kind}_auc"
@@ -141,13 +162,13 @@ def road_curve(ctx: Context, x, maps, key, *, order="morf", percentages=None, no
 
     def build(steps):
         def one(step):
-            removed = (ranks < counts[step]).reshape(-1, height, width)  # (K, H, W)
+            removed = (ranks < counts[step]).reshape(-1, height, width)  # (M, H, W)
             draw = noise * jax.random.normal(jax.random.fold_in(key, step), x.shape, x.dtype)
             imputed = jax.vmap(lambda r: linear_imputation(x, r))(removed)
             return jnp.where(removed[..., None], imputed + draw, x)
         return jax.vmap(one)(steps)
 
-    return score_steps(ctx, build, len(percentages))
+    return score_steps(ctx, build, len(percentages), maps.shape[0])
 
 
 def _road(order):
@@ -178,7 +199,7 @@ def pixel_flipping_curve(ctx: Context, x, maps, key=None, *, features_in_step=1)
         removed = ranks[None] < ((steps + 1) * features_in_step)[:, None, None]  # (b, K, F)
         return _replace(x, ctx.baseline, removed.reshape(removed.shape[:2] + (height, width)))
 
-    return score_steps(ctx, build, n_steps)
+    return score_steps(ctx, build, n_steps, maps.shape[0])
 
 
 def pixel_flipping(ctx, x, maps, key, *, features_in_step=1):
@@ -200,7 +221,7 @@ def region_perturbation_curve(ctx: Context, x, maps, key=None, *, order="morf", 
         raise ValueError(f"`patch_size`={patch_size} must divide the image size {(height, width)}")
     gh, gw = height // patch_size, width // patch_size
     sums = pixel_scores(maps).reshape(-1, gh, patch_size, gw, patch_size).sum(axis=(2, 4)).reshape(maps.shape[0], -1)
-    ranks = _ranks(sums, descending=(order == "morf"))  # (K, patches)
+    ranks = _ranks(sums, descending=(order == "morf"))  # (M, patches)
     n_steps = min(int(regions_evaluation), gh * gw)
     reference = ctx.score(x[None])[0]  # (K,)
 
@@ -209,7 +230,7 @@ def region_perturbation_curve(ctx: Context, x, maps, key=None, *, order="morf", 
         removed = jnp.repeat(jnp.repeat(removed, patch_size, axis=2), patch_size, axis=3)
         return _replace(x, ctx.baseline, removed)
 
-    return reference[:, None] - score_steps(ctx, build, n_steps)
+    return reference[:, None] - score_steps(ctx, build, n_steps, maps.shape[0])
 
 
 def _region(order):
@@ -251,14 +272,14 @@ def irof(ctx: Context, x, maps, key=None, *, cell=8):
     present = sizes > 0
     means = (pixel_scores(maps).reshape(maps.shape[0], -1) @ one_hot) / jnp.maximum(sizes, 1)
     means = jnp.where(present, means, -jnp.inf)  # empty ids last, never counted
-    ranks = _ranks(means)  # (K, S)
-    pixel_rank = ranks[:, segments]  # (K, H, W)
+    ranks = _ranks(means)  # (M, S)
+    pixel_rank = ranks[:, segments]  # (M, H, W)
     reference = ctx.score(x[None])[0]
 
     def build(steps):
         return _replace(x, ctx.baseline, pixel_rank[None] <= steps[:, None, None, None])
 
-    curve = score_steps(ctx, build, n_segments) / reference[:, None]  # (K, S)
+    curve = score_steps(ctx, build, n_segments, maps.shape[0]) / reference[:, None]  # (K, S)
     count = jnp.sum(present)
     weights = jnp.where(jnp.arange(n_segments - 1) < count - 1, 1.0, 0.0)  # trapz over the first `count`
     area = jnp.sum(0.5 * (curve[:, 1:] + curve[:, :-1]) * weights, axis=-1)
@@ -278,7 +299,7 @@ def correlation_subsets(key, n_features: int, subset_size: int, nr_runs: int) ->
 def faithfulness_correlation(ctx: Context, x, maps, key, *, nr_runs=100, subset_size=224):
     """Faithfulness correlation (Bhatt et al., 2020): Pearson correlation, over `nr_runs` random
     subsets of `subset_size` pixels, between the map's sum over the subset and the target's drop
-    f(x) - f(x with the subset at the baseline). The K maps share the subsets and the passes. -> (K,)"""
+    f(x) - f(x with the subset at the baseline). The subsets do not depend on the maps: the R + 1 passes serve every map and target. -> (K,)"""
     height, width = x.shape[0], x.shape[1]
     n = height * width
     if subset_size > n:

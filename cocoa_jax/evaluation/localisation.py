@@ -23,16 +23,20 @@ import numpy as np
 from cocoa_jax.evaluation.table import Metric, pixel_scores, register
 
 
-def check_masks(masks, image_shape) -> np.ndarray:
-    """Localisation masks (N, H, W) of {0, 1} / bool values, each with at least one pixel;
-    returns them as float32 {0, 1}. A one-line ValueError names `masks` otherwise."""
+def check_masks(masks, image_shape, n: int | None = None) -> np.ndarray:
+    """Localisation masks (N, H, W) of {0, 1} / bool values, each with at least one pixel, N = `n`
+    (the explicands) when given; returns them as float32 {0, 1}. A one-line ValueError names
+    `masks` otherwise."""
     array = np.asarray(masks)
     height, width = tuple(image_shape)[:2]
-    if array.ndim != 3 or array.shape[1:] != (height, width):
-        raise ValueError(f"`masks` must have shape (N, {height}, {width}) (one boolean mask per explicand), "
+    rows = "N" if n is None else f"N={n}"
+    if array.ndim != 3 or array.shape[1:] != (height, width) or (n is not None and array.shape[0] != n):
+        raise ValueError(f"`masks` must have shape ({rows}, {height}, {width}) (one boolean mask per explicand), "
                          f"got {array.shape}")
+    if array.dtype != bool and not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"`masks` must be boolean or 0/1 numbers, got dtype {array.dtype}")
     if array.dtype != bool and not np.all((array == 0) | (array == 1)):
-        raise ValueError("`masks` must hold only 0/1 or boolean values")
+        raise ValueError("`masks` must hold only 0/1 or boolean values (NaN and other values are refused)")
     empty = np.flatnonzero(array.reshape(len(array), -1).sum(axis=1) == 0)
     if empty.size:
         raise ValueError(f"`masks` has {empty.size} empty mask(s) (first at explicand {int(empty[0])}); "

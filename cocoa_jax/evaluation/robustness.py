@@ -32,7 +32,7 @@ def sensitivity_ratios(explain: Callable, x: jax.Array, maps: jax.Array, noise: 
     """||maps - explain(x + noise_s, key_s)|| / ||maps|| per noise sample and target.
 
     explain: (image (H, W, C), key) -> (K, ...) maps shaped like `maps`;  x: (H, W, C);
-    maps: (K, ...);  noise: (S, H, W, C);  key_s = fold_in(key, s) (key None: key 0). Per-channel
+    maps: (K, ...), or (1, ...) for one map compared with the explainer's map of every target;  noise: (S, H, W, C);  key_s = fold_in(key, s) (key None: key 0). Per-channel
     and per-pixel maps are compared as channel means (`randomisation.comparable`).
     Returns (S, K). The S explanations run one after another (`lax.map`), so memory is one
     explanation's whatever S is.
@@ -42,7 +42,7 @@ def sensitivity_ratios(explain: Callable, x: jax.Array, maps: jax.Array, noise: 
     def one(args):
         s, eps = args
         a, perturbed = comparable(maps, explain(x + eps, jax.random.fold_in(key, s)))
-        a, perturbed = a.reshape(a.shape[0], -1), perturbed.reshape(a.shape[0], -1)
+        a, perturbed = a.reshape(a.shape[0], -1), perturbed.reshape(perturbed.shape[0], -1)  # (M | K, n)
         return jnp.linalg.norm(a - perturbed, axis=-1) / jnp.linalg.norm(a, axis=-1)
 
     return jax.lax.map(one, (jnp.arange(noise.shape[0]), noise))

@@ -12,8 +12,13 @@ The contract of a metric function (read by every metric file):
       ctx:  a `Context` (below) for this explicand: its K targets, baseline, optional mask,
             the encoder and what the capability flags asked for.
       x:    (H, W, C) the explicand, pixels as the encoder takes them.
-      maps: (K, H, W) or (K, H, W, C): the map scored against each of the K targets
-            (`pixel_scores(maps)` gives the (K, H, W) channel mean the ranking metrics read).
+      maps: (M, H, W) or (M, H, W, C), M = K (map k scored against target k) or M = 1 (ONE map
+            scored against every target: `evaluate` passes M = 1 when it is given one map per
+            explicand or K identical maps, so that a perturbed input built from the map is
+            encoded once for the K targets). `pixel_scores(maps)` gives the (M, H, W) channel
+            mean the ranking metrics read. A function written for (K, ...) maps serves M = 1 by
+            broadcasting; it may return (1,) when its score reads only the map (complexity,
+            localisation), `evaluate` broadcasts that to (K,).
       key:  a PRNG key for this explicand (`evaluate` folds the explicand's index into the
             caller's key, so scores do not depend on batch size or device count); metrics with
             `uses_key=False` ignore it.

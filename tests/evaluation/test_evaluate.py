@@ -73,15 +73,6 @@ def test_scores_do_not_depend_on_batch_size(data):
         np.testing.assert_allclose(chunked[name], data["scores"][name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def test_one_map_per_explicand_is_scored_against_every_target(data):
-    one = data["maps"][:, 0]
-    a = evaluation.evaluate(encode, data["images"], one, target=data["target"], metrics=("deletion",),
-                            options=options(["deletion"]))
-    b = evaluation.evaluate(encode, data["images"], np.stack([one, one], 1), target=data["target"],
-                            metrics=("deletion",), options=options(["deletion"]))
-    np.testing.assert_array_equal(a["deletion"], b["deletion"])
-
-
 @pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_targets_by_name_from_corpus_and_foil_images():
     rng = np.random.default_rng(2)

@@ -13,6 +13,7 @@ heat map, masked image, top mass; `panels_dir` / `save_panels` write one PNG per
 command: one block per original image). `save_figure` writes any figure atomically.
 The sweep report's figures are drawn here too: `plot_insertion_deletion` (curves.png),
 `plot_size_sensitivity` and `plot_cascade` (its studies; `cocoa_jax.sweep.studies` gives the data).
+`plot_metric_scores` draws `cocoa-jax evaluate`'s scores.png (`commands.evaluate.figure_panels`).
 
 Nothing here touches `matplotlib.pyplot`: figures are `Figure` objects on their own Agg
 canvas, so the module is safe in scripts, tests, notebooks (display the returned figure) and
@@ -898,6 +899,51 @@ def plot_cascade(steps, panels, *, suptitle: str):
     fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(4, len(handles)), fontsize=8,
                frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation metrics (`cocoa-jax evaluate`'s scores.png)
+
+
+def plot_metric_scores(panels, *, suptitle: str = "", path=None, dpi: int = 110):
+    """One panel per metric: a dot at the mean with its 95% CI bar for each row (maps, target).
+
+    panels: [(title, xlabel, [(label, mean, ci95), ...]), ...]; the x-label states the metric's
+      direction, e.g. "Deletion AUC (↓ lower is better)"; ci95 nan draws no bar. Rows read top
+      down in the order given. Axes are labelled "metric {i}"; the i-th panel's error bar
+      container holds exactly the plotted means (`ax.containers[0].lines[0].get_xdata()`).
+    Returns the Figure; `path`: file name (atomic) or file object, as `save_figure`.
+    """
+    panels = list(panels)
+    if not panels:
+        raise ValueError("`panels` is empty: nothing to draw")
+    n_cols = min(3, len(panels))
+    n_rows = -(-len(panels) // n_cols)
+    n_points = max(len(points) for _, _, points in panels)
+    fig, axes = _study_figure(n_rows, n_cols, (4.2 * n_cols, 0.9 + n_rows * (0.9 + 0.32 * n_points)))
+    for i, (title, xlabel, points) in enumerate(panels):
+        ax = axes[i // n_cols, i % n_cols]
+        ax.set_label(f"metric {i}")
+        y = -np.arange(len(points), dtype=float)
+        means = np.array([p[1] for p in points], dtype=float)
+        cis = np.array([p[2] for p in points], dtype=float)
+        ax.errorbar(means, y, xerr=np.where(np.isfinite(cis), cis, 0.0), fmt="o", color="C0", ecolor="0.35",
+                    elinewidth=1.2, capsize=3, markersize=5)
+        ax.set_yticks(y)
+        ax.set_yticklabels([p[0] for p in points], fontsize=SMALL)
+        ax.set_ylim(y.min() - 0.6, 0.6)
+        ax.set_title(title, fontsize=FONT)
+        ax.set_xlabel(xlabel, fontsize=SMALL)
+        ax.tick_params(axis="x", labelsize=SMALL)
+        ax.grid(axis="x", alpha=0.3)
+    for j in range(len(panels), n_rows * n_cols):  # a grid not filled: the rest left blank
+        axes[j // n_cols, j % n_cols].set_visible(False)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=FONT)
+    fig.tight_layout(rect=(0, 0, 1, 0.94 if suptitle else 1))
+    if path is not None:
+        save_figure(fig, path, dpi=dpi)
     return fig
 
 

@@ -17,6 +17,8 @@ to --out (default runs/evaluate), all together at the end or none (`files.Output
   scores.csv  one row per (maps, target): each metric's mean over explicands and 95% CI half-width
   scores.md   the same table with each metric's direction (↑ higher is better, ↓ lower is better)
   scores.npz  the per-explicand scores, `<maps>/<metric>` (N, K), with `target_names`
+  scores.png  per metric, a dot at each row's mean with its 95% CI, the direction on the x-axis
+--masks (an .npz with `masks` (N, H, W)) gives the localisation metrics their masks.
 The work is `cocoa_jax.evaluation.evaluate`, the same call the API offers.
 """
 from __future__ import annotations
@@ -33,8 +35,9 @@ from cocoa_jax.commands.errors import UsageError, flag_errors
 
 DEFAULT_OUT = os.path.join("runs", "evaluate")
 DEFAULT_METRICS = ("insertion", "deletion")
-OUTPUT_FILES = ("scores.csv", "scores.md", "scores.npz")
+OUTPUT_FILES = ("scores.csv", "scores.md", "scores.npz", "scores.png")
 MAPS_KEY = "maps"  # the documented key of a plain array of maps
+MASKS_KEY = "masks"  # the documented key of the localisation masks of --masks
 
 
 def _metric_names() -> tuple[str, ...]:
@@ -52,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--maps-key", default=None, metavar="NAMES",
                         help="comma-separated arrays of --maps to score (default: `maps`, else every method of "
                              "an explain file)")
+    parser.add_argument("--masks", default=None, metavar="FILE.npz",
+                        help=f"localisation masks for pointing_game / relevance_*_accuracy: an .npz with `{MASKS_KEY}` "
+                             "(N, H, W) booleans (or 0/1), one per explicand in the maps' order, none empty")
     parser.add_argument("--model", default="digits", metavar="ARCH",
                         help=f"architecture, one of {', '.join(list_architectures())} (default digits, shipped)")
     parser.add_argument("--weights", default=None, metavar="DIR", help="model directory (as for explain)")
@@ -112,6 +118,20 @@ def read_maps_file(path: str, keys=None) -> tuple[dict[str, np.ndarray], dict[st
     return {k: arrays[k] for k in keys}, extras
 
 
+def read_masks_file(path: str) -> np.ndarray:
+    """The `masks` array of a --masks file (its values are checked against the explicands later)."""
+    if not os.path.isfile(path):
+        raise UsageError(f"--masks {path!r} is not a file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if MASKS_KEY not in data.files:
+                raise UsageError(f"--masks {path!r} has no `{MASKS_KEY}` array (arrays: "
+                                 f"{', '.join(sorted(data.files)) or 'none'})")
+            return data[MASKS_KEY]
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--masks {path!r} is not a readable .npz file ({err})") from None
+
+
 def check_arguments(args) -> dict:
     """Every flag checked and resolved; raises UsageError naming the flag."""
     from cocoa_jax import evaluation, models, targets
@@ -165,15 +185,36 @@ def check_arguments(args) -> dict:
             with flag_errors(f"--maps {name}"):
                 evaluation.maps_with_target_axis(array, (n,) + tuple(image_shape), len(target_names))
     for flag, record in (("--metrics", r) for r in map(evaluation.get, metrics)):
-        for need, what in (("needs_explainer", "an explainer"), ("needs_mask", "localisation masks"),
-                           ("needs_randomized_model", "randomised models"),
+        for need, what in (("needs_explainer", "an explainer"), ("needs_randomized_model", "randomised models"),
                            ("needs_alternative_target", "an alternative target")):
             if getattr(record, need):
                 raise UsageError(f"{flag}: {record.name!r} needs {what}, which this command does not take yet; "
                                  f"use cocoa_jax.evaluation.evaluate")
+    masks = _checked_masks(args.masks, metrics, n, image_shape)
     batch_size = None if args.batch_size is None else positive("--batch-size", args.batch_size)
     return dict(maps=maps, extras=extras, targets=target_names, metrics=metrics, options=options, files=found,
-                batch_size=batch_size, out=out)
+                batch_size=batch_size, out=out, masks=masks)
+
+
+def _checked_masks(path, metrics, n, image_shape):
+    """--masks read and checked (shape against the explicands and the model's input, 0/1 values,
+    none empty) when a metric reads masks; required by those metrics, refused by the others."""
+    from cocoa_jax import evaluation
+
+    readers = [m for m in metrics if evaluation.get(m).needs_mask]
+    if path is None:
+        if readers:
+            raise UsageError(f"--metrics: {', '.join(map(repr, readers))} need(s) localisation masks: pass "
+                             f"--masks FILE.npz (`{MASKS_KEY}` (N, H, W), one per explicand)")
+        return None
+    if not readers:
+        mask_metrics = ", ".join(m for m, record in evaluation.METRICS.items() if record.needs_mask)
+        raise UsageError(f"--masks is read only by {mask_metrics}; --metrics has none of them")
+    masks = read_masks_file(path)
+    # Without a known input shape the height and width are checked against the images once read.
+    shape = image_shape if image_shape is not None else (tuple(np.shape(masks)[1:3]) + (0, 0))[:2]
+    with flag_errors("--masks"):
+        return evaluation.localisation.check_masks(masks, shape, n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,6 +263,29 @@ def markdown_text(rows, metrics) -> str:
     return "\n".join(lines) + "\n"
 
 
+def figure_panels(rows, metrics) -> list[tuple[str, str, list[tuple[str, float, float]]]]:
+    """The data of scores.png (`viz.plot_metric_scores`), read from the table's rows: per metric
+    (title, x-label with its direction, [(row label, mean, 95% CI half-width), ...]) in row order.
+    A row's label names what varies: the maps, the target, or both."""
+    from cocoa_jax import evaluation
+
+    several_maps = len({row["maps"] for row in rows}) > 1
+    several_targets = len({row["target"] for row in rows}) > 1
+    both = several_maps == several_targets
+
+    def label(row):
+        if both:
+            return f"{row['maps']} · {row['target']}"
+        return row["maps"] if several_maps else row["target"]
+
+    panels = []
+    for metric in metrics:
+        record = evaluation.get(metric)
+        xlabel = f"{record.title} ({record.arrow} {record.direction} is better)"
+        panels.append((record.title, xlabel, [(label(row), row[metric][0], row[metric][1]) for row in rows]))
+    return panels
+
+
 # ---------------------------------------------------------------------------------------------
 # The command
 
@@ -248,6 +312,9 @@ def run(args: argparse.Namespace) -> int:
     for name, maps in checked["maps"].items():  # shapes checked before the first evaluation
         with flag_errors(f"--maps {name}"):
             evaluation.maps_with_target_axis(maps, images.shape, len(checked["targets"]))
+    if checked["masks"] is not None:
+        with flag_errors("--masks"):
+            evaluation.localisation.check_masks(checked["masks"], images.shape[1:3], len(images))
     scores = {}
     for name, maps in checked["maps"].items():
         if not args.quiet:
@@ -257,14 +324,20 @@ def run(args: argparse.Namespace) -> int:
                                                targets=checked["targets"], corpus=corpus, foil=foil,
                                                similarity=args.similarity, key=jax.random.key(args.seed),
                                                baseline=baseline, options=checked["options"],
-                                               batch_size=checked["batch_size"])
+                                               batch_size=checked["batch_size"], masks=checked["masks"])
     rows = summary_rows(scores, checked["targets"], checked["metrics"])
     outputs, out = Outputs(), checked["out"]
     outputs.add_text(os.path.join(out, "scores.csv"), csv_text(rows, checked["metrics"]))
     outputs.add_text(os.path.join(out, "scores.md"), markdown_text(rows, checked["metrics"]))
     arrays = {f"{name}/{metric}": values for name, by in scores.items() for metric, values in by.items()}
     outputs.add_npz(os.path.join(out, "scores.npz"), {**arrays, "target_names": np.array(checked["targets"])})
+    from cocoa_jax import viz
+
+    n = len(images)
+    figure = viz.plot_metric_scores(figure_panels(rows, checked["metrics"]),
+                                    suptitle=f"Mean over {n} explicands, 95% CI (t)")
+    outputs.add_rendered(os.path.join(out, "scores.png"), lambda f: viz.save_figure(figure, f))
     outputs.commit()
     print(markdown_text(rows, checked["metrics"]), end="")
-    print(f"wrote {os.path.join(out, 'scores.csv')}, scores.md and scores.npz")
+    print(f"wrote {os.path.join(out, 'scores.csv')}, scores.md, scores.npz and scores.png")
     return 0

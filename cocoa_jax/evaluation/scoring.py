@@ -154,6 +154,7 @@ def _given_target(name, target, n, dim, k=None) -> targets_mod.Target:
     explicand count, the encoder's D and (for `alternative_target`) the K of `target`."""
     if not isinstance(target, targets_mod.Target):
         raise TypeError(f"`{name}` must be a cocoa_jax.targets.Target, got {type(target).__name__}")
+    _checks.check_finite(name, target.direction)
     if target.num_targets is None:
         target = targets_mod.stack([target])
     direction = jnp.asarray(target.direction)
@@ -165,7 +166,6 @@ def _given_target(name, target, n, dim, k=None) -> targets_mod.Target:
         raise ValueError(f"`{name}` has representation dimension {direction.shape[-1]}; the model gives {dim}")
     if k is not None and direction.shape[1] != k:
         raise ValueError(f"`{name}` has {direction.shape[1]} targets; `target` has {k}")
-    _checks.check_finite(name, direction)
     return targets_mod.Target(direction, target.normalize)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cocoa_jax import evaluation, targets
+from tests.support.xla import child_flags
 
 H = W = 12
 C = 2
@@ -158,7 +159,7 @@ _DEVICES_SCRIPT = textwrap.dedent("""
 @pytest.mark.slow
 def test_scores_do_not_depend_on_the_device_count():
     """One subprocess with 2 forced CPU host devices: a 1-device mesh and a 2-device mesh agree."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=child_flags(2), JAX_PLATFORMS="cpu")
     here = os.path.dirname(os.path.abspath(__file__))
     done = subprocess.run([sys.executable, "-c", _DEVICES_SCRIPT, here], env=env, capture_output=True, text=True,
                           timeout=600, cwd=os.path.dirname(os.path.dirname(here)))
@@ -176,3 +177,63 @@ def test_map_layouts_get_a_target_axis():
         evaluation.maps_with_target_axis(ones(N, 3, H, W), shape, 4)
     with pytest.raises(ValueError, match="`maps` must be a real array"):
         evaluation.maps_with_target_axis(np.full((N, H, W), "a"), shape)
+
+
+_CONCRETE_CALLS: list[int] = []
+
+
+def watched_encode(x):
+    """`encode`, noting every call on concrete images (work; tracing to read shapes is not)."""
+    if not isinstance(x, jax.core.Tracer):
+        _CONCRETE_CALLS.append(len(x))
+    return encode(x)
+
+
+_MASK = np.zeros((N, H, W), bool)
+_MASK[:, 2:5, 3:7] = True
+_GOOD = dict(metrics=("pointing_game",), masks=_MASK)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(_GOOD, masks=np.ones((N, H, W + 1))), r"`masks` must have shape \(N=3, 12, 12\)"),
+    (dict(_GOOD, masks=np.ones((N + 1, H, W))), r"`masks` must have shape \(N=3, 12, 12\)"),
+    (dict(_GOOD, masks=np.full((N, H, W), 0.5)), r"`masks` must hold only 0/1"),
+    (dict(_GOOD, masks=np.where(_MASK, np.nan, 0.0)), r"`masks` must hold only 0/1"),
+    (dict(_GOOD, masks=np.full((N, H, W), "a")), r"`masks` must be boolean or 0/1 numbers"),
+    (dict(_GOOD, masks=np.concatenate([_MASK[:2], np.zeros((1, H, W), bool)])), r"`masks` has 1 empty mask"),
+    (dict(metrics=("deletion",), masks=np.ones((N, H, W + 1))), r"`masks` must have shape"),  # checked when given
+    (dict(metrics=("deletion",), target=targets.Target(jnp.ones(5), True)),
+     r"`target` has representation dimension 5; the model gives 6"),
+    (dict(metrics=("deletion",), target=targets.Target(jnp.full(6, jnp.nan), True)), r"`target` contains 6 NaN"),
+    (dict(metrics=("random_logit",), explainer=lambda *a: None, key=KEY,
+          alternative_target=targets.stack([targets.Target(jnp.ones(6), True)] * 2)),
+     r"`alternative_target` has 2 targets; `target` has 1"),
+    (dict(metrics=("road_morf",), key=3), r"`key` must be one PRNG key"),
+    (dict(metrics=("max_sensitivity",), key=KEY, explainer="integrated_gradients"), r"`explainer` must be callable"),
+    (dict(metrics=("mprt",), key=KEY, explainer=lambda *a: None, randomized_params=({"w": np.ones(2)},)),
+     r"`randomized_params\[0\]` does not have the model's parameter structure"),
+    (dict(metrics=("deletion",), target=None, targets=("nope",)), r"`targets` has unknown target 'nope'"),
+    (dict(metrics=("deletion",), target=None, targets=("cocoa",), corpus=np.zeros((2, H, W, C), np.float32)),
+     r"target 'cocoa' needs `foil` \(images\) or `foil_reps`"),
+    (dict(metrics=("deletion",), target=None, targets=("corpus",), corpus=np.zeros((2, H, W + 1, C), np.float32)),
+     r"`corpus` images must have the explicands' shape"),
+    (dict(metrics=("deletion",), target=None, targets=("corpus",), corpus_reps=np.ones((2, 4), np.float32)),
+     r"`corpus_reps` has representation dimension 4; the model gives 6"),
+    (dict(metrics=("irof",), segments=np.full((N, H, W), -1)), r"`segments` must be non-negative integer ids"),
+    (dict(metrics=("deletion",), images=np.zeros((N, 8, 8, C), np.float32), maps=np.ones((N, 8, 8))),
+     r"`baseline`='blur' \(GaussianBlur\(21, 5\)\) needs images larger than 10 pixels"),
+    (dict(metrics=("deletion",), images=np.full((N, H, W, C), np.inf, np.float32)), r"`images` contains"),
+    (dict(metrics=("deletion",), images=np.zeros((N, H, W, C + 1), np.float32), maps=np.ones((N, H, W))),
+     r"`model` cannot encode `images` of shape \(12, 12, 3\)"),
+    (dict(metrics=("deletion",), model=3), r"`model` must be a LoadedModel"),
+    (dict(metrics=("deletion",), mesh="cpu"), r"`mesh` must be a jax.sharding.Mesh"),
+])
+def test_every_argument_is_checked_before_any_work_in_one_line(kwargs, message):
+    """Each argument of evaluate: a one-line error naming it, raised before anything is encoded."""
+    call = {**dict(model=watched_encode, images=np.zeros((N, H, W, C), np.float32), maps=np.ones((N, H, W)),
+                   target=targets.Target(jnp.ones(6), True)), **kwargs}
+    _CONCRETE_CALLS.clear()
+    with pytest.raises((ValueError, TypeError), match=message) as err:
+        evaluation.evaluate(call.pop("model"), call.pop("images"), call.pop("maps"), **call)
+    assert "\n" not in str(err.value)
+    assert not _CONCRETE_CALLS, "images were encoded before the error"

@@ -14,7 +14,7 @@ from cocoa_jax.sweep.tables import ci95_halfwidth
 
 from conftest import cli_env, run_cli
 
-METRICS = "deletion,pixel_flipping,faithfulness_correlation"
+METRICS = "deletion,pixel_flipping,faithfulness_correlation,pointing_game"
 OPTIONS = '{"pixel_flipping": {"features_in_step": 128}, "faithfulness_correlation": {"nr_runs": 8, "subset_size": 64}}'
 
 
@@ -25,8 +25,12 @@ def _inputs(tmp_path, maps):
         for i in range(n):
             Image.fromarray((rng.uniform(size=(32, 32)) * 255).astype(np.uint8)).save(tmp_path / folder / f"{i}.png")
     np.savez(tmp_path / "maps.npz", maps=maps)
+    masks = np.zeros((3, 32, 32), bool)
+    masks[:, 8:20, 10:24] = True
+    np.savez(tmp_path / "masks.npz", masks=masks)
     return ["--maps", tmp_path / "maps.npz", "--images", tmp_path / "images", "--corpus", tmp_path / "corpus",
-            "--foil", tmp_path / "foil", "--metrics", METRICS, "--metric-options", OPTIONS]
+            "--foil", tmp_path / "foil", "--metrics", METRICS, "--metric-options", OPTIONS,
+            "--masks", tmp_path / "masks.npz"]
 
 
 @pytest.mark.slow  # one subprocess: the digits encoder, one compiled program (~10-40 s on 2 shared cores)
@@ -34,7 +38,11 @@ def test_evaluate_writes_the_table_with_cis_and_directions(tmp_path):
     maps = np.random.default_rng(1).normal(size=(3, 32, 32)).astype(np.float32)
     proc = run_cli(["evaluate", *_inputs(tmp_path, maps), "--out", tmp_path / "out"], cwd=tmp_path, env=cli_env())
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
-    assert "| Maps | Target | Deletion AUC (↓) | Pixel flipping (↓) | Faithfulness correlation (↑) |" in proc.stdout
+    assert ("| Maps | Target | Deletion AUC (↓) | Pixel flipping (↓) | Faithfulness correlation (↑) | Pointing game (↑) |"
+            in proc.stdout)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scores.csv", "scores.md", "scores.npz",
+                                                                   "scores.png"]
+    assert (tmp_path / "out" / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     raw = np.load(tmp_path / "out" / "scores.npz")
     assert list(raw["target_names"]) == ["cocoa"]
     with open(tmp_path / "out" / "scores.csv") as f:
@@ -55,11 +63,22 @@ def test_evaluate_writes_the_table_with_cis_and_directions(tmp_path):
     (dict(flags=["--metric-options", '{"deletion": {"steps": 2}}']), "--metric-options: metric 'deletion' has no option"),
     (dict(flags=["--targets", "cocoa", "--maps-key", "other"]), "has no array 'other'"),
     (dict(flags=["--maps"]), "--maps is required"),
+    (dict(masks=np.ones((3, 32, 31))), "--masks: `masks` must have shape (N=3, 32, 32)"),
+    (dict(masks=np.ones((2, 32, 32))), "--masks: `masks` must have shape (N=3, 32, 32)"),
+    (dict(masks=np.concatenate([np.ones((2, 32, 32)), np.zeros((1, 32, 32))])), "--masks: `masks` has 1 empty mask"),
+    (dict(masks=np.full((3, 32, 32), 0.5)), "--masks: `masks` must hold only 0/1"),
+    (dict(flags=["--metrics", "deletion", "--metric-options", "{}"]), "--masks is read only by pointing_game"),
+    (dict(flags=["--masks"]), "--metrics: 'pointing_game' need(s) localisation masks"),
+    (dict(maps=np.where(np.eye(32)[None].repeat(3, 0) > 0, np.nan, 1.0)), "--maps maps: `maps` has NaN or inf"),
 ])
 def test_usage_errors_are_one_line_and_write_nothing(tmp_path, capsys, change, message):
     flags = [str(f) for f in _inputs(tmp_path, change.get("maps", np.ones((3, 32, 32), np.float32)))]
-    if change.get("flags") == ["--maps"]:  # no --maps at all
-        flags, change = flags[2:], {}
+    if "masks" in change:
+        np.savez(tmp_path / "masks.npz", masks=change["masks"])
+    for dropped in ("--maps", "--masks"):  # the flag left out altogether
+        if change.get("flags") == [dropped]:
+            at = flags.index(dropped)
+            flags, change = flags[:at] + flags[at + 2:], {}
     status = cli.main(["evaluate", *flags, *change.get("flags", []), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and err[-1].startswith("cocoa-jax evaluate: error: ") and message in err[-1], err

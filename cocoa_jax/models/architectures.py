@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from cocoa_jax.attribution_methods import token_drop
 from cocoa_jax.models import bert
+from cocoa_jax.models import digits_vit
 from cocoa_jax.models import siglip
 from cocoa_jax.models import preprocessing as pp
 from cocoa_jax.models.clip import CLIP, ClipConfig
@@ -40,6 +41,10 @@ class ArchSpec:
       pixels through `preprocess.normalize`, ((0 - mean) / std, (1 - mean) / std).
     images: False for a text-only encoder (`sentence_bert`): no image input, `encode` refuses.
     tokenizer: (config, model directory) -> the model's tokenizer, or None (CLIP: its BPE).
+    joint_text: an image-text dual encoder whose text tower maps into the image representation
+      space (`encode_text` and `encode` give vectors of one space: CLIP, SigLIP), so captions can be
+      the corpus or foil of images and images those of captions (cross-modal COCOA); front ends
+      read this flag, never the architecture's name.
     """
 
     name: str
@@ -55,12 +60,18 @@ class ArchSpec:
     encoders: Callable[[Any, Mapping[str, Any]], "Encoders"] = None             # see _image_encoders
     images: bool = True
     tokenizer: Optional[Callable[[Mapping[str, Any], Optional[str]], Any]] = None
+    joint_text: bool = False
 
     def __post_init__(self):
         if self.init is None:
             object.__setattr__(self, "init", _init_image)
         if self.encoders is None:
             object.__setattr__(self, "encoders", _image_encoders)
+
+    @property
+    def text_tower(self) -> bool:
+        """Has a text encoder (`encode_text`): a dual encoder (`joint_text`) or a text-only one."""
+        return self.joint_text or not self.images
 
     @property
     def input_range(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
@@ -260,7 +271,7 @@ ARCHITECTURES = {
         "clip_vit_b32", "CLIP ViT-B/32 image + text encoders; 512-d joint embedding",
         dataclasses.asdict(ClipConfig()),
         _build_clip, lambda c: (c["image_resolution"], c["image_resolution"], 3), pp.CLIP, any_size=False,
-        init=_init_clip, encoders=_clip_encoders),
+        init=_init_clip, encoders=_clip_encoders, joint_text=True),
     "resnet18": _torchvision_resnet("resnet18", "basic", (2, 2, 2, 2), 512),
     "resnet34": _torchvision_resnet("resnet34", "basic", (3, 4, 6, 3), 512),
     "resnet50": _torchvision_resnet("resnet50", "bottleneck", (3, 4, 6, 3), 2048),
@@ -280,7 +291,7 @@ ARCHITECTURES = {
                     "encoders; joint embedding",
         dataclasses.asdict(ClipConfig()),
         _build_clip, lambda c: (c["image_resolution"], c["image_resolution"], 3), pp.CLIP, any_size=False,
-        init=_init_clip, encoders=_clip_encoders),
+        init=_init_clip, encoders=_clip_encoders, joint_text=True),
     "sentence_bert": ArchSpec(
         "sentence_bert", "BERT-family sentence encoder as sentence-transformers packs it (all-MiniLM, BGE, E5, "
                          "GTE; XLM-RoBERTa layout): BertModel, pooling (mean/CLS/max ...), optional L2 "
@@ -293,12 +304,18 @@ ARCHITECTURES = {
                   "the image representation) + text tower (last position, head); mean = std = 0.5",
         dataclasses.asdict(siglip.SiglipConfig()), _build_siglip, lambda c: (c["image_size"], c["image_size"], 3),
         pp.Preprocessing(resize=224, crop=224, interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3),
-        any_size=False, init=_init_siglip, encoders=_siglip_encoders, tokenizer=_sentence_bert_tokenizer),
+        any_size=False, init=_init_siglip, encoders=_siglip_encoders, tokenizer=_sentence_bert_tokenizer,
+        joint_text=True),
     DIGITS: ArchSpec(
         DIGITS, "SimCLR SmallResNet on scikit-learn digits (shipped); 128-d; 32x32x1 in [0, 1]",
         DIGITS_CONFIG, _build_digits, lambda c: small_resnet.INPUT_SHAPE, None,
         default_dir=small_resnet.WEIGHTS_DIR, channels=small_resnet.INPUT_SHAPE[-1],
         init=_init_digits, encoders=_digits_encoders),
+    "digits_vit": ArchSpec(
+        "digits_vit", "tiny ViT (4 blocks, 64 wide, 4 px patches) trained with SimCLR on scikit-learn digits "
+                      "(shipped; the trained model of AttnLRP, rollout and token drop); 64-d; 32x32x1 in [0, 1]",
+        dict(digits_vit.CONFIG), _build_vit, digits_vit.input_shape, None, any_size=False,
+        default_dir=digits_vit.WEIGHTS_DIR, channels=digits_vit.INPUT_SHAPE[-1], encoders=_vit_encoders),
 }
 # Architectures `cocoa-jax convert` produces (the others ship with the package).
 CONVERTIBLE = tuple(name for name, spec in ARCHITECTURES.items() if spec.default_dir is None)

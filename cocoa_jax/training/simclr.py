@@ -202,7 +202,8 @@ def train_simclr(model, images: np.ndarray, cfg: SimCLRConfig, *, variables=None
     if variables is None:
         variables = model.init(init_key, images[:2], train=False)
     optimizer, step = _optimizer_and_step(model, dataclasses.replace(cfg, seed=0))  # the step never reads the seed
-    state = TrainState(variables["params"], variables["batch_stats"],
+    # A network without BatchNorm (the digits ViT) has no batch_stats: trained with an empty collection.
+    state = TrainState(variables["params"], variables.get("batch_stats", {}),
                        optimizer.init(variables["params"]))
 
     per_epoch = n // cfg.batch_size
@@ -229,7 +230,7 @@ def train_simclr(model, images: np.ndarray, cfg: SimCLRConfig, *, variables=None
     seconds = time.perf_counter() - start
     if bar is not None:
         bar.close()
-    enc = {"params": state.params["encoder"], "batch_stats": state.batch_stats["encoder"]}
+    enc = {"params": state.params["encoder"], "batch_stats": state.batch_stats.get("encoder", {})}
     return enc, losses, seconds
 
 

@@ -44,7 +44,7 @@ def run(maps):
     scores = evaluation.evaluate(counting_encode, images, maps, target=target, metrics=METRICS, options=OPTIONS,
                                  key=KEY, baseline="black")
     jax.effects_barrier()
-    return scores, sum(_SEEN)
+    return scores, sum(_SEEN), len(_SEEN)
 
 
 @pytest.fixture(scope="module")
@@ -54,18 +54,19 @@ def one_map():
 
 @pytest.mark.slow  # two compiled programs (M = 1, M = K) of three metrics
 def test_one_map_is_encoded_once_for_the_k_targets_and_k_maps_k_times(one_map):
-    shared, shared_count = run(one_map)
+    shared, shared_count, shared_calls = run(one_map)
     assert shared_count == N * passes_per_explicand(1)
     # The same map K times (identical): scored as one map, same program, same passes, same scores.
-    same, same_count = run(np.repeat(one_map[:, None], K, axis=1))
+    same, same_count, _ = run(np.repeat(one_map[:, None], K, axis=1))
     assert same_count == shared_count
     for name in METRICS:
         np.testing.assert_array_equal(same[name], shared[name], err_msg=name)
     # K different maps with the one map's order (positive multiples: same ranks, same Pearson r):
     # K perturbed series, K times the passes (faithfulness correlation excepted), the same scores.
     scaled = one_map[:, None] * np.arange(1, K + 1, dtype=np.float32)[None, :, None, None]
-    apart, apart_count = run(scaled)
+    apart, apart_count, apart_calls = run(scaled)
     assert apart_count == N * passes_per_explicand(K)
+    assert apart_calls == shared_calls  # the K maps' inputs of a chunk share one encoder call
     assert passes_per_explicand(K) - passes_per_explicand(1) == (K - 1) * (5 + 4)
     for name in METRICS:
         assert shared[name].shape == (N, K), name

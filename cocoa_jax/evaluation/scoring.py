@@ -348,6 +348,10 @@ def evaluate(model, images, maps, *, metrics: Sequence[str], target: targets_mod
         raise TypeError(f"`mesh` must be a jax.sharding.Mesh (meshes.make_mesh), got {type(mesh).__name__}")
     dim = _representation_dim(encode_fn, params, images.shape[1:])
     if target is not None:
+        for name, value in (("corpus", corpus), ("foil", foil), ("corpus_reps", corpus_reps), ("foil_reps", foil_reps)):
+            if value is not None:
+                raise ValueError(f"`{name}` is not read when `target` is given: pass `target`, or `targets` names "
+                                 f"with their corpus / foil")
         target = _given_target("target", target, n, dim)
     else:
         names_of_targets = _check_named_targets(targets, images, corpus, foil, corpus_reps, foil_reps, similarity, dim)

@@ -343,7 +343,6 @@ def evaluate(model, images, maps, *, metrics: Sequence[str], target: targets_mod
                              f"got {segments.dtype} {segments.shape}")
         segments = segments.astype(np.int32)
         num_segments = int(segments.max()) + 1
-    base = _baselines(baseline, images)
     if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
         raise TypeError(f"`mesh` must be a jax.sharding.Mesh (meshes.make_mesh), got {type(mesh).__name__}")
     dim = _representation_dim(encode_fn, params, images.shape[1:])
@@ -360,6 +359,7 @@ def evaluate(model, images, maps, *, metrics: Sequence[str], target: targets_mod
         raise ValueError(f"`maps` has {maps.shape[1]} maps per explicand; expected 1 or the {k} targets")
     if alternative_target is not None:
         alternative_target = _given_target("alternative_target", alternative_target, n, dim, k)
+    base = _baselines(baseline, images)  # checked, then (blur) computed: the last check
 
     # The work.
     if target is None:

@@ -221,7 +221,8 @@ _GOOD = dict(metrics=("pointing_game",), masks=_MASK)
      r"`corpus_reps` has representation dimension 4; the model gives 6"),
     (dict(metrics=("irof",), segments=np.full((N, H, W), -1)), r"`segments` must be non-negative integer ids"),
     (dict(metrics=("deletion",), foil=np.zeros((2, H, W, C), np.float32)), r"`foil` is not read when `target` is given"),
-    (dict(metrics=("deletion",), images=np.zeros((N, 8, 8, C), np.float32), maps=np.ones((N, 8, 8))),
+    (dict(metrics=("deletion",), images=np.zeros((N, 8, 8, C), np.float32), maps=np.ones((N, 8, 8)),
+          model=lambda x: watched_encode(jnp.tile(x, (1, 2, 2, 1))[:, :H, :W])),  # an encoder of any size
      r"`baseline`='blur' \(GaussianBlur\(21, 5\)\) needs images larger than 10 pixels"),
     (dict(metrics=("deletion",), images=np.full((N, H, W, C), np.inf, np.float32)), r"`images` contains"),
     (dict(metrics=("deletion",), images=np.zeros((N, H, W, C + 1), np.float32), maps=np.ones((N, H, W))),

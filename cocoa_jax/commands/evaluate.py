@@ -80,7 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", default=None, choices=("blur", "black", "zeros"),
                         help="what removed pixels take: blur (the paper's GaussianBlur(21, 5); default, or the "
                              "`baselines` of an explain file), black (each image's minimum, Quantus's default), zeros")
-    parser.add_argument("--batch-size", type=int, default=None, help="perturbed steps per encoder call (default all)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="perturbed images per encoder call per explicand (default all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random metrics (default 0)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")

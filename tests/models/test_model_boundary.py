@@ -169,7 +169,7 @@ def test_input_shape_of_reads_no_weights(tmp_path):
 # and the digits encoder take raw [0, 1] pixels): a swapped table entry fails here.
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 ORIGINAL_NORMALISATION = {
-    "simclr_resnet50": None, "digits": None,
+    "simclr_resnet50": None, "digits": None, "digits_vit": None,
     "simsiam_cifar_resnet18": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "clip_vit_b32": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
     "clip_vit": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),

@@ -47,6 +47,13 @@ OUTPUT_FILES = ("figure.png", "attributions.npz", "settings.json")
 DEMO_DEFAULTS = {"corpus_class": 3, "explicands": 4, "corpus_size": 100}
 
 
+def joint_text_encoders() -> tuple[str, ...]:
+    """The architectures whose captions can contrast images (`ArchSpec.joint_text`)."""
+    from cocoa_jax.models import ARCHITECTURES
+
+    return tuple(name for name, spec in ARCHITECTURES.items() if spec.joint_text)
+
+
 def _target_names() -> tuple[str, ...]:
     from cocoa_jax import targets
 
@@ -66,12 +73,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="explicands: image files, folders or glob patterns (default: digits test images)")
     data.add_argument("--text", nargs="+", action="extend", default=None, metavar="TEXT",
                       help="explain sentences instead of images (token attributions; docs/text.md): digits "
-                           "dual encoder by default, or --model clip_vit --weights DIR")
+                           "dual encoder by default, or --model ARCH --weights DIR of a model with a text tower "
+                           "(CLIP, SigLIP, sentence_bert)")
     data.add_argument("--text-file", default=None, metavar="FILE", help="sentences to explain, one per line")
     data.add_argument("--corpus", nargs="+", action="extend", default=None, metavar="PATH",
                       help="corpus images: files, folders or globs (with --images)")
     data.add_argument("--corpus-text", nargs="+", action="extend", default=None, metavar="TEXT",
-                      help="corpus captions, for image-text encoders (clip_vit, clip_vit_b32): cross-modal COCOA")
+                      help=f"corpus captions, for image-text encoders ({', '.join(joint_text_encoders())}): "
+                           f"cross-modal COCOA")
     data.add_argument("--foil", nargs="+", action="extend", default=None, metavar="PATH",
                       help="foil images: files, folders or globs; --foil-size of them are drawn at random")
     data.add_argument("--foil-text", nargs="+", action="extend", default=None, metavar="TEXT", help="foil captions (image-text encoders)")
@@ -91,6 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated targets, from {', '.join(_target_names())} (default: all)")
     parser.add_argument("--similarity", default="cosine", help="cosine (paper) or dot")
     method_flags.add_arguments(parser, default_methods=DEFAULT_METHODS)
+    parser.set_defaults(_image_methods=",".join(DEFAULT_METHODS))  # text mode swaps in its own default
     parser.add_argument("--estimators", default="paper", choices=("paper", "fast"),
                         help="estimator profile (cocoa_jax.methods.PROFILES): paper = the paper's estimators "
                              "(default); fast = centred RISE with 416 masks and IG with 16 steps, measured as "
@@ -214,9 +224,9 @@ def _check_data_arguments(args, target_names) -> dict:
             raise UsageError(f"give the {what} as images ({image_flag}) or as text ({text_flag.replace('_', '-')}), "
                              f"not both")
     text = args.corpus_text is not None or args.foil_text is not None
-    if text and spec.name not in ("clip_vit", "clip_vit_b32"):
-        raise UsageError(f"--corpus-text/--foil-text need an image-text encoder (clip_vit, clip_vit_b32); "
-                         f"--model {args.model} has no text tower")
+    if text and not spec.joint_text:  # the table's capability flag, not a list of names
+        raise UsageError(f"--corpus-text/--foil-text need an image-text encoder ({', '.join(joint_text_encoders())}); "
+                         f"--model {args.model} has no text tower in its image space")
     needs = {need for name in target_names for need in targets.TARGETS[name][1]}
     if "corpus_reps" in needs and args.corpus is None and args.corpus_text is None:
         raise UsageError(f"--targets {','.join(target_names)} need a corpus: --corpus PATH (or --corpus-text)")
@@ -273,7 +283,8 @@ def _file_inputs(model, setup, args):
         out["corpus_text"] = f"{len(setup['corpus_files'])} images"
         out["arrays"]["corpus_files"] = np.array(setup["corpus_files"])
     elif setup["corpus_text"] is not None:
-        out["corpus_reps"] = np.asarray(model.encode_text(list(setup["corpus_text"])))
+        with flag_errors("--corpus-text"):  # e.g. a SigLIP converted without its tokenizer.json
+            out["corpus_reps"] = np.asarray(model.encode_text(list(setup["corpus_text"])))
         out["corpus_text"] = "; ".join(repr(t) for t in setup["corpus_text"])
     else:
         out["corpus_text"] = "none"
@@ -285,7 +296,8 @@ def _file_inputs(model, setup, args):
         out["foil_text"] = f"{len(foil_files)} of {len(pool)} images drawn at random"
         out["arrays"]["foil_files"] = np.array(foil_files)
     elif setup["foil_text"] is not None:
-        out["foil_reps"] = np.asarray(model.encode_text(list(setup["foil_text"])))
+        with flag_errors("--foil-text"):  # e.g. a SigLIP converted without its tokenizer.json
+            out["foil_reps"] = np.asarray(model.encode_text(list(setup["foil_text"])))
         out["foil_text"] = "; ".join(repr(t) for t in setup["foil_text"])
     else:
         out["foil_text"] = "none"

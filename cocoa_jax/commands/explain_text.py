@@ -6,9 +6,9 @@
         --corpus dogs/ --foil random_images/
 
 The model: the shipped digits dual encoder's text tower by default (`--model digits` or `digits_clip`),
-or a converted CLIP (`--model clip_vit[_b32] --weights DIR`). Corpus and foil: sentences
-(`--corpus-text`, `--foil-text`) or, for an image-text model, images (`--corpus`, `--foil`: cross-modal
-COCOA). Writes tokens.html (coloured tokens, one row per sentence x target x method, each row on its own
+or any architecture of the table with a text tower (`ArchSpec.text_tower`: CLIP, SigLIP, sentence_bert;
+`--model ARCH --weights DIR`). Corpus and foil: sentences (`--corpus-text`, `--foil-text`) or, for an
+image-text model (`ArchSpec.joint_text`), images (`--corpus`, `--foil`: cross-modal COCOA). Writes tokens.html (coloured tokens, one row per sentence x target x method, each row on its own
 scale, shown), tokens.png (the same, matplotlib) and attributions.npz, plus settings.json, all together at
 the end (none on an error or Ctrl-C); every argument checked first.
 """
@@ -26,8 +26,15 @@ from cocoa_jax.commands.checks import output_location, parse_names, positive, re
 from cocoa_jax.files import Outputs
 
 TEXT_OUTPUT_FILES = ("tokens.html", "tokens.png", "attributions.npz", "settings.json")
-DIGITS_NAMES = ("digits", "digits_clip")
-CLIP_NAMES = ("clip_vit", "clip_vit_b32")
+# The default --model (digits) and digits_clip name the shipped digits dual encoder in text mode: it is
+# not an architecture of the table (its image tower is not the digits SimCLR encoder's).
+SHIPPED_DUAL_ENCODER = ("digits", "digits_clip")
+
+
+def _text_models() -> tuple:
+    from cocoa_jax.models import ARCHITECTURES
+
+    return SHIPPED_DUAL_ENCODER + tuple(n for n, spec in ARCHITECTURES.items() if spec.text_tower)
 
 
 def _read_text_file(path: str) -> list:
@@ -46,11 +53,18 @@ def check(args: argparse.Namespace) -> dict:
     """Every argument of text mode, before any work."""
     from cocoa_jax import targets
 
-    if args.model not in DIGITS_NAMES + CLIP_NAMES:
-        raise UsageError(f"--text needs a model with a text tower: {', '.join(DIGITS_NAMES + CLIP_NAMES)}; "
+    from cocoa_jax.models import ARCHITECTURES
+
+    if args.model not in _text_models():
+        raise UsageError(f"--text needs a model with a text tower: {', '.join(_text_models())}; "
                          f"got --model {args.model}")
-    if args.model in CLIP_NAMES and args.weights is None:
+    shipped = args.model in SHIPPED_DUAL_ENCODER
+    if not shipped and args.weights is None:
         raise UsageError(f"--model {args.model} needs --weights DIR (the out_dir of `cocoa-jax convert`)")
+    for what in ("corpus", "foil"):
+        if getattr(args, what) is not None and not (shipped or ARCHITECTURES[args.model].joint_text):
+            raise UsageError(f"--{what} images need an image-text encoder with --text; --model {args.model} "
+                             f"encodes text only: give --{what}-text")
     if args.weights is not None and not os.path.isdir(os.path.expanduser(args.weights)):
         raise UsageError(f"--weights {args.weights!r} is not a directory")
     for flag, value in (("--images", args.images), ("--corpus-class", args.corpus_class),
@@ -76,8 +90,14 @@ def check(args: argparse.Namespace) -> dict:
     if int(args.seed) < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     batch_size = None if args.batch_size is None else positive("--batch-size", args.batch_size)
+    from cocoa_jax.text.pipeline import DEFAULT_TEXT_METHODS
+
+    if args.methods == getattr(args, "_image_methods", None):  # --methods not given: the text mode's default
+        args.methods = ",".join(DEFAULT_TEXT_METHODS)
     method_names = method_flags.selected(args)
-    options = method_flags.options(args, method_names, (64, 1, 1), batch_size=batch_size)  # on a 64-token sentence
+    # Checked as on a 64 x 64 image: the per-token defaults (RISE's grid, Occlusion's window: one cell
+    # per token, `text.attribution.token_options`) replace the image defaults only at run time.
+    options = method_flags.options(args, method_names, (64, 64, 1), batch_size=batch_size)
     out = os.path.abspath(args.out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out!r} exists and is not a directory")
@@ -97,7 +117,7 @@ def check(args: argparse.Namespace) -> dict:
 
 
 def _load(args):
-    if args.model in DIGITS_NAMES:
+    if args.model in SHIPPED_DUAL_ENCODER:
         from cocoa_jax.models.digits_clip import load_digits_clip
         with flag_errors("--weights", FileNotFoundError, ValueError):
             return load_digits_clip(args.weights)
@@ -149,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
                 "methods": list(result.method_names),
                 "method_options": {m: {k: list(v) if isinstance(v, tuple) else v for k, v in o.items()}
                                    for m, o in checked["options"].items()},
-                "baseline": "default (the zero embedding for CLIP and the digits encoder), positions kept",
+                "baseline": "default ([MASK] where the vocabulary has one, else the zero embedding), positions kept",
                 "strategy": "drop (perturbation methods remove tokens through the attention mask)",
                 "arrays": {"{method}_{i}": "(K, C_i) scores of sentence i's content tokens",
                            "ids": "(N, T) token ids", "scores": "(N, K)", "baseline_scores": "(N, K)"},

@@ -20,6 +20,7 @@ Neither output is L2-normalised (the explanation target's choice, as for CLIP).
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -119,6 +120,9 @@ class SigLIP(nn.Module):
     """Both towers plus `logit_scale` and `logit_bias` (kept so the conversion loses nothing)."""
 
     config: SiglipConfig = SiglipConfig()
+    # The text tower reads texts padded to the full context with no mask (as trained) and pools the
+    # last position: a token-level explainer keeps the padding visible (`cocoa_jax.text`).
+    attends_padding: ClassVar[bool] = True
 
     def setup(self):
         c = self.config

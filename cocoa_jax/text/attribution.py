@@ -92,7 +92,7 @@ def sentence_fn(encoder: TextEncoder, params, ids, content, target, *, perturbat
     the input: (C, E) embeddings (gradient methods), (C, 1, E) (replace) or (C, 1, 1) keep values (drop)."""
     ids = jnp.asarray(ids, jnp.int32)
     embeddings = jnp.asarray(encoder.embed_fn(params, ids[None])[0])   # (T, E); params may be NumPy
-    keep = ids != encoder.pad_id                                   # (T,)
+    keep = encoder.keep_of(ids)                                    # (T,)
 
     def encode(e, k):
         return target(encoder.encode_embeddings_fn(params, e[None], k[None])[0])

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["TextEncoder", "clip_text_encoder", "digits_text_encoder", "text_encoder"]
+__all__ = ["TextEncoder", "clip_text_encoder", "digits_text_encoder", "loaded_text_encoder", "text_encoder"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # identity hash: a key of compiled-program caches
@@ -41,13 +41,16 @@ class TextEncoder:
       encode_embeddings_fn: (params, embeddings (N, T, E), keep (N, T) bool) -> (N, D).
       tokenize: list of str -> (N, T) int32 ids, padded with `pad_id` to one length T.
       token_strings: ids (T,) -> the display string of each token.
-      pad_id: the padding id (always hidden by `keep`).
+      pad_id: the padding id (hidden by `keep` unless `attend_padding`).
       special_ids: ids never attributed nor perturbed (CLS/SEP, SOT/EOT, ...).
       baseline_id: the token whose embedding is the default baseline of content tokens
         ([MASK] where the vocabulary has one); None: the zero vector (see docs/text.md).
       embedding_scale: the RMS entry of the token-embedding table: noise of the noisy gradient
         methods is given in this unit (embeddings, unlike pixels, have no fixed range).
       context_length: the longest sequence the tower takes.
+      attend_padding: the tower was trained seeing its padding (SigLIP: texts padded to the full
+        context, no attention mask, pooled at the last position): padding stays visible (`keep` True)
+        and only dropped tokens are hidden. False (default): padding is hidden by `keep`.
     """
 
     name: str
@@ -61,10 +64,18 @@ class TextEncoder:
     baseline_id: Optional[int]
     embedding_scale: float
     context_length: int
+    attend_padding: bool = False
+
+    def keep_of(self, ids):
+        """The attention mask of unperturbed `ids` (..., T) -> (..., T) bool: padding hidden unless
+        `attend_padding`."""
+        if self.attend_padding:
+            return jnp.ones(jnp.shape(ids), bool)
+        return jnp.asarray(ids) != self.pad_id
 
     def encode_ids(self, params, ids: jax.Array) -> jax.Array:
-        """(N, T) ids -> (N, D) through the two halves (padding hidden)."""
-        return self.encode_embeddings_fn(params, self.embed_fn(params, ids), ids != self.pad_id)
+        """(N, T) ids -> (N, D) through the two halves (padding hidden unless `attend_padding`)."""
+        return self.encode_embeddings_fn(params, self.embed_fn(params, ids), self.keep_of(ids))
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Sentences -> (N, D) float32 representations (jit-compiled, eager convenience)."""
@@ -181,6 +192,52 @@ def digits_text_encoder(model=None) -> TextEncoder:
         embedding_scale=_rms(table), context_length=dc.CONTEXT_LENGTH)
 
 
+# ------------------------------------------------------------------- token-embedding LoadedModels
+
+
+def _display(piece: str) -> str:
+    """A vocabulary piece as shown on the page: SentencePiece's and byte-level BPE's word-start marks
+    dropped ("\u2581dog", "\u0120dog" -> "dog"); WordPiece's "##" kept (it says "inside a word")."""
+    return piece[1:] if piece[:1] in ("\u2581", "\u0120") and len(piece) > 1 else piece
+
+
+def loaded_text_encoder(model, tokenizer=None) -> TextEncoder:
+    """The text tower of a loaded model that exposes token embeddings (`LoadedModel.embed_tokens_fn`
+    and `encode_embeddings_fn`: `sentence_bert`, `siglip`) with its tokenizer.json (`model.tokenizer()`).
+
+    Special tokens are the tokenizer's ([CLS]/[SEP], <s>/</s>, SigLIP's </s>) and padding. The default
+    baseline is the model's [MASK] (`config["mask_token_id"]`) where it has one, else the zero embedding.
+    A tower that pools a fixed position of the padded context (SigLIP: the last) gets every text padded
+    to `context_length` and sees its padding (`attend_padding`); the others are trimmed to the longest text.
+    """
+    if getattr(model, "embed_tokens_fn", None) is None or getattr(model, "encode_embeddings_fn", None) is None:
+        raise ValueError(f"`model` {getattr(model, 'name', model)!r} exposes no token embeddings "
+                         "(embed_tokens_fn / encode_embeddings_fn)")
+    tok = tokenizer or model.tokenizer()
+    context = int(model.config["context_length"])
+    attend_padding = bool(getattr(model.module, "attends_padding", False))  # the module says (SigLIP)
+
+    def tokenize(texts):
+        ids = tok.batch(list(texts)).ids
+        if attend_padding:
+            return ids.astype(np.int32)
+        width = int(max(1, (ids != tok.pad_id).sum(axis=1).max()))
+        return ids[:, :width].astype(np.int32)
+
+    def token_strings(ids):
+        return [_display(tok.id_to_token(int(i))) for i in np.asarray(ids)]
+
+    vocab = int(model.config.get("vocab_size") or tok.vocab_size)
+    table = model.embed_tokens_fn(model.params, jnp.arange(vocab, dtype=jnp.int32)[:, None])  # (V, 1, E)
+    mask_id = model.config.get("mask_token_id")
+    return TextEncoder(
+        name=model.name, params=model.params, embed_fn=model.embed_tokens_fn,
+        encode_embeddings_fn=lambda params, words, keep: model.encode_embeddings_fn(params, words, keep.astype(jnp.int32)),
+        tokenize=tokenize, token_strings=token_strings, pad_id=int(tok.pad_id),
+        special_ids=tuple(int(i) for i in tok.special_ids), baseline_id=None if mask_id is None else int(mask_id),
+        embedding_scale=_rms(table), context_length=context, attend_padding=attend_padding)
+
+
 def text_encoder(model) -> TextEncoder:
     """The `TextEncoder` of a model with a text tower: a `TextEncoder` is returned as is; the digits
     dual encoder and loaded CLIPs are wrapped. Anything else is a ValueError naming it."""
@@ -192,5 +249,7 @@ def text_encoder(model) -> TextEncoder:
         return digits_text_encoder(model)
     if getattr(model, "encode_text_fn", None) is not None and "transformer_width" in getattr(model, "config", {}):
         return clip_text_encoder(model)
+    if getattr(model, "embed_tokens_fn", None) is not None:
+        return loaded_text_encoder(model)
     raise ValueError(f"`model` has no text tower this package can explain: {getattr(model, 'name', type(model).__name__)!r} "
-                     "(expected the digits dual encoder, a loaded CLIP or a TextEncoder)")
+                     "(expected the digits dual encoder, a loaded CLIP, SigLIP or sentence_bert, or a TextEncoder)")

@@ -8,6 +8,8 @@ Insertion starts from the all-blank sentence and reveals tokens; deletion blanks
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +18,7 @@ from cocoa_jax import metrics
 from cocoa_jax.text.attribution import baseline_vector
 from cocoa_jax.text.encoders import TextEncoder
 
-__all__ = ["evaluate_explanation", "token_insertion_deletion"]
+__all__ = ["evaluate_explanation", "sentence_aucs", "token_insertion_deletion"]
 
 
 def token_insertion_deletion(encoder: TextEncoder, params, ids, content, scores, measures, *, baseline="default",
@@ -37,7 +39,7 @@ def token_insertion_deletion(encoder: TextEncoder, params, ids, content, scores,
     if scores.shape[-1] != n or scores.ndim not in (1, 2):
         raise ValueError(f"`scores` must have shape (C,) or (K, C) with C = {n} content tokens, got {scores.shape}")
     embeddings = jnp.asarray(encoder.embed_fn(params, ids[None])[0])
-    keep = ids != encoder.pad_id
+    keep = encoder.keep_of(ids)
     x = embeddings[content][:, None, :]                                   # (C, 1, E)
     blank = jnp.broadcast_to(baseline_vector(encoder, params, baseline), x.shape).astype(x.dtype)
 
@@ -46,6 +48,42 @@ def token_insertion_deletion(encoder: TextEncoder, params, ids, content, scores,
         return encoder.encode_embeddings_fn(params, full, jnp.broadcast_to(keep, full.shape[:2]))
 
     return metrics.insertion_deletion(encode, measures, x, blank, scores[..., None], n_steps=n_steps or n)
+
+
+@functools.lru_cache(maxsize=32)
+def _aucs_program(encoder: TextEncoder, baseline):
+    one = lambda params, ids, content, scores, m: token_insertion_deletion(
+        encoder, params, ids, content, scores, m, baseline=baseline)[1]
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0)))
+
+
+def sentence_aucs(encoder: TextEncoder, ids, content, scores, measures, *, baseline="default") -> list:
+    """Insertion / deletion AUCs of many sentences, each with its own maps and measures.
+
+    Args:
+      ids: (N, T) token ids; content: N arrays of content positions (C_i,).
+      scores: N arrays (K, C_i) (K maps of one sentence, e.g. one per target).
+      measures: N `metrics.Measures` of the same names (e.g. each sentence's corpus and foil).
+    Returns N arrays (K, 2, M): kind 0 = insertion, 1 = deletion. Sentences with the same number of
+    content tokens (and K) are evaluated by one vmapped, jit-compiled program.
+    """
+    n = len(content)
+    if not (len(scores) == len(measures) == n == len(ids)):
+        raise ValueError(f"`ids`, `content`, `scores` and `measures` must have one entry per sentence, got "
+                         f"{len(ids)}, {n}, {len(scores)} and {len(measures)}")
+    program = _aucs_program(encoder, baseline)
+    groups = {}
+    for i in range(n):
+        groups.setdefault((len(content[i]), np.shape(scores[i])), []).append(i)
+    out = [None] * n
+    for members in groups.values():
+        stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *[measures[i] for i in members])
+        result = np.asarray(program(encoder.params, jnp.asarray(np.asarray(ids)[members]),
+                                    jnp.asarray(np.stack([content[i] for i in members])),
+                                    jnp.asarray(np.stack([scores[i] for i in members])), stacked))
+        for j, i in enumerate(members):
+            out[i] = result[j]
+    return out
 
 
 def evaluate_explanation(model, explanation, measures, *, target: str | None = None, key=None,

@@ -21,7 +21,7 @@ from cocoa_jax.explicand_program import method_keys
 from cocoa_jax.text.attribution import STRATEGIES, baseline_vector, content_positions, token_scores
 from cocoa_jax.text.encoders import TextEncoder, text_encoder
 
-__all__ = ["DEFAULT_TEXT_METHODS", "TextExplanation", "explain_texts"]
+__all__ = ["DEFAULT_TEXT_METHODS", "TextExplanation", "attribute_tokens", "explain_texts"]
 
 DEFAULT_TEXT_METHODS = ("integrated_gradients", "gradient_shap", "occlusion")
 
@@ -91,7 +91,44 @@ def _encode_blank(encoder: TextEncoder, params, ids, content, baseline):
     emb = np.array(encoder.embed_fn(params, jnp.asarray(ids)))
     for i, c in enumerate(content):
         emb[i, c] = np.asarray(vec)
-    return np.asarray(encoder.encode_embeddings_fn(params, jnp.asarray(emb), jnp.asarray(ids != encoder.pad_id)))
+    return np.asarray(encoder.encode_embeddings_fn(params, jnp.asarray(emb), encoder.keep_of(jnp.asarray(ids))))
+
+
+def attribute_tokens(encoder: TextEncoder, ids, content, target, methods: Sequence[str],
+                     options: Mapping[str, Mapping[str, Any]], key: jax.Array, *, baseline="default",
+                     strategy: str = "drop", batch_size: int | None = None, seconds: dict | None = None,
+                     on_method: Callable[[str, float], None] | None = None) -> dict:
+    """{method: per sentence a (K, C_i) array} for sentences `ids` (N, T) with content positions
+    `content` (N lists) and one stacked target per sentence (`target.direction` (N, K, D)).
+
+    Sentences with the same number of content tokens run as one vmapped, jit-compiled program per
+    method; sentence i's key is `explicand_program.method_keys(key, method, N)[i]`. `seconds` (if
+    given) receives each method's wall time. Used by `explain_texts` and the text study.
+    """
+    n = len(content)
+    groups = {}
+    for i, c in enumerate(content):
+        groups.setdefault(len(c), []).append(i)
+    by_method = {}
+    for name in methods:
+        t0 = time.perf_counter()
+        keys = method_keys(key, name, n)
+        program = _program(encoder, name, tuple(sorted(dict(options.get(name, {})).items())), baseline, strategy,
+                           batch_size)
+        out = [None] * n
+        for members in groups.values():
+            idx = np.asarray(members)
+            result = program(encoder.params, jnp.asarray(ids[idx]), jnp.asarray(np.stack([content[i] for i in idx])),
+                             jax.tree_util.tree_map(lambda d: d[idx], target), keys[idx])
+            for j, i in enumerate(members):
+                out[i] = np.asarray(result[j])
+        by_method[name] = out
+        elapsed = time.perf_counter() - t0
+        if seconds is not None:
+            seconds[name] = elapsed
+        if on_method is not None:
+            on_method(name, elapsed)
+    return by_method
 
 
 def explain_texts(model, texts: Sequence[str], *, corpus=None, foil=None, corpus_reps=None, foil_reps=None,
@@ -149,27 +186,10 @@ def explain_texts(model, texts: Sequence[str], *, corpus=None, foil=None, corpus
     scores = np.asarray(score(jnp.asarray(explicand_reps), target))
     baseline_scores = np.asarray(score(jnp.asarray(_encode_blank(encoder, params, ids, content, baseline)), target))
     seconds["targets"] = time.perf_counter() - t0
-    groups = {}
-    for i, c in enumerate(content):
-        groups.setdefault(len(c), []).append(i)
-    by_method, gaps = {}, {}
-    for name in names:
-        t0 = time.perf_counter()
-        keys = method_keys(key, name, n)
-        program = _program(encoder, name, tuple(sorted(options[name].items())), baseline, strategy, batch_size)
-        out = [None] * n
-        for members in groups.values():
-            idx = np.asarray(members)
-            result = program(params, jnp.asarray(ids[idx]), jnp.asarray(np.stack([content[i] for i in idx])),
-                             jax.tree_util.tree_map(lambda d: d[idx], target), keys[idx])
-            for j, i in enumerate(members):
-                out[i] = np.asarray(result[j])
-        by_method[name] = out
-        if methods_mod.get(name).complete:
-            gaps[name] = np.stack([o.sum(-1) for o in out]) - (scores - baseline_scores)
-        seconds[name] = time.perf_counter() - t0
-        if on_method is not None:
-            on_method(name, seconds[name])
+    by_method = attribute_tokens(encoder, ids, content, target, names, options, key, baseline=baseline,
+                                 strategy=strategy, batch_size=batch_size, seconds=seconds, on_method=on_method)
+    gaps = {name: np.stack([o.sum(-1) for o in by_method[name]]) - (scores - baseline_scores)
+            for name in names if methods_mod.get(name).complete}
     tokens = [[encoder.token_strings(row)[p] for p in c] for row, c in zip(ids, content)]
     return TextExplanation(tokens, by_method, ids, content, scores, baseline_scores, gaps, tuple(targets), names,
                            options, seconds)

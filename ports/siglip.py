@@ -4,8 +4,8 @@
 Sizes are read off the weights; the head counts and the LayerNorm epsilon from config.json
 (`vision_config` / `text_config`). Only `hidden_act` "gelu_pytorch_tanh" (every released SigLIP)
 is accepted. tokenizer.json, when the directory has one, is copied (with the pad token of
-tokenizer_config.json) so `model.encode_text(["a photo of a dog"])` works; without it the text
-tower takes token ids. `convert_big_vision_siglip` reads big_vision's `.npz` (below) into the same model.
+tokenizer_config.json), else one is written from spiece.model (`text_tokenizers.siglip_tokenizer_json`),
+so `model.encode_text(["a photo of a dog"])` works; without either the text tower takes token ids. `convert_big_vision_siglip` reads big_vision's `.npz` (below) into the same model.
 """
 from __future__ import annotations
 
@@ -115,9 +115,16 @@ def convert_siglip(directory: str, out_dir: str, *, unsafe_unpickle: bool = Fals
     notes, files = [], {}
     tokenizer_path = os.path.join(directory, TOKENIZER_FILE)
     pad_token = None
+    spiece_path = os.path.join(directory, "spiece.model")
     if os.path.isfile(tokenizer_path):
         with open(tokenizer_path, encoding="utf-8") as f:
             files[TOKENIZER_FILE] = f.read()
+    elif os.path.isfile(spiece_path):  # google's SigLIP checkpoints ship only the SentencePiece model
+        from cocoa_jax.models.text_tokenizers import siglip_tokenizer_json
+
+        files[TOKENIZER_FILE] = siglip_tokenizer_json(spiece_path)
+        notes.append("tokenizer.json written from spiece.model (SigLIP's canonicalisation, as SiglipTokenizer)")
+    if TOKENIZER_FILE in files:
         tok_config_path = os.path.join(directory, "tokenizer_config.json")
         tok_config = read_json(tok_config_path) if os.path.isfile(tok_config_path) else {}
         pad_token = tok_config.get("pad_token") or "</s>"

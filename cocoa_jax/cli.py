@@ -46,6 +46,8 @@ COMMANDS = {
                           "re-train the embedded digits image-text dual encoder (CLIP loss)"),
     "evaluate": ("cocoa_jax.commands.evaluate",
                  "score attribution maps from any library with the metric table (faithfulness, ...)"),
+    "text-sweep": ("cocoa_jax.commands.text_sweep",
+                   "the small offline text sweep: token insertion/deletion AUCs with confidence intervals on digits captions"),
 }
 
 MACHINE_FAULT_STATUS = 1  # the machine failed the work (full disk, read-only file system ...)

@@ -14,7 +14,7 @@ LAYERS = {
     "targets": 1, "baselines": 1, "attribution_methods": 1, "attribution": 1, "sparsity": 1,
     "correlation": 1,
     "methods": 2, "metrics": 2, "models": 2,
-    "meshes": 3, "distributed": 3, "explicand_program": 3, "pipeline": 3, "cost": 3, "text": 3, "text.html": 4, "evaluation": 3,
+    "meshes": 3, "distributed": 3, "explicand_program": 3, "pipeline": 3, "cost": 3, "text": 3, "text.html": 4, "text.study": 4, "evaluation": 3,
     "sweep": 4, "usecases": 4, "data": 4, "training": 4, "probe": 4, "viz": 4,
     "commands": 5, "cli": 5, "__main__": 5,
 }

@@ -56,7 +56,7 @@ FIELD_TYPES = {
     "include_random": _BOOL, "blur_kernel_size": _INT, "blur_sigma": _NUM, "eval_steps": _INT,
     "eval_absolute": _BOOL, "eval_superpixel": _INT, "probe_dir": _OPT_STR, "probe_train_size": _OPT_INT,
     "probe_test_size": _OPT_INT, "randomize_model": _RANDOMIZE, "randomize_cascade": _BOOL, "explicand_batch": _INT, "attribution_batch": _OPT_INT, "eval_batch": _INT,
-    "estimators": _STR, "metrics": _STR_LIST,
+    "estimators": _STR, "metrics": _STR_LIST, "eval_removal": _STR,
 }
 
 
@@ -104,6 +104,10 @@ class SweepConfig:
       include_random: add the random-attribution benchmark row.
       blur_kernel_size, blur_sigma: baseline blur (removed pixels take its values too).
       eval_steps, eval_absolute, eval_superpixel: insertion/deletion settings.
+      eval_removal: how insertion/deletion removes features: "blend" (default: pixels take the
+        blurred baseline's values, the paper's) or "token_drop" (a ViT encoder, one with token access:
+        the patches are the features, a removed patch's token is left out; `eval_superpixel` must
+        stay 1). "blend" is left out of the run hash, so earlier runs keep theirs.
       probe_dir: a saved `cocoa_jax.probe` probe; None trains one on `probe_train_size`
         corpus-split samples (None: all) and reports its accuracy on the explicand split.
       randomize_model: true re-draws the encoder's parameters per seed with
@@ -159,6 +163,7 @@ class SweepConfig:
     eval_steps: int = 50
     eval_absolute: bool = False
     eval_superpixel: int = 1
+    eval_removal: str = "blend"
     probe_dir: str | None = None
     probe_train_size: int | None = None
     probe_test_size: int | None = None
@@ -249,6 +254,13 @@ class SweepConfig:
         if self.classes is not None and not self.classes:
             raise ValueError("config field `classes` is empty (use null for all classes)")
         self.check_metrics()
+        from cocoa_jax.attribution_methods.token_drop import REMOVALS
+
+        if self.eval_removal not in REMOVALS:
+            raise ValueError(f"config field `eval_removal` must be one of {list(REMOVALS)}, got {self.eval_removal!r}")
+        if self.eval_removal == "token_drop" and self.eval_superpixel != 1:
+            raise ValueError("config field `eval_superpixel` must be 1 with eval_removal 'token_drop' (the features "
+                             "are the ViT's patches)")
 
     def check_metrics(self) -> None:
         """`metrics`: names of `cocoa_jax.evaluation.METRICS` the sweep can give what they read (the
@@ -382,6 +394,8 @@ class SweepConfig:
             data.pop("randomize_model")  # the default is not hashed: earlier runs keep their hash
         if not self.randomize_cascade:
             data.pop("randomize_cascade")  # likewise
+        if self.eval_removal == "blend":
+            data.pop("eval_removal")  # the default is not hashed: earlier runs keep their hash
         if self.estimators == "paper":
             data.pop("estimators")  # likewise
         if self.metrics:  # the metrics with their (default) options; none: not hashed, earlier runs keep theirs

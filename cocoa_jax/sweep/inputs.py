@@ -35,6 +35,8 @@ class EncoderSpec:
     input_shape: tuple
     preprocess: Callable | None = None
     network_input: bool = False
+    # A ViT's `token_drop.TokenAccess` on the same input as `encode_fn` (eval_removal 'token_drop'), or None.
+    token_access: Any = None
 
 
 def _expand(path: str | None) -> str | None:
@@ -54,6 +56,19 @@ def check_encoder_source(config: SweepConfig) -> None:
                          f"pass the encoder object to run_sweep for anything else")
     if config.encoder_dir and not os.path.isdir(_expand(config.encoder_dir)):
         raise ValueError(f"config field `encoder_dir` {config.encoder_dir!r} is not a directory")
+    if config.eval_removal == "token_drop" and _raw_token_access(config.encoder) is None:
+        raise ValueError(f"config field `eval_removal` 'token_drop' needs a ViT encoder (token access); "
+                         f"{config.encoder!r} has none: use 'blend'")
+
+
+def _raw_token_access(arch: str, module=None, config=None):
+    """The architecture's `TokenAccess` on its raw network input (its `Encoders.tokens`), or None;
+    without a module, from the table's default config (whether it has one is the architecture's)."""
+    from cocoa_jax.models import spec_of
+
+    spec = spec_of(arch)
+    config = spec.default_config if config is None else config
+    return spec.encoders(spec.build(config) if module is None else module, config).tokens
 
 
 def check_dataset_source(config: SweepConfig) -> None:
@@ -77,13 +92,15 @@ def resolve_encoder(config: SweepConfig, encoder=None) -> EncoderSpec:
         return encoder
     if callable(getattr(encoder, "network_fn", None)):  # a LoadedModel: the paper's input space
         return EncoderSpec(encoder.params, encoder.network_fn, tuple(encoder.input_shape),
-                           getattr(encoder, "preprocess", None), network_input=True)
+                           getattr(encoder, "preprocess", None), network_input=True,
+                           token_access=_raw_token_access(encoder.name, encoder.module, encoder.config))
     for attribute in ("params", "encode_fn", "input_shape"):
         if not hasattr(encoder, attribute):
             raise TypeError(f"`encoder` must have `params`, `encode_fn(params, x)` and `input_shape`; "
                             f"{type(encoder).__name__} lacks `{attribute}`")
     return EncoderSpec(encoder.params, encoder.encode_fn, tuple(encoder.input_shape),
-                       getattr(encoder, "preprocess", None))
+                       getattr(encoder, "preprocess", None),
+                       token_access=getattr(encoder.encode_fn, "token_access", None))
 
 
 def _preprocess_for(config: SweepConfig, encoder: EncoderSpec):

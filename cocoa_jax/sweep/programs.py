@@ -55,6 +55,21 @@ class SweepPrograms:
         self.chunks = explicand_program.DeviceChunks(config.eval_batch, self.num_devices)
         self._evaluate = meshes.ExplicandMap(self._evaluate_batch, mesh, in_axes=(None, None, 0, 0, 0, 0, 0, 0),
                                                vectorized=True)
+        if config.eval_removal == "token_drop" and spec.token_access is None:
+            raise ValueError("config field `eval_removal` 'token_drop' needs a ViT encoder (token access); this "
+                             "encoder has none: use 'blend'")
+
+    def eval_fractions(self) -> np.ndarray:
+        """(eval_steps + 1,) fractions of the features removed at each step: pixels (or superpixels) when
+        blending, patches with `eval_removal` 'token_drop'."""
+        config = self.config
+        if config.eval_removal == "token_drop":
+            from cocoa_jax.attribution_methods import token_drop
+
+            grid = token_drop.patch_grid(self.image_shape[:2], self.spec.token_access.patch_size)
+            return metrics.feature_fractions(grid[0] * grid[1], config.eval_steps)
+        return metrics.feature_fractions((self.image_shape[0] // config.eval_superpixel)
+                                         * (self.image_shape[1] // config.eval_superpixel), config.eval_steps)
 
     def seed_params(self, seed: int):
         """The parameters a seed's units run on: with `randomize_model`, the randomised encoder
@@ -125,10 +140,15 @@ class SweepPrograms:
 
     def _curves(self, params, measures, xs, attributions):
         config = self.config
+        tokens = None
+        if config.eval_removal == "token_drop":
+            from cocoa_jax.attribution_methods import token_drop
+
+            tokens = token_drop.kept_encoder(self.spec.token_access, params)
         curves, aucs = metrics.insertion_deletion_batch(
             lambda batch: self.spec.encode_fn(params, batch), measures, xs, jax.vmap(self.baseline)(xs), attributions,
             n_steps=config.eval_steps, absolute=config.eval_absolute, superpixel=config.eval_superpixel,
-            batch_size=config.eval_batch)
+            batch_size=config.eval_batch, removal=config.eval_removal, tokens=tokens)
         stored = {"attributions": attributions}
         if attributions.ndim == 5:  # (N, K, H, W, C): store channel means (what rankings read)
             stored = {"attributions": jnp.mean(attributions, axis=-1)}

@@ -173,7 +173,8 @@ def header_fields(run) -> list[tuple[str, str]]:
         ("Sizes", sizes),
         ("Evaluation", f"{config.eval_steps} insertion/deletion steps, superpixel {config.eval_superpixel}, "
                        f"absolute {str(config.eval_absolute).lower()}, blurred baseline (kernel "
-                       f"{config.blur_kernel_size}, sigma {config.blur_sigma})"),
+                       f"{config.blur_kernel_size}, sigma {config.blur_sigma})"
+                       + ("; patches removed by dropping their tokens" if config.eval_removal == "token_drop" else "")),
         ("Run hash", f"`{run.config_hash}`; {len(run.rows)} of {total} units finished"),
         # The run's date only: a report regenerated from the same run is the same file.
         ("Date", f"run started {env['created_utc']} UTC" if env else f"run start {unrecorded}"),

@@ -295,9 +295,7 @@ class UnitRunner:
             stored.update(self.cascade_correlations(units, parts, batch, capacity, attributions))
         metric_scores = self.metric_scores(units, parts, sizes, batch, attributions, params) if explains else None
         data = self.seed_data(units[0].seed)
-        fractions = metrics.feature_fractions(
-            (self.image_shape[0] // config.eval_superpixel) * (self.image_shape[1] // config.eval_superpixel),
-            config.eval_steps)
+        fractions = self.programs.eval_fractions()
         target_names = config.unit_targets(method)
         share = 1.0 / len(units)
         out, offset = [], 0

@@ -67,9 +67,25 @@ def _loaded(arch: str, tmp_path):
     return models.make_loaded(arch, config, variables, directory=str(tmp_path))
 
 
+_BUILT: dict = {}
+
+
+def _built(arch, tmp_path_factory):
+    if arch not in _BUILT:
+        _BUILT[arch] = _loaded(arch, tmp_path_factory.mktemp(arch))
+    return _BUILT[arch]
+
+
 @pytest.fixture(scope="module", params=["sentence_bert", "siglip"])
 def loaded(request, tmp_path_factory):
-    return _loaded(request.param, tmp_path_factory.mktemp(request.param))
+    return _built(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def siglip(tmp_path_factory):
+    """explain_texts runs on SigLIP only (its visible padding is the new path; BERT's hidden padding is
+    the digits and CLIP towers' path, which tests/text/test_text_attribution.py covers)."""
+    return _built("siglip", tmp_path_factory)
 
 
 def test_the_two_halves_give_the_models_own_text_representation(loaded):
@@ -86,8 +102,8 @@ def test_the_two_halves_give_the_models_own_text_representation(loaded):
 
 
 @pytest.mark.slow
-def test_explain_texts_attributes_content_tokens_only_and_ig_is_complete(loaded):
-    result = explain_texts(loaded, TEXTS[:2], corpus=["the dog runs"], foil=["a red ball"],
+def test_explain_texts_attributes_content_tokens_only_and_ig_is_complete(siglip):
+    result = explain_texts(siglip, TEXTS[:2], corpus=["the dog runs"], foil=["a red ball"],
                            targets=("cocoa", "label_free"), methods=("integrated_gradients",),
                            options={"integrated_gradients": {"n_steps": 16}})
     specials = {"[CLS]", "[SEP]", "[PAD]", "</s>", "<pad>"}

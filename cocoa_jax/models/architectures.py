@@ -197,7 +197,9 @@ def _init_siglip(module, config, shape):
 
 
 def _siglip_encoders(module, config) -> Encoders:
+    lrp = module.clone(lrp=True)
     return Encoders(lambda params, x: module.apply(params, x, method="encode_image"), int(config["vision_width"]),
+                    modes={"lrp": lambda params, x: lrp.apply(params, x, method="encode_image")},
                     text=lambda params, ids: module.apply(params, ids, method="encode_text"),
                     context_length=int(config["context_length"]),
                     embed_tokens=lambda params, ids: module.apply(params, ids, method="embed_tokens"),

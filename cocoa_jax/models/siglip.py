@@ -26,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cocoa_jax.attribution_methods import lrp_rules
+
 
 @dataclasses.dataclass(frozen=True)
 class SiglipConfig:
@@ -60,19 +62,21 @@ def _gelu_tanh(x):
     return jax.nn.gelu(x, approximate=True)
 
 
-def _layer_norm(eps, name):
-    return nn.LayerNorm(epsilon=eps, use_fast_variance=False, name=name)
+def _layer_norm(eps, name, lrp: bool = False):
+    # lrp=False: nn.LayerNorm(epsilon=eps, use_fast_variance=False), as before (lrp_rules.Ops).
+    return lrp_rules.ops(lrp).layer_norm(eps, name)
 
 
-def _attend(q, k, v, heads, keep=None):
-    """(N, Lq, W), (N, Lk, W) x2 -> (N, Lq, W) softmax(q k^T / sqrt(d)) v per head."""
+def _attend(q, k, v, heads, keep=None, op: lrp_rules.Ops = lrp_rules.Ops()):
+    """(N, Lq, W), (N, Lk, W) x2 -> (N, Lq, W) softmax(q k^T / sqrt(d)) v per head; `op`: the plain
+    operations, or the AttnLRP rules (uniform rule on both products, the softmax rule)."""
     n, lq, width = q.shape
     lk, d = k.shape[1], width // heads
     q, k, v = q.reshape(n, lq, heads, d), k.reshape(n, lk, heads, d), v.reshape(n, lk, heads, d)
-    logits = jnp.einsum("nqhd,nkhd->nhqk", q, k) / jnp.sqrt(jnp.asarray(d, q.dtype))
+    logits = op.einsum("nqhd,nkhd->nhqk", q, k) / jnp.sqrt(jnp.asarray(d, q.dtype))
     if keep is not None:
         logits = jnp.where(keep[:, None, None, :], logits, jnp.finfo(logits.dtype).min)
-    return jnp.einsum("nhqk,nkhd->nqhd", jax.nn.softmax(logits, axis=-1), v).reshape(n, lq, width)
+    return op.einsum("nhqk,nkhd->nqhd", op.softmax(logits, axis=-1), v).reshape(n, lq, width)
 
 
 class Block(nn.Module):
@@ -82,14 +86,17 @@ class Block(nn.Module):
     heads: int
     mlp: int
     eps: float
+    lrp: bool = False  # AttnLRP mode: the rules' backward, the same forward
 
     @nn.compact
     def __call__(self, x, keep=None):
-        h = _layer_norm(self.eps, "layer_norm1")(x)
-        q, k, v = (nn.Dense(self.width, name=f"{p}_proj")(h) for p in "qkv")
-        x = x + nn.Dense(self.width, name="out_proj")(_attend(q, k, v, self.heads, keep))
-        h = _layer_norm(self.eps, "layer_norm2")(x)
-        return x + nn.Dense(self.width, name="fc2")(_gelu_tanh(nn.Dense(self.mlp, name="fc1")(h)))
+        op = lrp_rules.ops(self.lrp)
+        h = _layer_norm(self.eps, "layer_norm1", self.lrp)(x)
+        q, k, v = (op.linear(nn.Dense(self.width, name=f"{p}_proj")(h)) for p in "qkv")
+        x = x + op.linear(nn.Dense(self.width, name="out_proj")(_attend(q, k, v, self.heads, keep, op)))
+        h = _layer_norm(self.eps, "layer_norm2", self.lrp)(x)
+        h = op.activation(_gelu_tanh, op.linear(nn.Dense(self.mlp, name="fc1")(h)))
+        return x + op.linear(nn.Dense(self.width, name="fc2")(h))
 
 
 class MapHead(nn.Module):
@@ -99,20 +106,23 @@ class MapHead(nn.Module):
     heads: int
     mlp: int
     eps: float
+    lrp: bool = False
 
     @nn.compact
     def __call__(self, x):
         n = x.shape[0]
+        op = lrp_rules.ops(self.lrp)
         probe = self.param("probe", nn.initializers.normal(0.02), (1, 1, self.width))
         in_w = self.param("in_proj_weight", nn.initializers.normal(0.02), (3 * self.width, self.width))
         in_b = self.param("in_proj_bias", nn.initializers.zeros, (3 * self.width,))
         wq, wk, wv = jnp.split(in_w, 3, axis=0)
         bq, bk, bv = jnp.split(in_b, 3)
-        q = jnp.broadcast_to(probe, (n, 1, self.width)) @ wq.T + bq
-        h = _attend(q, x @ wk.T + bk, x @ wv.T + bv, self.heads)
-        h = nn.Dense(self.width, name="out_proj")(h)
-        y = _layer_norm(self.eps, "layernorm")(h)
-        h = h + nn.Dense(self.width, name="fc2")(_gelu_tanh(nn.Dense(self.mlp, name="fc1")(y)))
+        q = op.linear(jnp.broadcast_to(probe, (n, 1, self.width)) @ wq.T + bq)
+        h = _attend(q, op.linear(x @ wk.T + bk), op.linear(x @ wv.T + bv), self.heads, op=op)
+        h = op.linear(nn.Dense(self.width, name="out_proj")(h))
+        y = _layer_norm(self.eps, "layernorm", self.lrp)(h)
+        y = op.activation(_gelu_tanh, op.linear(nn.Dense(self.mlp, name="fc1")(y)))
+        h = h + op.linear(nn.Dense(self.width, name="fc2")(y))
         return h[:, 0]
 
 
@@ -120,6 +130,7 @@ class SigLIP(nn.Module):
     """Both towers plus `logit_scale` and `logit_bias` (kept so the conversion loses nothing)."""
 
     config: SiglipConfig = SiglipConfig()
+    lrp: bool = False  # AttnLRP mode of the image tower (`encode_fn.modes["lrp"]`): the same forward
     # The text tower reads texts padded to the full context with no mask (as trained) and pools the
     # last position: a token-level explainer keeps the padding visible (`cocoa_jax.text`).
     attends_padding: ClassVar[bool] = True
@@ -130,10 +141,11 @@ class SigLIP(nn.Module):
         self.patch_embedding = nn.Conv(c.vision_width, (c.patch_size, c.patch_size), strides=(c.patch_size,) * 2,
                                        padding="VALID", name="patch_embedding")
         self.vision_positions = nn.Embed(grid * grid, c.vision_width, name="vision_position_embedding")
-        self.vision_layers = [Block(c.vision_width, c.vision_heads, c.vision_mlp, c.layer_norm_eps,
+        self.vision_layers = [Block(c.vision_width, c.vision_heads, c.vision_mlp, c.layer_norm_eps, self.lrp,
                                     name=f"vision_layers_{i}") for i in range(c.vision_layers)]
-        self.post_layernorm = _layer_norm(c.layer_norm_eps, "post_layernorm")
-        self.map_head = MapHead(c.vision_width, c.vision_heads, c.vision_mlp, c.layer_norm_eps, name="map_head")
+        self.post_layernorm = _layer_norm(c.layer_norm_eps, "post_layernorm", self.lrp)
+        self.map_head = MapHead(c.vision_width, c.vision_heads, c.vision_mlp, c.layer_norm_eps, self.lrp,
+                                name="map_head")
         self.token_embedding = nn.Embed(c.vocab_size, c.text_width, name="token_embedding")
         self.text_positions = nn.Embed(c.context_length, c.text_width, name="text_position_embedding")
         self.text_layers = [Block(c.text_width, c.text_heads, c.text_mlp, c.layer_norm_eps,
@@ -145,7 +157,7 @@ class SigLIP(nn.Module):
 
     def encode_image(self, images: jax.Array) -> jax.Array:
         """(N, R, R, 3) images normalised with mean = std = 0.5 -> (N, vision_width)."""
-        x = self.patch_embedding(images)
+        x = lrp_rules.ops(self.lrp).linear(self.patch_embedding(images))
         n = x.shape[0]
         x = x.reshape(n, -1, self.config.vision_width) + self.vision_positions.embedding[None]
         for layer in self.vision_layers:

@@ -1,11 +1,13 @@
 """AttnLRP on every ported ViT (DINO: the layout without registers; DINOv2 with LayerScale and
-registers; CLIP's image tower) at tiny sizes with random weights:
+registers; CLIP's image tower; SigLIP's image tower with its attention-pooling head) at tiny sizes
+with random weights:
 
 * the LRP mode changes only the backward: its forward is the plain forward, bit for bit;
 * conservation, in float64: the input relevance plus the relevance the rules leave to additive
   parameters (biases, LayerNorm shifts, positional embeddings, class and register tokens), to
   each softmax's linearisation bias and to the linear layers' epsilon sums to f(x), to 1e-9;
-* equality with lxt 2.1's AttnLRP code on the same weights (tests/reference/lxt_side.py);
+* equality with lxt 2.1's AttnLRP code on the same weights (tests/reference/lxt_side.py; not SigLIP,
+  whose attention-pooling head the reference does not build: conservation and the rules cover it);
 * the method through the explicand program (jit, vmap over explicands, K targets sharing the
   forward) equals x * the modified gradient, and an encoder without an LRP mode is refused.
 """
@@ -21,6 +23,7 @@ from cocoa_jax import attribution, pipeline, targets
 from cocoa_jax.attribution_methods import lrp_rules
 from cocoa_jax.models import architectures, loaded, vit
 from cocoa_jax.models.clip import ClipConfig
+from cocoa_jax.models.siglip import SiglipConfig
 
 SIZE, PATCH = 16, 4
 DINO = {**vit.DEFAULT_CONFIG, "embed_dim": 16, "depth": 2, "num_heads": 2, "patch_size": PATCH, "pos_grid": 4,
@@ -33,8 +36,15 @@ CASES = {
     "clip": ("clip_vit", dataclasses.asdict(ClipConfig(
         embed_dim=8, image_resolution=SIZE, vision_layers=1, vision_width=16, vision_patch_size=PATCH,
         context_length=8, vocab_size=64, transformer_width=16, transformer_layers=1, vision_head_width=8))),
+    "siglip": ("siglip", dataclasses.asdict(SiglipConfig(
+        image_size=SIZE, patch_size=PATCH, vision_width=16, vision_layers=1, vision_heads=2, vision_mlp=32,
+        vocab_size=16, context_length=8, text_width=8, text_layers=1, text_heads=2, text_mlp=8, projection_size=8))),
 }
-ADDITIVE = {"bias", "cls_token", "pos_embed", "register_tokens", "class_embedding", "positional_embedding"}
+LXT_CASES = [case for case in CASES if case != "siglip"]
+# Additive parameters: biases, LayerNorm shifts, positions, class/register tokens; SigLIP's position
+# table (an nn.Embed's `embedding`), its pooling probe and the probe attention's fused q/k/v bias.
+ADDITIVE = {"bias", "cls_token", "pos_embed", "register_tokens", "class_embedding", "positional_embedding",
+            "embedding", "probe", "in_proj_bias"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -49,7 +59,7 @@ def tiny(case: str):
     leaves = [0.3 * jax.random.normal(k, leaf.shape, leaf.dtype) + (1.0 if "scale" in str(path[-1]) else 0.0)
               for k, (path, leaf) in zip(keys, leaves)]
     model = loaded.make_loaded(arch, config, jax.tree_util.tree_unflatten(tree, leaves))
-    heads = ClipConfig(**config).vision_heads if arch == "clip_vit" else config["num_heads"]
+    heads = ClipConfig(**config).vision_heads if arch == "clip_vit" else config.get("num_heads")
     return model, heads
 
 
@@ -60,7 +70,7 @@ def _images(n=2, seed=0):
 def _network(model, lrp: bool):
     """The raw network (normalised input) with or without the LRP mode: (params, x (N,H,W,C)) -> (N, D)."""
     module = model.module.clone(lrp=lrp)
-    method = "encode_image" if model.name == "clip_vit" else None
+    method = "encode_image" if model.name in ("clip_vit", "siglip") else None
     return lambda params, x: module.apply(params, x, method=method)
 
 
@@ -126,7 +136,7 @@ def test_conservation_up_to_biases_softmax_and_epsilon(case, monkeypatch):
 
 
 @pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", LXT_CASES)
 def test_equals_lxt_on_the_same_weights(case):
     pytest.importorskip("torch")
     pytest.importorskip("lxt")

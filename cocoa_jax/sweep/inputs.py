@@ -61,6 +61,24 @@ def check_encoder_source(config: SweepConfig) -> None:
                          f"{config.encoder!r} has none: use 'blend'")
 
 
+def _network_with_access(model):
+    """(`model.network_fn`, its TokenAccess or None). For a ViT the function carries the architecture's
+    raw `token_access` and `modes` (on the network's input, as `network_fn`), which the explicand
+    program reads for rollout, token drop and AttnLRP (`model.encode_fn` has them on [0, 1] pixels)."""
+    from cocoa_jax.models import spec_of
+
+    fns = spec_of(model.name).encoders(model.module, model.config)
+    if fns.tokens is None and not fns.modes:
+        return model.network_fn, None
+    network = model.network_fn
+
+    def network_fn(params, x):
+        return network(params, x)
+
+    network_fn.token_access, network_fn.modes = fns.tokens, dict(fns.modes)
+    return network_fn, fns.tokens
+
+
 def _raw_token_access(arch: str, module=None, config=None):
     """The architecture's `TokenAccess` on its raw network input (its `Encoders.tokens`), or None;
     without a module, from the table's default config (whether it has one is the architecture's)."""
@@ -91,9 +109,9 @@ def resolve_encoder(config: SweepConfig, encoder=None) -> EncoderSpec:
     if isinstance(encoder, EncoderSpec):
         return encoder
     if callable(getattr(encoder, "network_fn", None)):  # a LoadedModel: the paper's input space
-        return EncoderSpec(encoder.params, encoder.network_fn, tuple(encoder.input_shape),
-                           getattr(encoder, "preprocess", None), network_input=True,
-                           token_access=_raw_token_access(encoder.name, encoder.module, encoder.config))
+        network_fn, access = _network_with_access(encoder)
+        return EncoderSpec(encoder.params, network_fn, tuple(encoder.input_shape),
+                           getattr(encoder, "preprocess", None), network_input=True, token_access=access)
     for attribute in ("params", "encode_fn", "input_shape"):
         if not hasattr(encoder, attribute):
             raise TypeError(f"`encoder` must have `params`, `encode_fn(params, x)` and `input_shape`; "

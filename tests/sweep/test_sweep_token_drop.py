@@ -1,16 +1,19 @@
-"""The sweep's `eval_removal`: insertion/deletion by dropping a ViT's patch tokens instead of blending.
+"""The sweep's `eval_removal`: insertion/deletion by dropping a ViT's patch tokens instead of blending;
+and the ViT-native methods in the sweep (it explains the network's input: AttnLRP's mode and token
+access come with it).
 
 Checked on a tiny random ViT (the digits_vit architecture at 16 px, 4 px patches): the config field's
 checks (a one-line error before any work for an encoder without token access), the run hash, and a
-run whose curves have the token-drop signature: with no patch token left (insertion's first step,
-deletion's last) the representation is the class token's alone, the same for every explicand."""
+run of AttnLRP whose maps equal `pipeline.attribute` on the model's own encode_fn and whose curves have
+the token-drop signature: with no patch token left (insertion's first step, deletion's last) the
+representation is the class token's alone, the same for every explicand."""
 from __future__ import annotations
 
 import jax
 import numpy as np
 import pytest
 
-from cocoa_jax import metrics, models
+from cocoa_jax import metrics, models, pipeline, targets
 from cocoa_jax.sweep import SweepConfig, inputs, run_sweep
 from cocoa_jax.sweep.store import open_existing
 
@@ -39,12 +42,18 @@ def test_token_drop_curves_of_a_tiny_vit(tmp_path):
     keys = jax.random.split(jax.random.key(0), len(leaves))
     params = tree.unflatten([0.3 * jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves)])
     model = models.make_loaded("digits_vit", TINY_VIT, params)
-    config = tiny_config(seeds=(0,), classes=(0,), methods={"vanilla_gradients": {}}, include_random=False,
-                         targets=("cocoa",), eval_steps=4, eval_removal="token_drop")
-    run_sweep(config, str(tmp_path / "run"), encoder=model, datasets=tiny_datasets(), progress=False,
-              compile_cache=None)
+    config = tiny_config(seeds=(0,), classes=(0,), methods={"attn_lrp": {}}, include_random=False,
+                         targets=("label_free",), eval_steps=4, eval_removal="token_drop")
+    datasets = tiny_datasets()
+    run_sweep(config, str(tmp_path / "run"), encoder=model, datasets=datasets, progress=False, compile_cache=None)
     _, store = open_existing(str(tmp_path / "run"))
     (unit,) = [store.load_unit(row) for row in store.read_rows(warn=False).values()]
+    xs = datasets["test"].images([int(i) for i in unit["explicand_index"]])
+    target = targets.label_free(jax.jit(model.encode_fn)(model.params, xs))  # its own representation (the blobs reach 1.09: unchecked)
+    expected = pipeline.attribute(model.encode_fn, model.params, xs, xs, target, "attn_lrp",
+                                  jax.random.split(jax.random.key(0), len(xs)))
+    expected = np.asarray(expected)[np.arange(3), np.arange(3), ..., 0][:, None]  # explicand i with its own target
+    np.testing.assert_allclose(unit["attributions"], expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
     curves = unit["curves"]  # (N, K=1, 2, steps + 1, M); measure 0 is ccs
     assert curves.shape[:4] == (3, 1, 2, 5) and np.isfinite(unit["aucs"]).all()
     np.testing.assert_allclose(unit["fractions"], metrics.feature_fractions(16, 4))  # 16 patches, not 256 pixels

@@ -15,7 +15,8 @@ resampled foil (`ccs_resampled_foil`: 500 other random training images), inserti
 AUCs, each under two removals: blend (removed pixels take the blurred image's values, the
 paper's; 50 steps) and token drop (removed patches' tokens left out; 16 steps of 4 of the 64
 patches: each token count is a shape of its own in the compiled program). Per method: the encoder
-passes per explicand (`Method.passes`: forward-only, with a gradient), seconds per explicand
+passes per explicand (`Method.passes`: forward-only, with a gradient), their FLOPs (`explicand_flops`:
+passes x XLA cost-analysis FLOPs of one pass) and the ratio of IG's to them, seconds per explicand
 (compute, the first class -- which compiles -- left out), the ratio of IG's seconds to its own
 in the same run, and each AUC's mean with a 95% t-interval over explicands; `vs IG` says whether
 the mean is inside IG's interval, beyond it on the better side (better) or on the worse side (worse).
@@ -101,6 +102,33 @@ def auc_table(aucs: dict, reference: str = REFERENCE) -> list[dict]:
     return rows
 
 
+def pass_flops(model, target) -> dict:
+    """XLA cost-analysis FLOPs of one image's passes: forward with every patch token ("forward"), with
+    half of them ("forward_half", a token-drop RISE pass at keep_prob 0.5), and the gradient of the
+    target's score, plain ("gradient") and in the LRP mode ("gradient_lrp")."""
+    access = model.encode_fn.token_access
+    x = jnp.zeros((1, *model.input_shape), jnp.float32)
+    grid = token_drop.patch_grid(model.input_shape[:2], access.patch_size)
+    half = jnp.arange(token_drop.kept_count(grid[0] * grid[1], 0.5), dtype=jnp.int32)[None]
+
+    def gradient(encode):
+        score = lambda p, xi: targets.explain_fn(lambda xb: encode(p, xb), target)(xi)
+        return token_drop.pass_flops(jax.grad(score, argnums=1), model.params, x[0])
+
+    return {"forward": token_drop.pass_flops(access.encode, model.params, x, None),
+            "forward_half": token_drop.pass_flops(access.encode, model.params, x, half),
+            "gradient": gradient(model.encode_fn), "gradient_lrp": gradient(model.encode_fn.modes["lrp"])}
+
+
+def explicand_flops(method: str, options: dict, passes: tuple, flops: dict) -> float:
+    """Modelled FLOPs of one explicand: forward passes x a forward's FLOPs (half the tokens for token
+    drop) + gradient passes x a gradient pass's (the LRP mode's for AttnLRP). Why modelled: the
+    methods stream their passes through rolled loops, which XLA's cost analysis counts once."""
+    forward = flops["forward_half"] if options.get("removal") == "token_drop" else flops["forward"]
+    gradient = flops["gradient_lrp"] if methods.get(method).model_mode == "lrp" else flops["gradient"]
+    return passes[0] * forward + passes[1] * gradient
+
+
 def _class_data(data, model, digit: int, per_class: int, rng):
     encode = jax.jit(model.encode_fn)
     corpus = data.x_train[data.y_train == digit][:CORPUS]
@@ -132,7 +160,8 @@ def _evaluator(model):
 
 def measure(per_class: int, n_masks: int, classes=tuple(range(10)), seed: int = 0, weights: str | None = None):
     """Run every variant on every class; returns (aucs {label: {(removal, measure, kind): (N,)}},
-    seconds {label: per-explicand seconds, first class left out}, passes {label: (forward, gradient)})."""
+    seconds {label: per-explicand seconds, first class left out}, passes {label: (forward, gradient)},
+    flops {"per_pass": `pass_flops`, "per_explicand": {label: `explicand_flops`}})."""
     from cocoa_jax.data.digits import load_digits_split
 
     model, data = models.load(ARCH, weights), load_digits_split(seed=0)
@@ -164,23 +193,30 @@ def measure(per_class: int, n_masks: int, classes=tuple(range(10)), seed: int = 
                                                                        shape))
               for label, (method, options) in table.items()}
     per_explicand = {label: float(np.median(v)) if v else float("nan") for label, v in seconds.items()}
-    return aucs, per_explicand, passes
+    flops = pass_flops(model, targets.cocoa(jnp.asarray(corpus), jnp.asarray(foil)))
+    modelled = {label: explicand_flops(method, options, passes[label], flops)
+                for label, (method, options) in table.items()}
+    return aucs, per_explicand, passes, {"per_pass": flops, "per_explicand": modelled}
 
 
-def markdown(rows, seconds, passes, header: str) -> str:
-    """The results: one table per removal, one line per method (passes, seconds, AUCs of each measure)."""
+def markdown(rows, seconds, passes, header: str, flops: dict | None = None) -> str:
+    """The results: one table per removal, one line per method (passes, modelled FLOPs, seconds, AUCs of
+    each measure)."""
     by = {(r["method"], r["removal"], r["measure"], r["kind"]): r for r in rows}
     ig = seconds.get(REFERENCE)
     lines = [header]
     for removal in REMOVALS:
-        head = ["method", "passes (fwd, grad)", "s / explicand", "IG's time / its time"]
+        head = ["method", "passes (fwd, grad)"] + (["MFLOP / explicand", "IG's FLOPs / its FLOPs"] if flops else [])
+        head += ["s / explicand", "IG's time / its time"]
         head += [f"{measure} {kind[:3]}. {metrics.MEASURES[measure].arrow(kind)}"
                  for measure in MEASURE_NAMES for kind in metrics.KINDS]
         lines += ["", f"Evaluated by {removal.replace('_', ' ')} ({N_STEPS[removal]} steps):", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for label in seconds:
-            line = [label, f"{passes[label][0]}, {passes[label][1]}", f"{seconds[label]:.4f}",
-                    f"{ig / seconds[label]:.1f}" if ig else ""]
+            line = [label, f"{passes[label][0]}, {passes[label][1]}"]
+            if flops:
+                line += [f"{flops[label] / 1e6:.0f}", f"{flops[REFERENCE] / flops[label]:.1f}"]
+            line += [f"{seconds[label]:.4f}", f"{ig / seconds[label]:.1f}" if ig else ""]
             for measure in MEASURE_NAMES:
                 for kind in metrics.KINDS:
                     r = by[(label, removal, measure, kind)]
@@ -204,7 +240,7 @@ def main(argv=None) -> list[dict]:
     classes = (0, 1) if args.quick else tuple(range(10))
     load = os.getloadavg()[0]
     start = time.perf_counter()
-    aucs, seconds, passes = measure(per_class, n_masks, classes, weights=args.weights)
+    aucs, seconds, passes, flops = measure(per_class, n_masks, classes, weights=args.weights)
     rows = auc_table(aucs)
     n = len(next(iter(next(iter(aucs.values())).values())))
     header = (f"# ViT-native attributions on the trained digits ViT ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n"
@@ -213,7 +249,7 @@ def main(argv=None) -> list[dict]:
               f"[95% t-interval]; (better)/(worse): outside IG-50's interval. {cpu_name()}, {os.cpu_count()} CPUs, "
               f"1-min load {load:.1f} at the start (a loaded, shared machine: seconds are same-run ratios only); "
               f"{time.perf_counter() - start:.0f} s in all.")
-    text = markdown(rows, seconds, passes, header)
+    text = markdown(rows, seconds, passes, header, flops["per_explicand"])
     print(text)
     out = args.out or (None if args.quick else os.path.join(RESULTS, "RESULTS_vit_quality"))
     if out:
@@ -221,7 +257,7 @@ def main(argv=None) -> list[dict]:
                       load_avg_1min=load, device=str(jax.devices()[0]), jax=jax.__version__, arch=ARCH,
                       per_class=per_class, classes=list(classes), n_masks=n_masks, n_steps=N_STEPS,
                       corpus=CORPUS, foil=FOIL, seconds_per_explicand=seconds,
-                      passes={k: list(v) for k, v in passes.items()}, rows=rows,
+                      passes={k: list(v) for k, v in passes.items()}, flops=flops, rows=rows,
                       aucs={label: {"/".join(key): list(map(float, v)) for key, v in cells.items()}
                             for label, cells in aucs.items()})
         files.atomic_write_json(out + ".json", record)

@@ -44,6 +44,15 @@ def test_auc_table_rows_and_markdown():
         vq.auc_table({"Other": other})
     full = {label: {(removal, m, k): v[("blend", "ccs", k)] for removal in vq.REMOVALS for m in vq.MEASURE_NAMES
                     for k in ("insertion", "deletion")} for label, v in (("IG-50", ig), ("Other", other))}
-    text = vq.markdown(vq.auc_table(full), {"IG-50": 0.2, "Other": 0.01}, {"IG-50": (0, 50), "Other": (0, 1)}, "# t")
-    assert "| Other | 0, 1 | 0.0100 | 20.0 | 0.900 [0.900, 0.900] **better** |" in text
+    text = vq.markdown(vq.auc_table(full), {"IG-50": 0.2, "Other": 0.01}, {"IG-50": (0, 50), "Other": (0, 1)}, "# t",
+                       {"IG-50": 1500e6, "Other": 30e6})
+    assert "| Other | 0, 1 | 30 | 50.0 | 0.0100 | 20.0 | 0.900 [0.900, 0.900] **better** |" in text
     assert text.count("Evaluated by") == 2
+
+
+def test_explicand_flops_is_passes_times_the_pass_flops():
+    per_pass = {"forward": 10.0, "forward_half": 4.0, "gradient": 30.0, "gradient_lrp": 31.0}
+    assert vq.explicand_flops("integrated_gradients", {"n_steps": 50}, (0, 50), per_pass) == 50 * 30.0
+    assert vq.explicand_flops("attn_lrp", {}, (0, 1), per_pass) == 31.0  # the LRP mode's gradient
+    assert vq.explicand_flops("rise", {"removal": "token_drop"}, (1000, 0), per_pass) == 1000 * 4.0
+    assert vq.explicand_flops("rise", {}, (1000, 0), per_pass) == 1000 * 10.0

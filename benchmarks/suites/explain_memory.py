@@ -1,14 +1,17 @@
 """Peak resident memory of `cocoa-jax explain` on random-weight ImageNet encoders at 224 px.
 
-    python -m benchmarks explain_memory [--archs resnet18,resnet50] [--extra "--n-masks 200 ..."]
-        [--out benchmarks/results/RESULTS_explain_memory.json]
+    python -m benchmarks explain_memory [--archs resnet18,resnet50,clip_vit_b16]
+        [--steps 8,32] [--extra "--n-masks 200 ..."] [--out benchmarks/results/RESULTS_explain_memory.json]
 
 For each architecture: random weights built with the project's own model code (`spec.init`, no
 download) saved as a model directory, two scikit-image photos as explicands (astronaut, coffee),
-two as corpus (chelsea, rocket) and five as foil; then ONE `cocoa-jax explain` run as a child
-process (defaults, plus `--extra` flags). A row: the child's peak resident memory (ru_maxrss of
+two as corpus (chelsea, rocket) and five as foil; then one `cocoa-jax explain` run as a child
+process per step count of `--steps` (IG `--n-steps` and GradientSHAP `--n-samples` both set to
+it; none: explain's defaults), plus `--extra` flags. Two step counts show whether peak memory
+depends on them (it must not: issue 27). A row: the child's peak resident memory (ru_maxrss of
 the waited child, = VmHWM), its wall seconds, and what the cost preview expected (its batch and
 its "expected peak memory" line). The goal of issue 27 is < 4 GB with defaults.
+`clip_vit_b16` is the `clip_vit` architecture with 16-px patches at 224 px (CLIP ViT-B/16).
 """
 from __future__ import annotations
 
@@ -38,12 +41,17 @@ def write_inputs(root: str) -> None:
             Image.fromarray(np.asarray(getattr(skimage.data, name)())).save(os.path.join(root, folder, name + ".png"))
 
 
+# Benchmark names for configurations of an architecture: (architecture, config changes).
+VARIANTS = {"clip_vit_b16": ("clip_vit", {"vision_patch_size": 16, "image_resolution": 224})}
+
+
 def write_random_model(arch: str, out_dir: str) -> str:
-    """A model directory of `arch` with the random initial weights of its Flax module."""
+    """A model directory of `arch` (or a `VARIANTS` name) with the random initial weights of its Flax module."""
     from cocoa_jax.models import architectures, store
 
+    arch, changes = VARIANTS.get(arch, (arch, {}))
     spec = architectures.spec_of(arch)
-    config = dict(spec.default_config)
+    config = {**spec.default_config, **changes}
     module = spec.build(config)
     variables = spec.init(module, config, tuple(spec.input_shape(config)))
     return store.save(arch, config, variables, out_dir, notes=["random weights (benchmarks.suites.explain_memory)"])
@@ -60,10 +68,14 @@ def parse_preview(stderr: str) -> dict:
 
 def measure(arch: str, root: str, extra: list[str]) -> dict:
     """One `cocoa-jax explain` child on `arch` with random weights: peak RSS, seconds, preview."""
-    weights = write_random_model(arch, os.path.join(root, f"{arch}_random"))
-    command = [sys.executable, "-m", "cocoa_jax", "explain", "--model", arch, "--weights", weights,
+    weights = os.path.join(root, f"{arch}_random")
+    if not os.path.isdir(weights):
+        weights = write_random_model(arch, weights)
+    command = [sys.executable, "-m", "cocoa_jax", "explain", "--model", VARIANTS.get(arch, (arch,))[0],
+               "--weights", weights,
                "--images", os.path.join(root, "photos"), "--corpus", os.path.join(root, "corpus"),
-               "--foil", os.path.join(root, "foil"), "--out", os.path.join(root, f"out_{arch}"), *extra]
+               "--foil", os.path.join(root, "foil"), "--out", os.path.join(root, f"out_{arch}"), "--overwrite",
+               *extra]
     with tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, text=True)
@@ -87,7 +99,9 @@ def row(record: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", default="resnet18,resnet50")
+    parser.add_argument("--archs", default="resnet18,resnet50,clip_vit_b16")
+    parser.add_argument("--steps", default="", help="comma-separated IG steps = GradientSHAP samples, one run each "
+                                                   "(default: explain's defaults, one run)")
     parser.add_argument("--extra", default="", help="more explain flags, one string (e.g. \"--n-masks 200\")")
     parser.add_argument("--out", default=os.path.join("benchmarks", "results", "RESULTS_explain_memory.json"))
     args = parser.parse_args(argv)
@@ -96,15 +110,22 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as root:
         write_inputs(root)
         for arch in args.archs.split(","):
-            records.append(measure(arch, root, extra))
-            print(row(records[-1]), flush=True)
+            for steps in [s for s in args.steps.split(",") if s] or [None]:
+                flags = [] if steps is None else ["--n-steps", steps, "--n-samples", steps]
+                records.append(measure(arch, root, flags + extra))
+                print(row(records[-1]), flush=True)
     from benchmarks.harness.machine import cpu_name
 
-    with open(args.out, "w") as fh:
-        json.dump({"cpu": cpu_name(), "cores": os.cpu_count(), "records": records}, fh, indent=2)
-    print("| arch | flags | peak RSS GB | preview GB | batch | s | < 4 GB |")
-    for record in records:
-        print(row(record))
+    from cocoa_jax import files
+
+    files.atomic_write_json(args.out, {"cpu": cpu_name(), "cores": os.cpu_count(), "records": records})
+    table = "\n".join(["| arch | flags | peak RSS GB | preview GB | batch | s | < 4 GB |", "|---|---|---|---|---|---|---|",
+                       *map(row, records)])
+    print(table)
+    with open(os.path.splitext(args.out)[0] + ".md", "w") as fh:
+        fh.write(f"# Peak memory of cocoa-jax explain (random weights, 224 px)\n\n{cpu_name()}, "
+                 f"{os.cpu_count()} cores; `python -m benchmarks explain_memory {' '.join(argv or sys.argv[1:])}`\n\n"
+                 f"{table}\n")
     return 0
 
 

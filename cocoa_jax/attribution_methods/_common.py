@@ -3,13 +3,28 @@
 Each method explains `f`, a function of ONE input `x` (e.g. (H, W, C)) returning a scalar or a
 (K,) vector of K targets; `num_targets` tells which (None or K) and checks the rest.
 
-Performance note (measured on XLA CPU, see benchmarks/): a gradient inside a rolled `lax.scan`
-ran ~2.5x slower than the same work unrolled, so `sum_gradient_terms` unrolls its chunks at trace
-time (forward-only chunks, `batching.sum_forward_terms`, are a rolled scan, which costs nothing).
+Performance note (measured on XLA CPU, docs/performance.md): a gradient inside a rolled `lax.scan`
+ran 2.5-3.5x slower than the same work unrolled (XLA's CPU pass that puts convolutions in the form
+its fast kernels take, `ConvCanonicalization`, walks only the entry computation, so a transposed
+convolution in a loop body is emitted as a naive loop), so `sum_gradient_terms` unrolls its chunks
+at trace time (forward-only chunks, `batching.sum_forward_terms`, are a rolled scan, which costs
+nothing).
+
+Memory of the unrolled chunks: XLA CPU's default scheduler is breadth-first ("concurrency
+optimized"); it starts every operand-free instruction first, e.g. the index arrays XLA builds for
+each chunk's max-pool gradient (select-and-scatter), so each unrolled chunk added ~0.37 GB that
+stayed live from the start (ResNet-18 at 224 px, 4 images x 4 targets per chunk): memory grew
+with the number of steps/samples. Its depth-first memory scheduler runs the chunks one after
+the other: the same bits, the same speed (measured), memory set by one chunk.
+`SEQUENTIAL_SCHEDULER_FLAG` selects it: this module adds it to XLA_FLAGS when imported before
+JAX's backends start (every `cocoa-jax` command, and a script that imports cocoa_jax before
+computing); a flag the user set is kept. XLA reads the flag once per process, and a per-program
+compiler option does not reach it (measured on jaxlib 0.10.2).
 """
 from __future__ import annotations
 
-from typing import Callable
+import os
+from typing import Callable, MutableMapping
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +33,31 @@ import numpy as np
 from cocoa_jax import _checks, batching
 
 DEFAULT_RISE_BATCH_SIZE = 100  # masks per forward batch; 64-200 measured flat on CPU
+SCHEDULER_FLAG_NAME = "--xla_cpu_enable_concurrency_optimized_scheduler"
+SEQUENTIAL_SCHEDULER_FLAG = SCHEDULER_FLAG_NAME + "=false"  # XLA CPU's depth-first memory scheduler
+
+
+def with_sequential_scheduler(flags: str) -> str:
+    """XLA_FLAGS `flags` with `SEQUENTIAL_SCHEDULER_FLAG` added, unless they already choose a scheduler."""
+    if any(f.split("=")[0] == SCHEDULER_FLAG_NAME for f in flags.split()):
+        return flags
+    return " ".join(flags.split() + [SEQUENTIAL_SCHEDULER_FLAG])
+
+
+def use_sequential_scheduler(environ: MutableMapping[str, str] | None = None) -> bool:
+    """Put `SEQUENTIAL_SCHEDULER_FLAG` in XLA_FLAGS (bounded memory of unrolled gradient chunks,
+    module docstring) while JAX's backends have not started; True if XLA_FLAGS now selects it
+    (a scheduler the user chose is kept). Acts for this process and the processes it starts."""
+    from jax._src import xla_bridge
+
+    environ = os.environ if environ is None else environ
+    if environ is os.environ and xla_bridge.backends_are_initialized():
+        return SEQUENTIAL_SCHEDULER_FLAG in os.environ.get("XLA_FLAGS", "").split()
+    environ["XLA_FLAGS"] = with_sequential_scheduler(environ.get("XLA_FLAGS", ""))
+    return SEQUENTIAL_SCHEDULER_FLAG in environ["XLA_FLAGS"].split()
+
+
+use_sequential_scheduler()
 
 
 # ----------------------------------------------------------------------------- checks
@@ -93,7 +133,8 @@ def sum_gradient_terms(f, k, n, batch_size, mesh, make_chunk, *, squares: bool =
     batched_jacobian = jax.vmap(jacobian(f, k))
     total = None
     total_sq = None
-    # Unrolled on purpose: a gradient inside a rolled scan is ~2.5x slower on XLA CPU.
+    # Unrolled on purpose: a gradient inside a rolled scan is 2.5-3.5x slower on XLA CPU; memory is
+    # one chunk's with the depth-first scheduler (`SEQUENTIAL_SCHEDULER_FLAG`, module docstring).
     for start, stop in batching.chunk_ranges(n, batch_size):
         points, multipliers = make_chunk(start, stop)
         pad = batching.padding_for(mesh, stop - start)

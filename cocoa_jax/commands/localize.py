@@ -9,7 +9,8 @@ embedding). `--query 7` (or `seven`) fixes the query digit; `--foil` then lists 
 
 CLIP: `--model clip_vit_b32 --weights DIR --image PATH --query dog [--foil cat ...]` loads a
 converted CLIP ViT-B/32 (`cocoa-jax convert clip_vit_b32 ...`); the foil defaults to the
-CIFAR-100 class names other than the query, as in the official COCOA code.
+CIFAR-100 class names other than the query, as in the official COCOA code. Any architecture whose
+captions live in its image space (`ArchSpec.joint_text`: clip_vit, siglip) is taken the same way.
 
 Writes to --out (default runs/localize; existing outputs are refused unless --overwrite) all
 three files together at the end, or none of them (Ctrl-C or an error before that):
@@ -30,18 +31,27 @@ from cocoa_jax.commands.checks import image_encoder, positive
 from cocoa_jax.records import environment_record
 
 COMMAND = "localize"
-MODELS = ("digits_clip", "clip_vit_b32")
+SHIPPED = "digits_clip"  # the shipped digits dual encoder (generated 2x2 digit grids; not a table architecture)
+
+
+def models_offered() -> tuple:
+    """digits_clip, then every architecture whose text tower maps into its image space
+    (`ArchSpec.joint_text`: CLIP, SigLIP): the table's capability, never a list of names here."""
+    from cocoa_jax.models import ARCHITECTURES
+
+    return (SHIPPED,) + tuple(name for name, spec in ARCHITECTURES.items() if spec.joint_text)
 DEFAULT_METHODS = ("integrated_gradients", "gradient_shap", "rise")
 DEFAULT_OUT = os.path.join("runs", "localize")
 OUTPUTS = ("figure.png", "attributions.npz", "settings.json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="digits_clip", help=f"one of {', '.join(MODELS)} (default digits_clip, shipped)")
+    parser.add_argument("--model", default=SHIPPED, help=f"one of {', '.join(models_offered())} (default "
+                                                         f"{SHIPPED}, shipped)")
     parser.add_argument("--weights", default=None,
-                        help="checkpoint dir: the converted CLIP out_dir (required for clip_vit_b32), or a "
+                        help="checkpoint dir: the converted model's out_dir (required but for digits_clip), or a "
                              "digits dual-encoder checkpoint (default: the shipped one)")
-    parser.add_argument("--image", default=None, help="image file to explain (clip_vit_b32 only)")
+    parser.add_argument("--image", default=None, help="image file to explain (converted image-text models only)")
     parser.add_argument("--images", nargs="+", action="extend", default=None, metavar="PATH",
                         help="the same as --image, written as elsewhere (files, folders or globs; localize "
                              "explains one image per run). The number of digit grids is --explicands")
@@ -87,10 +97,11 @@ def _one_image(args) -> str:
     """The one image file `--images PATH...` names (ValueError otherwise): localize explains one."""
     if args.image is not None:
         raise ValueError("give the image once: --image PATH or --images PATH, not both")
-    if args.model != "clip_vit_b32":
+    if args.model == SHIPPED:
         count = " ".join(args.images)
         hint = f"; the number of digit grids is --explicands {count}" if count.isdigit() else ""
-        raise ValueError(f"--images names an image file, for --model clip_vit_b32 only{hint}")
+        raise ValueError(f"--images names an image file, for a converted image-text --model only "
+                         f"({', '.join(models_offered()[1:])}){hint}")
     from cocoa_jax.data import files
 
     try:
@@ -107,13 +118,14 @@ def _one_image(args) -> str:
 
 def check_args(args) -> dict:
     """Validate every argument; returns the resolved settings. Raises ValueError (one line)."""
-    image_encoder("--model", args.model, choices=MODELS)
-    if args.model not in MODELS:
+    offered = models_offered()
+    image_encoder("--model", args.model, choices=offered)
+    if args.model not in offered:
         import difflib
 
-        close = difflib.get_close_matches(str(args.model).lower(), MODELS, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(str(args.model).lower(), offered, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {args.model!r}{hint}")
+        raise ValueError(f"--model must be one of {', '.join(offered)}, got {args.model!r}{hint}")
     from cocoa_jax.commands import method_flags
 
     s = {"model": args.model, "methods": method_flags.selected(args),
@@ -124,14 +136,14 @@ def check_args(args) -> dict:
         raise ValueError(f"--weights {args.weights!r} is not a directory")
     if args.images is not None:
         args.image = _one_image(args)
-    if args.model == "clip_vit_b32":
+    if args.model != SHIPPED:  # a converted image-text model on the user's image
         if args.weights is None:
-            raise ValueError("--weights DIR is required with --model clip_vit_b32 (the out_dir of "
-                             "`cocoa-jax convert clip_vit_b32 CHECKPOINT DIR`)")
+            raise ValueError(f"--weights DIR is required with --model {args.model} (the out_dir of "
+                             f"`cocoa-jax convert {args.model} CHECKPOINT DIR`)")
         if args.image is None or not os.path.isfile(args.image):
-            raise ValueError(f"--image must name an image file with --model clip_vit_b32, got {args.image!r}")
+            raise ValueError(f"--image must name an image file with --model {args.model}, got {args.image!r}")
         if args.query is None or not str(args.query).strip():
-            raise ValueError("--query NAME is required with --model clip_vit_b32 (e.g. --query dog)")
+            raise ValueError(f"--query NAME is required with --model {args.model} (e.g. --query dog)")
         s["query"] = str(args.query).strip()
         foil = [f.strip() for f in args.foil] if args.foil else None
         if foil is not None and (not all(foil) or s["query"] in foil):
@@ -140,7 +152,8 @@ def check_args(args) -> dict:
         s["image"] = os.path.abspath(args.image)
     else:
         if args.image is not None:
-            raise ValueError("--image is only for --model clip_vit_b32 (digits grids are generated)")
+            raise ValueError(f"--image is only for a converted image-text --model ({', '.join(models_offered()[1:])}; "
+                             f"digits grids are generated)")
         s["images"] = positive("--explicands", args.explicands)
         s["query"] = None if args.query is None else digit_index("--query", args.query)
         if args.foil is not None:
@@ -173,8 +186,8 @@ def check_method_values(s: dict, args) -> dict:
     from cocoa_jax.models import input_shape_of
     from cocoa_jax.usecases.localize import GRID
 
-    if s["model"] == "clip_vit_b32":
-        shape = input_shape_of("clip_vit_b32", args.weights) or (224, 224, 3)
+    if s["model"] != SHIPPED:
+        shape = input_shape_of(s["model"], args.weights) or (224, 224, 3)
     else:  # 2x2 grids of digit tiles
         shape = (GRID[0] * INPUT_SHAPE[0], GRID[1] * INPUT_SHAPE[1], INPUT_SHAPE[2])
     s["image_shape"] = list(shape)
@@ -278,7 +291,7 @@ def _clip(s: dict, args, log, mesh):
     from cocoa_jax.data.class_names import CIFAR100, caption_name
     from cocoa_jax.usecases import localize as L
 
-    model = models.load("clip_vit_b32", args.weights)
+    model = models.load(s["model"], args.weights)
     with Image.open(s["image"]) as im:
         pixels = model.preprocess.resize_crop(im)          # (224, 224, 3) in [0, 1], any PIL mode
     # Section 4.3 attributes CLIP's normalised input (the official script explains CLIP's preprocessed
@@ -302,7 +315,7 @@ def _clip(s: dict, args, log, mesh):
     foil_text = (f"{len(foil_names)} CIFAR-100 class captions" if s["foil"] is None
                  else ", ".join(foil_names))
     title = (f"'{L.query_caption(s['query'])}' in {os.path.basename(s['image'])}: COCOA (foil: {foil_text}), "
-             f"corpus only, label-free (CLIP ViT-B/32 image encoder)")
+             f"corpus only, label-free ({s['model']} image encoder)")
     info = {"captions": [L.query_caption(s["query"])], "foil": foil_names}
     return (model, pixels[None], attributions, scores, {}, None, [f"query: {s['query']}"], title, info, {}, seconds)
 
@@ -324,7 +337,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cocoa_jax import phases
 
-    clip = s["model"] == "clip_vit_b32"
+    clip = s["model"] != SHIPPED  # a converted image-text model (CLIP, SigLIP) on the user's image
     phases.reached("compute")
     mesh = meshes.local_explicand_mesh(1 if clip else s["images"])  # one grid per device
     (model, images, attributions, scores, hits, boxes, titles, title, info, extra,

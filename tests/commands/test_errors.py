@@ -759,7 +759,7 @@ def test_image_commands_refuse_a_text_only_encoder_up_front(tmp_path, capsys, mo
     named = err.split("choose an image encoder (")[1].split(")")[0].split(", ")
     assert "sentence_bert" not in named and all(models.ARCHITECTURES[n].images for n in named
                                                 if n in models.ARCHITECTURES), named
-    assert ("siglip" in named) == (command in ("explain", "augmentations", "evaluate", "sweep")), named
+    assert ("siglip" in named) == (command in ("explain", "augmentations", "evaluate", "sweep", "localize")), named
     assert ("--text" in err) == (command == "explain"), err
     assert _tree(tmp_path) == before
 

@@ -85,3 +85,19 @@ def test_explain_text_mode_reads_the_flags(files, monkeypatch):
     with pytest.raises(UsageError, match="--text needs a model with a text tower: .*; got --model siglip"):
         check("siglip", "--corpus", files["image"])
     assert check("resnet18", "--corpus", files["image"])["texts"] == ["a dog"]
+
+
+def test_localize_takes_every_joint_text_architecture(files, monkeypatch):
+    from cocoa_jax.commands import localize
+
+    def check(model):
+        return localize.check_args(cli.parse(["localize", "--model", model, "--weights", files["weights"], "--image",
+                                              files["image"], "--query", "dog", "--out", files["out"]]))
+
+    assert check("siglip")["query"] == "dog" and check("clip_vit")["foil"] is None
+    with pytest.raises(ValueError, match="--model must be one of digits_clip, clip_vit_b32, clip_vit, siglip, got"):
+        check("resnet18")
+    _moved(monkeypatch, resnet18=True, siglip=False)
+    assert check("resnet18")["image"] == files["image"]
+    with pytest.raises(ValueError, match="--model must be one of digits_clip, clip_vit_b32, resnet18, clip_vit, got"):
+        check("siglip")

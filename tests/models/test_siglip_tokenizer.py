@@ -74,3 +74,40 @@ def test_a_file_that_is_not_a_sentencepiece_model_is_refused(tmp_path):
     path.write_bytes(b"not a model at all")
     with pytest.raises(ValueError, match="not a SentencePiece"):
         siglip_tokenizer_json(str(path))
+
+
+@pytest.mark.slow
+def test_convert_writes_the_tokenizer_of_a_checkpoint_with_only_spiece_model(pair, tmp_path):
+    """`cocoa-jax convert siglip DIR` on a transformers SiglipModel directory holding spiece.model and no
+    tokenizer.json (as google's): the converted model's encode_text on raw strings equals transformers'
+    SiglipModel text features on SiglipTokenizer's ids (random weights)."""
+    pytest.importorskip("torch")
+    import os
+    import shutil
+
+    import torch
+
+    from cocoa_jax import models
+    from cocoa_jax.cli import main
+
+    ours, reference = pair
+    os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    text = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                vocab_size=ours.vocab_size, max_position_embeddings=LENGTH, projection_size=16, pad_token_id=1)
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=16,
+                  patch_size=8)
+    torch.manual_seed(0)
+    hf = transformers.SiglipModel(transformers.SiglipConfig(text_config=text, vision_config=vision)).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    hf.save_pretrained(str(tmp_path / "hf"))
+    shutil.copy(reference.vocab_file, tmp_path / "hf" / "spiece.model")
+    assert main(["convert", "siglip", str(tmp_path / "hf"), str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "tokenizer.json").is_file()
+    model = models.load("siglip", str(tmp_path / "out"))
+    texts = ["The dog runs!", "Café naïve ÜBER façade", "東京日本語 😀 ok", "unbelievable dogs playing in the park " * 6]
+    ids = reference(texts, truncation=True, max_length=LENGTH, padding="max_length")["input_ids"]
+    with torch.no_grad():
+        expected = hf.text_model(input_ids=torch.as_tensor(ids)).pooler_output.double().numpy()
+    np.testing.assert_allclose(np.asarray(model.encode_text(texts), np.float64), expected, rtol=1e-5, atol=1e-6)

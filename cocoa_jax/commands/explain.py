@@ -203,9 +203,10 @@ def _check_data_arguments(args, target_names) -> dict:
                   if value is not None]
     demo = not own
     if demo:
-        if args.model != models.DIGITS:
+        # The demo's data are the 32x32 grey digits: any encoder of that input runs it (digits, digits_vit).
+        if models.input_shape_of(args.model, args.weights) != models.ARCHITECTURES[models.DIGITS].input_shape({}):
             raise UsageError(f"--model {args.model} needs --images PATH (and --corpus/--foil or their text forms); "
-                             f"only the digits encoder has a built-in demo")
+                             f"the built-in demo is for encoders of 32x32 grey digits (digits, digits_vit)")
         return {"demo": True, "corpus_class": _class("--corpus-class", DEMO_DEFAULTS["corpus_class"]
                                                       if args.corpus_class is None else args.corpus_class),
                 "explicands": positive("--explicands", DEMO_DEFAULTS["explicands"]
@@ -257,7 +258,7 @@ def _digits_inputs(model, setup, args):
     return dict(
         images=data.x_test[expl_idx], corpus=data.x_train[corpus_idx], foil=data.x_train[foil_idx],
         titles=[f"test #{i} (digit {data.y_test[i]})" for i in expl_idx],
-        encoder=f"the digits SimCLR encoder ({weights})",
+        encoder=f"the {model.name} encoder ({weights})",
         corpus_text=f"{len(corpus_idx)} training images of digit {corpus_class}",
         foil_text=f"{len(foil_idx)} random training images outside the corpus",
         arrays=dict(explicand_indices=expl_idx, explicand_labels=data.y_test[expl_idx],

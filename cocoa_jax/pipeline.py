@@ -96,7 +96,9 @@ def attribute(encode_fn: Callable, params, xs, baselines, target: targets_mod.Ta
       target: a stacked `Target`, direction (K, D) shared or (N, K, D) per explicand.
       method: a name of `cocoa_jax.methods.METHODS`; options: its options (defaults: the signature).
       keys: (N,) PRNG keys, one per explicand (e.g. `method_keys(key, method, N)`).
-      batch_size: perturbed inputs per encoder call inside the method.
+      batch_size: perturbed inputs per encoder call inside the method; None: all at once up to 64 px,
+        larger images the batch `cocoa-jax explain` takes (`default_batch`), so memory is set by
+        the batch and the model, not by the steps, samples or masks.
       chunk_size: explicands per program call, rounded up to a multiple of the mesh's devices
         (default `meshes.default_lanes_per_device()` per device: 1 on CPU, all N on
         accelerators); the last call is padded.
@@ -121,11 +123,39 @@ def attribute(encode_fn: Callable, params, xs, baselines, target: targets_mod.Ta
     if chunk_size is not None:
         chunk = min(_checks.check_positive_int("chunk_size", chunk_size), n)
         lanes = -(-chunk // mesh.devices.size)
+    if batch_size is None and max(xs.shape[1:3]) > 64:
+        # Explicands at once: lanes per device (the default: 1 on CPU, all on accelerators) x devices.
+        per_device = meshes.default_lanes_per_device() if lanes == "default" else lanes
+        at_once = min(n, mesh.devices.size * (per_device or n))
+        batch_size = default_batch(encode_fn, params, method, options, tuple(xs.shape[1:]),
+                                   k=int(target.direction.shape[1]), lanes=at_once)
     program = program_mod.attribution_program(encode_fn, method, program_mod.hashable(options),
                                               program_mod.hashable(target.normalize),
                                               batch_size=_checks.check_optional_batch_size(batch_size), mesh=mesh,
                                               lanes_per_device=lanes)
     return np.asarray(program(params, xs, target.direction, keys, baselines), np.float32)
+
+
+_DEFAULT_BATCHES: dict = {}
+
+
+def default_batch(encode_fn: Callable, params, method: str, options: Mapping[str, Any] | None, image_shape, *,
+                  k: int, lanes: int = 1) -> int | None:
+    """The batch of `method` on (H, W, C) images for `k` stacked targets when none is given, as
+    `cocoa-jax explain` chooses it: a probe of the compiled score / Jacobian of one batch
+    (`cost.probe`), then the largest power of two <= 32 whose `lanes` programs fit a quarter of
+    the free memory (`cost.default_batch_size`). None for a method with no pass count. Probed
+    once per encoder, shape, targets, lanes and kind of pass in this process."""
+    from cocoa_jax import cost
+
+    if methods_mod.get(method).passes is None:
+        return None
+    gradient = cost.method_passes(method, options, image_shape).gradient > 0
+    key = (encode_fn, tuple(image_shape), int(k), int(lanes), gradient)
+    if key not in _DEFAULT_BATCHES:
+        probe = cost.probe(encode_fn, params, image_shape, batch=4, k=k, gradient=gradient)
+        _DEFAULT_BATCHES[key] = cost.default_batch_size(probe, lanes=lanes, gradient=gradient)
+    return _DEFAULT_BATCHES[key]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -88,3 +88,32 @@ def test_the_flag_is_added_once_and_a_user_choice_is_kept():
     assert env["XLA_FLAGS"] == "--b=2 " + _common.SEQUENTIAL_SCHEDULER_FLAG
     env = {"XLA_FLAGS": chosen}
     assert _common.use_sequential_scheduler(env) is False and env["XLA_FLAGS"] == chosen
+
+
+def test_pipeline_attribute_takes_the_probed_batch_on_large_images(monkeypatch):
+    # No batch given: images over 64 px get the batch explain chooses (probe + free memory), smaller
+    # ones and a given batch are passed on unchanged. The program is replaced: only its batch is read.
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from cocoa_jax import cost, pipeline, targets
+
+    def encode(params, x):  # (N, H, W, 1) -> (N, 3)
+        return jnp.tanh(jnp.mean(x, axis=(1, 2)) * params["w"])
+
+    params = {"w": jnp.asarray([1.0, -2.0, 0.5])}
+    seen = []
+
+    def fake_program(encode_fn, method, options, normalize, *, batch_size, mesh, lanes_per_device):
+        seen.append(batch_size)
+        return lambda params, xs, directions, keys, baselines: np.zeros(xs.shape[:1] + (2,) + xs.shape[1:3])
+
+    monkeypatch.setattr(pipeline.program_mod, "attribution_program", fake_program)
+    target = targets.Target(jnp.asarray(np.eye(2, 3), jnp.float32), (True, True))
+    for size, given in ((72, None), (72, 3), (32, None)):
+        xs = np.full((1, size, size, 1), 0.5, np.float32)
+        pipeline.attribute(encode, params, xs, xs * 0, target, "integrated_gradients", jax.random.split(jax.random.key(0), 1),
+                           options={"n_steps": 8}, batch_size=given)
+    probe = cost.probe(encode, params, (72, 72, 1), batch=4, k=2)
+    assert seen == [cost.default_batch_size(probe, lanes=1), 3, None]

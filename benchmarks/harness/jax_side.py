@@ -116,6 +116,18 @@ class JaxModel:
         return float(cost["flops"]) / batch
 
 
+_SHARED: dict = {}
+
+
+def shared_model(spec: M.ModelSpec, dtype=jnp.float32, seed: int = 0) -> JaxModel:
+    """One JaxModel per (model, dtype, seed) in a process: the suite's sections read the same
+    random weights, built (and their init compiled) once."""
+    key = (spec.name, jnp.dtype(dtype).name, seed)
+    if key not in _SHARED:
+        _SHARED[key] = JaxModel(spec, dtype, seed)
+    return _SHARED[key]
+
+
 def jax_measure(jm: JaxModel, method: str, k: int, n_explicands: int, sz: dict, mesh, repeats: int) -> dict:
     """Rate (units/s) of cocoa-jax on E explicands: E=1 shards the perturbations over the mesh,
     E>1 shards the explicands (ExplicandMap)."""

@@ -135,18 +135,19 @@ def probe_imports(repo: str, site: str | None, env: dict) -> str | None:
 
 
 def run_official_scripts(repo: str, site: str | None, s: dict, n_classes: int, image_root: str, checkpoint: str,
-                         scratch: str, on_gpu: bool, env: dict, log=print, pairs=None) -> dict:
+                         scratch: str, on_gpu: bool, env: dict, log=print, pairs=None, startup_runs: int = 2) -> dict:
     """Time every script invocation; seconds by phase as `benchmarks.suites.protocol` reports them.
 
     `pairs`: a set of (method, target) to run (default: all of `commands`, what the benchmark times);
-    the tests run a few, each process costs a PyTorch start-up."""
+    the tests run a few, each process costs a PyTorch start-up. `startup_s`: the fastest of
+    `startup_runs` import-only processes (the tests: one)."""
     base = os.path.join(scratch, "official_scripts")
     config = {"repo": os.path.abspath(repo), "site": os.path.abspath(site) if site else None,
               "data": os.path.join(base, "data"), "encoders": os.path.join(base, "encoders"),
               "results": os.path.join(base, "results"), "classes": n_classes, "rise_masks": s["rise_masks"]}
     counts = write_cifar_batches(image_root, config["data"])
     save_plain_checkpoint(checkpoint, os.path.join(config["encoders"], "simsiam", "resnet18.pth.tar"))
-    startup = min(_launch(config, ["--imports-only"], env, "start-up") for _ in range(2))
+    startup = min(_launch(config, ["--imports-only"], env, "start-up") for _ in range(max(1, startup_runs)))
     seconds = {f"attribution:{m}": 0.0 for m in METHODS} | {"evaluation": 0.0}
     invocations = []
     for script, method, target, argv in commands(s, on_gpu):

@@ -1,6 +1,6 @@
 """The paper's protocol end to end: `cocoa-jax sweep` against the official pipeline's work.
 
-    python -m benchmarks.suites.protocol [--settings issue|paper|quick] [--devices N] [--out PATH]
+    python -m benchmarks.suites.protocol [--settings issue|paper|quick|smoke] [--devices N] [--out PATH]
                                   [--skip-official] [--classes N] [--overwrite]
                                   [--official-scripts REPO [--official-site DIR]]
 
@@ -24,14 +24,15 @@ Then it times, in this order:
       weighted by its FLOPs relative to a forward pass from XLA's cost analysis) next to the
       measured ratio and the fraction of the bound reached;
   (d) the FLOP roofline fraction of each phase (XLA cost-analysis FLOPs per image x images /
-      seconds / the float32 matmul peak measured in the same run, `benchmarks.harness.roofline.measure_peak`);
+      seconds / the float32 matmul peak measured in the same run, before the sweeps, in the worker
+      process that also saves the probe, `benchmarks.harness.roofline.measure_peak`);
   (e) on a CPU backend: 1 vs 2 forced host devices for a whole sweep, cold and warm (`--devices
-      1|2`; the (a) runs are reused for their own device count; not with `--settings quick`).
+      1|2`; the (a) runs are reused for their own device count; not with `--settings quick|smoke`).
 
 Settings: `issue` = the issue's (1 class, 2 explicands, corpus 100, foil 100, 4 targets x IG 50
 / GradientSHAP 50 / RISE 1000 masks, evaluation 50 steps, all measures, one seed); `paper` = the
 paper's (25 explicands per class, foil 1500, RISE 5000; `--classes`, default 1); `quick` = tiny
-sizes for the smoke test. Nothing is downloaded. Works from the repository root with
+sizes; `smoke` = quick with one explicand (the test suite's run: every section, the least work). Nothing is downloaded. Works from the repository root with
 `PYTHONPATH=.` and cocoa-jax not installed (the CLI runs as `python -m cocoa_jax` with this
 interpreter). Writes benchmarks/results/RESULTS_protocol[_SETTINGS].md (or --out) and a .json beside it.
 """
@@ -67,7 +68,10 @@ SETTINGS = {
                   eval_steps=50),
     "quick": dict(classes=1, explicands=2, corpus=8, foil=8, ig_steps=4, gs_samples=4, rise_masks=8,
                   eval_steps=4),
+    "smoke": dict(classes=1, explicands=1, corpus=8, foil=8, ig_steps=4, gs_samples=4, rise_masks=8,
+                  eval_steps=4),
 }
+TINY = ("quick", "smoke")  # settings too small for (e) and a large matmul peak
 
 
 def _parse_args(argv=None):
@@ -88,7 +92,7 @@ def _parse_args(argv=None):
                              "fast), cold and warm, against the same official run")
     parser.add_argument("--official-scripts", default=None, metavar="REPO",
                         help="also time the official scripts THEMSELVES from this checkout of "
-                             "suinleelab/cl-explainability (benchmarks.official.scripts; not with --settings quick)")
+                             "suinleelab/cl-explainability (benchmarks.official.scripts; not with --settings quick|smoke)")
     parser.add_argument("--official-site", default=None, metavar="DIR",
                         help="a `pip install --target` directory with torchvision, pytorch-lightning and "
                              "torchmetrics for the official scripts")
@@ -295,6 +299,12 @@ def worker_roofline(payload: dict) -> dict:
     # One scalar target per image: forward + one backward to the input.
     grad = flops(lambda p, xb: jax.grad(lambda b: jnp.sum(model.encode_fn(p, b) @ jnp.ones((512,))))(xb))
     return {"forward_flops": forward, "grad_flops": grad, "peak": measure_peak(payload["peak_n"])}
+
+
+def worker_prepare(payload: dict) -> dict:
+    """One process before the runs: the environment, the head as a probe, the roofline's FLOPs and
+    matmul peak (each worker process pays a JAX and PyTorch start-up)."""
+    return {"env": worker_env(), "probe": worker_probe(payload), "roofline": worker_roofline(payload)}
 
 
 # ----------------------------------------------------------------------------- cocoa-jax side
@@ -642,14 +652,8 @@ def main(args) -> dict:
     env = _child_env(shim)
     out = {"settings_name": args.settings, "settings": s, "n_classes": n_classes,
            "explicands_total": s["explicands"] * n_classes, "notes": [], "sweep": {}}
-    info = _worker("env", {}, env)
-    out["env"] = dict(info, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                      machine=_machine(info["backend"], info["device_kind"]),
-                      command="python -m benchmarks.suites.protocol " + " ".join(sys.argv[1:]))
-    print(f"protocol benchmark ({args.settings}): JAX {info['backend']} ({info['device_kind']}); {info['versions']}",
-          flush=True)
-
-    # Data, weights (one checkpoint for both sides), the head as a probe.
+    # Data, weights (one checkpoint for both sides), converted; then one worker: the environment,
+    # the head as a probe, FLOPs per image and the matmul peak (d).
     root = os.path.join(scratch, "data")
     out["data"] = build_image_folder(root, min_train=s["foil"] + 100)
     checkpoint = os.path.join(scratch, "checkpoint_0099.pth.tar")
@@ -657,7 +661,15 @@ def main(args) -> dict:
     encoder_dir = os.path.join(scratch, "encoder")
     _run([sys.executable, "-m", "cocoa_jax", "convert", ARCH, checkpoint, encoder_dir], env, "cocoa-jax convert")
     probe_dir = os.path.join(scratch, "head_probe")
-    _worker("probe", {"checkpoint": checkpoint, "probe_dir": probe_dir}, _child_env(shim, JAX_PLATFORMS="cpu"))
+    prepared = _worker("prepare", {"checkpoint": checkpoint, "probe_dir": probe_dir, "encoder_dir": encoder_dir,
+                                   "peak_n": 512 if args.settings in TINY else 4096}, env)
+    info = prepared["env"]
+    out["env"] = dict(info, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                      machine=_machine(info["backend"], info["device_kind"]),
+                      command="python -m benchmarks.suites.protocol " + " ".join(sys.argv[1:]))
+    print(f"protocol benchmark ({args.settings}): JAX {info['backend']} ({info['device_kind']}); {info['versions']}",
+          flush=True)
+
     config_path = os.path.join(scratch, "sweep.json")
     with open(config_path, "w") as fh:
         json.dump(sweep_config(s, root, encoder_dir, probe_dir, classes), fh, indent=1)
@@ -684,8 +696,9 @@ def main(args) -> dict:
               f"warm {runs['warm']['wall_s']:.1f} s", flush=True)
 
     # (e) 1 vs 2 forced host devices (CPU backend only).
-    if args.settings == "quick" and not args.skip_devices:
-        out["notes"].append("(e) 1 vs 2 host devices is not run with --settings quick (it would double the time)")
+    if args.settings in TINY and not args.skip_devices:
+        out["notes"].append(f"(e) 1 vs 2 host devices is not run with --settings {args.settings} (it would double "
+                            "the time)")
     elif info["backend"] == "cpu" and not args.skip_devices:
         scaling = {}
         for count in (1, 2):
@@ -727,9 +740,7 @@ def main(args) -> dict:
                                                        checkpoint, scratch, info["backend"] == "gpu", env)
         print(f"  official scripts: {out['official_scripts']['seconds']['total']:.1f} s", flush=True)
 
-    # (d) FLOPs per image and the matmul peak (after the runs, in its own process).
-    out["roofline"] = _worker("roofline", {"encoder_dir": encoder_dir,
-                                           "peak_n": 512 if args.settings == "quick" else 4096}, env)
+    out["roofline"] = prepared["roofline"]  # (d), measured by the worker before the runs
     out["notes"].append("cocoa-jax pass counts are the useful work (padding to device multiples and chunk sizes "
                         "not counted); the official counts are measured with hooks on its encoder")
     out["analysis"] = analyse(out)
@@ -744,7 +755,7 @@ def main(args) -> dict:
     return out
 
 
-WORKERS = {"env": lambda payload: worker_env(), "probe": worker_probe, "roofline": worker_roofline}
+WORKERS = {"prepare": worker_prepare}
 
 if __name__ == "__main__":
     ARGS = _parse_args()

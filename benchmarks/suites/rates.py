@@ -72,7 +72,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks import RESULTS  # noqa: E402
 from benchmarks.harness import models as M  # noqa: E402
-from benchmarks.harness.jax_side import HAS_METRICS, JaxModel  # noqa: E402
+from benchmarks.harness.jax_side import HAS_METRICS, shared_model  # noqa: E402
 from benchmarks.harness.machine import cpu_name  # noqa: E402
 from benchmarks.harness.roofline import measure_peak  # noqa: E402
 from benchmarks.report import kept_findings, render  # noqa: E402
@@ -169,9 +169,12 @@ def main(args) -> dict:
         done("batch")
     if "devices" not in skip:
         print("== host devices", flush=True)
-        jm = JaxModel(M.tiny_spec() if quick else M.SPECS["resnet18_cifar"])
-        out["devices"] = section_devices(quick, peak, jm.unit_flops("rise", 1, 4),
-                                         jm.unit_flops("integrated_gradients", 1, 1))
+        name = "tiny_resnet" if quick else "resnet18_cifar"
+        known = out.get("flops", {})  # the main section's FLOPs per unit, where it measured this model
+        jm = shared_model(M.tiny_spec() if quick else M.SPECS[name])
+        out["devices"] = section_devices(
+            quick, peak, known.get(f"{name}:fwd") or jm.unit_flops("rise", 1, 4),
+            lambda: known.get(f"{name}:grad/1") or jm.unit_flops("integrated_gradients", 1, 1))
         done("devices")
     if "bf16" not in skip:
         print("== bf16 vs float32", flush=True)

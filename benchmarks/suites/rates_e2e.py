@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.harness import models as M
-from benchmarks.harness.jax_side import JaxModel, method_options
+from benchmarks.harness.jax_side import method_options, shared_model
 from benchmarks.harness.sizes import sizes
 from benchmarks.harness.timing import block, time_call
 from cocoa_jax import explicand_program, meshes
@@ -29,7 +29,7 @@ def section_e2e(quick: bool, mesh, peak: float, scale: int = 1) -> dict:
     sz = dict(sizes(quick, scale)[name])
     k = 4
     n_e = 2  # the official way is slow: one explicand and one target at a time
-    jm = JaxModel(spec)
+    jm = shared_model(spec)
     size = spec.image_size
     rng = np.random.default_rng(5)
     xs_np = rng.uniform(-1, 1, (n_e, size, size, 3)).astype(np.float32)

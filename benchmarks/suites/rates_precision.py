@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.harness import models as M
-from benchmarks.harness.jax_side import JaxModel
+from benchmarks.harness.jax_side import shared_model
 from benchmarks.harness.sizes import sizes
 from benchmarks.harness.timing import REPEATS, block, compile_timed, time_call
 from cocoa_jax import attribution, baselines
@@ -35,7 +35,7 @@ def section_bf16(quick: bool, mesh, peak: float, scale: int = 1) -> list:
     # The model (weights, activations) runs in the dtype; perturbations, targets and sums in
     # float32 (the core's input checks reject bfloat16 inputs, see the report).
     for dtype in (jnp.float32, jnp.bfloat16):
-        jm = JaxModel(spec, dtype=dtype)
+        jm = shared_model(spec, dtype)
         for method in (("rise",) if quick else ("rise", "integrated_gradients")):
             program = jm.program(method, 1, sz, mesh)
             compiled, _, mem = compile_timed(program, jm.variables, x, key)
@@ -58,7 +58,7 @@ def section_steps(quick: bool, mesh) -> list:
     """IG accuracy vs steps: Gauss-Legendre vs trapezoid, against Gauss-Legendre with many steps."""
     name = "tiny_resnet" if quick else "resnet18_cifar"
     spec = M.tiny_spec() if quick else M.SPECS[name]
-    jm = JaxModel(spec)
+    jm = shared_model(spec)
     size = spec.image_size
     x = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (size, size, 3)), jnp.float32)
     batch = 16 if quick else 32

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from benchmarks.harness import models as M
-from benchmarks.harness.jax_side import JaxModel, jax_measure
+from benchmarks.harness.jax_side import jax_measure, shared_model
 from benchmarks.harness.rate_row import RateRow
 from benchmarks.harness.sizes import sizes
 from benchmarks.harness.timing import REPEATS
@@ -25,7 +25,7 @@ def section_main(model_names, quick: bool, mesh, peak: float, out: dict, scale: 
     for name in model_names:
         spec = spec_of(name)
         sz = sizes(quick, scale)[name]
-        jm = JaxModel(spec)
+        jm = shared_model(spec)
         flops = {}
         for method, k, e in sz["cells"]:
             key = ("fwd",) if method in ("rise", "insdel") else ("grad", k)

@@ -12,8 +12,6 @@ import importlib.util
 import os
 import pathlib
 import pickle
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
@@ -137,8 +135,10 @@ def test_run_official_scripts_on_a_stand_in_checkout(tmp_path):
     # records are what is tested here; the whole invocation list is test_commands_follow_run_loop's.
     pairs = {(OS.METHODS[0], OS.TARGETS[0]), (OS.METHODS[-1], OS.TARGETS[-1])}
     result = OS.run_official_scripts(str(repo), str(site), s, 1, str(tmp_path / "images"), str(checkpoint),
-                                     str(tmp_path / "scratch"), False, env, log=lambda *a, **k: None, pairs=pairs)
+                                     str(tmp_path / "scratch"), False, env, log=lambda *a, **k: None, pairs=pairs,
+                                     startup_runs=1)
     assert result["processes"] == 4 and result["cifar_batches"] == {"train": 7, "test": 3}
+    assert result["startup_s"] > 0
     seconds = result["seconds"]
     assert seconds["total"] == pytest.approx(sum(i["seconds"] for i in result["invocations"]))
     assert seconds["total"] == pytest.approx(seconds["evaluation"] + sum(
@@ -162,12 +162,17 @@ def test_run_official_scripts_on_a_stand_in_checkout(tmp_path):
         assert record["checkpoint"] == ["conv1.weight", "fc.bias"]
 
 
-def test_protocol_refuses_bad_official_options(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+def test_protocol_refuses_bad_official_options(tmp_path, capsys):
+    # The suite's argument checks in this process (one interpreter start-up fewer per case; the
+    # import probe still launches its own process).
+    import types
+
+    from benchmarks.suites import protocol
 
     def run(*flags):
-        return subprocess.run([sys.executable, "-m", "benchmarks.suites.protocol", "--out", str(tmp_path / "r.md"), *flags],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        with pytest.raises(SystemExit) as refused:
+            protocol._parse_args(["--out", str(tmp_path / "r.md"), *flags])
+        return types.SimpleNamespace(returncode=refused.value.code, stderr=capsys.readouterr().err)
 
     for flags, message in ((["--official-site", str(tmp_path)], "--official-site needs --official-scripts"),
                            (["--official-scripts", str(tmp_path)], "is not a checkout"),

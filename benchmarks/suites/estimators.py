@@ -160,9 +160,12 @@ def default_passes(method: str, quick: bool) -> int:
     return DEFAULT_PASSES[method] // ((10 if method == "rise" else 5) if quick else 1)
 
 
-def ladder(method: str, estimator: str, full: bool, quick: bool) -> list[int]:
-    """Pass counts at which an estimator is run (even: antithetic samples come in pairs)."""
+def ladder(method: str, estimator: str, full: bool, quick: bool, smoke: bool = False) -> list[int]:
+    """Pass counts at which an estimator is run (even: antithetic samples come in pairs); --smoke:
+    the default's count only, for every estimator (one program each)."""
     d = default_passes(method, quick)
+    if smoke:
+        return [d]
     if quick:
         fractions = (1 / 3, 1.0) if estimator == "default" else (1 / 3,)
     elif estimator != "default":
@@ -253,7 +256,7 @@ def passes_to_reach(points: list[tuple[int, float]], goal: float) -> float | Non
     return None
 
 
-def measure_bench(bench: Bench, quick: bool, peak: float, log) -> dict:
+def measure_bench(bench: Bench, quick: bool, peak: float, log, smoke: bool = False) -> dict:
     image_shape = tuple(bench.xs.shape[1:])
     keys = jax.random.split(jax.random.key(0), bench.xs.shape[0])
     ref_keys = jax.random.split(jax.random.key(12345), bench.xs.shape[0])  # independent of the estimates
@@ -272,7 +275,7 @@ def measure_bench(bench: Bench, quick: bool, peak: float, log) -> dict:
         rows = []
         chosen = [(n, o) for n, o in estimators.items() if n not in bench.skip]
         for name, options in chosen[: 2 if quick else None]:
-            for n in ladder(method, name, bench.full_ladder, quick):
+            for n in ladder(method, name, bench.full_ladder, quick, smoke):
                 attrs, seconds = _run(_attribute(bench, method, n, options), bench.params, bench.xs, keys, bench.target)
                 attrs = np.asarray(attrs)
                 auc = np.asarray(insdel(bench.params, bench.xs, jnp.asarray(attrs), bench.target))
@@ -433,12 +436,15 @@ def environment(command: str) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.suites.estimators", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: digits only, 1 explicand, tiny counts")
+    parser.add_argument("--smoke", action="store_true",
+                        help="--quick with one pass count per estimator, the default's (the test suite's run)")
     parser.add_argument("--out", default=None, help="Markdown output (default benchmarks/results/RESULTS_estimators.md; "
                                                     "with --quick runs/estimators/RESULTS_quick.md)")
     parser.add_argument("--models", nargs="+", choices=["digits", "resnet18", "clip"], default=None)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--render", metavar="JSON", help="only re-render the Markdown and plot of a saved run")
     args = parser.parse_args(argv)
+    args.quick = args.quick or args.smoke
     if args.render:
         with open(args.render) as fh:
             out = json.load(fh)
@@ -462,12 +468,12 @@ def main(argv=None) -> dict:
     log = lambda msg: print(msg, flush=True)
     peak = measure_peak(512 if args.quick else 2048, 1 if args.quick else 3)["peak"]
     log(f"matmul peak {peak:.1f} GFLOP/s")
-    command = "python -m benchmarks.suites.estimators" + (" --quick" if args.quick else "") + (
+    command = "python -m benchmarks.suites.estimators" + (" --smoke" if args.smoke else " --quick" if args.quick else "") + (
         f" --models {' '.join(args.models)}" if args.models else "")
     out = {"environment": environment(command), "peak_gflops": peak, "benches": []}
     for bench in build_benches(args.quick, args.models):
         log(f"{bench.name}: {bench.note}")
-        res = measure_bench(bench, args.quick, peak, log)
+        res = measure_bench(bench, args.quick, peak, log, args.smoke)
         res["insdel_steps"] = bench.insdel_steps
         out["benches"].append(res)
         out["wall_s"] = time.perf_counter() - start

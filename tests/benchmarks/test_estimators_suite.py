@@ -13,12 +13,12 @@ def test_passes_to_reach_interpolates_in_log_passes():
 def test_benchmark_quick_smoke(tmp_path):
     from benchmarks.suites import estimators
     out_md = tmp_path / "est.md"
-    out = estimators.main(["--quick", "--out", str(out_md)])
+    out = estimators.main(["--smoke", "--out", str(out_md)])  # --quick, one pass count per estimator
     text = out_md.read_text()
     assert "| rise |" in text and "| gradient_shap |" in text and "| ig |" in text
     assert (tmp_path / "est.json").exists() and (tmp_path / "est.png").stat().st_size > 1000
     summary = out["benches"][0]["methods"]["rise"]["summary"]
     assert summary[0]["estimator"] == "default" and summary[0]["rate"] > 0
     with pytest.raises(SystemExit):  # refuses to overwrite
-        estimators.main(["--quick", "--out", str(out_md)])
+        estimators.main(["--smoke", "--out", str(out_md)])
 

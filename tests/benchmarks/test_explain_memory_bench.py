@@ -18,3 +18,12 @@ def test_row_marks_the_goal():
     record = {"arch": "resnet50", "extra": ["--n-masks", "200"], "peak_rss_gb": 4.2, "expected_peak_gb": None,
               "batch": "4", "seconds": 61.4}
     assert E.row(record) == "| resnet50 | --n-masks 200 | 4.2 | - | 4 | 61 | no |"
+
+
+def test_variants_change_existing_config_keys():
+    # A misspelt key would build the default model silently (CLIP ViT-B/32 instead of B/16).
+    from cocoa_jax.models import architectures
+
+    for name, (arch, changes) in E.VARIANTS.items():
+        assert set(changes) <= set(architectures.spec_of(arch).default_config), name
+    assert E.VARIANTS["clip_vit_b16"][1] == {"vision_patch_size": 16, "image_resolution": 224}

@@ -21,6 +21,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests.support.xla import child_flags
+
 pytestmark = pytest.mark.slow  # two jax.distributed processes (~20 s)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -116,7 +118,7 @@ def process_results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("multihost")
     port = _free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    env.pop("XLA_FLAGS", None)  # one CPU device per process
+    env["XLA_FLAGS"] = child_flags()  # one CPU device per process
     procs = [subprocess.Popen([sys.executable, __file__, str(i), str(port), str(tmp / f"p{i}.npz")], cwd=REPO,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i in range(N_PROCESSES)]

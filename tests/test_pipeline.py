@@ -11,6 +11,7 @@ import pytest
 from cocoa_jax import baselines, methods, pipeline, targets
 
 from tests.support.paths import REPO
+from tests.support.xla import child_flags
 from tests.support.toy_pipeline import CORPUS, FOIL, PROJ, RNG, SHAPE, SMALL, XS, Toy, encode_fn  # noqa: F401
 
 
@@ -106,7 +107,7 @@ print("ok")
 
 @pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_attribute_on_8_devices_equals_1():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = dict(os.environ, XLA_FLAGS=child_flags(8))
     here = str(REPO)
     proc = subprocess.run([sys.executable, "-c", _DEVICES_CHILD, here], env=env, capture_output=True, text=True,
                           timeout=600)

@@ -15,7 +15,7 @@ resnet18_classifier, clip_vit_b32, clip_vit (any CLIP ViT, OpenAI or open_clip),
 101/152 (torchvision or SSL backbones), dino_vit, dinov2_vit, sentence_bert (a text-only BERT-family
 sentence encoder: all-MiniLM, BGE, E5, GTE checkpoints, see `models.bert`; its tokenizer.json read by `TextTokenizer`;
 `embed_tokens_fn` / `encode_embeddings_fn` work in token-embedding space) (converted with `cocoa-jax convert`,
-see `ports/`, installed as `cocoa_jax_ports`; docs/models.md) and digits (shipped; `load("digits")`). Every encode/head function checks
+see `ports/`, installed as `cocoa_jax_ports`; docs/models.md) and the shipped digits encoders (`load("digits")`, `load("digits_vit")`). Every encode/head function checks
 its input's shape against `input_shape`; eager calls also refuse non-float dtypes and values
 that are non-finite or outside `input_range` = [0, 1], normalised input included (`check_images(model,
 x)`: call it before jitting, where values cannot be checked). This package never imports torch.

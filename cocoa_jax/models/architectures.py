@@ -34,6 +34,7 @@ class ArchSpec:
 
     any_size: a convolutional encoder that pools any spatial size (`with_input_shape` allowed).
     default_dir: where `load(name)` finds weights when no directory is given (shipped models).
+    trained_by: for a shipped model, the command that trains its weights into a directory.
     input_range: (low, high) per channel of what `encode_fn` takes: pixels in [0, 1] for every
       architecture (the mean/std of `preprocess` is applied inside); encode refuses concrete
       inputs outside it (`check_images`).
@@ -55,6 +56,7 @@ class ArchSpec:
     preprocess: Optional[pp.Preprocessing]
     any_size: bool = True
     default_dir: Optional[str] = None
+    trained_by: Optional[str] = None
     channels: int = 3
     init: Callable[[Any, Mapping[str, Any], Tuple[int, int, int]], Any] = None  # see _init_image
     encoders: Callable[[Any, Mapping[str, Any]], "Encoders"] = None             # see _image_encoders
@@ -312,12 +314,13 @@ ARCHITECTURES = {
         DIGITS, "SimCLR SmallResNet on scikit-learn digits (shipped); 128-d; 32x32x1 in [0, 1]",
         DIGITS_CONFIG, _build_digits, lambda c: small_resnet.INPUT_SHAPE, None,
         default_dir=small_resnet.WEIGHTS_DIR, channels=small_resnet.INPUT_SHAPE[-1],
-        init=_init_digits, encoders=_digits_encoders),
+        init=_init_digits, encoders=_digits_encoders, trained_by="cocoa-jax train-digits --out DIR"),
     "digits_vit": ArchSpec(
         "digits_vit", "tiny ViT (4 blocks, 64 wide, 4 px patches) trained with SimCLR on scikit-learn digits "
                       "(shipped; the trained model of AttnLRP, rollout and token drop); 64-d; 32x32x1 in [0, 1]",
         dict(digits_vit.CONFIG), _build_vit, digits_vit.input_shape, None, any_size=False,
-        default_dir=digits_vit.WEIGHTS_DIR, channels=digits_vit.INPUT_SHAPE[-1], encoders=_vit_encoders),
+        default_dir=digits_vit.WEIGHTS_DIR, channels=digits_vit.INPUT_SHAPE[-1], encoders=_vit_encoders,
+        trained_by="python -m cocoa_jax.training.digits_vit --out DIR"),
 }
 # Architectures `cocoa-jax convert` produces (the others ship with the package).
 CONVERTIBLE = tuple(name for name, spec in ARCHITECTURES.items() if spec.default_dir is None)

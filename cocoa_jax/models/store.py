@@ -238,7 +238,7 @@ def load(arch: str, directory: Optional[str] = None) -> LoadedModel:
         raise TypeError(f"directory must be a path, got {type(directory).__name__}")
     directory = os.path.abspath(directory)
     if not os.path.isdir(directory):
-        hint = ("run `cocoa-jax train-digits` to create it" if spec.default_dir is not None
+        hint = (f"`{spec.trained_by}` creates it" if spec.trained_by is not None
                 else f"the out_dir of `cocoa-jax convert {arch} CHECKPOINT OUT_DIR`")
         raise FileNotFoundError(f"model directory {directory!r} does not exist ({hint})")
     if spec.default_dir is not None and _is_bare_checkpoint(directory):

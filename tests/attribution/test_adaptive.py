@@ -271,7 +271,7 @@ def test_bad_options_are_refused_naming_the_argument(options, match):
 
 _MESH_WORKER = r"""
 import os
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 import sys
 sys.path.insert(0, os.getcwd())
 import jax, numpy as np

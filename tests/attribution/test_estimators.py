@@ -321,7 +321,7 @@ def test_bad_options_raise_named_errors():
 
 _MESH_WORKER = r"""
 import os, sys
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 import jax, jax.numpy as jnp, numpy as np
 from cocoa_jax import attribution as A, meshes
 rng = np.random.default_rng(6)

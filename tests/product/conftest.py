@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from tests.support.xla import child_flags
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -33,13 +35,11 @@ def cocoa_jax_executable() -> str:
 def cli_env(devices: int | None = None, **extra: str) -> dict:
     """A clean environment for a command: no inherited forced-device or JAX_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = child_flags(devices)
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("XDG_CACHE_HOME", os.environ.get("XDG_CACHE_HOME", ""))
     if not env["XDG_CACHE_HOME"]:
         env.pop("XDG_CACHE_HOME")
-    if devices is not None:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env.update(extra)
     return env
 

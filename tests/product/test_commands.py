@@ -163,7 +163,7 @@ def test_augmentations_on_every_core_equals_one_device(tmp_path):
     args = ["augmentations", "--explicands", "2", "--augmentations", "original,erase", "--n-steps", "4",
             "--n-samples", "4", "--n-masks", "64", "--foil-size", "64", "--quiet"]
     _assert_ok(run_cli(args + ["--out", "every"], cwd=tmp_path))
-    one_device = dict(cli_env(), XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    one_device = cli_env(devices=1)
     _assert_ok(run_cli(args + ["--out", "one"], cwd=tmp_path, env=one_device))
     devices = [json.loads((tmp_path / d / "settings.json").read_text())["devices"] for d in ("every", "one")]
     assert devices == [min(4, os.cpu_count() or 1), 1]

@@ -16,6 +16,8 @@ import time
 import numpy as np
 import pytest
 
+from tests.support.xla import child_flags
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TESTS = pathlib.Path(__file__).resolve().parent
 N_PROCESSES = 2
@@ -24,9 +26,7 @@ N_PROCESSES = 2
 def _env(devices: int | None = None) -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(REPO), str(TESTS), os.environ.get("PYTHONPATH", "")]))
-    env.pop("XLA_FLAGS", None)
-    if devices:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = child_flags(devices or None)
     return env
 
 

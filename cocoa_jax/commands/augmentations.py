@@ -29,7 +29,7 @@ import numpy as np
 
 from cocoa_jax.commands.errors import UsageError, flag_errors  # one line, exit 2
 from cocoa_jax.records import environment_record
-from cocoa_jax.commands.checks import image_encoder, parse_names, positive, read_images
+from cocoa_jax.commands.checks import image_encoder, output_folder, parse_names, positive, read_images
 
 COMMAND = "augmentations"
 DEFAULT_OUT = os.path.join("runs", "augmentations")
@@ -135,16 +135,7 @@ def validate(args: argparse.Namespace) -> dict:
         settings["images"] = _files("--images", args.images)
         settings["foil_images"] = _files("--foil", args.foil)
     settings["options"] = check_method_values(settings, args)
-    out = os.path.abspath(args.out)
-    existing = [name for name in OUTPUTS if os.path.exists(os.path.join(out, name))]
-    if existing and not args.overwrite:
-        raise UsageError(f"--out {out!r} already holds {', '.join(existing)} from an earlier run; "
-                         f"pass --overwrite to replace them or choose another --out")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out!r} exists and is not a directory")
-    from cocoa_jax.commands.checks import output_location
-
-    settings["out"] = output_location("--out", out)  # writable (or creatable), before any work
+    settings["out"] = output_folder(args.out, OUTPUTS, args.overwrite)  # before any work
     return settings
 
 

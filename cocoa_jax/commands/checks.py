@@ -26,6 +26,19 @@ def positive(option: str, value) -> int:
     return int(value)
 
 
+def output_folder(out, outputs, overwrite: bool, option: str = "--out") -> str:
+    """The absolute output folder of flag `option`, checked before any work: not a file, none of an
+    earlier run's `outputs` (file names) in it unless `overwrite`, writable or creatable."""
+    out = os.path.abspath(os.fspath(out))
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"{option} {out!r} exists and is not a directory")
+    existing = [name for name in outputs if os.path.exists(os.path.join(out, name))]
+    if existing and not overwrite:
+        raise UsageError(f"{option} {out!r} already holds {', '.join(existing)} from an earlier run; "
+                         f"choose another {option} or pass --overwrite")
+    return output_location(option, out)
+
+
 def output_location(option: str, path, *, replaced_whole: bool = False) -> str:
     """The absolute output location `path` of flag `option`, proven writable before any work.
 

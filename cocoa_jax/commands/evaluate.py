@@ -30,7 +30,7 @@ import sys
 
 import numpy as np
 
-from cocoa_jax.commands.checks import image_encoder, output_location, parse_names, positive, read_images
+from cocoa_jax.commands.checks import image_encoder, output_folder, parse_names, positive, read_images
 from cocoa_jax.commands.errors import UsageError, flag_errors
 
 DEFAULT_OUT = os.path.join("runs", "evaluate")
@@ -139,11 +139,7 @@ def check_arguments(args) -> dict:
     from cocoa_jax.data import files
 
     # The output location first: nothing is read before it is known to be writable.
-    out = output_location("--out", args.out)
-    existing = [n for n in OUTPUT_FILES if os.path.exists(os.path.join(out, n))]
-    if existing and not args.overwrite:
-        raise UsageError(f"--out {out!r} already holds {', '.join(existing)} from an earlier run; choose another "
-                         f"--out or pass --overwrite")
+    out = output_folder(args.out, OUTPUT_FILES, args.overwrite)
     image_encoder("--model", args.model)
     if args.maps is None:
         raise UsageError("--maps is required: an .npz of the maps to score")

@@ -36,7 +36,7 @@ import numpy as np
 from cocoa_jax.commands.errors import UsageError, flag_errors
 from cocoa_jax.records import environment_record
 from cocoa_jax.commands import method_flags
-from cocoa_jax.commands.checks import image_encoder, output_location, parse_names, positive, read_images
+from cocoa_jax.commands.checks import image_encoder, output_folder, parse_names, positive, read_images
 from cocoa_jax.files import Outputs
 
 DEFAULT_TARGETS = ("cocoa", "corpus", "label_free", "contrastive_label_free")
@@ -135,14 +135,7 @@ def _class(option: str, value) -> int:
 
 def check_out_dir(out: str, overwrite: bool) -> str:
     """Absolute output folder; refuse a file, or an earlier run's outputs unless `overwrite`."""
-    out = os.path.abspath(out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out!r} exists and is not a directory")
-    existing = [name for name in OUTPUT_FILES if os.path.exists(os.path.join(out, name))]
-    if existing and not overwrite:
-        raise UsageError(f"--out {out!r} already holds {', '.join(existing)} from an earlier run; "
-                         f"choose another --out or pass --overwrite")
-    return output_location("--out", out)  # writable (or creatable), before any work
+    return output_folder(out, OUTPUT_FILES, overwrite)
 
 
 # Library argument names in selection errors -> the flags they come from.

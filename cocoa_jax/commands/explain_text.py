@@ -22,7 +22,7 @@ import numpy as np
 
 from cocoa_jax.commands.errors import UsageError, flag_errors
 from cocoa_jax.commands import method_flags
-from cocoa_jax.commands.checks import output_location, parse_names, positive, read_images
+from cocoa_jax.commands.checks import output_folder, parse_names, positive, read_images
 from cocoa_jax.files import Outputs
 
 TEXT_OUTPUT_FILES = ("tokens.html", "tokens.png", "attributions.npz", "settings.json")
@@ -98,13 +98,7 @@ def check(args: argparse.Namespace) -> dict:
     # Checked as on a 64 x 64 image: the per-token defaults (RISE's grid, Occlusion's window: one cell
     # per token, `text.attribution.token_options`) replace the image defaults only at run time.
     options = method_flags.options(args, method_names, (64, 64, 1), batch_size=batch_size)
-    out = os.path.abspath(args.out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out!r} exists and is not a directory")
-    existing = [n for n in TEXT_OUTPUT_FILES if os.path.exists(os.path.join(out, n))]
-    if existing and not args.overwrite:
-        raise UsageError(f"--out {out!r} already holds {', '.join(existing)} from an earlier run; choose another "
-                         f"--out or pass --overwrite")
+    out = output_folder(args.out, TEXT_OUTPUT_FILES, args.overwrite)
     files = {}
     if args.corpus is not None or args.foil is not None:
         from cocoa_jax.data import files as data_files
@@ -113,7 +107,7 @@ def check(args: argparse.Namespace) -> dict:
                 with flag_errors(f"--{what}"):
                     files[what] = data_files.expand(getattr(args, what))
     return dict(texts=texts, targets=target_names, methods=method_names, options=options, batch_size=batch_size,
-                out=output_location("--out", out), files=files)
+                out=out, files=files)
 
 
 def _load(args):

@@ -166,15 +166,9 @@ def check_args(args) -> dict:
         else:
             s["foil"] = None
     s["options"] = check_method_values(s, args)
-    out = os.path.abspath(args.out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"--out {out} exists and is not a directory")
-    existing = [name for name in OUTPUTS if os.path.exists(os.path.join(out, name))]
-    if existing and not args.overwrite:
-        raise ValueError(f"--out {out} already holds {', '.join(existing)}; pass --overwrite to replace them")
-    from cocoa_jax.commands.checks import output_location
+    from cocoa_jax.commands.checks import output_folder
 
-    s["out"] = output_location("--out", out)  # writable (or creatable), before any work
+    s["out"] = output_folder(args.out, OUTPUTS, args.overwrite)
     return s
 
 

@@ -16,10 +16,8 @@ import argparse
 import os
 import time
 
-import numpy as np
-
 from cocoa_jax.commands import method_flags
-from cocoa_jax.commands.checks import output_location, parse_names
+from cocoa_jax.commands.checks import output_folder, parse_names
 from cocoa_jax.commands.errors import UsageError, flag_errors
 from cocoa_jax.files import Outputs
 
@@ -86,14 +84,7 @@ def check(args: argparse.Namespace):
              "foil_size": "--foil-size"}
     with flag_errors(None, TypeError, ValueError, names=flags):
         config = TextStudyConfig(**fields)
-    out = os.path.abspath(args.out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out!r} exists and is not a directory")
-    existing = [n for n in OUTPUT_FILES if os.path.exists(os.path.join(out, n))]
-    if existing and not args.overwrite:
-        raise UsageError(f"--out {out!r} already holds {', '.join(existing)} from an earlier run; choose another "
-                         f"--out or pass --overwrite")
-    return config, output_location("--out", out)
+    return config, output_folder(args.out, OUTPUT_FILES, args.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:

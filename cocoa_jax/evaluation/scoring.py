@@ -83,16 +83,22 @@ def maps_with_target_axis(maps, image_shape, k: int | None = None, *, allow_zero
     return maps.astype(np.float32)
 
 
-def check_metrics(names, options=None) -> tuple[tuple[str, ...], dict[str, dict]]:
-    """Metric names (known, no duplicates) and their resolved options; errors name the argument."""
+def _check_names(argument: str, kind: str, names, known: list) -> tuple[str, ...]:
+    """`names` (one name or several) as a tuple: not empty, each in `known`, no duplicates."""
     names = (names,) if isinstance(names, str) else tuple(names)
     if not names:
-        raise ValueError(f"`metrics` is empty; give at least one of {sorted(table.METRICS)}")
+        raise ValueError(f"`{argument}` is empty; give at least one of {known}")
     for name in names:
-        if name not in table.METRICS:
-            raise ValueError(f"`metrics` has unknown metric {name!r}; expected one of {sorted(table.METRICS)}")
+        if name not in known:
+            raise ValueError(f"`{argument}` has unknown {kind} {name!r}; expected one of {known}")
     if len(set(names)) != len(names):
-        raise ValueError(f"`metrics` has duplicates: {list(names)}")
+        raise ValueError(f"`{argument}` has duplicates: {list(names)}")
+    return names
+
+
+def check_metrics(names, options=None) -> tuple[tuple[str, ...], dict[str, dict]]:
+    """Metric names (known, no duplicates) and their resolved options; errors name the argument."""
+    names = _check_names("metrics", "metric", names, sorted(table.METRICS))
     options = dict(options or {})
     for name in options:
         if name not in names:
@@ -171,14 +177,7 @@ def _given_target(name, target, n, dim, k=None) -> targets_mod.Target:
 
 def _check_named_targets(names, images, corpus, foil, corpus_reps, foil_reps, similarity, dim) -> tuple[str, ...]:
     """`targets` names, and the corpus / foil (images or representations) they read, before any encoding."""
-    names = (names,) if isinstance(names, str) else tuple(names)
-    if not names:
-        raise ValueError(f"`targets` is empty; give at least one of {list(targets_mod.TARGETS)}")
-    for name in names:
-        if name not in targets_mod.TARGETS:
-            raise ValueError(f"`targets` has unknown target {name!r}; expected one of {list(targets_mod.TARGETS)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"`targets` has duplicates: {list(names)}")
+    names = _check_names("targets", "target", names, list(targets_mod.TARGETS))
     _checks.check_choice("similarity", similarity, targets_mod.SIMILARITIES)
     for name, value in (("corpus", corpus), ("foil", foil)):
         if value is not None:

@@ -275,12 +275,18 @@ class Estimate:
 
 def estimate(passes: Mapping[str, Passes], n_explicands: int, probe_result: Probe, *,
              batch: Mapping[str, Passes] | None = None, lanes: int = 1, resident_bytes: int = 0,
-             map_bytes: Mapping[str, int] | None = None, unrolled_gradients: bool = True) -> Estimate:
+             map_bytes: Mapping[str, int] | None = None, unrolled_gradients: bool | None = None) -> Estimate:
     """Seconds per method = n_explicands x (forward x forward_s + gradient x gradient_s) / lanes
     (explicands run `lanes` at a time, one per device); peak memory = `resident_bytes` (what the
     command holds: runtime, model, images) + max over methods of lanes x the program at its batch
     + the maps of every method (`map_bytes`, all explicands). `unrolled_gradients`: a gradient
-    method's program holds all its points' memory (today's unrolled chunks), not one batch's."""
+    method's program holds all its points' memory, not one batch's; None: so only when XLA's
+    breadth-first CPU scheduler is in effect (the depth-first one, which cocoa_jax selects, runs
+    the unrolled chunks one after the other: `attribution_methods._common`)."""
+    if unrolled_gradients is None:
+        from cocoa_jax.attribution_methods import _common
+
+        unrolled_gradients = not _common.sequential_scheduler_in_effect()
     n_explicands = _checks.check_positive_int("n_explicands", n_explicands)
     lanes = _checks.check_positive_int("lanes", lanes)
     parallel = min(lanes, n_explicands)
@@ -292,9 +298,9 @@ def estimate(passes: Mapping[str, Passes], n_explicands: int, probe_result: Prob
         b = batch.setdefault(name, Passes(min(probe_result.batch, per.forward),
                                           min(probe_result.batch, per.gradient)))
         if per.gradient:
-            # The gradient chunks are unrolled in one program (`_common.sum_gradient_terms`) and XLA
-            # keeps their memory apart: measured on ResNet-18, 16 steps in chunks of 4 took 3x one
-            # chunk's memory (docs/performance.md), so every point counts, not the batch.
+            # The gradient chunks are unrolled in one program (`_common.sum_gradient_terms`); under
+            # XLA's breadth-first scheduler their memory adds up (ResNet-18, 16 steps in chunks of
+            # 4: 3x one chunk's, docs/performance.md), so there every point counts, not the batch.
             programs.append(parallel * probe_result.bytes_at(per.gradient if unrolled_gradients else b.gradient,
                                                              gradient=True))
         if per.forward:

@@ -98,12 +98,12 @@ def make_probe(**kw):
     return cost.Probe(**values)
 
 
-def test_estimate_arithmetic():
+def test_estimate_arithmetic(monkeypatch):
     probe = make_probe()
     passes = {"rise": cost.Passes(100, 0), "integrated_gradients": cost.Passes(0, 16)}
     batch = {"rise": cost.Passes(8, 0), "integrated_gradients": cost.Passes(0, 2)}
     est = cost.estimate(passes, 3, probe, batch=batch, lanes=2, resident_bytes=5000,
-                        map_bytes={"rise": 7, "integrated_gradients": 11})
+                        map_bytes={"rise": 7, "integrated_gradients": 11}, unrolled_gradients=True)
     assert est.seconds["rise"] == pytest.approx(3 * 100 * 0.01 / 2)
     assert est.seconds["integrated_gradients"] == pytest.approx(3 * 16 * 0.05 / 2)
     assert est.total_s == pytest.approx(1.5 + 1.2)
@@ -113,6 +113,15 @@ def test_estimate_arithmetic():
     rolled = cost.estimate(passes, 3, probe, batch=batch, lanes=2, resident_bytes=5000,
                            map_bytes={"rise": 7, "integrated_gradients": 11}, unrolled_gradients=False)
     assert rolled.peak_bytes == 5000 + 2 * 2800 + 18
+    # Unset: every point counts only under XLA's breadth-first scheduler (the depth-first one runs
+    # the unrolled chunks one after the other).
+    from cocoa_jax.attribution_methods import _common
+
+    for flags, expected in ((_common.SEQUENTIAL_SCHEDULER_FLAG, rolled), ("", est),
+                            (_common.SCHEDULER_FLAG_NAME + "=true", est)):
+        monkeypatch.setenv("XLA_FLAGS", flags)
+        assert cost.estimate(passes, 3, probe, batch=batch, lanes=2, resident_bytes=5000,
+                             map_bytes={"rise": 7, "integrated_gradients": 11}).peak_bytes == expected.peak_bytes
     assert est.work("integrated_gradients") == pytest.approx(3 * 16 * 5.0)  # gradient = 5 forward
     lines = cost.preview_lines(est, limit_s=1.0, cheaper={"--fewer": cost.estimate(
         {"rise": cost.Passes(10, 0)}, 3, probe, lanes=2)})

@@ -49,7 +49,7 @@ print(json.dumps({"flags": __import__("os").environ.get("XLA_FLAGS", ""),
 
 
 def _temp_bytes(scheduler_flag: str | None) -> tuple[dict, str]:
-    # This process's flags (the session's level) without a scheduler choice, then `scheduler_flag`.
+    # This process's flags without a scheduler choice, then `scheduler_flag`.
     flags = [f for f in xla.child_flags().split() if not f.startswith(_common.SCHEDULER_FLAG_NAME)]
     env = dict(os.environ, XLA_FLAGS=" ".join(flags + ([scheduler_flag] if scheduler_flag else [])),
                PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")

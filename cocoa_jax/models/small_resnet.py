@@ -94,6 +94,17 @@ class SmallResNet(nn.Module):
         return int(self.widths[-1])
 
 
+def projection_mlp(h: jax.Array, dims: Sequence[int]) -> jax.Array:
+    """SimCLR's projection head, (N, D) -> (N, dims[-1]): Dense layers with ReLU between them. Call
+    it inside a compact method: its layers are that module's (named Dense_0, Dense_1, ...)."""
+    z = h
+    for i, d in enumerate(dims):
+        z = nn.Dense(d)(z)
+        if i < len(dims) - 1:
+            z = nn.relu(z)
+    return z
+
+
 class SimCLRNet(nn.Module):
     """Encoder + projection MLP. Returns (representation (N, D), projection (N, P))."""
 
@@ -103,12 +114,7 @@ class SimCLRNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
         h = self.encoder(x, train)
-        z = h
-        for i, d in enumerate(self.projection_dims):
-            z = nn.Dense(d)(z)
-            if i < len(self.projection_dims) - 1:
-                z = nn.relu(z)
-        return h, z
+        return h, projection_mlp(h, self.projection_dims)
 
 
 def encode_fn_for(module: nn.Module) -> Callable[[Any, jax.Array], jax.Array]:

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cocoa_jax.models import digits_vit, vit
+from cocoa_jax.models import digits_vit, small_resnet, vit
 from cocoa_jax.training.simclr import SimCLRConfig, train_simclr
 
 # The shipped model's settings: lower peak rate and longer warm-up than the ResNet's (a ViT without
@@ -45,12 +45,7 @@ class ViTSimCLRNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
         h = vit.ViT(dict(self.config), name="encoder")(x)
-        z = h
-        for i, width in enumerate(self.projection_dims):
-            z = nn.Dense(width)(z)
-            if i < len(self.projection_dims) - 1:
-                z = nn.relu(z)
-        return h, z
+        return h, small_resnet.projection_mlp(h, self.projection_dims)
 
 
 def network(config: Mapping[str, Any] = digits_vit.CONFIG) -> ViTSimCLRNet:

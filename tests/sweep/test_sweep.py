@@ -203,12 +203,6 @@ def test_method_streams_are_stable_when_methods_are_added(tmp_path):
     assert "method_streams" in rise_only.result_fields()
 
 
-def _cli(args, cwd):
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    return subprocess.run([sys.executable, "-m", "cocoa_jax"] + args, capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=300)
-
-
 CLI_ERRORS = [
     (["sweep", "{run}", "--set", 'methods={"integrated_gradients":{"n_stepz":5}}'], "n_stepz"),
     (["sweep", "{run}", "--set", "seeds=0"], "seeds"),
@@ -223,27 +217,30 @@ CLI_ERRORS = [
 ]
 
 
-# All cases in ONE child process (each a fresh `cli.main` call with its own stderr): the exit status
-# and the one line are the command's, without a cold start of Python and JAX per case.
+# All command-line cases of this module in ONE child process (each a fresh `cli.main` call with its
+# own stdout and stderr): the exit status and the lines are the command's, without a cold start of
+# Python and JAX per case.
 _CLI_ERRORS_CHILD = r"""
 import contextlib, io, json, sys
 from cocoa_jax import cli
 results = []
 for argv in json.loads(sys.argv[1]):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             status = cli.main(argv)
         except SystemExit as exit_:
             status = exit_.code
-    results.append([status, err.getvalue()])
+    results.append([status, err.getvalue(), out.getvalue()])
 print(json.dumps(results))
 """
 
 
 @pytest.fixture(scope="module")
-def cli_error_runs(tmp_path_factory):
-    """case index -> (argv, files before, exit status, stderr, the case's folder)."""
+def cli_runs(tmp_path_factory):
+    """The child's runs: "errors" (case index -> (argv, files before, exit status, stderr, the case's
+    folder)), "other_config" (run folder, exit status, stderr) of a run folder holding another
+    config's record, "help" (exit status, stdout) of `report --help`."""
     cases = []
     for i, (argv, _) in enumerate(CLI_ERRORS):
         folder = tmp_path_factory.mktemp(f"cli_error_{i}")
@@ -252,13 +249,26 @@ def cli_error_runs(tmp_path_factory):
         if argv[0] == "report":
             run_dir.mkdir()
         cases.append((argv, sorted(p.name for p in folder.rglob("*")), folder))
+    other = tmp_path_factory.mktemp("other_config") / "run"
+    other.mkdir()
+    from cocoa_jax.sweep.config import digits_reduced
+    (other / "config.json").write_text(json.dumps({"config_hash": "x", "identity": {
+        "config": digits_reduced().replace(eval_steps=7).result_fields()}}))
+    argvs = [c[0] for c in cases] + [["sweep", str(other)], ["report", "--help"]]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", _CLI_ERRORS_CHILD, json.dumps([c[0] for c in cases])],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", _CLI_ERRORS_CHILD, json.dumps(argvs)],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=other.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {i: (argv, before, status, err, folder) for i, ((argv, before, folder), (status, err))
-            in enumerate(zip(cases, results))}
+    errors = {i: (argv, before, status, err, folder) for i, ((argv, before, folder), (status, err, _))
+              in enumerate(zip(cases, results))}
+    (other_status, other_err, _), (help_status, _, help_out) = results[len(cases):]
+    return {"errors": errors, "other_config": (other, other_status, other_err), "help": (help_status, help_out)}
+
+
+@pytest.fixture(scope="module")
+def cli_error_runs(cli_runs):
+    return cli_runs["errors"]
 
 
 @pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
@@ -274,17 +284,12 @@ def test_cli_errors_are_one_line_exit_2_and_write_nothing(cli_error_runs, case):
     assert not (folder / "missing").exists()
 
 
-def test_cli_refuses_a_run_dir_of_another_config_before_any_work(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    from cocoa_jax.sweep.config import digits_reduced
-    (run / "config.json").write_text(json.dumps({"config_hash": "x", "identity": {
-        "config": digits_reduced().replace(eval_steps=7).result_fields()}}))
-    proc = _cli(["sweep", str(run)], tmp_path)
-    assert proc.returncode == 2 and "eval_steps: 7 -> 32" in proc.stderr, proc.stderr
+def test_cli_refuses_a_run_dir_of_another_config_before_any_work(cli_runs):
+    run, status, stderr = cli_runs["other_config"]  # `sweep RUN` (the default config) in the module's child
+    assert status == 2 and "eval_steps: 7 -> 32" in stderr, stderr
     assert sorted(p.name for p in run.iterdir()) == ["config.json"]
 
 
-def test_help_lists_the_measures():
-    proc = subprocess.run([sys.executable, "-m", "cocoa_jax", "report", "--help"], capture_output=True, text=True)
-    assert proc.returncode == 0 and "corpus_majority_prob" in proc.stdout and "rep_shift" in proc.stdout
+def test_help_lists_the_measures(cli_runs):
+    status, stdout = cli_runs["help"]
+    assert status == 0 and "corpus_majority_prob" in stdout and "rep_shift" in stdout

@@ -42,18 +42,27 @@ BY_SPEED = [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n i
 
 @pytest.mark.parametrize("name", BY_SPEED)
 def test_batch_size_invariance_jit_and_k_stacking(name, x, baseline):
+    """Every chunking path of n = 10 samples gives the reference's map: one chunk (None, and 100 > n),
+    a rolled loop of equal chunks (1), a loop plus a shorter remainder (4, jitted). The jitted batch-4
+    program also returns the K = 3 scalar runs (vmapped over k: each lane is a scalar-output f), which
+    must equal the rows of the stacked run. (Batch 9 was dropped: it is the loop-plus-remainder path of
+    batch 4 again; each variant is one XLA compile, the whole cost of this test.)"""
     method = METHODS[name]
     key = jax.random.PRNGKey(11)
     reference = method(f_vec, x, baseline, key, None)
     atol = ATOL.get(name, 1e-6)
-    for batch_size in (1, 4, 9, 100):
+    for batch_size in (1, 100):
         np.testing.assert_allclose(method(f_vec, x, baseline, key, batch_size), reference, rtol=1e-5, atol=atol)
-    jitted = jax.jit(lambda x, b, key: method(f_vec, x, b, key, 4))(x, baseline, key)
+
+    def stacked_and_singles(x, b, key):
+        single = lambda k: method(lambda z: f_vec(z)[k], x, b, key, 4)
+        return method(f_vec, x, b, key, 4), jax.vmap(single)(jnp.arange(3))
+
+    jitted, singles = jax.jit(stacked_and_singles)(x, baseline, key)
     np.testing.assert_allclose(jitted, reference, rtol=1e-5, atol=atol)
     # K stacked outputs == K separate scalar runs
     for k in range(3):
-        single = method(lambda z: f_vec(z)[k], x, baseline, key, 4)
-        np.testing.assert_allclose(reference[k], single, rtol=1e-5, atol=atol)
+        np.testing.assert_allclose(reference[k], singles[k], rtol=1e-5, atol=atol)
 
 
 @pytest.mark.parametrize("name", BY_SPEED)
@@ -70,9 +79,10 @@ def test_vmap_over_explicands_with_per_explicand_targets(name):
     method = METHODS[name]
     run = lambda x, b, t, key: method(targets.explain_fn(encode, t), x, b, key, 5)
     batched = jax.jit(jax.vmap(run))(xs, bs, per, keys)
+    one_at_a_time = jax.jit(run)  # one compile for the three explicands of the loop
     for i in range(3):
         one = jax.tree_util.tree_map(lambda d: d[i], per)
-        np.testing.assert_allclose(batched[i], run(xs[i], bs[i], one, keys[i]), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(batched[i], one_at_a_time(xs[i], bs[i], one, keys[i]), rtol=1e-4, atol=1e-6)
 
 
 def test_same_key_same_result_and_different_key_different(x, baseline):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 
+import jax
 import numpy as np
 import pytest
 
@@ -205,7 +206,11 @@ def test_resnet101_152_layouts(depth, tmp_path):
     x = np.random.RandomState(5).rand(1, 32, 32, 3).astype(np.float32)
     with torch.no_grad():
         expected = _encoder(model_t)(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-    assert rel_err(network_reps(model, x), expected) < TOL
+    # Op by op, not jitted: XLA's compile of a whole 101/152-layer program cost 3-4x the eager forward
+    # (~20 s vs ~6 s for resnet152 on the loaded 2-core host); the same ops and weights are compared.
+    with jax.disable_jit():
+        reps = network_reps(model, x)
+    assert rel_err(reps, expected) < TOL
 
 
 def test_refusals_name_the_key(resnet18, tmp_path):

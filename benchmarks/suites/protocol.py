@@ -32,7 +32,8 @@ Then it times, in this order:
 Settings: `issue` = the issue's (1 class, 2 explicands, corpus 100, foil 100, 4 targets x IG 50
 / GradientSHAP 50 / RISE 1000 masks, evaluation 50 steps, all measures, one seed); `paper` = the
 paper's (25 explicands per class, foil 1500, RISE 5000; `--classes`, default 1); `quick` = tiny
-sizes; `smoke` = quick with one explicand (the test suite's run: every section, the least work). Nothing is downloaded. Works from the repository root with
+sizes; `smoke` = quick with one explicand (the test suite's run: every section, the least work; its `--estimators`
+sweeps keep the smoke's counts, PROFILE_COUNTS). Nothing is downloaded. Works from the repository root with
 `PYTHONPATH=.` and cocoa-jax not installed (the CLI runs as `python -m cocoa_jax` with this
 interpreter). Writes benchmarks/results/RESULTS_protocol[_SETTINGS].md (or --out) and a .json beside it.
 """
@@ -72,6 +73,10 @@ SETTINGS = {
                   eval_steps=4),
 }
 TINY = ("quick", "smoke")  # settings too small for (e) and a large matmul peak
+# The smoke run's `--estimators` sweeps: the profile (its other options, e.g. centred RISE) at the
+# smoke's own counts, given explicitly (they win over the profile's). Running the profile's counts
+# (RISE 416 masks) would only time numerics; the profile's counts are still recorded beside what ran.
+PROFILE_COUNTS = {"smoke": {key: SETTINGS["smoke"][key] for key in ("ig_steps", "gs_samples", "rise_masks")}}
 
 
 def _parse_args(argv=None):
@@ -321,12 +326,15 @@ def _profile_options(profile: str, method: str) -> dict:
 
 
 def sweep_config(s: dict, root: str, encoder_dir: str, probe_dir: str, classes: list,
-                 estimators: str = "paper") -> dict:
+                 estimators: str = "paper", counts: dict | None = None) -> dict:
     """The sweep config of settings `s`; under a profile other than paper, the options the
-    profile sets are left to it (explicit options would win over the profile)."""
+    profile sets are left to it (explicit options would win over the profile), except the
+    settings keys in `counts` (e.g. PROFILE_COUNTS["smoke"]), given explicitly."""
     options = {m: {} for m in METHODS}
     for key, (method, option) in SETTING_OPTIONS.items():
-        if option not in _profile_options(estimators, method):
+        if counts and key in counts:
+            options[method][option] = counts[key]
+        elif option not in _profile_options(estimators, method):
             options[method][option] = s[key]
     config = {"encoder": ARCH, "encoder_dir": encoder_dir, "dataset": f"folder:{root}", "corpus_split": "train",
               "explicand_split": "test", "classes": classes, "explicands_per_class": s["explicands"],
@@ -685,13 +693,19 @@ def main(args) -> dict:
     if args.estimators:
         p = args.estimators
         p_config = os.path.join(scratch, f"sweep_{p}.json")
+        counts = PROFILE_COUNTS.get(args.settings)
         with open(p_config, "w") as fh:
-            json.dump(sweep_config(s, root, encoder_dir, probe_dir, classes, estimators=p), fh, indent=1)
+            json.dump(sweep_config(s, root, encoder_dir, probe_dir, classes, estimators=p, counts=counts), fh,
+                      indent=1)
         runs = {run: run_sweep(p_config, os.path.join(scratch, f"run_{p}_{run}"), cache + f"_{p}", args.devices, env)
                 for run in ("cold", "warm")}
-        p_settings = profile_settings(s, p)
-        out["profile"] = {"name": p, "settings": p_settings, "sweep": runs,
-                          "passes": cocoa_jax_passes(p_settings, n_classes)}
+        p_settings = dict(profile_settings(s, p), **(counts or {}))  # what the sweeps ran
+        out["profile"] = {"name": p, "settings": p_settings, "profile_settings": profile_settings(s, p),
+                          "sweep": runs, "passes": cocoa_jax_passes(p_settings, n_classes)}
+        if counts:
+            out["notes"].append(f"--estimators {p} ran at the {args.settings} settings' counts {counts} (its other "
+                                f"options as the profile sets them; the profile's own counts: "
+                                + str({k: out['profile']['profile_settings'][k] for k in counts}) + ")")
         print(f"  cocoa-jax sweep --estimators {p}: cold {runs['cold']['wall_s']:.1f} s, "
               f"warm {runs['warm']['wall_s']:.1f} s", flush=True)
 

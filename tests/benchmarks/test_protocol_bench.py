@@ -147,6 +147,11 @@ def test_profile_config_leaves_the_profile_its_options():
     resolved = SweepConfig.from_dict(fast)  # the sweep reads it with the profile's counts
     assert [resolved.method_options(m)[o] for m, o in P.SETTING_OPTIONS.values()] == [16, 50, 416]
     assert resolved.method_options("rise")["centered"] is True
+    # The smoke run's counts, given explicitly, win over the profile's; its other options stay.
+    smoke = SweepConfig.from_dict(P.sweep_config(P.SETTINGS["smoke"], "/data", "/enc", "/probe", [0],
+                                                 estimators="fast", counts=P.PROFILE_COUNTS["smoke"]))
+    assert [smoke.method_options(m)[o] for m, o in P.SETTING_OPTIONS.values()] == [4, 4, 8]
+    assert smoke.method_options("rise")["centered"] is True
 
 
 @pytest.mark.parametrize("value", ["paper", "turbo"])
@@ -180,12 +185,22 @@ def test_quick_protocol_benchmark_writes_results(tmp_path, capsys):
         assert all(v > 0 for v in sweep["attribution_s"].values()) and sweep["evaluation_s"] > 0
     analysis = results["analysis"]
     assert math.isfinite(analysis["bound"]) and analysis["bound"] > 1
-    # The fast profile's sweeps ran with the profile's counts (smoke settings: more than smoke's own),
-    # for the settings' one explicand.
+    # The fast profile's sweeps ran under the profile at the smoke's own counts (PROFILE_COUNTS: the
+    # profile's 416 masks would only time numerics), recorded as what ran beside the profile's own
+    # counts, for the settings' one explicand; each sweep's resolved config says the profile applied
+    # (centred RISE, which the paper profile does not set) with the recorded counts.
     profile = results["profile"]
-    assert profile["name"] == "fast" and (profile["settings"]["ig_steps"], profile["settings"]["rise_masks"]) == (16, 416)
+    own = profile["profile_settings"]
+    assert profile["name"] == "fast" and (own["ig_steps"], own["rise_masks"]) == (16, 416)
+    assert (profile["settings"]["ig_steps"], profile["settings"]["rise_masks"]) == (4, 8)
     assert all(profile["sweep"][run]["units"] == 3 for run in ("cold", "warm"))
-    assert results["explicands_total"] == 1 and profile["passes"]["attribution:rise"]["forward"] == 416
+    assert results["explicands_total"] == 1 and profile["passes"]["attribution:rise"]["forward"] == 8
+    for run in ("cold", "warm"):
+        [run_dir] = tmp_path.glob(f"protocol_smoke_*/run_fast_{run}")
+        resolved = json.loads((run_dir / "config.json").read_text())["identity"]["config"]
+        assert resolved["estimators"] == "fast" and resolved["methods"]["rise"]["centered"] is True
+        assert resolved["methods"]["rise"]["n_masks"] == profile["settings"]["rise_masks"]
+        assert resolved["methods"]["integrated_gradients"]["n_steps"] == profile["settings"]["ig_steps"]
     assert "**Estimator profile `fast`**" in text and "`--estimators fast` warm" in text
     # A ratio of two timings (the phase's FLOP rate over a matmul peak measured in the same run): a
     # loaded host can push it past 1, so only its presence and sign are asserted, not its size.

@@ -224,6 +224,14 @@ TARGET_TITLES = {"label_free": "Label-Free", "contrastive_label_free": "Contrast
                  "corpus": "Corpus", "cocoa": "COCOA"}
 
 
+def stationary_at_explicand(name: str, similarity: str = "cosine") -> bool:
+    """Whether target `name`'s score is at its maximum at the explicand itself, so its gradient
+    there is zero (rounding noise, ~1e-11): the label-free target with cosine similarity, the
+    cosine of f(x) with f(x). Methods that read only that gradient (`methods.Method.local`) give
+    it an all-zero map; methods that move away from x (IG, GradientSHAP, RISE, ...) do not."""
+    return name == "label_free" and _similarity_normalizes(similarity)
+
+
 def build(name: str, *, explicand_reps=None, corpus_reps=None, foil_reps=None,
           similarity: str = "cosine") -> Target:
     """The target called `name` (a key of `TARGETS`) from the representations it needs.

@@ -156,3 +156,37 @@ def test_dot_similarity_allows_zero_rows(reps):
     # Zero vectors are fine for dot-product targets (no normalisation).
     target = targets.cocoa(np.zeros((2, 16), np.float32), reps["foil"], "dot")
     assert np.all(np.isfinite(target(reps["x"])))
+
+
+def test_zero_map_pairs_are_exactly_the_pairs_whose_gradient_at_the_explicand_vanishes(capsys):
+    """`methods.zero_map_pairs` against a computation: the gradient at x of every target, with cosine
+    and dot similarity, on a small nonlinear encoder; a pair is flagged iff its map is ~0 (relative to
+    the same target's gradient at another point), and the note names it."""
+    from cocoa_jax import methods
+    from cocoa_jax.commands.checks import note_zero_maps
+
+    rng = np.random.default_rng(3)
+    w1, w2 = jnp.asarray(rng.normal(size=(12, 16))), jnp.asarray(rng.normal(size=(16, 6)))
+    encode = lambda x: jnp.tanh(x @ w1) @ w2 + 0.3  # (N, 12) -> (N, 6)
+    x, other = jnp.asarray(rng.normal(size=12)), jnp.asarray(rng.normal(size=12))
+    reps = {"explicand_reps": encode(x[None])[0], "corpus_reps": encode(jnp.asarray(rng.normal(size=(5, 12)))),
+            "foil_reps": encode(jnp.asarray(rng.normal(size=(7, 12))))}
+    local = [m for m in methods.METHODS if methods.get(m).local]
+    assert set(local) == {"vanilla_gradients", "attn_lrp"}
+    for similarity in ("cosine", "dot"):
+        flagged = {t for _, t in methods.zero_map_pairs(["vanilla_gradients"], list(targets.TARGETS), similarity)}
+        for name in targets.TARGETS:
+            f = targets.explain_fn(lambda z: encode(z), targets.build(name, similarity=similarity, **reps))
+            at_x, elsewhere = (np.abs(np.asarray(jax.grad(f)(p))).max() for p in (x, other))
+            assert elsewhere > 1e-3, (name, similarity)
+            assert (at_x < 1e-6 * elsewhere) == (name in flagged), (name, similarity, at_x, elsewhere)
+    assert methods.zero_map_pairs(["integrated_gradients", "rise", "attn_lrp"], ["label_free", "cocoa"]) == [
+        ("attn_lrp", "label_free")]
+    assert methods.zero_map_note(["integrated_gradients"], list(targets.TARGETS)) is None
+    note_zero_maps("explain", ["vanilla_gradients", "attn_lrp"], ["label_free"], "cosine", quiet=False)
+    err = capsys.readouterr().err
+    assert err.startswith("cocoa-jax explain: note: all-zero maps for AttnLRP, Gradients on the label_free target")
+    assert err.count("\n") == 1
+    note_zero_maps("explain", ["vanilla_gradients"], ["label_free"], "cosine", quiet=True)
+    note_zero_maps("explain", ["vanilla_gradients"], ["label_free"], "dot", quiet=False)
+    assert capsys.readouterr().err == ""

@@ -149,7 +149,8 @@ def check_method_values(settings: dict, args) -> dict:
     if shape is None:
         shape = (224, 224, 3)  # unreadable model.json: loading the model reports it; check as ImageNet size
     settings["image_shape"] = list(shape)
-    return method_flags.options(args, settings["methods"], shape, batch_size=settings["batch_size"])
+    return method_flags.options(args, settings["methods"], shape, batch_size=settings["batch_size"],
+                                estimators=method_flags.profile(args))
 
 
 # ----------------------------------------------------------------------------- data
@@ -317,7 +318,7 @@ def _run(args, settings) -> int:
     settings.update({
         "target_names": list(A.TARGET_NAMES), "baseline": "gaussian_blur(kernel_size=21, sigma=5.0) of each view",
         "method_options": {m: {k: list(v) if isinstance(v, tuple) else v for k, v in resolved[m].items()
-                               if k != "feature_mask"} for m in settings["methods"]}, "array_axes": AXES,
+                               if k != "feature_mask"} for m in settings["methods"]}, "estimators": method_flags.profile(args), "array_axes": AXES,
         "augmentation_parameters": {"crop": {"scale": A.CROP_SCALE, "ratio": A.CROP_RATIO},
                                     "erase": {"scale": A.ERASE_SCALE, "ratio": A.ERASE_RATIO, "value": A.ERASE_VALUE},
                                     "color_jitter": dict(zip(("brightness", "contrast", "saturation", "hue"), A.JITTER)),

@@ -74,6 +74,16 @@ def read_images(command: str, flag: str, paths, model):
     return pixels
 
 
+def note_zero_maps(command: str, method_names, target_names, similarity: str, quiet: bool) -> None:
+    """One note line on stderr (none with --quiet) for method x target pairs whose map is all zero
+    by construction (`methods.zero_map_note`): printed before the work, nothing refused."""
+    from cocoa_jax import methods
+
+    note = None if quiet else methods.zero_map_note(method_names, target_names, similarity)
+    if note:
+        print(f"cocoa-jax {command}: note: {note}", file=sys.stderr, flush=True)
+
+
 def image_encoder(option: str, arch, *, choices=None, instead: str = "") -> None:
     """Refuse `arch` where the command encodes images and the architecture takes none (its
     `ArchSpec.images` is False: a sentence encoder), before any weights or files are read.

@@ -36,7 +36,7 @@ import numpy as np
 from cocoa_jax.commands.errors import UsageError, flag_errors
 from cocoa_jax.records import environment_record
 from cocoa_jax.commands import method_flags
-from cocoa_jax.commands.checks import image_encoder, output_folder, parse_names, positive, read_images
+from cocoa_jax.commands.checks import image_encoder, note_zero_maps, output_folder, parse_names, positive, read_images
 from cocoa_jax.files import Outputs
 
 DEFAULT_TARGETS = ("cocoa", "corpus", "label_free", "contrastive_label_free")
@@ -101,10 +101,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--similarity", default="cosine", help="cosine (paper) or dot")
     method_flags.add_arguments(parser, default_methods=DEFAULT_METHODS)
     parser.set_defaults(_image_methods=",".join(DEFAULT_METHODS))  # text mode swaps in its own default
-    parser.add_argument("--estimators", default="paper", choices=("paper", "fast"),
-                        help="estimator profile (cocoa_jax.methods.PROFILES): paper = the paper's estimators "
-                             "(default); fast = centred RISE with 416 masks and IG with 16 steps, measured as "
-                             "accurate (docs/estimators.md); option flags override it")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="perturbed inputs per encoder call (default: all at once up to 64 px, else the "
                              "largest power of two <= 32 whose programs fit a quarter of the free memory, at "
@@ -311,7 +307,7 @@ class Checked(NamedTuple):
 
     targets: tuple[str, ...]
     methods: tuple[str, ...]
-    options: dict            # method -> option values (flags, then the --estimators profile)
+    options: dict            # method -> option values (flags over the --estimators profile)
     batch_size: int | None
     setup: dict              # the data: the demo's numbers, or the files and captions
     image_shape: tuple
@@ -337,16 +333,8 @@ def check_arguments(args: argparse.Namespace) -> Checked:
     image_shape = models.input_shape_of(args.model, args.weights)
     if image_shape is None:
         raise UsageError(f"--weights {args.weights!r} holds no readable model.json for --model {args.model}")
-    options = method_flags.options(args, method_names, image_shape, batch_size=batch_size)
-    if args.estimators != "paper":  # the profile under the flags given (paper: the signature defaults)
-        from cocoa_jax import methods as methods_table
-
-        options = {m: methods_table.with_profile(args.estimators, m, options.get(m)) for m in method_names}
-        for m, values in options.items():
-            try:
-                methods_table.check_values(m, values, image_shape, batch_size=batch_size)
-            except (TypeError, ValueError) as err:
-                raise UsageError(f"--estimators {args.estimators}: {err} (method {m})") from None
+    options = method_flags.options(args, method_names, image_shape, batch_size=batch_size,
+                                   estimators=method_flags.profile(args))
     out = check_out_dir(args.out, args.overwrite)
     if args.budget is not None and not args.budget > 0:
         raise UsageError(f"--budget must be a number of seconds > 0, got {args.budget}")
@@ -366,7 +354,7 @@ def cost_preview(args, checked: Checked, model, n_explicands: int, lanes: int):
     plan = cost.plan(model.encode_fn, model.params, checked.image_shape,
                      {m: checked.options.get(m, {}) for m in checked.methods}, n_explicands=n_explicands,
                      k=len(checked.targets), lanes=lanes, batch_size=checked.batch_size,
-                     cheaper_profile="fast" if args.estimators == "paper" else None, budget_s=args.budget,
+                     cheaper_profile="fast" if method_flags.profile(args) == "paper" else None, budget_s=args.budget,
                      quiet=args.quiet)
     if plan.lines:
         print("\n".join(plan.lines), file=sys.stderr, flush=True)
@@ -410,7 +398,7 @@ def settings_record(args, checked: Checked, inputs, gaps, devices: int, timings)
                                for k, v in methods.resolved_options(m, o, checked.image_shape).items()
                                if k != "feature_mask"}
                            for m, o in checked.options.items()},
-        "estimators": args.estimators,
+        "estimators": method_flags.profile(args),
         "baseline": "gaussian_blur(kernel_size=21, sigma=5.0) of the [0, 1] pixels", "seed": args.seed,
         "batch_size": checked.batch_size,
         "devices": devices,
@@ -433,6 +421,7 @@ def run(args: argparse.Namespace) -> int:
         return explain_text.run(args)
     checked = check_arguments(args)
     target_names, method_names, out = checked.targets, checked.methods, checked.out
+    note_zero_maps("explain", method_names, target_names, args.similarity, args.quiet)
 
     import jax
     from tqdm.auto import tqdm

@@ -22,7 +22,7 @@ import numpy as np
 
 from cocoa_jax.commands.errors import UsageError, flag_errors
 from cocoa_jax.commands import method_flags
-from cocoa_jax.commands.checks import output_folder, parse_names, positive, read_images
+from cocoa_jax.commands.checks import note_zero_maps, output_folder, parse_names, positive, read_images
 from cocoa_jax.files import Outputs
 
 TEXT_OUTPUT_FILES = ("tokens.html", "tokens.png", "attributions.npz", "settings.json")
@@ -95,6 +95,9 @@ def check(args: argparse.Namespace) -> dict:
     if args.methods == getattr(args, "_image_methods", None):  # --methods not given: the text mode's default
         args.methods = ",".join(DEFAULT_TEXT_METHODS)
     method_names = method_flags.selected(args)
+    if getattr(args, "estimators", None) is not None:  # the profiles' counts were measured on images
+        raise UsageError(f"--estimators {args.estimators} is for images; with --text the token methods take "
+                         f"their own defaults and option flags (docs/text.md)")
     # Checked as on a 64 x 64 image: the per-token defaults (RISE's grid, Occlusion's window: one cell
     # per token, `text.attribution.token_options`) replace the image defaults only at run time.
     options = method_flags.options(args, method_names, (64, 64, 1), batch_size=batch_size)
@@ -126,6 +129,7 @@ def _image_reps(model, flag, paths):
 
 def run(args: argparse.Namespace) -> int:
     checked = check(args)
+    note_zero_maps("explain", checked["methods"], checked["targets"], args.similarity, args.quiet)
     import jax
 
     from cocoa_jax import methods, viz

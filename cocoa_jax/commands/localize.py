@@ -185,7 +185,8 @@ def check_method_values(s: dict, args) -> dict:
     else:  # 2x2 grids of digit tiles
         shape = (GRID[0] * INPUT_SHAPE[0], GRID[1] * INPUT_SHAPE[1], INPUT_SHAPE[2])
     s["image_shape"] = list(shape)
-    return method_flags.options(args, s["methods"], shape, batch_size=s["batch_size"])
+    return method_flags.options(args, s["methods"], shape, batch_size=s["batch_size"],
+                                estimators=method_flags.profile(args))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +316,7 @@ def _clip(s: dict, args, log, mesh):
 
 
 def run(args: argparse.Namespace) -> int:
+    from cocoa_jax.commands import method_flags
     from cocoa_jax.commands.errors import flag_errors
     from cocoa_jax.meshes import use_every_core
 
@@ -361,7 +363,7 @@ def run(args: argparse.Namespace) -> int:
         "method_options": {m: {k: list(v) if isinstance(v, tuple) else v
                                for k, v in methods.resolved_options(m, s["options"][m], s["image_shape"]).items()
                                if k != "feature_mask"} for m in s["methods"]},
-        "targets": list(L.TARGET_NAMES), "similarity": "cosine",
+        "estimators": method_flags.profile(args), "targets": list(L.TARGET_NAMES), "similarity": "cosine",
         "baseline": "gaussian_blur(kernel_size=21, sigma=5.0)", "weights": args.weights or "shipped",
         "seed": int(args.seed), "devices": 1 if mesh is None else int(mesh.devices.size), **info,
         "scores": {t: scores[:, k].tolist() for k, t in enumerate(L.TARGET_NAMES)},

@@ -2,8 +2,9 @@
 
 `add_arguments` gives a command `--methods` and one flag per option of the table's methods
 (`--n-steps`, `--n-masks`, ...; help and parsing from each option's `OptionSpec`, defaults listed
-from the signatures), plus `--option METHOD.OPTION=JSON` for one method's option or one without
-a flag. `selected` and `options` read them back and check every value by the methods' own checks
+from the signatures), `--option METHOD.OPTION=JSON` for one method's option or one without
+a flag, and `--estimators PROFILE` (`methods.PROFILES`: the options a profile sets go under the
+flags given; default `methods.COMMAND_PROFILE`). `selected` and `options` read them back and check every value by the methods' own checks
 (`methods.check_values`) before any work. A registered method gets all of this with no edit here.
 """
 from __future__ import annotations
@@ -64,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser, *, default_methods, choices=N
         group.add_argument(flag_of(option, owners), type=_argparse_type(spec.parse), **kwargs)
     group.add_argument("--option", action="append", default=[], metavar="METHOD.OPTION=JSON",
                        help="one method's option, e.g. --option rise.centered=true --option rise.n_masks=416")
+    fast = "; ".join(f"{methods.get(m).title} " + ", ".join(f"{k} {v}" for k, v in o.items())
+                     for m, o in methods.PROFILES["fast"].items())
+    group.add_argument("--estimators", default=None, choices=tuple(methods.PROFILES),
+                       help=f"estimator profile, under the option flags given (cocoa_jax.methods.PROFILES): "
+                            f"fast = {fast} (default: measured at least as accurate as the paper's, "
+                            f"docs/estimators.md); paper = the paper's estimators (RISE 5000 uncentred masks, "
+                            f"IG 50 steps), as the sweep runs them")
 
 
 def _argparse_type(parse):
@@ -120,10 +128,18 @@ def given(args, names) -> dict[str, dict]:
     return out
 
 
-def options(args, names, image_shape, *, batch_size=None) -> dict[str, dict]:
-    """{method: options given on the command line}, every value checked by the method's own
-    checks on (H, W, C) images (`methods.check_values`), errors naming the flag. Unset options
-    are absent: the method's signature default applies."""
+def profile(args) -> str:
+    """The `--estimators` profile of an image command (`methods.COMMAND_PROFILE` when not given)."""
+    from cocoa_jax import methods
+
+    return methods.COMMAND_PROFILE if getattr(args, "estimators", None) is None else args.estimators
+
+
+def options(args, names, image_shape, *, batch_size=None, estimators: str | None = None) -> dict[str, dict]:
+    """{method: options}: those given on the command line over profile `estimators`' (None: no
+    profile, the signature defaults), every value checked by the method's own checks on (H, W, C)
+    images (`methods.check_values`), errors naming the flag. Options neither given nor set by the
+    profile are absent: the method's signature default applies."""
     from cocoa_jax import methods
 
     out = given(args, names)
@@ -131,11 +147,18 @@ def options(args, names, image_shape, *, batch_size=None) -> dict[str, dict]:
     for name, values in out.items():
         display = {option: flag_of(option, owners_of[option]) for option in values if option in owners_of}
         display.update({option: f"--option {name}.{option}" for option in values if option not in display})
+        from_profile = {} if estimators is None else {
+            option: value for option, value in methods.profile_options(estimators, name).items() if option not in values}
+        display.update({option: f"--estimators {estimators}" for option in from_profile})
+        values.update(from_profile)
         display["batch_size"] = "--batch-size"
         try:
             methods.check_values(name, values, image_shape, batch_size=batch_size, names=display)
         except (TypeError, ValueError) as err:
-            raise UsageError(f"{err} (method {name})") from None
+            # The profile's values were not typed by the user: say where they came from.
+            origin = (f"; --estimators {estimators} sets " + ", ".join(f"{k}={v}" for k, v in from_profile.items())
+                      if from_profile else "")
+            raise UsageError(f"{err} (method {name}{origin})") from None
     return out
 
 

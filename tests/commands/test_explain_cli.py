@@ -86,14 +86,17 @@ def test_selection_and_scores_match_a_direct_computation(run_dir):
 
 @pytest.mark.slow  # > 2 s: out of the quick subset (runs in the full suite)
 def test_vmapped_per_explicand_rise_matches_a_single_run(run_dir):
-    """RISE for explicand 1, label-free target, recomputed alone (no vmap) with the same key."""
+    """RISE for explicand 1, label-free target, recomputed alone (no vmap) with the same key and the
+    options the command resolved (the default `fast` profile: centred)."""
     z = np.load(run_dir / "attributions.npz")
+    rise_options = json.loads((run_dir / "settings.json").read_text())["method_options"]["rise"]
+    assert rise_options["centered"] is True and rise_options["n_masks"] == 16
     model = load_digits_encoder()
     x = jnp.asarray(z["explicands"][1])
     target = targets.label_free(model.encode(x[None])[0])
     f = targets.explain_fn(lambda xb: model.encode_fn(model.params, xb), target)
     key = jax.random.split(jax.random.fold_in(jax.random.key(5), methods.stream_id("rise")), 2)[1]
-    alone = attribution.rise(f, x, jnp.asarray(z["baselines"][1]), key, n_masks=16, grid_size=(4, 4))
+    alone = attribution.rise(f, x, jnp.asarray(z["baselines"][1]), key, n_masks=16, grid_size=(4, 4), centered=True)
     j = list(z["target_names"]).index("label_free")
     np.testing.assert_allclose(z["rise"][1, j], np.asarray(alone), rtol=1e-4, atol=1e-5)
 

@@ -76,3 +76,49 @@ def test_sweep_unknown_profile_is_refused():
         SweepConfig(estimators="quick")
     with pytest.raises(TypeError, match="config field `estimators`"):
         SweepConfig(estimators=1)
+
+
+@pytest.mark.parametrize("command", ["explain", "localize", "augmentations"])
+def test_image_commands_default_to_the_fast_profile_under_the_flags_given(command):
+    """No --estimators: the image commands resolve to methods.COMMAND_PROFILE (`fast`); a method
+    flag wins over the profile; `--estimators paper` sets nothing (the signature defaults)."""
+    from cocoa_jax.cli import parse
+    from cocoa_jax.commands import method_flags
+
+    assert methods.COMMAND_PROFILE == "fast" and methods.DEFAULT_PROFILE == "paper"
+    names = ("integrated_gradients", "gradient_shap", "rise")
+
+    def resolved(*flags):
+        args = parse([command, *flags])
+        options = method_flags.options(args, names, (32, 32, 3), estimators=method_flags.profile(args))
+        return method_flags.profile(args), options
+
+    profile, options = resolved()
+    assert profile == "fast"
+    assert options == {"integrated_gradients": {"n_steps": 16}, "gradient_shap": {},
+                       "rise": {"centered": True, "n_masks": 416}}
+    assert resolved("--n-masks", "64")[1]["rise"] == {"centered": True, "n_masks": 64}
+    assert resolved("--estimators", "paper") == ("paper", {name: {} for name in names})
+
+
+def test_profile_values_are_checked_and_a_refusal_names_the_profile():
+    """A profile's option that the image cannot take is refused naming `--estimators`."""
+    from cocoa_jax.cli import parse
+    from cocoa_jax.commands import method_flags
+    from cocoa_jax.commands.errors import UsageError
+
+    args = parse(["explain", "--methods", "rise", "--n-masks", "1"])
+    # One mask cannot be centred (the profile's centered=True needs >= 2): refused, and the message
+    # says where centered=True came from (no flag set it); with the paper profile it is accepted.
+    with pytest.raises(UsageError, match=r"--n-masks.*>= 2.*--estimators fast sets centered=True\)$"):
+        method_flags.options(args, ("rise",), (32, 32, 3), estimators="fast")
+    assert method_flags.options(args, ("rise",), (32, 32, 3), estimators="paper") == {"rise": {"n_masks": 1}}
+
+
+def test_text_mode_refuses_an_explicit_profile(tmp_path, capsys):
+    from cocoa_jax.cli import main
+
+    status = main(["explain", "--text", "a seven", "--targets", "label_free", "--estimators", "fast",
+                   "--out", str(tmp_path / "o")])
+    assert status == 2 and not (tmp_path / "o").exists()
+    assert "error: --estimators fast is for images" in capsys.readouterr().err

@@ -412,7 +412,8 @@ def test_cli_default_run_writes_figure_arrays_and_settings(cli_run, capsys):
 
 @pytest.mark.slow
 def test_cli_converted_encoder_on_photos(tmp_path):
-    """--model path: a randomly initialised SimSiam CIFAR ResNet-18 saved with `models.save`,
+    """--model path: a randomly initialised SimSiam CIFAR ResNet (one block per stage, not 18's two:
+    half the layers to compile; the path does not depend on the depth) saved with `models.save`,
     scikit-image's bundled photos as images and foil; colour augmentations apply (3 channels)."""
     from PIL import Image
     from skimage import data as skdata
@@ -420,7 +421,7 @@ def test_cli_converted_encoder_on_photos(tmp_path):
     from cocoa_jax import models
 
     arch = "simsiam_cifar_resnet18"
-    config = models.ARCHITECTURES[arch].default_config
+    config = dict(models.ARCHITECTURES[arch].default_config, stage_sizes=[1, 1, 1, 1])
     module, _ = models.init_abstract(arch, config)
     variables = module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), method="init_all")
     weights = models.save(arch, config, variables, str(tmp_path / "model"))

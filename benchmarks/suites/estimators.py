@@ -106,13 +106,17 @@ def _stacked_targets(encode, params, xs, corpus_images, foil_images) -> targets.
                           targets.corpus(corpus), targets.cocoa(corpus, foil)])
 
 
-def build_benches(quick: bool, only: list[str] | None) -> list[Bench]:
+def build_benches(quick: bool, only: list[str] | None, smoke: bool = False) -> list[Bench]:
     benches = []
     if only is None or "digits" in only:
         model = models.load("digits")
         xs, corpus, foil = _digit_images(32, 1, 1 if quick else 2)
+        # --smoke (the test suite's run: every section, no quality claim): references at twice the
+        # estimates' counts instead of 4x / 6x (a reference's passes are most of --smoke's numerics).
         ref = {"rise": 2000, "gradient_shap": 64, "ig": 64} if quick else \
               {"rise": 10000, "gradient_shap": 500, "ig": 256}
+        if smoke:
+            ref = {method: 2 * default_passes(method, True) for method in ref}
         benches.append(Bench("digits", "embedded SimCLR digits encoder (trained weights), 32x32x1",
                              model.encode_fn, model.params, xs,
                              _stacked_targets(model.encode_fn, model.params, xs, corpus, foil),
@@ -471,7 +475,7 @@ def main(argv=None) -> dict:
     command = "python -m benchmarks.suites.estimators" + (" --smoke" if args.smoke else " --quick" if args.quick else "") + (
         f" --models {' '.join(args.models)}" if args.models else "")
     out = {"environment": environment(command), "peak_gflops": peak, "benches": []}
-    for bench in build_benches(args.quick, args.models):
+    for bench in build_benches(args.quick, args.models, args.smoke):
         log(f"{bench.name}: {bench.note}")
         res = measure_bench(bench, args.quick, peak, log, args.smoke)
         res["insdel_steps"] = bench.insdel_steps

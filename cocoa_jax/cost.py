@@ -360,14 +360,75 @@ def total_work(est: Estimate, names: Sequence[str]) -> float:
 
 
 
+class BudgetError(ValueError):
+    """A time budget that the methods' smallest counts cannot meet."""
+
+
+def _smallest_accepted(name: str, options: Mapping, option: str, count: int, ceiling: int, image_shape,
+                       batch_size: int | None) -> int:
+    """The smallest count >= `count` (at most `ceiling`) that method `name`'s checks accept with
+    `options` (centred RISE needs 2 masks, antithetic draws an even count, ...)."""
+    for candidate in range(max(int(count), 1), int(ceiling) + 1):
+        try:
+            methods_mod.check_values(name, {**options, option: candidate}, image_shape, batch_size=batch_size)
+            return candidate
+        except (TypeError, ValueError):
+            continue
+    return int(ceiling)
+
+
+def fit_budget(options: Mapping[str, Mapping], image_shape, estimate_of: Callable[[dict], "Estimate"],
+               budget_s: float, *, batch_size: int | None = None) -> tuple[dict, dict]:
+    """Options whose estimated time (`estimate_of(options).total_s`) fits `budget_s` seconds.
+
+    Every method with a `Method.count_option` (masks, samples, steps) gets its count scaled by one
+    common factor: the budget left after the fixed-count methods, over the scalable methods'
+    seconds; each count is rounded down, then up to the smallest its checks accept, and the
+    factor shrinks until the estimate fits. Counts are never raised. Returns (options, {method:
+    (option, count before, count after)} of the methods changed). Raises ValueError naming the
+    least time the methods' smallest accepted counts take when even they do not fit (a
+    `BudgetError`)."""
+    shape = tuple(int(v) for v in image_shape)
+    if not budget_s > 0:
+        raise ValueError(f"`budget_s` must be > 0 seconds, got {budget_s}")
+    options = {m: dict(o or {}) for m, o in options.items()}
+    est = estimate_of(options)
+    if est.total_s <= budget_s:
+        return options, {}
+    counted = {m: methods_mod.get(m).count_option for m in est.passes if methods_mod.get(m).count_option}
+    before = {m: int(methods_mod.resolved_options(m, options.get(m), shape)[option]) for m, option in counted.items()}
+    scalable = sum(est.seconds[m] for m in counted)
+    fixed = est.total_s - scalable
+    factor = (budget_s - fixed) / scalable if scalable > 0 else 0.0
+    for _ in range(40):
+        trial = dict(options)
+        for m, option in counted.items():
+            wanted = int(before[m] * max(factor, 0.0))
+            trial[m] = {**options.get(m, {}), option: _smallest_accepted(m, options.get(m, {}), option, wanted,
+                                                                          before[m], shape, batch_size)}
+        total = estimate_of(trial).total_s
+        if total <= budget_s:
+            changed = {m: (option, before[m], trial[m][option]) for m, option in counted.items()
+                       if trial[m][option] != before[m]}
+            return trial, changed
+        if factor <= 0 or all(trial[m][o] == _smallest_accepted(m, options.get(m, {}), o, 1, before[m], shape,
+                                                               batch_size) for m, o in counted.items()):
+            raise BudgetError(f"a budget of {budget_s:g} s cannot be met: the smallest counts take ~{total:.3g} s "
+                             f"(estimated from the probe; compiling not counted)")
+        factor *= min(0.9, budget_s / total)
+    raise BudgetError(f"a budget of {budget_s:g} s could not be fitted")  # not reached: the factor reaches 0
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """What a command decides and says before the work: the batch (None: all at once), the
-    estimate, and the preview lines (empty when quiet)."""
+    estimate, the preview lines (empty when quiet) and the options to run (those given, with
+    counts scaled down to a time budget when one was given)."""
 
     batch_size: int | None
     estimate: Estimate
     lines: list
+    options: dict = dataclasses.field(default_factory=dict)
 
 
 def plan(encode_fn: Callable, params, image_shape, options: Mapping[str, Mapping], *, n_explicands: int, k: int,
@@ -398,17 +459,26 @@ def plan(encode_fn: Callable, params, image_shape, options: Mapping[str, Mapping
         return estimate(passes, n_explicands, probe_result, batch=batches, lanes=lanes,
                         resident_bytes=rss_bytes() or 0, map_bytes=maps)
 
-    est = estimate_of(dict(options))
+    options = {m: dict(o or {}) for m, o in options.items()}
+    changed = {}
+    if budget_s is not None:
+        fitted, changed = fit_budget({m: options.get(m, {}) for m in counted}, shape, estimate_of, budget_s,
+                                     batch_size=batch_size)
+        options.update(fitted)
+    est = estimate_of(options)
     lines = []
     if not quiet:
         cheaper = {}
-        if cheaper_profile is not None:
+        if cheaper_profile is not None and budget_s is None:
             cheaper[f"--estimators {cheaper_profile}"] = estimate_of(
                 {m: methods_mod.with_profile(cheaper_profile, m, options.get(m)) for m in counted})
         lines = preview_lines(est, cheaper=cheaper)
-        lines.append(f"cost: batch {batch_size or 'all'} perturbed inputs per encoder call"
-                     + (f"; budget {budget_s:g} s (stated, not yet enforced)" if budget_s else ""))
-    return Plan(batch_size, est, lines)
+        lines.append(f"cost: batch {batch_size or 'all'} perturbed inputs per encoder call")
+        if budget_s is not None:
+            scaled = "; ".join(f"{methods_mod.get(m).title} {o} {a} -> {b}" for m, (o, a, b) in changed.items())
+            lines.append(f"cost: budget {budget_s:g} s: " + (scaled if changed else "fits, no count changed")
+                         + " (the encoder passes as estimated from the probe; compiling is not counted)")
+    return Plan(batch_size, est, lines, options)
 
 
 def pass_lines(options: Mapping[str, Mapping], image_shape, *, explicands: int, where: str, eval_steps: int | None = None,

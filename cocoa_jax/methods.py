@@ -118,6 +118,8 @@ class Method:
         unaffected by a constant.
       complete: attributions sum to f(x) - f(baseline) up to quadrature error (IG), so front
         ends report the completeness gap.
+      count_option: the option that sets how many samples/steps/masks the method draws (its passes
+        grow with it): what a time budget scales down (`cost.fit_budget`); None: a fixed count.
       local: the map reads the score's gradient at the explicand only (no path, no noise, no
         perturbation), so a target at its maximum there (`targets.stationary_at_explicand`: the
         label-free cosine target) gets an all-zero map; front ends say so (`zero_map_pairs`).
@@ -146,6 +148,7 @@ class Method:
     centred: bool = False
     complete: bool = False
     local: bool = False
+    count_option: str | None = None
     summary: str = ""
     option_specs: Mapping[str, OptionSpec] = dataclasses.field(default_factory=dict)
     auto_options: Callable[[tuple], dict] | None = None
@@ -279,32 +282,32 @@ def register(method: Method, *, replace: bool = False) -> Method:
 
 for _method in (
     Method("integrated_gradients", "IG", _integrated_gradients, attribution.integrated_gradients, False, True,
-           complete=True, passes=_path_points, summary="path integral of gradients from the blurred baseline; deterministic, complete"),
+           complete=True, passes=_path_points, count_option="n_steps", summary="path integral of gradients from the blurred baseline; deterministic, complete"),
     Method("gradient_shap", "GradientSHAP", _gradient_shap, attribution.gradient_shap, True, True,
-           passes=lambda options, shape: (0, options["n_samples"]),
+           passes=lambda options, shape: (0, options["n_samples"]), count_option="n_samples",
            summary="expected gradients at noisy random path points (Captum's GradientShap)"),
     Method("rise", "RISE", _rise, attribution.rise, True, False, centred=True,
            auto_options=lambda shape: {"grid_size": tuple(attribution.paper_grid_size(shape))},
-           passes=lambda options, shape: (options["n_masks"], 0), token_access=_drops_tokens,
+           passes=lambda options, shape: (options["n_masks"], 0), token_access=_drops_tokens, count_option="n_masks",
            summary="mean score under random upsampled masks; black-box; add centered=True for fewer masks"),
     Method("smoothgrad", "SmoothGrad", _smoothgrad, attribution.smoothgrad, True, True,
-           passes=lambda options, shape: (0, options["n_samples"]),
+           passes=lambda options, shape: (0, options["n_samples"]), count_option="n_samples",
            summary="gradients averaged over noisy copies of the input"),
     Method("vanilla_gradients", "Gradients", _vanilla_gradients, attribution.vanilla_gradients, False, True,
            passes=lambda options, shape: (0, 1), local=True,
            summary="one input gradient; the cheapest, noisiest map"),
     Method("kernel_shap", "KernelSHAP", _kernel_shap, attribution.kernel_shap, True, False, passes=_kernel_shap_passes,
-           token_access=_drops_tokens,
+           token_access=_drops_tokens, count_option="n_samples",
            summary="Shapley values of (super)pixels by weighted regression (Captum's KernelShap); "
                    "efficient=True sums to f(x) - f(baseline)"),
-    Method("lime", "LIME", _lime, attribution.lime, True, False, passes=_lime_passes,
+    Method("lime", "LIME", _lime, attribution.lime, True, False, passes=_lime_passes, count_option="n_samples",
            summary="sparse local linear surrogate (Lasso) of (super)pixels; a few salient regions"),
     Method("occlusion", "Occlusion", _occlusion, attribution.occlusion, False, False,
            auto_options=lambda shape: {"window": _occlusion_window(shape), "stride": _occlusion_window(shape)},
            passes=_occlusion_passes, token_access=_drops_tokens,
            summary="score drop when each window is blurred; deterministic, one pass per window"),
     Method("smooth_integrated_gradients", "SmoothGrad-IG", _smooth_integrated_gradients,
-           attribution.smooth_integrated_gradients, True, True, passes=_smooth_ig_passes,
+           attribution.smooth_integrated_gradients, True, True, passes=_smooth_ig_passes, count_option="n_samples",
            summary="IG averaged over noisy inputs (the official smooth_int_grad)"),
     Method("attn_lrp", "AttnLRP", _attn_lrp, attribution.attn_lrp, False, True, model_mode="lrp",
            passes=lambda options, shape: (0, 1), local=True,

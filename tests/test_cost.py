@@ -171,3 +171,55 @@ def test_pass_lines_totals():
     assert lines[2] == f"cost: random reference: evaluation {evaluation} forward passes per explicand"
     forward = 2 * (10 + 3 * evaluation)
     assert lines[-1] == f"cost: 2 explicand(s) in all: {forward} forward + {2 * 3} gradient passes"
+
+
+def _budget_case():
+    """A closed-form estimate: seconds = passes x the probe's per-pass times, 2 explicands."""
+    probe = make_probe(forward_s=0.01, gradient_s=0.05)
+    shape = (16, 16, 1)
+
+    def estimate_of(options):
+        passes = {m: cost.method_passes(m, options.get(m), shape) for m in options}
+        return cost.estimate(passes, 2, probe, unrolled_gradients=False)
+
+    options = {"integrated_gradients": {"n_steps": 40}, "rise": {"n_masks": 1000, "centered": True},
+               "gradient_shap": {"n_samples": 30, "antithetic": True}, "vanilla_gradients": {}}
+    return shape, estimate_of, options
+
+
+def test_fit_budget_scales_every_count_by_one_factor_down_to_the_budget():
+    shape, estimate_of, options = _budget_case()
+    full = estimate_of(options).total_s  # 2 x (40 x .05 + 1000 x .01 + 30 x .05 + 1 x .05) = 27.1 s
+    assert full == pytest.approx(2 * (40 * 0.05 + 1000 * 0.01 + 30 * 0.05 + 0.05))
+    fitted, changed = cost.fit_budget(options, shape, estimate_of, 10.0)
+    assert estimate_of(fitted).total_s <= 10.0
+    assert set(changed) == {"integrated_gradients", "rise", "gradient_shap"}  # Gradients: a fixed count
+    assert fitted["vanilla_gradients"] == {}
+    factors = {m: after / before for m, (_, before, after) in changed.items()}
+    # One common factor (up to rounding down, and up to an even count for antithetic GradientSHAP):
+    # the budget left after the fixed Gradients pass over the scalable seconds, shrunk until it fits.
+    ideal = (10.0 - 2 * 0.05) / (full - 2 * 0.05)
+    for m, factor in factors.items():
+        count = changed[m][1]
+        assert ideal * 0.8 - 2 / count <= factor <= ideal + 1e-9, (m, factor, ideal)
+    assert fitted["gradient_shap"]["n_samples"] % 2 == 0 and fitted["gradient_shap"]["antithetic"] is True
+    assert fitted["rise"]["centered"] is True  # the other options are kept
+    # Within reach of the budget: not scaled further than needed (>= 80% of it used).
+    assert estimate_of(fitted).total_s >= 0.8 * 10.0
+    # A budget that fits: nothing changes; counts are never raised.
+    same, none = cost.fit_budget(options, shape, estimate_of, 1000.0)
+    assert same == options and none == {}
+
+
+def test_fit_budget_keeps_each_methods_smallest_accepted_count_and_refuses_the_impossible():
+    shape, estimate_of, options = _budget_case()
+    # The smallest counts: IG 1 step... but centred RISE needs 2 masks and antithetic GradientSHAP 2
+    # samples; their total is the least any budget can get.
+    least = 2 * (1 * 0.05 + 2 * 0.01 + 2 * 0.05 + 0.05)
+    fitted, _ = cost.fit_budget(options, shape, estimate_of, least + 1e-6)
+    assert (fitted["rise"]["n_masks"], fitted["gradient_shap"]["n_samples"]) == (2, 2)
+    assert fitted["integrated_gradients"]["n_steps"] == 1
+    with pytest.raises(cost.BudgetError, match=r"a budget of 0.1 s cannot be met: the smallest counts take ~0.44 s"):
+        cost.fit_budget(options, shape, estimate_of, 0.1)
+    with pytest.raises(ValueError, match="`budget_s` must be > 0"):
+        cost.fit_budget(options, shape, estimate_of, 0.0)

@@ -106,8 +106,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "largest power of two <= 32 whose programs fit a quarter of the free memory, at "
                              "most 2 GB, from a probe of the model: cocoa_jax.cost)")
     parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
-                        help="time budget in seconds: checked and stated in the cost preview (not yet "
-                             "enforced: the adaptive sampling mode will turn it into a pass budget)")
+                        help="time budget in seconds: the methods' counts (masks, samples, steps) are scaled "
+                             "down by one factor until the probe-timed estimate fits (never up; compiling is "
+                             "not counted); with --tolerance the scaled count is the adaptive mode's pass budget")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument("--overwrite", action="store_true",
@@ -344,21 +345,24 @@ def check_arguments(args: argparse.Namespace) -> Checked:
 def cost_preview(args, checked: Checked, model, n_explicands: int, lanes: int):
     """The default batch (ImageNet-size images: from a probe of the model and the free memory)
     and, unless --quiet, the cost preview on stderr (`cocoa_jax.cost.plan`). Returns (checked with
-    its batch size, the Estimate, or None when quiet with nothing to decide)."""
+    its batch size and, with --budget, the counts fitted to it; the Estimate, or None when quiet with nothing to decide)."""
     import sys
 
     from cocoa_jax import cost
 
-    if args.quiet and not (max(checked.image_shape[:2]) > 64 and checked.batch_size is None):
+    if args.quiet and args.budget is None and not (max(checked.image_shape[:2]) > 64 and checked.batch_size is None):
         return checked, None
-    plan = cost.plan(model.encode_fn, model.params, checked.image_shape,
-                     {m: checked.options.get(m, {}) for m in checked.methods}, n_explicands=n_explicands,
-                     k=len(checked.targets), lanes=lanes, batch_size=checked.batch_size,
-                     cheaper_profile="fast" if method_flags.profile(args) == "paper" else None, budget_s=args.budget,
-                     quiet=args.quiet)
+    try:
+        plan = cost.plan(model.encode_fn, model.params, checked.image_shape,
+                         {m: checked.options.get(m, {}) for m in checked.methods}, n_explicands=n_explicands,
+                         k=len(checked.targets), lanes=lanes, batch_size=checked.batch_size,
+                         cheaper_profile="fast" if method_flags.profile(args) == "paper" else None, budget_s=args.budget,
+                         quiet=args.quiet)
+    except cost.BudgetError as err:
+        raise UsageError(f"--budget {args.budget:g}: {err}") from None
     if plan.lines:
         print("\n".join(plan.lines), file=sys.stderr, flush=True)
-    return checked._replace(batch_size=plan.batch_size), plan.estimate
+    return checked._replace(batch_size=plan.batch_size, options={**checked.options, **plan.options}), plan.estimate
 
 
 def load_inputs(args: argparse.Namespace, setup: dict):
@@ -398,7 +402,7 @@ def settings_record(args, checked: Checked, inputs, gaps, devices: int, timings)
                                for k, v in methods.resolved_options(m, o, checked.image_shape).items()
                                if k != "feature_mask"}
                            for m, o in checked.options.items()},
-        "estimators": method_flags.profile(args),
+        "estimators": method_flags.profile(args), "budget_s": args.budget,
         "baseline": "gaussian_blur(kernel_size=21, sigma=5.0) of the [0, 1] pixels", "seed": args.seed,
         "batch_size": checked.batch_size,
         "devices": devices,

@@ -37,4 +37,7 @@ def test_explain_prints_the_cost_before_the_work(tmp_path):
     assert (expected.forward, expected.gradient) == (10, 0)  # KernelSHAP: 10 coalitions, anchors included
     summary = next(line for line in lines if " in all " in line)
     assert re.search(r"expected peak memory ~[0-9.]+ (MB|GB)$", summary), summary
-    assert lines[-1] == "cost: batch all perturbed inputs per encoder call; budget 30 s (stated, not yet enforced)"
+    assert lines[-2] == "cost: batch all perturbed inputs per encoder call"
+    # 30 s is far more than these counts take: nothing scaled, and the record keeps the flags' counts.
+    assert lines[-1].startswith("cost: budget 30 s: fits, no count changed (the encoder passes as estimated")
+    assert settings["budget_s"] == 30 and settings["method_options"]["rise"]["n_masks"] == 20

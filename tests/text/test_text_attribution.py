@@ -38,8 +38,10 @@ def clip():
         find_merges_file()
     except FileNotFoundError:
         pytest.skip("no CLIP BPE merges file installed (pip install --no-deps clip-anytorch)")
-    variables = CLIP(TINY_CLIP).init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)), jnp.zeros((1, 77), jnp.int32),
-                                     method="init_all")
+    # One jitted init program, not an eager init (one compile per op: ~10 s on the loaded 2-core host);
+    # the tests compare two paths on the same random weights, whatever their values.
+    variables = jax.jit(lambda key: CLIP(TINY_CLIP).init(key, jnp.zeros((1, 32, 32, 3)), jnp.zeros((1, 77), jnp.int32),
+                                                         method="init_all"))(jax.random.key(1))
     return make_loaded("clip_vit", dataclasses.asdict(TINY_CLIP), variables)
 
 

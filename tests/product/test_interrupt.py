@@ -44,6 +44,10 @@ FILES3 = ("figure.png", "attributions.npz", "settings.json")
 COMMIT = "commit"
 # Moments after which only the outputs' rendering is left: a fast machine may finish first.
 MAY_FINISH = ("write",)
+# Moments where only the last steps (rendering, the commit held open by COMMIT_PAUSE_ENV) are
+# under test: these runs use the session's compilation cache, as users' second runs do; every
+# other moment keeps the cache off, so the signal lands while the command compiles.
+CACHED = (COMMIT, *MAY_FINISH)
 HANG_GUARD_S = 1800  # only a hung command waits this long (a loaded 2-core host took 10 min once)
 BAD_MARKERS = ("Traceback", "Exception ignored", "Segmentation fault", "Fatal Python error", "core dumped")
 
@@ -104,11 +108,15 @@ def _signal_at(proc, moment: str, outputs, signum=signal.SIGINT) -> Ended:
     return Ended(proc.returncode, out.text(), "".join(lines))
 
 
-def _interrupt(args, cwd, moment, outputs, *, env_extra=None) -> Ended:
+def _interrupt(args, cwd, moment, outputs, *, env_extra=None, cached=None) -> Ended:
     """Start `cocoa-jax ARGS`, SIGINT at phase `moment`; fail if the command ended before it
-    unless the moment is one after which it may finish first (`MAY_FINISH`)."""
-    # Keep the persistent compilation cache out of it: the compiling phases are what is tested.
-    env = cli_env(**{"COCOA_JAX_CACHE_DIR": "none", PHASES_ENV: "1",
+    unless the moment is one after which it may finish first (`MAY_FINISH`). `cached`: use the
+    session's compilation cache (None: at the CACHED moments only)."""
+    # Keep the persistent compilation cache out of it, except at the CACHED moments: the compiling
+    # phases are what is tested.
+    cached = moment in CACHED if cached is None else cached
+    cache = {} if cached else {"COCOA_JAX_CACHE_DIR": "none"}
+    env = cli_env(**{**cache, PHASES_ENV: "1",
                      **({COMMIT_PAUSE_ENV: str(HANG_GUARD_S)} if moment == COMMIT else {}), **(env_extra or {})})
     ended = _signal_at(start_cli(args, cwd=cwd, env=env), moment, outputs)
     if ended.returncode != 130 and not (ended.finished and moment in MAY_FINISH):
@@ -238,7 +246,11 @@ def test_augmentations_slow(tmp_path, cocoa_jax_cmd, moment):
 def test_training(tmp_path, cocoa_jax_cmd, command, moment):
     ckpt = tmp_path / "ckpt"
     outputs = [str(ckpt), str(ckpt) + ".json"]
-    ended = _interrupt([command, *TRAIN_SMALL, "--out", ckpt], tmp_path, moment, outputs)
+    # At `evaluate`, the session cache holds no evaluation program yet (this case runs before the
+    # commit case, the only other cached run of TRAIN_SMALL): the signal lands while those compile,
+    # and the training programs it compiled and stored spare the commit case their compile.
+    ended = _interrupt([command, *TRAIN_SMALL, "--out", ckpt], tmp_path, moment, outputs,
+                       cached=True if moment == "evaluate" else None)
     _assert_interrupted(ended, command)
     complete = _assert_all_or_none(outputs)
     _assert_no_temporaries(tmp_path)
@@ -307,7 +319,10 @@ def test_sweep_after_units_then_resume(tmp_path, cocoa_jax_cmd):
 
     run_dir = tmp_path / "run"
     # The moment: two units saved (the first group); four more are still to compile and compute.
-    ended = _interrupt(["sweep", run_dir, *TINY_SWEEP], tmp_path, "unit 2", [])
+    # With the session cache (no other cached run of TINY_SWEEP comes before): the next groups'
+    # programs are not in it, so they still compile when the signal lands; the resume below
+    # loads the first group's.
+    ended = _interrupt(["sweep", run_dir, *TINY_SWEEP], tmp_path, "unit 2", [], cached=True)
     line = _assert_interrupted(ended, "sweep")
     finished = _sweep_line_finished(line, run_dir)
     _assert_no_temporaries(run_dir / "units")
@@ -317,10 +332,18 @@ def test_sweep_after_units_then_resume(tmp_path, cocoa_jax_cmd):
     again = run_cli(["sweep", run_dir, *TINY_SWEEP], cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert f"{finished} already finished" in again.stdout, again.stdout
+    _FINISHED.append(run_dir)  # a finished run of TINY_SWEEP: test_report reads it (read-only)
+
+
+_FINISHED = []  # run directories of finished TINY_SWEEP runs this module left
 
 
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory):
+    """A finished TINY_SWEEP run: the resumed one of test_sweep_after_units_then_resume if it
+    ran (it resumes to the run an uninterrupted sweep writes), else one run here."""
+    if _FINISHED:
+        return _FINISHED[0]
     root = tmp_path_factory.mktemp("sweep")
     run_dir = root / "run"
     proc = run_cli(["sweep", run_dir, *TINY_SWEEP], cwd=root)

@@ -27,7 +27,10 @@ TINY = {
     "corpus_size": 4, "foil_size": 8, "methods": {"rise": {"n_masks": 8}}, "include_random": False,
     "eval_steps": 4, "probe_train_size": 60, "probe_test_size": 20,
 }
-COMMON = ["--devices", "1", "--no-progress", "--compile-cache", "none"]
+# No --compile-cache: the test session's cache (tests/conftest.py). What is checked is the split,
+# the resume and the results, not compiling: each job's processes load the programs that the
+# one-process reference compiled (the same per-process programs; a different one would not hit).
+COMMON = ["--devices", "1", "--no-progress"]
 
 
 def _free_port() -> int:

@@ -167,7 +167,8 @@ def test_ssl_layouts_resnet18(layout, resnet18, tmp_path):
         ref_reps, ref_grad = torch_reps_and_cosine_grad(encoder, x, direction)
         assert rel_err(grad, ref_grad) < TOL
     else:
-        reps = network_reps(model, x)
+        with jax.disable_jit():  # op by op: the ops compiled for the first layout serve the next ones
+            reps = network_reps(model, x)
         with torch.no_grad():
             ref_reps = encoder(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
     assert reps.shape == (2, 512) and rel_err(reps, ref_reps) < TOL

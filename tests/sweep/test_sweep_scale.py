@@ -53,7 +53,7 @@ _DEVICES_CHILD = r"""
 import sys, jax
 from tests.support import tiny_sweep as ts
 assert jax.local_device_count() == 8, jax.local_devices()
-for devices, batch, out in ((1, 2, sys.argv[1]), (8, 6, sys.argv[2]), (3, 4, sys.argv[3])):
+for devices, batch, out in ((8, 6, sys.argv[1]), (3, 4, sys.argv[2])):
     config = ts.tiny_config(explicand_batch=batch)
     result = ts.run_sweep(config, out, encoder=ts.tiny_encoder(), datasets=ts.tiny_datasets(), progress=False,
                           devices=devices, compile_cache=None)
@@ -61,12 +61,21 @@ for devices, batch, out in ((1, 2, sys.argv[1]), (8, 6, sys.argv[2]), (3, 4, sys
 """
 
 
+@pytest.fixture(scope="module")
+def reference(tiny_sweep_run):
+    """The one-process, one-device run of ts.tiny_config() (explicand_batch 2; shared by the
+    session, see conftest)."""
+    return tiny_sweep_run[0]
+
+
 @pytest.mark.slow
-def test_eight_devices_give_the_one_device_results(tmp_path):
-    dirs = [tmp_path / name for name in ("one", "eight", "three")]
-    proc = subprocess.run([sys.executable, "-c", _DEVICES_CHILD] + [str(d) for d in dirs], env=_env(8), cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+def test_eight_devices_give_the_one_device_results(tmp_path, reference):
+    dirs = [reference] + [tmp_path / name for name in ("eight", "three")]
+    proc = subprocess.run([sys.executable, "-c", _DEVICES_CHILD] + [str(d) for d in dirs[1:]], env=_env(8),
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-5000:]
+    from cocoa_jax.sweep.store import open_existing
+    assert {r["devices"] for r in open_existing(str(reference))[1].read_rows().values()} == {1}
     _assert_same_results(dirs[1], dirs[0])  # 8 devices, groups of 2 units padded to 8 lanes
     _assert_same_results(dirs[2], dirs[0])  # 3 devices: a count that divides nothing
     rows = _arrays(dirs[1])
@@ -89,7 +98,13 @@ def _worker(process_id: int, port: int, run_dir: str, hold: bool) -> None:
     from cocoa_jax import distributed
 
     distributed.initialize_distributed(f"127.0.0.1:{port}", N_PROCESSES, process_id, heartbeat_timeout_seconds=10)
+    from cocoa_jax import compile_cache
     from tests.support import tiny_sweep as ts
+
+    # The test session's compilation cache (tests/conftest.py): what is checked is the split, the
+    # resume and the results, not compiling, so the jobs after the first load their programs.
+    session_cache = os.environ.get(compile_cache.ENV_DIR)
+    compile_cache.enable(compile_cache.resolve(session_cache) if session_cache else None)
 
     def slow(_uid):
         if process_id == 1 and hold:
@@ -131,12 +146,6 @@ def _parse(log: str) -> dict:
             if line.startswith(tag):
                 out[tag.lower()] = line.split()[1:]
     return out
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_sweep_run):
-    """The one-process run of ts.tiny_config() (shared by the session, see conftest)."""
-    return tiny_sweep_run[0]
 
 
 def _results_units(path):

@@ -196,6 +196,7 @@ def compare(data: dict, reference: int, steps_list, ci_steps: int = PAPER_STEPS)
                                      cell_mean_abs_err=float(cell.mean()), cell_max_abs_err=float(cell.max()),
                                      ranking_same=bool(np.all(same)), rankings_changed=int(np.sum(~same)),
                                      inside_ci=bool(np.all(inside)), cells_outside=int(np.sum(~inside)),
+                                     ci_half_min=float(np.min(high[..., ki, mi] - low[..., ki, mi]) / 2),
                                      cells=int(inside.size)))
     return rows
 
@@ -212,8 +213,9 @@ def decide(rows: list[dict], steps_list, ci_steps: int = PAPER_STEPS) -> dict:
         passing[rule] = sorted(ok)
         upward = [s for s in sorted(steps_list) if all(t in ok for t in steps_list if t >= s)]
         verdict[rule] = min(upward) if upward else None
-    below = [(s, rule) for rule, s in verdict.items() if s is not None and s < ci_steps]
-    best = min(below) if below else None
+    # ties go to the earlier rule of RULES (the trapezoid: the sweep's rule, nothing to change)
+    below = [(s, RULES.index(rule), rule) for rule, s in verdict.items() if s is not None and s < ci_steps]
+    best = min(below)[::2] if below else None
     return {"smallest_qualifying": verdict, "passing": passing,
             "chosen": None if best is None else {"steps": best[0], "rule": best[1]}}
 
@@ -235,12 +237,15 @@ def render(out: dict) -> str:
         "'expl.' over every explicand x method x target, 'cell' over the cells' means (method x target, mean "
         f"over explicands). 'CI': cells whose mean lies outside the {out['ci_steps']}-step trapezoid's 95% CI "
         "over explicands. 'rank': (target) rankings of the methods that differ from the reference's.", "",
-        "| measure | kind | steps | rule | expl. mean | expl. max | cell mean | cell max | rank changed | CI out |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+        "'CI half': the smallest half-width of a cell's CI (the margin the errors are measured against).", "",
+        "| measure | kind | steps | rule | expl. mean | expl. max | cell mean | cell max | rank changed | CI out "
+        "| CI half |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in out["rows"]:
         lines.append(f"| {r['measure']} | {r['kind']} | {r['steps']} | {r['rule']} | {r['mean_abs_err']:.2e} | "
                      f"{r['max_abs_err']:.2e} | {r['cell_mean_abs_err']:.2e} | {r['cell_max_abs_err']:.2e} | "
-                     f"{r['rankings_changed']}/{len(out['targets'])} | {r['cells_outside']}/{r['cells']} |")
+                     f"{r['rankings_changed']}/{len(out['targets'])} | {r['cells_outside']}/{r['cells']} | "
+                     f"{r.get('ci_half_min', float('nan')):.2e} |")
     d = out["decision"]
     lines += ["", f"Evaluation seconds per step count ({len(out['methods'])} methods, compile included): "
               + ", ".join(f"{s}: {t:.1f}" for s, t in out["eval_seconds"].items()) + ".", "",
@@ -288,9 +293,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--reference", type=int, default=None, help="reference step count (default 200)")
     parser.add_argument("--classes", type=_int_list, default=None, help="explicand classes (default 0..9)")
     parser.add_argument("--per-class", type=int, default=None, help="explicands per class (default 2)")
+    parser.add_argument("--render", metavar="JSON", help="only re-decide and re-render a saved run's Markdown")
     parser.add_argument("--out", default=None, help="Markdown output (default benchmarks/results/RESULTS_eval_steps.md;"
                                                     " with --quick runs/eval_steps/RESULTS_quick.md)")
     args = parser.parse_args(argv)
+    if args.render:
+        with open(args.render) as fh:
+            out = json.load(fh)
+        out.setdefault("ci_steps", PAPER_STEPS)
+        out["decision"] = decide(out["rows"], out["steps"], out["ci_steps"])
+        _atomic_write(os.path.splitext(args.render)[0] + ".md", render(out))
+        _atomic_write(args.render, json.dumps(out, indent=1))
+        return out
     steps = args.steps or ([4] if args.quick else [8, 12, 16, 24, 32])
     ci_steps = 8 if args.quick else PAPER_STEPS  # the setting whose CI every cell must stay inside
     reference = args.reference or (16 if args.quick else 200)
@@ -312,8 +326,8 @@ def main(argv=None) -> dict:
     config = study_config(args.quick, classes, per_class)
     data = compute_curves(config, steps + [reference], log)
     rows = compare(data, reference, steps, ci_steps)
-    out = {"environment": env, "classes": classes, "methods": data["methods"], "reference": reference, "steps": steps, "ci_steps": ci_steps,
-           "targets": data["targets"],
+    out = {"environment": env, "classes": classes, "methods": data["methods"], "reference": reference, "steps": steps,
+           "ci_steps": ci_steps, "targets": data["targets"],
            "n_explicands": data["n_explicands"], "probe_accuracy": float(data["probe_accuracy"]),
            "attribution_seconds": data["attribution_seconds"],
            "eval_seconds": {str(s): t for s, t in data["eval_seconds"].items()},

@@ -81,6 +81,8 @@ def test_decide_needs_every_larger_count_to_pass():
     assert d["passing"] == {"trapezoid": [12, 16, 50], "simpson": [8, 16, 50]}
     assert d["smallest_qualifying"] == {"trapezoid": 12, "simpson": 16}  # simpson's 8 passes below a failure
     assert d["chosen"] == {"steps": 12, "rule": "trapezoid"}
+    tie = eval_steps.decide([_row(s, r) for s in steps for r in eval_steps.RULES], steps)
+    assert tie["chosen"] == {"steps": 8, "rule": "trapezoid"}  # a tie goes to the sweep's own rule
     none = eval_steps.decide([_row(s, r, same=s == 50) for s in steps for r in eval_steps.RULES], steps)
     assert none["chosen"] is None and none["smallest_qualifying"] == {"trapezoid": 50, "simpson": 50}
 
@@ -100,3 +102,8 @@ def test_quick_run_writes_finite_numbers(tmp_path):
     # the CI setting against itself: every cell inside its own CI
     assert all(r["inside_ci"] for r in out["rows"] if r["steps"] == out["ci_steps"] and r["rule"] == "trapezoid")
     assert "| ccs | insertion | 4 | simpson |" in out_path.read_text()
+    assert all(math.isfinite(r["ci_half_min"]) for r in out["rows"])
+    # --render re-decides a saved run and writes the same table
+    table = out_path.read_text()
+    eval_steps.main(["--render", str(tmp_path / "RESULTS_quick.json")])
+    assert out_path.read_text() == table

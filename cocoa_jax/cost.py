@@ -400,10 +400,14 @@ def fit_budget(options: Mapping[str, Mapping], image_shape, estimate_of: Callabl
     scalable = sum(est.seconds[m] for m in counted)
     fixed = est.total_s - scalable
     factor = (budget_s - fixed) / scalable if scalable > 0 else 0.0
+    # Each method's smallest accepted count, found once (a check is a trace); the loop then only
+    # checks counts above it.
+    least = {m: _smallest_accepted(m, options.get(m, {}), option, 1, before[m], shape, batch_size)
+             for m, option in counted.items()}
     for _ in range(40):
         trial = dict(options)
         for m, option in counted.items():
-            wanted = int(before[m] * max(factor, 0.0))
+            wanted = max(int(before[m] * max(factor, 0.0)), least[m])
             trial[m] = {**options.get(m, {}), option: _smallest_accepted(m, options.get(m, {}), option, wanted,
                                                                           before[m], shape, batch_size)}
         total = estimate_of(trial).total_s
@@ -411,8 +415,7 @@ def fit_budget(options: Mapping[str, Mapping], image_shape, estimate_of: Callabl
             changed = {m: (option, before[m], trial[m][option]) for m, option in counted.items()
                        if trial[m][option] != before[m]}
             return trial, changed
-        if factor <= 0 or all(trial[m][o] == _smallest_accepted(m, options.get(m, {}), o, 1, before[m], shape,
-                                                               batch_size) for m, o in counted.items()):
+        if factor <= 0 or all(trial[m][o] == least[m] for m, o in counted.items()):
             raise BudgetError(f"a budget of {budget_s:g} s cannot be met: the smallest counts take ~{total:.3g} s "
                              f"(estimated from the probe; compiling not counted)")
         factor *= min(0.9, budget_s / total)

@@ -50,12 +50,12 @@ register(Metric(
     "sparseness", "Sparseness (Gini)", "complexity", "higher", _sparseness_metric,
     summary="Gini index of |map|: how few pixels hold the attribution mass",
     reference="Chalasani et al., Concise explanations of neural networks using adversarial training, ICML 2020",
-    quantus="quantus.Sparseness"))
+    quantus="quantus.Sparseness", reads_model=False))
 register(Metric(
     "complexity", "Complexity (entropy)", "complexity", "lower", _complexity_metric,
     summary="entropy of |map| / sum |map|: how spread the attribution mass is",
     reference="Bhatt et al., Evaluating and aggregating feature-based model explanations, IJCAI 2020",
-    quantus="quantus.Complexity"))
+    quantus="quantus.Complexity", reads_model=False))
 
 
 __all__ = ["complexity", "sparseness"]

@@ -43,20 +43,41 @@ def score_steps(ctx: Context, build, n_steps: int, n_maps: int) -> jax.Array:
     Returns (K, n_steps): the value of target k at step s. At most `ctx.batch_size` images per
     encoder call (`ctx.batch_size // M` steps).
     """
+    per_call = _steps_per_call(ctx, n_maps)
+    chunk = lambda steps: _step_values(ctx, build(steps), n_maps)
+    return batching.map_in_batches(chunk, jnp.arange(n_steps), per_call).T
+
+
+def _steps_per_call(ctx: Context, n_maps: int) -> int | None:
     k = ctx.num_targets
     if n_maps not in (1, k):
         raise ValueError(f"`n_maps` must be 1 or the {k} targets, got {n_maps}")
+    return None if ctx.batch_size is None else max(1, ctx.batch_size // n_maps)
 
-    def chunk(steps):
-        inputs = build(steps)
-        b = inputs.shape[0]
-        values = ctx.score(inputs.reshape((b * n_maps,) + inputs.shape[2:])).reshape(b, n_maps, k)
-        if n_maps == 1:
-            return values[:, 0]  # (b, K): the one input on every target
-        return jnp.diagonal(values, axis1=1, axis2=2)  # (b, K): input k on target k
 
-    per_call = None if ctx.batch_size is None else max(1, ctx.batch_size // n_maps)
-    return batching.map_in_batches(chunk, jnp.arange(n_steps), per_call).T
+def _step_values(ctx: Context, inputs: jax.Array, n_maps: int, extra: jax.Array | None = None):
+    """(b, M, H, W, C) inputs of b steps -> (b, K) target values (one encoder call); with `extra`
+    (H, W, C), that image rides in the same call: ((b, K), (K,) its values)."""
+    b, k = inputs.shape[0], ctx.num_targets
+    flat = inputs.reshape((b * n_maps,) + inputs.shape[2:])
+    if extra is not None:
+        flat = jnp.concatenate([flat, extra[None]])
+    values = ctx.score(flat)
+    steps = values[:b * n_maps].reshape(b, n_maps, k)
+    # (b, K): the one input on every target (M = 1), or input k on target k (M = K)
+    steps = steps[:, 0] if n_maps == 1 else jnp.diagonal(steps, axis1=1, axis2=2)
+    return steps if extra is None else (steps, values[-1])
+
+
+def _reference_and_steps(ctx: Context, x, build, n_steps: int, n_maps: int):
+    """((K,) target values of x, (K, n_steps) `score_steps` values): 1 + M n_steps images. When the
+    steps fit one encoder call (`batch_size` None or large enough), x rides in that call (no
+    separate pass of one image); otherwise x is encoded on its own, then the chunks of steps."""
+    per_call = _steps_per_call(ctx, n_maps)
+    if per_call is None or per_call >= n_steps:
+        steps, reference = _step_values(ctx, build(jnp.arange(n_steps)), n_maps, extra=x)
+        return reference, steps.T
+    return ctx.score(x[None])[0], score_steps(ctx, build, n_steps, n_maps)
 
 
 def _per_target(curves: jax.Array) -> jax.Array:
@@ -223,14 +244,14 @@ def region_perturbation_curve(ctx: Context, x, maps, key=None, *, order="morf", 
     sums = pixel_scores(maps).reshape(-1, gh, patch_size, gw, patch_size).sum(axis=(2, 4)).reshape(maps.shape[0], -1)
     ranks = _ranks(sums, descending=(order == "morf"))  # (M, patches)
     n_steps = min(int(regions_evaluation), gh * gw)
-    reference = ctx.score(x[None])[0]  # (K,)
 
-    def build(steps):
+    def build(steps):  # step s removes the patches ranked <= s
         removed = (ranks[None] <= steps[:, None, None]).reshape(-1, maps.shape[0], gh, gw)
         removed = jnp.repeat(jnp.repeat(removed, patch_size, axis=2), patch_size, axis=3)
         return _replace(x, ctx.baseline, removed)
 
-    return reference[:, None] - score_steps(ctx, build, n_steps, maps.shape[0])
+    reference, values = _reference_and_steps(ctx, x, build, n_steps, maps.shape[0])
+    return reference[:, None] - values
 
 
 def _region(order):
@@ -274,12 +295,12 @@ def irof(ctx: Context, x, maps, key=None, *, cell=8):
     means = jnp.where(present, means, -jnp.inf)  # empty ids last, never counted
     ranks = _ranks(means)  # (M, S)
     pixel_rank = ranks[:, segments]  # (M, H, W)
-    reference = ctx.score(x[None])[0]
 
-    def build(steps):
+    def build(steps):  # step s removes the segments ranked <= s
         return _replace(x, ctx.baseline, pixel_rank[None] <= steps[:, None, None, None])
 
-    curve = score_steps(ctx, build, n_segments, maps.shape[0]) / reference[:, None]  # (K, S)
+    reference, values = _reference_and_steps(ctx, x, build, n_segments, maps.shape[0])
+    curve = values / reference[:, None]  # (K, S)
     count = jnp.sum(present)
     weights = jnp.where(jnp.arange(n_segments - 1) < count - 1, 1.0, 0.0)  # trapz over the first `count`
     area = jnp.sum(0.5 * (curve[:, 1:] + curve[:, :-1]) * weights, axis=-1)
@@ -305,10 +326,11 @@ def faithfulness_correlation(ctx: Context, x, maps, key, *, nr_runs=100, subset_
     if subset_size > n:
         raise ValueError(f"`subset_size`={subset_size} exceeds the {n} pixels of the image")
     subsets = correlation_subsets(key, n, subset_size, nr_runs)  # (R, s)
-    removed = jnp.zeros((nr_runs, n), bool).at[jnp.arange(nr_runs)[:, None], subsets].set(True)
+    # row 0 removes nothing (x itself, the reference), row r + 1 removes subset r: one batch of R + 1 passes
+    removed = jnp.zeros((nr_runs + 1, n), bool).at[jnp.arange(1, nr_runs + 1)[:, None], subsets].set(True)
     perturbed = lambda rows: _replace(x, ctx.baseline, removed[rows].reshape(-1, height, width))
-    scores = batching.map_in_batches(lambda rows: ctx.score(perturbed(rows)), jnp.arange(nr_runs), ctx.batch_size)
-    drops = ctx.score(x[None])[0][None] - scores  # (R, K)
+    scores = batching.map_in_batches(lambda rows: ctx.score(perturbed(rows)), jnp.arange(nr_runs + 1), ctx.batch_size)
+    drops = scores[:1] - scores[1:]  # (R, K)
     sums = pixel_scores(maps).reshape(maps.shape[0], -1)[:, subsets].sum(-1).T  # (R, K)
     a = sums - sums.mean(0)
     b = drops - drops.mean(0)

@@ -94,18 +94,18 @@ register(Metric(
     "pointing_game", "Pointing game", "localisation", "higher", _pointing_game_metric,
     summary="is the map's maximum inside the mask",
     reference="Zhang et al., Top-down neural attention by excitation backprop, ECCV 2016",
-    quantus="quantus.PointingGame", options={"weighted": False}, needs_mask=True))
+    quantus="quantus.PointingGame", options={"weighted": False}, needs_mask=True, reads_model=False))
 register(Metric(
     "relevance_mass_accuracy", "Relevance mass accuracy", "localisation", "higher", _mass_metric,
     summary="share of the map's sum inside the mask",
     reference="Arras et al., CLEVR-XAI: a benchmark dataset for the ground truth evaluation of neural "
               "network explanations, Information Fusion 2022",
-    quantus="quantus.RelevanceMassAccuracy", needs_mask=True))
+    quantus="quantus.RelevanceMassAccuracy", needs_mask=True, reads_model=False))
 register(Metric(
     "relevance_rank_accuracy", "Relevance rank accuracy", "localisation", "higher", _rank_metric,
     summary="share of the |mask| highest-ranked pixels inside the mask",
     reference="Arras et al., CLEVR-XAI, Information Fusion 2022",
-    quantus="quantus.RelevanceRankAccuracy", needs_mask=True))
+    quantus="quantus.RelevanceRankAccuracy", needs_mask=True, reads_model=False))
 
 
 __all__ = ["check_masks", "pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy"]

@@ -9,7 +9,10 @@ NeurIPS 2019; Quantus 0.6's `MaxSensitivity` / `AvgSensitivity` with their defau
 per target, norms over every value of the map (pixels and channels). Lower is better. `a` is the
 map being scored; `explain` is the evaluation's explainer (any method of `cocoa_jax.methods`,
 `evaluation.method_explainer`), run for the same K targets at each perturbed input: one explainer call
-per noise sample serves all K targets. Perturbed explanations use key `fold_in(key, s)`.
+per noise sample serves all K targets. Perturbed explanations use key `fold_in(key, s)`. In
+`evaluate`, up to `SAMPLES_PER_CALL` noise samples are explained in one vmapped call (fewer when
+`batch_size` is smaller): one batched pass instead of S one-image passes, memory of that many
+explanations whatever S is.
 """
 from __future__ import annotations
 
@@ -18,8 +21,11 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from cocoa_jax import batching
 from cocoa_jax.evaluation.randomisation import comparable
 from cocoa_jax.evaluation.table import Metric, register
+
+SAMPLES_PER_CALL = 8  # noise samples explained together by the metric functions (a cap on memory)
 
 
 def uniform_noise(key: jax.Array, n_samples: int, shape, radius: float) -> jax.Array:
@@ -28,15 +34,17 @@ def uniform_noise(key: jax.Array, n_samples: int, shape, radius: float) -> jax.A
 
 
 def sensitivity_ratios(explain: Callable, x: jax.Array, maps: jax.Array, noise: jax.Array,
-                       key: jax.Array | None = None) -> jax.Array:
+                       key: jax.Array | None = None, *, samples_per_call: int = 1) -> jax.Array:
     """||maps - explain(x + noise_s, key_s)|| / ||maps|| per noise sample and target.
 
     explain: (image (H, W, C), key) -> (K, ...) maps shaped like `maps`;  x: (H, W, C);
     maps: (K, ...), or (1, ...) for one map compared with the explainer's map of every target;  noise: (S, H, W, C);  key_s = fold_in(key, s) (key None: key 0). Per-channel
     and per-pixel maps are compared as channel means (`randomisation.comparable`).
-    Returns (S, K). The S explanations run one after another (`lax.map`), so memory is one
-    explanation's whatever S is.
+    Returns (S, K). The explanations run `samples_per_call` at a time (vmapped; chunks in a rolled
+    `lax.map`), so memory is that many explanations' whatever S is; 1: one after another.
     """
+    if isinstance(samples_per_call, bool) or not isinstance(samples_per_call, int) or samples_per_call < 1:
+        raise ValueError(f"`samples_per_call` must be a positive integer, got {samples_per_call!r}")
     key = jax.random.key(0) if key is None else key
 
     def one(args):
@@ -45,13 +53,18 @@ def sensitivity_ratios(explain: Callable, x: jax.Array, maps: jax.Array, noise: 
         a, perturbed = a.reshape(a.shape[0], -1), perturbed.reshape(perturbed.shape[0], -1)  # (M | K, n)
         return jnp.linalg.norm(a - perturbed, axis=-1) / jnp.linalg.norm(a, axis=-1)
 
-    return jax.lax.map(one, (jnp.arange(noise.shape[0]), noise))
+    samples = jnp.arange(noise.shape[0])
+    if samples_per_call == 1:
+        return jax.lax.map(one, (samples, noise))
+    return batching.map_in_batches(lambda s: jax.vmap(one)((s, noise[s])), samples, samples_per_call)
 
 
 def _ratios(ctx, x, maps, key, n_samples, radius):
     noise_key, explain_key = jax.random.split(key)
     noise = uniform_noise(noise_key, n_samples, x.shape, radius)
-    return sensitivity_ratios(lambda image, k: ctx.explain(image, k), x, maps, noise, explain_key)
+    per_call = min(SAMPLES_PER_CALL, n_samples, ctx.batch_size or SAMPLES_PER_CALL)
+    return sensitivity_ratios(lambda image, k: ctx.explain(image, k), x, maps, noise, explain_key,
+                              samples_per_call=per_call)
 
 
 def max_sensitivity(ctx, x, maps, key, *, n_samples: int = 200, radius: float = 0.2) -> jax.Array:
@@ -77,4 +90,4 @@ register(Metric(
     uses_key=True, needs_explainer=True))
 
 
-__all__ = ["avg_sensitivity", "max_sensitivity", "sensitivity_ratios", "uniform_noise"]
+__all__ = ["SAMPLES_PER_CALL", "avg_sensitivity", "max_sensitivity", "sensitivity_ratios", "uniform_noise"]

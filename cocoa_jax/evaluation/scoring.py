@@ -14,6 +14,7 @@ the batch size or the device count.
 """
 from __future__ import annotations
 
+import collections
 import functools
 from typing import Any, Callable, Mapping, Sequence
 
@@ -29,9 +30,15 @@ BASELINES = ("blur", "black", "zeros")
 _blur = jax.jit(jax.vmap(baselines_mod.gaussian_blur))
 
 
-def explicand_keys(key: jax.Array, n: int) -> jax.Array:
-    """The per-explicand keys of `evaluate`: fold_in(key, i) for i < n, (n,) key array."""
+@functools.partial(jax.jit, static_argnums=1)
+def _folded_keys(key: jax.Array, n: int) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
+
+
+def explicand_keys(key: jax.Array, n: int) -> jax.Array:
+    """The per-explicand keys of `evaluate`: fold_in(key, i) for i < n, (n,) key array (one
+    compiled program per n, not a trace per call)."""
+    return _folded_keys(key, n)
 
 
 def method_explainer(name: str, **options) -> Callable:
@@ -140,8 +147,23 @@ def _encoder(model) -> tuple[Callable, Any]:
                     f"(B, H, W, C) -> (B, D), got {type(model).__name__}")
 
 
+_DIMS: dict = {}  # D by (encode_fn, image shape, parameter shapes): the encoder is traced once, not per call
+
+
 def _representation_dim(encode_fn, params, image_shape) -> int:
-    """D of encode_fn(params, images (1, H, W, C)) -> (1, D), read by tracing (nothing is computed)."""
+    """D of encode_fn(params, images (1, H, W, C)) -> (1, D), read by tracing (nothing is computed);
+    kept for later calls with the same function, image shape and parameter structure and shapes."""
+    leaves, structure = jax.tree_util.tree_flatten(params)
+    cache_key = (encode_fn, tuple(image_shape), structure,
+                 tuple((np.shape(leaf), getattr(leaf, "dtype", type(leaf))) for leaf in leaves))
+    if cache_key not in _DIMS:
+        if len(_DIMS) >= 16:
+            _DIMS.pop(next(iter(_DIMS)))
+        _DIMS[cache_key] = _traced_representation_dim(encode_fn, params, image_shape)
+    return _DIMS[cache_key]
+
+
+def _traced_representation_dim(encode_fn, params, image_shape) -> int:
     spec = jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32)
     try:
         out = jax.eval_shape(encode_fn, params, spec)
@@ -248,17 +270,21 @@ def one_map_for_all_targets(maps: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- evaluate
 
 _PROGRAMS: dict = {}  # the last few compiled programs, by everything static in them
+_traces: collections.Counter = collections.Counter()  # traces of `evaluate`'s program, by metric names (tests read it)
 
 
 def _program(encode_fn, explainer, names, resolved, batch_size, num_segments, mesh, given) -> meshes.ExplicandMap:
     """The per-explicand program of `evaluate` over the mesh, kept for the next call with the same
-    static parts (the same encoder function object, metrics, options, batch size, mesh)."""
+    static parts (the same encoder function object, metrics, options, batch size, mesh); its jit
+    compiles once per argument shapes. Metrics that read only the maps (`Metric.reads_model`
+    False) run every explicand in one program call (no encoder pass to keep small)."""
     cache_key = (encode_fn, explainer, names, repr(sorted(resolved.items())), batch_size, num_segments, mesh, given)
     if cache_key in _PROGRAMS:
         return _PROGRAMS[cache_key]
     records = [table.METRICS[name] for name in names]
 
     def one(x, m, explicand_key, t, b, mask, seg, alt, shared_params, random_params):
+        _traces[names] += 1  # Python side effect: runs when the program is traced, not when it runs
         ctx = table.Context(t, b, shared_params, mask, seg, alt, tuple(random_params), encode_fn=encode_fn,
                             explainer=explainer, batch_size=batch_size, num_segments=num_segments)
         k = t.num_targets  # a (1,) score of a map-only metric (M = 1) is that map's on every target
@@ -266,7 +292,9 @@ def _program(encode_fn, explainer, names, resolved, batch_size, num_segments, me
                 for record in records}
 
     axis = lambda is_given: 0 if is_given else None
-    program = meshes.ExplicandMap(one, mesh, in_axes=(0, 0, 0, 0, 0, *map(axis, given), None, None))
+    lanes = "default" if any(record.reads_model for record in records) else None
+    program = meshes.ExplicandMap(one, mesh, in_axes=(0, 0, 0, 0, 0, *map(axis, given), None, None),
+                                  lanes_per_device=lanes)
     if len(_PROGRAMS) >= 8:
         _PROGRAMS.pop(next(iter(_PROGRAMS)))
     _PROGRAMS[cache_key] = program
@@ -371,6 +399,8 @@ def evaluate(model, images, maps, *, metrics: Sequence[str], target: targets_mod
 
     program = _program(encode_fn, explainer, names, resolved, batch_size, num_segments, mesh,
                        tuple(value is not None for value in (masks, segments, alternative_target)))
+    if not any(record.reads_model for record in records):  # scores of the maps alone: no parameters to place
+        params, randomized_params = (), ()
     out = program(images, maps, keys, target, base, masks, segments, alternative_target, params, randomized_params)
     return {name: np.asarray(out[name]) for name in names}
 

@@ -88,6 +88,9 @@ class Metric:
       needs_randomized_model: the metric reads `ctx.randomized_params` (MPRT).
       needs_alternative_target: the metric reads `ctx.alternative_target` (random logit).
       needs_segments: the metric reads `ctx.segments` when given (IROF).
+      reads_model: the metric calls the encoder or the explainer (False: a score of the maps alone,
+        complexity and localisation; `evaluate` then runs such metrics without the model's
+        parameters, every explicand in one program call).
     """
 
     name: str
@@ -105,6 +108,7 @@ class Metric:
     needs_randomized_model: bool = False
     needs_alternative_target: bool = False
     needs_segments: bool = False
+    reads_model: bool = True
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():

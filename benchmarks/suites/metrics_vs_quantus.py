@@ -1,6 +1,6 @@
 """Evaluation metrics, cocoa-jax `evaluate` vs Quantus 0.6, same model, maps and machine, same run.
 
-    python -m benchmarks metrics_vs_quantus [--quick] [--n N] [--metrics a,b,...] [--ks 1,4]
+    python -m benchmarks metrics_vs_quantus [--quick] [--n N] [--maps-only-n 32] [--metrics a,b,...] [--ks 1,4]
 
 Model pair from benchmarks/harness/models.py (random weights; only speed is compared): --quick the
 tiny 16 px ResNet pair, otherwise the CIFAR ResNet-18 pair (32 px). The target of explicand n is
@@ -16,9 +16,17 @@ cocoa-jax aggregate="last"); cocoa-jax's cascade is `randomisation.cascade_param
 
 Rates are explicand-target pairs per second (N K / wall seconds); cocoa-jax's time excludes
 compilation (one warm-up call, then the median of --repeats calls; the first call, compilation
-included, is its own column). Roofline (faithfulness only):
-XLA's FLOPs of one forward pass x forward passes/s / the float32 matmul peak measured in this run.
-Rows go to benchmarks/results/RESULTS_metrics_vs_quantus.{json,md} (not with --quick).
+included, is its own column). Roofline (faithfulness only), for each side:
+XLA's FLOPs of one forward pass x that side's forward passes/s / the float32 matmul peak measured
+in this run (passes per explicand: `settings`; cocoa-jax's K targets read the same passes, Quantus
+makes them once per target). The metrics that read only the maps (`Metric.reads_model` False:
+sparseness, complexity, localisation) are also run at N = --maps-only-n explicands (default 32, a
+real use scores hundreds of maps; none with --quick): at N = 2-8 a call's fixed cost dominates.
+Rows go to benchmarks/results/RESULTS_metrics_vs_quantus.{json,md} (not with --quick); the .md
+keeps everything from its "## Notes and earlier runs" heading on (hand-written) below the new table.
+On a loaded host, `taskset -c 1 python -m benchmarks metrics_vs_quantus ...` gives each side one core
+(torch's OpenMP threads slow down far more than XLA's when the cores are shared); the record says
+how many CPUs the run could use.
 """
 from __future__ import annotations
 
@@ -40,8 +48,9 @@ from benchmarks.harness.timing import time_call
 
 
 def settings(size: int) -> dict:
-    """{metric: (cocoa-jax options, Quantus class, Quantus kwargs, forward passes per explicand or None,
-    extra evaluate kwargs names)}: the same work on both sides for (size x size) images."""
+    """{metric: (cocoa-jax options, Quantus class, Quantus kwargs, (cocoa-jax, Quantus) forward passes per
+    explicand and target (K = 1) or None, extra evaluate kwargs names)}: the same work on both sides for
+    (size x size) images."""
     n = size * size
     flip = max(1, n // 16)
     patch = max(2, size // 8)
@@ -49,15 +58,18 @@ def settings(size: int) -> dict:
     return {
         # Quantus flips the 3 H W elements of the map broadcast over channels, features_in_step at a time,
         # and requires features_in_step to divide H W: it makes 3x the steps of cocoa-jax, which flips
-        # `flip` whole pixels per step (pixel rows of the results say so)
+        # `flip` whole pixels per step (pixel rows of the results say so); neither side scores x itself
         "pixel_flipping": ({"features_in_step": flip}, "PixelFlipping", {"features_in_step": flip,
                                                                           "perturb_baseline": "black"},
-                           n // flip + 1, ()),
+                           (-(-n // flip), -(-3 * n // flip)), ()),
+        # 16 regions and the unperturbed x on both sides
         "region_perturbation_morf": ({"patch_size": patch, "regions_evaluation": 16}, "RegionPerturbation",
                                      {"patch_size": patch, "regions_evaluation": 16, "perturb_baseline": "black",
-                                      "order": "morf"}, 17, ()),
+                                      "order": "morf"}, (17, 17), ()),
+        # 50 subsets and the unperturbed x on both sides
         "faithfulness_correlation": ({"nr_runs": 50, "subset_size": subset}, "FaithfulnessCorrelation",
-                                     {"nr_runs": 50, "subset_size": subset, "perturb_baseline": "black"}, 51, ()),
+                                     {"nr_runs": 50, "subset_size": subset, "perturb_baseline": "black"}, (51, 51),
+                                     ()),
         "max_sensitivity": ({"n_samples": 8, "radius": 0.2}, "MaxSensitivity", {"nr_samples": 8, "lower_bound": 0.2},
                             None, ("explainer",)),
         "avg_sensitivity": ({"n_samples": 8, "radius": 0.2}, "AvgSensitivity", {"nr_samples": 8, "lower_bound": 0.2},
@@ -87,6 +99,9 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny model and sizes, no results written (< 2 min)")
     parser.add_argument("--n", type=int, default=None, help="explicands (default 8; 2 with --quick)")
+    parser.add_argument("--maps-only-n", type=int, default=None,
+                        help="explicands of the extra rows of the metrics that read only the maps (default 32; "
+                             "none with --quick; 0: no extra rows)")
     parser.add_argument("--metrics", default=None, help="comma-separated metric names (default: all)")
     parser.add_argument("--repeats", type=int, default=1, help="timed cocoa-jax calls after the warm-up")
     parser.add_argument("--ks", default="1,4", help="target counts K of the faithfulness metrics (default 1,4)")
@@ -101,6 +116,7 @@ def main(argv=None) -> list[dict]:
 
     spec = M.tiny_spec() if args.quick else M.SPECS["resnet18_cifar"]
     n = args.n or (2 if args.quick else 8)
+    maps_only_n = (0 if args.quick else 32) if args.maps_only_n is None else args.maps_only_n
     table = settings(spec.image_size)
     names = list(table) if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]
     ks = tuple(int(k) for k in args.ks.split(","))
@@ -111,13 +127,14 @@ def main(argv=None) -> list[dict]:
     model = M.init_torch(spec).eval()
     size, dim = spec.image_size, spec.rep_dim
     rng = np.random.default_rng(0)
-    images = rng.uniform(size=(n, size, size, 3)).astype(np.float32)
-    maps = rng.normal(size=(n, size, size)).astype(np.float32)
-    labels = rng.integers(0, dim, n)
-    masks = np.zeros((n, size, size), bool)
-    masks[:, size // 4: size // 2, size // 4: 3 * size // 4] = True
+    most = max(n, maps_only_n)  # explicand i is the same in every row
+    all_images = rng.uniform(size=(most, size, size, 3)).astype(np.float32)
+    all_maps = rng.normal(size=(most, size, size)).astype(np.float32)
+    all_labels = rng.integers(0, dim, most)
+    all_masks = np.zeros((most, size, size), bool)
+    all_masks[:, size // 4: size // 2, size // 4: 3 * size // 4] = True
+    images = all_images[:n]
     encoder = types.SimpleNamespace(encode_fn=lambda p, x: module.apply(p, x), params=variables)
-    x_nchw = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
     peak = measure_peak(128 if args.quick else 2048)
     # Each compiled only where a chosen metric needs it: the FLOPs for the faithfulness rows'
     # roofline, the randomised parameters for the randomisation metrics.
@@ -140,56 +157,66 @@ def main(argv=None) -> list[dict]:
 
     def record(load):
         return dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_name(), cpus=os.cpu_count(),
+                    cpus_used=len(os.sched_getaffinity(0)), torch_threads=torch.get_num_threads(),
                     load_avg_1min=load, peak_gflops=peak, jax=jax.__version__, torch=torch.__version__,
                     quantus=quantus.__version__, model=spec.name, n=n, settings={m: table[m][0] for m in names})
 
     rows = []
-    for name in names:
+    runs = [(name, n_run, k) for name in names
+            for n_run in ((n, maps_only_n) if not evaluation.get(name).reads_model and maps_only_n not in (0, n)
+                          else (n,))
+            for k in (ks if name in FAITHFULNESS else (1,))]
+    for name, n_run, k in runs:
         options, cls, q_kwargs, passes, extras = table[name]
-        for k in (ks if name in FAITHFULNESS else (1,)):
-            label_sets = [(labels + j) % dim for j in range(k)]
-            given = {"explainer": explainer, "randomized_params": randomized, "masks": masks,
-                     "alternative_target": target_of([(s + 1) % dim for s in label_sets])}
+        images, maps, labels, masks = (a[:n_run] for a in (all_images, all_maps, all_labels, all_masks))
+        x_nchw = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+        label_sets = [(labels + j) % dim for j in range(k)]
+        given = {"explainer": explainer, "randomized_params": randomized, "masks": masks,
+                 "alternative_target": target_of([(s + 1) % dim for s in label_sets])}
 
-            def ours():
-                return evaluation.evaluate(encoder, images, maps, metrics=(name,), target=target_of(label_sets),
-                                           key=jax.random.key(0), baseline="black", options={name: options},
-                                           **{e: given[e] for e in extras})[name]
+        def ours():
+            return evaluation.evaluate(encoder, images, maps, metrics=(name,), target=target_of(label_sets),
+                                       key=jax.random.key(0), baseline="black", options={name: options},
+                                       **{e: given[e] for e in extras})[name]
 
-            start = time.perf_counter()
-            jax.block_until_ready(ours())
-            first = time.perf_counter() - start
-            t_ours = time_call(ours, args.repeats, warmup=False)
-            metric = getattr(quantus, cls)(disable_warnings=True, display_progressbar=False, **q_kwargs)
+        start = time.perf_counter()
+        jax.block_until_ready(ours())
+        first = time.perf_counter() - start
+        t_ours = time_call(ours, args.repeats, warmup=False)
+        metric = getattr(quantus, cls)(disable_warnings=True, display_progressbar=False, **q_kwargs)
 
-            def theirs():
-                out = None
-                for labels_k in label_sets:  # one Quantus call per target
-                    call = dict(model=model, x_batch=x_nchw, y_batch=labels_k, a_batch=maps[:, None].copy(),
-                                device="cpu", batch_size=n)
-                    if "explainer" in extras:
-                        call["explain_func"] = quantus_explain
-                    if "masks" in extras:
-                        call["s_batch"] = masks[:, None].astype(np.float32)
-                    if cls == "RandomLogit":
-                        metric.num_classes = dim
-                    np.random.seed(0)
-                    out = metric(**call)
-                return out
+        def theirs():
+            out = None
+            for labels_k in label_sets:  # one Quantus call per target
+                call = dict(model=model, x_batch=x_nchw, y_batch=labels_k, a_batch=maps[:, None].copy(),
+                            device="cpu", batch_size=n_run)
+                if "explainer" in extras:
+                    call["explain_func"] = quantus_explain
+                if "masks" in extras:
+                    call["s_batch"] = masks[:, None].astype(np.float32)
+                if cls == "RandomLogit":
+                    metric.num_classes = dim
+                np.random.seed(0)
+                out = metric(**call)
+            return out
 
-            with torch.no_grad() if "explainer" not in extras else _null():
-                t_theirs = time_call(theirs, 1, warmup=False)
-            pairs = n * k
-            row = dict(metric=name, family=evaluation.get(name).family, model=spec.name, n=n, k=k,
-                       ours_per_s=pairs / t_ours, quantus_per_s=pairs / t_theirs, ratio=t_theirs / t_ours,
-                       ours_first_call_s=first,
-                       roofline=(fraction(forward_flops, passes * n / t_ours, peak["peak"]) if passes else None))
-            rows.append(row)
-            if out:  # after every row: a run cut short keeps what it measured
-                write(out, rows, record(os.getloadavg()[0]))
-            roof = f", roofline {row['roofline']:.1%}" if row["roofline"] is not None else ""
-            print(f"{name:26s} K={k}: cocoa-jax {row['ours_per_s']:9.2f}/s (first call {first:.1f} s), "
-                  f"Quantus {row['quantus_per_s']:9.2f}/s, ratio {row['ratio']:.1f}x{roof}", flush=True)
+        with torch.no_grad() if "explainer" not in extras else _null():
+            t_theirs = time_call(theirs, 1, warmup=False)
+        pairs = n_run * k
+        row = dict(metric=name, family=evaluation.get(name).family, model=spec.name, n=n_run, k=k,
+                   ours_per_s=pairs / t_ours, quantus_per_s=pairs / t_theirs, ratio=t_theirs / t_ours,
+                   ours_first_call_s=first,
+                   ours_passes=passes[0] if passes else None, quantus_passes=passes[1] * k if passes else None,
+                   roofline=(fraction(forward_flops, passes[0] * n_run / t_ours, peak["peak"]) if passes else None),
+                   quantus_roofline=(fraction(forward_flops, passes[1] * pairs / t_theirs, peak["peak"])
+                                     if passes else None))
+        rows.append(row)
+        if out:  # after every row: a run cut short keeps what it measured
+            write(out, rows, record(os.getloadavg()[0]))
+        roof = (f", roofline {row['roofline']:.1%} vs {row['quantus_roofline']:.1%}, passes per explicand "
+                f"{row['ours_passes']} vs {row['quantus_passes']}" if row["roofline"] is not None else "")
+        print(f"{name:26s} N={n_run} K={k}: cocoa-jax {row['ours_per_s']:9.2f}/s (first call {first:.1f} s), "
+              f"Quantus {row['quantus_per_s']:9.2f}/s, ratio {row['ratio']:.1f}x{roof}", flush=True)
     print(f"(jax {jax.__version__}, torch {torch.__version__}, quantus {quantus.__version__}; "
           f"{os.cpu_count()} CPUs, 1-min load {os.getloadavg()[0]:.1f})")
     return rows
@@ -203,25 +230,39 @@ class _null:
         return False
 
 
+EARLIER = "## Notes and earlier runs"  # the .md's hand-written notes start at this heading; `write` keeps them
+
+
 def write(folder: str, rows: list[dict], record: dict) -> None:
     """RESULTS_metrics_vs_quantus.json (the record with its rows) and .md (the table), atomically."""
     os.makedirs(folder, exist_ok=True)
     base = os.path.join(folder, "RESULTS_metrics_vs_quantus")
+    earlier = ""
+    if os.path.exists(base + ".md"):  # hand-written notes of earlier runs are kept below the new table
+        with open(base + ".md") as fh:
+            old = fh.read()
+        if EARLIER in old:
+            earlier = old[old.index(EARLIER):]
     lines = [f"# Metrics: cocoa-jax `evaluate` vs Quantus {record['quantus']}", "",
-             f"{record['date']}, {record['cpu']} ({record['cpus']} CPUs, 1-min load {record['load_avg_1min']:.1f}: "
+             f"{record['date']}, {record['cpu']} ({record['cpus']} CPUs, {record.get('cpus_used', record['cpus'])} "
+             f"used, 1-min load {record['load_avg_1min']:.1f}: "
              f"a shared, loaded machine; ratios are same-run), {record['model']}, N = {record['n']} explicands; "
              f"explicand-target pairs per second. Written by `python -m benchmarks metrics_vs_quantus`.", "",
              "pixel_flipping: Quantus flips the 3 H W elements of the map broadcast over channels and needs "
              "features_in_step to divide H W, so it makes 3x the steps (forward passes) of cocoa-jax, which flips "
-             "whole pixels; the other rows do the same work on both sides.", "",
-             "| metric | family | K | cocoa-jax /s | Quantus /s | ratio | cocoa-jax first call s | roofline |",
-             "|---|---|---|---|---|---|---|---|"]
+             "whole pixels; the other rows do the same work on both sides. Passes: forward passes per explicand "
+             "for the K targets (cocoa-jax's K targets read the same passes; Quantus is called once per target); "
+             "roofline: XLA's FLOPs of one pass x passes/s / the float32 matmul peak of this run, each side.", "",
+             "| metric | family | N | K | cocoa-jax /s | Quantus /s | ratio | cocoa-jax first call s "
+             "| passes cocoa-jax / Quantus | roofline cocoa-jax / Quantus |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        roof = "-" if r["roofline"] is None else f"{r['roofline']:.1%}"
-        lines.append(f"| {r['metric']} | {r['family']} | {r['k']} | {r['ours_per_s']:.2f} | {r['quantus_per_s']:.2f} | "
-                     f"{r['ratio']:.1f}x | {r['ours_first_call_s']:.1f} | {roof} |")
-    for path, text in ((base + ".json", json.dumps(dict(record, rows=rows), indent=1)),
-                       (base + ".md", "\n".join(lines) + "\n")):
+        passes = "-" if r.get("ours_passes") is None else f"{r['ours_passes']} / {r['quantus_passes']}"
+        roof = "-" if r["roofline"] is None else f"{r['roofline']:.1%} / {r['quantus_roofline']:.1%}"
+        lines.append(f"| {r['metric']} | {r['family']} | {r['n']} | {r['k']} | {r['ours_per_s']:.2f} | "
+                     f"{r['quantus_per_s']:.2f} | {r['ratio']:.1f}x | {r['ours_first_call_s']:.1f} | {passes} | {roof} |")
+    text = "\n".join(lines) + "\n" + ("\n" + earlier if earlier else "")
+    for path, text in ((base + ".json", json.dumps(dict(record, rows=rows), indent=1)), (base + ".md", text)):
         with open(path + ".tmp", "w") as fh:
             fh.write(text)
         os.replace(path + ".tmp", path)

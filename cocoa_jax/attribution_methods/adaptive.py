@@ -256,13 +256,14 @@ def gradient_mean_in_rounds(f: Callable, k: int | None, x: jax.Array, chunk_of: 
 
             r_sum, r_sq = sum_gradient_terms(f, k, round_size, batch_size, mesh, make_chunk, squares=True)
         else:
-            r_sum, r_sq = zeros, zeros
-            # Unrolled like `sum_gradient_terms` (a gradient in a rolled loop is slower on XLA CPU).
-            for j in range(round_size):
+            # Rolled, like `sum_gradient_terms`: one sample's program whatever the round size.
+            def add_sample(j, sums):
                 term = sum_gradient_terms(f, k, points_per_sample, batch_size, mesh,
-                                          lambda lo, hi, j=j: chunk_of((start + j)[None], lo, hi))
+                                          lambda lo, hi: chunk_of((start + j)[None], lo, hi))
                 term = term * (j < n_valid).astype(x.dtype)
-                r_sum, r_sq = r_sum + term, r_sq + term * term
+                return sums[0] + term, sums[1] + term * term
+
+            r_sum, r_sq = jax.lax.fori_loop(0, round_size, add_sample, (zeros, zeros))
         count = n_valid.astype(jnp.float32)
         return n + count, total + r_sum, merge_moments(moments, round_moments(count, r_sum, r_sq))
 

@@ -64,3 +64,23 @@ def test_bad_masks_one_line_errors(masks, match):
     with pytest.raises(ValueError, match=match) as info:
         localisation.check_masks(masks, (4, 4, 3))
     assert "\n" not in str(info.value)
+
+
+def test_rank_accuracy_equals_a_stable_sort_on_tied_values():
+    """The sort-free selection (`relevance_rank_accuracy`) = the |s| first pixels of a stable float64
+    NumPy argsort by decreasing value, on maps full of ties, signed zeros, infinities and tiny values."""
+    rng = np.random.default_rng(7)
+    batch, k, side = 64, 3, 5
+    # (tiny values normal: XLA on CPU flushes float32 subnormals to zero, NumPy does not)
+    values = np.array([0.0, -0.0, 1e-30, -1e-30, 2.5, -2.5, 3e38, -3e38, np.inf, -np.inf], np.float32)
+    maps = np.where(rng.uniform(size=(batch, k, side, side)) < 0.5, rng.choice(values, size=(batch, k, side, side)),
+                    rng.integers(-2, 3, size=(batch, k, side, side))).astype(np.float32)
+    maps[:8] = rng.normal(size=(8, k, side, side))  # no ties
+    masks = rng.uniform(size=(batch, side, side)) < rng.uniform(0.05, 0.95, size=(batch, 1, 1))
+    masks[:, 0, 0] = True
+    got = np.asarray(jax.jit(jax.vmap(localisation.relevance_rank_accuracy))(maps, masks))
+    for b in range(batch):
+        s = masks[b].reshape(-1)
+        for j in range(k):
+            order = np.argsort(-maps[b, j].reshape(-1).astype(np.float64), kind="stable")
+            assert round(float(got[b, j]) * s.sum()) == s[order[:s.sum()]].sum(), (b, j)  # the same count in the top |s|

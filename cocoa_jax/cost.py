@@ -280,9 +280,10 @@ def estimate(passes: Mapping[str, Passes], n_explicands: int, probe_result: Prob
     (explicands run `lanes` at a time, one per device); peak memory = `resident_bytes` (what the
     command holds: runtime, model, images) + max over methods of lanes x the program at its batch
     + the maps of every method (`map_bytes`, all explicands). `unrolled_gradients`: a gradient
-    method's program holds all its points' memory, not one batch's; None: so only when XLA's
-    breadth-first CPU scheduler is in effect (the depth-first one, which cocoa_jax selects, runs
-    the unrolled chunks one after the other: `attribution_methods._common`)."""
+    method's program holds all its points' memory, not one batch's (how an unrolled chunk loop
+    under XLA's breadth-first CPU scheduler behaved); None: only when that scheduler is selected,
+    a rule from before the chunks ran in a rolled loop (`attribution_methods._common`): one
+    batch's is now right under either scheduler."""
     if unrolled_gradients is None:
         from cocoa_jax.attribution_methods import _common
 
@@ -298,9 +299,9 @@ def estimate(passes: Mapping[str, Passes], n_explicands: int, probe_result: Prob
         b = batch.setdefault(name, Passes(min(probe_result.batch, per.forward),
                                           min(probe_result.batch, per.gradient)))
         if per.gradient:
-            # The gradient chunks are unrolled in one program (`_common.sum_gradient_terms`); under
-            # XLA's breadth-first scheduler their memory adds up (ResNet-18, 16 steps in chunks of
-            # 4: 3x one chunk's, docs/performance.md), so there every point counts, not the batch.
+            # The gradient chunks run in a rolled loop (`_common.sum_gradient_terms`): one batch's
+            # program. `unrolled_gradients` counts every point (unrolled chunks under XLA's
+            # breadth-first scheduler: ResNet-18, 16 steps in chunks of 4, 3x one chunk's).
             programs.append(parallel * probe_result.bytes_at(per.gradient if unrolled_gradients else b.gradient,
                                                              gradient=True))
         if per.forward:

@@ -10,7 +10,8 @@ process per step count of `--steps` (IG `--n-steps` and GradientSHAP `--n-sample
 it; none: explain's defaults), plus `--extra` flags. Two step counts show whether peak memory
 depends on them (it must not: issue 27). A row: the child's peak resident memory (ru_maxrss of
 the waited child, = VmHWM), its wall seconds, and what the cost preview expected (its batch and
-its "expected peak memory" line). The goal of issue 27 is < 4 GB with defaults.
+its "expected peak memory" line). The goal of issue 27 is < 4 GB with defaults. The rows are
+added to `--out` (JSON records with their date) and to its Markdown twin (a section per run).
 `clip_vit_b16` is the `clip_vit` architecture with 16-px patches at 224 px (CLIP ViT-B/16).
 """
 from __future__ import annotations
@@ -118,14 +119,24 @@ def main(argv=None) -> int:
 
     from cocoa_jax import files
 
-    files.atomic_write_json(args.out, {"cpu": cpu_name(), "cores": os.cpu_count(), "records": records})
+    # The day's rows are added to what the files hold (earlier days stay as they were measured).
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    for record in records:
+        record["date"] = day
+    earlier = []
+    if os.path.exists(args.out):
+        with open(args.out) as fh:
+            earlier = json.load(fh).get("records", [])
+    files.atomic_write_json(args.out, {"cpu": cpu_name(), "cores": os.cpu_count(), "records": earlier + records})
     table = "\n".join(["| arch | flags | peak RSS GB | preview GB | batch | s | < 4 GB |", "|---|---|---|---|---|---|---|",
                        *map(row, records)])
     print(table)
-    with open(os.path.splitext(args.out)[0] + ".md", "w") as fh:
-        fh.write(f"# Peak memory of cocoa-jax explain (random weights, 224 px)\n\n{cpu_name()}, "
-                 f"{os.cpu_count()} cores; `python -m benchmarks explain_memory {' '.join(argv or sys.argv[1:])}`\n\n"
-                 f"{table}\n")
+    markdown = os.path.splitext(args.out)[0] + ".md"
+    head = "" if os.path.exists(markdown) else "# Peak memory of cocoa-jax explain (random weights, 224 px)\n"
+    with open(markdown, "a") as fh:
+        fh.write(f"{head}\n## {day}, {cpu_name()}, {os.cpu_count()} cores, load average "
+                 f"{os.getloadavg()[0]:.1f} at the end\n\n`python -m benchmarks explain_memory "
+                 f"{' '.join(argv or sys.argv[1:])}`\n\n{table}\n")
     return 0
 
 

@@ -17,6 +17,19 @@ import pytest
 
 os.environ.setdefault("COCOA_JAX_CACHE_DIR", tempfile.mkdtemp(prefix="cocoa-jax-test-cache-"))
 
+# XLA's backend optimisations (LLVM -O2 and its costly passes) are set to their cheapest for the
+# suite, in this process and every command it starts: tests compile hundreds of small programs and
+# run each a few times, so optimising costs more than it saves (measured 2026-12-07:
+# tests/test_pipeline.py 51 -> 29 CPU seconds). Only codegen changes, not the operations, so results
+# differ from an optimised build by float rounding at most, which every comparison's tolerance
+# covers; tests/product/test_commands.py::test_explain_exactly_as_readme runs README's main job with
+# the optimisations on, as users run it. JAX_DISABLE_MOST_OPTIMIZATIONS=0 runs the whole suite
+# optimised.
+FAST_COMPILE = {"JAX_DISABLE_MOST_OPTIMIZATIONS": os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")}
+os.environ.update(FAST_COMPILE)
+if "jax" in sys.modules:  # a plugin imported JAX before this file: its flag was read already
+    sys.modules["jax"].config.update("jax_disable_most_optimizations", FAST_COMPILE["JAX_DISABLE_MOST_OPTIMIZATIONS"] != "0")
+
 _CACHE_OPTIONS = {"jax_enable_compilation_cache": "JAX_ENABLE_COMPILATION_CACHE",
                   "jax_compilation_cache_dir": "JAX_COMPILATION_CACHE_DIR",
                   "jax_persistent_cache_min_compile_time_secs": "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
@@ -54,6 +67,21 @@ def _jax_persistent_cache_back_to_the_start_after_each_test():
 
         if compilation_cache.is_initialized():
             compilation_cache.reset_cache()
+
+
+@pytest.fixture
+def optimized_xla():
+    """XLA's optimisations on for one test (the suite turns them off, see the top of this file), for
+    tests whose run time is large convolutions (at -O0 their gradients ran 5x slower), and for
+    gradients of a max over values XLA recomputes: JAX's rule sends the gradient where the input
+    equals the max, and at -O0 two fusions of the same expression may round differently, so the
+    equality fails (measured: BERT's max pooling, gradient 98% off)."""
+    import jax
+
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", False)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)
 
 
 @pytest.fixture(scope="session")

@@ -71,6 +71,7 @@ def grad_program():
     return jax.jit(run, static_argnums=0)
 
 
+@pytest.mark.usefixtures("optimized_xla")  # max pooling's gradient (tests/conftest.py)
 @pytest.mark.parametrize("case", list(CASES))
 def test_representations_and_embedding_gradients_match_sentence_transformers(converted, grad_program, case):
     st_dir, model = converted[case]

@@ -33,8 +33,11 @@ def cocoa_jax_executable() -> str:
 
 
 def cli_env(devices: int | None = None, **extra: str) -> dict:
-    """A clean environment for a command: no inherited forced-device or JAX_* settings."""
+    """A clean environment for a command: no inherited forced-device or JAX_* settings but the
+    suite's compile setting (tests/conftest.py; `extra` JAX_DISABLE_MOST_OPTIMIZATIONS="0" runs
+    the command optimised, as users do)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
     env["XLA_FLAGS"] = child_flags(devices)
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("XDG_CACHE_HOME", os.environ.get("XDG_CACHE_HOME", ""))

@@ -63,8 +63,9 @@ def _check_explain_outputs(out, n_explicands, methods, n_targets=4):
 
 @pytest.mark.slow
 def test_explain_exactly_as_readme(tmp_path):
-    """README command 1's job: `cocoa-jax explain` with no arguments, then again (refused)."""
-    proc = run_cli(["explain"], cwd=tmp_path)
+    """README command 1's job: `cocoa-jax explain` with no arguments, then again (refused), with
+    XLA's optimisations on, as users run it (the suite turns them off elsewhere: tests/conftest.py)."""
+    proc = run_cli(["explain"], cwd=tmp_path, env=cli_env(JAX_DISABLE_MOST_OPTIMIZATIONS="0"))
     _assert_ok(proc)
     out = tmp_path / "runs" / "explain"
     _check_explain_outputs(out, 4, ("integrated_gradients", "gradient_shap", "rise"))

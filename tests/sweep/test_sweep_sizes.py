@@ -192,4 +192,5 @@ def test_report_writes_the_sensitivity_figure_table_and_gini(tmp_path):
     for absolute in (True, False):
         gini = studies.gini_per_seed(str(study_dir), absolute=absolute)
         expected = np.mean([float(gini_index(np.asarray(m, np.float64), absolute=absolute)) for m in maps])
-        assert gini[("integrated_gradients", "corpus")][1] == pytest.approx(expected, rel=1e-9)
+        # float32 in two programs: equal to rounding (1e-6), not bit for bit
+        assert gini[("integrated_gradients", "corpus")][1] == pytest.approx(expected, rel=1e-6)

@@ -328,6 +328,7 @@ def test_train_cli_tiny_run_writes_a_loadable_checkpoint(tmp_path):
 # CLIP path (a randomly initialised reduced CLIP at 224 px; needs the BPE vocabulary)
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("optimized_xla")  # 224-px convolutions: 5x slower at -O0 (tests/conftest.py)
 def test_cli_clip_path_with_random_small_clip(tmp_path):
     pytest.importorskip("ftfy")
     pytest.importorskip("regex")

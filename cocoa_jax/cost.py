@@ -275,19 +275,12 @@ class Estimate:
 
 def estimate(passes: Mapping[str, Passes], n_explicands: int, probe_result: Probe, *,
              batch: Mapping[str, Passes] | None = None, lanes: int = 1, resident_bytes: int = 0,
-             map_bytes: Mapping[str, int] | None = None, unrolled_gradients: bool | None = None) -> Estimate:
+             map_bytes: Mapping[str, int] | None = None) -> Estimate:
     """Seconds per method = n_explicands x (forward x forward_s + gradient x gradient_s) / lanes
     (explicands run `lanes` at a time, one per device); peak memory = `resident_bytes` (what the
     command holds: runtime, model, images) + max over methods of lanes x the program at its batch
-    + the maps of every method (`map_bytes`, all explicands). `unrolled_gradients`: a gradient
-    method's program holds all its points' memory, not one batch's (how an unrolled chunk loop
-    under XLA's breadth-first CPU scheduler behaved); None: only when that scheduler is selected,
-    a rule from before the chunks ran in a rolled loop (`attribution_methods._common`): one
-    batch's is now right under either scheduler."""
-    if unrolled_gradients is None:
-        from cocoa_jax.attribution_methods import _common
-
-        unrolled_gradients = not _common.sequential_scheduler_in_effect()
+    + the maps of every method (`map_bytes`, all explicands). A gradient method's program is one
+    batch's: its chunks run in a rolled loop (`attribution_methods._common.sum_gradient_terms`)."""
     n_explicands = _checks.check_positive_int("n_explicands", n_explicands)
     lanes = _checks.check_positive_int("lanes", lanes)
     parallel = min(lanes, n_explicands)
@@ -299,11 +292,7 @@ def estimate(passes: Mapping[str, Passes], n_explicands: int, probe_result: Prob
         b = batch.setdefault(name, Passes(min(probe_result.batch, per.forward),
                                           min(probe_result.batch, per.gradient)))
         if per.gradient:
-            # The gradient chunks run in a rolled loop (`_common.sum_gradient_terms`): one batch's
-            # program. `unrolled_gradients` counts every point (unrolled chunks under XLA's
-            # breadth-first scheduler: ResNet-18, 16 steps in chunks of 4, 3x one chunk's).
-            programs.append(parallel * probe_result.bytes_at(per.gradient if unrolled_gradients else b.gradient,
-                                                             gradient=True))
+            programs.append(parallel * probe_result.bytes_at(b.gradient, gradient=True))
         if per.forward:
             programs.append(parallel * probe_result.bytes_at(b.forward, gradient=False))
     peak = int(resident_bytes) + max(programs) + int(sum((map_bytes or {}).values()))

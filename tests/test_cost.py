@@ -103,25 +103,21 @@ def test_estimate_arithmetic(monkeypatch):
     passes = {"rise": cost.Passes(100, 0), "integrated_gradients": cost.Passes(0, 16)}
     batch = {"rise": cost.Passes(8, 0), "integrated_gradients": cost.Passes(0, 2)}
     est = cost.estimate(passes, 3, probe, batch=batch, lanes=2, resident_bytes=5000,
-                        map_bytes={"rise": 7, "integrated_gradients": 11}, unrolled_gradients=True)
+                        map_bytes={"rise": 7, "integrated_gradients": 11})
     assert est.seconds["rise"] == pytest.approx(3 * 100 * 0.01 / 2)
     assert est.seconds["integrated_gradients"] == pytest.approx(3 * 16 * 0.05 / 2)
     assert est.total_s == pytest.approx(1.5 + 1.2)
-    # Programs: forward 1000 + 8 x 200 = 2600; gradient: its unrolled chunks hold all 16 points,
-    # 1000 + 16 x 900 = 15400 (one batch: 1000 + 2 x 900 = 2800); two lanes at once.
-    assert est.peak_bytes == 5000 + 2 * 15400 + 18
-    rolled = cost.estimate(passes, 3, probe, batch=batch, lanes=2, resident_bytes=5000,
-                           map_bytes={"rise": 7, "integrated_gradients": 11}, unrolled_gradients=False)
-    assert rolled.peak_bytes == 5000 + 2 * 2800 + 18
-    # Unset: every point counts only under XLA's breadth-first scheduler (the depth-first one runs
-    # the unrolled chunks one after the other).
+    # Programs: forward 1000 + 8 x 200 = 2600; gradient: one batch of the rolled chunk loop,
+    # 1000 + 2 x 900 = 2800 (not the 16 points' 1000 + 16 x 900); two lanes at once.
+    assert est.peak_bytes == 5000 + 2 * 2800 + 18
+    # The same under either XLA CPU scheduler (an unrolled loop held every chunk under the
+    # breadth-first one; the rolled loop does not depend on it).
     from cocoa_jax.attribution_methods import _common
 
-    for flags, expected in ((_common.SEQUENTIAL_SCHEDULER_FLAG, rolled), ("", est),
-                            (_common.SCHEDULER_FLAG_NAME + "=true", est)):
+    for flags in (_common.SEQUENTIAL_SCHEDULER_FLAG, "", _common.SCHEDULER_FLAG_NAME + "=true"):
         monkeypatch.setenv("XLA_FLAGS", flags)
         assert cost.estimate(passes, 3, probe, batch=batch, lanes=2, resident_bytes=5000,
-                             map_bytes={"rise": 7, "integrated_gradients": 11}).peak_bytes == expected.peak_bytes
+                             map_bytes={"rise": 7, "integrated_gradients": 11}).peak_bytes == est.peak_bytes
     assert est.work("integrated_gradients") == pytest.approx(3 * 16 * 5.0)  # gradient = 5 forward
     lines = cost.preview_lines(est, limit_s=1.0, cheaper={"--fewer": cost.estimate(
         {"rise": cost.Passes(10, 0)}, 3, probe, lanes=2)})
@@ -180,7 +176,7 @@ def _budget_case():
 
     def estimate_of(options):
         passes = {m: cost.method_passes(m, options.get(m), shape) for m in options}
-        return cost.estimate(passes, 2, probe, unrolled_gradients=False)
+        return cost.estimate(passes, 2, probe)
 
     options = {"integrated_gradients": {"n_steps": 40}, "rise": {"n_masks": 1000, "centered": True},
                "gradient_shap": {"n_samples": 30, "antithetic": True}, "vanilla_gradients": {}}

@@ -45,16 +45,9 @@ def with_sequential_scheduler(flags: str) -> str:
     return " ".join(flags.split() + [SEQUENTIAL_SCHEDULER_FLAG])
 
 
-def sequential_scheduler_in_effect(environ: MutableMapping[str, str] | None = None) -> bool:
-    """True if XLA_FLAGS (of `environ`, default this process) select the depth-first scheduler:
-    then a gradient sum's unrolled chunks hold about one chunk's memory, not every chunk's."""
-    environ = os.environ if environ is None else environ
-    return SEQUENTIAL_SCHEDULER_FLAG in environ.get("XLA_FLAGS", "").split()
-
-
 def use_sequential_scheduler(environ: MutableMapping[str, str] | None = None) -> bool:
-    """Put `SEQUENTIAL_SCHEDULER_FLAG` in XLA_FLAGS (bounded memory of unrolled gradient chunks,
-    module docstring) while JAX's backends have not started; True if XLA_FLAGS now selects it
+    """Put `SEQUENTIAL_SCHEDULER_FLAG` in XLA_FLAGS (the depth-first scheduler, kept for every
+    program: module docstring) while JAX's backends have not started; True if XLA_FLAGS now selects it
     (a scheduler the user chose is kept). Acts for this process and the processes it starts."""
     from jax._src import xla_bridge
 

@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     with open(markdown, "a") as fh:
         fh.write(f"{head}\n## {day}, {cpu_name()}, {os.cpu_count()} cores, load average "
                  f"{os.getloadavg()[0]:.1f} at the end\n\n`python -m benchmarks explain_memory "
-                 f"{' '.join(argv or sys.argv[1:])}`\n\n{table}\n")
+                 f"{shlex.join(argv or sys.argv[1:])}`\n\n{table}\n")
     return 0
 
 

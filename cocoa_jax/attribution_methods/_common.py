@@ -260,9 +260,9 @@ def _canonical_conv(conv: _ConvParams) -> Callable:
 
     def bwd(residuals, g):
         lhs, rhs = residuals
-        _, kernel_vjp = jax.vjp(lambda w: forward(lhs, w), rhs)
         if params["feature_group_count"] != 1 or params["batch_group_count"] != 1:
             return jax.vjp(forward, lhs, rhs)[1](g)  # grouped: JAX's own rule for both
+        _, kernel_vjp = jax.vjp(lambda w: forward(lhs, w), rhs)
         return _input_gradient(g, lhs, rhs, params), kernel_vjp(g)[0]
 
     convolve.defvjp(fwd, bwd)

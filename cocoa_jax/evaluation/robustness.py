@@ -21,7 +21,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from cocoa_jax import batching
+from cocoa_jax import _checks, batching
 from cocoa_jax.evaluation.randomisation import comparable
 from cocoa_jax.evaluation.table import Metric, register
 
@@ -43,8 +43,7 @@ def sensitivity_ratios(explain: Callable, x: jax.Array, maps: jax.Array, noise: 
     Returns (S, K). The explanations run `samples_per_call` at a time (vmapped; chunks in a rolled
     `lax.map`), so memory is that many explanations' whatever S is; 1: one after another.
     """
-    if isinstance(samples_per_call, bool) or not isinstance(samples_per_call, int) or samples_per_call < 1:
-        raise ValueError(f"`samples_per_call` must be a positive integer, got {samples_per_call!r}")
+    samples_per_call = _checks.check_positive_int("samples_per_call", samples_per_call)
     key = jax.random.key(0) if key is None else key
 
     def one(args):

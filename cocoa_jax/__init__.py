@@ -20,7 +20,7 @@ Importing cocoa_jax never imports torch or tensorflow.
 _ATTRIBUTION = (
     "DEFAULT_RISE_BATCH_SIZE", "QUADRATURE_RULES", "RISE_SAMPLERS", "AdaptiveIG", "GradientShapDraws", "Quadrature",
     "attn_lrp", "bilinear_upsample_matrix", "gradient_shap", "gradient_shap_draws", "integrated_gradients",
-    "integrated_gradients_adaptive", "kernel_shap", "kernel_shap_coalitions", "lime", "lime_coalitions",
+    "integrated_gradients_adaptive", "kernel_shap", "kernel_shap_coalitions", "lime", "lime_coalitions", "lrp",
     "masks_from_grids", "occlusion", "occlusion_windows", "paper_grid_size", "quadrature", "rise",
     "rise_cell_size", "rise_centered_from_moments", "rise_from_masks", "rise_masks", "rollout",
     "smooth_integrated_gradients", "smoothgrad", "superpixel_map", "vanilla_gradients",

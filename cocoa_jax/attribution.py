@@ -26,6 +26,7 @@ batched gradient sum in `_common`); this module is that package's face, the same
   occlusion             occlusion, occlusion_windows
   smooth_ig             smooth_integrated_gradients
   attn_lrp              attn_lrp (f from a ViT in LRP mode; rules in attribution_methods.lrp_rules)
+  lrp                   lrp (f from a ResNet in relevance mode; rules in attribution_methods.lrp_conv_rules)
   rollout               rollout (f a token_drop.TokenScorer: a ViT's attention maps)
 
 Typical use, with parameters as traced arguments (not constants baked into the program):

@@ -154,18 +154,23 @@ def attribute_one(encode: Callable[[jax.Array], jax.Array], target: targets_mod.
                                  batch_size=batch_size, mesh=mesh, **options)
 
 
+# Which ported models have each mode, for the refusal's hint.
+_MODE_MODELS = {"lrp": "the ported ViTs: dino_vit, dinov2_vit, clip_vit, siglip, digits_vit",
+                "relevance": "the ported ResNets: resnet18..152, simclr_resnet50, simsiam_cifar_resnet18, "
+                             "resnet18_classifier"}
+
+
 def encode_fn_for(encode_fn: Callable, method: str) -> Callable:
     """The encode function `method` runs on: `encode_fn` itself, or, for a method with a
-    `model_mode` (AttnLRP: "lrp"), the same model in that mode, `encode_fn.modes[mode]` (set by
+    `model_mode` (AttnLRP: "lrp", LRP: "relevance"), the same model in that mode, `encode_fn.modes[mode]` (set by
     `models.make_loaded` for the architectures that have it). Read once per program."""
     mode = methods_mod.get(method).model_mode
     if mode is None:
         return encode_fn
     modes = getattr(encode_fn, "modes", None) or {}
     if mode not in modes:
-        raise ValueError(f"method {method!r} needs an encoder with a {mode!r} mode (the ported ViTs: dino_vit, "
-                         f"dinov2_vit, clip_vit, loaded with cocoa_jax.models); this encoder has "
-                         f"{sorted(modes) or 'no modes'}")
+        raise ValueError(f"method {method!r} needs an encoder with a {mode!r} mode ({_MODE_MODELS.get(mode, 'see docs/methods.md')}, "
+                         f"loaded with cocoa_jax.models); this encoder has {sorted(modes) or 'no modes'}")
     return modes[mode]
 
 

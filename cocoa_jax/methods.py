@@ -131,7 +131,8 @@ class Method:
         one explicand (images through the encoder without / with a backward pass); what
         `cocoa_jax.cost` previews and tests/test_cost.py counts.
       model_mode: the encoder mode `f` must be built in (None: the plain encoder): "lrp" for
-        AttnLRP, whose gradient x input is relevance only through the LRP rules' backward; the
+        AttnLRP, whose gradient x input is relevance only through the LRP rules' backward;
+        "relevance" for LRP of the ResNets, whose input gradient itself is relevance; the
         explicand program builds f from `encode_fn.modes[model_mode]` (models that lack the mode
         are refused, naming the method).
       token_access: `fn(options) -> bool`, whether the method with these options reads a ViT's
@@ -211,6 +212,11 @@ def _rollout(f, x, baseline, key, *, batch_size=None, mesh=None, **options):
 def _attn_lrp(f, x, baseline, key, *, batch_size=None, mesh=None):
     del baseline, key, batch_size, mesh  # one forward and one backward: nothing to batch or shard
     return attribution.attn_lrp(f, x)
+
+
+def _lrp(f, x, baseline, key, *, batch_size=None, mesh=None):
+    del baseline, key, batch_size, mesh  # one forward and one backward: nothing to batch or shard
+    return attribution.lrp(f, x)
 
 
 def _occlusion_window(shape):
@@ -312,6 +318,10 @@ for _method in (
     Method("attn_lrp", "AttnLRP", _attn_lrp, attribution.attn_lrp, False, True, model_mode="lrp",
            passes=lambda options, shape: (0, 1), local=True,
            summary="LRP relevance of a ViT (AttnLRP rules) in one forward and one backward pass; ViT ports only"),
+    Method("lrp", "LRP", _lrp, attribution.lrp, False, True, model_mode="relevance",
+           passes=lambda options, shape: (0, 1), local=True,
+           summary="LRP relevance of a ResNet (zennit's EpsilonPlusFlat: flat first conv, z+ with BatchNorm folded) "
+                   "in one forward and one backward pass; ResNet ports only"),
     Method("rollout", "Rollout", _rollout, attribution.rollout, False, False,
            passes=lambda options, shape: (1, 0), token_access=lambda options: True,
            summary="attention rollout (class token over patches, 0.5 A + 0.5 I per block); one forward pass; "

@@ -172,7 +172,7 @@ def test_zero_map_pairs_are_exactly_the_pairs_whose_gradient_at_the_explicand_va
     reps = {"explicand_reps": encode(x[None])[0], "corpus_reps": encode(jnp.asarray(rng.normal(size=(5, 12)))),
             "foil_reps": encode(jnp.asarray(rng.normal(size=(7, 12))))}
     local = [m for m in methods.METHODS if methods.get(m).local]
-    assert set(local) == {"vanilla_gradients", "attn_lrp"}
+    assert set(local) == {"vanilla_gradients", "attn_lrp", "lrp"}
     for similarity in ("cosine", "dot"):
         flagged = {t for _, t in methods.zero_map_pairs(["vanilla_gradients"], list(targets.TARGETS), similarity)}
         for name in targets.TARGETS:

@@ -100,7 +100,8 @@ class Encoders:
     text: Optional[Callable[[Any, jax.Array], jax.Array]] = None
     context_length: Optional[int] = None
     tokens: Optional[token_drop.TokenAccess] = None  # ViTs: kept-token encode and attention maps (raw input)
-    # Model modes a method may ask for (`Method.model_mode`): {"lrp": encode with the AttnLRP rules' backward}.
+    # Model modes a method may ask for (`Method.model_mode`): {"lrp": encode with the AttnLRP rules' backward
+    # (ViTs)}, {"relevance": encode whose input gradient is the LRP relevance (ResNets, the `lrp` method)}.
     modes: Mapping[str, Callable[[Any, jax.Array], jax.Array]] = dataclasses.field(default_factory=dict)
     embed_tokens: Optional[Callable[[Any, jax.Array], jax.Array]] = None
     encode_embeddings: Optional[Callable[[Any, jax.Array, jax.Array], jax.Array]] = None
@@ -218,6 +219,14 @@ def _digits_encoders(module, config) -> Encoders:
     return Encoders(small_resnet.encode_fn_for(module), module.representation_dim)
 
 
+def _resnet_encoders(module, config) -> Encoders:
+    """A ResNet's encoders with its "relevance" mode (`resnet.ResNet(lrp=True)`: zennit's
+    EpsilonPlusFlat backward, whose input gradient is the LRP relevance; the `lrp` method)."""
+    lrp = module.clone(lrp=True)
+    return dataclasses.replace(_image_encoders(module, config),
+                               modes={"relevance": lambda params, x: lrp.apply(params, x)})
+
+
 def _build_resnet(config):
     return ResNet(block=config["block"], stage_sizes=tuple(config["stage_sizes"]),
                   stem=config["stem"], num_classes=config.get("num_classes"))
@@ -236,7 +245,7 @@ def _torchvision_resnet(name: str, block: str, stage_sizes, dim: int):
         name, f"torchvision {name} (supervised, or an SSL backbone: MoCo v2/v3, SimSiam, Barlow Twins, VICReg, "
               f"SwAV, DINO, BYOL ports); {dim}-d pooled feature; head = fc when the checkpoint has one",
         {"block": block, "stage_sizes": list(stage_sizes), "stem": "imagenet", "num_classes": None},
-        _build_resnet, lambda c: (224, 224, 3), pp.IMAGENET)
+        _build_resnet, lambda c: (224, 224, 3), pp.IMAGENET, encoders=_resnet_encoders)
 
 
 def _build_clip(config):
@@ -262,15 +271,15 @@ ARCHITECTURES = {
     "simclr_resnet50": ArchSpec(
         "simclr_resnet50", "SimCLR v1 ResNet-50 (1x), ImageNet; 2048-d; inputs in [0, 1], no mean/std",
         {"block": "bottleneck", "stage_sizes": [3, 4, 6, 3], "stem": "imagenet", "num_classes": 1000},
-        _build_resnet, lambda c: (224, 224, 3), pp.IMAGENET_RAW),
+        _build_resnet, lambda c: (224, 224, 3), pp.IMAGENET_RAW, encoders=_resnet_encoders),
     "simsiam_cifar_resnet18": ArchSpec(
         "simsiam_cifar_resnet18", "SimSiam CIFAR-10 ResNet-18 (3x3 stem, no max-pool); 512-d; head 512->10",
         {"block": "basic", "stage_sizes": [2, 2, 2, 2], "stem": "cifar", "num_classes": 10},
-        _build_resnet, lambda c: (32, 32, 3), pp.CIFAR),
+        _build_resnet, lambda c: (32, 32, 3), pp.CIFAR, encoders=_resnet_encoders),
     "resnet18_classifier": ArchSpec(
         "resnet18_classifier", "torchvision ResNet-18 classifier (the paper's MURA model); 512-d; head 512->2",
         {"block": "basic", "stage_sizes": [2, 2, 2, 2], "stem": "imagenet", "num_classes": 2},
-        _build_resnet, lambda c: (224, 224, 3), pp.IMAGENET),
+        _build_resnet, lambda c: (224, 224, 3), pp.IMAGENET, encoders=_resnet_encoders),
     "clip_vit_b32": ArchSpec(
         "clip_vit_b32", "CLIP ViT-B/32 image + text encoders; 512-d joint embedding",
         dataclasses.asdict(ClipConfig()),

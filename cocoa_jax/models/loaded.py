@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cocoa_jax.attribution_methods import lrp_conv_rules
 from cocoa_jax.models import preprocessing as pp
 from cocoa_jax.models.architectures import spec_of
 
@@ -323,10 +324,13 @@ def _normalizer(preprocess):
     return preprocess.normalize
 
 
-def _checked_encode(raw, input_shape, model_name, preprocess):
-    """`encode_fn`: [0, 1] pixels, checked, then normalised inside, then the raw network."""
+def _checked_encode(raw, input_shape, model_name, preprocess, normalization=None):
+    """`encode_fn`: [0, 1] pixels, checked, then normalised inside, then the raw network.
+    `normalization(normalize, x)`: how the normalisation is applied (differentiated), or None: as is."""
     spec = spec_of(model_name)
     input_range, normalize = spec.input_range, _normalizer(preprocess)
+    if normalize is not None and normalization is not None:
+        normalize = functools.partial(normalization, normalize)
 
     def encode_fn(params, x):
         check_image_shape("x", x, input_shape, model_name)
@@ -347,10 +351,17 @@ def _with_token_access(encode_fn, access, preprocess):
     return encode_fn
 
 
+# How a model mode's encode differentiates the input normalisation (absent: as the plain encode).
+# "relevance" (the ResNets' LRP mode): its gradient is relevance, which the element-wise
+# normalisation passes to the pixels unchanged.
+_MODE_NORMALIZATION = {"relevance": lrp_conv_rules.pass_relevance}
+
+
 def _with_modes(encode_fn, modes, input_shape, model_name, preprocess):
     """`encode_fn.modes`: {mode: the same checked encode with the network in that mode} (e.g.
     "lrp" for AttnLRP), which the explicand program reads for methods with a `model_mode`."""
-    encode_fn.modes = {mode: _checked_encode(raw, input_shape, model_name, preprocess) for mode, raw in modes.items()}
+    encode_fn.modes = {mode: _checked_encode(raw, input_shape, model_name, preprocess, _MODE_NORMALIZATION.get(mode))
+                       for mode, raw in modes.items()}
     return encode_fn
 
 

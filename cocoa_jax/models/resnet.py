@@ -12,6 +12,12 @@ converters in `ports/` a mechanical renaming.
 
 All modules run BatchNorm with running statistics only (these are ports for explanation, not
 training), so `variables = {"params": ..., "batch_stats": ...}` is a plain pytree of weights.
+
+LRP mode (`lrp=True`, the architecture's "relevance" mode): the same forward, bit for bit, with
+the backward of zennit's `EpsilonPlusFlat` composite and its ResNet canonizer
+(`attribution_methods.lrp_conv_rules`): flat rule on the stem conv, z+ on every other conv with
+its BatchNorm folded in, the `Norm` rule (epsilon 1e-6) on each residual sum and on the global
+average pool, plain gradients through ReLU and max-pool. The input gradient is then relevance.
 """
 from __future__ import annotations
 
@@ -20,6 +26,9 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from cocoa_jax.attribution_methods import lrp_conv_rules as rules
+from cocoa_jax.attribution_methods.lrp_rules import epsilon
 
 BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d default
 
@@ -35,18 +44,49 @@ def _bn(name: Optional[str] = None) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=True, epsilon=BN_EPSILON, name=name)
 
 
+def _spec(kernel: int, stride: int) -> rules.ConvSpec:
+    """The `_conv` of this kernel size and stride as `lrp_conv_rules` runs it."""
+    pad = kernel // 2
+    return rules.ConvSpec((stride, stride), ((pad, pad), (pad, pad)))
+
+
+def _folded(conv: nn.Module, bn: nn.Module):
+    """(kernel, bias) of `conv` followed by `bn` as one conv (both already called)."""
+    stats, affine = bn.variables["batch_stats"], bn.variables["params"]
+    return rules.fold_batch_norm(conv.variables["params"]["kernel"], affine["scale"], affine["bias"],
+                                 stats["mean"], stats["var"], BN_EPSILON)
+
+
+def _conv_bn(x: jax.Array, features: int, kernel: int, stride: int, conv_name: str, bn_name: str,
+             lrp: bool) -> jax.Array:
+    """BN(conv(x)); in LRP mode the same value with the z+ rule's backward (BN folded into the
+    conv). Call inside a compact block (the submodules attach to the caller)."""
+    conv, bn = _conv(features, kernel, stride, conv_name), _bn(bn_name)
+    y = bn(conv(x))
+    if not lrp:
+        return y
+    return rules.zplus(_spec(kernel, stride), rules.STABILIZER, y, x, *_folded(conv, bn))
+
+
+def _residual(y: jax.Array, shortcut: jax.Array, lrp: bool) -> jax.Array:
+    """y + shortcut; in LRP mode with zennit's `Norm` rule on the sum (its canonizer's `Sum`)."""
+    total = y + shortcut
+    return epsilon(total, rules.STABILIZER) if lrp else total
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convs + shortcut (1x1 conv + BN when the shape changes); (N,H,W,Cin) -> (N,H/s,W/s,F)."""
 
     features: int
     stride: int = 1
     expansion: int = 1
+    lrp: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = nn.relu(_bn("bn1")(_conv(self.features, 3, self.stride, "conv1")(x)))
-        y = _bn("bn2")(_conv(self.features, 3, 1, "conv2")(y))
-        return nn.relu(y + _shortcut(x, self.features, self.stride))
+        y = nn.relu(_conv_bn(x, self.features, 3, self.stride, "conv1", "bn1", self.lrp))
+        y = _conv_bn(y, self.features, 3, 1, "conv2", "bn2", self.lrp)
+        return nn.relu(_residual(y, _shortcut(x, self.features, self.stride, self.lrp), self.lrp))
 
 
 class Bottleneck(nn.Module):
@@ -55,25 +95,25 @@ class Bottleneck(nn.Module):
     features: int
     stride: int = 1
     expansion: int = 4
+    lrp: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         out_features = self.features * self.expansion
-        y = nn.relu(_bn("bn1")(_conv(self.features, 1, 1, "conv1")(x)))
-        y = nn.relu(_bn("bn2")(_conv(self.features, 3, self.stride, "conv2")(y)))
-        y = _bn("bn3")(_conv(out_features, 1, 1, "conv3")(y))
-        return nn.relu(y + _shortcut(x, out_features, self.stride))
+        y = nn.relu(_conv_bn(x, self.features, 1, 1, "conv1", "bn1", self.lrp))
+        y = nn.relu(_conv_bn(y, self.features, 3, self.stride, "conv2", "bn2", self.lrp))
+        y = _conv_bn(y, out_features, 1, 1, "conv3", "bn3", self.lrp)
+        return nn.relu(_residual(y, _shortcut(x, out_features, self.stride, self.lrp), self.lrp))
 
 
-def _shortcut(x: jax.Array, out_features: int, stride: int) -> jax.Array:
+def _shortcut(x: jax.Array, out_features: int, stride: int, lrp: bool = False) -> jax.Array:
     """Identity, or a projection when the block changes resolution or width.
 
     Must be called inside a compact block: the submodules attach to the calling module.
     """
     if stride == 1 and x.shape[-1] == out_features:
         return x
-    y = _conv(out_features, 1, stride, "downsample_conv")(x)
-    return _bn("downsample_bn")(y)
+    return _conv_bn(x, out_features, 1, stride, "downsample_conv", "downsample_bn", lrp)
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -87,6 +127,7 @@ class ResNet(nn.Module):
       stage_sizes: blocks per stage, e.g. (2, 2, 2, 2).
       stem: "imagenet" (7x7/2 conv + 3x3/2 max-pool) or "cifar" (3x3/1 conv, no pool).
       num_classes: width of the linear head `fc`, or None for an encoder without head.
+      lrp: LRP mode (the module docstring): same forward, the EpsilonPlusFlat rules' backward.
 
     `__call__(x)`: (N, H, W, 3) float32 -> representation (N, D) after global average pooling.
     `head(reps)`: (N, D) -> logits (N, num_classes).
@@ -97,6 +138,7 @@ class ResNet(nn.Module):
     stem: str = "imagenet"
     num_classes: Optional[int] = None
     base_width: int = 64
+    lrp: bool = False  # LRP mode: the rules' backward (module docstring), the same forward
 
     def setup(self):
         if self.block not in BLOCKS:
@@ -114,7 +156,7 @@ class ResNet(nn.Module):
                 # Attribute names become variable names: `layer2_0` <-> torch `layer2.0`.
                 name = f"layer{i + 1}_{b}"
                 stride = 1 if (i == 0 or b > 0) else 2
-                setattr(self, name, block_cls(width, stride))
+                setattr(self, name, block_cls(width, stride, lrp=self.lrp))
                 block_names.append(name)
         self._block_names = tuple(block_names)
         if self.num_classes is not None:
@@ -126,13 +168,18 @@ class ResNet(nn.Module):
         return self.base_width * 2 ** (len(self.stage_sizes) - 1) * expansion
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.relu(self.bn1(self.conv1(x)))
+        y = self.bn1(self.conv1(x))
+        if self.lrp:
+            kernel, stride = self.conv1.kernel_size[0], self.conv1.strides[0]
+            y = rules.flat(_spec(kernel, stride), rules.STABILIZER, y, x, self.conv1.variables["params"]["kernel"])
+        x = nn.relu(y)
         if self.stem == "imagenet":
             # torch MaxPool2d(3, 2, padding=1) pads with -inf, as does flax's max_pool.
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for name in self._block_names:
             x = getattr(self, name)(x)
-        return jnp.mean(x, axis=(1, 2))
+        pooled = jnp.mean(x, axis=(1, 2))
+        return epsilon(pooled, rules.STABILIZER) if self.lrp else pooled
 
     def head(self, reps: jax.Array) -> jax.Array:
         if self.num_classes is None:

@@ -1,0 +1,234 @@
+"""LRP of the ported ResNets (method `lrp`, the architectures' "relevance" mode; rules in
+cocoa_jax.attribution_methods.lrp_conv_rules), on two-stage torchvision-layout ResNets (one
+BasicBlock / Bottleneck per stage, 16 px) with random weights and BatchNorm statistics:
+
+* the relevance mode changes only the backward: its forward is the plain forward, bit for bit;
+* equality with zennit's `EpsilonPlusFlat` + `ResNetCanonizer` (code we did not write) on the
+  same torch network, whose blocks are torchvision's own classes (read from the wheel,
+  tests.reference.torchvision_source), weights moved by the project's converter rule
+  (`ports.resnet.torchvision_key`), in float64, through the loaded model's pixel input (the
+  normalisation passes relevance) against zennit on the normalised input;
+* conservation: with every folded bias 0 the relevance sums to f(x) (up to the 1e-6 stabilisers);
+* the method through the explicand program (K targets sharing the forward) and the refusals.
+"""
+import functools
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cocoa_jax import attribution, methods, pipeline, targets
+from cocoa_jax.models import architectures, loaded
+from cocoa_jax.models.resnet import BN_EPSILON
+
+SIZE = 16
+CONFIGS = {block: {"block": block, "stage_sizes": [1, 1], "stem": "imagenet", "num_classes": None}
+           for block in ("basic", "bottleneck")}
+
+
+@functools.lru_cache(maxsize=None)
+def tiny(block: str, zero_shift: bool = False):
+    """A LoadedModel "resnet18"-family with stages [1, 1] of `block`, random float32 weights; BatchNorm
+    scales in [0.5, 1.5], variances in [0.5, 2], means and shifts N(0, 0.3^2) (0 with `zero_shift`:
+    every folded bias is then 0)."""
+    config = CONFIGS[block]
+    spec = architectures.spec_of("resnet18")
+    module = spec.build(config)
+    variables = jax.eval_shape(lambda: spec.init(module, config, (SIZE, SIZE, 3)))
+    leaves, tree = jax.tree_util.tree_flatten_with_path(variables)
+    rng = np.random.default_rng(3)
+    out = []
+    for path, leaf in leaves:
+        name = str(path[-1].key)
+        if name == "var":
+            value = rng.uniform(0.5, 2.0, leaf.shape)
+        elif name == "scale":
+            value = rng.uniform(0.5, 1.5, leaf.shape)
+        elif name in ("mean", "bias"):
+            value = np.zeros(leaf.shape) if zero_shift else rng.normal(0, 0.3, leaf.shape)
+        else:  # conv kernels, He-scaled so activations neither vanish nor explode
+            value = rng.normal(0, np.sqrt(2.0 / np.prod(leaf.shape[:-1])), leaf.shape)
+        out.append(jnp.asarray(value, jnp.float32))
+    return loaded.make_loaded("resnet18", config, jax.tree_util.tree_unflatten(tree, out), input_shape=(SIZE, SIZE, 3))
+
+
+def _images(n=1, seed=0):
+    return jax.random.uniform(jax.random.key(seed), (n, SIZE, SIZE, 3))
+
+
+def _direction(model, seed=1):
+    return np.random.default_rng(seed).normal(size=model.representation_dim)
+
+
+@pytest.mark.parametrize("block", list(CONFIGS))
+def test_relevance_mode_forward_is_the_plain_forward_bit_for_bit(block):
+    model = tiny(block)
+    x = _images(2)
+    plain = jax.jit(model.encode_fn)(model.params, x)
+    assert np.array_equal(np.asarray(jax.jit(model.encode_fn.modes["relevance"])(model.params, x)), np.asarray(plain))
+
+
+def _relevance(model, x, direction):
+    """Our map: the gradient of <direction, relevance-mode encoding> at the [0, 1] pixels x (H, W, 3), float64."""
+    with jax.enable_x64(True):
+        params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.params)
+        f = lambda v: model.encode_fn.modes["relevance"](params, v[None])[0] @ jnp.asarray(direction)  # noqa: E731
+        relevance, score = jax.jit(lambda v: (attribution.lrp(f, v), f(v)))(jnp.asarray(x, jnp.float64))
+        return np.asarray(relevance), float(score)
+
+
+def _zennit():
+    """zennit's modules, imported with torchvision's resnet.py (from the wheel) standing in for
+    torchvision, which zennit imports at load and which cannot be installed beside the CPU torch."""
+    pytest.importorskip("torch")
+    from tests.reference.torchvision_source import load_resnet_module
+
+    tv = load_resnet_module()
+    if tv is None:
+        pytest.skip("no torchvision wheel (pip download torchvision==0.28.0 --no-deps -d ~/.cache/cocoa-jax)")
+    if "torchvision" not in sys.modules:
+        models_mod = types.ModuleType("torchvision.models")
+        models_mod.resnet = tv
+        sys.modules.update({"torchvision": types.SimpleNamespace(models=models_mod), "torchvision.models": models_mod,
+                            "torchvision.models.resnet": tv})
+    zennit = pytest.importorskip("zennit", reason="zennit is not installed (pip install zennit --no-deps)")
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonPlusFlat
+    from zennit.torchvision import ResNetCanonizer
+
+    canonized = sys.modules["zennit.torchvision"]  # the block classes its canonizer recognises
+    blocks = types.SimpleNamespace(BasicBlock=canonized.ResNetBasicBlock, Bottleneck=canonized.ResNetBottleneck)
+    return zennit, Gradient, EpsilonPlusFlat, ResNetCanonizer, blocks
+
+
+def _torch_twin(model, tv):
+    """The torch network of `model` from torchvision's block classes, weights from our variables
+    through the converter's key rule (float64)."""
+    import torch
+
+    from cocoa_jax_ports.resnet import torchvision_key
+
+    block = {"basic": tv.BasicBlock, "bottleneck": tv.Bottleneck}[model.config["block"]]
+
+    class Twin(torch.nn.Module):  # torchvision's ResNet.forward, two stages
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.bn1 = torch.nn.BatchNorm2d(64)
+            self.relu = torch.nn.ReLU(inplace=True)
+            self.maxpool = torch.nn.MaxPool2d(3, 2, 1)
+            e = block.expansion
+            down = lambda cin, cout, s: torch.nn.Sequential(  # noqa: E731
+                torch.nn.Conv2d(cin, cout, 1, s, bias=False), torch.nn.BatchNorm2d(cout))
+            self.layer1 = torch.nn.Sequential(block(64, 64, 1, down(64, 64 * e, 1) if e != 1 else None))
+            self.layer2 = torch.nn.Sequential(block(64 * e, 128, 2, down(64 * e, 128 * e, 2)))
+            self.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+
+        def forward(self, x):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            return torch.flatten(self.avgpool(self.layer2(self.layer1(x))), 1)
+
+    twin = Twin().double().eval()
+    state = twin.state_dict()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(model.params)[0]:
+        key, _ = torchvision_key(tuple(p.key for p in path), leaf.shape)
+        value = np.asarray(leaf, np.float64)
+        value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value  # HWIO -> OIHW
+        if key.endswith("running_var"):
+            value = value + BN_EPSILON  # moved out of eps, below
+        state[key] = torch.from_numpy(value.copy())
+    twin.load_state_dict(state)
+    # zennit 0.5.1 merges each BatchNorm into its conv and then sets it to mean 0, var 1, scale 1,
+    # shift 0 but keeps its eps, so the canonized network scales by (1 + eps)^-1/2 per BatchNorm
+    # (2e-5 relative over this network, measured): with eps 0 (and var + eps as the variance, the
+    # same plain forward) the canonized forward is the network's.
+    for module in twin.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eps = 0.0
+    return twin
+
+
+@pytest.mark.slow  # two compiles of a 5-conv network and zennit's hooks: ~10 s each
+@pytest.mark.parametrize("block", list(CONFIGS))
+def test_equals_zennit_epsilon_plus_flat_on_the_same_weights(block):
+    import torch
+
+    _, Gradient, EpsilonPlusFlat, ResNetCanonizer, tv = _zennit()
+    model = tiny(block)
+    x, direction = np.asarray(_images(1, seed=5)[0], np.float64), _direction(model, seed=6)
+    ours, score = _relevance(model, x, direction)
+    twin = _torch_twin(model, tv)
+    xt = torch.from_numpy(np.asarray(model.preprocess.normalize(x)).transpose(2, 0, 1)[None].copy())
+    d = torch.from_numpy(direction)
+    with torch.no_grad():
+        assert abs(float(twin(xt)[0] @ d) - score) < 1e-12 * abs(score)  # the same network and input
+    with Gradient(model=twin, composite=EpsilonPlusFlat(canonizers=[ResNetCanonizer()])) as attributor:
+        _, theirs = attributor(xt, lambda o: o * d)  # output relevance = direction * representation
+    theirs = theirs.detach().numpy()[0].transpose(1, 2, 0)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12 * np.abs(theirs).max())  # 5e-15 measured
+    # Not the plain gradient, nor gradient x input: the rules matter on this network.
+    with jax.enable_x64(True):
+        params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.params)
+        grad = np.asarray(jax.grad(lambda v: model.encode_fn(params, v[None])[0] @ jnp.asarray(direction))(
+            jnp.asarray(x)))
+    for other in (grad, grad * x):
+        assert np.linalg.norm(other - theirs) > 0.1 * np.linalg.norm(theirs)
+
+
+@pytest.mark.slow  # one float64 compile per block (~6 s)
+@pytest.mark.parametrize("block", list(CONFIGS))
+def test_conservation_with_zero_biases(block):
+    model = tiny(block, zero_shift=True)
+    relevance, score = _relevance(model, np.asarray(_images(1, seed=7)[0], np.float64), _direction(model, seed=8))
+    # Every rule conserves up to its 1e-6 stabiliser (no folded bias takes a share).
+    assert abs(relevance.sum() - score) < 1e-5 * abs(score)
+    # With the BatchNorm shifts back the positive folded biases absorb relevance (zennit's z+).
+    biased, score_b = _relevance(tiny(block), np.asarray(_images(1, seed=7)[0], np.float64), _direction(model, seed=8))
+    assert abs(biased.sum() - score_b) > 1e-3 * abs(score_b)
+
+
+def test_lrp_method_record():
+    method = methods.get("lrp")
+    assert method.model_mode == "relevance" and method.local and method.per_channel and not method.uses_key
+    assert methods.get("attn_lrp").model_mode == "lrp"  # the ViTs' readout (x * gradient) is another mode
+
+
+@pytest.mark.slow  # one vmapped K-target compile of the tiny network (~8 s)
+def test_method_through_the_explicand_program_k_targets_share_the_forward():
+    model = tiny("basic")
+    xs = _images(2, seed=4)
+    directions = jnp.asarray(np.random.default_rng(5).normal(size=(2, model.representation_dim)), jnp.float32)
+    target = targets.Target(directions, (True, False))
+    keys = jax.random.split(jax.random.key(0), 2)
+    maps = pipeline.attribute(model.encode_fn, model.params, xs, xs, target, "lrp", keys)
+    assert maps.shape == (2, 2, SIZE, SIZE, 3)
+
+    @jax.jit
+    def reference(xs):
+        def one(x, encode, k):
+            single = targets.Target(directions[k:k + 1], (target.normalize[k],))
+            return attribution.lrp(lambda v: targets.explain_fn(lambda xb: encode(model.params, xb), single)(v)[0], x)
+
+        modes = (model.encode_fn.modes["relevance"], model.encode_fn)
+        return [jnp.stack([jax.vmap(lambda x: one(x, encode, k))(xs) for k in range(2)], axis=1) for encode in modes]
+
+    expected, plain = (np.asarray(a) for a in reference(xs))
+    atol = 1e-6 * np.abs(expected).max()
+    np.testing.assert_allclose(maps, expected, rtol=2e-4, atol=atol)
+    assert not np.allclose(maps, plain, rtol=1e-2, atol=atol)
+
+
+def test_encoders_without_the_relevance_mode_are_refused():
+    model = tiny("basic")
+    target = targets.Target(jnp.ones((1, model.representation_dim)), (True,))
+    xs = _images(1)
+    plain = lambda params, x: model.encode_fn(params, x)  # noqa: E731  (no `.modes`)
+    with pytest.raises(ValueError, match="lrp.*'relevance' mode.*ResNets"):
+        pipeline.attribute(plain, model.params, xs, xs, target, "lrp", jax.random.split(jax.random.key(0), 1))
+    # A ResNet has no AttnLRP mode: attn_lrp is refused on it, naming the ViTs.
+    with pytest.raises(ValueError, match="attn_lrp.*'lrp' mode.*ViTs"):
+        pipeline.attribute(model.encode_fn, model.params, xs, xs, target, "attn_lrp",
+                           jax.random.split(jax.random.key(0), 1))

@@ -29,7 +29,7 @@ from cocoa_jax import _checks, batching
 from cocoa_jax.attribution_methods import _perturbation as P
 
 __all__ = ["REMOVALS", "TokenAccess", "TokenScorer", "KeptEncoder", "token_scorer", "kept_encoder", "patch_grid", "kept_count", "draw_kept",
-           "kept_masks", "to_pixels", "rise_tokens", "occlusion_tokens", "size_counts", "kernel_shap_tokens", "pass_flops"]
+           "kept_masks", "length_buckets", "padded_kept", "to_pixels", "rise_tokens", "occlusion_tokens", "size_counts", "kernel_shap_tokens", "pass_flops"]
 
 # How a perturbation method removes a patch: blend its pixels with the baseline (the default,
 # every encoder) or drop its token (ViTs, f a `TokenScorer`).
@@ -40,7 +40,8 @@ REMOVALS = ("blend", "token_drop")
 class TokenAccess:
     """A ViT port's token-level functions (pixels in [0, 1], the model's normalisation inside).
 
-    encode(params, x (M, H, W, C), keep (M, n_keep) int or None) -> (M, D);
+    encode(params, x (M, H, W, C), keep (M, n_keep) int or None, valid (M, n_keep) bool or None)
+      -> (M, D); valid False marks a padding slot no token attends to (`padded_kept`);
     attention(params, x (M, H, W, C)) -> (layers, M, heads, L, L) softmax weights of every block,
       L = prefix + (H // p) (W // p) tokens ordered [class, registers, patches];
     patch_size: p; prefix: tokens before the patches (1 + registers).
@@ -72,15 +73,18 @@ class TokenScorer:
 @dataclasses.dataclass(frozen=True)
 class KeptEncoder:
     """A batch encoder on kept tokens, what token-drop insertion/deletion evaluates:
-    encode(x (B, H, W, C), keep (B, n_keep) int) -> (B, D); patch_size: p."""
+    encode(x (B, H, W, C), keep (B, n_keep) int, valid (B, n_keep) bool or None) -> (B, D);
+    patch_size: p; prefix: tokens before the patches (class + registers)."""
 
     encode: Callable
     patch_size: int
+    prefix: int = 1
 
 
 def kept_encoder(access: TokenAccess, params: Any) -> KeptEncoder:
     """`access.encode` with `params` bound, as a `KeptEncoder`."""
-    return KeptEncoder(lambda x, keep: access.encode(params, x, keep), int(access.patch_size))
+    return KeptEncoder(lambda x, keep, valid=None: access.encode(params, x, keep, valid), int(access.patch_size),
+                       int(access.prefix))
 
 
 def token_scorer(access: TokenAccess, params: Any, target: Callable) -> TokenScorer:
@@ -140,6 +144,46 @@ def to_pixels(patch_maps: jax.Array, patch_size: int, image_size) -> jax.Array:
     up = jnp.repeat(jnp.repeat(patch_maps, p, axis=-2), p, axis=-1)
     pad = [(0, 0)] * (up.ndim - 2) + [(0, int(image_size[0]) - up.shape[-2]), (0, int(image_size[1]) - up.shape[-1])]
     return jnp.pad(up, pad)
+
+
+# Token-drop insertion/deletion pads each pass's kept tokens up to one of at most this many
+# lengths (one encoder program each): 8 cost ~10% more tokens than exact lengths at 50 steps.
+EVAL_BUCKETS = 8
+
+
+def length_buckets(counts, n_buckets: int = EVAL_BUCKETS, prefix: int = 1) -> np.ndarray:
+    """Sorted padded lengths for passes keeping `counts` patch tokens: at most `n_buckets` of the
+    distinct counts (the largest always), a pass padded up to the smallest length >= its count.
+    Chosen to minimise the tokens of all passes, sum_i (prefix + length(count_i)), by a dynamic
+    programme over the distinct counts (exact); n_buckets >= distinct counts: no padding."""
+    values, weights = np.unique(np.asarray(counts, np.int64), return_counts=True)
+    n_buckets = _checks.check_positive_int("n_buckets", n_buckets)
+    m = len(values)
+    if m <= n_buckets:
+        return values
+    tail = np.concatenate([[0], np.cumsum(weights)])  # passes among values[:j]: tail[j]
+    cost = np.full((n_buckets + 1, m + 1), np.inf)  # cost[b, j]: values[:j] in b buckets
+    cut = np.zeros((n_buckets + 1, m + 1), np.int64)
+    cost[0, 0] = 0.0
+    for b in range(1, n_buckets + 1):
+        for j in range(1, m + 1):
+            # the last bucket holds values[i:j], padded to values[j - 1]
+            options = cost[b - 1, :j] + (prefix + values[j - 1]) * (tail[j] - tail[:j])
+            cut[b, j] = int(np.argmin(options))
+            cost[b, j] = options[cut[b, j]]
+    b, j, ends = int(np.argmin(cost[:, m])), m, []
+    while j > 0:
+        ends.append(values[j - 1])
+        j, b = cut[b, j], b - 1
+    return np.asarray(ends[::-1], np.int64)
+
+
+def padded_kept(kept: jax.Array, length: int) -> tuple[jax.Array, jax.Array]:
+    """(B, P) bool kept patches, at most `length` per row -> (keep (B, length) int32, valid (B,
+    length) bool): the kept patches in increasing order, then padding slots (other patches'
+    indices, so every token is finite) marked valid False."""
+    keep = jnp.argsort(~kept, axis=-1, stable=True)[:, :length].astype(jnp.int32)
+    return keep, jnp.take_along_axis(kept, keep, axis=-1)
 
 
 def _scores_of(f: TokenScorer, x):

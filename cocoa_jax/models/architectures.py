@@ -133,8 +133,8 @@ def _attention_stack(state) -> jax.Array:
 
 def _token_access(module, patch_size: int, prefix: int, method=None) -> token_drop.TokenAccess:
     """Kept-token encode and attention maps of a ViT module (`keep` its second argument)."""
-    def encode(params, x, keep):
-        return module.apply(params, x, keep, method=method)
+    def encode(params, x, keep, valid=None):
+        return module.apply(params, x, keep, valid, method=method)
 
     def attention(params, x):
         return _attention_stack(module.apply(params, x, method=method, mutable=["intermediates"])[1])

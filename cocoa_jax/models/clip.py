@@ -140,9 +140,11 @@ class VisionTransformer(nn.Module):
     lrp: bool = False  # LRP mode (AttnLRP): every operation's backward is its rule, the forward unchanged
 
     @nn.compact
-    def __call__(self, images: jax.Array, keep: jax.Array | None = None) -> jax.Array:
+    def __call__(self, images: jax.Array, keep: jax.Array | None = None, valid: jax.Array | None = None) -> jax.Array:
         """keep: optional (N, n_keep) int patch indices (row-major): only those patch tokens enter
-        ln_pre and the blocks, gathered after the position embedding (the class token always kept)."""
+        ln_pre and the blocks, gathered after the position embedding (the class token always kept).
+        valid: optional (N, n_keep) bool with `keep`: False slots are padding, keys no token attends
+        to (the class token then equals the pass keeping only the valid slots, up to rounding)."""
         c = self.config
         p = c.vision_patch_size
         op = lrp_rules.ops(self.lrp)
@@ -159,9 +161,15 @@ class VisionTransformer(nn.Module):
         if keep is not None:
             x = jnp.concatenate([x[:, :1], jnp.take_along_axis(x[:, 1:], keep[:, :, None].astype(jnp.int32), axis=1)],
                                 axis=1)
+        mask = None
+        if valid is not None:
+            if keep is None or valid.shape != keep.shape:
+                raise ValueError(f"`valid` must have the shape of `keep` {None if keep is None else keep.shape}, "
+                                 f"got {valid.shape}")
+            mask = jnp.concatenate([jnp.ones((n, 1), bool), valid.astype(bool)], axis=1)[:, None, None, :]
         x = _layer_norm("ln_pre", self.lrp)(x)
         x = Transformer(c.vision_width, c.vision_layers, c.vision_heads, c.activation, self.lrp,
-                        name="transformer")(x)
+                        name="transformer")(x, mask)
         x = _layer_norm("ln_post", self.lrp)(x[:, 0, :])
         proj = self.param("proj", nn.initializers.normal(0.02), (c.vision_width, c.embed_dim))
         return op.linear(x @ proj)
@@ -202,8 +210,9 @@ class CLIP(nn.Module):
         self.text = TextTransformer(self.config)
         self.logit_scale = self.param("logit_scale", nn.initializers.constant(4.6052), ())
 
-    def encode_image(self, images: jax.Array, keep: jax.Array | None = None) -> jax.Array:
-        return self.visual(images, keep)
+    def encode_image(self, images: jax.Array, keep: jax.Array | None = None,
+                     valid: jax.Array | None = None) -> jax.Array:
+        return self.visual(images, keep, valid)
 
     def encode_text(self, tokens: jax.Array) -> jax.Array:
         return self.text(tokens)

@@ -346,7 +346,7 @@ def _with_token_access(encode_fn, access, preprocess):
     if access is not None:
         normalize = _normalizer(preprocess) or (lambda x: x)
         encode_fn.token_access = dataclasses.replace(
-            access, encode=lambda params, x, keep: access.encode(params, normalize(x), keep),
+            access, encode=lambda params, x, keep, valid=None: access.encode(params, normalize(x), keep, valid),
             attention=lambda params, x: access.attention(params, normalize(x)))
     return encode_fn
 

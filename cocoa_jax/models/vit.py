@@ -135,13 +135,16 @@ class Attention(nn.Module):
     lrp: bool = False  # LRP mode: the rules' backward (lrp_rules.Ops), the same forward
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+        """valid: optional (N, L) bool keys; a False key gets exactly zero weight from every query."""
         n, length, _ = x.shape
         head_dim = self.dim // self.heads
         op = lrp_rules.ops(self.lrp)
         q, k, v = jnp.split(op.linear(nn.Dense(3 * self.dim, use_bias=self.qkv_bias, name="qkv")(x)), 3, axis=-1)
         split = lambda t: t.reshape(n, length, self.heads, head_dim)
         logits = op.einsum("nqhd,nkhd->nhqk", split(q) * head_dim**-0.5, split(k))
+        if valid is not None:  # exp underflows to exactly 0 (the class token is always valid: no empty row)
+            logits = jnp.where(valid[:, None, None, :], logits, jnp.finfo(logits.dtype).min)
         weights = op.softmax(logits, axis=-1)
         self.sow("intermediates", "attention", weights)  # (N, heads, L, L); read by rollout, else a no-op
         out = op.einsum("nhqk,nkhd->nqhd", weights, split(v))
@@ -192,8 +195,8 @@ class Block(nn.Module):
     lrp: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        y = Attention(self.dim, self.heads, self.qkv_bias, self.lrp, name="attn")(_layer_norm("norm1", self.lrp)(x))
+    def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+        y = Attention(self.dim, self.heads, self.qkv_bias, self.lrp, name="attn")(_layer_norm("norm1", self.lrp)(x), valid)
         x = x + (LayerScale(self.dim, name="ls1")(y) if self.layer_scale else y)
         y = FFN(self.dim, self.ffn_hidden, self.ffn, self.lrp, name="mlp")(_layer_norm("norm2", self.lrp)(x))
         return x + (LayerScale(self.dim, name="ls2")(y) if self.layer_scale else y)
@@ -210,9 +213,12 @@ class ViT(nn.Module):
         return int(self.config["embed_dim"])
 
     @nn.compact
-    def __call__(self, images: jax.Array, keep: jax.Array | None = None) -> jax.Array:
+    def __call__(self, images: jax.Array, keep: jax.Array | None = None, valid: jax.Array | None = None) -> jax.Array:
         """keep: optional (N, n_keep) int patch indices (row-major): only those patch tokens enter
-        the blocks, gathered after the position embedding (class and register tokens always kept)."""
+        the blocks, gathered after the position embedding (class and register tokens always kept).
+        valid: optional (N, n_keep) bool with `keep`: False slots are padding, keys no token attends
+        to (so the class token, the readout, equals the pass keeping only the valid slots, up to
+        float rounding): one program serves several kept counts (`token_drop.padded_kept`)."""
         c = self.config
         dim, p, grid = int(c["embed_dim"]), int(c["patch_size"]), int(c["pos_grid"])
         x = lrp_rules.ops(self.lrp).linear(
@@ -237,13 +243,19 @@ class ViT(nn.Module):
         if keep is not None:
             x = jnp.concatenate([x[:, :1], gather_patches(x[:, 1:], keep)], axis=1)
         registers = int(c.get("num_register_tokens", 0))
+        key_mask = None
+        if valid is not None:
+            if keep is None or valid.shape != keep.shape:
+                raise ValueError(f"`valid` must have the shape of `keep` {None if keep is None else keep.shape}, "
+                                 f"got {valid.shape}")
+            key_mask = jnp.concatenate([jnp.ones((n, 1 + registers), bool), valid.astype(bool)], axis=1)
         if registers:
             reg = self.param("register_tokens", nn.initializers.normal(1e-6), (1, registers, dim))
             x = jnp.concatenate([x[:, :1], jnp.broadcast_to(reg, (n, registers, dim)), x[:, 1:]], axis=1)
         for i in range(int(c["depth"])):
             x = Block(dim, int(c["num_heads"]), int(c["ffn_hidden"]), c.get("ffn", "mlp"),
                       bool(c.get("layer_scale", False)), bool(c.get("qkv_bias", True)), self.lrp,
-                      name=f"blocks_{i}")(x)
+                      name=f"blocks_{i}")(x, key_mask)
         return _layer_norm("norm", self.lrp)(x[:, 0])
 
     def init_all(self, images: jax.Array) -> jax.Array:

@@ -13,8 +13,8 @@ blending with the blurred baseline (n_masks masks each; the blend form on the pa
 Evaluation: the contrastive corpus similarity (`ccs`, the same corpus and foil) and with a
 resampled foil (`ccs_resampled_foil`: 500 other random training images), insertion and deletion
 AUCs, each under two removals: blend (removed pixels take the blurred image's values, the
-paper's; 50 steps) and token drop (removed patches' tokens left out; 16 steps of 4 of the 64
-patches: each token count is a shape of its own in the compiled program). Per method: the encoder
+paper's; 50 steps) and token drop (removed patches' tokens left out; 50 steps too: the passes' token
+counts are padded to 8 lengths, `metrics.ablation_curves`' token_buckets). Per method: the encoder
 passes per explicand (`Method.passes`: forward-only, with a gradient), their FLOPs (`explicand_flops`:
 passes x XLA cost-analysis FLOPs of one pass) and the ratio of IG's to them, seconds per explicand
 (compute, the first class -- which compiles -- left out), the ratio of IG's seconds to its own
@@ -39,9 +39,9 @@ from cocoa_jax.attribution_methods import token_drop
 
 ARCH = "digits_vit"
 CORPUS, FOIL = 100, 500
-# Insertion/deletion steps per removal: the paper's 50 for blend; 16 for token drop (64 patches, 4 per
-# step), since each token count is its own shape in the program (50 steps compiled for > 10 minutes here).
-N_STEPS = {"blend": 50, "token_drop": 16}
+# Insertion/deletion steps per removal: the paper's 50 for both. Token drop pads the 102 passes' token
+# counts to 8 lengths (8 encoder programs; exact lengths were 102, compiling for > 4 minutes here).
+N_STEPS = {"blend": 50, "token_drop": 50}
 MEASURE_NAMES = ("ccs", "ccs_resampled_foil")
 REMOVALS = ("blend", "token_drop")
 REFERENCE = "IG-50"

@@ -321,7 +321,7 @@ for _method in (
     Method("lrp", "LRP", _lrp, attribution.lrp, False, True, model_mode="relevance",
            passes=lambda options, shape: (0, 1), local=True,
            summary="LRP relevance of a ResNet (zennit's EpsilonPlusFlat: flat first conv, z+ with BatchNorm folded) "
-                   "in one forward and one backward pass; ResNet ports only"),
+                   "in one forward and one backward pass; the ResNets only (ports and digits)"),
     Method("rollout", "Rollout", _rollout, attribution.rollout, False, False,
            passes=lambda options, shape: (1, 0), token_access=lambda options: True,
            summary="attention rollout (class token over patches, 0.5 A + 0.5 I per block); one forward pass; "

@@ -216,7 +216,9 @@ def _init_digits(module, config, shape):
 
 
 def _digits_encoders(module, config) -> Encoders:
-    return Encoders(small_resnet.encode_fn_for(module), module.representation_dim)
+    """The digits encoder with its "relevance" mode (`SmallResNet(lrp=True)`, as the ResNets')."""
+    return Encoders(small_resnet.encode_fn_for(module), module.representation_dim,
+                    modes={"relevance": small_resnet.encode_fn_for(module.clone(lrp=True))})
 
 
 def _resnet_encoders(module, config) -> Encoders:

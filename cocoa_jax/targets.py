@@ -305,6 +305,7 @@ def explain_fn(encode: Callable[[jax.Array], jax.Array], target: Target) -> Call
       target: a `Target` (single or stacked).
     Returns: f mapping ONE input `input_shape` to a scalar, or (K,) for a stacked target.
       Attribution methods vmap f, so the encoder sees whole batches of perturbed inputs.
+      For a target without batch axes, `f.output_shape` is () or (K,).
     """
     if not callable(encode):
         raise TypeError(f"`encode` must be callable, got {type(encode).__name__}")
@@ -317,4 +318,8 @@ def explain_fn(encode: Callable[[jax.Array], jax.Array], target: Target) -> Call
             raise ValueError(f"`encode` must map (N, ...) to (N, D); for N=1 it returned shape {reps.shape}")
         return target(reps[0])
 
+    # What f returns, known from the target: attribution methods read it instead of tracing the
+    # whole encoder once more just to learn K (`_common.num_targets`). Only for an unbatched target.
+    if jnp.ndim(target.direction) == (1 if target.num_targets is None else 2):
+        f.output_shape = () if target.num_targets is None else (target.num_targets,)
     return f

@@ -124,6 +124,33 @@ def test_explain_fn_composes_encoder_and_target(reps):
         bad(jnp.zeros((3, 4)))
 
 
+def test_explain_fn_states_what_f_returns_and_methods_do_not_trace_it(reps):
+    """`f.output_shape` equals what tracing f gives (single, stacked); a per-explicand (batched)
+    target states nothing; `num_targets` reads the stated shape without calling f."""
+    from cocoa_jax.attribution_methods._common import num_targets
+
+    weights = jnp.asarray(np.random.default_rng(1).normal(size=(12, 16)), jnp.float32)
+    calls = []
+
+    def encode(xb):
+        calls.append(xb.shape)
+        return jnp.tanh(xb.reshape(xb.shape[0], -1) @ weights)
+
+    x = jnp.linspace(-1, 1, 12).reshape(3, 4)
+    single = targets.cocoa(reps["corpus"], reps["foil"])
+    stacked = targets.stack([single, targets.label_free(reps["x"][0], "dot"), single])
+    for target, k in ((single, None), (stacked, 3)):
+        f = targets.explain_fn(encode, target)
+        assert f.output_shape == jax.eval_shape(f, x).shape
+        calls.clear()
+        assert num_targets(f, x) == k and not calls
+    per_explicand = targets.Target(jnp.ones((2, 16)), True)  # a batch axis: f returns (2,), not a K axis
+    g = targets.explain_fn(encode, per_explicand)
+    assert not hasattr(g, "output_shape")
+    with pytest.raises(ValueError, match="scalar or a"):
+        num_targets(lambda v: jnp.ones((2, 3)), x)
+
+
 def test_foil_size_matches_prop_c2():
     assert targets.foil_size(0.01, 0.05, nonnegative=True) == math.ceil(math.log(200) / (2 * 0.05**2)) == 1060
     assert targets.foil_size(0.01, 0.05) == math.ceil(2 * math.log(200) / 0.05**2) == 4239

@@ -99,19 +99,64 @@ def infer_config(state_dict: Mapping, hf: Mapping) -> SiglipConfig:
 
 def convert_siglip(directory: str, out_dir: str, *, unsafe_unpickle: bool = False, overwrite: bool = False) -> str:
     """A transformers SiglipModel directory (or a big_vision .npz file) -> `out_dir` (model.json,
-    variables/, tokenizer.json if any)."""
+    variables/, tokenizer.json if any). SigLIP 2's fixed-resolution checkpoints on the Hub are
+    SiglipModel directories (model_type "siglip"); NaFlex ones ("siglip2") are `siglip2_naflex`."""
     if os.path.isfile(directory) and directory.endswith(".npz"):
         return convert_big_vision_siglip(directory, out_dir, unsafe_unpickle=unsafe_unpickle, overwrite=overwrite)
+    return _convert_directory(directory, out_dir, ARCH, "siglip", unsafe_unpickle=unsafe_unpickle, overwrite=overwrite)
+
+
+def convert_siglip2_naflex(directory: str, out_dir: str, *, unsafe_unpickle: bool = False, overwrite: bool = False,
+                           max_num_patches=None) -> str:
+    """A transformers Siglip2Model (NaFlex) directory -> `out_dir` as `siglip2_naflex`. The Linear
+    patch embedding (width, p * p * 3), on patches flattened (row, column, channel), is rewritten as
+    the equal stride-p convolution; the rest is SiglipModel's layout. max_num_patches: the
+    preprocessing's patch budget (default: preprocessor_config.json's, else 256)."""
+    return _convert_directory(directory, out_dir, NAFLEX_ARCH, "siglip2", unsafe_unpickle=unsafe_unpickle,
+                              overwrite=overwrite, max_num_patches=max_num_patches)
+
+
+NAFLEX_ARCH = "siglip2_naflex"
+
+
+def naflex_patch_to_conv(state_dict: Mapping, patch: int, what: str) -> dict:
+    """Siglip2's Linear patch embedding weight (W, p * p * C) -> the conv layout (W, C, p, p)."""
+    key = "vision_model.embeddings.patch_embedding.weight"
+    if key not in state_dict:
+        raise CheckpointMismatchError(f"{what}: missing key {key!r}")
+    weight = state_dict[key]
+    channels = weight.shape[1] // (patch * patch) if weight.ndim == 2 else 0
+    if weight.ndim != 2 or channels != 3 or weight.shape[1] != 3 * patch * patch:
+        raise CheckpointMismatchError(f"{what}: {key} has shape {tuple(weight.shape)}, expected (width, 3 * "
+                                      f"{patch} * {patch}) for patch_size {patch} (NaFlex's Linear patch embedding)")
+    out = dict(state_dict)
+    out[key] = weight.reshape(weight.shape[0], patch, patch, channels).permute(0, 3, 1, 2)
+    return out
+
+
+def _convert_directory(directory, out_dir, arch, model_type, *, unsafe_unpickle, overwrite, max_num_patches=None):
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"checkpoint {directory!r} is not a directory: siglip converts a transformers "
-                                f"SiglipModel directory (config.json, model.safetensors)")
+        raise FileNotFoundError(f"checkpoint {directory!r} is not a directory: {arch} converts a transformers "
+                                f"{'SiglipModel' if model_type == 'siglip' else 'Siglip2Model'} directory "
+                                f"(config.json, model.safetensors)")
     hf = read_json(os.path.join(directory, "config.json"))
-    if hf.get("model_type") != "siglip":
-        raise CheckpointMismatchError(f"config.json: model_type {hf.get('model_type')!r} is not 'siglip' (SigLIP 2's "
-                                      f"NaFlex 'siglip2' models are not supported)")
+    if hf.get("model_type") != model_type:
+        hint = {"siglip2": " (a SigLIP 2 NaFlex model: convert it as siglip2_naflex)",
+                "siglip": " (a fixed-resolution SigLIP model: convert it as siglip)"}.get(hf.get("model_type"), "")
+        raise CheckpointMismatchError(f"config.json: model_type {hf.get('model_type')!r} is not {model_type!r}{hint}")
     weights = _weights_file(directory)
     state_dict = extract_state_dict(load_checkpoint(weights, unsafe_unpickle=unsafe_unpickle), weights)
-    config = infer_config(state_dict, hf)
+    extra = {}
+    if arch == NAFLEX_ARCH:
+        patch = int((hf.get("vision_config") or {}).get("patch_size", 16))
+        state_dict = naflex_patch_to_conv(state_dict, patch, weights)
+        if max_num_patches is None:
+            pre_path = os.path.join(directory, "preprocessor_config.json")
+            max_num_patches = (read_json(pre_path) if os.path.isfile(pre_path) else {}).get("max_num_patches", 256)
+        if int(max_num_patches) < 1:
+            raise ValueError(f"max_num_patches must be a positive integer, got {max_num_patches!r}")
+        extra = {"naflex": True, "max_num_patches": int(max_num_patches)}
+    config = dataclasses.replace(infer_config(state_dict, hf), **extra)
     notes, files = [], {}
     tokenizer_path = os.path.join(directory, TOKENIZER_FILE)
     pad_token = None
@@ -134,13 +179,15 @@ def convert_siglip(directory: str, out_dir: str, *, unsafe_unpickle: bool = Fals
     else:
         notes.append("no tokenizer.json: the text tower takes token ids (encode_text on strings is unavailable)")
     config_dict = {**dataclasses.asdict(config), "pad_token": pad_token}
-    _, abstract = models.init_abstract(ARCH, config_dict)
+    _, abstract = models.init_abstract(arch, config_dict)
     variables = fill_variables(abstract, state_dict, siglip_key, what=weights,
                                ignore=[k for k in state_dict if IGNORED.search(k)])
-    notes.append(f"SigLIP {config.image_size} px patch {config.patch_size}, vision {config.vision_width}-d x "
+    size = (f"NaFlex (positions {config.image_size // config.patch_size}^2, budget {config.max_num_patches} patches)"
+            if config.naflex else f"{config.image_size} px")
+    notes.append(f"SigLIP {size} patch {config.patch_size}, vision {config.vision_width}-d x "
                  f"{config.vision_layers}, text {config.text_width}-d x {config.text_layers} -> "
                  f"{config.projection_size}-d, context {config.context_length}")
-    return models.save(ARCH, config_dict, variables, out_dir, notes=notes, overwrite=overwrite, files=files)
+    return models.save(arch, config_dict, variables, out_dir, notes=notes, overwrite=overwrite, files=files)
 
 
 # --------------------------------------------------------------------------------------------

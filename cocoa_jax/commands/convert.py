@@ -14,8 +14,8 @@ from cocoa_jax.commands.errors import UsageError, flag_errors
 
 ARCHS = ("simclr_resnet50", "simsiam_cifar_resnet18", "resnet18_classifier", "clip_vit_b32", "clip_vit",
          "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "dino_vit", "dinov2_vit", "sentence_bert",
-         "siglip")
-DIRECTORY_CHECKPOINTS = {"sentence_bert": (), "siglip": (".npz",)}  # a model directory, or a file with these suffixes
+         "siglip", "siglip2_naflex")
+DIRECTORY_CHECKPOINTS = {"sentence_bert": (), "siglip": (".npz",), "siglip2_naflex": ()}  # a model directory, or a file with these suffixes
 
 EPILOG = """checkpoint formats:
   simclr_resnet50         resnet50-1x.pth from tonylins/simclr-converter ({'state_dict': ...})
@@ -49,7 +49,12 @@ EPILOG = """checkpoint formats:
                           modules.json), context_length=N; reading tokenizer.json needs the text extra
   siglip                  a DIRECTORY: a transformers SiglipModel (config.json, model.safetensors,
                           tokenizer.json if any), or a big_vision SigLIP / SigLIP 2 .npz
-                          (webli_*.npz, siglip2_*.npz; token ids only); not NaFlex models
+                          (webli_*.npz, siglip2_*.npz; token ids only); SigLIP 2's fixed-resolution
+                          Hub directories are SiglipModel ones; not NaFlex models
+  siglip2_naflex          a DIRECTORY: a transformers Siglip2Model (SigLIP 2 NaFlex: config.json
+                          model_type "siglip2", model.safetensors, tokenizer.json if any,
+                          preprocessor_config.json); option max_num_patches=N (the preprocessing's
+                          patch budget; default the preprocessor's, else 256)
 Any of them may be a .safetensors file (needs the package safetensors, in the ports extra).
 """
 

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from cocoa_jax.attribution_methods import token_drop
 from cocoa_jax.models import bert
 from cocoa_jax.models import digits_vit
+from cocoa_jax.models import naflex
 from cocoa_jax.models import siglip
 from cocoa_jax.models import preprocessing as pp
 from cocoa_jax.models.clip import CLIP, ClipConfig
@@ -63,6 +64,9 @@ class ArchSpec:
     images: bool = True
     tokenizer: Optional[Callable[[Mapping[str, Any], Optional[str]], Any]] = None
     joint_text: bool = False
+    # config -> the preprocessing, where it depends on the checkpoint (NaFlex: patch size, budget);
+    # None: `preprocess` (at the native size).
+    preprocess_for: Optional[Callable[[Mapping[str, Any]], pp.Preprocessing]] = None
 
     def __post_init__(self):
         if self.init is None:
@@ -210,6 +214,19 @@ def _siglip_encoders(module, config) -> Encoders:
                                                                                method="encode_embeddings"))
 
 
+def _build_siglip2_naflex(config):
+    return _build_siglip({**config, "naflex": True})
+
+
+def _naflex_preprocess(config):
+    return naflex.preprocessing(int(config["patch_size"]), int(config["max_num_patches"]))
+
+
+def _naflex_input_shape(config):
+    side = naflex.default_side(int(config["patch_size"]), int(config["max_num_patches"]))
+    return (side, side, 3)
+
+
 def _init_digits(module, config, shape):
     # Only the encoder's inference variables (training adds nothing else to restore).
     return dict(small_resnet.init_variables(module, jax.random.key(0), shape))
@@ -321,6 +338,14 @@ ARCHITECTURES = {
         pp.Preprocessing(resize=224, crop=224, interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3),
         any_size=False, init=_init_siglip, encoders=_siglip_encoders, tokenizer=_sentence_bert_tokenizer,
         joint_text=True),
+    "siglip2_naflex": ArchSpec(
+        "siglip2_naflex", "SigLIP 2 NaFlex (Hugging Face Siglip2Model layout): SigLIP's towers, the image tower at "
+                          "any patch grid (H, W multiples of the patch; positions resized, bilinear antialiased); "
+                          "one size per call; preprocess keeps the aspect ratio within max_num_patches",
+        {**dataclasses.asdict(siglip.SiglipConfig(patch_size=16, image_size=256)), "naflex": True},
+        _build_siglip2_naflex, _naflex_input_shape, naflex.preprocessing(16, 256), any_size=True,
+        init=_init_siglip, encoders=_siglip_encoders, tokenizer=_sentence_bert_tokenizer, joint_text=True,
+        preprocess_for=_naflex_preprocess),
     DIGITS: ArchSpec(
         DIGITS, "SimCLR SmallResNet on scikit-learn digits (shipped); 128-d; 32x32x1 in [0, 1]",
         DIGITS_CONFIG, _build_digits, lambda c: small_resnet.INPUT_SHAPE, None,

@@ -471,8 +471,8 @@ def make_loaded(arch: str, config: Mapping[str, Any], variables, notes=(), *,
     # The table's preprocessing is for its usual size; a checkpoint of another native size (read
     # from its config) crops its own size, or model.preprocess(image) could not feed the model.
     # An input_shape asked for explicitly (cheap tests at 64 px) keeps the table's.
-    preprocess = spec.preprocess
-    if preprocess is not None and input_shape is None and shape[0] == shape[1]:
+    preprocess = spec.preprocess if spec.preprocess_for is None else spec.preprocess_for(config)
+    if spec.preprocess_for is None and preprocess is not None and input_shape is None and shape[0] == shape[1]:
         preprocess = preprocess.at_size(shape[0])
     return LoadedModel(name=arch, module=module, params=variables, representation_dim=fns.dim,
                        input_shape=shape, preprocess=preprocess,

@@ -16,6 +16,12 @@ The text tower in token-embedding space (what gradient methods attribute over):
   inside; mask 0 hides a token as an attention key (the trained model uses all-ones: padding is
   seen), so dropping a token by the mask is an intervention, not the trained input.
 Neither output is L2-normalised (the explanation target's choice, as for CLIP).
+
+SigLIP 2 NaFlex (`naflex=True`, transformers' `Siglip2Model`): the same towers; the image tower
+takes (N, H, W, 3) of any H, W multiples of the patch size (one size per call: it fixes the patch
+grid), its stored M x M positions (M * patch = image_size) resized bilinearly (antialiased) to the
+image's grid (`cocoa_jax.models.naflex`). Its Linear patch embedding on (row, column, channel)
+patches is this stride-p convolution. `max_num_patches` is the processor's budget, not enforced here.
 """
 from __future__ import annotations
 
@@ -25,6 +31,8 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from cocoa_jax.models import naflex as naflex_geometry
 
 from cocoa_jax.attribution_methods import lrp_rules
 
@@ -48,6 +56,8 @@ class SiglipConfig:
     projection_size: int = 768
     layer_norm_eps: float = 1e-6
     pad_token_id: int = 1
+    naflex: bool = False  # SigLIP 2 NaFlex image tower: any patch grid, positions resized
+    max_num_patches: int = 256  # NaFlex: the preprocessing's patch budget (model.preprocess)
 
     def __post_init__(self):
         for width, heads, what in ((self.vision_width, self.vision_heads, "vision"),
@@ -156,10 +166,20 @@ class SigLIP(nn.Module):
         self.logit_bias = self.param("logit_bias", nn.initializers.zeros, (1,))
 
     def encode_image(self, images: jax.Array) -> jax.Array:
-        """(N, R, R, 3) images normalised with mean = std = 0.5 -> (N, vision_width)."""
+        """(N, R, R, 3) images normalised with mean = std = 0.5 -> (N, vision_width); NaFlex: (N, H, W, 3)."""
+        c = self.config
+        if c.naflex and (images.shape[1] % c.patch_size or images.shape[2] % c.patch_size):
+            raise ValueError(f"`images` must be (N, H, W, 3) with H and W multiples of the patch size "
+                             f"{c.patch_size}, got {images.shape}")
         x = lrp_rules.ops(self.lrp).linear(self.patch_embedding(images))
-        n = x.shape[0]
-        x = x.reshape(n, -1, self.config.vision_width) + self.vision_positions.embedding[None]
+        n, grid_h, grid_w, _ = x.shape
+        positions = self.vision_positions.embedding
+        if c.naflex:  # the stored grid resized to this image's grid (a constant linear map per shape)
+            stored = c.image_size // c.patch_size
+            rows, cols = naflex_geometry.position_matrices(grid_h, grid_w, stored)
+            positions = jnp.einsum("ai,bj,ijd->abd", jnp.asarray(rows, jnp.float32), jnp.asarray(cols, jnp.float32),
+                                   positions.reshape(stored, stored, -1), precision=jax.lax.Precision.HIGHEST)
+        x = x.reshape(n, grid_h * grid_w, c.vision_width) + positions.reshape(grid_h * grid_w, -1)[None]
         for layer in self.vision_layers:
             x = layer(x)
         return self.map_head(self.post_layernorm(x))

@@ -59,7 +59,7 @@ def test_explain_image_mode_reads_the_flag(files, monkeypatch):
         check("resnet18")
     _moved(monkeypatch, resnet18=True, siglip=False)
     assert check("resnet18")["foil_text"] == ["a cat"]
-    with pytest.raises(UsageError, match=r"\(clip_vit_b32, resnet18, clip_vit\); --model siglip has no text tower"):
+    with pytest.raises(UsageError, match=r"\(clip_vit_b32, resnet18, clip_vit, siglip2_naflex\); --model siglip has no text tower"):
         check("siglip")
 
 
@@ -95,9 +95,9 @@ def test_localize_takes_every_joint_text_architecture(files, monkeypatch):
                                               files["image"], "--query", "dog", "--out", files["out"]]))
 
     assert check("siglip")["query"] == "dog" and check("clip_vit")["foil"] is None
-    with pytest.raises(ValueError, match="--model must be one of digits_clip, clip_vit_b32, clip_vit, siglip, got"):
+    with pytest.raises(ValueError, match="--model must be one of digits_clip, clip_vit_b32, clip_vit, siglip, siglip2_naflex, got"):
         check("resnet18")
     _moved(monkeypatch, resnet18=True, siglip=False)
     assert check("resnet18")["image"] == files["image"]
-    with pytest.raises(ValueError, match="--model must be one of digits_clip, clip_vit_b32, resnet18, clip_vit, got"):
+    with pytest.raises(ValueError, match="--model must be one of digits_clip, clip_vit_b32, resnet18, clip_vit, siglip2_naflex, got"):
         check("siglip")

@@ -71,7 +71,7 @@ def test_registry_names_and_errors(tmp_path):
     assert set(models.list_architectures()) == {"simclr_resnet50", "simsiam_cifar_resnet18",
                                                 "resnet18_classifier", "clip_vit_b32", "digits",
                                                 "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                                                "dino_vit", "dinov2_vit", "clip_vit", "sentence_bert", "siglip",
+                                                "dino_vit", "dinov2_vit", "clip_vit", "sentence_bert", "siglip", "siglip2_naflex",
                                                 "digits_vit"}
     with pytest.raises(ValueError, match="arch must be one of"):
         models.load("vgg16", str(tmp_path))

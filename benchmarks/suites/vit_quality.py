@@ -138,16 +138,17 @@ def _class_data(data, model, digit: int, per_class: int, rng):
     return explicands, reps[:len(corpus)], reps[len(corpus):len(corpus) + FOIL], reps[len(corpus) + FOIL:]
 
 
-def _evaluator(model):
-    """jitted (params, xs, baselines, maps, ccs, ccs_resampled) -> {removal: aucs (N, K, 2, M)}."""
-    access = model.encode_fn.token_access
+def _evaluator(model, removals=REMOVALS):
+    """jitted (params, xs, baselines, maps, ccs, ccs_resampled) -> {removal: aucs (N, K, 2, M)} for each of
+    `removals` (token drop needs a ViT's token access; resnet_quality evaluates blend only)."""
+    access = getattr(model.encode_fn, "token_access", None)
 
     def run(params, xs, baselines, maps, ccs, resampled):
         n = xs.shape[0]
         measures = metrics.make_measures(MEASURE_NAMES, ccs=ccs, ccs_resampled_foil=resampled)
         measures = jax.tree_util.tree_map(lambda leaf: jnp.broadcast_to(leaf, (n,) + jnp.shape(leaf)), measures)
         out = {}
-        for removal in REMOVALS:
+        for removal in removals:
             tokens = token_drop.kept_encoder(access, params) if removal == "token_drop" else None
             _, aucs = metrics.insertion_deletion_batch(lambda xb: model.encode_fn(params, xb), measures, xs,
                                                        baselines, maps, n_steps=N_STEPS[removal], removal=removal,
@@ -199,13 +200,13 @@ def measure(per_class: int, n_masks: int, classes=tuple(range(10)), seed: int = 
     return aucs, per_explicand, passes, {"per_pass": flops, "per_explicand": modelled}
 
 
-def markdown(rows, seconds, passes, header: str, flops: dict | None = None) -> str:
-    """The results: one table per removal, one line per method (passes, modelled FLOPs, seconds, AUCs of
-    each measure)."""
+def markdown(rows, seconds, passes, header: str, flops: dict | None = None, removals=REMOVALS) -> str:
+    """The results: one table per removal of `removals`, one line per method (passes, modelled FLOPs,
+    seconds, AUCs of each measure)."""
     by = {(r["method"], r["removal"], r["measure"], r["kind"]): r for r in rows}
     ig = seconds.get(REFERENCE)
     lines = [header]
-    for removal in REMOVALS:
+    for removal in removals:
         head = ["method", "passes (fwd, grad)"] + (["MFLOP / explicand", "IG's FLOPs / its FLOPs"] if flops else [])
         head += ["s / explicand", "IG's time / its time"]
         head += [f"{measure} {kind[:3]}. {metrics.MEASURES[measure].arrow(kind)}"
@@ -214,9 +215,11 @@ def markdown(rows, seconds, passes, header: str, flops: dict | None = None) -> s
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for label in seconds:
             line = [label, f"{passes[label][0]}, {passes[label][1]}"]
-            if flops:
-                line += [f"{flops[label] / 1e6:.0f}", f"{flops[REFERENCE] / flops[label]:.1f}"]
-            line += [f"{seconds[label]:.4f}", f"{ig / seconds[label]:.1f}" if ig else ""]
+            if flops:  # a reference map (no encoder passes: 0 FLOPs, no time) shows "-"
+                line += [f"{flops[label] / 1e6:.0f}", f"{flops[REFERENCE] / flops[label]:.1f}"] if flops[label] \
+                    else ["-", "-"]
+            timed = np.isfinite(seconds[label])
+            line += [f"{seconds[label]:.4f}" if timed else "-", f"{ig / seconds[label]:.1f}" if ig and timed else ""]
             for measure in MEASURE_NAMES:
                 for kind in metrics.KINDS:
                     r = by[(label, removal, measure, kind)]

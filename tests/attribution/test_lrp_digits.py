@@ -3,7 +3,7 @@ the rules of cocoa_jax.attribution_methods.lrp_conv_rules, as for the ported Res
 
 * the mode changes only the backward: its forward is the plain forward, bit for bit (shipped weights);
 * equality with zennit's `EpsilonPlusFlat` (code we did not write) on a torch twin of a narrow
-  digits-layout network (random weights), float64: the twin is built from zennit's own pieces
+  digits-layout network (random weights) and of the shipped network, float64: the twin is built from zennit's own pieces
   (`zennit.layer.Sum` for the residual sums, conv + BatchNorm adjacent for its
   `SequentialMergeBatchNorm`, torch average pools, flax's "SAME" stride-2 padding as a
   `ZeroPad2d((0, 1, 0, 1))`), so zennit's layer map assigns every rule itself;
@@ -140,8 +140,9 @@ def _torch_twin(model):
     return net
 
 
-@pytest.mark.slow  # a float64 compile of the network and zennit's hooks (~6 s)
-def test_equals_zennit_epsilon_plus_flat_on_a_torch_twin():
+@pytest.mark.slow  # a float64 compile of the network and zennit's hooks (~7 s each)
+@pytest.mark.parametrize("which", ["narrow", "shipped"])
+def test_equals_zennit_epsilon_plus_flat_on_a_torch_twin(which):
     import torch
 
     from tests.attribution.test_lrp import _zennit
@@ -149,7 +150,7 @@ def test_equals_zennit_epsilon_plus_flat_on_a_torch_twin():
     _, Gradient, EpsilonPlusFlat, _, _ = _zennit()
     from zennit.canonizers import SequentialMergeBatchNorm
 
-    model = narrow()
+    model = {"narrow": narrow, "shipped": shipped}[which]()
     x = _digits(1, 3)[0]
     direction = np.random.default_rng(4).normal(size=model.representation_dim)
     ours, score = _relevance(model, x, direction)

@@ -30,15 +30,17 @@ CONVERTERS = {
     "sentence_bert": "bert:convert_sentence_bert",
     "siglip": "siglip:convert_siglip",
     "siglip2_naflex": "siglip:convert_siglip2_naflex",
+    "siglip2_naflex_vision": "siglip:convert_siglip2_naflex_vision",
 }
 # Architectures whose CHECKPOINT is a model directory (config.json, weights, tokenizer.json, ...),
 # with the file suffixes they also take (siglip: big_vision's .npz).
-DIRECTORY_CHECKPOINTS = {"sentence_bert": (), "siglip": (".npz",), "siglip2_naflex": ()}
+DIRECTORY_CHECKPOINTS = {"sentence_bert": (), "siglip": (".npz",), "siglip2_naflex": (), "siglip2_naflex_vision": ()}
 # Settings a converter cannot read off the weights (`--option KEY=VALUE`; see each module).
 OPTIONS = {"clip_vit_b32": ("activation", "vision_head_width"), "clip_vit": ("activation", "vision_head_width"),
            "dino_vit": ("num_heads", "image_size", "layout", "interpolate_offset", "interpolate_antialias"),
            "dinov2_vit": ("num_heads", "image_size", "layout", "interpolate_offset", "interpolate_antialias"),
-           "sentence_bert": ("pooling", "normalize", "context_length"), "siglip2_naflex": ("max_num_patches",)}
+           "sentence_bert": ("pooling", "normalize", "context_length"), "siglip2_naflex": ("max_num_patches",),
+           "siglip2_naflex_vision": ("max_num_patches",)}
 
 
 def convert(arch: str, checkpoint: str, out_dir: str, *, unsafe_unpickle: bool = False,

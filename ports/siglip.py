@@ -64,8 +64,9 @@ def _count(state_dict: Mapping, tower: str) -> int:
     return len(indices)
 
 
-def infer_config(state_dict: Mapping, hf: Mapping) -> SiglipConfig:
-    """SiglipConfig from tensor shapes and config.json's head counts / epsilon."""
+def infer_config(state_dict: Mapping, hf: Mapping, text_tower: bool = True) -> SiglipConfig:
+    """SiglipConfig from tensor shapes and config.json's head counts / epsilon (text_tower=False:
+    the image tower's keys only)."""
     def shape(key):
         if key not in state_dict:
             raise CheckpointMismatchError(f"SigLIP checkpoint: missing key {key!r}")
@@ -81,6 +82,12 @@ def infer_config(state_dict: Mapping, hf: Mapping) -> SiglipConfig:
     grid = round(positions ** 0.5)
     if grid * grid != positions:
         raise CheckpointMismatchError(f"vision position embedding has {positions} rows, not a square grid")
+    if not text_tower:  # Siglip2VisionModel: the image tower alone
+        return SiglipConfig(
+            image_size=patch * grid, patch_size=patch, vision_width=width,
+            vision_layers=_count(state_dict, "vision"), vision_heads=int(vision.get("num_attention_heads", 12)),
+            vision_mlp=shape("vision_model.encoder.layers.0.mlp.fc1.weight")[0],
+            layer_norm_eps=float(vision.get("layer_norm_eps", 1e-6)), text_tower=False)
     text_width = shape("text_model.embeddings.token_embedding.weight")[1]
     eps = {float(part.get("layer_norm_eps", 1e-6)) for part in (vision, text)}
     if len(eps) > 1:
@@ -116,7 +123,17 @@ def convert_siglip2_naflex(directory: str, out_dir: str, *, unsafe_unpickle: boo
                               overwrite=overwrite, max_num_patches=max_num_patches)
 
 
+def convert_siglip2_naflex_vision(directory: str, out_dir: str, *, unsafe_unpickle: bool = False,
+                                  overwrite: bool = False, max_num_patches=None) -> str:
+    """A transformers Siglip2VisionModel (NaFlex image tower alone: config.json model_type
+    "siglip2_vision_model", keys without the `vision_model.` prefix) -> `out_dir` as
+    `siglip2_naflex_vision` (no text tower), converted as `convert_siglip2_naflex`."""
+    return _convert_directory(directory, out_dir, NAFLEX_VISION_ARCH, "siglip2_vision_model",
+                              unsafe_unpickle=unsafe_unpickle, overwrite=overwrite, max_num_patches=max_num_patches)
+
+
 NAFLEX_ARCH = "siglip2_naflex"
+NAFLEX_VISION_ARCH = "siglip2_naflex_vision"
 
 
 def naflex_patch_to_conv(state_dict: Mapping, patch: int, what: str) -> dict:
@@ -142,12 +159,16 @@ def _convert_directory(directory, out_dir, arch, model_type, *, unsafe_unpickle,
     hf = read_json(os.path.join(directory, "config.json"))
     if hf.get("model_type") != model_type:
         hint = {"siglip2": " (a SigLIP 2 NaFlex model: convert it as siglip2_naflex)",
+                "siglip2_vision_model": " (a SigLIP 2 NaFlex image tower: convert it as siglip2_naflex_vision)",
                 "siglip": " (a fixed-resolution SigLIP model: convert it as siglip)"}.get(hf.get("model_type"), "")
         raise CheckpointMismatchError(f"config.json: model_type {hf.get('model_type')!r} is not {model_type!r}{hint}")
     weights = _weights_file(directory)
     state_dict = extract_state_dict(load_checkpoint(weights, unsafe_unpickle=unsafe_unpickle), weights)
-    extra = {}
-    if arch == NAFLEX_ARCH:
+    extra, text_tower = {}, arch != NAFLEX_VISION_ARCH
+    if not text_tower:  # Siglip2VisionModel: the vision config at the top, keys without the tower prefix
+        hf = {"vision_config": hf}
+        state_dict = {f"vision_model.{k}": v for k, v in state_dict.items()}
+    if arch in (NAFLEX_ARCH, NAFLEX_VISION_ARCH):
         patch = int((hf.get("vision_config") or {}).get("patch_size", 16))
         state_dict = naflex_patch_to_conv(state_dict, patch, weights)
         if max_num_patches is None:
@@ -156,12 +177,14 @@ def _convert_directory(directory, out_dir, arch, model_type, *, unsafe_unpickle,
         if int(max_num_patches) < 1:
             raise ValueError(f"max_num_patches must be a positive integer, got {max_num_patches!r}")
         extra = {"naflex": True, "max_num_patches": int(max_num_patches)}
-    config = dataclasses.replace(infer_config(state_dict, hf), **extra)
+    config = dataclasses.replace(infer_config(state_dict, hf, text_tower), **extra)
     notes, files = [], {}
     tokenizer_path = os.path.join(directory, TOKENIZER_FILE)
     pad_token = None
     spiece_path = os.path.join(directory, "spiece.model")
-    if os.path.isfile(tokenizer_path):
+    if not text_tower:
+        pass  # no text tower, no tokenizer
+    elif os.path.isfile(tokenizer_path):
         with open(tokenizer_path, encoding="utf-8") as f:
             files[TOKENIZER_FILE] = f.read()
     elif os.path.isfile(spiece_path):  # google's SigLIP checkpoints ship only the SentencePiece model
@@ -176,7 +199,7 @@ def _convert_directory(directory, out_dir, arch, model_type, *, unsafe_unpickle,
         pad_token = pad_token.get("content") if isinstance(pad_token, dict) else pad_token
         pad_id = TextTokenizer(files[TOKENIZER_FILE], context_length=config.context_length, pad_token=pad_token).pad_id
         config = dataclasses.replace(config, pad_token_id=pad_id)
-    else:
+    elif text_tower:
         notes.append("no tokenizer.json: the text tower takes token ids (encode_text on strings is unavailable)")
     config_dict = {**dataclasses.asdict(config), "pad_token": pad_token}
     _, abstract = models.init_abstract(arch, config_dict)
@@ -184,9 +207,9 @@ def _convert_directory(directory, out_dir, arch, model_type, *, unsafe_unpickle,
                                ignore=[k for k in state_dict if IGNORED.search(k)])
     size = (f"NaFlex (positions {config.image_size // config.patch_size}^2, budget {config.max_num_patches} patches)"
             if config.naflex else f"{config.image_size} px")
-    notes.append(f"SigLIP {size} patch {config.patch_size}, vision {config.vision_width}-d x "
-                 f"{config.vision_layers}, text {config.text_width}-d x {config.text_layers} -> "
-                 f"{config.projection_size}-d, context {config.context_length}")
+    text = (f", text {config.text_width}-d x {config.text_layers} -> {config.projection_size}-d, context "
+            f"{config.context_length}" if text_tower else ", no text tower")
+    notes.append(f"SigLIP {size} patch {config.patch_size}, vision {config.vision_width}-d x {config.vision_layers}{text}")
     return models.save(arch, config_dict, variables, out_dir, notes=notes, overwrite=overwrite, files=files)
 
 

@@ -14,8 +14,9 @@ from cocoa_jax.commands.errors import UsageError, flag_errors
 
 ARCHS = ("simclr_resnet50", "simsiam_cifar_resnet18", "resnet18_classifier", "clip_vit_b32", "clip_vit",
          "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "dino_vit", "dinov2_vit", "sentence_bert",
-         "siglip", "siglip2_naflex")
-DIRECTORY_CHECKPOINTS = {"sentence_bert": (), "siglip": (".npz",), "siglip2_naflex": ()}  # a model directory, or a file with these suffixes
+         "siglip", "siglip2_naflex", "siglip2_naflex_vision")
+# a model directory, or a file with these suffixes
+DIRECTORY_CHECKPOINTS = {"sentence_bert": (), "siglip": (".npz",), "siglip2_naflex": (), "siglip2_naflex_vision": ()}
 
 EPILOG = """checkpoint formats:
   simclr_resnet50         resnet50-1x.pth from tonylins/simclr-converter ({'state_dict': ...})
@@ -55,6 +56,8 @@ EPILOG = """checkpoint formats:
                           model_type "siglip2", model.safetensors, tokenizer.json if any,
                           preprocessor_config.json); option max_num_patches=N (the preprocessing's
                           patch budget; default the preprocessor's, else 256)
+  siglip2_naflex_vision   a DIRECTORY: a transformers Siglip2VisionModel (the NaFlex image tower
+                          alone, model_type "siglip2_vision_model"); as siglip2_naflex, no text
 Any of them may be a .safetensors file (needs the package safetensors, in the ports extra).
 """
 

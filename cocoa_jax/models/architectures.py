@@ -218,6 +218,17 @@ def _build_siglip2_naflex(config):
     return _build_siglip({**config, "naflex": True})
 
 
+def _build_siglip2_naflex_vision(config):
+    return _build_siglip({**config, "naflex": True, "text_tower": False})
+
+
+def _siglip_image_encoders(module, config) -> Encoders:
+    """An image tower alone (`text_tower=False`): encode and its AttnLRP mode."""
+    lrp = module.clone(lrp=True)
+    return Encoders(lambda params, x: module.apply(params, x, method="encode_image"), int(config["vision_width"]),
+                    modes={"lrp": lambda params, x: lrp.apply(params, x, method="encode_image")})
+
+
 def _naflex_preprocess(config):
     return naflex.preprocessing(int(config["patch_size"]), int(config["max_num_patches"]))
 
@@ -346,6 +357,12 @@ ARCHITECTURES = {
         _build_siglip2_naflex, _naflex_input_shape, naflex.preprocessing(16, 256), any_size=True,
         init=_init_siglip, encoders=_siglip_encoders, tokenizer=_sentence_bert_tokenizer, joint_text=True,
         preprocess_for=_naflex_preprocess),
+    "siglip2_naflex_vision": ArchSpec(
+        "siglip2_naflex_vision", "SigLIP 2 NaFlex image tower alone (Hugging Face Siglip2VisionModel layout): "
+                                 "as siglip2_naflex, no text tower",
+        {**dataclasses.asdict(siglip.SiglipConfig(patch_size=16, image_size=256)), "naflex": True, "text_tower": False},
+        _build_siglip2_naflex_vision, _naflex_input_shape, naflex.preprocessing(16, 256), any_size=True,
+        encoders=_siglip_image_encoders, preprocess_for=_naflex_preprocess),
     DIGITS: ArchSpec(
         DIGITS, "SimCLR SmallResNet on scikit-learn digits (shipped); 128-d; 32x32x1 in [0, 1]",
         DIGITS_CONFIG, _build_digits, lambda c: small_resnet.INPUT_SHAPE, None,

@@ -58,6 +58,7 @@ class SiglipConfig:
     pad_token_id: int = 1
     naflex: bool = False  # SigLIP 2 NaFlex image tower: any patch grid, positions resized
     max_num_patches: int = 256  # NaFlex: the preprocessing's patch budget (model.preprocess)
+    text_tower: bool = True  # False: the image tower alone (no text or logit parameters)
 
     def __post_init__(self):
         for width, heads, what in ((self.vision_width, self.vision_heads, "vision"),
@@ -156,6 +157,8 @@ class SigLIP(nn.Module):
         self.post_layernorm = _layer_norm(c.layer_norm_eps, "post_layernorm", self.lrp)
         self.map_head = MapHead(c.vision_width, c.vision_heads, c.vision_mlp, c.layer_norm_eps, self.lrp,
                                 name="map_head")
+        if not c.text_tower:  # an image tower alone (transformers' Siglip2VisionModel)
+            return
         self.token_embedding = nn.Embed(c.vocab_size, c.text_width, name="token_embedding")
         self.text_positions = nn.Embed(c.context_length, c.text_width, name="text_position_embedding")
         self.text_layers = [Block(c.text_width, c.text_heads, c.text_mlp, c.layer_norm_eps,
@@ -199,5 +202,7 @@ class SigLIP(nn.Module):
         """(N, L) ids padded with the pad token (L = context_length, as trained) -> (N, projection_size)."""
         return self.encode_embeddings(self.embed_tokens(ids), jnp.ones(ids.shape, jnp.int32))
 
-    def init_all(self, images, ids):
+    def init_all(self, images, ids=None):
+        if not self.config.text_tower:
+            return self.encode_image(images)
         return self.encode_image(images), self.encode_text(ids), self.logit_scale, self.logit_bias

@@ -177,6 +177,7 @@ ORIGINAL_NORMALISATION = {
                                          "resnet152", "dino_vit", "dinov2_vit")},
     "siglip": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "siglip2_naflex": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "siglip2_naflex_vision": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
 TINY_SIZE = 16
 
@@ -187,7 +188,7 @@ def _tiny_config(arch):
         return {**spec.default_config, "embed_dim": 8, "image_resolution": TINY_SIZE, "vision_layers": 1,
                 "vision_width": 16, "vision_patch_size": 8, "context_length": 8, "vocab_size": 16,
                 "transformer_width": 8, "transformer_layers": 1, "vision_head_width": 8}
-    if arch in ("siglip", "siglip2_naflex"):  # NaFlex: a budget of 4 patches, so 16 x 16 by default
+    if arch in ("siglip", "siglip2_naflex", "siglip2_naflex_vision"):  # NaFlex: a budget of 4 patches, so 16 x 16 by default
         return {**spec.default_config, "max_num_patches": 4, "image_size": TINY_SIZE, "patch_size": 8, "vision_width": 16, "vision_layers": 1,
                 "vision_heads": 2, "vision_mlp": 16, "vocab_size": 16, "context_length": 8, "text_width": 8,
                 "text_layers": 1, "text_heads": 2, "text_mlp": 8, "projection_size": 8}

@@ -72,6 +72,7 @@ def test_registry_names_and_errors(tmp_path):
                                                 "resnet18_classifier", "clip_vit_b32", "digits",
                                                 "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                                                 "dino_vit", "dinov2_vit", "clip_vit", "sentence_bert", "siglip", "siglip2_naflex",
+                                                "siglip2_naflex_vision",
                                                 "digits_vit"}
     with pytest.raises(ValueError, match="arch must be one of"):
         models.load("vgg16", str(tmp_path))

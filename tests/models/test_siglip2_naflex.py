@@ -161,3 +161,26 @@ def test_integrated_gradients_through_explain_images_at_a_non_square_size(pair):
     assert np.all(np.isfinite(result.maps["integrated_gradients"]))
     gap = np.abs(result.completeness_gaps["integrated_gradients"])
     assert np.max(gap) < 5e-3 * np.max(np.abs(result.scores - result.baseline_scores)), gap
+
+
+def test_vision_only_directory_gives_the_same_image_tower(pair, tmp_path):
+    """transformers' Siglip2VisionModel saved alone (keys without `vision_model.`, model_type
+    "siglip2_vision_model") -> `siglip2_naflex_vision`: the full model's image parameters, the same
+    features at a non-square size, no text tower."""
+    reference, full = pair
+    reference.vision_model.save_pretrained(str(tmp_path / "hf"))
+    siglip2_side.processor().save_pretrained(str(tmp_path / "hf"))
+    assert main(["convert", "siglip2_naflex_vision", str(tmp_path / "hf"), str(tmp_path / "out")]) == 0
+    model = models.load("siglip2_naflex_vision", str(tmp_path / "out"))
+    assert model.encode_text_fn is None and model.input_shape == full.input_shape
+    image_params = {k: v for k, v in full.params["params"].items() if not k.startswith(("text_", "token_", "final_",
+                                                                                         "logit_"))}
+    assert jax.tree_util.tree_structure(model.params["params"]) == jax.tree_util.tree_structure(image_params)
+    for a, b in zip(jax.tree_util.tree_leaves(model.params["params"]), jax.tree_util.tree_leaves(image_params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    x = np.random.default_rng(4).uniform(size=(1, 8, 36, 3)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(model.with_input_shape((8, 36, 3)).encode(x)),
+                                  np.asarray(full.with_input_shape((8, 36, 3)).encode(x)))
+    from cocoa_jax_ports import CheckpointMismatchError, convert
+    with pytest.raises(CheckpointMismatchError, match="convert it as siglip2_naflex_vision"):
+        convert("siglip2_naflex", str(tmp_path / "hf"), str(tmp_path / "out2"))

@@ -155,7 +155,7 @@ def attribute_one(encode: Callable[[jax.Array], jax.Array], target: targets_mod.
 
 
 # Which ported models have each mode, for the refusal's hint.
-_MODE_MODELS = {"lrp": "the ported ViTs: dino_vit, dinov2_vit, clip_vit, siglip, digits_vit",
+_MODE_MODELS = {"lrp": "the ported ViTs: dino_vit, dinov2_vit, clip_vit, siglip, siglip2_naflex(_vision), digits_vit",
                 "relevance": "the ResNets: resnet18..152, simclr_resnet50, simsiam_cifar_resnet18, "
                              "resnet18_classifier, and the digits encoder (digits)"}
 

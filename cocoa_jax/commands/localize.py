@@ -10,7 +10,7 @@ embedding). `--query 7` (or `seven`) fixes the query digit; `--foil` then lists 
 CLIP: `--model clip_vit_b32 --weights DIR --image PATH --query dog [--foil cat ...]` loads a
 converted CLIP ViT-B/32 (`cocoa-jax convert clip_vit_b32 ...`); the foil defaults to the
 CIFAR-100 class names other than the query, as in the official COCOA code. Any architecture whose
-captions live in its image space (`ArchSpec.joint_text`: clip_vit, siglip) is taken the same way.
+captions live in its image space (`ArchSpec.joint_text`: clip_vit, siglip, siglip2_naflex) is taken the same way.
 
 Writes to --out (default runs/localize; existing outputs are refused unless --overwrite) all
 three files together at the end, or none of them (Ctrl-C or an error before that):

@@ -184,3 +184,14 @@ def test_vision_only_directory_gives_the_same_image_tower(pair, tmp_path):
     from cocoa_jax_ports import CheckpointMismatchError, convert
     with pytest.raises(CheckpointMismatchError, match="convert it as siglip2_naflex_vision"):
         convert("siglip2_naflex", str(tmp_path / "hf"), str(tmp_path / "out2"))
+
+
+@pytest.mark.slow  # > 2 s: two programs
+def test_attn_lrp_mode_has_the_same_forward_at_a_non_square_size(pair):
+    """encode_fn.modes["lrp"] (AttnLRP's backward) computes the same features as encode_fn at a
+    NaFlex size (the position resize is on the parameters, outside the rules)."""
+    _, model = pair
+    sized = model.with_input_shape((12, 28, 3))
+    x = np.random.default_rng(6).uniform(size=(1, 12, 28, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(sized.encode_fn.modes["lrp"](model.params, x)),
+                               np.asarray(sized.encode_fn(model.params, x)), rtol=1e-5, atol=1e-6)

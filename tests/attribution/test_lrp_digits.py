@@ -218,3 +218,24 @@ def test_method_through_the_explicand_program_k_targets_share_the_forward():
     atol = 1e-6 * np.abs(expected).max()
     np.testing.assert_allclose(maps, expected, rtol=2e-4, atol=atol)
     assert not np.allclose(maps, plain, rtol=1e-2, atol=atol)
+
+
+@pytest.mark.slow  # explain_images on the shipped model: targets, baselines, one lrp program (~10 s)
+def test_explain_images_lrp_on_the_default_model_is_the_relevance_gradient():
+    """What `cocoa-jax explain --methods lrp` computes on the digits demo: the maps of explain_images
+    equal lrp of each target's score built here from the relevance mode."""
+    model = shipped()
+    xs = _digits(2, 20).astype(np.float32)
+    corpus, foil = _digits(6, 40).astype(np.float32), _digits(8, 60).astype(np.float32)
+    result = pipeline.explain_images(model, xs, corpus=corpus, foil=foil, targets=("cocoa", "corpus"),
+                                     methods=("lrp",))
+    maps = np.asarray(result.maps["lrp"])
+    assert maps.shape == (2, 2, 32, 32, 1)
+    encode = jax.jit(model.encode_fn)
+    corpus_reps, foil_reps = encode(model.params, corpus), encode(model.params, foil)
+    for k, target in enumerate((targets.cocoa(corpus_reps, foil_reps), targets.corpus(corpus_reps))):
+        f = targets.explain_fn(lambda xb: model.encode_fn.modes["relevance"](model.params, xb), target)
+        for i in range(2):
+            expected = np.asarray(attribution.lrp(f, jnp.asarray(xs[i])))  # one target: f(v) is a scalar
+            # float32, vmapped there: 1-2e-7 relative L2 measured
+            assert np.linalg.norm(maps[i, k] - expected) < 1e-5 * np.linalg.norm(expected)

@@ -62,9 +62,10 @@ def check_encoder_source(config: SweepConfig) -> None:
 
 
 def _network_with_access(model):
-    """(`model.network_fn`, its TokenAccess or None). For a ViT the function carries the architecture's
-    raw `token_access` and `modes` (on the network's input, as `network_fn`), which the explicand
-    program reads for rollout, token drop and AttnLRP (`model.encode_fn` has them on [0, 1] pixels)."""
+    """(`model.network_fn`, its TokenAccess or None). For a ViT (or a ResNet, which has an LRP mode) the
+    function carries the architecture's raw `token_access` and `modes` (on the network's input, as
+    `network_fn`, which its `__wrapped__` is), which the explicand program reads for rollout, token drop,
+    AttnLRP and LRP (`model.encode_fn` has them on [0, 1] pixels)."""
     from cocoa_jax.models import spec_of
 
     fns = spec_of(model.name).encoders(model.module, model.config)
@@ -76,6 +77,7 @@ def _network_with_access(model):
         return network(params, x)
 
     network_fn.token_access, network_fn.modes = fns.tokens, dict(fns.modes)
+    network_fn.__wrapped__ = network  # what it runs: the model's own network_fn
     return network_fn, fns.tokens
 
 

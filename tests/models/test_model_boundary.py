@@ -321,7 +321,9 @@ def test_sweep_feeds_a_loaded_model_its_network_input_and_other_encoders_pixels(
     model = _cifar_model()
     grey = np.random.default_rng(0).uniform(size=(3, 32, 32, 1)).astype(np.float32)
     spec = inputs.resolve_encoder(SweepConfig(), model)
-    assert spec.network_input and spec.encode_fn is model.network_fn
+    # the model's own network_fn, wrapped to carry the ResNet's LRP mode on the network input
+    assert spec.network_input and getattr(spec.encode_fn, "__wrapped__", spec.encode_fn) is model.network_fn
+    assert "relevance" in spec.encode_fn.modes
     rgb = np.repeat(grey, 3, axis=-1)
     np.testing.assert_allclose(inputs.digits_for_encoder(grey, spec, pp.CIFAR), _normalise64(model, rgb),
                                rtol=1e-6, atol=1e-6)

@@ -21,7 +21,6 @@ benchmarks/results/RESULTS_resnet_quality.{json,md} unless --quick (or to --out 
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -32,7 +31,7 @@ import numpy as np
 from benchmarks import RESULTS
 from benchmarks.harness.machine import cpu_name
 from benchmarks.suites import vit_quality as vq
-from cocoa_jax import files, methods, metrics, models, pipeline, targets
+from cocoa_jax import methods, metrics, models, pipeline, targets
 from cocoa_jax.attribution_methods import token_drop
 
 ARCH = "digits"
@@ -120,17 +119,9 @@ def measure(per_class: int, n_masks: int, classes=tuple(range(10)), seed: int = 
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 classes x 2 explicands, 64 masks (a smoke run)")
-    parser.add_argument("--per-class", type=int, default=None, help="explicands per class (default 4: 40 in all)")
-    parser.add_argument("--n-masks", type=int, default=None, help="RISE masks (default 416, the fast profile's)")
-    parser.add_argument("--weights", default=None, help="a digits model directory (default: the shipped one)")
-    parser.add_argument("--out", default=None, help="results path stem (default benchmarks/results/"
-                                                   "RESULTS_resnet_quality; --quick writes only with --out)")
-    args = parser.parse_args(argv)
-    per_class = args.per_class or (2 if args.quick else 4)
-    n_masks = args.n_masks or (64 if args.quick else 416)
-    classes = (0, 1) if args.quick else tuple(range(10))
+    args = vq.quality_parser(__doc__.splitlines()[0], per_class=4, masks_help="RISE masks (default 416, the fast "
+                             "profile's)", weights_of="digits", stem="RESULTS_resnet_quality").parse_args(argv)
+    per_class, n_masks, classes = vq.quality_sizes(args, per_class=4, n_masks=416)
     load = os.getloadavg()[0]
     start = time.perf_counter()
     aucs, seconds, passes, flops = measure(per_class, n_masks, classes, weights=args.weights)
@@ -146,16 +137,8 @@ def main(argv=None) -> list[dict]:
     print(text)
     out = args.out or (None if args.quick else os.path.join(RESULTS, "RESULTS_resnet_quality"))
     if out:
-        record = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_name(), cpus=os.cpu_count(),
-                      load_avg_1min=load, device=str(jax.devices()[0]), jax=jax.__version__, arch=ARCH,
-                      per_class=per_class, classes=list(classes), n_masks=n_masks, n_steps=vq.N_STEPS["blend"],
-                      corpus=vq.CORPUS, foil=vq.FOIL,
-                      seconds_per_explicand={k: v if np.isfinite(v) else None for k, v in seconds.items()},
-                      passes={k: list(v) for k, v in passes.items()}, flops=flops, rows=rows,
-                      aucs={label: {"/".join(key): list(map(float, v)) for key, v in cells.items()}
-                            for label, cells in aucs.items()})
-        files.atomic_write_json(out + ".json", record)
-        files.atomic_write_text(out + ".md", text)
+        vq.save_results(out, text, load=load, arch=ARCH, per_class=per_class, classes=classes, n_masks=n_masks,
+                        n_steps=vq.N_STEPS["blend"], seconds=seconds, passes=passes, flops=flops, rows=rows, aucs=aucs)
     return rows
 
 

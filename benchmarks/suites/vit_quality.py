@@ -229,18 +229,47 @@ def markdown(rows, seconds, passes, header: str, flops: dict | None = None, remo
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def quality_parser(description: str, *, per_class: int, masks_help: str, weights_of: str,
+                   stem: str) -> argparse.ArgumentParser:
+    """The quality suites' command line (this one and resnet_quality): sizes, masks, weights, output stem."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="2 classes x 2 explicands, 64 masks (a smoke run)")
-    parser.add_argument("--per-class", type=int, default=None, help="explicands per class (default 5: 50 in all)")
-    parser.add_argument("--n-masks", type=int, default=None, help="RISE masks, both forms (default 1000)")
-    parser.add_argument("--weights", default=None, help="a digits_vit model directory (default: the shipped one)")
-    parser.add_argument("--out", default=None, help="results path stem (default benchmarks/results/"
-                                                   "RESULTS_vit_quality; --quick writes only with --out)")
-    args = parser.parse_args(argv)
-    per_class = args.per_class or (2 if args.quick else 5)
-    n_masks = args.n_masks or (64 if args.quick else 1000)
-    classes = (0, 1) if args.quick else tuple(range(10))
+    parser.add_argument("--per-class", type=int, default=None,
+                        help=f"explicands per class (default {per_class}: {10 * per_class} in all)")
+    parser.add_argument("--n-masks", type=int, default=None, help=masks_help)
+    parser.add_argument("--weights", default=None, help=f"a {weights_of} model directory (default: the shipped one)")
+    parser.add_argument("--out", default=None, help=f"results path stem (default benchmarks/results/{stem}; "
+                                                   "--quick writes only with --out)")
+    return parser
+
+
+def quality_sizes(args, *, per_class: int, n_masks: int) -> tuple[int, int, tuple[int, ...]]:
+    """(explicands per class, RISE masks, classes) of a parsed quality command line."""
+    quick = args.quick
+    return (args.per_class or (2 if quick else per_class), args.n_masks or (64 if quick else n_masks),
+            (0, 1) if quick else tuple(range(10)))
+
+
+def save_results(out: str, text: str, *, load: float, arch: str, per_class: int, classes, n_masks: int, n_steps,
+                 seconds: dict, passes: dict, flops: dict, rows: list[dict], aucs: dict) -> None:
+    """OUT.json (the run's record: machine, sizes, seconds, passes, FLOPs, rows, every AUC) and OUT.md
+    (`text`), each written atomically."""
+    record = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_name(), cpus=os.cpu_count(),
+                  load_avg_1min=load, device=str(jax.devices()[0]), jax=jax.__version__, arch=arch,
+                  per_class=per_class, classes=list(classes), n_masks=n_masks, n_steps=n_steps,
+                  corpus=CORPUS, foil=FOIL,
+                  seconds_per_explicand={k: v if np.isfinite(v) else None for k, v in seconds.items()},
+                  passes={k: list(v) for k, v in passes.items()}, flops=flops, rows=rows,
+                  aucs={label: {"/".join(key): list(map(float, v)) for key, v in cells.items()}
+                        for label, cells in aucs.items()})
+    files.atomic_write_json(out + ".json", record)
+    files.atomic_write_text(out + ".md", text)
+
+
+def main(argv=None) -> list[dict]:
+    args = quality_parser(__doc__.splitlines()[0], per_class=5, masks_help="RISE masks, both forms (default 1000)",
+                          weights_of="digits_vit", stem="RESULTS_vit_quality").parse_args(argv)
+    per_class, n_masks, classes = quality_sizes(args, per_class=5, n_masks=1000)
     load = os.getloadavg()[0]
     start = time.perf_counter()
     aucs, seconds, passes, flops = measure(per_class, n_masks, classes, weights=args.weights)
@@ -256,15 +285,8 @@ def main(argv=None) -> list[dict]:
     print(text)
     out = args.out or (None if args.quick else os.path.join(RESULTS, "RESULTS_vit_quality"))
     if out:
-        record = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_name(), cpus=os.cpu_count(),
-                      load_avg_1min=load, device=str(jax.devices()[0]), jax=jax.__version__, arch=ARCH,
-                      per_class=per_class, classes=list(classes), n_masks=n_masks, n_steps=N_STEPS,
-                      corpus=CORPUS, foil=FOIL, seconds_per_explicand=seconds,
-                      passes={k: list(v) for k, v in passes.items()}, flops=flops, rows=rows,
-                      aucs={label: {"/".join(key): list(map(float, v)) for key, v in cells.items()}
-                            for label, cells in aucs.items()})
-        files.atomic_write_json(out + ".json", record)
-        files.atomic_write_text(out + ".md", text)
+        save_results(out, text, load=load, arch=ARCH, per_class=per_class, classes=classes, n_masks=n_masks,
+                     n_steps=N_STEPS, seconds=seconds, passes=passes, flops=flops, rows=rows, aucs=aucs)
     return rows
 
 

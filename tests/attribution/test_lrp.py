@@ -24,6 +24,8 @@ from cocoa_jax import attribution, methods, pipeline, targets
 from cocoa_jax.models import architectures, loaded
 from cocoa_jax.models.resnet import BN_EPSILON
 
+from tests.support.lrp_checks import assert_k_targets_equal_one_at_a_time
+
 SIZE = 16
 CONFIGS = {block: {"block": block, "stage_sizes": [1, 1], "stem": "imagenet", "num_classes": None}
            for block in ("basic", "bottleneck")}
@@ -235,25 +237,7 @@ def test_lrp_method_record():
 def test_method_through_the_explicand_program_k_targets_share_the_forward():
     model = tiny("basic")
     xs = _images(2, seed=4)
-    directions = jnp.asarray(np.random.default_rng(5).normal(size=(2, model.representation_dim)), jnp.float32)
-    target = targets.Target(directions, (True, False))
-    keys = jax.random.split(jax.random.key(0), 2)
-    maps = pipeline.attribute(model.encode_fn, model.params, xs, xs, target, "lrp", keys)
-    assert maps.shape == (2, 2, SIZE, SIZE, 3)
-
-    @jax.jit
-    def reference(xs):
-        def one(x, encode, k):
-            single = targets.Target(directions[k:k + 1], (target.normalize[k],))
-            return attribution.lrp(lambda v: targets.explain_fn(lambda xb: encode(model.params, xb), single)(v)[0], x)
-
-        modes = (model.encode_fn.modes["relevance"], model.encode_fn)
-        return [jnp.stack([jax.vmap(lambda x: one(x, encode, k))(xs) for k in range(2)], axis=1) for encode in modes]
-
-    expected, plain = (np.asarray(a) for a in reference(xs))
-    atol = 1e-6 * np.abs(expected).max()
-    np.testing.assert_allclose(maps, expected, rtol=2e-4, atol=atol)
-    assert not np.allclose(maps, plain, rtol=1e-2, atol=atol)
+    assert_k_targets_equal_one_at_a_time(model, xs)
 
 
 def test_encoders_without_the_relevance_mode_are_refused():

@@ -20,6 +20,8 @@ import pytest
 from cocoa_jax import attribution, pipeline, targets
 from cocoa_jax.models import architectures, load, loaded
 
+from tests.support.lrp_checks import assert_k_targets_equal_one_at_a_time
+
 NARROW = dict(architectures.DIGITS_CONFIG, widths=[4, 8, 8], stem_width=4)  # the shipped layout, narrow
 
 
@@ -199,25 +201,7 @@ def test_conservation_with_zero_biases_on_the_shipped_weights(monkeypatch):
 def test_method_through_the_explicand_program_k_targets_share_the_forward():
     model = shipped()
     xs = jnp.asarray(_digits(2, 7), jnp.float32)
-    directions = jnp.asarray(np.random.default_rng(5).normal(size=(2, model.representation_dim)), jnp.float32)
-    target = targets.Target(directions, (True, False))
-    keys = jax.random.split(jax.random.key(0), 2)
-    maps = pipeline.attribute(model.encode_fn, model.params, xs, xs, target, "lrp", keys)
-    assert maps.shape == (2, 2, 32, 32, 1)
-
-    @jax.jit
-    def reference(xs):
-        def one(x, encode, k):
-            single = targets.Target(directions[k:k + 1], (target.normalize[k],))
-            return attribution.lrp(lambda v: targets.explain_fn(lambda xb: encode(model.params, xb), single)(v)[0], x)
-
-        modes = (model.encode_fn.modes["relevance"], model.encode_fn)
-        return [jnp.stack([jax.vmap(lambda x: one(x, encode, k))(xs) for k in range(2)], axis=1) for encode in modes]
-
-    expected, plain = (np.asarray(a) for a in reference(xs))
-    atol = 1e-6 * np.abs(expected).max()
-    np.testing.assert_allclose(maps, expected, rtol=2e-4, atol=atol)
-    assert not np.allclose(maps, plain, rtol=1e-2, atol=atol)
+    assert_k_targets_equal_one_at_a_time(model, xs)
 
 
 @pytest.mark.slow  # explain_images on the shipped model: targets, baselines, one lrp program (~10 s)

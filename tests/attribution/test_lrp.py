@@ -82,29 +82,56 @@ def _relevance(model, x, direction):
         return np.asarray(relevance), float(score)
 
 
+@functools.lru_cache(maxsize=None)
+def _torchvision_resnet():
+    """torchvision's resnet module from the wheel, ONE per process: zennit's canonizer recognises the
+    block classes of the module it was imported with, so the models built here come from that one."""
+    from tests.reference.torchvision_source import load_resnet_module
+
+    return load_resnet_module()
+
+
 def _zennit():
     """zennit's modules, imported with torchvision's resnet.py (from the wheel) standing in for
     torchvision, which zennit imports at load and which cannot be installed beside the CPU torch."""
     pytest.importorskip("torch")
-    from tests.reference.torchvision_source import load_resnet_module
-
-    tv = load_resnet_module()
+    tv = _torchvision_resnet()
     if tv is None:
         pytest.skip("no torchvision wheel (pip download torchvision==0.28.0 --no-deps -d ~/.cache/cocoa-jax)")
-    if "torchvision" not in sys.modules:
-        models_mod = types.ModuleType("torchvision.models")
-        models_mod.resnet = tv
-        sys.modules.update({"torchvision": types.SimpleNamespace(models=models_mod), "torchvision.models": models_mod,
-                            "torchvision.models.resnet": tv})
-    zennit = pytest.importorskip("zennit", reason="zennit is not installed (pip install zennit --no-deps)")
-    from zennit.attribution import Gradient
-    from zennit.composites import EpsilonPlusFlat
-    from zennit.torchvision import ResNetCanonizer
+    # The stand-in lives in sys.modules only while zennit imports: left there, it broke every later import
+    # of torchvision in the same process (quantus: "'torchvision.models' is not a package"), and the
+    # Quantus parity modules that ran after this file in a pytest worker skipped.
+    models_mod = types.ModuleType("torchvision.models")
+    models_mod.resnet = tv
+    stand_in = {"torchvision": types.SimpleNamespace(models=models_mod), "torchvision.models": models_mod,
+                "torchvision.models.resnet": tv}
+    saved = {name: sys.modules.get(name) for name in stand_in}
+    sys.modules.update(stand_in)
+    try:
+        zennit = pytest.importorskip("zennit", reason="zennit is not installed (pip install zennit --no-deps)")
+        from zennit.attribution import Gradient
+        from zennit.composites import EpsilonPlusFlat
+        from zennit.torchvision import ResNetCanonizer
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
 
     canonized = sys.modules["zennit.torchvision"]  # the block classes its canonizer recognises
     blocks = types.SimpleNamespace(BasicBlock=canonized.ResNetBasicBlock, Bottleneck=canonized.ResNetBottleneck,
-                                   resnet18=sys.modules["torchvision.models.resnet"].resnet18)
+                                   resnet18=tv.resnet18)
     return zennit, Gradient, EpsilonPlusFlat, ResNetCanonizer, blocks
+
+
+def test_zennit_leaves_no_torchvision_stand_in_behind():
+    """After `_zennit()` the process imports what it imported before (Quantus needs the real
+    torchvision or none at all, never the stand-in)."""
+    before = sys.modules.get("torchvision")
+    _zennit()
+    assert sys.modules.get("torchvision") is before
+    assert sys.modules.get("torchvision.models") is None or before is not None
 
 
 def _torch_twin(model, tv):

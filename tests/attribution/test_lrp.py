@@ -21,10 +21,9 @@ import numpy as np
 import pytest
 
 from cocoa_jax import attribution, methods, pipeline, targets
-from cocoa_jax.models import architectures, loaded
 from cocoa_jax.models.resnet import BN_EPSILON
 
-from tests.support.lrp_checks import assert_k_targets_equal_one_at_a_time
+from tests.support.lrp_checks import assert_k_targets_equal_one_at_a_time, random_batchnorm_model
 
 SIZE = 16
 CONFIGS = {block: {"block": block, "stage_sizes": [1, 1], "stem": "imagenet", "num_classes": None}
@@ -36,25 +35,7 @@ def tiny(block: str, zero_shift: bool = False):
     """A LoadedModel "resnet18"-family with stages [1, 1] of `block`, random float32 weights; BatchNorm
     scales in [0.5, 1.5], variances in [0.5, 2], means and shifts N(0, 0.3^2) (0 with `zero_shift`:
     every folded bias is then 0)."""
-    config = CONFIGS[block]
-    spec = architectures.spec_of("resnet18")
-    module = spec.build(config)
-    variables = jax.eval_shape(lambda: spec.init(module, config, (SIZE, SIZE, 3)))
-    leaves, tree = jax.tree_util.tree_flatten_with_path(variables)
-    rng = np.random.default_rng(3)
-    out = []
-    for path, leaf in leaves:
-        name = str(path[-1].key)
-        if name == "var":
-            value = rng.uniform(0.5, 2.0, leaf.shape)
-        elif name == "scale":
-            value = rng.uniform(0.5, 1.5, leaf.shape)
-        elif name in ("mean", "bias"):
-            value = np.zeros(leaf.shape) if zero_shift else rng.normal(0, 0.3, leaf.shape)
-        else:  # conv kernels, He-scaled so activations neither vanish nor explode
-            value = rng.normal(0, np.sqrt(2.0 / np.prod(leaf.shape[:-1])), leaf.shape)
-        out.append(jnp.asarray(value, jnp.float32))
-    return loaded.make_loaded("resnet18", config, jax.tree_util.tree_unflatten(tree, out), input_shape=(SIZE, SIZE, 3))
+    return random_batchnorm_model("resnet18", CONFIGS[block], (SIZE, SIZE, 3), 3, zero_shift=zero_shift)
 
 
 def _images(n=1, seed=0):

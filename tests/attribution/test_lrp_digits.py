@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from cocoa_jax import attribution, pipeline, targets
-from cocoa_jax.models import architectures, load, loaded
+from cocoa_jax.models import architectures, load
 
-from tests.support.lrp_checks import assert_k_targets_equal_one_at_a_time
+from tests.support.lrp_checks import assert_k_targets_equal_one_at_a_time, random_batchnorm_model
 
 NARROW = dict(architectures.DIGITS_CONFIG, widths=[4, 8, 8], stem_width=4)  # the shipped layout, narrow
 
@@ -34,24 +34,7 @@ def shipped():
 def narrow():
     """A LoadedModel "digits" of the NARROW config, random float32 weights; BatchNorm scales in
     [0.5, 1.5], variances in [0.5, 2], means and shifts N(0, 0.3^2)."""
-    spec = architectures.spec_of("digits")
-    module = spec.build(NARROW)
-    variables = jax.eval_shape(lambda: spec.init(module, NARROW, (32, 32, 1)))
-    leaves, tree = jax.tree_util.tree_flatten_with_path(variables)
-    rng = np.random.default_rng(11)
-    out = []
-    for path, leaf in leaves:
-        name = str(path[-1].key)
-        if name == "var":
-            value = rng.uniform(0.5, 2.0, leaf.shape)
-        elif name == "scale":
-            value = rng.uniform(0.5, 1.5, leaf.shape)
-        elif name in ("mean", "bias"):
-            value = rng.normal(0, 0.3, leaf.shape)
-        else:  # conv kernels, He-scaled
-            value = rng.normal(0, np.sqrt(2.0 / np.prod(leaf.shape[:-1])), leaf.shape)
-        out.append(jnp.asarray(value, jnp.float32))
-    return loaded.make_loaded("digits", NARROW, jax.tree_util.tree_unflatten(tree, out))
+    return random_batchnorm_model("digits", NARROW, (32, 32, 1), 11)
 
 
 def _digits(n, seed):

@@ -31,3 +31,29 @@ def assert_k_targets_equal_one_at_a_time(model, xs) -> None:
     atol = 1e-6 * np.abs(expected).max()
     np.testing.assert_allclose(maps, expected, rtol=2e-4, atol=atol)
     assert not np.allclose(maps, plain, rtol=1e-2, atol=atol)
+
+
+def random_batchnorm_model(arch: str, config: dict, input_shape: tuple, seed: int, *, zero_shift: bool = False):
+    """A LoadedModel of `arch` / `config` with random float32 weights that make BatchNorm matter:
+    scales in [0.5, 1.5], variances in [0.5, 2], means and shifts N(0, 0.3^2) (0 with `zero_shift`: every
+    folded bias is then 0), conv kernels He-scaled so activations neither vanish nor explode."""
+    from cocoa_jax.models import architectures, loaded
+
+    spec = architectures.spec_of(arch)
+    module = spec.build(config)
+    variables = jax.eval_shape(lambda: spec.init(module, config, tuple(input_shape)))
+    leaves, tree = jax.tree_util.tree_flatten_with_path(variables)
+    rng = np.random.default_rng(seed)
+    out = []
+    for path, leaf in leaves:
+        name = str(path[-1].key)
+        if name == "var":
+            value = rng.uniform(0.5, 2.0, leaf.shape)
+        elif name == "scale":
+            value = rng.uniform(0.5, 1.5, leaf.shape)
+        elif name in ("mean", "bias"):
+            value = np.zeros(leaf.shape) if zero_shift else rng.normal(0, 0.3, leaf.shape)
+        else:
+            value = rng.normal(0, np.sqrt(2.0 / np.prod(leaf.shape[:-1])), leaf.shape)
+        out.append(jnp.asarray(value, jnp.float32))
+    return loaded.make_loaded(arch, config, jax.tree_util.tree_unflatten(tree, out), input_shape=tuple(input_shape))
